@@ -1,0 +1,142 @@
+// Package e2e holds pgshard's integration tests: they start real Postgres
+// shards with localpg, run pgshard in-process in front of them, and drive it
+// with real clients (pgx, lib/pq, psql, pgbench, psycopg2, node-postgres,
+// JDBC).
+package e2e
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"net"
+	"os"
+	"testing"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+
+	"github.com/pgshard/pgshard/cmd/internal/localpg"
+	"github.com/pgshard/pgshard/router/pool"
+	"github.com/pgshard/pgshard/router/proxy"
+	"github.com/pgshard/pgshard/wire"
+)
+
+// basePort is this package's range of Postgres ports; other packages that
+// start clusters use other ranges so `go test ./...` can run them together.
+const basePort = 26432
+
+var cluster *localpg.Cluster
+
+func TestMain(m *testing.M) {
+	os.Exit(runMain(m))
+}
+
+func runMain(m *testing.M) int {
+	dir, err := os.MkdirTemp("/tmp", "pgshard-e2e-")
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		return 1
+	}
+	_ = os.Chmod(dir, 0o755)
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	cluster, err = localpg.Up(ctx, localpg.Options{Dir: dir, Shards: 2, PGPort: basePort, Listen: "127.0.0.1:0"})
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "start test cluster:", err)
+		_ = localpg.Down(context.Background(), dir, true)
+		return 1
+	}
+	code := m.Run()
+	if err := localpg.Down(context.Background(), dir, true); err != nil {
+		fmt.Fprintln(os.Stderr, "stop test cluster:", err)
+	}
+	return code
+}
+
+type proxyOpts struct {
+	mode        proxy.PoolMode
+	poolSize    int
+	waitTimeout time.Duration
+	auth        wire.AuthMethod
+	maxClients  int
+	shards      int // how many of the cluster's instances to use (default 1)
+}
+
+// startProxy runs pgshard in-process on a free loopback port and returns its
+// address; it is shut down when the test ends.
+func startProxy(t testing.TB, o proxyOpts) string {
+	t.Helper()
+	if o.poolSize == 0 {
+		o.poolSize = 4
+	}
+	if o.auth == "" {
+		o.auth = wire.AuthSCRAM
+	}
+	if o.shards == 0 {
+		o.shards = 1
+	}
+	sec, err := wire.NewSecret("app", "app")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var pools []*pool.Pool
+	for _, in := range cluster.Instances[:o.shards] {
+		p, err := pool.New(pool.Options{Shard: in.Name, DSN: in.DSN, Size: o.poolSize, AcquireTimeout: o.waitTimeout})
+		if err != nil {
+			t.Fatal(err)
+		}
+		pools = append(pools, p)
+	}
+	log := slog.New(slog.NewTextHandler(testWriter{t}, &slog.HandlerOptions{Level: slog.LevelWarn}))
+	srv := proxy.New(proxy.Config{
+		Mode:          o.mode,
+		Auth:          o.auth,
+		Users:         map[string]proxy.User{"app": {Secret: &sec}},
+		MaxClientConn: o.maxClients,
+	}, pools, log)
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	go func() { _ = srv.Serve(l) }()
+	t.Cleanup(func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		_ = srv.Shutdown(ctx)
+	})
+	return l.Addr().String()
+}
+
+type testWriter struct{ t testing.TB }
+
+func (w testWriter) Write(p []byte) (int, error) {
+	w.t.Logf("%s", p)
+	return len(p), nil
+}
+
+func proxyURL(addr string) string {
+	return fmt.Sprintf("postgres://app:app@%s/app?sslmode=disable", addr)
+}
+
+func connect(t testing.TB, url string) *pgx.Conn {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	c, err := pgx.Connect(ctx, url)
+	if err != nil {
+		t.Fatalf("connect %s: %v", url, err)
+	}
+	t.Cleanup(func() { _ = c.Close(context.Background()) })
+	return c
+}
+
+// serverConns counts pgshard's server connections on a shard.
+func serverConns(t testing.TB, in localpg.Instance) int {
+	t.Helper()
+	c := connect(t, in.AdminDSN)
+	var n int
+	if err := c.QueryRow(context.Background(), "select count(*) from pg_stat_activity where usename = 'app' and backend_type = 'client backend'").Scan(&n); err != nil {
+		t.Fatal(err)
+	}
+	return n
+}

@@ -1,0 +1,151 @@
+// Command pgshard is the sharding proxy: it serves Postgres clients on one
+// endpoint and runs their statements on the shards named in its config.
+package main
+
+import (
+	"context"
+	"crypto/tls"
+	"errors"
+	"flag"
+	"fmt"
+	"log/slog"
+	"net"
+	"os"
+	"os/signal"
+	"strings"
+	"syscall"
+
+	"github.com/pgshard/pgshard/cmd/internal/config"
+	"github.com/pgshard/pgshard/router/pool"
+	"github.com/pgshard/pgshard/router/proxy"
+	"github.com/pgshard/pgshard/wire"
+)
+
+func main() {
+	if err := run(); err != nil {
+		fmt.Fprintln(os.Stderr, "pgshard:", err)
+		os.Exit(1)
+	}
+}
+
+func run() error {
+	cfgPath := flag.String("config", ".pgshard/pgshard.yaml", "config file")
+	listen := flag.String("listen", "", "override the config's listen address")
+	flag.Parse()
+
+	cfg, err := config.Load(*cfgPath)
+	if err != nil {
+		return err
+	}
+	if *listen != "" {
+		cfg.Listen = *listen
+	}
+	log := newLogger(cfg)
+
+	pcfg, err := proxyConfig(cfg)
+	if err != nil {
+		return err
+	}
+	var pools []*pool.Pool
+	for _, sh := range cfg.Shards {
+		p, err := pool.New(pool.Options{
+			Shard:          sh.Name,
+			DSN:            sh.DSN,
+			Size:           cfg.Pool.Size,
+			AcquireTimeout: cfg.Pool.WaitTimeout.D(),
+			ConnectTimeout: cfg.ConnectTimeout.D(),
+			Lifetime:       cfg.ServerLifetime.D(),
+		})
+		if err != nil {
+			return fmt.Errorf("config %s: %w", cfg.Path, err)
+		}
+		pools = append(pools, p)
+	}
+	srv := proxy.New(*pcfg, pools, log)
+
+	l, err := net.Listen("tcp", cfg.Listen)
+	if err != nil {
+		return err
+	}
+	log.Info("pgshard listening", "addr", l.Addr().String(), "shards", len(pools), "pool_mode", cfg.Pool.Mode, "config", cfg.Path)
+
+	sigs := make(chan os.Signal, 4)
+	signal.Notify(sigs, syscall.SIGTERM, syscall.SIGINT, syscall.SIGHUP)
+	errc := make(chan error, 1)
+	go func() { errc <- srv.Serve(l) }()
+	for {
+		select {
+		case err := <-errc:
+			if errors.Is(err, proxy.ErrServerClosed) {
+				return nil
+			}
+			return err
+		case sig := <-sigs:
+			if sig == syscall.SIGHUP {
+				ncfg, err := config.Load(cfg.Path)
+				if err == nil {
+					var npc *proxy.Config
+					npc, err = proxyConfig(ncfg)
+					if err == nil {
+						srv.SetConfig(*npc)
+						log.Info("config reloaded", "config", cfg.Path)
+						continue
+					}
+				}
+				log.Error("config reload refused; keeping the old one", "err", err)
+				continue
+			}
+			log.Info("shutting down", "signal", sig.String(), "timeout", cfg.ShutdownTimeout.D().String())
+			ctx, cancel := context.WithTimeout(context.Background(), cfg.ShutdownTimeout.D())
+			go func() {
+				// A second signal forces an immediate close.
+				<-sigs
+				cancel()
+			}()
+			err := srv.Shutdown(ctx)
+			cancel()
+			if err != nil {
+				log.Warn("shutdown timed out; closed remaining clients", "err", err)
+			}
+			return nil
+		}
+	}
+}
+
+func newLogger(cfg *config.Config) *slog.Logger {
+	var lvl slog.Level
+	_ = lvl.UnmarshalText([]byte(strings.ToUpper(cfg.LogLevel)))
+	opts := &slog.HandlerOptions{Level: lvl}
+	if cfg.LogJSON {
+		return slog.New(slog.NewJSONHandler(os.Stderr, opts))
+	}
+	return slog.New(slog.NewTextHandler(os.Stderr, opts))
+}
+
+func proxyConfig(cfg *config.Config) (*proxy.Config, error) {
+	pc := &proxy.Config{
+		Auth:              wire.AuthMethod(cfg.Auth),
+		Users:             map[string]proxy.User{},
+		MaxClientConn:     cfg.MaxClientConn,
+		MaxMessageLen:     cfg.MaxMessageLen,
+		IdleClientTimeout: cfg.IdleClientTimeout.D(),
+	}
+	if cfg.Pool.Mode == "session" {
+		pc.Mode = proxy.PoolSession
+	}
+	for i, u := range cfg.Users {
+		sec, err := wire.NewSecret(u.Name, u.Password)
+		if err != nil {
+			return nil, fmt.Errorf("config %s: users[%d].password: %w", cfg.Path, i, err)
+		}
+		pc.Users[u.Name] = proxy.User{Secret: &sec, Admin: u.Admin}
+	}
+	if cfg.TLS.Cert != "" {
+		cert, err := tls.LoadX509KeyPair(cfg.TLS.Cert, cfg.TLS.Key)
+		if err != nil {
+			return nil, fmt.Errorf("config %s: tls: %w", cfg.Path, err)
+		}
+		pc.TLS = &tls.Config{Certificates: []tls.Certificate{cert}, MinVersion: tls.VersionTLS12}
+	}
+	return pc, nil
+}

@@ -1,0 +1,23 @@
+// Package proxy is pgshard's client-facing server: it accepts Postgres
+// wire-protocol connections, authenticates clients, and runs each client's
+// statements on pooled server connections.
+//
+// It may import wire (protocol helpers, SQLSTATEs), router/pool and, for
+// routing decisions, the router's planner and the shard map. It never
+// imports rebalance.
+//
+// Life of a request: one goroutine per client reads a message with
+// pgproto3.Backend. Extended-protocol messages are buffered to the attached
+// server connection (attaching one from the pool on first need) and an
+// entry describing the answer the client expects is queued. Named prepared
+// statements are content-addressed on servers (pgs_<hash>), so under
+// transaction pooling a statement is re-prepared transparently on whichever
+// server connection runs it, and answers to those hidden Parse messages are
+// swallowed; answers pgshard produces itself (ParseComplete for a statement
+// the server already has, CloseComplete, errors) are queued as synthetic
+// entries so they reach the client in order. At Sync, Flush or a simple Query
+// the session reads server answers until the queue is drained; at a
+// ReadyForQuery with status idle the server connection goes back to the pool
+// (transaction mode). Cancel requests arrive on new connections and are
+// forwarded to the server connection the client currently holds.
+package proxy

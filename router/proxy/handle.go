@@ -1,0 +1,605 @@
+package proxy
+
+import (
+	"crypto/sha256"
+	"encoding/binary"
+	"encoding/hex"
+	"fmt"
+	"strings"
+
+	"github.com/jackc/pgx/v5/pgproto3"
+
+	"github.com/pgshard/pgshard/wire"
+	"github.com/pgshard/pgshard/wire/pgcode"
+)
+
+// handle processes one client message.
+func (s *session) handle(msg pgproto3.FrontendMessage) error {
+	if s.copyIn {
+		return s.handleCopy(msg)
+	}
+	if s.clientSkipping {
+		switch msg.(type) {
+		case *pgproto3.Sync:
+		case *pgproto3.Terminate:
+			return errTerminate
+		default:
+			return nil // discarded until Sync, as Postgres does after an error
+		}
+	}
+	switch m := msg.(type) {
+	case *pgproto3.Query:
+		return s.handleQuery(m)
+	case *pgproto3.Parse:
+		return s.handleParse(m)
+	case *pgproto3.Bind:
+		st, err := s.resolve(m.PreparedStatement)
+		if err == nil {
+			err = s.ensurePrepared(st, m.PreparedStatement == "")
+		}
+		if err != nil {
+			return s.proxyError(err)
+		}
+		if m.PreparedStatement != "" {
+			m.PreparedStatement = st.srvName
+		}
+		if st.isSet && s.cfg.Mode == PoolTransaction {
+			s.setCandidate = st.query
+		}
+		s.toServer(m, pending{kind: pBind})
+		return nil
+	case *pgproto3.Describe:
+		if m.ObjectType == 'S' {
+			st, err := s.resolve(m.Name)
+			if err == nil {
+				err = s.ensurePrepared(st, m.Name == "")
+			}
+			if err != nil {
+				return s.proxyError(err)
+			}
+			if m.Name != "" {
+				m.Name = st.srvName
+			}
+		} else if err := s.attach(); err != nil {
+			return s.proxyError(err)
+		}
+		s.toServer(m, pending{kind: pDescribe})
+		return nil
+	case *pgproto3.Execute:
+		if err := s.attach(); err != nil {
+			return s.proxyError(err)
+		}
+		s.toServer(m, pending{kind: pExecute})
+		return nil
+	case *pgproto3.Close:
+		if m.ObjectType == 'S' {
+			if m.Name == "" {
+				s.unnamed = nil
+			} else {
+				delete(s.stmts, m.Name)
+			}
+			// Server-side statements are shared and cached; closing is local.
+			s.push(pending{kind: pSynth, synth: &pgproto3.CloseComplete{}})
+			return nil
+		}
+		if s.sc == nil {
+			s.push(pending{kind: pSynth, synth: &pgproto3.CloseComplete{}})
+			return nil
+		}
+		s.toServer(m, pending{kind: pClose})
+		return nil
+	case *pgproto3.Sync:
+		s.clientSkipping = false
+		if s.sc != nil {
+			s.sc.FE.Send(m)
+			s.push(pending{kind: pSync})
+			s.serverSkipping = false
+			if err := s.flushServer(); err != nil {
+				return err
+			}
+		} else {
+			s.push(pending{kind: pSynth, synth: &pgproto3.ReadyForQuery{TxStatus: s.idleStatus()}})
+		}
+		return s.drive()
+	case *pgproto3.Flush:
+		if s.sc != nil {
+			s.sc.FE.Send(m)
+			if err := s.flushServer(); err != nil {
+				return err
+			}
+		}
+		if err := s.drive(); err != nil {
+			return err
+		}
+		return s.flush()
+	case *pgproto3.Terminate:
+		return errTerminate
+	case *pgproto3.CopyData, *pgproto3.CopyDone, *pgproto3.CopyFail:
+		// Outside COPY Postgres ignores these (CopyFail after an aborted COPY).
+		return nil
+	case *pgproto3.FunctionCall:
+		if err := s.attach(); err != nil {
+			s.sendErr(asWireErr(err))
+			s.send(&pgproto3.ReadyForQuery{TxStatus: s.idleStatus()})
+			return s.flush()
+		}
+		s.toServer(m, pending{kind: pQuery})
+		if err := s.flushServer(); err != nil {
+			return err
+		}
+		return s.drive()
+	default:
+		s.sendErr(wire.Fatalf(pgcode.ProtocolViolation, "invalid frontend message type %T", msg))
+		_ = s.flush()
+		return errTerminate
+	}
+}
+
+func (s *session) idleStatus() byte {
+	if s.sc != nil {
+		return s.sc.TxStatus
+	}
+	return 'I'
+}
+
+func (s *session) handleQuery(m *pgproto3.Query) error {
+	if err := s.attach(); err != nil {
+		s.sendErr(asWireErr(err))
+		s.send(&pgproto3.ReadyForQuery{TxStatus: s.idleStatus()})
+		return s.flush()
+	}
+	s.noteQuery(m.String)
+	s.sc.Unnamed = "" // a simple Query destroys the unnamed statement
+	s.toServer(m, pending{kind: pQuery})
+	if err := s.flushServer(); err != nil {
+		return err
+	}
+	return s.drive()
+}
+
+// noteQuery looks at a simple-protocol statement for session state that
+// transaction pooling must carry: SET (replayed on other server
+// connections) and LISTEN (pins the server connection).
+func (s *session) noteQuery(q string) {
+	if s.cfg.Mode != PoolTransaction {
+		return
+	}
+	w := firstWord(q)
+	switch w {
+	case "listen":
+		s.pinned = true
+	case "set", "reset":
+		s.setCandidate = strings.TrimRight(strings.TrimSpace(q), "; \t\n")
+	}
+}
+
+func firstWord(q string) string {
+	q = strings.TrimLeft(q, " \t\r\n(")
+	i := 0
+	for i < len(q) && (q[i] >= 'a' && q[i] <= 'z' || q[i] >= 'A' && q[i] <= 'Z') {
+		i++
+	}
+	return strings.ToLower(q[:i])
+}
+
+// setName returns the parameter a session-level SET/RESET statement changes,
+// "*" for RESET ALL, or "" when the statement is not a session-level SET.
+func setName(q string) string {
+	f := strings.Fields(strings.ToLower(q))
+	if len(f) < 2 || strings.Contains(q, ";") {
+		return ""
+	}
+	if f[0] == "reset" {
+		if f[1] == "all" {
+			return "*"
+		}
+		return f[1]
+	}
+	if f[0] != "set" {
+		return ""
+	}
+	i := 1
+	if f[i] == "session" {
+		i++
+		if i < len(f) && f[i] == "characteristics" {
+			return ""
+		}
+	}
+	if i >= len(f) {
+		return ""
+	}
+	switch f[i] {
+	case "local", "transaction", "constraints":
+		return ""
+	}
+	name, _, _ := strings.Cut(f[i], "=")
+	return strings.Trim(name, `"`)
+}
+
+func (s *session) handleParse(m *pgproto3.Parse) error {
+	st := newStmt(m.Query, m.ParameterOIDs)
+	if m.Name != "" {
+		if _, dup := s.stmts[m.Name]; dup {
+			return s.proxyError(wire.Errorf("42P05", "prepared statement %q already exists", m.Name))
+		}
+	}
+	if err := s.attach(); err != nil {
+		return s.proxyError(err)
+	}
+	if m.Name == "" {
+		s.unnamed = st
+		s.sc.Unnamed = st.key
+		s.toServer(m, pending{kind: pParse, unnamed: true})
+		return nil
+	}
+	s.stmts[m.Name] = st
+	if _, ok := s.sc.Prepared[st.srvName]; ok {
+		s.push(pending{kind: pSynth, synth: &pgproto3.ParseComplete{}})
+		return nil
+	}
+	s.sc.Prepared[st.srvName] = struct{}{}
+	s.toServer(&pgproto3.Parse{Name: st.srvName, Query: m.Query, ParameterOIDs: m.ParameterOIDs},
+		pending{kind: pParse, srvName: st.srvName, cliName: m.Name})
+	return nil
+}
+
+func newStmt(query string, oids []uint32) *stmt {
+	h := sha256.New()
+	h.Write([]byte(query))
+	var b [4]byte
+	for _, o := range oids {
+		binary.BigEndian.PutUint32(b[:], o)
+		h.Write(b[:])
+	}
+	sum := h.Sum(nil)
+	key := hex.EncodeToString(sum[:12])
+	return &stmt{
+		srvName: "pgs_" + key,
+		key:     key,
+		query:   query,
+		oids:    append([]uint32(nil), oids...),
+		isSet:   setName(query) != "",
+	}
+}
+
+// resolve finds the statement a client names ("" is the unnamed one).
+func (s *session) resolve(name string) (*stmt, error) {
+	if name == "" {
+		if s.unnamed == nil {
+			return nil, wire.Errorf(pgcode.InvalidSQLStatementName, "unnamed prepared statement does not exist")
+		}
+		return s.unnamed, nil
+	}
+	st := s.stmts[name]
+	if st == nil {
+		return nil, wire.Errorf(pgcode.InvalidSQLStatementName, "prepared statement %q does not exist", name)
+	}
+	return st, nil
+}
+
+// ensurePrepared attaches a server and, if that server does not have st,
+// prepares it there first with the answer hidden from the client.
+func (s *session) ensurePrepared(st *stmt, unnamed bool) error {
+	if err := s.attach(); err != nil {
+		return err
+	}
+	if unnamed {
+		// The unnamed statement lives in the server's unnamed slot.
+		if s.sc.Unnamed == st.key {
+			return nil
+		}
+		s.sc.Unnamed = st.key
+		s.toServer(&pgproto3.Parse{Query: st.query, ParameterOIDs: st.oids}, pending{kind: pParseHidden, unnamed: true})
+		return nil
+	}
+	if _, ok := s.sc.Prepared[st.srvName]; ok {
+		return nil
+	}
+	s.sc.Prepared[st.srvName] = struct{}{}
+	s.toServer(&pgproto3.Parse{Name: st.srvName, Query: st.query, ParameterOIDs: st.oids}, pending{kind: pParseHidden, srvName: st.srvName})
+	return nil
+}
+
+// proxyError reports an error raised by pgshard itself inside an
+// extended-protocol exchange: the error is queued in order, the server's
+// implicit or explicit transaction is failed like Postgres would fail it, and
+// client messages are discarded until Sync.
+func (s *session) proxyError(err error) error {
+	if s.serverSkipping || s.clientSkipping {
+		return nil
+	}
+	we := asWireErr(err)
+	s.push(pending{kind: pSynth, synth: we.Response()})
+	s.clientSkipping = true
+	s.batchErr = true
+	if s.sc != nil {
+		s.toServer(&pgproto3.Parse{Query: "pgshard: abort transaction after proxy error"}, pending{kind: pAbort})
+	}
+	return nil
+}
+
+func (s *session) push(p pending) { s.queue = append(s.queue, p) }
+
+// toServer buffers m for the attached server and queues its expected answer.
+func (s *session) toServer(m pgproto3.FrontendMessage, p pending) {
+	s.sc.FE.Send(m)
+	if s.serverSkipping {
+		return // the server discards it; no answer will come
+	}
+	s.push(p)
+}
+
+func (s *session) flushServer() error {
+	if err := s.sc.FE.Flush(); err != nil {
+		return s.serverLost(err)
+	}
+	return nil
+}
+
+func (s *session) hasReal() bool {
+	for i := range s.queue {
+		if s.queue[i].kind != pSynth {
+			return true
+		}
+	}
+	return false
+}
+
+func (s *session) pop() pending {
+	p := s.queue[0]
+	s.queue[0] = pending{}
+	s.queue = s.queue[1:]
+	if len(s.queue) == 0 {
+		s.queue = s.queue[:0:0]
+	}
+	return p
+}
+
+// drive reads server answers and forwards them until every queued answer has
+// arrived, the server waits for COPY data, or an error leaves nothing to
+// wait for.
+func (s *session) drive() error {
+	for {
+		for len(s.queue) > 0 && s.queue[0].kind == pSynth {
+			p := s.pop()
+			s.send(p.synth)
+			if _, ok := p.synth.(*pgproto3.ReadyForQuery); ok {
+				s.afterReady()
+			}
+		}
+		if len(s.queue) == 0 {
+			return s.flush()
+		}
+		if len(s.out) >= flushThreshold {
+			if err := s.flush(); err != nil {
+				return err
+			}
+		}
+		sc := s.sc
+		msg, err := sc.FE.Receive()
+		if err != nil {
+			return s.serverLost(err)
+		}
+		head := &s.queue[0]
+		switch m := msg.(type) {
+		case *pgproto3.ParseComplete:
+			p := s.pop()
+			if p.kind != pParseHidden {
+				s.send(m)
+			}
+		case *pgproto3.BindComplete, *pgproto3.CloseComplete:
+			s.pop()
+			s.send(m)
+		case *pgproto3.ParameterDescription:
+			s.send(m)
+		case *pgproto3.RowDescription:
+			s.send(m)
+			if head.kind == pDescribe {
+				s.pop()
+			}
+		case *pgproto3.NoData:
+			s.send(m)
+			if head.kind == pDescribe {
+				s.pop()
+			}
+		case *pgproto3.DataRow:
+			s.send(m)
+		case *pgproto3.CommandComplete:
+			s.send(m)
+			s.noteTag(m.CommandTag)
+			if head.kind == pExecute {
+				s.pop()
+			}
+		case *pgproto3.EmptyQueryResponse:
+			s.send(m)
+			if head.kind == pExecute {
+				s.pop()
+			}
+		case *pgproto3.PortalSuspended:
+			s.send(m)
+			if head.kind == pExecute {
+				s.pop()
+			}
+		case *pgproto3.ErrorResponse:
+			s.batchErr = true
+			s.setCandidate = ""
+			if head.kind != pAbort {
+				s.send(m)
+			}
+			if head.kind == pQuery {
+				break // ReadyForQuery follows
+			}
+			s.discardUntilSync()
+		case *pgproto3.ReadyForQuery:
+			s.pop()
+			sc.TxStatus = m.TxStatus
+			s.send(m)
+			s.afterReady()
+		case *pgproto3.CopyInResponse:
+			s.send(m)
+			s.copyIn = true
+			s.copyBytes = 0
+			return s.flush()
+		case *pgproto3.CopyOutResponse, *pgproto3.CopyData, *pgproto3.CopyDone:
+			s.send(m)
+		case *pgproto3.ParameterStatus:
+			sc.Params[m.Name] = m.Value
+			s.send(m)
+		case *pgproto3.NoticeResponse, *pgproto3.NotificationResponse:
+			s.send(m)
+		case *pgproto3.FunctionCallResponse:
+			s.send(m)
+		case *pgproto3.CopyBothResponse:
+			s.sendErr(wire.Fatalf(pgcode.FeatureNotSupported, "replication protocol is not supported through pgshard"))
+			_ = s.flush()
+			return errTerminate
+		default:
+			s.log.Warn("unexpected server message", "shard", sc.Shard, "type", fmt.Sprintf("%T", msg))
+		}
+	}
+}
+
+// discardUntilSync drops queued answers that the server will not send after
+// an error, up to the next Sync.
+func (s *session) discardUntilSync() {
+	for len(s.queue) > 0 && s.queue[0].kind != pSync {
+		p := s.pop()
+		switch p.kind {
+		case pParse, pParseHidden:
+			if p.unnamed {
+				s.sc.Unnamed = ""
+				if p.kind == pParse {
+					s.unnamed = nil
+				}
+			} else {
+				delete(s.sc.Prepared, p.srvName)
+				if p.cliName != "" {
+					delete(s.stmts, p.cliName)
+				}
+			}
+		}
+	}
+	if len(s.queue) == 0 {
+		s.serverSkipping = true
+	}
+}
+
+// afterReady runs at each ReadyForQuery sent to the client: it settles SET
+// tracking and hands the server connection back in transaction mode.
+func (s *session) afterReady() {
+	st := s.idleStatus()
+	s.txStatus = st
+	if st == 'I' {
+		if !s.batchErr && s.lastTag != "ROLLBACK" && len(s.pendingSets) > 0 {
+			for _, p := range s.pendingSets {
+				s.addSet(p)
+			}
+			s.paramsKey = paramsKey(s.startParams, s.sets)
+			if s.sc != nil {
+				s.sc.ParamsKey = s.paramsKey
+			}
+		}
+		s.pendingSets = s.pendingSets[:0]
+		s.lastTag = ""
+	}
+	s.batchErr = false
+	if s.cfg.Mode == PoolTransaction && st == 'I' && !s.pinned && !s.hasReal() && !s.copyIn && s.sc != nil {
+		s.detach(false)
+	}
+}
+
+func (s *session) addSet(p kv) {
+	if p.k == "*" {
+		s.sets = s.sets[:0]
+		return
+	}
+	out := s.sets[:0]
+	for _, q := range s.sets {
+		if q.k != p.k {
+			out = append(out, q)
+		}
+	}
+	s.sets = out
+	if !strings.HasPrefix(strings.ToLower(strings.TrimSpace(p.v)), "reset") {
+		s.sets = append(s.sets, p)
+	}
+}
+
+// noteTag tracks command tags for SET replay.
+func (s *session) noteTag(tag []byte) {
+	t := string(tag)
+	s.lastTag = t
+	if (t == "SET" || t == "RESET") && s.setCandidate != "" {
+		if name := setName(s.setCandidate); name != "" {
+			s.pendingSets = append(s.pendingSets, kv{name, s.setCandidate})
+		}
+	}
+	s.setCandidate = ""
+}
+
+func (s *session) handleCopy(msg pgproto3.FrontendMessage) error {
+	switch m := msg.(type) {
+	case *pgproto3.CopyData:
+		s.sc.FE.Send(m)
+		s.copyBytes += len(m.Data)
+		if s.copyBytes >= 64<<10 {
+			s.copyBytes = 0
+			return s.flushServer()
+		}
+		return nil
+	case *pgproto3.CopyDone, *pgproto3.CopyFail:
+		s.sc.FE.Send(m)
+		s.copyIn = false
+		if err := s.flushServer(); err != nil {
+			return err
+		}
+		return s.drive()
+	case *pgproto3.Flush, *pgproto3.Sync:
+		return nil // ignored during COPY IN, as Postgres does
+	case *pgproto3.Terminate:
+		return errTerminate
+	default:
+		// Postgres: unexpected message type during COPY from stdin.
+		s.sc.FE.Send(&pgproto3.CopyFail{Message: fmt.Sprintf("unexpected message type 0x%02X during COPY from stdin", msgType(msg))})
+		s.copyIn = false
+		if err := s.flushServer(); err != nil {
+			return err
+		}
+		return s.drive()
+	}
+}
+
+func msgType(m pgproto3.FrontendMessage) byte {
+	b, err := m.Encode(nil)
+	if err != nil || len(b) == 0 {
+		return 0
+	}
+	return b[0]
+}
+
+// serverLost handles an I/O error on the attached server connection.
+func (s *session) serverLost(err error) error {
+	sc := s.sc
+	shard := "?"
+	if sc != nil {
+		shard = sc.Shard
+		sc.Broken = true
+	}
+	inTx := s.txStatus != 'I'
+	s.queue = s.queue[:0]
+	s.copyIn = false
+	s.serverSkipping = false
+	s.clientSkipping = false
+	s.detach(true)
+	s.log.Warn("server connection lost", "shard", shard, "err", err)
+	if inTx {
+		s.sendErr(wire.Fatalf(pgcode.ConnectionFailure, "server connection to shard %s lost: %v", shard, err))
+		_ = s.flush()
+		return errTerminate
+	}
+	s.sendErr(wire.Errorf(pgcode.ConnectionFailure, "server connection to shard %s lost: %v", shard, err).
+		WithHint("The statement may not have run. Retry it."))
+	s.send(&pgproto3.ReadyForQuery{TxStatus: 'I'})
+	s.txStatus = 'I'
+	return s.flush()
+}

@@ -1,0 +1,315 @@
+package proxy
+
+import (
+	"context"
+	"crypto/rand"
+	"crypto/tls"
+	"encoding/binary"
+	"errors"
+	"log/slog"
+	"net"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/jackc/pgx/v5/pgproto3"
+
+	"github.com/pgshard/pgshard/router/pool"
+	"github.com/pgshard/pgshard/wire"
+	"github.com/pgshard/pgshard/wire/pgcode"
+)
+
+// ErrServerClosed is returned by Serve after Shutdown or Close.
+var ErrServerClosed = errors.New("pgshard: server closed")
+
+// PoolMode says when a server connection goes back to the pool.
+type PoolMode int
+
+const (
+	// PoolTransaction releases the server connection at the end of each
+	// transaction (ReadyForQuery with status idle).
+	PoolTransaction PoolMode = iota
+	// PoolSession keeps one server connection for the client's lifetime.
+	PoolSession
+)
+
+// User is a client login known to the proxy.
+type User struct {
+	Secret *wire.Secret
+	Admin  bool
+}
+
+// Config is what a Server needs; cmd/pgshard builds it from the YAML file.
+type Config struct {
+	Mode              PoolMode
+	Auth              wire.AuthMethod
+	Users             map[string]User
+	TLS               *tls.Config // nil: clients cannot use TLS
+	MaxClientConn     int
+	MaxMessageLen     int
+	IdleClientTimeout time.Duration
+}
+
+// Server accepts client connections and proxies them to shard pools.
+// It has the net/http.Server shape: Serve(l), Shutdown(ctx), Close.
+type Server struct {
+	log   *slog.Logger
+	pools []*pool.Pool
+
+	cfg atomic.Pointer[Config]
+
+	mu        sync.Mutex
+	listeners map[net.Listener]struct{}
+	sessions  map[uint64]*session // by cancel key
+	closing   bool
+	wg        sync.WaitGroup
+
+	paramsMu sync.Mutex
+	params   map[string]map[string]string // reported ParameterStatus by client params key
+
+	nextID  atomic.Uint64
+	clients atomic.Int64
+}
+
+// New returns a server for the given pools; the first pool is the default shard.
+func New(cfg Config, pools []*pool.Pool, log *slog.Logger) *Server {
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	if cfg.MaxMessageLen <= 0 {
+		cfg.MaxMessageLen = 64 << 20
+	}
+	s := &Server{log: log, pools: pools, listeners: map[net.Listener]struct{}{}, sessions: map[uint64]*session{}}
+	s.cfg.Store(&cfg)
+	return s
+}
+
+// SetConfig swaps the client-facing settings (users, auth, limits). New
+// connections see the new values; pool mode applies to new connections.
+func (s *Server) SetConfig(cfg Config) {
+	if cfg.MaxMessageLen <= 0 {
+		cfg.MaxMessageLen = 64 << 20
+	}
+	s.cfg.Store(&cfg)
+}
+
+// Serve accepts connections on l until Shutdown or Close.
+func (s *Server) Serve(l net.Listener) error {
+	s.mu.Lock()
+	if s.closing {
+		s.mu.Unlock()
+		return ErrServerClosed
+	}
+	s.listeners[l] = struct{}{}
+	s.mu.Unlock()
+	defer func() {
+		s.mu.Lock()
+		delete(s.listeners, l)
+		s.mu.Unlock()
+	}()
+	var backoff time.Duration
+	for {
+		c, err := l.Accept()
+		if err != nil {
+			s.mu.Lock()
+			closing := s.closing
+			s.mu.Unlock()
+			if closing {
+				return ErrServerClosed
+			}
+			var ne net.Error
+			if errors.As(err, &ne) && ne.Timeout() {
+				backoff = min(max(2*backoff, 5*time.Millisecond), time.Second)
+				time.Sleep(backoff)
+				continue
+			}
+			return err
+		}
+		backoff = 0
+		s.wg.Add(1)
+		go func() {
+			defer s.wg.Done()
+			s.serveConn(c)
+		}()
+	}
+}
+
+// Shutdown stops accepting, closes idle clients, lets clients inside a
+// transaction finish until ctx ends, then closes everything.
+func (s *Server) Shutdown(ctx context.Context) error {
+	s.mu.Lock()
+	s.closing = true
+	for l := range s.listeners {
+		_ = l.Close()
+	}
+	for _, ss := range s.sessions {
+		ss.interrupt()
+	}
+	s.mu.Unlock()
+
+	done := make(chan struct{})
+	go func() { s.wg.Wait(); close(done) }()
+	tick := time.NewTicker(50 * time.Millisecond)
+	defer tick.Stop()
+	for {
+		select {
+		case <-done:
+			s.closePools()
+			return nil
+		case <-tick.C:
+			s.mu.Lock()
+			for _, ss := range s.sessions {
+				ss.interrupt()
+			}
+			s.mu.Unlock()
+		case <-ctx.Done():
+			s.Close()
+			<-done
+			return ctx.Err()
+		}
+	}
+}
+
+// Close closes listeners and all client connections at once.
+func (s *Server) Close() error {
+	s.mu.Lock()
+	s.closing = true
+	for l := range s.listeners {
+		_ = l.Close()
+	}
+	for _, ss := range s.sessions {
+		_ = ss.conn.Close()
+	}
+	s.mu.Unlock()
+	s.wg.Wait()
+	s.closePools()
+	return nil
+}
+
+func (s *Server) closePools() {
+	for _, p := range s.pools {
+		p.Close()
+	}
+}
+
+func (s *Server) isClosing() bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.closing
+}
+
+// Clients returns the number of connected clients.
+func (s *Server) Clients() int { return int(s.clients.Load()) }
+
+func (s *Server) serveConn(c net.Conn) {
+	id := s.nextID.Add(1)
+	log := s.log.With("conn_id", id, "remote", c.RemoteAddr().String())
+	n := s.clients.Add(1)
+	defer s.clients.Add(-1)
+	defer func() {
+		if r := recover(); r != nil {
+			log.Error("session panic", "panic", r)
+			_ = c.Close()
+		}
+	}()
+	cfg := s.cfg.Load()
+	if tc, ok := c.(*net.TCPConn); ok {
+		_ = tc.SetNoDelay(true)
+		_ = tc.SetKeepAlive(true)
+	}
+	_ = c.SetDeadline(time.Now().Add(30 * time.Second)) // startup and authentication
+	st, err := wire.ReadStartup(c, cfg.TLS, cfg.MaxMessageLen)
+	if err != nil {
+		log.Debug("startup failed", "err", err)
+		_ = c.Close()
+		return
+	}
+	if st.Cancel != nil {
+		s.cancel(st.Cancel)
+		_ = st.Conn.Close()
+		return
+	}
+	if cfg.MaxClientConn > 0 && n > int64(cfg.MaxClientConn) {
+		writeFatal(st.Conn, wire.Fatalf(pgcode.TooManyConnections, "sorry, too many clients already").
+			WithHint("Raise max_client_conn in the pgshard config, or use fewer connections."))
+		_ = st.Conn.Close()
+		return
+	}
+	if s.isClosing() {
+		writeFatal(st.Conn, wire.Fatalf(pgcode.CannotConnectNow, "the database system is shutting down"))
+		_ = st.Conn.Close()
+		return
+	}
+	ss := newSession(s, cfg, st, id, log)
+	ss.run()
+}
+
+func writeFatal(c net.Conn, e *wire.Error) {
+	buf, err := e.Response().Encode(nil)
+	if err != nil {
+		return
+	}
+	_ = c.SetWriteDeadline(time.Now().Add(time.Second))
+	_, _ = c.Write(buf)
+}
+
+// register gives the session a unique cancel key.
+func (s *Server) register(ss *session) {
+	var b [8]byte
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for {
+		_, _ = rand.Read(b[:])
+		k := binary.BigEndian.Uint64(b[:])
+		if k == 0 {
+			continue
+		}
+		if _, dup := s.sessions[k]; !dup {
+			ss.cancelKey = k
+			s.sessions[k] = ss
+			return
+		}
+	}
+}
+
+func (s *Server) unregister(ss *session) {
+	s.mu.Lock()
+	delete(s.sessions, ss.cancelKey)
+	s.mu.Unlock()
+}
+
+// cancel forwards a client's CancelRequest to the server connection that
+// runs its query, if any.
+func (s *Server) cancel(req *pgproto3.CancelRequest) {
+	if len(req.SecretKey) != 4 {
+		return
+	}
+	k := uint64(req.ProcessID)<<32 | uint64(binary.BigEndian.Uint32(req.SecretKey))
+	s.mu.Lock()
+	ss := s.sessions[k]
+	s.mu.Unlock()
+	if ss == nil {
+		return
+	}
+	ss.cancelServer()
+}
+
+// reportedParams returns the ParameterStatus values a server reported for
+// clients with the given startup parameters, or nil if none is known yet.
+func (s *Server) reportedParams(key string) map[string]string {
+	s.paramsMu.Lock()
+	defer s.paramsMu.Unlock()
+	return s.params[key]
+}
+
+func (s *Server) setReportedParams(key string, p map[string]string) {
+	s.paramsMu.Lock()
+	defer s.paramsMu.Unlock()
+	if s.params == nil {
+		s.params = map[string]map[string]string{}
+	}
+	if len(s.params) > 1000 {
+		clear(s.params) // bounded: distinct startup parameter sets are few in practice
+	}
+	s.params[key] = p
+}

@@ -1,0 +1,464 @@
+package proxy
+
+import (
+	"context"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"hash/fnv"
+	"io"
+	"log/slog"
+	"maps"
+	"net"
+	"sort"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/jackc/pgx/v5/pgproto3"
+
+	"github.com/pgshard/pgshard/router/pool"
+	"github.com/pgshard/pgshard/wire"
+	"github.com/pgshard/pgshard/wire/pgcode"
+)
+
+// flushThreshold is how many bytes of server output are buffered before they
+// are written to the client mid-result.
+const flushThreshold = 32 << 10
+
+// session is one client connection. One goroutine runs it: it reads a client
+// message, forwards it, and when the client waits for an answer (Sync, Flush,
+// Query, end of COPY) reads the server's answers until they are complete.
+// Cancel requests arrive on other connections and reach the server through
+// cancelServer, so a long query never needs this goroutine to notice them.
+type session struct {
+	srv  *Server
+	cfg  *Config
+	conn net.Conn
+	be   *pgproto3.Backend
+	log  *slog.Logger
+	id   uint64
+	out  []byte // buffered output to the client
+
+	user, database string
+	admin          bool
+	cancelKey      uint64
+
+	startParams  []kv   // from the startup packet, applied on every server connection
+	sets         []kv   // SET statements the client ran (transaction pooling replays them)
+	pendingSets  []kv   // SETs inside the current transaction
+	paramsKey    string // identifies startParams+sets
+	lastTag      string // last CommandComplete tag in this transaction
+	setCandidate string // SET/RESET statement being run, recorded when it succeeds
+	batchErr     bool   // an error happened since the last ReadyForQuery
+	txStatus     byte   // as last told to the client
+	pinned       bool   // keep the server connection (LISTEN in transaction mode)
+	mu           sync.Mutex
+	sc           *pool.Conn // attached server connection; guarded by mu for cancel
+
+	stmts   map[string]*stmt // client statement name -> statement
+	unnamed *stmt
+
+	queue          []pending
+	clientSkipping bool // pgshard raised an error: ignore client messages until Sync
+	serverSkipping bool // the server raised an error with no Sync queued yet
+	copyIn         bool
+	copyBytes      int
+	idle           atomic.Bool // blocked reading the client between transactions
+}
+
+type kv struct{ k, v string }
+
+// stmt is a prepared statement as the client named it and as servers know it.
+type stmt struct {
+	srvName string // content-addressed name on servers: pgs_<hash>
+	key     string
+	query   string
+	oids    []uint32
+	isSet   bool
+}
+
+type pendKind uint8
+
+const (
+	pParse       pendKind = iota // ParseComplete forwarded
+	pParseHidden                 // ParseComplete swallowed (pgshard re-prepared)
+	pBind
+	pDescribe // ends at RowDescription or NoData
+	pExecute  // ends at CommandComplete, EmptyQueryResponse or PortalSuspended
+	pClose
+	pSync  // ReadyForQuery
+	pQuery // simple query: ends at ReadyForQuery
+	pAbort // a deliberately failing Parse whose ErrorResponse is swallowed
+	pSynth // no server message: emit synth when it reaches the head
+)
+
+type pending struct {
+	kind    pendKind
+	synth   pgproto3.BackendMessage
+	srvName string // pParse/pParseHidden: statement being created on the server
+	unnamed bool
+	cliName string
+}
+
+func newSession(srv *Server, cfg *Config, st *wire.Startup, id uint64, log *slog.Logger) *session {
+	return &session{
+		srv:      srv,
+		cfg:      cfg,
+		conn:     st.Conn,
+		be:       st.Backend,
+		log:      log,
+		id:       id,
+		stmts:    map[string]*stmt{},
+		txStatus: 'I',
+		startParams: func() []kv {
+			var ps []kv
+			for k, v := range st.Startup.Parameters {
+				switch k {
+				case "user", "database", "replication":
+				case "options":
+					ps = append(ps, parseOptions(v)...)
+				default:
+					ps = append(ps, kv{k, v})
+				}
+			}
+			sort.Slice(ps, func(i, j int) bool { return ps[i].k < ps[j].k })
+			return ps
+		}(),
+		user:     st.Startup.Parameters["user"],
+		database: st.Startup.Parameters["database"],
+	}
+}
+
+// parseOptions reads "-c name=value" and "--name=value" pairs from the
+// startup packet's options parameter.
+func parseOptions(s string) []kv {
+	var out []kv
+	f := strings.Fields(s)
+	for i := 0; i < len(f); i++ {
+		a := f[i]
+		switch {
+		case a == "-c" && i+1 < len(f):
+			i++
+			a = f[i]
+		case strings.HasPrefix(a, "-c"):
+			a = a[2:]
+		case strings.HasPrefix(a, "--"):
+			a = a[2:]
+		default:
+			continue
+		}
+		if k, v, ok := strings.Cut(a, "="); ok {
+			out = append(out, kv{strings.ReplaceAll(k, "-", "_"), v})
+		}
+	}
+	return out
+}
+
+func (s *session) run() {
+	defer func() {
+		s.srv.unregister(s)
+		s.detach(true)
+		_ = s.conn.Close()
+	}()
+	if err := s.login(); err != nil {
+		s.log.Debug("login failed", "err", err)
+		return
+	}
+	_ = s.conn.SetDeadline(time.Time{})
+	for {
+		if len(s.out) > 0 {
+			if err := s.flush(); err != nil {
+				return
+			}
+		}
+		if s.closingNow() {
+			return
+		}
+		s.idle.Store(s.sc == nil || s.sc.TxStatus == 'I')
+		msg, err := s.be.Receive()
+		s.idle.Store(false)
+		if err != nil {
+			s.onReadError(err)
+			return
+		}
+		if err := s.handle(msg); err != nil {
+			if !errors.Is(err, errTerminate) {
+				s.log.Debug("session ended", "err", err)
+			}
+			return
+		}
+	}
+}
+
+var errTerminate = errors.New("client terminated")
+
+// closingNow reports whether the server is shutting down and this client
+// is between transactions; if so it tells the client, like Postgres does.
+func (s *session) closingNow() bool {
+	if !s.srv.isClosing() {
+		return false
+	}
+	if s.sc != nil && s.sc.TxStatus != 'I' {
+		return false
+	}
+	s.sendErr(wire.Fatalf(pgcode.AdminShutdown, "terminating connection due to administrator command"))
+	_ = s.flush()
+	return true
+}
+
+// interrupt wakes a session blocked reading its client so it notices a
+// shutdown; called by the server with its lock held.
+func (s *session) interrupt() {
+	if s.idle.Load() {
+		_ = s.conn.SetReadDeadline(time.Now())
+	}
+}
+
+func (s *session) onReadError(err error) {
+	var ne net.Error
+	if errors.As(err, &ne) && ne.Timeout() && s.srv.isClosing() {
+		_ = s.conn.SetReadDeadline(time.Time{})
+		s.sendErr(wire.Fatalf(pgcode.AdminShutdown, "terminating connection due to administrator command"))
+		_ = s.flush()
+		return
+	}
+	var tooBig *pgproto3.ExceededMaxBodyLenErr
+	if errors.As(err, &tooBig) {
+		s.sendErr(wire.Fatalf(pgcode.ProtocolViolation, "invalid message length").
+			WithDetail(fmt.Sprintf("message of %d bytes exceeds max_message_len %d", tooBig.ActualBodyLen, tooBig.MaxExpectedBodyLen)))
+		_ = s.flush()
+		return
+	}
+	if errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF) || errors.Is(err, net.ErrClosed) {
+		return
+	}
+	if strings.Contains(err.Error(), "unknown message type") {
+		s.sendErr(wire.Fatalf(pgcode.ProtocolViolation, "invalid frontend message type %s", strings.TrimPrefix(err.Error(), "unknown message type: ")))
+		_ = s.flush()
+		return
+	}
+	s.log.Debug("client read failed", "err", err)
+}
+
+func (s *session) login() error {
+	user, ok := s.cfg.Users[s.user]
+	var secret *wire.Secret
+	if ok {
+		secret = user.Secret
+		s.admin = user.Admin
+	}
+	if s.user == "" {
+		s.sendErr(wire.Fatalf(pgcode.InvalidAuthorizationSpecification, "no PostgreSQL user name specified in startup packet"))
+		return s.flush()
+	}
+	if err := wire.Authenticate(s.be, s.cfg.Auth, s.user, secret); err != nil {
+		return err
+	}
+	s.paramsKey = paramsKey(s.startParams, nil)
+	s.srv.register(s)
+
+	// The first client with a given set of startup parameters applies them on
+	// a server connection and records what the server reports (Postgres's own
+	// normalised values, e.g. client_encoding, DateStyle); later clients with
+	// the same parameters log in without waiting for a server connection.
+	params := s.srv.reportedParams(s.paramsKey)
+	if params == nil || s.cfg.Mode == PoolSession {
+		if err := s.attach(); err != nil {
+			s.sendErr(asWireErr(err))
+			_ = s.flush()
+			return err
+		}
+		params = maps.Clone(s.sc.Params)
+		s.srv.setReportedParams(s.paramsKey, params)
+		if s.cfg.Mode == PoolTransaction {
+			s.detach(false)
+		}
+	}
+	s.send(&pgproto3.BackendKeyData{ProcessID: uint32(s.cancelKey >> 32), SecretKey: binary.BigEndian.AppendUint32(nil, uint32(s.cancelKey))})
+	names := make([]string, 0, len(params))
+	for k := range params {
+		names = append(names, k)
+	}
+	sort.Strings(names)
+	for _, k := range names {
+		s.send(&pgproto3.ParameterStatus{Name: k, Value: params[k]})
+	}
+	s.send(&pgproto3.ReadyForQuery{TxStatus: 'I'})
+	return s.flush()
+}
+
+func paramsKey(start, sets []kv) string {
+	if len(start) == 0 && len(sets) == 0 {
+		return ""
+	}
+	h := fnv.New64a()
+	for _, p := range start {
+		_, _ = io.WriteString(h, p.k)
+		_, _ = h.Write([]byte{0})
+		_, _ = io.WriteString(h, p.v)
+		_, _ = h.Write([]byte{0})
+	}
+	_, _ = h.Write([]byte{1})
+	for _, p := range sets {
+		_, _ = io.WriteString(h, p.v)
+		_, _ = h.Write([]byte{0})
+	}
+	return fmt.Sprintf("%x", h.Sum64())
+}
+
+// send buffers a message for the client.
+func (s *session) send(m pgproto3.BackendMessage) {
+	b, err := m.Encode(s.out)
+	if err != nil {
+		s.log.Error("encode message for client", "err", err)
+		return
+	}
+	s.out = b
+}
+
+func (s *session) flush() error {
+	if len(s.out) == 0 {
+		return nil
+	}
+	_, err := s.conn.Write(s.out)
+	if cap(s.out) > 1<<20 {
+		s.out = nil
+	} else {
+		s.out = s.out[:0]
+	}
+	return err
+}
+
+func (s *session) sendErr(e *wire.Error) {
+	s.send(e.Response())
+}
+
+// asWireErr turns an attach/pool error into a client error.
+func asWireErr(err error) *wire.Error {
+	var we *wire.Error
+	if errors.As(err, &we) {
+		return we
+	}
+	if errors.Is(err, pool.ErrTimeout) {
+		return wire.Errorf(pgcode.TooManyConnections, "no server connection available: %v", err).
+			WithHint("All pool connections are busy: raise pool.size or pool.wait_timeout, or shorten transactions.")
+	}
+	return wire.Errorf(pgcode.ConnectionFailure, "%v", err).
+		WithHint("Check that the shard is running and reachable from pgshard.")
+}
+
+// attach makes sure a server connection is attached, with the client's
+// session settings applied.
+func (s *session) attach() error {
+	if s.sc != nil {
+		return nil
+	}
+	p := s.srv.pools[0]
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	sc, err := p.Acquire(ctx)
+	if err != nil {
+		return err
+	}
+	if sc.ParamsKey != s.paramsKey {
+		if err := s.applyParams(sc); err != nil {
+			p.Discard(sc)
+			return err
+		}
+	}
+	s.mu.Lock()
+	s.sc = sc
+	s.mu.Unlock()
+	return nil
+}
+
+// applyParams resets sc and replays the client's startup parameters and SETs.
+func (s *session) applyParams(sc *pool.Conn) error {
+	var b strings.Builder
+	b.WriteString("RESET ALL;")
+	for _, p := range s.startParams {
+		fmt.Fprintf(&b, "SET %s TO %s;", quoteIdent(p.k), quoteLiteral(p.v))
+	}
+	for _, p := range s.sets {
+		b.WriteString(p.v)
+		b.WriteString(";")
+	}
+	sc.FE.Send(&pgproto3.Query{String: b.String()})
+	if err := sc.FE.Flush(); err != nil {
+		return fmt.Errorf("shard %s: %w", sc.Shard, err)
+	}
+	var firstErr error
+	for {
+		m, err := sc.FE.Receive()
+		if err != nil {
+			return fmt.Errorf("shard %s: %w", sc.Shard, err)
+		}
+		switch m := m.(type) {
+		case *pgproto3.ParameterStatus:
+			sc.Params[m.Name] = m.Value
+		case *pgproto3.ErrorResponse:
+			if firstErr == nil {
+				e := &wire.Error{Severity: "FATAL", Code: m.Code, Message: m.Message, Detail: m.Detail, Hint: m.Hint}
+				firstErr = e
+			}
+		case *pgproto3.ReadyForQuery:
+			sc.TxStatus = m.TxStatus
+			if firstErr != nil {
+				return firstErr
+			}
+			sc.ParamsKey = s.paramsKey
+			return nil
+		}
+	}
+}
+
+func quoteIdent(s string) string {
+	return `"` + strings.ReplaceAll(s, `"`, `""`) + `"`
+}
+
+func quoteLiteral(s string) string {
+	return `'` + strings.ReplaceAll(s, `'`, `''`) + `'`
+}
+
+// detach hands the server connection back. force is set when the client is
+// gone: a connection inside a transaction or with answers pending is closed.
+func (s *session) detach(force bool) {
+	s.mu.Lock()
+	sc := s.sc
+	s.sc = nil
+	s.mu.Unlock()
+	if sc == nil {
+		return
+	}
+	p := s.poolOf(sc)
+	if force && (sc.TxStatus != 'I' || s.hasReal() || s.copyIn) {
+		p.Discard(sc)
+		return
+	}
+	p.Release(sc)
+}
+
+func (s *session) poolOf(sc *pool.Conn) *pool.Pool {
+	for _, p := range s.srv.pools {
+		if p.Shard() == sc.Shard {
+			return p
+		}
+	}
+	return s.srv.pools[0]
+}
+
+func (s *session) cancelServer() {
+	s.mu.Lock()
+	sc := s.sc
+	s.mu.Unlock()
+	if sc == nil {
+		return
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Second)
+	defer cancel()
+	if err := sc.Cancel(ctx); err != nil {
+		s.log.Warn("cancel failed", "shard", sc.Shard, "err", err)
+	}
+}
