@@ -150,6 +150,7 @@ func (s *session) handleQuery(m *pgproto3.Query) error {
 	}
 	s.noteQuery(m.String)
 	s.sc.Unnamed = "" // a simple Query destroys the unnamed statement
+	s.unnamed = nil
 	s.toServer(m, pending{kind: pQuery})
 	if err := s.flushServer(); err != nil {
 		return err

@@ -234,8 +234,8 @@ func (s *session) onReadError(err error) {
 	if errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF) || errors.Is(err, net.ErrClosed) {
 		return
 	}
-	if strings.Contains(err.Error(), "unknown message type") {
-		s.sendErr(wire.Fatalf(pgcode.ProtocolViolation, "invalid frontend message type %s", strings.TrimPrefix(err.Error(), "unknown message type: ")))
+	if t, ok := strings.CutPrefix(err.Error(), "unknown message type: "); ok && len(t) == 1 {
+		s.sendErr(wire.Fatalf(pgcode.ProtocolViolation, "invalid frontend message type %d", t[0]))
 		_ = s.flush()
 		return
 	}

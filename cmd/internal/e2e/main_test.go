@@ -6,6 +6,7 @@ package e2e
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"log/slog"
 	"net"
@@ -25,6 +26,9 @@ import (
 // start clusters use other ranges so `go test ./...` can run them together.
 const basePort = 26432
 
+// testShards is how many Postgres instances the tests start.
+const testShards = 3
+
 var cluster *localpg.Cluster
 
 func TestMain(m *testing.M) {
@@ -40,7 +44,16 @@ func runMain(m *testing.M) int {
 	_ = os.Chmod(dir, 0o755)
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
-	cluster, err = localpg.Up(ctx, localpg.Options{Dir: dir, Shards: 2, PGPort: basePort, Listen: "127.0.0.1:0"})
+	// Another run of these tests (a second checkout, a developer's shell)
+	// may hold the first range: move on to the next one.
+	for port := basePort; port < basePort+1000; port += 100 {
+		cluster, err = localpg.Up(ctx, localpg.Options{Dir: dir, Shards: testShards, PGPort: port, Listen: "127.0.0.1:0"})
+		if !errors.Is(err, localpg.ErrPortInUse) {
+			break
+		}
+		_ = localpg.Down(context.Background(), dir, true)
+		_ = os.MkdirAll(dir, 0o755)
+	}
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "start test cluster:", err)
 		_ = localpg.Down(context.Background(), dir, true)
