@@ -190,4 +190,3 @@ func busyServerConns(t *testing.T) int {
 	}
 	return n
 }
-
