@@ -20,7 +20,7 @@ run: build ## start a local 2-shard cluster and pgshard on 127.0.0.1:6432 with d
 	cfg=$$($(BIN)/shardctl cluster up --dir $(DIR) | tail -n1); \
 	trap '$(BIN)/shardctl cluster down --dir $(DIR) >/dev/null 2>&1 || true' EXIT; \
 	$(BIN)/pgshard --config "$$cfg" & pid=$$!; \
-	trap 'kill $$pid 2>/dev/null; wait $$pid 2>/dev/null; $(BIN)/shardctl cluster down --dir $(DIR) >/dev/null 2>&1 || true' EXIT; \
+	trap 'set +e; kill $$pid 2>/dev/null; wait $$pid 2>/dev/null; echo "stopping the local cluster"; $(BIN)/shardctl cluster down --dir $(DIR) >/dev/null 2>&1; exit 0' EXIT; \
 	trap 'exit 0' INT TERM; \
 	for i in $$(seq 1 50); do PGPASSWORD=app psql -h 127.0.0.1 -p 6432 -U app -d app -Atqc 'select 1' >/dev/null 2>&1 && break; sleep 0.1; done; \
 	PGPASSWORD=app psql -h 127.0.0.1 -p 6432 -U app -d app -q -v ON_ERROR_STOP=1 -f testdata/demo.sql; \

@@ -13,11 +13,14 @@ import (
 	"os"
 	"os/signal"
 	"strings"
+	"sync"
 	"syscall"
+	"time"
 
 	"github.com/pgshard/pgshard/cmd/internal/config"
 	"github.com/pgshard/pgshard/router/pool"
 	"github.com/pgshard/pgshard/router/proxy"
+	"github.com/pgshard/pgshard/shardmap"
 	"github.com/pgshard/pgshard/wire"
 )
 
@@ -63,11 +66,70 @@ func run() error {
 	}
 	srv := proxy.New(*pcfg, pools, log)
 
+	// The catalog is authoritative for the shard map once bootstrapped.
+	rules, err := cfg.Rules()
+	if err != nil {
+		return fmt.Errorf("config %s: %w", cfg.Path, err)
+	}
+	initial, err := shardmap.Initial(rules, cfg.MapShards())
+	if err != nil {
+		return fmt.Errorf("config %s: %w", cfg.Path, err)
+	}
+	ctx, stop := context.WithCancel(context.Background())
+	defer stop()
+	cat, err := shardmap.OpenCatalog(ctx, cfg.CatalogDSN())
+	if err != nil {
+		return err
+	}
+	defer cat.Close()
+	m, err := cat.Bootstrap(ctx, initial)
+	if err != nil {
+		return err
+	}
+	srv.SetMap(m)
+
 	l, err := net.Listen("tcp", cfg.Listen)
 	if err != nil {
 		return err
 	}
-	log.Info("pgshard listening", "addr", l.Addr().String(), "shards", len(pools), "pool_mode", cfg.Pool.Mode, "config", cfg.Path)
+	log.Info("pgshard listening", "addr", l.Addr().String(), "shards", len(pools), "pool_mode", cfg.Pool.Mode, "config", cfg.Path, "map_version", m.Version)
+
+	host, _ := os.Hostname()
+	self := shardmap.ProxyInfo{ID: fmt.Sprintf("%s:%d:%s", host, os.Getpid(), l.Addr()), Host: host, PID: os.Getpid(), Listen: l.Addr().String()}
+	var bg sync.WaitGroup
+	defer bg.Wait()
+	defer stop()
+	bg.Add(2)
+	go func() {
+		defer bg.Done()
+		shardmap.Watch(ctx, cfg.CatalogDSN(), time.Second, m.Version, func(nm *shardmap.Map) {
+			srv.SetMap(nm)
+			log.Info("shard map applied", "map_version", nm.Version)
+			me := self
+			me.AppliedVersion = nm.Version
+			_ = cat.Heartbeat(ctx, me) // report the new version at once
+		}, func(err error) { log.Warn("catalog watch", "err", err) })
+	}()
+	go func() {
+		defer bg.Done()
+		t := time.NewTicker(2 * time.Second)
+		defer t.Stop()
+		for {
+			me := self
+			me.AppliedVersion = srv.Map().Version
+			if err := cat.Heartbeat(ctx, me); err != nil && ctx.Err() == nil {
+				log.Warn("catalog heartbeat", "err", err)
+			}
+			select {
+			case <-ctx.Done():
+				dctx, cancel := context.WithTimeout(context.Background(), time.Second)
+				_ = cat.Deregister(dctx, self.ID)
+				cancel()
+				return
+			case <-t.C:
+			}
+		}
+	}()
 
 	sigs := make(chan os.Signal, 4)
 	signal.Notify(sigs, syscall.SIGTERM, syscall.SIGINT, syscall.SIGHUP)

@@ -15,6 +15,7 @@ import (
 	"github.com/jackc/pgx/v5/pgproto3"
 
 	"github.com/pgshard/pgshard/router/pool"
+	"github.com/pgshard/pgshard/shardmap"
 	"github.com/pgshard/pgshard/wire"
 	"github.com/pgshard/pgshard/wire/pgcode"
 )
@@ -56,7 +57,8 @@ type Server struct {
 	log   *slog.Logger
 	pools []*pool.Pool
 
-	cfg atomic.Pointer[Config]
+	cfg  atomic.Pointer[Config]
+	smap atomic.Pointer[shardmap.Map]
 
 	mu        sync.Mutex
 	listeners map[net.Listener]struct{}
@@ -313,3 +315,10 @@ func (s *Server) setReportedParams(key string, p map[string]string) {
 	}
 	s.params[key] = p
 }
+
+// SetMap swaps the shard map. Statements already planned keep the map they
+// started with; the next statement sees the new one.
+func (s *Server) SetMap(m *shardmap.Map) { s.smap.Store(m) }
+
+// Map returns the current shard map (nil before the first SetMap).
+func (s *Server) Map() *shardmap.Map { return s.smap.Load() }

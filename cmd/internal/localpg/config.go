@@ -25,7 +25,7 @@ func renderConfig(listen string, shards []Instance) string {
 	}
 	b.WriteString("sharding:\n")
 	b.WriteString("  buckets: 1024\n")
-	b.WriteString("  tables: [{name: accounts, key: id}, {name: orders, key: account_id}]\n")
+	b.WriteString("  tables: [{name: accounts, key: id, type: bigint}, {name: orders, key: account_id, type: bigint}]\n")
 	b.WriteString("  reference: [countries]\n")
 	return b.String()
 }

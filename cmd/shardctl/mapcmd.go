@@ -1,0 +1,172 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"os"
+	"strings"
+	"text/tabwriter"
+	"time"
+
+	"github.com/spf13/cobra"
+
+	"github.com/pgshard/pgshard/cmd/internal/config"
+	"github.com/pgshard/pgshard/shardmap"
+)
+
+// openCatalog loads the config and opens its catalog.
+func openCatalog(ctx context.Context, cmd *cobra.Command) (*config.Config, *shardmap.Catalog, error) {
+	cfg, err := config.Load(configPath(cmd))
+	if err != nil {
+		return nil, nil, err
+	}
+	cat, err := shardmap.OpenCatalog(ctx, cfg.CatalogDSN())
+	if err != nil {
+		return nil, nil, err
+	}
+	return cfg, cat, nil
+}
+
+// currentMap returns the catalog's map, bootstrapping it from the config
+// if the catalog is still empty (as pgshard does on first start).
+func currentMap(ctx context.Context, cfg *config.Config, cat *shardmap.Catalog) (*shardmap.Map, error) {
+	m, err := cat.Current(ctx)
+	if err == nil {
+		return m, nil
+	}
+	rules, rerr := cfg.Rules()
+	if rerr != nil {
+		return nil, rerr
+	}
+	initial, ierr := shardmap.Initial(rules, cfg.MapShards())
+	if ierr != nil {
+		return nil, ierr
+	}
+	return cat.Bootstrap(ctx, initial)
+}
+
+func newMapCmd() *cobra.Command {
+	var asJSON bool
+	cmd := &cobra.Command{
+		Use:   "map",
+		Short: "Print the current shard map from the catalog",
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			ctx, cancel := context.WithTimeout(cmd.Context(), 30*time.Second)
+			defer cancel()
+			cfg, cat, err := openCatalog(ctx, cmd)
+			if err != nil {
+				return err
+			}
+			defer cat.Close()
+			m, err := currentMap(ctx, cfg, cat)
+			if err != nil {
+				return err
+			}
+			if asJSON {
+				enc := json.NewEncoder(cmd.OutOrStdout())
+				enc.SetIndent("", "  ")
+				return enc.Encode(m)
+			}
+			printMap(cmd, m)
+			return nil
+		},
+	}
+	cmd.Flags().BoolVar(&asJSON, "json", false, "print the whole map as JSON")
+	return cmd
+}
+
+// printMap shows the version, shards with their bucket ranges, and rules.
+func printMap(cmd *cobra.Command, m *shardmap.Map) {
+	w := tabwriter.NewWriter(cmd.OutOrStdout(), 0, 4, 2, ' ', 0)
+	fmt.Fprintf(w, "map version %d, %d buckets\n\n", m.Version, m.Rules.Buckets)
+	fmt.Fprintln(w, "SHARD\tBUCKETS\tRANGES\tFROZEN\tDSN")
+	counts := m.BucketsPerShard()
+	for i, s := range m.Shards {
+		var ranges []string
+		frozen := 0
+		start := -1
+		for b := 0; b <= len(m.Owner); b++ {
+			owned := b < len(m.Owner) && m.Owner[b] == i
+			if owned && m.State[b] == shardmap.Frozen {
+				frozen++
+			}
+			if owned && start < 0 {
+				start = b
+			}
+			if !owned && start >= 0 {
+				if start == b-1 {
+					ranges = append(ranges, fmt.Sprint(start))
+				} else {
+					ranges = append(ranges, fmt.Sprintf("%d-%d", start, b-1))
+				}
+				start = -1
+			}
+		}
+		def := ""
+		if i == m.Default {
+			def = " (default)"
+		}
+		fmt.Fprintf(w, "%s%s\t%d\t%s\t%d\t%s\n", s.Name, def, counts[i], strings.Join(ranges, ","), frozen, redactDSN(s.DSN))
+	}
+	fmt.Fprintln(w)
+	fmt.Fprintln(w, "TABLE\tKEY\tTYPE")
+	for _, n := range m.TableNames() {
+		t := m.Rules.Tables[n]
+		fmt.Fprintf(w, "%s\t%s\t%s\n", n, t.Key, t.Type)
+	}
+	for n := range m.Rules.Reference {
+		fmt.Fprintf(w, "%s\t(reference)\t\n", n)
+	}
+	_ = w.Flush()
+}
+
+// redactDSN hides a password in a URL DSN.
+func redactDSN(dsn string) string {
+	at := strings.Index(dsn, "@")
+	scheme := strings.Index(dsn, "://")
+	if at < 0 || scheme < 0 || at < scheme {
+		return dsn
+	}
+	creds := dsn[scheme+3 : at]
+	if user, _, ok := strings.Cut(creds, ":"); ok {
+		return dsn[:scheme+3] + user + ":***" + dsn[at:]
+	}
+	return dsn
+}
+
+func newProxiesCmd() *cobra.Command {
+	var asJSON bool
+	var ttl time.Duration
+	cmd := &cobra.Command{
+		Use:   "proxies",
+		Short: "List pgshard processes registered in the catalog and the map version each applied",
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			ctx, cancel := context.WithTimeout(cmd.Context(), 30*time.Second)
+			defer cancel()
+			_, cat, err := openCatalog(ctx, cmd)
+			if err != nil {
+				return err
+			}
+			defer cat.Close()
+			ps, err := cat.Proxies(ctx, ttl)
+			if err != nil {
+				return err
+			}
+			if asJSON {
+				enc := json.NewEncoder(cmd.OutOrStdout())
+				enc.SetIndent("", "  ")
+				return enc.Encode(ps)
+			}
+			w := tabwriter.NewWriter(os.Stdout, 0, 4, 2, ' ', 0)
+			fmt.Fprintln(w, "ID\tLISTEN\tPID\tAPPLIED VERSION\tLAST HEARTBEAT\tALIVE")
+			for _, p := range ps {
+				fmt.Fprintf(w, "%s\t%s\t%d\t%d\t%s ago\t%v\n", p.ID, p.Listen, p.PID, p.AppliedVersion, time.Since(p.HeartbeatAt).Round(time.Millisecond), p.Alive)
+			}
+			return w.Flush()
+		},
+	}
+	cmd.Flags().BoolVar(&asJSON, "json", false, "JSON output")
+	cmd.Flags().DurationVar(&ttl, "ttl", 10*time.Second, "a proxy is alive if it sent a heartbeat within this time")
+	return cmd
+}

@@ -1,0 +1,175 @@
+package shardmap
+
+import (
+	"encoding/json"
+	"errors"
+	"fmt"
+	"sort"
+)
+
+// Shard is one Postgres server of the cluster.
+type Shard struct {
+	Name string `json:"name"`
+	DSN  string `json:"dsn"`
+	// AdminDSN is the role that moves data (optional).
+	AdminDSN string `json:"admin_dsn,omitempty"`
+}
+
+// Table is a sharded table: its rows are spread over buckets by Key.
+type Table struct {
+	Name string  `json:"name"`
+	Key  string  `json:"key"`
+	Type KeyType `json:"type"`
+}
+
+// Rules are the sharding rules: fixed bucket count, sharded tables,
+// reference tables. Table names are lower-case, unqualified (schema public).
+type Rules struct {
+	Buckets   int              `json:"buckets"`
+	Tables    map[string]Table `json:"tables"`
+	Reference map[string]bool  `json:"reference"`
+}
+
+// BucketState says whether a bucket serves statements.
+type BucketState uint8
+
+const (
+	// Serving buckets route normally.
+	Serving BucketState = iota
+	// Frozen buckets are being cut over by a move: statements that touch
+	// them wait (bounded) for the next map version.
+	Frozen
+)
+
+// Map is one immutable version of the shard map. Build a new Map for every
+// change; never modify one that has been published.
+type Map struct {
+	Version int64         `json:"version"`
+	Rules   Rules         `json:"rules"`
+	Shards  []Shard       `json:"shards"`
+	Owner   []int         `json:"owner"` // bucket -> index in Shards
+	State   []BucketState `json:"state"`
+	Default int           `json:"default"` // shard index of unsharded tables
+}
+
+// ErrInvalidMap reports a map that breaks an invariant.
+var ErrInvalidMap = errors.New("invalid shard map")
+
+// Initial returns version 1 of a map: buckets split into contiguous, even
+// ranges over the shards in order; unsharded tables on the first shard.
+func Initial(rules Rules, shards []Shard) (*Map, error) {
+	if len(shards) == 0 {
+		return nil, fmt.Errorf("%w: no shards", ErrInvalidMap)
+	}
+	m := &Map{Version: 1, Rules: rules, Shards: shards, Owner: make([]int, rules.Buckets), State: make([]BucketState, rules.Buckets)}
+	for b := range m.Owner {
+		m.Owner[b] = b * len(shards) / rules.Buckets
+	}
+	return m, m.Validate()
+}
+
+// Validate checks the map's invariants.
+func (m *Map) Validate() error {
+	if m.Rules.Buckets < 1 {
+		return fmt.Errorf("%w: %d buckets", ErrInvalidMap, m.Rules.Buckets)
+	}
+	if len(m.Owner) != m.Rules.Buckets || len(m.State) != m.Rules.Buckets {
+		return fmt.Errorf("%w: %d owners and %d states for %d buckets", ErrInvalidMap, len(m.Owner), len(m.State), m.Rules.Buckets)
+	}
+	seen := map[string]bool{}
+	for _, s := range m.Shards {
+		if s.Name == "" || seen[s.Name] {
+			return fmt.Errorf("%w: shard name %q empty or repeated", ErrInvalidMap, s.Name)
+		}
+		seen[s.Name] = true
+	}
+	for b, o := range m.Owner {
+		if o < 0 || o >= len(m.Shards) {
+			return fmt.Errorf("%w: bucket %d owned by shard #%d of %d", ErrInvalidMap, b, o, len(m.Shards))
+		}
+	}
+	if m.Default < 0 || m.Default >= len(m.Shards) {
+		return fmt.Errorf("%w: default shard #%d of %d", ErrInvalidMap, m.Default, len(m.Shards))
+	}
+	for name, t := range m.Rules.Tables {
+		if m.Rules.Reference[name] {
+			return fmt.Errorf("%w: table %s is both sharded and reference", ErrInvalidMap, name)
+		}
+		if t.Key == "" {
+			return fmt.Errorf("%w: table %s has no key column", ErrInvalidMap, name)
+		}
+	}
+	return nil
+}
+
+// ShardOf returns the index of the shard that owns bucket b.
+func (m *Map) ShardOf(b int) int { return m.Owner[b] }
+
+// ShardIndex returns the index of the named shard, or -1.
+func (m *Map) ShardIndex(name string) int {
+	for i, s := range m.Shards {
+		if s.Name == name {
+			return i
+		}
+	}
+	return -1
+}
+
+// BucketsPerShard counts owned buckets per shard, in Shards order.
+func (m *Map) BucketsPerShard() []int {
+	n := make([]int, len(m.Shards))
+	for _, o := range m.Owner {
+		n[o]++
+	}
+	return n
+}
+
+// Table returns the sharding rule of a table, if it is sharded.
+func (m *Map) Table(name string) (Table, bool) {
+	t, ok := m.Rules.Tables[name]
+	return t, ok
+}
+
+// IsReference reports whether name is a reference table.
+func (m *Map) IsReference(name string) bool { return m.Rules.Reference[name] }
+
+// TableNames returns the sharded table names, sorted.
+func (m *Map) TableNames() []string {
+	names := make([]string, 0, len(m.Rules.Tables))
+	for n := range m.Rules.Tables {
+		names = append(names, n)
+	}
+	sort.Strings(names)
+	return names
+}
+
+// Marshal encodes the map as JSON (the catalog's storage form).
+func (m *Map) Marshal() ([]byte, error) { return json.Marshal(m) }
+
+// Unmarshal decodes and validates a map.
+func Unmarshal(b []byte) (*Map, error) {
+	var m Map
+	if err := json.Unmarshal(b, &m); err != nil {
+		return nil, fmt.Errorf("%w: %v", ErrInvalidMap, err)
+	}
+	if m.Rules.Tables == nil {
+		m.Rules.Tables = map[string]Table{}
+	}
+	if m.Rules.Reference == nil {
+		m.Rules.Reference = map[string]bool{}
+	}
+	return &m, m.Validate()
+}
+
+// MarshalText writes the type's SQL name, so maps read well as JSON.
+func (t KeyType) MarshalText() ([]byte, error) { return []byte(t.String()), nil }
+
+// UnmarshalText parses a type name.
+func (t *KeyType) UnmarshalText(b []byte) error {
+	v, err := ParseKeyType(string(b))
+	if err != nil {
+		return err
+	}
+	*t = v
+	return nil
+}
