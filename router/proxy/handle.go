@@ -30,6 +30,69 @@ func (s *session) handle(msg pgproto3.FrontendMessage) error {
 	switch m := msg.(type) {
 	case *pgproto3.Query:
 		return s.handleQuery(m)
+	case *pgproto3.Parse, *pgproto3.Bind, *pgproto3.Describe, *pgproto3.Execute, *pgproto3.Close:
+		// Held until Sync or Flush: only then is it known which shard the
+		// batch goes to (Bind carries the key values).
+		s.batch = append(s.batch, cloneMsg(msg))
+		return nil
+	case *pgproto3.Sync:
+		if err := s.runBatch(); err != nil {
+			return err
+		}
+		s.clientSkipping = false
+		if s.sc != nil {
+			s.sc.FE.Send(m)
+			s.push(pending{kind: pSync})
+			s.serverSkipping = false
+			if err := s.flushServer(); err != nil {
+				return err
+			}
+		} else {
+			s.push(pending{kind: pSynth, synth: &pgproto3.ReadyForQuery{TxStatus: s.idleStatus()}})
+		}
+		return s.drive()
+	case *pgproto3.Flush:
+		if err := s.runBatch(); err != nil {
+			return err
+		}
+		if s.sc != nil {
+			s.sc.FE.Send(m)
+			if err := s.flushServer(); err != nil {
+				return err
+			}
+		}
+		if err := s.drive(); err != nil {
+			return err
+		}
+		return s.flush()
+	case *pgproto3.Terminate:
+		return errTerminate
+	case *pgproto3.CopyData, *pgproto3.CopyDone, *pgproto3.CopyFail:
+		// Outside COPY Postgres ignores these (CopyFail after an aborted COPY).
+		return nil
+	case *pgproto3.FunctionCall:
+		s.target = s.anyShard()
+		if err := s.attach(); err != nil {
+			s.sendErr(asWireErr(err))
+			s.send(&pgproto3.ReadyForQuery{TxStatus: s.idleStatus()})
+			return s.flush()
+		}
+		s.toServer(m, pending{kind: pQuery})
+		if err := s.flushServer(); err != nil {
+			return err
+		}
+		return s.drive()
+	default:
+		s.sendErr(wire.Fatalf(pgcode.ProtocolViolation, "invalid frontend message type %T", msg))
+		_ = s.flush()
+		return errTerminate
+	}
+}
+
+// dispatch runs one held extended-protocol message against the attached
+// server (attaching the batch's target shard on first need).
+func (s *session) dispatch(msg pgproto3.FrontendMessage) error {
+	switch m := msg.(type) {
 	case *pgproto3.Parse:
 		return s.handleParse(m)
 	case *pgproto3.Bind:
@@ -88,51 +151,8 @@ func (s *session) handle(msg pgproto3.FrontendMessage) error {
 		}
 		s.toServer(m, pending{kind: pClose})
 		return nil
-	case *pgproto3.Sync:
-		s.clientSkipping = false
-		if s.sc != nil {
-			s.sc.FE.Send(m)
-			s.push(pending{kind: pSync})
-			s.serverSkipping = false
-			if err := s.flushServer(); err != nil {
-				return err
-			}
-		} else {
-			s.push(pending{kind: pSynth, synth: &pgproto3.ReadyForQuery{TxStatus: s.idleStatus()}})
-		}
-		return s.drive()
-	case *pgproto3.Flush:
-		if s.sc != nil {
-			s.sc.FE.Send(m)
-			if err := s.flushServer(); err != nil {
-				return err
-			}
-		}
-		if err := s.drive(); err != nil {
-			return err
-		}
-		return s.flush()
-	case *pgproto3.Terminate:
-		return errTerminate
-	case *pgproto3.CopyData, *pgproto3.CopyDone, *pgproto3.CopyFail:
-		// Outside COPY Postgres ignores these (CopyFail after an aborted COPY).
-		return nil
-	case *pgproto3.FunctionCall:
-		if err := s.attach(); err != nil {
-			s.sendErr(asWireErr(err))
-			s.send(&pgproto3.ReadyForQuery{TxStatus: s.idleStatus()})
-			return s.flush()
-		}
-		s.toServer(m, pending{kind: pQuery})
-		if err := s.flushServer(); err != nil {
-			return err
-		}
-		return s.drive()
-	default:
-		s.sendErr(wire.Fatalf(pgcode.ProtocolViolation, "invalid frontend message type %T", msg))
-		_ = s.flush()
-		return errTerminate
 	}
+	return nil
 }
 
 func (s *session) idleStatus() byte {
@@ -143,6 +163,10 @@ func (s *session) idleStatus() byte {
 }
 
 func (s *session) handleQuery(m *pgproto3.Query) error {
+	done, err := s.routeQuery(m)
+	if done || err != nil {
+		return err
+	}
 	if err := s.attach(); err != nil {
 		s.sendErr(asWireErr(err))
 		s.send(&pgproto3.ReadyForQuery{TxStatus: s.idleStatus()})
@@ -324,6 +348,11 @@ func (s *session) push(p pending) { s.queue = append(s.queue, p) }
 // toServer buffers m for the attached server and queues its expected answer.
 func (s *session) toServer(m pgproto3.FrontendMessage, p pending) {
 	s.sc.FE.Send(m)
+	switch p.kind {
+	case pQuery, pQueryAbort, pHidden:
+	default:
+		s.awaitSync = true
+	}
 	if s.serverSkipping {
 		return // the server discards it; no answer will come
 	}
@@ -382,6 +411,18 @@ func (s *session) drive() error {
 			return s.serverLost(err)
 		}
 		head := &s.queue[0]
+		if head.kind == pHidden {
+			switch m := msg.(type) {
+			case *pgproto3.ReadyForQuery:
+				s.pop()
+				sc.TxStatus = m.TxStatus
+			case *pgproto3.ParameterStatus:
+				sc.Params[m.Name] = m.Value
+			case *pgproto3.ErrorResponse:
+				s.log.Warn("deferred transaction start failed", "shard", sc.Shard, "code", m.Code, "message", m.Message)
+			}
+			continue
+		}
 		switch m := msg.(type) {
 		case *pgproto3.ParseComplete:
 			p := s.pop()
@@ -424,10 +465,10 @@ func (s *session) drive() error {
 		case *pgproto3.ErrorResponse:
 			s.batchErr = true
 			s.setCandidate = ""
-			if head.kind != pAbort {
+			if head.kind != pAbort && head.kind != pQueryAbort {
 				s.send(m)
 			}
-			if head.kind == pQuery {
+			if head.kind == pQuery || head.kind == pQueryAbort {
 				break // ReadyForQuery follows
 			}
 			s.discardUntilSync()
@@ -490,6 +531,12 @@ func (s *session) discardUntilSync() {
 func (s *session) afterReady() {
 	st := s.idleStatus()
 	s.txStatus = st
+	if !s.hasReal() {
+		s.awaitSync = false
+		if len(s.others) > 0 {
+			s.finishOthers(!s.batchErr)
+		}
+	}
 	if st == 'I' {
 		if !s.batchErr && s.lastTag != "ROLLBACK" && len(s.pendingSets) > 0 {
 			for _, p := range s.pendingSets {

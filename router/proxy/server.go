@@ -49,13 +49,18 @@ type Config struct {
 	MaxClientConn     int
 	MaxMessageLen     int
 	IdleClientTimeout time.Duration
+	// Router decides where statements go; nil sends everything to the
+	// default shard.
+	Router Router
 }
 
 // Server accepts client connections and proxies them to shard pools.
 // It has the net/http.Server shape: Serve(l), Shutdown(ctx), Close.
 type Server struct {
-	log   *slog.Logger
-	pools []*pool.Pool
+	log    *slog.Logger
+	pools  []*pool.Pool
+	byName map[string]*pool.Pool
+	router Router
 
 	cfg  atomic.Pointer[Config]
 	smap atomic.Pointer[shardmap.Map]
@@ -81,7 +86,13 @@ func New(cfg Config, pools []*pool.Pool, log *slog.Logger) *Server {
 	if cfg.MaxMessageLen <= 0 {
 		cfg.MaxMessageLen = 64 << 20
 	}
-	s := &Server{log: log, pools: pools, listeners: map[net.Listener]struct{}{}, sessions: map[uint64]*session{}}
+	s := &Server{log: log, pools: pools, byName: map[string]*pool.Pool{}, router: cfg.Router, listeners: map[net.Listener]struct{}{}, sessions: map[uint64]*session{}}
+	if s.router == nil {
+		s.router = defaultRouter{}
+	}
+	for _, p := range pools {
+		s.byName[p.Shard()] = p
+	}
 	s.cfg.Store(&cfg)
 	return s
 }
@@ -322,3 +333,17 @@ func (s *Server) SetMap(m *shardmap.Map) { s.smap.Store(m) }
 
 // Map returns the current shard map (nil before the first SetMap).
 func (s *Server) Map() *shardmap.Map { return s.smap.Load() }
+
+// poolFor returns the pool of shard i of m (the first pool when m is nil).
+func (s *Server) poolFor(m *shardmap.Map, i int) *pool.Pool {
+	if m == nil {
+		if i == 0 && len(s.pools) > 0 {
+			return s.pools[0]
+		}
+		return nil
+	}
+	if i < 0 || i >= len(m.Shards) {
+		return nil
+	}
+	return s.byName[m.Shards[i].Name]
+}

@@ -65,7 +65,16 @@ type session struct {
 	serverSkipping bool // the server raised an error with no Sync queued yet
 	copyIn         bool
 	copyBytes      int
-	idle           atomic.Bool // blocked reading the client between transactions
+	awaitSync      bool // extended messages were sent since the last Sync
+
+	batch          []pgproto3.FrontendMessage // extended messages held until Sync/Flush
+	target         int                        // shard the current statement or batch goes to
+	scShard        int                        // shard of sc
+	held           map[int]*pool.Conn         // session mode: one server connection per shard used
+	deferred       string                     // BEGIN (and savepoints) not yet sent to a shard
+	deferredFailed bool                       // a statement was refused inside the deferred transaction
+	others         []other                    // RouteAll: the statement's open transactions on other shards
+	idle           atomic.Bool                // blocked reading the client between transactions
 }
 
 type kv struct{ k, v string }
@@ -88,10 +97,12 @@ const (
 	pDescribe // ends at RowDescription or NoData
 	pExecute  // ends at CommandComplete, EmptyQueryResponse or PortalSuspended
 	pClose
-	pSync  // ReadyForQuery
-	pQuery // simple query: ends at ReadyForQuery
-	pAbort // a deliberately failing Parse whose ErrorResponse is swallowed
-	pSynth // no server message: emit synth when it reaches the head
+	pSync       // ReadyForQuery
+	pQuery      // simple query: ends at ReadyForQuery
+	pAbort      // a deliberately failing Parse whose ErrorResponse is swallowed
+	pSynth      // no server message: emit synth when it reaches the head
+	pHidden     // a query pgshard sent (deferred BEGIN): its answers are swallowed
+	pQueryAbort // a failing simple query: ErrorResponse swallowed, ReadyForQuery forwarded
 )
 
 type pending struct {
@@ -264,6 +275,7 @@ func (s *session) login() error {
 	// normalised values, e.g. client_encoding, DateStyle); later clients with
 	// the same parameters log in without waiting for a server connection.
 	params := s.srv.reportedParams(s.paramsKey)
+	s.target = s.defaultShard()
 	if params == nil || s.cfg.Mode == PoolSession {
 		if err := s.attach(); err != nil {
 			s.sendErr(asWireErr(err))
@@ -349,28 +361,51 @@ func asWireErr(err error) *wire.Error {
 		WithHint("Check that the shard is running and reachable from pgshard.")
 }
 
-// attach makes sure a server connection is attached, with the client's
-// session settings applied.
+// attach makes sure a server connection to the target shard is attached,
+// with the client's session settings applied and a deferred BEGIN sent.
 func (s *session) attach() error {
+	want := s.target
 	if s.sc != nil {
-		return nil
+		if s.scShard == want {
+			return nil
+		}
+		if s.pinnedShard() >= 0 {
+			return errCrossShard(s.shardName(s.scShard), s.shardName(want))
+		}
+		s.detach(false)
 	}
-	p := s.srv.pools[0]
-	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-	defer cancel()
-	sc, err := p.Acquire(ctx)
-	if err != nil {
-		return err
-	}
-	if sc.ParamsKey != s.paramsKey {
-		if err := s.applyParams(sc); err != nil {
-			p.Discard(sc)
+	sc := s.held[want]
+	if sc != nil {
+		delete(s.held, want)
+	} else {
+		m := s.srv.Map()
+		p := s.srv.poolFor(m, want)
+		if p == nil {
+			return wire.Errorf(pgcode.ConnectionFailure, "shard %s has no connection pool", s.shardName(want))
+		}
+		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+		defer cancel()
+		var err error
+		sc, err = p.Acquire(ctx)
+		if err != nil {
 			return err
+		}
+		if sc.ParamsKey != s.paramsKey {
+			if err := s.applyParams(sc); err != nil {
+				p.Discard(sc)
+				return err
+			}
 		}
 	}
 	s.mu.Lock()
 	s.sc = sc
+	s.scShard = want
 	s.mu.Unlock()
+	if s.deferred != "" {
+		s.toServer(&pgproto3.Query{String: s.deferred}, pending{kind: pHidden})
+		s.deferred = ""
+		s.deferredFailed = false
+	}
 	return nil
 }
 
@@ -435,9 +470,23 @@ func (s *session) detach(force bool) {
 	p := s.poolOf(sc)
 	if force && (sc.TxStatus != 'I' || s.hasReal() || s.copyIn) {
 		p.Discard(sc)
-		return
+	} else if !force && s.cfg.Mode == PoolSession {
+		if s.held == nil {
+			s.held = map[int]*pool.Conn{}
+		}
+		s.held[s.scShard] = sc
+	} else {
+		p.Release(sc)
 	}
-	p.Release(sc)
+	if force {
+		for k, h := range s.held {
+			s.poolOf(h).Release(h)
+			delete(s.held, k)
+		}
+		if len(s.others) > 0 {
+			s.finishOthers(false)
+		}
+	}
 }
 
 func (s *session) poolOf(sc *pool.Conn) *pool.Pool {

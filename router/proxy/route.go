@@ -1,0 +1,66 @@
+package proxy
+
+import (
+	"github.com/pgshard/pgshard/shardmap"
+	"github.com/pgshard/pgshard/wire"
+)
+
+// RouteKind says how the session runs a statement.
+type RouteKind uint8
+
+const (
+	// RouteShard runs the statement on Route.Shard.
+	RouteShard RouteKind = iota
+	// RouteAny runs it on any shard: the one the session holds, else the default.
+	RouteAny
+	// RouteAll runs it on every shard atomically (DDL, reference writes).
+	RouteAll
+	// RouteTx is transaction control (Route.Tx says which).
+	RouteTx
+	// RouteRefuse answers Route.Err without running anything.
+	RouteRefuse
+)
+
+// TxCmd is a transaction-control statement.
+type TxCmd uint8
+
+// Transaction-control statements the session treats specially.
+const (
+	TxNone TxCmd = iota
+	TxBegin
+	TxCommit
+	TxRollback
+	TxSavepoint
+	TxRelease
+	TxRollbackTo
+)
+
+// Route is where one statement (or one simple-query string) goes.
+type Route struct {
+	Kind  RouteKind
+	Shard int // RouteShard: index into the map's shards
+	Tx    TxCmd
+	Err   *wire.Error // RouteRefuse, or a bad key value
+	// NoTxBlock marks RouteAll statements that cannot run inside a
+	// transaction block (e.g. CREATE INDEX CONCURRENTLY): they run on each
+	// shard in turn without atomicity.
+	NoTxBlock bool
+}
+
+// Router decides where statements go; router/plan implements it. It must be
+// safe for concurrent use and must not block.
+type Router interface {
+	// RouteSimple routes a simple-protocol query string.
+	RouteSimple(sql string, m *shardmap.Map) Route
+	// RouteBound routes a prepared statement with its bound parameters.
+	RouteBound(sql string, paramOIDs []uint32, formats []int16, params [][]byte, m *shardmap.Map) Route
+}
+
+// defaultRouter sends everything to the map's default shard; used when the
+// server has no Router (tests of the protocol layer, unsharded setups).
+type defaultRouter struct{}
+
+func (defaultRouter) RouteSimple(string, *shardmap.Map) Route { return Route{Kind: RouteAny} }
+func (defaultRouter) RouteBound(string, []uint32, []int16, [][]byte, *shardmap.Map) Route {
+	return Route{Kind: RouteAny}
+}
