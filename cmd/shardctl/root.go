@@ -26,6 +26,7 @@ func NewRootCmd() *cobra.Command {
 	root.PersistentFlags().StringVar(&o.configPath, "config", ".pgshard/pgshard.yaml", "pgshard config file")
 
 	root.AddCommand(newClusterCmd())
+	root.AddCommand(newHashCmd())
 	root.AddCommand(newMapCmd())
 	root.AddCommand(newProxiesCmd())
 	return root
