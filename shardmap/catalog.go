@@ -20,8 +20,11 @@ var ErrNoMap = errors.New("catalog holds no shard map yet")
 // notifyChannel is the LISTEN/NOTIFY channel announcing new map versions.
 const notifyChannel = "pgshard_map"
 
-// catalogDDL creates the catalog schema; every statement is idempotent.
+// catalogDDL creates the catalog schema; every statement is idempotent, and
+// the advisory lock keeps concurrent first starts from racing on CREATE.
 const catalogDDL = `
+BEGIN;
+SELECT pg_advisory_xact_lock(hashtext('pgshard.catalog'));
 CREATE SCHEMA IF NOT EXISTS pgshard;
 CREATE TABLE IF NOT EXISTS pgshard.map (
     version    bigint PRIMARY KEY,
@@ -37,7 +40,8 @@ CREATE TABLE IF NOT EXISTS pgshard.proxies (
     started_at      timestamptz NOT NULL DEFAULT now(),
     heartbeat_at    timestamptz NOT NULL DEFAULT now(),
     applied_version bigint NOT NULL DEFAULT 0
-);`
+);
+COMMIT;`
 
 // Catalog is the shard map's home: a pgshard schema in a Postgres database.
 // Writes are compare-and-swap on the version, serialised by a transaction

@@ -3,6 +3,7 @@ package main
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"os"
 	"strings"
@@ -73,6 +74,7 @@ func newMapCmd() *cobra.Command {
 		},
 	}
 	cmd.Flags().BoolVar(&asJSON, "json", false, "print the whole map as JSON")
+	cmd.AddCommand(newMapAssignCmd())
 	return cmd
 }
 
@@ -168,5 +170,99 @@ func newProxiesCmd() *cobra.Command {
 	}
 	cmd.Flags().BoolVar(&asJSON, "json", false, "JSON output")
 	cmd.Flags().DurationVar(&ttl, "ttl", 10*time.Second, "a proxy is alive if it sent a heartbeat within this time")
+	return cmd
+}
+
+// parseBuckets reads "0-63,100,200-201" into a sorted list of buckets.
+func parseBuckets(s string, n int) ([]int, error) {
+	var out []int
+	seen := map[int]bool{}
+	for _, part := range strings.Split(s, ",") {
+		part = strings.TrimSpace(part)
+		if part == "" {
+			continue
+		}
+		lo, hi, isRange := strings.Cut(part, "-")
+		var a, b int
+		if _, err := fmt.Sscanf(lo, "%d", &a); err != nil {
+			return nil, fmt.Errorf("--buckets: %q is not a bucket or range", part)
+		}
+		b = a
+		if isRange {
+			if _, err := fmt.Sscanf(hi, "%d", &b); err != nil {
+				return nil, fmt.Errorf("--buckets: %q is not a bucket or range", part)
+			}
+		}
+		if a < 0 || b >= n || a > b {
+			return nil, fmt.Errorf("--buckets: %q is outside 0-%d", part, n-1)
+		}
+		for i := a; i <= b; i++ {
+			if !seen[i] {
+				seen[i] = true
+				out = append(out, i)
+			}
+		}
+	}
+	if len(out) == 0 {
+		return nil, fmt.Errorf("--buckets: no bucket given")
+	}
+	return out, nil
+}
+
+func newMapAssignCmd() *cobra.Command {
+	var buckets, to string
+	var force bool
+	cmd := &cobra.Command{
+		Use:   "assign --buckets 0-63,100 --to SHARD --force",
+		Short: "Change bucket ownership in the map WITHOUT moving data (empty clusters, repairs)",
+		Long: `assign publishes a new map version in which the given buckets belong to
+SHARD. It moves no rows: use it only when those buckets hold no data (a new,
+empty cluster) or to repair a map after rows were moved by other means.
+To move data online use 'shardctl move' (rebalancing). --force is required.`,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			if !force {
+				return fmt.Errorf("map assign moves no data; pass --force if the buckets are empty")
+			}
+			ctx, cancel := context.WithTimeout(cmd.Context(), 30*time.Second)
+			defer cancel()
+			cfg, cat, err := openCatalog(ctx, cmd)
+			if err != nil {
+				return err
+			}
+			defer cat.Close()
+			for attempt := 0; ; attempt++ {
+				m, err := currentMap(ctx, cfg, cat)
+				if err != nil {
+					return err
+				}
+				idx := m.ShardIndex(to)
+				if idx < 0 {
+					return fmt.Errorf("--to: no shard %q in map version %d", to, m.Version)
+				}
+				bs, err := parseBuckets(buckets, m.Rules.Buckets)
+				if err != nil {
+					return err
+				}
+				next := *m
+				next.Version = m.Version + 1
+				next.Owner = append([]int(nil), m.Owner...)
+				for _, b := range bs {
+					next.Owner[b] = idx
+				}
+				err = cat.Publish(ctx, m.Version, &next, fmt.Sprintf("map assign %s to %s", buckets, to))
+				if errors.Is(err, shardmap.ErrVersionConflict) && attempt < 5 {
+					continue
+				}
+				if err != nil {
+					return err
+				}
+				fmt.Fprintf(cmd.OutOrStdout(), "map version %d: %d buckets assigned to %s\n", next.Version, len(bs), to)
+				return nil
+			}
+		},
+	}
+	cmd.Flags().StringVar(&buckets, "buckets", "", "buckets, e.g. 0-63,100")
+	cmd.Flags().StringVar(&to, "to", "", "shard name")
+	cmd.Flags().BoolVar(&force, "force", false, "confirm that no data needs to move")
 	return cmd
 }

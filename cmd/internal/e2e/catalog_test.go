@@ -1,0 +1,181 @@
+package e2e
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"net"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/pgshard/pgshard/shardmap"
+)
+
+// buildBinaries builds bin/pgshard and bin/shardctl into a temp dir once per
+// test binary run.
+func buildBinaries(t *testing.T) (pgshard, shardctl string) {
+	t.Helper()
+	dir := t.TempDir()
+	for _, b := range []string{"pgshard", "shardctl"} {
+		out, err := exec.Command("go", "build", "-o", filepath.Join(dir, b), "../../"+b).CombinedOutput()
+		if err != nil {
+			t.Fatalf("build %s: %v\n%s", b, err, out)
+		}
+	}
+	return filepath.Join(dir, "pgshard"), filepath.Join(dir, "shardctl")
+}
+
+func freePort(t *testing.T) string {
+	t.Helper()
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	return l.Addr().String()
+}
+
+// freshDatabase creates an empty database on instance 0 and returns its DSN
+// for the app role.
+func freshDatabase(t *testing.T, name string) string {
+	t.Helper()
+	admin := connect(t, cluster.Instances[0].AdminDSN)
+	ctx := context.Background()
+	_, _ = admin.Exec(ctx, "DROP DATABASE IF EXISTS "+name+" WITH (FORCE)")
+	if _, err := admin.Exec(ctx, "CREATE DATABASE "+name+" OWNER app"); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _, _ = admin.Exec(context.Background(), "DROP DATABASE IF EXISTS "+name+" WITH (FORCE)") })
+	return strings.Replace(cluster.Instances[0].DSN, "/app?", "/"+name+"?", 1)
+}
+
+// writeConfig writes a pgshard.yaml for the test cluster.
+func writeConfig(t *testing.T, listen, catalog string, extra string) string {
+	t.Helper()
+	var b strings.Builder
+	fmt.Fprintf(&b, "listen: %s\npool: {mode: transaction, size: 4}\nusers: [{name: app, password: app}]\n", listen)
+	if catalog != "" {
+		fmt.Fprintf(&b, "catalog: %q\n", catalog)
+	}
+	b.WriteString("shards:\n")
+	for _, in := range cluster.Instances {
+		fmt.Fprintf(&b, "  - {name: %s, dsn: %q}\n", in.Name, in.DSN)
+	}
+	b.WriteString("sharding:\n  buckets: 1024\n  tables: [{name: accounts, key: id, type: bigint}, {name: orders, key: account_id, type: bigint}]\n  reference: [countries]\n")
+	b.WriteString(extra)
+	p := filepath.Join(t.TempDir(), "pgshard.yaml")
+	if err := os.WriteFile(p, []byte(b.String()), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	return p
+}
+
+func startPgshard(t *testing.T, bin, cfg string) *exec.Cmd {
+	t.Helper()
+	cmd := exec.Command(bin, "--config", cfg)
+	cmd.Stdout = testWriter{t}
+	cmd.Stderr = testWriter{t}
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		_ = cmd.Process.Signal(syscall.SIGTERM)
+		done := make(chan struct{})
+		go func() { _ = cmd.Wait(); close(done) }()
+		select {
+		case <-done:
+		case <-time.After(10 * time.Second):
+			_ = cmd.Process.Kill()
+			<-done
+		}
+	})
+	return cmd
+}
+
+func proxiesJSON(t *testing.T, shardctl, cfg string) []shardmap.ProxyInfo {
+	t.Helper()
+	out, err := exec.Command(shardctl, "--config", cfg, "proxies", "--json").Output()
+	if err != nil {
+		var ee *exec.ExitError
+		if errors.As(err, &ee) {
+			t.Fatalf("shardctl proxies: %v: %s", err, ee.Stderr)
+		}
+		t.Fatalf("shardctl proxies: %v", err)
+	}
+	var ps []shardmap.ProxyInfo
+	if err := json.Unmarshal(out, &ps); err != nil {
+		t.Fatalf("shardctl proxies: %v: %s", err, out)
+	}
+	return ps
+}
+
+// waitVersions waits until n live proxies report applied version v.
+func waitVersions(t *testing.T, shardctl, cfg string, n int, v int64, within time.Duration) time.Duration {
+	t.Helper()
+	start := time.Now()
+	for {
+		ps := proxiesJSON(t, shardctl, cfg)
+		ok := 0
+		for _, p := range ps {
+			if p.Alive && p.AppliedVersion == v {
+				ok++
+			}
+		}
+		if ok == n {
+			return time.Since(start)
+		}
+		if time.Since(start) > within {
+			t.Fatalf("after %v: %d of %d proxies at version %d: %+v", within, ok, n, v, ps)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+// TestTwoProxiesShareTheMap: two pgshard processes on one catalog both pick
+// up a map change made with shardctl within a second.
+func TestTwoProxiesShareTheMap(t *testing.T) {
+	pgshard, shardctl := buildBinaries(t)
+	catalog := freshDatabase(t, "catalog_two_proxies")
+	cfgA := writeConfig(t, freePort(t), catalog, "")
+	cfgB := writeConfig(t, freePort(t), catalog, "")
+	startPgshard(t, pgshard, cfgA)
+	waitVersions(t, shardctl, cfgA, 1, 1, 15*time.Second)
+	startPgshard(t, pgshard, cfgB)
+	waitVersions(t, shardctl, cfgA, 2, 1, 15*time.Second)
+
+	out, err := exec.Command(shardctl, "--config", cfgA, "map", "assign", "--buckets", "0-9", "--to", cluster.Instances[2].Name, "--force").CombinedOutput()
+	if err != nil {
+		t.Fatalf("map assign: %v\n%s", err, out)
+	}
+	took := waitVersions(t, shardctl, cfgA, 2, 2, time.Second)
+	t.Logf("both proxies applied map version 2 within %v", took)
+
+	out, err = exec.Command(shardctl, "--config", cfgB, "map", "--json").Output()
+	if err != nil {
+		t.Fatal(err)
+	}
+	m, err := shardmap.Unmarshal(out)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if m.Version != 2 || m.Shards[m.Owner[5]].Name != cluster.Instances[2].Name {
+		t.Fatalf("map after assign: version %d, bucket 5 on %s", m.Version, m.Shards[m.Owner[5]].Name)
+	}
+	// A conflicting publish (stale version) is refused.
+	cat, err := shardmap.OpenCatalog(context.Background(), catalog)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cat.Close()
+	stale := *m
+	stale.Version = 2
+	if err := cat.Publish(context.Background(), 1, &stale, "stale"); err == nil {
+		t.Fatal("stale publish accepted")
+	}
+}
