@@ -13,6 +13,7 @@ import (
 	"os"
 	"strconv"
 	"strings"
+	"unicode/utf8"
 
 	"github.com/jackc/pgx/v5/pgproto3"
 
@@ -32,8 +33,10 @@ const (
 // ErrAuthFailed is wrapped by every error of Authenticate that means the
 // client did not prove who it is (wrong password, unknown user, a broken
 // exchange). The client has then been sent a FATAL ErrorResponse, which
-// errors.As finds as a *Error. Errors that do not wrap ErrAuthFailed are I/O
-// errors: the client went away or the connection broke, and nothing was sent.
+// errors.As finds as a *Error; only a message over the Backend's maximum
+// length gets none (Postgres, too, just closes). Errors that do not wrap
+// ErrAuthFailed are I/O errors (the client went away or the connection
+// broke; nothing was sent) or the configuration error of an unknown method.
 var ErrAuthFailed = errors.New("authentication failed")
 
 // Secret holds what pgshard keeps of a password: never the password itself.
@@ -245,13 +248,19 @@ func receive[T pgproto3.FrontendMessage](a *authExchange, what string) (T, error
 	var zero T
 	msg, err := a.be.Receive()
 	if err != nil {
-		if isConnError(err) {
+		// Receive reports the connection's end as io.ErrUnexpectedEOF; a
+		// bare io.EOF comes from decoding (a PasswordMessage without NUL).
+		if isConnError(err) && err != io.EOF {
 			return zero, fmt.Errorf("authenticate %q: %w", a.user, err)
 		}
 		if _, ok := errors.AsType[*pgproto3.ExceededMaxBodyLenErr](err); ok {
 			// Postgres reports "invalid message length" to its log only
 			// and closes the connection.
 			return zero, &authError{user: a.user, reason: err.Error(), sent: nil}
+		}
+		if typ, ok := unknownMessageType(err); ok {
+			return zero, a.fail(fmt.Sprintf("expected %s, got unknown message type %q", what, typ),
+				Fatalf(pgcode.ProtocolViolation, "expected %s, got message type %d", what, typ))
 		}
 		return zero, a.fail("receive "+what+": "+err.Error(),
 			Fatalf(pgcode.ProtocolViolation, "invalid message format"))
@@ -265,6 +274,20 @@ func receive[T pgproto3.FrontendMessage](a *authExchange, what string) (T, error
 	typ := messageType(msg)
 	return zero, a.fail(fmt.Sprintf("expected %s, got message type %q", what, typ),
 		Fatalf(pgcode.ProtocolViolation, "expected %s, got message type %d", what, typ))
+}
+
+// unknownMessageType recovers the type byte from pgproto3's error for a
+// message type it does not know, which it formats with %c.
+func unknownMessageType(err error) (byte, bool) {
+	t, ok := strings.CutPrefix(err.Error(), "unknown message type: ")
+	if !ok {
+		return 0, false
+	}
+	r, size := utf8.DecodeRuneInString(t)
+	if size != len(t) || r > 0xff || r == utf8.RuneError && size <= 1 {
+		return 0, false
+	}
+	return byte(r), true
 }
 
 // messageType returns the type byte of a message received by a Backend.

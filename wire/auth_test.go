@@ -11,6 +11,8 @@ import (
 	"log/slog"
 	"net"
 	"net/url"
+	"os"
+	"os/exec"
 	"strings"
 	"sync"
 	"testing"
@@ -90,8 +92,15 @@ func (s *testServer) serve(conn net.Conn) {
 		if err != nil {
 			return
 		}
-		if _, ok := msg.(*pgproto3.Terminate); ok {
+		switch msg.(type) {
+		case *pgproto3.Terminate:
 			return
+		case *pgproto3.Query: // enough for psql -c
+			be.Send(&pgproto3.EmptyQueryResponse{})
+			be.Send(&pgproto3.ReadyForQuery{TxStatus: 'I'})
+			if be.Flush() != nil {
+				return
+			}
 		}
 	}
 }
@@ -142,7 +151,8 @@ func mustSecret(t *testing.T, user, password string) *Secret {
 func TestAuthenticateWithPgconn(t *testing.T) {
 	secrets := map[string]*Secret{
 		"alice":  mustSecret(t, "alice", "pw"),                         // plaintext: SCRAM and md5
-		"user":   mustSecret(t, "user", rfcVerifier),                   // Postgres verifier, password "pencil"
+		"user":   mustSecret(t, "user", rfcVerifier),                   // RFC 7677 verifier, password "pencil"
+		"app":    mustSecret(t, "app", pgAppVerifier),                  // made by PostgreSQL 15, password "app"
 		"bob":    mustSecret(t, "bob", md5Hash("secret", "bob")),       // md5 hash only
 		"carol":  mustSecret(t, "carol", "pässwörd\u00a0"),             // SASLprep'd
 		"dave":   mustSecret(t, "dave", "md5"+strings.Repeat("A", 32)), // upper-case: a plaintext
@@ -164,7 +174,8 @@ func TestAuthenticateWithPgconn(t *testing.T) {
 			wantErr: `password authentication failed for user "alice"`, reason: "proof does not match"},
 		{name: "scram unknown user", method: AuthSCRAM, user: "mallory", pw: "pw",
 			wantErr: `password authentication failed for user "mallory"`, reason: "no such user"},
-		{name: "scram Postgres verifier", method: AuthSCRAM, user: "user", pw: "pencil"},
+		{name: "scram RFC 7677 verifier", method: AuthSCRAM, user: "user", pw: "pencil"},
+		{name: "scram Postgres verifier", method: AuthSCRAM, user: "app", pw: "app"},
 		{name: "scram Postgres verifier wrong password", method: AuthSCRAM, user: "user", pw: "pen",
 			wantErr: `password authentication failed for user "user"`},
 		{name: "scram md5-only secret", method: AuthSCRAM, user: "bob", pw: "secret",
@@ -241,7 +252,7 @@ type scramClient struct {
 	backend *pgproto3.Backend
 }
 
-func startAuth(t *testing.T, method AuthMethod, user string, secret *Secret) *scramClient {
+func startAuth(t *testing.T, method AuthMethod, user string, secret *Secret, maxBodyLen ...int) *scramClient {
 	t.Helper()
 	client, server := net.Pipe()
 	deadline := time.Now().Add(5 * time.Second)
@@ -249,6 +260,9 @@ func startAuth(t *testing.T, method AuthMethod, user string, secret *Secret) *sc
 	_ = server.SetDeadline(deadline)
 	c := &scramClient{fe: pgproto3.NewFrontend(client, client), conn: client, errc: make(chan error, 1),
 		backend: pgproto3.NewBackend(server, server)}
+	for _, n := range maxBodyLen {
+		c.backend.SetMaxBodyLen(n)
+	}
 	go func() {
 		c.errc <- Authenticate(c.backend, method, user, secret)
 		_ = server.Close()
@@ -385,7 +399,15 @@ func TestAuthenticateProtocolErrors(t *testing.T) {
 			},
 		},
 		{
-			name: "unknown message type", method: AuthMD5, code: pgcode.ProtocolViolation, message: "invalid message format",
+			name: "password without NUL", method: AuthMD5, code: pgcode.ProtocolViolation, message: "invalid message format",
+			run: func(t *testing.T, c *scramClient) {
+				c.receive(t)
+				_, _ = c.conn.Write([]byte{'p', 0, 0, 0, 6, 'm', 'd'})
+			},
+		},
+		{
+			name: "unknown message type", method: AuthMD5, code: pgcode.ProtocolViolation,
+			message: "expected password response, got message type 33",
 			run: func(t *testing.T, c *scramClient) {
 				c.receive(t)
 				_, _ = c.conn.Write([]byte{'!', 0, 0, 0, 4})
@@ -443,6 +465,22 @@ func TestAuthenticateClientGone(t *testing.T) {
 				t.Errorf("err = %v is not a connection error", err)
 			}
 		})
+	}
+}
+
+func TestAuthenticateMessageTooLong(t *testing.T) {
+	c := startAuth(t, AuthSCRAM, "u", mustSecret(t, "u", "pw"), 100)
+	c.receive(t)
+	c.send(t, &pgproto3.SASLInitialResponse{AuthMechanism: "SCRAM-SHA-256", Data: bytes.Repeat([]byte("x"), 200)})
+	err := <-c.errc
+	if !errors.Is(err, ErrAuthFailed) {
+		t.Errorf("err = %v, want ErrAuthFailed", err)
+	}
+	if _, sent := errors.AsType[*Error](err); sent {
+		t.Errorf("err = %v claims a response was sent", err)
+	}
+	if msg, err := c.fe.Receive(); err == nil {
+		t.Errorf("client got %T, want the connection closed without an answer", msg)
 	}
 }
 
@@ -587,5 +625,70 @@ func TestSecretRedacted(t *testing.T) {
 	}
 	if got := s.String(); got != "Secret(redacted)" {
 		t.Errorf("String() = %q", got)
+	}
+}
+
+// libpq is the other client that matters: it continues on the same
+// connection after an SSLRequest is refused, and does its own SASLprep.
+func TestAuthenticateWithLibpq(t *testing.T) {
+	psql, err := exec.LookPath("psql")
+	if err != nil {
+		t.Skip("psql not installed")
+	}
+	secrets := map[string]*Secret{
+		"alice": mustSecret(t, "alice", "pw"),
+		"app":   mustSecret(t, "app", pgAppVerifier),
+		"carol": mustSecret(t, "carol", "pässwörd\u00a0"),
+	}
+	certTLS := testTLSConfig(t)
+	tests := []struct {
+		name     string
+		method   AuthMethod
+		tls      *tls.Config
+		user, pw string
+		sslmode  string
+		wantErr  string
+	}{
+		{name: "scram", method: AuthSCRAM, user: "alice", pw: "pw", sslmode: "disable"},
+		{name: "scram Postgres verifier", method: AuthSCRAM, user: "app", pw: "app", sslmode: "disable"},
+		{name: "scram SASLprep", method: AuthSCRAM, user: "carol", pw: "pässwörd ", sslmode: "disable"},
+		{name: "scram wrong password", method: AuthSCRAM, user: "alice", pw: "x", sslmode: "disable",
+			wantErr: `password authentication failed for user "alice"`},
+		{name: "scram unknown user", method: AuthSCRAM, user: "nobody", pw: "x", sslmode: "disable",
+			wantErr: `password authentication failed for user "nobody"`},
+		{name: "md5", method: AuthMD5, user: "alice", pw: "pw", sslmode: "disable"},
+		{name: "md5 wrong password", method: AuthMD5, user: "alice", pw: "x", sslmode: "disable",
+			wantErr: `password authentication failed for user "alice"`},
+		{name: "prefer, TLS refused", method: AuthSCRAM, user: "alice", pw: "pw", sslmode: "prefer"},
+		{name: "require, TLS", method: AuthSCRAM, tls: certTLS, user: "alice", pw: "pw", sslmode: "require"},
+		{name: "require, TLS, wrong password", method: AuthSCRAM, tls: certTLS, user: "alice", pw: "x", sslmode: "require",
+			wantErr: `password authentication failed for user "alice"`},
+		{name: "require, no TLS", method: AuthSCRAM, user: "alice", pw: "pw", sslmode: "require",
+			wantErr: "server does not support SSL"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			srv := startTestServer(t, tt.tls, tt.method, secrets)
+			host, port, _ := net.SplitHostPort(srv.l.Addr().String())
+			ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+			defer cancel()
+			cmd := exec.CommandContext(ctx, psql, "-X", "-w", "-c", "select 1")
+			cmd.Env = append(os.Environ(), "PGHOST="+host, "PGPORT="+port, "PGUSER="+tt.user, "PGPASSWORD="+tt.pw,
+				"PGDATABASE=db", "PGSSLMODE="+tt.sslmode, "PGCONNECT_TIMEOUT=10", "PGAPPNAME=wire-test")
+			out, err := cmd.CombinedOutput()
+			if tt.wantErr == "" {
+				if err != nil {
+					t.Fatalf("psql: %v\n%s", err, out)
+				}
+				res := srv.result(t)
+				if res.err != nil || res.st.TLS != (tt.tls != nil) || res.st.Startup.Parameters["application_name"] != "wire-test" {
+					t.Errorf("server saw err %v, TLS %v, parameters %v", res.err, res.st.TLS, res.st.Startup.Parameters)
+				}
+				return
+			}
+			if err == nil || !strings.Contains(string(out), tt.wantErr) {
+				t.Fatalf("psql: %v\n%s\nwant an error containing %q", err, out, tt.wantErr)
+			}
+		})
 	}
 }

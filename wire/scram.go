@@ -201,7 +201,8 @@ func checkSCRAMInput(data []byte) *Error {
 	return nil
 }
 
-// sanitizeChar prints one byte for an error message as Postgres does.
+// sanitizeChar prints one byte for an error message as Postgres does, end
+// of input included (as 0x00): "'x'" or "0x01".
 func sanitizeChar(c byte) string {
 	if c >= 0x21 && c <= 0x7e {
 		return "'" + string(rune(c)) + "'"
@@ -229,10 +230,10 @@ func (r *scramReader) attr() (byte, string, *Error) {
 	}
 	name := r.s[0]
 	if !('A' <= name && name <= 'Z' || 'a' <= name && name <= 'z') {
-		return 0, "", malformedSCRAM("Attribute expected, but found invalid character %s.", sanitizeChar(name))
+		return 0, "", malformedSCRAM("Attribute expected, but found invalid character \"%s\".", sanitizeChar(name))
 	}
 	if len(r.s) < 2 || r.s[1] != '=' {
-		return 0, "", malformedSCRAM("Expected character \"=\" for attribute %q.", rune(name))
+		return 0, "", malformedSCRAM("Expected character \"=\" for attribute \"%c\".", name)
 	}
 	value, rest, _ := strings.Cut(r.s[2:], ",")
 	r.s = rest
@@ -241,11 +242,8 @@ func (r *scramReader) attr() (byte, string, *Error) {
 
 // expect reads the attribute named want.
 func (r *scramReader) expect(want byte) (string, *Error) {
-	if r.s == "" {
-		return "", malformedSCRAM("Attribute expected, but found end of string.")
-	}
-	if r.s[0] != want {
-		return "", malformedSCRAM("Expected attribute %q but found %s.", rune(want), sanitizeChar(r.s[0]))
+	if r.peek() != want {
+		return "", malformedSCRAM("Expected attribute \"%c\" but found \"%s\".", want, sanitizeChar(r.peek()))
 	}
 	_, value, err := r.attr()
 	return value, err
@@ -279,18 +277,18 @@ func parseSCRAMClientFirst(data []byte) (scramClientFirst, *Error) {
 	case 'p':
 		return first, malformedSCRAM("The client selected SCRAM-SHA-256 without channel binding, but the SCRAM message includes channel binding data.")
 	default:
-		return first, malformedSCRAM("Unexpected channel-binding flag %s.", sanitizeChar(s[0]))
+		return first, malformedSCRAM("Unexpected channel-binding flag \"%s\".", sanitizeChar(s[0]))
 	}
 	s = s[1:]
 	if s == "" || s[0] != ',' {
-		return first, malformedSCRAM("Comma expected, but found character %s.", sanitizeChar(firstByte(s)))
+		return first, malformedSCRAM("Comma expected, but found character \"%s\".", sanitizeChar(firstByte(s)))
 	}
 	s = s[1:]
 	if s != "" && s[0] == 'a' {
 		return first, Fatalf(pgcode.FeatureNotSupported, "client uses authorization identity, but it is not supported")
 	}
 	if s == "" || s[0] != ',' {
-		return first, malformedSCRAM("Unexpected attribute %s in client-first-message.", sanitizeChar(firstByte(s)))
+		return first, malformedSCRAM("Unexpected attribute \"%s\" in client-first-message.", sanitizeChar(firstByte(s)))
 	}
 	first.bare = s[1:]
 
@@ -305,7 +303,7 @@ func parseSCRAMClientFirst(data []byte) (scramClientFirst, *Error) {
 	if err != nil {
 		return first, err
 	}
-	if nonce == "" || !isSCRAMPrintable(nonce) {
+	if !isSCRAMPrintable(nonce) { // an empty one passes, as in Postgres
 		return first, Fatalf(pgcode.ProtocolViolation, "non-printable characters in SCRAM nonce")
 	}
 	first.nonce = nonce
@@ -365,7 +363,8 @@ func parseSCRAMClientFinal(data []byte, cbindFlag byte) (scramClientFinal, *Erro
 		final.proof = proof
 		break
 	}
-	if !r.atEnd() || strings.HasSuffix(s, ",") {
+	// A trailing comma after the proof passes, as in Postgres.
+	if !r.atEnd() {
 		return final, malformedSCRAM("Garbage found at the end of client-final-message.")
 	}
 	return final, nil

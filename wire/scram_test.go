@@ -21,6 +21,9 @@ const (
 	rfcVerifier = "SCRAM-SHA-256$4096:W22ZaJ0SNY7soEsUEjb6gQ==$WG5d8oPm3OtcPnkdi4Uo7BkeZkBFzpcXkuLmtbsT4qY=:wfPLwcE6nTWhTAmQ7tl2KeoiWGPlZqQxSrmfPwDl2dU="
 )
 
+// pgAppVerifier is what PostgreSQL 15 stored for CREATE ROLE app PASSWORD 'app'.
+const pgAppVerifier = "SCRAM-SHA-256$4096:z9eOhi4sFYLT2hYdJdSQag==$LAmHynASvpAo1/1cw0Fz6XMM4yhd1VUhWW0FjVcTkDs=:lOKKic8fL8nNkq2i5zY/rd5JIFVkdNajrz+PaWbj9iU="
+
 func TestSCRAMRFC7677(t *testing.T) {
 	salt, _ := base64.StdEncoding.DecodeString("W22ZaJ0SNY7soEsUEjb6gQ==")
 	derived, err := newSCRAMVerifier("pencil", salt, 4096)
@@ -122,18 +125,20 @@ func TestParseSCRAMClientFirst(t *testing.T) {
 		{name: "empty", in: "", wantCode: pgcode.ProtocolViolation, wantMsg: "The message is empty."},
 		{name: "NUL", in: "n,,n=,r=a\x00b", wantCode: pgcode.ProtocolViolation, wantMsg: "length"},
 		{name: "channel binding", in: "p=tls-server-end-point,,n=,r=abc", wantCode: pgcode.ProtocolViolation, wantMsg: "channel binding data"},
-		{name: "bad flag", in: "x,,n=,r=abc", wantCode: pgcode.ProtocolViolation, wantMsg: "Unexpected channel-binding flag 'x'"},
-		{name: "no comma", in: "n", wantCode: pgcode.ProtocolViolation, wantMsg: "Comma expected"},
+		{name: "bad flag", in: "x,,n=,r=abc", wantCode: pgcode.ProtocolViolation, wantMsg: `Unexpected channel-binding flag "'x'".`},
+		{name: "control flag", in: "\x01,,n=,r=abc", wantCode: pgcode.ProtocolViolation, wantMsg: `Unexpected channel-binding flag "0x01".`},
+		{name: "no comma", in: "n", wantCode: pgcode.ProtocolViolation, wantMsg: `Comma expected, but found character "0x00".`},
+		{name: "no comma 2", in: "nx", wantCode: pgcode.ProtocolViolation, wantMsg: `Comma expected, but found character "'x'".`},
 		{name: "authzid", in: "n,a=admin,n=,r=abc", wantCode: pgcode.FeatureNotSupported, wantMsg: "authorization identity"},
-		{name: "junk authzid", in: "n,b,n=,r=abc", wantCode: pgcode.ProtocolViolation, wantMsg: "Unexpected attribute 'b'"},
+		{name: "junk authzid", in: "n,b,n=,r=abc", wantCode: pgcode.ProtocolViolation, wantMsg: `Unexpected attribute "'b'" in client-first-message.`},
 		{name: "mandatory extension", in: "n,,m=ext,n=,r=abc", wantCode: pgcode.FeatureNotSupported, wantMsg: "extension"},
-		{name: "no user attribute", in: "n,,r=abc", wantCode: pgcode.ProtocolViolation, wantMsg: "Expected attribute 'n'"},
-		{name: "no nonce", in: "n,,n=", wantCode: pgcode.ProtocolViolation, wantMsg: "end of string"},
-		{name: "empty nonce", in: "n,,n=,r=", wantCode: pgcode.ProtocolViolation, wantMsg: "non-printable"},
+		{name: "no user attribute", in: "n,,r=abc", wantCode: pgcode.ProtocolViolation, wantMsg: `Expected attribute "n" but found "'r'".`},
+		{name: "no nonce", in: "n,,n=", wantCode: pgcode.ProtocolViolation, wantMsg: `Expected attribute "r" but found "0x00".`},
+		{name: "empty nonce passes as in Postgres", in: "n,,n=,r=", wantFlag: 'n', wantBare: "n=,r=", wantNonce: ""},
 		{name: "nonce with space", in: "n,,n=,r=a b", wantCode: pgcode.ProtocolViolation, wantMsg: "non-printable"},
 		{name: "nonce with UTF-8", in: "n,,n=,r=é", wantCode: pgcode.ProtocolViolation, wantMsg: "non-printable"},
-		{name: "missing =", in: "n,,n=,r", wantCode: pgcode.ProtocolViolation, wantMsg: `Expected character "="`},
-		{name: "bad extension", in: "n,,n=,r=abc,1=2", wantCode: pgcode.ProtocolViolation, wantMsg: "invalid character '1'"},
+		{name: "missing =", in: "n,,n=,r", wantCode: pgcode.ProtocolViolation, wantMsg: `Expected character "=" for attribute "r".`},
+		{name: "bad extension", in: "n,,n=,r=abc,1=2", wantCode: pgcode.ProtocolViolation, wantMsg: `Attribute expected, but found invalid character "'1'".`},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -176,8 +181,10 @@ func TestParseSCRAMClientFinal(t *testing.T) {
 		{name: "short proof", in: "c=biws,r=abc,p=AAAA", flag: 'n', wantCode: pgcode.ProtocolViolation, wantContains: "Malformed proof"},
 		{name: "bad base64 proof", in: "c=biws,r=abc,p=!!!!", flag: 'n', wantCode: pgcode.ProtocolViolation, wantContains: "Malformed proof"},
 		{name: "garbage after proof", in: "c=biws,r=abc,p=" + proof + ",x=1", flag: 'n', wantCode: pgcode.ProtocolViolation, wantContains: "Garbage"},
-		{name: "trailing comma", in: "c=biws,r=abc,p=" + proof + ",", flag: 'n', wantCode: pgcode.ProtocolViolation, wantContains: "Garbage"},
-		{name: "nonce first", in: "r=abc,c=biws,p=" + proof, flag: 'n', wantCode: pgcode.ProtocolViolation, wantContains: "Expected attribute 'c'"},
+		{name: "trailing comma passes as in Postgres", in: "c=biws,r=abc,p=" + proof + ",", flag: 'n', wantNonce: "abc", wantWithout: "c=biws,r=abc"},
+		{name: "nonce first", in: "r=abc,c=biws,p=" + proof, flag: 'n', wantCode: pgcode.ProtocolViolation, wantContains: `Expected attribute "c" but found "'r'".`},
+		{name: "bad extension", in: "c=biws,r=abc,=x,p=" + proof, flag: 'n', wantCode: pgcode.ProtocolViolation,
+			wantContains: `Attribute expected, but found invalid character "'='".`},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -275,7 +282,7 @@ func FuzzSCRAMClientFirst(f *testing.F) {
 		if first.cbindFlag != 'n' && first.cbindFlag != 'y' {
 			t.Fatalf("accepted flag %q", first.cbindFlag)
 		}
-		if !strings.HasSuffix(string(data), first.bare) || !isSCRAMPrintable(first.nonce) || first.nonce == "" {
+		if !strings.HasSuffix(string(data), first.bare) || !isSCRAMPrintable(first.nonce) {
 			t.Fatalf("inconsistent result %+v for %q", first, data)
 		}
 	})
@@ -312,4 +319,46 @@ func FuzzSASLPrep(f *testing.F) {
 			t.Fatalf("saslPrep is not idempotent on %+q: %+q then %+q", s, got, saslPrep(got))
 		}
 	})
+}
+
+// Verifiers made by PostgreSQL 15.x (CREATE ROLE ... PASSWORD, then
+// pg_authid.rolpassword, with password_encryption = scram-sha-256). Deriving
+// the same keys from the same password and salt pins SASLprep to Postgres's,
+// including the cases where Postgres falls back to the raw bytes.
+func TestSCRAMMatchesPostgres(t *testing.T) {
+	tests := []struct {
+		name, password, verifier string
+	}{
+		{"ascii", "app", pgAppVerifier},
+		{"ascii 2", "pencil", "SCRAM-SHA-256$4096:iXkI6DWaH/EnamCDubRW0g==$maXv67hAKVuU/hiOpMCagDJCvv/9tb08T1/bGVAB36U=:jYDcawZyewWKz/7ID6OurWKolnmHBpX6TPK6DHUX9bE="},
+		{"non-ASCII space", "pässwörd\u00a0", "SCRAM-SHA-256$4096:0pyzOOhjYKqsDsWxPu1/Nw==$EyTDp0NUrMv0qXBbbeA43wnDQxqry+SHGjv5cu/1E00=:sc5hNWrXuLM4B3L6vvefU2suGn+9FPBGP1Xr64VUCFU="},
+		{"soft hyphen", "I\u00adX", "SCRAM-SHA-256$4096:Ywtf6oNMEccOh9uxPZOibQ==$r5K4hYFou2uiS+fO7nK0Rk5aj4VzUwycI2Lv7A5s5nY=:/boATuDpdKaiiO51cbbOPwmxdvTTZ41NFbkqccafuIM="},
+		{"NFKC", "\u2168", "SCRAM-SHA-256$4096:j/L7ddmNHtaPHgx3YwBh3A==$DPr7etriL2d5qqKHVDPYkrn19yghMtZrQahsCvyPIWY=:WyiFGTkoDPDXZUXamebZOUYJVQwr6lSX7E0Sb9T2iUI="},
+		{"bidi violation", "\u0627\u0031", "SCRAM-SHA-256$4096:qMmWeGAQkpcs4bw5/zmNVg==$22yG7tjiUXZa6A6moA3VyQNth/OqoCqGxjjxUE7BHGY=:Qg07MwFHXtbUqUXh5V8fYskampXJJ4xSqYPcQy4ViCI="},
+		{"NFD", "cafe\u0301", "SCRAM-SHA-256$4096:YUM7qQddc9MCm554idhX+A==$5SsYwOpCHaFHaIzWwLRy1UQwR3LD9YR8+W7ySvmYq2I=:XbhFFr/0MU1he7WUjm9zorySPUoeWFAxaV9XnIcDf0w="},
+		{"private use", "x\ue000", "SCRAM-SHA-256$4096:1Ea3eZ9vGA5mV1Mb13sBEA==$jdArQLxvfD+ZMbofLcoiJ+/kfQLC6E3vA4HrfQc/Zi8=:Z4OtkxDe+rl8P7vcT1qeJLhKxRJq0M6jLY83UFZrxco="},
+		{"mixed directions", "a\u0627", "SCRAM-SHA-256$4096:Plmb4vBQ2Jwd+vFWE17u3w==$25joldXjBr4k0yvpFm6JYJ5iVM7i6OKosaM2CDF5Q2I=:ytndU+2TNutylIpHXkb6jb0A2o2UKkwEWHfGc+N6a0I="},
+		{"ordinal", "\u00aa", "SCRAM-SHA-256$4096:GJsvwH4gyO1XDBnWlg4f8Q==$WLHArMbbPY3QCmnQqvCUtAevRal9t5tW3RE9RlD1064=:zY+YxsIzvNqepSmTOK+OyfV1M1UXggxpSUnoJw4KEKU="},
+		{"right to left", "\u0627\u0628", "SCRAM-SHA-256$4096:aruxRrEeUT9bsFbYGj/jqQ==$ZwSPchJAN5p1nRqWdd7gUorv6PrOBrr0hqEvGqmTB24=:sE5NwaJmM73lhoM0/SRP4QF56ApyEDg8/+Oi+lqq+LI="},
+		{"ideographic space", "pass\u3000wörd", "SCRAM-SHA-256$4096:e+AcolU4IkfvN8JJ0Jt8HA==$SAHp2YlGSAGxf5G9RlZxHZ8Dl+duAvxqTxjjODxPuMk=:gBCRvjarIeQFntmZxzTBlk2A1/JrBQMQR3CUgu0fxiA="},
+		{"tag character", "x\U000e0080", "SCRAM-SHA-256$4096:vwNWFsvEjjVRWBpokLlcAg==$974Wq/xov5g8UR7OEG6q+HQzH7VUQ9ex5sL4XO00nqE=:vugqCrECM/gP8yMDgaWoVOpeAYTcF7L6KJvNcyJsSQ4="},
+		{"only mapped to nothing", "\u00ad", "SCRAM-SHA-256$4096:i/peKo5bWeQfHp5WtJkw1g==$Pgi+gmIqZ9OwGQfPVhbb6QNC+bXES228Xa1fzHjnzYA=:4xbFSw5kmIXhEbd/Y8LIrW6UwGCfE2fCCa0m2ofqmRU="},
+		{"zero width space", "a\u200bb", "SCRAM-SHA-256$4096:VR/2JW6dhf9yt5m7yn2fMA==$K4kDuvc9j6hCixcuFelQnQ4gVCwjix7TnbOaj/gSG/0=:YA45YyAgQWxSj87Xj2EPi/hQPz/HaXj3RNMK0fbtjsk="},
+		{"mongolian soft hyphen", "\u1806x", "SCRAM-SHA-256$4096:vvpniIFnLdaTfoZo/yUtPQ==$eDwteaJSK5tVLvgrCiwOaKJ6JOElf0funzc2Sr6WoRk=:C4qDteg4hkt19k5NqP+1X7eNKv0L6Y5JUTfagpcar04="},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			pg, err := parseSCRAMVerifier(tt.verifier)
+			if err != nil {
+				t.Fatal(err)
+			}
+			ours, err := newSCRAMVerifier(tt.password, pg.salt, pg.iterations)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if ours.String() != tt.verifier {
+				t.Errorf("saslPrep(%+q) = %+q gives\n%s, Postgres made\n%s", tt.password, saslPrep(tt.password), ours, tt.verifier)
+			}
+		})
+	}
 }

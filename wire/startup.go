@@ -231,7 +231,13 @@ func parseStartupMessage(body []byte) (*pgproto3.StartupMessage, *pgproto3.Negot
 
 	var negotiate *pgproto3.NegotiateProtocolVersion
 	if minor > 0 || len(unrecognized) > 0 {
-		negotiate = &pgproto3.NegotiateProtocolVersion{NewestMinorProtocol: 0, UnrecognizedOptions: unrecognized}
+		// Despite the field's name, Postgres sends its whole newest version
+		// (PG_PROTOCOL_LATEST, 196608 for 3.0), and libpq 18 rejects a
+		// "downgrade to pre-3.0" if given the bare minor number.
+		negotiate = &pgproto3.NegotiateProtocolVersion{
+			NewestMinorProtocol: pgproto3.ProtocolVersion30,
+			UnrecognizedOptions: unrecognized,
+		}
 	}
 	return msg, negotiate, nil
 }

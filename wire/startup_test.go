@@ -214,19 +214,19 @@ func TestReadStartupRaw(t *testing.T) {
 		{
 			name:       "protocol 3.2 negotiated down",
 			input:      startupPacket(pgproto3.ProtocolVersion32, "user", "u"),
-			wantReply:  encode(t, &pgproto3.NegotiateProtocolVersion{NewestMinorProtocol: 0}),
+			wantReply:  encode(t, &pgproto3.NegotiateProtocolVersion{NewestMinorProtocol: pgproto3.ProtocolVersion30}),
 			wantParams: map[string]string{"user": "u", "database": "u"},
 		},
 		{
 			name:       "protocol 3.99 negotiated down",
 			input:      startupPacket(3<<16|99, "user", "u"),
-			wantReply:  encode(t, &pgproto3.NegotiateProtocolVersion{NewestMinorProtocol: 0}),
+			wantReply:  encode(t, &pgproto3.NegotiateProtocolVersion{NewestMinorProtocol: pgproto3.ProtocolVersion30}),
 			wantParams: map[string]string{"user": "u", "database": "u"},
 		},
 		{
 			name:  "protocol options refused",
 			input: startupPacket(v30, "user", "u", "_pq_.compression", "on", "_pq_.x", "1"),
-			wantReply: encode(t, &pgproto3.NegotiateProtocolVersion{NewestMinorProtocol: 0,
+			wantReply: encode(t, &pgproto3.NegotiateProtocolVersion{NewestMinorProtocol: pgproto3.ProtocolVersion30,
 				UnrecognizedOptions: []string{"_pq_.compression", "_pq_.x"}}),
 			wantParams: map[string]string{"user": "u", "database": "u"},
 		},
