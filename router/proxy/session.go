@@ -264,9 +264,13 @@ func (s *session) login() error {
 		s.sendErr(wire.Fatalf(pgcode.InvalidAuthorizationSpecification, "no PostgreSQL user name specified in startup packet"))
 		return s.flush()
 	}
+	// Postgres caps messages before login at 65535 bytes (PQ_SMALL_MESSAGE_LIMIT
+	// is smaller still for auth); an unauthenticated client gets no more.
+	s.be.SetMaxBodyLen(65535)
 	if err := wire.Authenticate(s.be, s.cfg.Auth, s.user, secret); err != nil {
 		return err
 	}
+	s.be.SetMaxBodyLen(s.cfg.MaxMessageLen)
 	s.paramsKey = paramsKey(s.startParams, nil)
 	s.srv.register(s)
 
