@@ -1,0 +1,224 @@
+// Command bench runs pgbench's select-only workload against three targets on
+// one local Postgres instance and compares them: Postgres directly, PgBouncer
+// (transaction pooling) and pgshard (transaction pooling). It is run by
+// `make bench` (go run ./cmd/internal/bench $(BENCHFLAGS)); bench/README.md
+// says how to read its table.
+//
+// # Life of a run
+//
+//  1. A throwaway 2-instance cluster is started with localpg in a fresh
+//     directory under /tmp (ports 27432 and 27433).
+//  2. PgBouncer 1.18 is started on 127.0.0.1:27401 (run as the postgres OS
+//     user when we are root) and pgshard (bin/pgshard) on 127.0.0.1:27402,
+//     both as our children, each with its own config in that directory.
+//  3. `pgbench -i -n` loads the data directly on every shard, so that all
+//     targets see the same rows whichever shard pgshard routes a key to.
+//  4. For each mode and client count, each round runs direct, pgbouncer and
+//     pgshard one after the other (interleaved: A B C A B C ...), so that
+//     load from elsewhere on the machine hits all three alike. The CPU time
+//     of the pgbouncer and pgshard processes is read from /proc before and
+//     after each of their runs.
+//  5. Medians over the rounds are printed as a table and written, with the
+//     raw runs, as CSV to bench/results/.
+//  6. Everything started is stopped and the directory removed, also on
+//     errors and Ctrl-C.
+//
+// It imports localpg and pgx (to check that a target accepts logins) and
+// nothing else of pgshard: the proxy under test is the built binary.
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"log/slog"
+	"os"
+	"os/signal"
+	"strconv"
+	"strings"
+	"syscall"
+	"time"
+)
+
+// Fixed ports: the cluster's shards are pgPort and pgPort+1.
+const (
+	pgPort        = 27432
+	localpgListen = "127.0.0.1:27400" // written by localpg into its own pgshard.yaml, unused here
+	bouncerPort   = 27401
+	pgshardPort   = 27402
+	poolSize      = 20
+	maxClientConn = 200
+)
+
+// options are the command-line flags.
+type options struct {
+	duration  time.Duration
+	rounds    int
+	scale     int
+	modes     []string
+	clients   []int
+	jobs      int
+	warmup    time.Duration
+	out       string
+	pgshard   string
+	pgbouncer string
+	pgbench   string
+}
+
+func main() {
+	if err := run(); err != nil {
+		fmt.Fprintln(os.Stderr, "bench:", err)
+		os.Exit(1)
+	}
+}
+
+func run() error {
+	o, err := parseFlags(os.Args[1:])
+	if err != nil {
+		return err
+	}
+	log := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelInfo}))
+
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+
+	e, err := setUp(ctx, log, &o)
+	// tearDown runs whatever setUp got to, also after an error or a signal.
+	defer e.tearDown(log)
+	if err != nil {
+		return err
+	}
+	runs, err := runMatrix(ctx, log, o, e)
+	if len(runs) == 0 {
+		return err
+	}
+	sum := summarise(runs, o)
+	fmt.Println()
+	printTable(os.Stdout, sum, o, e.loadStart, loadAvg())
+	// pgshard runs with log_level warn: anything in its log is news.
+	if e.pgshard != nil {
+		if n := e.pgshard.logLines(); n > 0 {
+			fmt.Printf("\npgshard logged %d line(s) at warn or above; the last ones:\n%s\n", n, e.pgshard.logTail(10))
+		}
+	}
+	if path, werr := writeCSV(o.out, time.Now(), sum, runs); werr != nil {
+		err = errors.Join(err, werr)
+	} else {
+		fmt.Printf("\nresults: %s (medians) and %s (every run)\n", path, runsPath(path))
+	}
+	return err
+}
+
+func parseFlags(args []string) (options, error) {
+	fs := flag.NewFlagSet("bench", flag.ContinueOnError)
+	var o options
+	var modes, clients string
+	var quick bool
+	fs.DurationVar(&o.duration, "duration", 10*time.Second, "length of each pgbench run (-T)")
+	fs.IntVar(&o.rounds, "rounds", 3, "rounds per mode and client count; the table shows medians")
+	fs.IntVar(&o.scale, "scale", 10, "pgbench scale factor (-i -s)")
+	fs.StringVar(&modes, "modes", "simple,extended,prepared", "comma-separated pgbench query modes (-M)")
+	fs.StringVar(&clients, "clients", "1,16,64", "comma-separated client counts (-c)")
+	fs.IntVar(&o.jobs, "jobs", 2, "pgbench threads (-j)")
+	fs.DurationVar(&o.warmup, "warmup", 3*time.Second, "one untimed run per target, 20 clients, before measuring (0: none)")
+	fs.BoolVar(&quick, "quick", false, "smoke run: -duration 3s -rounds 1 -clients 16 (explicit flags win)")
+	fs.StringVar(&o.out, "out", "bench/results", "directory for the CSV files")
+	fs.StringVar(&o.pgshard, "pgshard", "bin/pgshard", "pgshard binary (make build)")
+	fs.StringVar(&o.pgbouncer, "pgbouncer", "/usr/sbin/pgbouncer", "PgBouncer binary")
+	fs.StringVar(&o.pgbench, "pgbench", "pgbench", "pgbench binary")
+	if err := fs.Parse(args); err != nil {
+		return o, err
+	}
+	if fs.NArg() > 0 {
+		return o, fmt.Errorf("unexpected arguments: %q", fs.Args())
+	}
+	if quick {
+		set := map[string]bool{}
+		fs.Visit(func(f *flag.Flag) { set[f.Name] = true })
+		if !set["duration"] {
+			o.duration = 3 * time.Second
+		}
+		if !set["rounds"] {
+			o.rounds = 1
+		}
+		if !set["clients"] {
+			clients = "16"
+		}
+	}
+	var err error
+	if o.modes, err = parseModes(modes); err != nil {
+		return o, err
+	}
+	if o.clients, err = parseInts(clients); err != nil {
+		return o, fmt.Errorf("-clients: %w", err)
+	}
+	switch {
+	case o.duration < time.Second || o.duration%time.Second != 0:
+		return o, fmt.Errorf("-duration: %v: want whole seconds, at least 1s", o.duration)
+	case o.warmup < 0 || o.warmup%time.Second != 0:
+		return o, fmt.Errorf("-warmup: %v: want whole seconds (0 for none)", o.warmup)
+	case o.rounds < 1:
+		return o, fmt.Errorf("-rounds: %d: want at least 1", o.rounds)
+	case o.scale < 1:
+		return o, fmt.Errorf("-scale: %d: want at least 1", o.scale)
+	case o.jobs < 1:
+		return o, fmt.Errorf("-jobs: %d: want at least 1", o.jobs)
+	}
+	for _, c := range o.clients {
+		if c > maxClientConn {
+			return o, fmt.Errorf("-clients: %d is more than PgBouncer's max_client_conn (%d)", c, maxClientConn)
+		}
+	}
+	return o, nil
+}
+
+func parseModes(s string) ([]string, error) {
+	var out []string
+	for _, m := range strings.Split(s, ",") {
+		m = strings.TrimSpace(m)
+		switch m {
+		case "simple", "extended", "prepared":
+			out = append(out, m)
+		case "":
+		default:
+			return nil, fmt.Errorf("-modes: %q is not simple, extended or prepared", m)
+		}
+	}
+	if len(out) == 0 {
+		return nil, errors.New("-modes: empty")
+	}
+	return out, nil
+}
+
+func parseInts(s string) ([]int, error) {
+	var out []int
+	for _, f := range strings.Split(s, ",") {
+		f = strings.TrimSpace(f)
+		if f == "" {
+			continue
+		}
+		n, err := strconv.Atoi(f)
+		if err != nil || n < 1 {
+			return nil, fmt.Errorf("%q is not a positive integer", f)
+		}
+		out = append(out, n)
+	}
+	if len(out) == 0 {
+		return nil, errors.New("empty")
+	}
+	return out, nil
+}
+
+// loadAvg is the first field of /proc/loadavg ("?" if unreadable): the
+// machine is shared, and a busy one explains noisy numbers.
+func loadAvg() string {
+	b, err := os.ReadFile("/proc/loadavg")
+	if err != nil {
+		return "?"
+	}
+	if f := strings.Fields(string(b)); len(f) > 0 {
+		return f[0]
+	}
+	return "?"
+}
