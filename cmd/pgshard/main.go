@@ -10,6 +10,8 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
+	"net/http"
+	"net/http/pprof"
 	"os"
 	"os/signal"
 	"strings"
@@ -34,7 +36,15 @@ func main() {
 func run() error {
 	cfgPath := flag.String("config", ".pgshard/pgshard.yaml", "config file")
 	listen := flag.String("listen", "", "override the config's listen address")
+	pprofAddr := flag.String("pprof", "", "serve Go's /debug/pprof on this address (e.g. 127.0.0.1:6060)")
 	flag.Parse()
+	if *pprofAddr != "" {
+		mux := http.NewServeMux()
+		mux.HandleFunc("/debug/pprof/", pprof.Index)
+		mux.HandleFunc("/debug/pprof/profile", pprof.Profile)
+		mux.HandleFunc("/debug/pprof/trace", pprof.Trace)
+		go func() { _ = http.ListenAndServe(*pprofAddr, mux) }()
+	}
 
 	cfg, err := config.Load(*cfgPath)
 	if err != nil {

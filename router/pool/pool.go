@@ -41,9 +41,9 @@ type Conn struct {
 	// Prepared holds the server-side names of prepared statements that exist
 	// (or have been sent) on this connection.
 	Prepared map[string]struct{}
-	// Unnamed is the key of the statement last parsed into the unnamed slot,
-	// or "" when the unnamed statement is unknown or gone.
-	Unnamed string
+	// Unnamed identifies the statement last parsed into the unnamed slot
+	// (see the proxy's stmt ids), or 0 when it is unknown or gone.
+	Unnamed uint64
 	// ParamsKey identifies the session settings applied on this connection
 	// (see the proxy's parameter tracking); "" is the pool's defaults.
 	ParamsKey string
@@ -203,9 +203,11 @@ func (p *Pool) dial(ctx context.Context) (*Conn, error) {
 	}
 	p.open.Add(1)
 	c := &Conn{
-		Shard:    p.opts.Shard,
-		Net:      h.Conn,
-		FE:       h.Frontend,
+		Shard: p.opts.Shard,
+		Net:   h.Conn,
+		// A fresh Frontend straight on the socket: pgconn's own reads go
+		// through a background-reader wrapper that costs a goroutine hop.
+		FE:       pgproto3.NewFrontend(h.Conn, h.Conn),
 		PID:      h.PID,
 		Secret:   h.SecretKey,
 		Params:   h.ParameterStatuses,

@@ -6,6 +6,7 @@ import (
 	"encoding/hex"
 	"fmt"
 	"strings"
+	"sync/atomic"
 
 	"github.com/jackc/pgx/v5/pgproto3"
 
@@ -173,7 +174,7 @@ func (s *session) handleQuery(m *pgproto3.Query) error {
 		return s.flush()
 	}
 	s.noteQuery(m.String)
-	s.sc.Unnamed = "" // a simple Query destroys the unnamed statement
+	s.sc.Unnamed = 0 // a simple Query destroys the unnamed statement
 	s.unnamed = nil
 	s.toServer(m, pending{kind: pQuery})
 	if err := s.flushServer(); err != nil {
@@ -210,6 +211,9 @@ func firstWord(q string) string {
 // setName returns the parameter a session-level SET/RESET statement changes,
 // "*" for RESET ALL, or "" when the statement is not a session-level SET.
 func setName(q string) string {
+	if w := firstWord(q); w != "set" && w != "reset" {
+		return ""
+	}
 	f := strings.Fields(strings.ToLower(q))
 	if len(f) < 2 || strings.Contains(q, ";") {
 		return ""
@@ -242,7 +246,7 @@ func setName(q string) string {
 }
 
 func (s *session) handleParse(m *pgproto3.Parse) error {
-	st := newStmt(m.Query, m.ParameterOIDs)
+	st := newStmt(m.Query, m.ParameterOIDs, m.Name == "")
 	if m.Name != "" {
 		if _, dup := s.stmts[m.Name]; dup {
 			return s.proxyError(wire.Errorf("42P05", "prepared statement %q already exists", m.Name))
@@ -253,7 +257,7 @@ func (s *session) handleParse(m *pgproto3.Parse) error {
 	}
 	if m.Name == "" {
 		s.unnamed = st
-		s.sc.Unnamed = st.key
+		s.sc.Unnamed = st.id
 		s.toServer(m, pending{kind: pParse, unnamed: true})
 		return nil
 	}
@@ -268,7 +272,14 @@ func (s *session) handleParse(m *pgproto3.Parse) error {
 	return nil
 }
 
-func newStmt(query string, oids []uint32) *stmt {
+// unnamedIDs numbers unnamed statements process-wide, so a server
+// connection's unnamed slot is recognised whichever client filled it.
+var unnamedIDs atomic.Uint64
+
+func newStmt(query string, oids []uint32, unnamed bool) *stmt {
+	if unnamed {
+		return &stmt{id: unnamedIDs.Add(1), query: query, oids: oids, isSet: setName(query) != ""}
+	}
 	h := sha256.New()
 	h.Write([]byte(query))
 	var b [4]byte
@@ -280,7 +291,6 @@ func newStmt(query string, oids []uint32) *stmt {
 	key := hex.EncodeToString(sum[:12])
 	return &stmt{
 		srvName: "pgs_" + key,
-		key:     key,
 		query:   query,
 		oids:    append([]uint32(nil), oids...),
 		isSet:   setName(query) != "",
@@ -310,10 +320,10 @@ func (s *session) ensurePrepared(st *stmt, unnamed bool) error {
 	}
 	if unnamed {
 		// The unnamed statement lives in the server's unnamed slot.
-		if s.sc.Unnamed == st.key {
+		if s.sc.Unnamed == st.id {
 			return nil
 		}
-		s.sc.Unnamed = st.key
+		s.sc.Unnamed = st.id
 		s.toServer(&pgproto3.Parse{Query: st.query, ParameterOIDs: st.oids}, pending{kind: pParseHidden, unnamed: true})
 		return nil
 	}
@@ -509,7 +519,7 @@ func (s *session) discardUntilSync() {
 		switch p.kind {
 		case pParse, pParseHidden:
 			if p.unnamed {
-				s.sc.Unnamed = ""
+				s.sc.Unnamed = 0
 				if p.kind == pParse {
 					s.unnamed = nil
 				}

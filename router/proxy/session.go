@@ -81,8 +81,8 @@ type kv struct{ k, v string }
 
 // stmt is a prepared statement as the client named it and as servers know it.
 type stmt struct {
-	srvName string // content-addressed name on servers: pgs_<hash>
-	key     string
+	srvName string // content-addressed name on servers: pgs_<hash>; "" for unnamed
+	id      uint64 // unnamed statements: identity in a server's unnamed slot
 	query   string
 	oids    []uint32
 	isSet   bool
@@ -387,10 +387,10 @@ func (s *session) attach() error {
 		if p == nil {
 			return wire.Errorf(pgcode.ConnectionFailure, "shard %s has no connection pool", s.shardName(want))
 		}
-		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-		defer cancel()
+		// The pool bounds the wait (pool.wait_timeout) and the dial
+		// (connect_timeout) itself.
 		var err error
-		sc, err = p.Acquire(ctx)
+		sc, err = p.Acquire(context.Background())
 		if err != nil {
 			return err
 		}
