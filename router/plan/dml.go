@@ -1,0 +1,707 @@
+package plan
+
+import (
+	"fmt"
+	"strings"
+
+	"github.com/pgshard/pgshard/router/sqlparse"
+	"github.com/pgshard/pgshard/shardmap"
+)
+
+// analysis routes queries and DML. The reasoning, in terms of relation
+// occurrences ("rels"):
+//
+//   - A rel of a sharded table is pinned when a WHERE (or inner JOIN ON)
+//     conjunct of its own scope compares its key with constants or
+//     parameters: every row the statement reads from it lives in those
+//     keys' buckets.
+//   - Pins travel along key equalities (a.key = b.key, USING, col IN
+//     (SELECT key ...)) between co-located tables: within a scope both
+//     ways, from an enclosing scope into a correlated subquery one way.
+//   - Single: every sharded rel is pinned to one key each: the statement
+//     reads and writes only those keys' buckets and can run on the shard
+//     that owns them.
+//   - Scatter (reads) and All (writes) are correct when running the same
+//     statement on every shard and concatenating gives the answer: the
+//     sharded rels of each top-level query block are joined on their keys
+//     (co-located) and every other sharded rel is reached from them
+//     through key equalities, so each shard joins only rows it holds.
+//   - Multi: scatter-correct and each top block is pinned to a list of
+//     keys: only the shards owning them need to run it.
+//
+// Anything else is refused with 0A000: a wrong answer is never acceptable,
+// a clear refusal is.
+type analysis struct {
+	st    *sqlparse.Stmt
+	rules shardmap.Rules
+	cls   []class
+	tab   []shardmap.Table
+	pin   []*pinning
+	// exprKey marks rels whose key is compared with an expression.
+	exprKey []bool
+	adj     [][]int // directed key equalities between sharded rels
+	uf      []int   // union-find over both-ways key equalities
+	c       classes
+}
+
+type pinning struct {
+	keys   []KeySource
+	single bool // one value, not an array
+}
+
+func newAnalysis(st *sqlparse.Stmt, rules shardmap.Rules) *analysis {
+	n := len(st.Rels)
+	a := &analysis{st: st, rules: rules, cls: make([]class, n), tab: make([]shardmap.Table, n),
+		pin: make([]*pinning, n), exprKey: make([]bool, n), adj: make([][]int, n), uf: make([]int, n)}
+	for i, r := range st.Rels {
+		a.cls[i], a.tab[i] = classify(r, rules)
+		a.c.add(a.cls[i], r.QualifiedName())
+		a.uf[i] = i
+	}
+	return a
+}
+
+func (a *analysis) find(i int) int {
+	for a.uf[i] != i {
+		a.uf[i] = a.uf[a.uf[i]]
+		i = a.uf[i]
+	}
+	return i
+}
+
+func (a *analysis) edge(x, y int, oneWay bool) {
+	a.adj[x] = append(a.adj[x], y)
+	if !oneWay {
+		a.adj[y] = append(a.adj[y], x)
+		a.uf[a.find(x)] = a.find(y)
+	}
+}
+
+// rel returns the relation a column reference belongs to: resolved by the
+// analysis, or inferred from its candidates when exactly one of them is a
+// sharded table whose key column has that name (Postgres would have
+// refused the statement as ambiguous had another FROM item the column).
+func (a *analysis) rel(c sqlparse.ColRef) int {
+	if c.Rel >= 0 {
+		return c.Rel
+	}
+	found := -1
+	for _, r := range c.Cands {
+		if a.cls[r] == sharded && a.tab[r].Key == c.Column {
+			if found >= 0 {
+				return -1
+			}
+			found = r
+		}
+	}
+	return found
+}
+
+// keyRel returns the sharded rel whose key column c is, or -1.
+func (a *analysis) keyRel(c sqlparse.ColRef) int {
+	r := a.rel(c)
+	if r < 0 || a.cls[r] != sharded || a.tab[r].Key != c.Column {
+		return -1
+	}
+	return r
+}
+
+func (a *analysis) setPin(r int, p *pinning) {
+	if q := a.pin[r]; q == nil || p.single && !q.single {
+		a.pin[r] = p
+	}
+}
+
+// collect gathers pins and key equalities.
+func (a *analysis) collect() {
+	for _, sc := range a.st.Scopes {
+		for _, c := range sc.Conds {
+			r := a.keyRel(c.Col)
+			if r < 0 {
+				continue
+			}
+			keys := make([]KeySource, 0, len(c.Values))
+			ok := len(c.Values) > 0
+			for _, v := range c.Values {
+				ks, good := sourceFor(v, a.tab[r], c.Array)
+				if !good {
+					ok = false
+					break
+				}
+				keys = append(keys, ks)
+			}
+			if !ok {
+				a.exprKey[r] = true
+				continue
+			}
+			a.setPin(r, &pinning{keys: dedupe(keys), single: len(keys) == 1 && !keys[0].Array})
+		}
+	}
+	for _, e := range a.st.Equis {
+		x, y := a.keyRel(e.A), a.keyRel(e.B)
+		if x < 0 || y < 0 || x == y || keyFamily(a.tab[x].Type) != keyFamily(a.tab[y].Type) {
+			continue
+		}
+		a.edge(x, y, e.OneWay)
+	}
+}
+
+func dedupe(ks []KeySource) []KeySource {
+	out := ks[:0]
+	for _, k := range ks {
+		if !hasKey(out, k) {
+			out = append(out, k)
+		}
+	}
+	return out
+}
+
+// propagate spreads pins along key equalities until nothing changes.
+func (a *analysis) propagate() {
+	for changed := true; changed; {
+		changed = false
+		for r, p := range a.pin {
+			if p == nil {
+				continue
+			}
+			for _, s := range a.adj[r] {
+				if q := a.pin[s]; q == nil || p.single && !q.single {
+					a.pin[s] = p
+					changed = true
+				}
+			}
+		}
+	}
+}
+
+// singleKeys returns the keys when every sharded rel is pinned to single
+// values.
+func (a *analysis) singleKeys() ([]KeySource, int, bool) {
+	var keys []KeySource
+	first := -1
+	for r, cl := range a.cls {
+		if cl != sharded {
+			continue
+		}
+		p := a.pin[r]
+		if p == nil || !p.single {
+			return nil, -1, false
+		}
+		if first < 0 {
+			first = r
+		}
+		for _, k := range p.keys {
+			if !hasKey(keys, k) {
+				keys = append(keys, k)
+			}
+		}
+	}
+	return keys, first, first >= 0
+}
+
+func (a *analysis) simple(s int) bool {
+	sc := a.st.Scopes[s]
+	f := sc.Flags
+	return sc.Kind == "select" && !f.Aggregates && !f.GroupBy && !f.Having && !f.Distinct && !f.Window && !f.Limit && !f.Offset
+}
+
+// arms returns the top-level query blocks of the scope tree rooted at s:
+// each arm lists s (or, for UNION, each arm's scope) plus the subqueries
+// in FROM and once-used CTEs that are plain enough to run per shard. ok is
+// false for INTERSECT and EXCEPT, which do not distribute.
+func (a *analysis) arms(s int) ([][]int, bool) {
+	sc := a.st.Scopes[s]
+	if sc.Kind == "setop" {
+		if sc.SetOp != "union" && sc.SetOp != "union all" {
+			return nil, false
+		}
+		var out [][]int
+		for i, c := range a.st.Scopes {
+			if c.Parent == s && c.Link == "setop" {
+				sub, ok := a.arms(i)
+				if !ok {
+					return nil, false
+				}
+				out = append(out, sub...)
+			}
+		}
+		return out, true
+	}
+	arm := []int{s}
+	for k := 0; k < len(arm); k++ {
+		for i, c := range a.st.Scopes {
+			if c.Parent != arm[k] {
+				continue
+			}
+			if c.Link == "from" && a.simple(i) {
+				arm = append(arm, i)
+			}
+		}
+		// A CTE read once, from the FROM list of a block of this arm.
+		for i, c := range a.st.Scopes {
+			if c.Link == "cte" && c.Refs == 1 && contains(arm, c.RefScope) && !contains(arm, i) && !c.Recursive && a.simple(i) {
+				arm = append(arm, i)
+			}
+		}
+	}
+	return [][]int{arm}, true
+}
+
+// distributes reports whether running the blocks rooted at scope s on
+// every shard and concatenating the results is correct, and returns for
+// each arm one rel of its co-located core; otherwise it returns the reason.
+func (a *analysis) distributes(s int) ([]int, string) {
+	arms, ok := a.arms(s)
+	if !ok {
+		return nil, fmt.Sprintf("%s across shards is not supported", strings.ToUpper(a.st.Scopes[s].SetOp))
+	}
+	reached := make([]bool, len(a.cls))
+	var cores []int
+	for _, arm := range arms {
+		core := -1
+		var roots []int
+		for r, rel := range a.st.Rels {
+			if a.cls[r] != sharded || !contains(arm, rel.Scope) {
+				continue
+			}
+			if core < 0 {
+				core = r
+			} else if a.find(r) != a.find(core) {
+				return nil, fmt.Sprintf("query joins sharded tables %s and %s on columns other than their sharding keys",
+					a.st.Rels[core].QualifiedName(), rel.QualifiedName())
+			}
+			roots = append(roots, r)
+		}
+		if core < 0 {
+			if len(arms) > 1 {
+				return nil, "a UNION arm that reads no sharded table would return its rows once per shard"
+			}
+			return nil, "a query reading sharded tables only in subqueries needs every shard's rows at once"
+		}
+		cores = append(cores, core)
+		for len(roots) > 0 {
+			r := roots[len(roots)-1]
+			roots = roots[:len(roots)-1]
+			if reached[r] {
+				continue
+			}
+			reached[r] = true
+			roots = append(roots, a.adj[r]...)
+		}
+	}
+	for r, cl := range a.cls {
+		if cl == sharded && !reached[r] {
+			return nil, fmt.Sprintf("subquery on sharded table %s is not tied to the outer query by the sharding key, so it needs every shard's rows",
+				a.st.Rels[r].QualifiedName())
+		}
+	}
+	return cores, ""
+}
+
+// multiKeys returns the keys of a Multi plan: each arm's core pinned to a
+// list of keys.
+func (a *analysis) multiKeys(cores []int) ([]KeySource, bool) {
+	var keys []KeySource
+	for _, core := range cores {
+		var best *pinning
+		for r := range a.cls {
+			if a.cls[r] == sharded && a.find(r) == a.find(core) && a.pin[r] != nil {
+				if best == nil || a.pin[r].single && !best.single {
+					best = a.pin[r]
+				}
+			}
+		}
+		if best == nil {
+			return nil, false
+		}
+		for _, k := range best.keys {
+			if !hasKey(keys, k) {
+				keys = append(keys, k)
+			}
+		}
+	}
+	return keys, len(keys) > 0
+}
+
+func contains(s []int, v int) bool {
+	for _, x := range s {
+		if x == v {
+			return true
+		}
+	}
+	return false
+}
+
+func (a *analysis) withTable(p Plan, r int) Plan {
+	if r >= 0 && r < len(a.tab) && a.cls[r] == sharded {
+		t := a.tab[r]
+		p.Table, p.KeyColumn, p.KeyType = t.Name, t.Key, t.Type.String()
+	}
+	return p
+}
+
+func (a *analysis) merge(s int) *Merge {
+	m := &Merge{}
+	var visit func(i int)
+	visit = func(i int) {
+		sc := a.st.Scopes[i]
+		f := sc.Flags
+		m.Aggregates = m.Aggregates || f.Aggregates
+		m.GroupBy = m.GroupBy || f.GroupBy
+		m.Having = m.Having || f.Having
+		m.Distinct = m.Distinct || f.Distinct
+		m.Window = m.Window || f.Window
+		m.OrderBy = m.OrderBy || f.OrderBy
+		m.Limit = m.Limit || f.Limit
+		m.Offset = m.Offset || f.Offset
+		if sc.Kind != "setop" {
+			return
+		}
+		if sc.SetOp != "union all" && m.SetOp == "" {
+			m.SetOp = sc.SetOp
+		}
+		for j, c := range a.st.Scopes {
+			if c.Parent == i && c.Link == "setop" {
+				visit(j)
+			}
+		}
+	}
+	visit(s)
+	if *m == (Merge{}) {
+		return nil
+	}
+	return m
+}
+
+// dml routes SELECT, INSERT, UPDATE, DELETE, MERGE and COPY (query) TO.
+func (a *analysis) dml() Plan {
+	st := a.st
+	c := a.c
+	if len(st.Scopes) == 0 {
+		return Plan{Kind: Any}
+	}
+	var writesRef, writesSharded string
+	for r, rel := range st.Rels {
+		if rel.Role == sqlparse.RoleWrite {
+			switch a.cls[r] {
+			case reference:
+				if writesRef == "" {
+					writesRef = rel.QualifiedName()
+				}
+			case sharded:
+				if writesSharded == "" {
+					writesSharded = rel.QualifiedName()
+				}
+			}
+		}
+	}
+	write := st.Write
+	lock := st.Scopes[0].Flags.Lock
+	switch {
+	case c.has[unsharded] && c.has[sharded]:
+		return mixedRefusal(c)
+	case c.has[unsharded]:
+		if writesRef != "" {
+			return refuse(fmt.Sprintf("statement writes reference table %s and reads unsharded table %s", writesRef, c.first[unsharded]),
+				fmt.Sprintf("declare %s as a reference table too, or split the statement", c.first[unsharded]))
+		}
+		return Plan{Kind: Default, Write: write, Lock: lock}
+	case !c.has[sharded]:
+		if writesRef != "" {
+			return Plan{Kind: All, Write: true}
+		}
+		if !c.has[reference] && !safeFuncs(st.Funcs) {
+			// Functions we cannot see into may read or write unsharded
+			// state (sequences, tables): run them where that lives.
+			return Plan{Kind: Default, Write: write, Lock: lock}
+		}
+		return Plan{Kind: Any, Write: write, Lock: lock}
+	case writesRef != "":
+		return refuse(fmt.Sprintf("statement writes reference table %s using rows of sharded table %s", writesRef, c.first[sharded]),
+			"read the rows first, then write them to the reference table in a statement of their own")
+	}
+	if st.Kind == sqlparse.KindMerge {
+		return refuse("MERGE on sharded tables is not supported",
+			"use INSERT ... ON CONFLICT, or UPDATE and INSERT with the sharding key")
+	}
+	if st.CurrentOf {
+		return refuse("WHERE CURRENT OF on sharded tables is not supported",
+			"update or delete the row by its sharding key and primary key")
+	}
+	// Updating a sharding key would move the row to another bucket.
+	for _, sc := range st.Scopes {
+		if sc.Target < 0 || a.cls[sc.Target] != sharded {
+			continue
+		}
+		t := a.tab[sc.Target]
+		var assigned []string
+		if sc.Update != nil {
+			assigned = sc.Update.Assigned
+		}
+		if sc.Insert != nil {
+			assigned = sc.Insert.ConflictSet
+		}
+		if index(assigned, t.Key) >= 0 {
+			return refuse(fmt.Sprintf("updating the sharding key column %s of table %s is not supported", t.Key, t.Name),
+				"delete the row and insert it again with the new key")
+		}
+	}
+	a.collect()
+	root := st.Scopes[0]
+	if root.Kind == "insert" && root.Target >= 0 && a.cls[root.Target] == sharded {
+		return a.insert()
+	}
+	// Nested INSERTs into sharded tables (data-modifying CTEs) pin their
+	// target through a single VALUES row.
+	for i, sc := range st.Scopes {
+		if i == 0 || sc.Kind != "insert" || sc.Target < 0 || a.cls[sc.Target] != sharded {
+			continue
+		}
+		ins := sc.Insert
+		t := a.tab[sc.Target]
+		if k := index(ins.Columns, t.Key); k >= 0 && len(ins.Rows) == 1 && k < len(ins.Rows[0]) {
+			if ks, ok := sourceFor(ins.Rows[0][k], t, false); ok {
+				a.setPin(sc.Target, &pinning{keys: []KeySource{ks}, single: true})
+			}
+		}
+	}
+	a.propagate()
+
+	if keys, first, ok := a.singleKeys(); ok {
+		if root.Target >= 0 && a.cls[root.Target] == sharded {
+			first = root.Target
+		}
+		return a.withTable(Plan{Kind: Single, Write: write, Keys: keys, Lock: lock}, first)
+	}
+	if writesSharded != "" {
+		return a.keylessWrite(write, lock)
+	}
+	cores, why := a.distributes(0)
+	if why != "" {
+		return refuse(why,
+			"join sharded tables on their sharding keys (a.id = b.account_id), or add a condition on the sharding key (WHERE id = $1) so the query runs on one shard")
+	}
+	p := Plan{Kind: Scatter, Lock: lock, Merge: a.merge(0)}
+	if keys, ok := a.multiKeys(cores); ok {
+		p.Kind, p.Keys = Multi, keys
+	}
+	return a.withTable(p, cores[0])
+}
+
+// keylessWrite routes UPDATE and DELETE that are not pinned to single keys.
+func (a *analysis) keylessWrite(write bool, lock string) Plan {
+	st := a.st
+	root := st.Scopes[0]
+	for i, sc := range st.Scopes {
+		if sc.Target < 0 || a.cls[sc.Target] != sharded {
+			continue
+		}
+		t := a.tab[sc.Target]
+		if i != 0 || root.Kind == "select" {
+			return refuse(fmt.Sprintf("data-modifying WITH on sharded table %s must be pinned to one sharding key", t.Name),
+				fmt.Sprintf("add WHERE %s = $1 to the inner statement, or run it as a statement of its own", t.Key))
+		}
+		if a.exprKey[sc.Target] && a.pin[sc.Target] == nil {
+			return refuse(fmt.Sprintf("cannot route %s on sharded table %s: its sharding key %s is compared with an expression", st.Command, t.Name, t.Key),
+				"compare the sharding key with a constant or a parameter ($1)")
+		}
+	}
+	cores, why := a.distributes(0)
+	if why != "" {
+		return refuse(fmt.Sprintf("cannot run %s on sharded table %s shard by shard: %s", st.Command, a.tab[root.Target].Name, why),
+			"join sharded tables on their sharding keys, or add a condition on the sharding key so the statement runs on one shard")
+	}
+	p := Plan{Kind: All, Write: write, Lock: lock}
+	if keys, ok := a.multiKeys(cores); ok {
+		p.Kind, p.Keys = Multi, keys
+	}
+	if root.Flags.Returning && p.Kind == Multi {
+		p.Merge = &Merge{Returning: true}
+	}
+	return a.withTable(p, root.Target)
+}
+
+// insert routes an INSERT into a sharded table.
+func (a *analysis) insert() Plan {
+	st := a.st
+	root := st.Scopes[0]
+	ins := root.Insert
+	tr := root.Target
+	t := a.tab[tr]
+	others := false
+	for r, cl := range a.cls {
+		if cl == sharded && r != tr {
+			others = true
+		}
+	}
+	missingKey := refuse(fmt.Sprintf("INSERT into sharded table %s must set its sharding key column %s", t.Name, t.Key),
+		fmt.Sprintf("list %s among the columns and give it a value: pgshard routes rows by their key, so the key cannot come from a column default", t.Key))
+	exprKey := refuse(fmt.Sprintf("cannot route INSERT into sharded table %s: the value of its sharding key %s is an expression", t.Name, t.Key),
+		"give the sharding key as a constant or a parameter ($1)")
+	if ins.DefaultValues {
+		return missingKey
+	}
+	keyIdx := -1
+	if ins.Columns != nil {
+		keyIdx = index(ins.Columns, t.Key)
+		if keyIdx < 0 {
+			return missingKey
+		}
+	}
+	split := &InsertSplit{KeyIndex: keyIdx, Rows: len(ins.Rows), OnConflict: ins.OnConflict, Returning: ins.Returning}
+	for _, s := range ins.RowSpans {
+		split.RowSpans = append(split.RowSpans, Span(s))
+	}
+	base := a.withTable(Plan{Write: true}, tr)
+	if ins.Select {
+		return a.insertSelect(keyIdx, base, missingKey)
+	}
+	if keyIdx < 0 {
+		// No column list: the key's position in the table is known only
+		// to the executor (Inputs.KeyPosition).
+		if others {
+			return refuse(fmt.Sprintf("INSERT into sharded table %s without a column list cannot read other sharded tables", t.Name),
+				fmt.Sprintf("name the columns: INSERT INTO %s (%s, ...) VALUES ...", t.Name, t.Key))
+		}
+		split.Values = make([][]KeySource, len(ins.Rows))
+		for i, row := range ins.Rows {
+			split.Values[i] = make([]KeySource, len(row))
+			for j, v := range row {
+				ks, ok := sourceFor(v, t, false)
+				if !ok {
+					ks = KeySource{Type: t.Type, Invalid: "expression"}
+					if v.Default {
+						ks.Invalid = "default"
+					}
+				}
+				split.Values[i][j] = ks
+			}
+		}
+		base.Kind, base.Insert = Single, split
+		if len(ins.Rows) > 1 {
+			base.Kind = Multi
+		}
+		return base
+	}
+	keys := make([]KeySource, len(ins.Rows))
+	for i, row := range ins.Rows {
+		if keyIdx >= len(row) {
+			return exprKey
+		}
+		v := row[keyIdx]
+		if v.Default {
+			return missingKey
+		}
+		ks, ok := sourceFor(v, t, false)
+		if !ok {
+			return exprKey
+		}
+		keys[i] = ks
+	}
+	same := true
+	for _, k := range keys[1:] {
+		same = same && sameKey(k, keys[0])
+	}
+	if len(keys) == 0 {
+		return exprKey
+	}
+	if same {
+		a.setPin(tr, &pinning{keys: keys[:1], single: true})
+		a.propagate()
+		if ks, _, ok := a.singleKeys(); ok {
+			base.Kind, base.Keys = Single, ks
+			return base
+		}
+		return refuse(fmt.Sprintf("INSERT into sharded table %s reads sharded tables that are not pinned to the row's key", t.Name),
+			"read the other rows in a statement of their own, or pin them with a condition on the same sharding key")
+	}
+	if others {
+		return refuse(fmt.Sprintf("multi-row INSERT into sharded table %s cannot read other sharded tables", t.Name),
+			"insert the rows one key at a time")
+	}
+	base.Kind, base.Keys, base.Insert = Multi, keys, split
+	return base
+}
+
+// insertSelect routes INSERT ... SELECT into a sharded table: pinned to
+// one key, or copying keys from a co-located table shard by shard.
+func (a *analysis) insertSelect(keyIdx int, base Plan, missingKey Plan) Plan {
+	st := a.st
+	root := st.Scopes[0]
+	ins := root.Insert
+	tr := root.Target
+	t := a.tab[tr]
+	bad := refuse(fmt.Sprintf("INSERT ... SELECT into sharded table %s is supported only when the SELECT is pinned to one sharding key or takes %s from the key of a co-located table", t.Name, t.Key),
+		"insert the rows from the application, or select them from a table sharded on the same key")
+	if keyIdx < 0 {
+		return refuse(fmt.Sprintf("INSERT ... SELECT into sharded table %s needs a column list", t.Name),
+			fmt.Sprintf("name the columns: INSERT INTO %s (%s, ...) SELECT ...", t.Name, t.Key))
+	}
+	src := st.Scopes[ins.Source]
+	if src.Targets == nil || keyIdx >= len(src.Targets) {
+		return bad
+	}
+	tv := src.Targets[keyIdx]
+	colocated := false
+	switch {
+	case tv.Default:
+		return missingKey
+	case tv.Col != nil:
+		r := a.keyRel(*tv.Col)
+		if r < 0 || keyFamily(a.tab[r].Type) != keyFamily(t.Type) {
+			return bad
+		}
+		a.edge(tr, r, false)
+		colocated = true
+	default:
+		ks, ok := sourceFor(tv, t, false)
+		if !ok {
+			return bad
+		}
+		a.setPin(tr, &pinning{keys: []KeySource{ks}, single: true})
+	}
+	a.propagate()
+	if ks, _, ok := a.singleKeys(); ok {
+		base.Kind, base.Keys = Single, ks
+		return base
+	}
+	if !colocated || !a.simple(ins.Source) {
+		return bad
+	}
+	if _, why := a.distributes(ins.Source); why != "" {
+		return bad
+	}
+	base.Kind = All
+	return base
+}
+
+// safeFuncs are built-in functions that read no table and change no
+// state, so a SELECT calling only them can run on any shard.
+var safeFuncSet = map[string]bool{
+	"now": true, "version": true, "current_setting": true, "current_database": true,
+	"current_schema": true, "current_schemas": true, "current_user": true, "session_user": true,
+	"clock_timestamp": true, "statement_timestamp": true, "transaction_timestamp": true, "timeofday": true,
+	"random": true, "gen_random_uuid": true, "md5": true, "sha256": true, "lower": true, "upper": true,
+	"length": true, "char_length": true, "concat": true, "concat_ws": true, "format": true, "substr": true,
+	"substring": true, "replace": true, "btrim": true, "ltrim": true, "rtrim": true, "trim": true,
+	"split_part": true, "position": true, "strpos": true, "left": true, "right": true, "repeat": true,
+	"reverse": true, "to_char": true, "to_date": true, "to_timestamp": true, "to_number": true,
+	"date_trunc": true, "date_part": true, "extract": true, "age": true, "make_date": true,
+	"make_interval": true, "make_timestamp": true, "abs": true, "round": true, "floor": true, "ceil": true,
+	"ceiling": true, "trunc": true, "mod": true, "power": true, "sqrt": true, "generate_series": true,
+	"unnest": true, "array_length": true, "array_to_string": true, "string_to_array": true,
+	"cardinality": true, "json_build_object": true, "jsonb_build_object": true, "json_build_array": true,
+	"jsonb_build_array": true, "to_json": true, "to_jsonb": true, "row_to_json": true, "encode": true,
+	"decode": true, "count": true, "sum": true, "min": true, "max": true, "avg": true, "pg_sleep": true,
+	"pg_typeof": true, "quote_ident": true, "quote_literal": true, "quote_nullable": true,
+	"inet_server_addr": true, "inet_server_port": true, "txid_current": false,
+}
+
+func safeFuncs(fs []string) bool {
+	for _, f := range fs {
+		if !safeFuncSet[f] {
+			return false
+		}
+	}
+	return true
+}

@@ -1,0 +1,219 @@
+package plan
+
+import (
+	"fmt"
+
+	"github.com/pgshard/pgshard/shardmap"
+)
+
+// Kind says where a statement goes.
+type Kind string
+
+// Plan kinds.
+const (
+	// Single: one shard, the one owning the buckets of Keys (normally a
+	// single key; several keys must all be owned by one shard, else the
+	// executor refuses the statement with 0A000).
+	Single Kind = "single"
+	// Multi: the shards owning the buckets of Keys. For an INSERT, Keys[i]
+	// is the key of VALUES row i and the executor splits the rows; for
+	// other statements (key IN (...), key = ANY($1)) the same statement
+	// runs on each of those shards and the results are merged (see
+	// Merge).
+	Multi Kind = "multi"
+	// All: every shard (DDL on sharded or reference tables, writes to
+	// reference tables, keyless UPDATE/DELETE on sharded tables).
+	All Kind = "all"
+	// Any: one shard, any of them (reads of reference tables only, SELECT
+	// without tables).
+	Any Kind = "any"
+	// Default: the map's default shard (statements on unsharded tables
+	// only, DO blocks, CALL, functions we cannot see into).
+	Default Kind = "default"
+	// Scatter: a keyless read of sharded tables: every shard, results
+	// merged (see Merge). Not executed yet: the proxy refuses it.
+	Scatter Kind = "scatter"
+	// Copy: COPY ... FROM STDIN into a sharded table; the executor splits
+	// the rows by the key in column Copy.KeyIndex.
+	Copy Kind = "copy"
+	// Refuse: pgshard cannot run the statement correctly; answer with
+	// Refuse (SQLSTATE 0A000 and a hint).
+	Refuse Kind = "refuse"
+	// Tx: transaction control (BEGIN, COMMIT, ROLLBACK, SAVEPOINT, ...),
+	// handled by the session.
+	Tx Kind = "tx"
+	// Session: SET, RESET, SHOW, LISTEN, DISCARD, PREPARE, ..., handled by
+	// the session.
+	Session Kind = "session"
+)
+
+// Plan is where a statement (or a multi-statement string) goes. It is
+// plain data: no connections, no closures; it prints as JSON and stays
+// valid across shard-map versions, because it names keys and buckets,
+// never shards (the map resolves buckets to shards at run time). Plans
+// returned by a Planner are shared: do not modify them.
+type Plan struct {
+	Kind  Kind `json:"kind"`
+	Write bool `json:"write,omitempty"`
+	// Table, KeyColumn and KeyType name the sharded table whose key
+	// decides the route (the write target, or the first pinned table).
+	Table     string `json:"table,omitempty"`
+	KeyColumn string `json:"key_column,omitempty"`
+	KeyType   string `json:"key_type,omitempty"`
+	// Keys are where the routing key values come from (Single, Multi).
+	Keys []KeySource `json:"keys,omitempty"`
+	// Insert is set for INSERT ... VALUES into a sharded table.
+	Insert *InsertSplit `json:"insert,omitempty"`
+	// Copy is set for COPY statements.
+	Copy *CopyPlan `json:"copy,omitempty"`
+	// Merge says what combining results from several shards must redo
+	// (Multi, Scatter); nil when concatenation is enough.
+	Merge *Merge `json:"merge,omitempty"`
+	// Lock is SELECT ... FOR UPDATE/SHARE ("update", "share", ...).
+	Lock string `json:"lock,omitempty"`
+	// Tx lists the transaction-control statements (Kind Tx, or inside a
+	// multi-statement string routed elsewhere: the session then follows
+	// the transaction status in ReadyForQuery).
+	Tx []TxOp `json:"tx,omitempty"`
+	// Session lists the session commands of a Session plan.
+	Session []SessionOp `json:"session,omitempty"`
+	// Explain marks EXPLAIN: routed like the statement it explains.
+	Explain bool `json:"explain,omitempty"`
+	// Statements counts the statements of a multi-statement string.
+	Statements int `json:"statements,omitempty"`
+	// Refuse is the refusal of a Refuse plan.
+	Refuse *Refusal `json:"refuse,omitempty"`
+}
+
+// KeySource is where one routing key value comes from.
+type KeySource struct {
+	// Param is $n: the n-th Bind parameter for a plan from PlanPrepared,
+	// the n-th normalised literal for a plan from PlanSimple.
+	Param int `json:"param,omitempty"`
+	// Literal is a constant left in the statement text.
+	Literal *string `json:"literal,omitempty"`
+	// Num marks Literal as an unquoted number (typed integer by Postgres,
+	// not by the key column).
+	Num bool `json:"num,omitempty"`
+	// Null is a NULL key (bucket 0, where hash partitioning puts NULLs).
+	Null bool `json:"null,omitempty"`
+	// Cast is an explicit cast on the value ($1::int4): the type whose
+	// input function reads it.
+	Cast string `json:"cast,omitempty"`
+	// Array marks key = ANY(value): the value is an array of keys.
+	Array bool `json:"array,omitempty"`
+	// Type is the key column's type.
+	Type shardmap.KeyType `json:"type"`
+	// Invalid, only in InsertSplit.Values, says why a value cannot be a
+	// key ("default", "expression") should it be the key column.
+	Invalid string `json:"invalid,omitempty"`
+}
+
+// InsertSplit describes a routed INSERT ... VALUES.
+type InsertSplit struct {
+	// KeyIndex is the key column's index in the INSERT's column list, or
+	// -1 when the INSERT has no column list: then Values holds every
+	// value of every row and Inputs.KeyPosition must say where the key is
+	// in the table's column order.
+	KeyIndex int           `json:"key_index"`
+	Values   [][]KeySource `json:"values,omitempty"`
+	// Rows is the number of VALUES rows; Keys[i] (or Values[i]) belongs
+	// to row i.
+	Rows int `json:"rows"`
+	// RowSpans are the byte ranges of each row's "( ... )" in the planned
+	// text, for rebuilding the INSERT with a subset of its rows (see
+	// Plan.InsertSubset); nil if unknown.
+	RowSpans   []Span `json:"row_spans,omitempty"`
+	OnConflict string `json:"on_conflict,omitempty"`
+	Returning  bool   `json:"returning,omitempty"`
+}
+
+// Span is a byte range [Start, End).
+type Span struct {
+	Start int `json:"start"`
+	End   int `json:"end"`
+}
+
+// CopyPlan describes a COPY.
+type CopyPlan struct {
+	From bool `json:"from"`
+	// KeyIndex is the key column's index in the COPY's column list, -1
+	// when it has none (use Inputs.KeyPosition); only for Kind Copy.
+	KeyIndex  int      `json:"key_index"`
+	Columns   []string `json:"columns,omitempty"`
+	Format    string   `json:"format"`
+	Delimiter string   `json:"delimiter,omitempty"`
+	Null      string   `json:"null"`
+	Quote     string   `json:"quote,omitempty"`
+	Escape    string   `json:"escape,omitempty"`
+	Header    string   `json:"header,omitempty"`
+	Encoding  string   `json:"encoding,omitempty"`
+	// Query marks COPY (query) TO.
+	Query bool `json:"query,omitempty"`
+}
+
+// Merge lists what a cross-shard merge must reproduce.
+type Merge struct {
+	Aggregates bool   `json:"aggregates,omitempty"`
+	GroupBy    bool   `json:"group_by,omitempty"`
+	Having     bool   `json:"having,omitempty"`
+	Distinct   bool   `json:"distinct,omitempty"`
+	Window     bool   `json:"window,omitempty"`
+	OrderBy    bool   `json:"order_by,omitempty"`
+	Limit      bool   `json:"limit,omitempty"`
+	Offset     bool   `json:"offset,omitempty"`
+	SetOp      string `json:"setop,omitempty"`
+	Returning  bool   `json:"returning,omitempty"`
+}
+
+// TxOp is one transaction-control statement.
+type TxOp struct {
+	Op      string   `json:"op"`
+	Name    string   `json:"name,omitempty"`
+	Chain   bool     `json:"chain,omitempty"`
+	Options []string `json:"options,omitempty"`
+}
+
+// SessionOp is one session command.
+type SessionOp struct {
+	// Command is the statement's command (SET, RESET, SHOW, LISTEN,
+	// DISCARD, PREPARE, ...).
+	Command string `json:"command"`
+	// Op is set's operation ("set", "set_default", "reset", "reset_all",
+	// "show").
+	Op    string `json:"op,omitempty"`
+	Name  string `json:"name,omitempty"`
+	Local bool   `json:"local,omitempty"`
+	Value string `json:"value,omitempty"`
+}
+
+// Refusal is an error pgshard answers itself, with a SQLSTATE, a message
+// naming the cause and a hint naming the fix. Buckets returns them too.
+type Refusal struct {
+	Code    string `json:"code"`
+	Message string `json:"message"`
+	Hint    string `json:"hint,omitempty"`
+}
+
+func (r *Refusal) Error() string {
+	if r.Hint != "" {
+		return fmt.Sprintf("%s (SQLSTATE %s; hint: %s)", r.Message, r.Code, r.Hint)
+	}
+	return fmt.Sprintf("%s (SQLSTATE %s)", r.Message, r.Code)
+}
+
+// SQLSTATEs this package uses.
+const (
+	CodeFeatureNotSupported = "0A000"
+	CodeInvalidText         = "22P02"
+	CodeOutOfRange          = "22003"
+	CodeCharNotInRepertoire = "22021"
+	CodeBinaryFormat        = "22P03"
+	CodeProtocolViolation   = "08P01"
+	CodeUndefinedParameter  = "42P02"
+	CodeInternal            = "XX000"
+)
+
+func refuse(msg, hint string) Plan {
+	return Plan{Kind: Refuse, Refuse: &Refusal{Code: CodeFeatureNotSupported, Message: msg, Hint: hint}}
+}

@@ -1,0 +1,81 @@
+package plan
+
+import (
+	"reflect"
+
+	"github.com/pgshard/pgshard/router/sqlparse"
+	"github.com/pgshard/pgshard/shardmap"
+)
+
+// Planner turns statement texts into plans, caching the analysis of each
+// text and the plan built from it. It is safe for concurrent use; make one
+// per proxy and share it between sessions.
+type Planner struct {
+	cache *sqlparse.Cache
+}
+
+// NewPlanner returns a planner whose cache holds about cacheSize
+// statement texts.
+func NewPlanner(cacheSize int) *Planner {
+	return &Planner{cache: sqlparse.NewCache(cacheSize)}
+}
+
+// Cache returns the planner's parse cache (for statistics).
+func (p *Planner) Cache() *sqlparse.Cache { return p.cache }
+
+// memo is the plan kept with a cached analysis, valid for one set of
+// rules. Rules are identified by their maps: shard maps are immutable once
+// published, so a new map version brings new maps.
+type memo struct {
+	tables, ref uintptr
+	buckets     int
+	plan        *Plan
+}
+
+func rulesID(r shardmap.Rules) (uintptr, uintptr) {
+	return reflect.ValueOf(r.Tables).Pointer(), reflect.ValueOf(r.Reference).Pointer()
+}
+
+func (p *Planner) plan(res *sqlparse.Result, rules shardmap.Rules) *Plan {
+	t, r := rulesID(rules)
+	if m, _ := res.Memo.Load().(*memo); m != nil && m.tables == t && m.ref == r && m.buckets == rules.Buckets {
+		return m.plan
+	}
+	pl := Build(res.Stmts, rules)
+	res.Memo.Store(&memo{tables: t, ref: r, buckets: rules.Buckets, plan: &pl})
+	return &pl
+}
+
+// PlanPrepared plans a statement text as a Parse message carries it
+// (extended protocol): literals stay in the text, key values come from
+// Bind parameters ($n). A statement Postgres cannot parse returns a
+// *sqlparse.SyntaxError. The plan is shared: do not modify it.
+func (p *Planner) PlanPrepared(sql string, rules shardmap.Rules) (*Plan, error) {
+	res := p.cache.Analyze(sql)
+	if res.Err != nil {
+		return nil, res.Err
+	}
+	return p.plan(res, rules), nil
+}
+
+// PlanSimple plans a simple-protocol Query: it normalises the literals
+// out of the text so statements differing only in constants share one
+// cache entry, and returns the literals; pass them as Inputs.Literals to
+// Buckets and InsertSubset (the plan's $n is the n-th literal). The slice
+// is never nil: empty when the text had no literals to take out, or when
+// the normalised text did not parse and the original was planned instead.
+// The text sent to the shard is always the original.
+func (p *Planner) PlanSimple(sql string, rules shardmap.Rules) (*Plan, []sqlparse.Literal, error) {
+	norm, lits := sqlparse.Normalize(sql)
+	res := p.cache.Analyze(norm)
+	if res.Err != nil && lits != nil {
+		res, lits = p.cache.Analyze(sql), nil
+	}
+	if res.Err != nil {
+		return nil, nil, res.Err
+	}
+	if lits == nil {
+		lits = []sqlparse.Literal{}
+	}
+	return p.plan(res, rules), lits, nil
+}
