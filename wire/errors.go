@@ -27,6 +27,9 @@ type Error struct {
 	Message  string
 	Detail   string
 	Hint     string
+	// Position is the 1-based character offset of a syntax error in the
+	// statement text (0: none).
+	Position int32
 
 	// cause is the error wrapped with %w in the format, if any; it stays
 	// visible to errors.Is and errors.As but never reaches the client.
@@ -87,6 +90,7 @@ func (e *Error) Response() *pgproto3.ErrorResponse {
 		Message:             e.Message,
 		Detail:              e.Detail,
 		Hint:                e.Hint,
+		Position:            e.Position,
 	}
 }
 

@@ -20,11 +20,15 @@ import (
 	"time"
 
 	"github.com/pgshard/pgshard/cmd/internal/config"
+	"github.com/pgshard/pgshard/router/plan"
 	"github.com/pgshard/pgshard/router/pool"
 	"github.com/pgshard/pgshard/router/proxy"
 	"github.com/pgshard/pgshard/shardmap"
 	"github.com/pgshard/pgshard/wire"
 )
+
+// planCacheSize is how many statement texts the parse cache keeps.
+const planCacheSize = 20000
 
 func main() {
 	if err := run(); err != nil {
@@ -74,6 +78,7 @@ func run() error {
 		}
 		pools = append(pools, p)
 	}
+	pcfg.Router = proxy.PlanRouter{Planner: plan.NewPlanner(planCacheSize)}
 	srv := proxy.New(*pcfg, pools, log)
 
 	// The catalog is authoritative for the shard map once bootstrapped.
@@ -159,6 +164,7 @@ func run() error {
 					var npc *proxy.Config
 					npc, err = proxyConfig(ncfg)
 					if err == nil {
+						npc.Router = pcfg.Router
 						srv.SetConfig(*npc)
 						log.Info("config reloaded", "config", cfg.Path)
 						continue

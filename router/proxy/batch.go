@@ -100,7 +100,7 @@ func (s *session) pinnedShard() int {
 // statements the session answers itself. done means the query was fully
 // answered.
 func (s *session) routeQuery(m *pgproto3.Query) (done bool, err error) {
-	r := s.srv.router.RouteSimple(m.String, s.srv.Map())
+	r := s.srv.router.RouteSimple(m.String, s.srv.Map(), s.srv)
 	switch r.Kind {
 	case RouteRefuse:
 		return true, s.refuseQuery(r.Err)
@@ -121,6 +121,7 @@ func (s *session) routeQuery(m *pgproto3.Query) (done bool, err error) {
 				WithHint("Run DDL and reference-table writes outside explicit transactions."))
 		}
 		s.target = s.defaultShard()
+		s.srv.forgetKeyPositions() // DDL may change column positions
 		if err := s.startOthers(m.String, r.NoTxBlock); err != nil {
 			return true, s.refuseQuery(asWireErr(err))
 		}
@@ -153,14 +154,14 @@ func (s *session) refuseQuery(e *wire.Error) error {
 
 // clientTxStatus is the status to report when no server answers.
 func (s *session) clientTxStatus() byte {
-	if s.sc != nil {
-		return s.sc.TxStatus
-	}
 	if s.deferred != "" {
 		if s.deferredFailed {
 			return 'E'
 		}
 		return 'T'
+	}
+	if s.sc != nil {
+		return s.sc.TxStatus
 	}
 	return 'I'
 }
@@ -227,6 +228,17 @@ func (s *session) runBatch() error {
 		return s.proxyError(werr)
 	}
 	s.target = target
+	// A batch that only prepares or describes statements (no Bind or
+	// Execute) may run anywhere and must not start a deferred transaction
+	// there: that would pin the transaction before its first real statement.
+	s.holdDeferred = true
+	for _, m := range batch {
+		switch m.(type) {
+		case *pgproto3.Bind, *pgproto3.Execute:
+			s.holdDeferred = false
+		}
+	}
+	defer func() { s.holdDeferred = false }()
 	for _, m := range batch {
 		if s.clientSkipping {
 			break
@@ -269,7 +281,7 @@ func (s *session) batchTarget(batch []pgproto3.FrontendMessage) (int, *wire.Erro
 					continue // reported in order by dispatch
 				}
 			}
-			r := s.srv.router.RouteBound(q, oids, b.ParameterFormatCodes, b.Parameters, m)
+			r := s.srv.router.RouteBound(q, oids, b.ParameterFormatCodes, b.Parameters, m, s.srv)
 			want := -1
 			switch r.Kind {
 			case RouteRefuse:

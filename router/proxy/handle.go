@@ -485,7 +485,12 @@ func (s *session) drive() error {
 		case *pgproto3.ReadyForQuery:
 			s.pop()
 			sc.TxStatus = m.TxStatus
-			s.send(m)
+			if s.deferred != "" && m.TxStatus == 'I' {
+				// The client is in a transaction that has not reached a shard yet.
+				s.send(&pgproto3.ReadyForQuery{TxStatus: s.clientTxStatus()})
+			} else {
+				s.send(m)
+			}
 			s.afterReady()
 		case *pgproto3.CopyInResponse:
 			s.send(m)
@@ -563,6 +568,9 @@ func (s *session) afterReady() {
 	s.batchErr = false
 	if s.cfg.Mode == PoolTransaction && st == 'I' && !s.pinned && !s.hasReal() && !s.copyIn && s.sc != nil {
 		s.detach(false)
+	}
+	if s.deferred != "" {
+		s.txStatus = s.clientTxStatus()
 	}
 }
 

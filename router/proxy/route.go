@@ -47,20 +47,28 @@ type Route struct {
 	NoTxBlock bool
 }
 
-// Router decides where statements go; router/plan implements it. It must be
-// safe for concurrent use and must not block.
+// Router decides where statements go; PlanRouter implements it with
+// router/plan. It must be safe for concurrent use.
 type Router interface {
 	// RouteSimple routes a simple-protocol query string.
-	RouteSimple(sql string, m *shardmap.Map) Route
+	RouteSimple(sql string, m *shardmap.Map, env Catalog) Route
 	// RouteBound routes a prepared statement with its bound parameters.
-	RouteBound(sql string, paramOIDs []uint32, formats []int16, params [][]byte, m *shardmap.Map) Route
+	RouteBound(sql string, paramOIDs []uint32, formats []int16, params [][]byte, m *shardmap.Map, env Catalog) Route
+}
+
+// Catalog answers questions about table definitions that routing needs
+// (the server implements it by asking the default shard, with a cache).
+type Catalog interface {
+	// KeyPosition returns the 1-based position of column among the
+	// table's columns, as INSERT without a column list counts them.
+	KeyPosition(table, column string) (int, error)
 }
 
 // defaultRouter sends everything to the map's default shard; used when the
 // server has no Router (tests of the protocol layer, unsharded setups).
 type defaultRouter struct{}
 
-func (defaultRouter) RouteSimple(string, *shardmap.Map) Route { return Route{Kind: RouteAny} }
-func (defaultRouter) RouteBound(string, []uint32, []int16, [][]byte, *shardmap.Map) Route {
+func (defaultRouter) RouteSimple(string, *shardmap.Map, Catalog) Route { return Route{Kind: RouteAny} }
+func (defaultRouter) RouteBound(string, []uint32, []int16, [][]byte, *shardmap.Map, Catalog) Route {
 	return Route{Kind: RouteAny}
 }

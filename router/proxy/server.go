@@ -6,6 +6,7 @@ import (
 	"crypto/tls"
 	"encoding/binary"
 	"errors"
+	"fmt"
 	"log/slog"
 	"net"
 	"sync"
@@ -70,6 +71,8 @@ type Server struct {
 	sessions  map[uint64]*session // by cancel key
 	closing   bool
 	wg        sync.WaitGroup
+
+	keyPos sync.Map // "table.column" -> int
 
 	paramsMu sync.Mutex
 	params   map[string]map[string]string // reported ParameterStatus by client params key
@@ -346,4 +349,72 @@ func (s *Server) poolFor(m *shardmap.Map, i int) *pool.Pool {
 		return nil
 	}
 	return s.byName[m.Shards[i].Name]
+}
+
+var _ Catalog = (*Server)(nil)
+
+// KeyPosition implements Catalog: it asks the default shard once per table
+// and column and caches the answer until the next DDL through pgshard.
+func (s *Server) KeyPosition(table, column string) (int, error) {
+	k := table + "." + column
+	if v, ok := s.keyPos.Load(k); ok {
+		return v.(int), nil
+	}
+	m := s.Map()
+	if m == nil {
+		return 0, fmt.Errorf("no shard map")
+	}
+	p := s.poolFor(m, m.Default)
+	if p == nil {
+		return 0, fmt.Errorf("no pool for the default shard")
+	}
+	sc, err := p.Acquire(context.Background())
+	if err != nil {
+		return 0, err
+	}
+	defer p.Release(sc)
+	q := fmt.Sprintf(`SELECT count(*) FROM pg_attribute a, pg_attribute k
+ WHERE a.attrelid = %[1]s::regclass AND k.attrelid = %[1]s::regclass AND k.attname = %[2]s
+   AND a.attnum > 0 AND NOT a.attisdropped AND a.attnum <= k.attnum`, quoteLiteral(table), quoteLiteral(column))
+	pos, err := queryInt(sc, q)
+	if err != nil {
+		return 0, fmt.Errorf("key column %s of table %s: %w", column, table, err)
+	}
+	if pos == 0 {
+		return 0, wire.Errorf(pgcode.UndefinedObject, "sharding key column %q of table %q does not exist", column, table).
+			WithHint("Create the table with its sharding key column, or fix sharding.tables in the pgshard config.")
+	}
+	s.keyPos.Store(k, pos)
+	return pos, nil
+}
+
+func (s *Server) forgetKeyPositions() { s.keyPos.Clear() }
+
+// queryInt runs a one-value query on sc.
+func queryInt(sc *pool.Conn, sql string) (int, error) {
+	sc.FE.Send(&pgproto3.Query{String: sql})
+	if err := sc.FE.Flush(); err != nil {
+		sc.Broken = true
+		return 0, err
+	}
+	var v int
+	var qerr error
+	for {
+		m, err := sc.FE.Receive()
+		if err != nil {
+			sc.Broken = true
+			return 0, err
+		}
+		switch m := m.(type) {
+		case *pgproto3.DataRow:
+			if len(m.Values) == 1 {
+				_, _ = fmt.Sscan(string(m.Values[0]), &v)
+			}
+		case *pgproto3.ErrorResponse:
+			qerr = &wire.Error{Severity: "ERROR", Code: m.Code, Message: m.Message, Detail: m.Detail, Hint: m.Hint}
+		case *pgproto3.ReadyForQuery:
+			sc.TxStatus = m.TxStatus
+			return v, qerr
+		}
+	}
 }

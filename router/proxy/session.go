@@ -73,6 +73,7 @@ type session struct {
 	held           map[int]*pool.Conn         // session mode: one server connection per shard used
 	deferred       string                     // BEGIN (and savepoints) not yet sent to a shard
 	deferredFailed bool                       // a statement was refused inside the deferred transaction
+	holdDeferred   bool                       // the current batch must not send the deferred BEGIN
 	others         []other                    // RouteAll: the statement's open transactions on other shards
 	idle           atomic.Bool                // blocked reading the client between transactions
 }
@@ -405,7 +406,7 @@ func (s *session) attach() error {
 	s.sc = sc
 	s.scShard = want
 	s.mu.Unlock()
-	if s.deferred != "" {
+	if s.deferred != "" && !s.holdDeferred {
 		s.toServer(&pgproto3.Query{String: s.deferred}, pending{kind: pHidden})
 		s.deferred = ""
 		s.deferredFailed = false

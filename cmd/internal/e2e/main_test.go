@@ -11,14 +11,17 @@ import (
 	"log/slog"
 	"net"
 	"os"
+	"strings"
 	"testing"
 	"time"
 
 	"github.com/jackc/pgx/v5"
 
 	"github.com/pgshard/pgshard/cmd/internal/localpg"
+	"github.com/pgshard/pgshard/router/plan"
 	"github.com/pgshard/pgshard/router/pool"
 	"github.com/pgshard/pgshard/router/proxy"
+	"github.com/pgshard/pgshard/shardmap"
 	"github.com/pgshard/pgshard/wire"
 )
 
@@ -73,6 +76,26 @@ type proxyOpts struct {
 	auth        wire.AuthMethod
 	maxClients  int
 	shards      int // how many of the cluster's instances to use (default 1)
+	// sharded runs the real router over a map of the used instances with
+	// testRules (otherwise everything goes to the first instance).
+	sharded bool
+	// database replaces the instances' database (default app).
+	database string
+}
+
+// testRules: accounts/orders co-located on a bigint, users on text,
+// sessions on uuid; countries and currencies are reference tables.
+func testRules() shardmap.Rules {
+	return shardmap.Rules{
+		Buckets: 1024,
+		Tables: map[string]shardmap.Table{
+			"accounts": {Name: "accounts", Key: "id", Type: shardmap.KeyBigint},
+			"orders":   {Name: "orders", Key: "account_id", Type: shardmap.KeyBigint},
+			"users":    {Name: "users", Key: "email", Type: shardmap.KeyText},
+			"sessions": {Name: "sessions", Key: "token", Type: shardmap.KeyUUID},
+		},
+		Reference: map[string]bool{"countries": true, "currencies": true},
+	}
 }
 
 // startProxy runs pgshard in-process on a free loopback port and returns its
@@ -93,12 +116,28 @@ func startProxy(t testing.TB, o proxyOpts) string {
 		t.Fatal(err)
 	}
 	var pools []*pool.Pool
+	var shards []shardmap.Shard
 	for _, in := range cluster.Instances[:o.shards] {
-		p, err := pool.New(pool.Options{Shard: in.Name, DSN: in.DSN, Size: o.poolSize, AcquireTimeout: o.waitTimeout})
+		dsn := in.DSN
+		if o.database != "" {
+			dsn = strings.Replace(dsn, "/app?", "/"+o.database+"?", 1)
+		}
+		p, err := pool.New(pool.Options{Shard: in.Name, DSN: dsn, Size: o.poolSize, AcquireTimeout: o.waitTimeout})
 		if err != nil {
 			t.Fatal(err)
 		}
 		pools = append(pools, p)
+		shards = append(shards, shardmap.Shard{Name: in.Name, DSN: dsn})
+	}
+	var router proxy.Router
+	var smap *shardmap.Map
+	if o.sharded {
+		var err error
+		smap, err = shardmap.Initial(testRules(), shards)
+		if err != nil {
+			t.Fatal(err)
+		}
+		router = proxy.PlanRouter{Planner: plan.NewPlanner(1000)}
 	}
 	log := slog.New(slog.NewTextHandler(testWriter{t}, &slog.HandlerOptions{Level: slog.LevelWarn}))
 	srv := proxy.New(proxy.Config{
@@ -106,7 +145,11 @@ func startProxy(t testing.TB, o proxyOpts) string {
 		Auth:          o.auth,
 		Users:         map[string]proxy.User{"app": {Secret: &sec}},
 		MaxClientConn: o.maxClients,
+		Router:        router,
 	}, pools, log)
+	if smap != nil {
+		srv.SetMap(smap)
+	}
 	l, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)

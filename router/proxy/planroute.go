@@ -1,0 +1,141 @@
+package proxy
+
+import (
+	"errors"
+	"strings"
+
+	"github.com/pgshard/pgshard/router/plan"
+	"github.com/pgshard/pgshard/router/sqlparse"
+	"github.com/pgshard/pgshard/shardmap"
+	"github.com/pgshard/pgshard/wire"
+	"github.com/pgshard/pgshard/wire/pgcode"
+)
+
+// PlanRouter routes with router/plan: parse (cached), plan, then resolve
+// the plan's buckets to shards with the current map.
+type PlanRouter struct {
+	Planner *plan.Planner
+}
+
+var _ Router = PlanRouter{}
+
+// RouteSimple implements Router.
+func (r PlanRouter) RouteSimple(sql string, m *shardmap.Map, env Catalog) Route {
+	if m == nil {
+		return Route{Kind: RouteAny}
+	}
+	p, lits, err := r.Planner.PlanSimple(sql, m.Rules)
+	if err != nil {
+		return parseErrRoute(err)
+	}
+	return resolve(p, plan.Inputs{Literals: lits}, m, sql, env)
+}
+
+// RouteBound implements Router.
+func (r PlanRouter) RouteBound(sql string, oids []uint32, formats []int16, params [][]byte, m *shardmap.Map, env Catalog) Route {
+	if m == nil {
+		return Route{Kind: RouteAny}
+	}
+	p, err := r.Planner.PlanPrepared(sql, m.Rules)
+	if err != nil {
+		return parseErrRoute(err)
+	}
+	return resolve(p, plan.Inputs{Params: params, Formats: formats, OIDs: oids}, m, sql, env)
+}
+
+func parseErrRoute(err error) Route {
+	var se *sqlparse.SyntaxError
+	if errors.As(err, &se) {
+		e := wire.Errorf(pgcode.SyntaxError, "%s", se.Message)
+		e.Position = int32(se.Position)
+		return Route{Kind: RouteRefuse, Err: e}
+	}
+	return Route{Kind: RouteRefuse, Err: wire.Errorf(pgcode.InternalError, "%v", err)}
+}
+
+func refusal(r *plan.Refusal) *wire.Error {
+	return wire.Errorf(r.Code, "%s", r.Message).WithHint(r.Hint)
+}
+
+// resolve turns a plan into a route with the map.
+func resolve(p *plan.Plan, in plan.Inputs, m *shardmap.Map, sql string, env Catalog) Route {
+	switch p.Kind {
+	case plan.Single, plan.Multi:
+		if p.Insert != nil && p.Insert.KeyIndex < 0 && env != nil {
+			pos, err := env.KeyPosition(p.Table, p.KeyColumn)
+			if err != nil {
+				return Route{Kind: RouteRefuse, Err: asWireErr(err)}
+			}
+			in.KeyPosition = pos
+		}
+		var buf [8]int
+		bs, err := p.AppendBuckets(buf[:0], in, m.Rules)
+		if err != nil {
+			var rf *plan.Refusal
+			if errors.As(err, &rf) {
+				return Route{Kind: RouteRefuse, Err: refusal(rf)}
+			}
+			return Route{Kind: RouteRefuse, Err: wire.Errorf(pgcode.InternalError, "%v", err)}
+		}
+		if len(bs) == 0 {
+			return Route{Kind: RouteShard, Shard: m.Default}
+		}
+		shard := m.ShardOf(bs[0])
+		for _, b := range bs[1:] {
+			if m.ShardOf(b) != shard {
+				return Route{Kind: RouteRefuse, Err: wire.Errorf(pgcode.FeatureNotSupported,
+					"statement touches keys on more than one shard (%s and %s)", m.Shards[shard].Name, m.Shards[m.ShardOf(b)].Name).
+					WithHint("Send one statement per sharding key; multi-shard statements come with cross-shard execution.")}
+			}
+		}
+		return Route{Kind: RouteShard, Shard: shard}
+	case plan.Any, plan.Session:
+		return Route{Kind: RouteAny}
+	case plan.Default:
+		return Route{Kind: RouteShard, Shard: m.Default}
+	case plan.All:
+		lower := strings.ToLower(sql)
+		noTx := strings.Contains(lower, "concurrently") || strings.HasPrefix(strings.TrimSpace(lower), "vacuum")
+		return Route{Kind: RouteAll, NoTxBlock: noTx}
+	case plan.Tx:
+		var cmd TxCmd
+		if len(p.Tx) == 1 {
+			cmd = txCmd(p.Tx[0].Op)
+		}
+		if len(p.Tx) > 1 || p.Statements > 1 {
+			return Route{Kind: RouteAny}
+		}
+		return Route{Kind: RouteTx, Tx: cmd}
+	case plan.Scatter:
+		return Route{Kind: RouteRefuse, Err: wire.Errorf(pgcode.FeatureNotSupported,
+			"query on sharded table %s has no sharding key condition and would need every shard", p.Table).
+			WithHint("Add WHERE " + p.KeyColumn + " = ... to the query; cross-shard queries are not supported yet.")}
+	case plan.Copy:
+		return Route{Kind: RouteRefuse, Err: wire.Errorf(pgcode.FeatureNotSupported,
+			"COPY into sharded table %s is not supported yet", p.Table).
+			WithHint("Use INSERT statements, one sharding key at a time.")}
+	case plan.Refuse:
+		if p.Refuse != nil {
+			return Route{Kind: RouteRefuse, Err: refusal(p.Refuse)}
+		}
+	}
+	return Route{Kind: RouteRefuse, Err: wire.Errorf(pgcode.FeatureNotSupported, "pgshard cannot route this statement (plan %q)", p.Kind)}
+}
+
+func txCmd(op string) TxCmd {
+	switch op {
+	case "begin", "start":
+		return TxBegin
+	case "commit", "end":
+		return TxCommit
+	case "rollback", "abort":
+		return TxRollback
+	case "savepoint":
+		return TxSavepoint
+	case "release":
+		return TxRelease
+	case "rollback_to":
+		return TxRollbackTo
+	}
+	return TxNone
+}
