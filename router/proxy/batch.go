@@ -115,6 +115,10 @@ func (s *session) routeQuery(m *pgproto3.Query) (done bool, err error) {
 		s.target = s.anyShard()
 	case RouteShard:
 		s.target = r.Shard
+	case RouteSplit:
+		return true, s.runSplit(r)
+	case RouteCopy:
+		return true, s.startCopy(r, m.String)
 	case RouteAll:
 		if s.inTxBlock() {
 			return true, s.refuseQuery(wire.Errorf(pgcode.FeatureNotSupported, "a statement that runs on every shard cannot run inside a transaction block").
@@ -288,6 +292,9 @@ func (s *session) batchTarget(batch []pgproto3.FrontendMessage) (int, *wire.Erro
 				return 0, r.Err
 			case RouteShard:
 				want = r.Shard
+			case RouteSplit, RouteCopy:
+				return 0, wire.Errorf(pgcode.FeatureNotSupported, "this statement needs several shards, which the extended protocol does not support yet").
+					WithHint("Send multi-shard INSERT and COPY with the simple protocol, or one sharding key per statement.")
 			case RouteAll:
 				if s.inTxBlock() || len(b.Parameters) > 0 {
 					return 0, wire.Errorf(pgcode.FeatureNotSupported, "a statement that runs on every shard cannot run inside a transaction block or with parameters").

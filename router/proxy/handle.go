@@ -604,6 +604,24 @@ func (s *session) noteTag(tag []byte) {
 }
 
 func (s *session) handleCopy(msg pgproto3.FrontendMessage) error {
+	if s.copy != nil {
+		switch m := msg.(type) {
+		case *pgproto3.CopyData:
+			s.copyData(m.Data)
+			return nil
+		case *pgproto3.CopyDone:
+			return s.endCopy(nil)
+		case *pgproto3.CopyFail:
+			return s.endCopy(m)
+		case *pgproto3.Flush, *pgproto3.Sync:
+			return nil
+		case *pgproto3.Terminate:
+			_ = s.endCopy(&pgproto3.CopyFail{Message: "client terminated"})
+			return errTerminate
+		default:
+			return s.endCopy(&pgproto3.CopyFail{Message: fmt.Sprintf("unexpected message type 0x%02X during COPY from stdin", msgType(msg))})
+		}
+	}
 	switch m := msg.(type) {
 	case *pgproto3.CopyData:
 		s.sc.FE.Send(m)

@@ -82,6 +82,9 @@ func resolve(p *plan.Plan, in plan.Inputs, m *shardmap.Map, sql string, env Cata
 		}
 		shard := m.ShardOf(bs[0])
 		for _, b := range bs[1:] {
+			if m.ShardOf(b) != shard && p.Insert != nil && len(p.Insert.RowSpans) == len(bs) && in.Params == nil {
+				return splitInsert(p, in, m, sql, bs)
+			}
 			if m.ShardOf(b) != shard {
 				return Route{Kind: RouteRefuse, Err: wire.Errorf(pgcode.FeatureNotSupported,
 					"statement touches keys on more than one shard (%s and %s)", m.Shards[shard].Name, m.Shards[m.ShardOf(b)].Name).
@@ -111,9 +114,7 @@ func resolve(p *plan.Plan, in plan.Inputs, m *shardmap.Map, sql string, env Cata
 			"query on sharded table %s has no sharding key condition and would need every shard", p.Table).
 			WithHint("Add WHERE " + p.KeyColumn + " = ... to the query; cross-shard queries are not supported yet.")}
 	case plan.Copy:
-		return Route{Kind: RouteRefuse, Err: wire.Errorf(pgcode.FeatureNotSupported,
-			"COPY into sharded table %s is not supported yet", p.Table).
-			WithHint("Use INSERT statements, one sharding key at a time.")}
+		return copyRoute(p, m, env)
 	case plan.Refuse:
 		if p.Refuse != nil {
 			return Route{Kind: RouteRefuse, Err: refusal(p.Refuse)}
@@ -138,4 +139,75 @@ func txCmd(op string) TxCmd {
 		return TxRollbackTo
 	}
 	return TxNone
+}
+
+// splitInsert groups a multi-row INSERT's rows by shard and rebuilds one
+// statement per shard from the original text.
+func splitInsert(p *plan.Plan, in plan.Inputs, m *shardmap.Map, sql string, bs []int) Route {
+	rows := map[int][]int{}
+	var order []int
+	for row, b := range bs {
+		sh := m.ShardOf(b)
+		if _, ok := rows[sh]; !ok {
+			order = append(order, sh)
+		}
+		rows[sh] = append(rows[sh], row)
+	}
+	r := Route{Kind: RouteSplit}
+	for _, sh := range order {
+		q, err := p.InsertSubset(sql, in.Literals, rows[sh])
+		if err != nil {
+			var rf *plan.Refusal
+			if errors.As(err, &rf) {
+				return Route{Kind: RouteRefuse, Err: refusal(rf)}
+			}
+			return Route{Kind: RouteRefuse, Err: wire.Errorf(pgcode.InternalError, "%v", err)}
+		}
+		r.Parts = append(r.Parts, Part{Shard: sh, SQL: q})
+	}
+	return r
+}
+
+func copyRoute(p *plan.Plan, m *shardmap.Map, env Catalog) Route {
+	c := p.Copy
+	if c == nil || !c.From {
+		return Route{Kind: RouteRefuse, Err: wire.Errorf(pgcode.FeatureNotSupported, "COPY %s TO needs every shard; not supported yet", p.Table).
+			WithHint("Use COPY (SELECT ... WHERE key = ...) TO STDOUT for one key.")}
+	}
+	cr := &CopyRoute{Format: c.Format, Delimiter: '\t', Null: `\N`, Quote: '"', Escape: '"', KeyIndex: c.KeyIndex}
+	if c.Format == "csv" {
+		cr.Delimiter, cr.Null = ',', ""
+	}
+	if c.Delimiter != "" {
+		cr.Delimiter = c.Delimiter[0]
+	}
+	if c.Quote != "" {
+		cr.Quote = c.Quote[0]
+	}
+	if c.Escape != "" {
+		cr.Escape = c.Escape[0]
+	} else {
+		cr.Escape = cr.Quote
+	}
+	if c.Null != "" || c.Format == "csv" {
+		cr.Null = c.Null
+	}
+	h := strings.ToLower(c.Header)
+	cr.Header = h != "" && h != "false" && h != "off" && h != "0"
+	if h == "match" {
+		return Route{Kind: RouteRefuse, Err: wire.Errorf(pgcode.FeatureNotSupported, "COPY ... HEADER MATCH into a sharded table is not supported").WithHint("Use HEADER true.")}
+	}
+	if cr.KeyIndex < 0 {
+		if env == nil {
+			return Route{Kind: RouteRefuse, Err: wire.Errorf(pgcode.InternalError, "key position of %s unknown", p.Table)}
+		}
+		pos, err := env.KeyPosition(p.Table, p.KeyColumn)
+		if err != nil {
+			return Route{Kind: RouteRefuse, Err: asWireErr(err)}
+		}
+		cr.KeyIndex = pos - 1
+	}
+	rules := m.Rules
+	cr.Bucket = func(field []byte, null bool) (int, error) { return p.CopyBucket(field, null, rules) }
+	return Route{Kind: RouteCopy, Copy: cr}
 }

@@ -19,7 +19,19 @@ const (
 	RouteTx
 	// RouteRefuse answers Route.Err without running anything.
 	RouteRefuse
+	// RouteSplit runs a different statement on each of several shards
+	// (a multi-row INSERT whose rows belong to different shards) and
+	// answers with the summed command tag.
+	RouteSplit
+	// RouteCopy splits COPY ... FROM STDIN rows by shard.
+	RouteCopy
 )
+
+// Part is one shard's share of a split statement.
+type Part struct {
+	Shard int
+	SQL   string
+}
 
 // TxCmd is a transaction-control statement.
 type TxCmd uint8
@@ -45,6 +57,23 @@ type Route struct {
 	// transaction block (e.g. CREATE INDEX CONCURRENTLY): they run on each
 	// shard in turn without atomicity.
 	NoTxBlock bool
+	// Parts are RouteSplit's statements, one per shard.
+	Parts []Part
+	// Copy describes RouteCopy's rows: Copy.Bucket finds a row key's bucket.
+	Copy *CopyRoute
+}
+
+// CopyRoute is what the session needs to split COPY FROM STDIN rows.
+type CopyRoute struct {
+	Format    string // text | csv (binary is refused)
+	Delimiter byte
+	Quote     byte
+	Escape    byte
+	Null      string
+	Header    bool
+	KeyIndex  int // 0-based index of the key among the COPY's columns
+	// Bucket returns a key field's bucket (the field is unescaped).
+	Bucket func(field []byte, null bool) (int, error)
 }
 
 // Router decides where statements go; PlanRouter implements it with

@@ -18,6 +18,7 @@ import (
 
 	"github.com/jackc/pgx/v5/pgproto3"
 
+	"github.com/pgshard/pgshard/router/plan"
 	"github.com/pgshard/pgshard/router/pool"
 	"github.com/pgshard/pgshard/wire"
 	"github.com/pgshard/pgshard/wire/pgcode"
@@ -74,6 +75,7 @@ type session struct {
 	deferred       string                     // BEGIN (and savepoints) not yet sent to a shard
 	deferredFailed bool                       // a statement was refused inside the deferred transaction
 	holdDeferred   bool                       // the current batch must not send the deferred BEGIN
+	copy           *copySplit                 // a COPY FROM STDIN split over shards
 	others         []other                    // RouteAll: the statement's open transactions on other shards
 	idle           atomic.Bool                // blocked reading the client between transactions
 }
@@ -358,6 +360,10 @@ func asWireErr(err error) *wire.Error {
 	if errors.As(err, &we) {
 		return we
 	}
+	var rf *plan.Refusal
+	if errors.As(err, &rf) {
+		return refusal(rf)
+	}
 	if errors.Is(err, pool.ErrTimeout) {
 		return wire.Errorf(pgcode.TooManyConnections, "no server connection available: %v", err).
 			WithHint("All pool connections are busy: raise pool.size or pool.wait_timeout, or shorten transactions.")
@@ -465,31 +471,37 @@ func quoteLiteral(s string) string {
 // detach hands the server connection back. force is set when the client is
 // gone: a connection inside a transaction or with answers pending is closed.
 func (s *session) detach(force bool) {
+	if force {
+		if s.copy != nil {
+			_ = s.finish(s.copy.order, false)
+			s.copy = nil
+		}
+		if len(s.others) > 0 {
+			s.finishOthers(false)
+		}
+	}
 	s.mu.Lock()
 	sc := s.sc
 	s.sc = nil
 	s.mu.Unlock()
-	if sc == nil {
-		return
-	}
-	p := s.poolOf(sc)
-	if force && (sc.TxStatus != 'I' || s.hasReal() || s.copyIn) {
-		p.Discard(sc)
-	} else if !force && s.cfg.Mode == PoolSession {
-		if s.held == nil {
-			s.held = map[int]*pool.Conn{}
+	if sc != nil {
+		p := s.poolOf(sc)
+		switch {
+		case force && (sc.TxStatus != 'I' || s.hasReal() || s.copyIn):
+			p.Discard(sc)
+		case !force && s.cfg.Mode == PoolSession:
+			if s.held == nil {
+				s.held = map[int]*pool.Conn{}
+			}
+			s.held[s.scShard] = sc
+		default:
+			p.Release(sc)
 		}
-		s.held[s.scShard] = sc
-	} else {
-		p.Release(sc)
 	}
 	if force {
 		for k, h := range s.held {
 			s.poolOf(h).Release(h)
 			delete(s.held, k)
-		}
-		if len(s.others) > 0 {
-			s.finishOthers(false)
 		}
 	}
 }

@@ -51,9 +51,15 @@ func runMain(m *testing.M) int {
 	// may hold the first range: move on to the next one.
 	for port := basePort; port < basePort+1000; port += 100 {
 		cluster, err = localpg.Up(ctx, localpg.Options{Dir: dir, Shards: testShards, PGPort: port, Listen: "127.0.0.1:0"})
-		if !errors.Is(err, localpg.ErrPortInUse) {
+		if err == nil {
 			break
 		}
+		// A port taken between the check and the start shows up as a
+		// failed start: try the next range for that too.
+		if !errors.Is(err, localpg.ErrPortInUse) && !strings.Contains(err.Error(), "could not start server") {
+			break
+		}
+		fmt.Fprintln(os.Stderr, "test cluster: ports from", port, "busy, trying the next range")
 		_ = localpg.Down(context.Background(), dir, true)
 		_ = os.MkdirAll(dir, 0o755)
 	}

@@ -110,6 +110,69 @@ func TestShardedRouting(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
+	// A multi-row INSERT whose rows belong to different shards is split.
+	var vals []string
+	for i := 0; i < 50; i++ {
+		id := int64(1_000_000 + i)
+		ids = append(ids, id)
+		vals = append(vals, fmt.Sprintf("(%d, 'multi %d', %d)", id, i, i))
+	}
+	tag, err := c.PgConn().Exec(ctx, "insert into accounts (id, name, balance) values "+strings.Join(vals, ", ")).ReadAll()
+	if err != nil || tag[0].CommandTag.String() != "INSERT 0 50" {
+		t.Fatalf("multi-shard insert: %v %v", tag, err)
+	}
+	// ... atomically: a duplicate key on one shard leaves no row anywhere.
+	_, err = c.Exec(ctx, "insert into accounts (id, name) values (2000001, 'a'), (2000002, 'b'), (2000003, 'c'), (1000000, 'dup')")
+	if pgCode(err) != "23505" {
+		t.Fatalf("multi-shard insert with a duplicate: %v", err)
+	}
+	var n int
+	if err := c.QueryRow(ctx, "select count(*) from accounts where id = any($1)", []int64{2000001, 2000002, 2000003}).Scan(&n); pgCode(err) != "0A000" && (err != nil || n != 0) {
+		t.Fatalf("rows of the failed insert: %d %v", n, err)
+	}
+	for _, id := range []int64{2000001, 2000002, 2000003} {
+		if err := c.QueryRow(ctx, "select count(*) from accounts where id = $1", id).Scan(&n); err != nil || n != 0 {
+			t.Fatalf("row %d of the failed insert: %d %v", id, n, err)
+		}
+	}
+
+	// COPY FROM STDIN is split by shard: text, CSV, and pgx's binary COPY.
+	var text, csv strings.Builder
+	for i := 0; i < 100; i++ {
+		id := int64(3_000_000 + i)
+		ids = append(ids, id)
+		fmt.Fprintf(&text, "%d\tcopy text %d\t%d\n", id, i, i)
+		id2 := int64(4_000_000 + i)
+		ids = append(ids, id2)
+		fmt.Fprintf(&csv, "%d,\"copy, csv\n%d\",%d\n", id2, i, i)
+	}
+	if tag, err := c.PgConn().CopyFrom(ctx, strings.NewReader(text.String()), "copy accounts (id, name, balance) from stdin"); err != nil || tag.RowsAffected() != 100 {
+		t.Fatalf("copy text: %v %v", tag, err)
+	}
+	if tag, err := c.PgConn().CopyFrom(ctx, strings.NewReader("id,name,balance\n"+csv.String()), "copy accounts from stdin (format csv, header true)"); err != nil || tag.RowsAffected() != 100 {
+		t.Fatalf("copy csv: %v %v", tag, err)
+	}
+	var rows [][]any
+	for i := 0; i < 100; i++ {
+		id := int64(5_000_000 + i)
+		ids = append(ids, id)
+		rows = append(rows, []any{id, fmt.Sprint("copy binary ", i), i})
+	}
+	if n, err := c.CopyFrom(ctx, pgx.Identifier{"accounts"}, []string{"id", "name", "balance"}, pgx.CopyFromRows(rows)); err != nil || n != 100 {
+		t.Fatalf("copy binary: %d %v", n, err)
+	}
+	// A bad row fails the whole COPY on every shard.
+	if _, err := c.PgConn().CopyFrom(ctx, strings.NewReader("6000001\tok\t1\nxyz\tbad\t2\n"), "copy accounts (id, name, balance) from stdin"); pgCode(err) != "22P02" {
+		t.Fatalf("copy with a bad key: %v", err)
+	}
+	if err := c.QueryRow(ctx, "select count(*) from accounts where id = 6000001").Scan(&n); err != nil || n != 0 {
+		t.Fatalf("row of the failed copy: %d %v", n, err)
+	}
+	var name string
+	if err := c.QueryRow(ctx, "select name from accounts where id = 4000007").Scan(&name); err != nil || name != "copy, csv\n7" {
+		t.Fatalf("csv row: %q %v", name, err)
+	}
+
 	for i := 0; i < 200; i++ {
 		email := fmt.Sprintf("user%d@exämple.com", i)
 		if _, err := c.Exec(ctx, "insert into users values ($1, $2)", email, ids[i]); err != nil {
@@ -158,7 +221,7 @@ func TestShardedRouting(t *testing.T) {
 			t.Errorf("shard %s: unsharded table has %d rows, want %d", in.Name, audit, want)
 		}
 	}
-	if !reflect.DeepEqual(total, map[string]int{"accounts": 400, "orders": 800, "users": 200, "sessions": 200}) {
+	if !reflect.DeepEqual(total, map[string]int{"accounts": 750, "orders": 800, "users": 200, "sessions": 200}) {
 		t.Fatalf("row totals over the shards: %v", total)
 	}
 	t.Logf("rows per table over 3 shards: %v", total)

@@ -1,0 +1,603 @@
+package proxy
+
+import (
+	"bytes"
+	"context"
+	"encoding/binary"
+	"fmt"
+	"strconv"
+	"strings"
+
+	"github.com/jackc/pgx/v5/pgproto3"
+
+	"github.com/pgshard/pgshard/router/pool"
+	"github.com/pgshard/pgshard/wire"
+	"github.com/pgshard/pgshard/wire/pgcode"
+)
+
+// shardConn is a server connection this session borrowed for a statement
+// that runs on several shards at once.
+type shardConn struct {
+	shard int
+	sc    *pool.Conn
+	p     *pool.Pool
+}
+
+// borrow takes a connection to shard i with the client's settings applied.
+func (s *session) borrow(i int) (*shardConn, error) {
+	p := s.srv.poolFor(s.srv.Map(), i)
+	if p == nil {
+		return nil, wire.Errorf(pgcode.ConnectionFailure, "shard %s has no connection pool", s.shardName(i))
+	}
+	sc, err := p.Acquire(context.Background())
+	if err != nil {
+		return nil, err
+	}
+	if sc.ParamsKey != s.paramsKey {
+		if err := s.applyParams(sc); err != nil {
+			p.Discard(sc)
+			return nil, err
+		}
+	}
+	return &shardConn{shard: i, sc: sc, p: p}, nil
+}
+
+// finish commits (ok) or rolls back each connection's transaction and
+// returns the connections to their pools.
+func (s *session) finish(conns []*shardConn, ok bool) error {
+	var first error
+	for _, c := range conns {
+		if !c.sc.Broken && c.sc.TxStatus != 'I' {
+			cmd := "ROLLBACK"
+			if ok {
+				cmd = "COMMIT"
+			}
+			if err := execSimple(c.sc, cmd); err != nil && first == nil {
+				first = err
+				ok = false // commit the rest? no: roll them back
+			}
+		}
+		c.p.Release(c.sc)
+	}
+	return first
+}
+
+// runSplit runs one statement per shard (a multi-row INSERT whose rows
+// belong to different shards) in a transaction on each, commits all if all
+// succeed, and answers like one Postgres: the rows of RETURNING, then one
+// command tag with the summed count.
+func (s *session) runSplit(r Route) error {
+	if s.inTxBlock() {
+		return s.refuseQuery(wire.Errorf(pgcode.FeatureNotSupported, "this INSERT writes rows to several shards, which is not possible inside a transaction block").
+			WithHint("Insert rows for one sharding key at a time inside transactions, or enable two-phase commit."))
+	}
+	var conns []*shardConn
+	fail := func(err error) error {
+		_ = s.finish(conns, false)
+		s.sendErr(asWireErr(err))
+		s.send(&pgproto3.ReadyForQuery{TxStatus: 'I'})
+		return s.flush()
+	}
+	for _, part := range r.Parts {
+		c, err := s.borrow(part.Shard)
+		if err != nil {
+			return fail(err)
+		}
+		conns = append(conns, c)
+		if err := execSimple(c.sc, "BEGIN"); err != nil {
+			return fail(err)
+		}
+	}
+	var total int64
+	verb := ""
+	sentDesc := false
+	for i, part := range r.Parts {
+		sc := conns[i].sc
+		sc.FE.Send(&pgproto3.Query{String: part.SQL})
+		if err := sc.FE.Flush(); err != nil {
+			sc.Broken = true
+			return fail(fmt.Errorf("shard %s: %w", sc.Shard, err))
+		}
+		var qerr *pgproto3.ErrorResponse
+	read:
+		for {
+			m, err := sc.FE.Receive()
+			if err != nil {
+				sc.Broken = true
+				return fail(fmt.Errorf("shard %s: %w", sc.Shard, err))
+			}
+			switch m := m.(type) {
+			case *pgproto3.RowDescription:
+				if !sentDesc {
+					s.send(m)
+					sentDesc = true
+				}
+			case *pgproto3.DataRow:
+				s.send(m)
+				if len(s.out) >= flushThreshold {
+					if err := s.flush(); err != nil {
+						return err
+					}
+				}
+			case *pgproto3.CommandComplete:
+				f := strings.Fields(string(m.CommandTag))
+				if len(f) > 0 {
+					verb = f[0]
+					n, _ := strconv.ParseInt(f[len(f)-1], 10, 64)
+					total += n
+				}
+			case *pgproto3.NoticeResponse:
+				s.send(m)
+			case *pgproto3.ErrorResponse:
+				c := *m
+				qerr = &c
+			case *pgproto3.ReadyForQuery:
+				sc.TxStatus = m.TxStatus
+				break read
+			}
+		}
+		if qerr != nil {
+			_ = s.finish(conns, false)
+			s.out = s.out[:0] // rows already buffered belong to a failed statement
+			s.send(qerr)
+			s.send(&pgproto3.ReadyForQuery{TxStatus: 'I'})
+			return s.flush()
+		}
+	}
+	if err := s.finish(conns, true); err != nil {
+		s.log.Error("split statement: commit failed on a shard after others committed", "err", err)
+		s.sendErr(wire.Errorf(pgcode.InternalError, "commit failed on a shard: %v", err).
+			WithHint("Some shards may have committed their rows; enable two-phase commit for atomic multi-shard writes."))
+		s.send(&pgproto3.ReadyForQuery{TxStatus: 'I'})
+		return s.flush()
+	}
+	tag := fmt.Sprintf("%s %d", verb, total)
+	if verb == "INSERT" {
+		tag = fmt.Sprintf("INSERT 0 %d", total)
+	}
+	s.send(&pgproto3.CommandComplete{CommandTag: []byte(tag)})
+	s.send(&pgproto3.ReadyForQuery{TxStatus: 'I'})
+	return s.flush()
+}
+
+// copySplit is a COPY FROM STDIN being split by shard.
+type copySplit struct {
+	r      *CopyRoute
+	sql    string
+	conns  map[int]*shardConn
+	order  []*shardConn
+	out    map[int][]byte // pending row bytes per shard
+	buf    []byte         // incomplete row carried between CopyData messages
+	header []byte
+	seenHd bool
+	err    error
+	rows   int64
+	inResp *pgproto3.CopyInResponse
+	// trailer: a binary COPY's end marker was seen
+	trailer bool
+}
+
+// startCopy begins a split COPY: it opens the COPY on the default shard
+// (whose CopyInResponse the client gets) and on others as their rows come.
+func (s *session) startCopy(r Route, sql string) error {
+	if s.inTxBlock() {
+		return s.refuseQuery(wire.Errorf(pgcode.FeatureNotSupported, "COPY into a sharded table cannot run inside a transaction block").
+			WithHint("Run the COPY outside explicit transactions; pgshard makes it atomic per shard."))
+	}
+	cs := &copySplit{r: r.Copy, sql: sql, conns: map[int]*shardConn{}, out: map[int][]byte{}}
+	s.copy = cs
+	if _, err := s.copyConn(s.defaultShard()); err != nil {
+		s.copy = nil
+		_ = s.finish(cs.order, false)
+		s.sendErr(asWireErr(err))
+		s.send(&pgproto3.ReadyForQuery{TxStatus: 'I'})
+		return s.flush()
+	}
+	s.send(cs.inResp)
+	s.copyIn = true
+	return s.flush()
+}
+
+// copyConn returns the shard's COPY connection, starting its COPY if needed.
+func (s *session) copyConn(shard int) (*shardConn, error) {
+	cs := s.copy
+	if c := cs.conns[shard]; c != nil {
+		return c, nil
+	}
+	c, err := s.borrow(shard)
+	if err != nil {
+		return nil, err
+	}
+	cs.conns[shard] = c
+	cs.order = append(cs.order, c)
+	if err := execSimple(c.sc, "BEGIN"); err != nil {
+		return nil, err
+	}
+	c.sc.FE.Send(&pgproto3.Query{String: cs.sql})
+	if err := c.sc.FE.Flush(); err != nil {
+		c.sc.Broken = true
+		return nil, err
+	}
+	for {
+		m, err := c.sc.FE.Receive()
+		if err != nil {
+			c.sc.Broken = true
+			return nil, err
+		}
+		switch m := m.(type) {
+		case *pgproto3.CopyInResponse:
+			if cs.inResp == nil {
+				cp := *m
+				cp.ColumnFormatCodes = append([]uint16(nil), m.ColumnFormatCodes...)
+				cs.inResp = &cp
+			}
+			if (cs.r.Header || cs.r.Format == "binary") && cs.header != nil {
+				cs.out[shard] = append(cs.out[shard], cs.header...)
+			}
+			return c, nil
+		case *pgproto3.ErrorResponse:
+			e := &wire.Error{Severity: "ERROR", Code: m.Code, Message: m.Message, Detail: m.Detail, Hint: m.Hint}
+			// Drain to ReadyForQuery.
+			for {
+				m2, err := c.sc.FE.Receive()
+				if err != nil {
+					c.sc.Broken = true
+					break
+				}
+				if rfq, ok := m2.(*pgproto3.ReadyForQuery); ok {
+					c.sc.TxStatus = rfq.TxStatus
+					break
+				}
+			}
+			return nil, e
+		}
+	}
+}
+
+// copyData splits complete rows of data by shard.
+func (s *session) copyData(data []byte) {
+	cs := s.copy
+	if cs.err != nil {
+		return
+	}
+	cs.buf = append(cs.buf, data...)
+	if cs.r.Format == "binary" {
+		s.copyBinary()
+		return
+	}
+	rest := cs.buf
+	for {
+		end := rowEnd(rest, cs.r)
+		if end < 0 {
+			break
+		}
+		row := rest[:end+1]
+		rest = rest[end+1:]
+		if cs.r.Header && !cs.seenHd {
+			cs.seenHd = true
+			cs.header = append([]byte(nil), row...)
+			for sh := range cs.conns {
+				cs.out[sh] = append(cs.out[sh], row...)
+			}
+			continue
+		}
+		if cs.r.Format != "csv" && (bytes.Equal(row, []byte("\\.\n")) || bytes.Equal(row, []byte("\\.\r\n"))) {
+			continue // end-of-data marker
+		}
+		field, null, ok := keyField(row[:end], cs.r)
+		if !ok {
+			cs.err = wire.Errorf("22P04", "missing data for column %d of COPY row", cs.r.KeyIndex+1)
+			return
+		}
+		b, err := cs.r.Bucket(field, null)
+		if err != nil {
+			cs.err = err
+			return
+		}
+		shard := s.srv.Map().ShardOf(b)
+		if _, err := s.copyConn(shard); err != nil {
+			cs.err = err
+			return
+		}
+		cs.out[shard] = append(cs.out[shard], row...)
+		cs.rows++
+		if len(cs.out[shard]) >= 64<<10 {
+			s.copyFlush(shard)
+		}
+	}
+	cs.buf = append(cs.buf[:0], rest...)
+}
+
+// binary COPY framing: an 11-byte signature, flags and an extension area,
+// then tuples (int16 field count, each field int32 length + bytes; -1 is
+// NULL), then the trailer int16 -1.
+var copySignature = []byte("PGCOPY\n\xff\r\n\x00")
+
+func (s *session) copyBinary() {
+	cs := s.copy
+	rest := cs.buf
+	if !cs.seenHd {
+		if len(rest) < 19 {
+			return
+		}
+		if !bytes.Equal(rest[:11], copySignature) {
+			cs.err = wire.Errorf("22P04", "COPY file signature not recognized")
+			return
+		}
+		ext := int(binary.BigEndian.Uint32(rest[15:19]))
+		if ext < 0 || len(rest) < 19+ext {
+			return
+		}
+		cs.header = append([]byte(nil), rest[:19+ext]...)
+		cs.seenHd = true
+		for sh := range cs.conns {
+			cs.out[sh] = append(cs.out[sh], cs.header...)
+		}
+		rest = rest[19+ext:]
+	}
+	for len(rest) >= 2 {
+		nf := int(int16(binary.BigEndian.Uint16(rest)))
+		if nf == -1 {
+			rest = rest[2:] // trailer: endCopy sends one to every shard
+			cs.trailer = true
+			continue
+		}
+		if nf <= cs.r.KeyIndex {
+			cs.err = wire.Errorf("22P04", "row field count is %d, expected more than %d", nf, cs.r.KeyIndex)
+			return
+		}
+		off := 2
+		var key []byte
+		null, complete := false, true
+		for f := 0; f < nf; f++ {
+			if len(rest) < off+4 {
+				complete = false
+				break
+			}
+			n := int(int32(binary.BigEndian.Uint32(rest[off:])))
+			off += 4
+			if n < 0 {
+				if f == cs.r.KeyIndex {
+					null = true
+				}
+				continue
+			}
+			if len(rest) < off+n {
+				complete = false
+				break
+			}
+			if f == cs.r.KeyIndex {
+				key = rest[off : off+n]
+			}
+			off += n
+		}
+		if !complete {
+			break
+		}
+		b, err := cs.r.Bucket(key, null)
+		if err != nil {
+			cs.err = err
+			return
+		}
+		shard := s.srv.Map().ShardOf(b)
+		if _, err := s.copyConn(shard); err != nil {
+			cs.err = err
+			return
+		}
+		cs.out[shard] = append(cs.out[shard], rest[:off]...)
+		cs.rows++
+		rest = rest[off:]
+		if len(cs.out[shard]) >= 64<<10 {
+			s.copyFlush(shard)
+		}
+	}
+	cs.buf = append(cs.buf[:0], rest...)
+}
+
+func (s *session) copyFlush(shard int) {
+	cs := s.copy
+	if len(cs.out[shard]) == 0 {
+		return
+	}
+	c := cs.conns[shard]
+	c.sc.FE.Send(&pgproto3.CopyData{Data: cs.out[shard]})
+	if err := c.sc.FE.Flush(); err != nil && cs.err == nil {
+		c.sc.Broken = true
+		cs.err = fmt.Errorf("shard %s: %w", c.sc.Shard, err)
+	}
+	cs.out[shard] = cs.out[shard][:0]
+}
+
+// endCopy finishes a split COPY: CopyDone (or CopyFail) to every shard,
+// then commit all if all succeeded, and one command tag with the total.
+func (s *session) endCopy(fail *pgproto3.CopyFail) error {
+	cs := s.copy
+	s.copy = nil
+	s.copyIn = false
+	if cs.r.Format == "binary" && fail == nil && cs.err == nil {
+		if len(cs.buf) > 0 {
+			cs.err = wire.Errorf("22P04", "unexpected EOF in COPY data")
+		}
+		for sh := range cs.conns {
+			cs.out[sh] = append(cs.out[sh], 0xff, 0xff)
+		}
+	} else if fail == nil && cs.err == nil && len(cs.buf) > 0 {
+		// A last row without a newline.
+		s.copy = cs
+		s.copyData([]byte("\n"))
+		s.copy = nil
+	}
+	for sh := range cs.conns {
+		if cs.err == nil {
+			s.copy = cs
+			s.copyFlush(sh)
+			s.copy = nil
+		}
+	}
+	var firstErr *pgproto3.ErrorResponse
+	var total int64
+	for _, c := range cs.order {
+		switch {
+		case fail != nil:
+			c.sc.FE.Send(fail)
+		case cs.err != nil:
+			c.sc.FE.Send(&pgproto3.CopyFail{Message: "pgshard: aborted"})
+		default:
+			c.sc.FE.Send(&pgproto3.CopyDone{})
+		}
+		if err := c.sc.FE.Flush(); err != nil {
+			c.sc.Broken = true
+			continue
+		}
+		for {
+			m, err := c.sc.FE.Receive()
+			if err != nil {
+				c.sc.Broken = true
+				break
+			}
+			if e, ok := m.(*pgproto3.ErrorResponse); ok && firstErr == nil {
+				cp := *e
+				firstErr = &cp
+			}
+			if cc, ok := m.(*pgproto3.CommandComplete); ok {
+				f := strings.Fields(string(cc.CommandTag))
+				if len(f) == 2 {
+					n, _ := strconv.ParseInt(f[1], 10, 64)
+					total += n
+				}
+			}
+			if rfq, ok := m.(*pgproto3.ReadyForQuery); ok {
+				c.sc.TxStatus = rfq.TxStatus
+				break
+			}
+		}
+	}
+	ok := fail == nil && cs.err == nil && firstErr == nil
+	if err := s.finish(cs.order, ok); err != nil && ok {
+		s.sendErr(wire.Errorf(pgcode.InternalError, "COPY commit failed on a shard: %v", err))
+	} else if cs.err != nil {
+		s.sendErr(asWireErr(cs.err))
+	} else if firstErr != nil {
+		s.send(firstErr)
+	} else {
+		s.send(&pgproto3.CommandComplete{CommandTag: []byte(fmt.Sprintf("COPY %d", total))})
+	}
+	s.send(&pgproto3.ReadyForQuery{TxStatus: 'I'})
+	return s.flush()
+}
+
+// rowEnd returns the index of the newline ending the first row of b, or -1.
+// In CSV a newline inside quotes belongs to the field.
+func rowEnd(b []byte, r *CopyRoute) int {
+	if r.Format != "csv" {
+		return bytes.IndexByte(b, '\n')
+	}
+	inQ := false
+	for i := 0; i < len(b); i++ {
+		c := b[i]
+		switch {
+		case inQ && c == r.Escape && r.Escape != r.Quote && i+1 < len(b):
+			i++
+		case c == r.Quote:
+			if inQ && r.Escape == r.Quote && i+1 < len(b) && b[i+1] == r.Quote {
+				i++
+			} else {
+				inQ = !inQ
+			}
+		case c == '\n' && !inQ:
+			return i
+		}
+	}
+	return -1
+}
+
+// keyField returns the unescaped key column of a row (without newline).
+func keyField(row []byte, r *CopyRoute) (field []byte, null bool, ok bool) {
+	row = bytes.TrimSuffix(row, []byte("\r"))
+	idx := 0
+	if r.Format != "csv" {
+		start := 0
+		for i := 0; i <= len(row); i++ {
+			if i == len(row) || (row[i] == r.Delimiter && (i == 0 || !escaped(row, i))) {
+				if idx == r.KeyIndex {
+					f := row[start:i]
+					if string(f) == r.Null {
+						return nil, true, true
+					}
+					return unescapeText(f), false, true
+				}
+				idx++
+				start = i + 1
+			}
+		}
+		return nil, false, false
+	}
+	var f []byte
+	inQ, quoted := false, false
+	for i := 0; i <= len(row); i++ {
+		if i == len(row) || (!inQ && row[i] == r.Delimiter) {
+			if idx == r.KeyIndex {
+				if !quoted && string(f) == r.Null {
+					return nil, true, true
+				}
+				return f, false, true
+			}
+			idx++
+			f, quoted = f[:0], false
+			continue
+		}
+		c := row[i]
+		switch {
+		case inQ && c == r.Escape && i+1 < len(row) && (row[i+1] == r.Quote || row[i+1] == r.Escape) && (r.Escape != r.Quote || row[i+1] == r.Quote):
+			f = append(f, row[i+1])
+			i++
+		case c == r.Quote:
+			inQ = !inQ
+			quoted = true
+		default:
+			f = append(f, c)
+		}
+	}
+	return nil, false, false
+}
+
+// escaped reports whether row[i] is preceded by an odd number of backslashes.
+func escaped(row []byte, i int) bool {
+	n := 0
+	for j := i - 1; j >= 0 && row[j] == '\\'; j-- {
+		n++
+	}
+	return n%2 == 1
+}
+
+// unescapeText undoes COPY text-format backslash escapes in a field.
+func unescapeText(f []byte) []byte {
+	if bytes.IndexByte(f, '\\') < 0 {
+		return f
+	}
+	out := make([]byte, 0, len(f))
+	for i := 0; i < len(f); i++ {
+		if f[i] != '\\' || i+1 == len(f) {
+			out = append(out, f[i])
+			continue
+		}
+		i++
+		switch f[i] {
+		case 'n':
+			out = append(out, '\n')
+		case 't':
+			out = append(out, '\t')
+		case 'r':
+			out = append(out, '\r')
+		case 'b':
+			out = append(out, '\b')
+		case 'f':
+			out = append(out, '\f')
+		case 'v':
+			out = append(out, '\v')
+		default:
+			out = append(out, f[i])
+		}
+	}
+	return out
+}
