@@ -400,6 +400,7 @@ func (s *session) finishOthers(ok bool) {
 // first error the server reports.
 func execSimple(sc *pool.Conn, sql string) error {
 	sc.FE.Send(&pgproto3.Query{String: sql})
+	sc.Unnamed = 0
 	if err := sc.FE.Flush(); err != nil {
 		sc.Broken = true
 		return fmt.Errorf("shard %s: %w", sc.Shard, err)

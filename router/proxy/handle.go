@@ -252,6 +252,13 @@ func (s *session) handleParse(m *pgproto3.Parse) error {
 			return s.proxyError(wire.Errorf("42P05", "prepared statement %q already exists", m.Name))
 		}
 	}
+	if m.Name != "" && s.sc == nil && s.srv.isKnown(st.srvName) {
+		// A statement some shard already accepted: no need to hold a
+		// server connection just to parse it; Bind prepares it where it runs.
+		s.stmts[m.Name] = st
+		s.push(pending{kind: pSynth, synth: &pgproto3.ParseComplete{}})
+		return nil
+	}
 	if err := s.attach(); err != nil {
 		return s.proxyError(err)
 	}
@@ -438,6 +445,9 @@ func (s *session) drive() error {
 			p := s.pop()
 			if p.kind != pParseHidden {
 				s.send(m)
+			}
+			if p.srvName != "" {
+				s.srv.markKnown(p.srvName)
 			}
 		case *pgproto3.BindComplete, *pgproto3.CloseComplete:
 			s.pop()

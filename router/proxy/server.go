@@ -74,6 +74,12 @@ type Server struct {
 
 	keyPos sync.Map // "table.column" -> int
 
+	// known holds server statement names that some shard has parsed
+	// successfully: a Parse of one of them is answered without waiting for
+	// a server connection (it is prepared lazily where it runs).
+	known  sync.Map
+	nKnown atomic.Int64
+
 	paramsMu sync.Mutex
 	params   map[string]map[string]string // reported ParameterStatus by client params key
 
@@ -393,6 +399,7 @@ func (s *Server) forgetKeyPositions() { s.keyPos.Clear() }
 // queryInt runs a one-value query on sc.
 func queryInt(sc *pool.Conn, sql string) (int, error) {
 	sc.FE.Send(&pgproto3.Query{String: sql})
+	sc.Unnamed = 0
 	if err := sc.FE.Flush(); err != nil {
 		sc.Broken = true
 		return 0, err
@@ -417,4 +424,21 @@ func queryInt(sc *pool.Conn, sql string) (int, error) {
 			return v, qerr
 		}
 	}
+}
+
+// maxKnownStatements bounds the known-statement set.
+const maxKnownStatements = 100000
+
+func (s *Server) markKnown(name string) {
+	if s.nKnown.Load() >= maxKnownStatements {
+		return
+	}
+	if _, loaded := s.known.LoadOrStore(name, struct{}{}); !loaded {
+		s.nKnown.Add(1)
+	}
+}
+
+func (s *Server) isKnown(name string) bool {
+	_, ok := s.known.Load(name)
+	return ok
 }

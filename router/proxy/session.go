@@ -78,6 +78,11 @@ type session struct {
 	copy           *copySplit                 // a COPY FROM STDIN split over shards
 	others         []other                    // RouteAll: the statement's open transactions on other shards
 	idle           atomic.Bool                // blocked reading the client between transactions
+	cancels        int                        // cancel requests in flight to sc (guarded by mu)
+	cancelDone     *sync.Cond                 // signalled when cancels drops to 0
+	waiting        bool                       // queued for a server connection (guarded by mu)
+	waitCtx        context.Context
+	waitCancel     context.CancelFunc
 }
 
 type kv struct{ k, v string }
@@ -117,7 +122,7 @@ type pending struct {
 }
 
 func newSession(srv *Server, cfg *Config, st *wire.Startup, id uint64, log *slog.Logger) *session {
-	return &session{
+	s := &session{
 		srv:      srv,
 		cfg:      cfg,
 		conn:     st.Conn,
@@ -143,6 +148,9 @@ func newSession(srv *Server, cfg *Config, st *wire.Startup, id uint64, log *slog
 		user:     st.Startup.Parameters["user"],
 		database: st.Startup.Parameters["database"],
 	}
+	s.cancelDone = sync.NewCond(&s.mu)
+	s.waitCtx, s.waitCancel = context.WithCancel(context.Background())
+	return s
 }
 
 // parseOptions reads "-c name=value" and "--name=value" pairs from the
@@ -395,9 +403,26 @@ func (s *session) attach() error {
 			return wire.Errorf(pgcode.ConnectionFailure, "shard %s has no connection pool", s.shardName(want))
 		}
 		// The pool bounds the wait (pool.wait_timeout) and the dial
-		// (connect_timeout) itself.
+		// (connect_timeout) itself; a CancelRequest ends the wait.
+		s.mu.Lock()
+		ctx := s.waitCtx
+		s.waiting = true
+		s.mu.Unlock()
 		var err error
-		sc, err = p.Acquire(context.Background())
+		sc, err = p.Acquire(ctx)
+		s.mu.Lock()
+		s.waiting = false
+		if ctx.Err() != nil {
+			s.waitCtx, s.waitCancel = context.WithCancel(context.Background())
+			if err == nil {
+				p.Release(sc)
+				sc, err = nil, context.Canceled
+			}
+		}
+		s.mu.Unlock()
+		if errors.Is(err, context.Canceled) {
+			return wire.Errorf(pgcode.QueryCanceled, "canceling statement due to user request")
+		}
 		if err != nil {
 			return err
 		}
@@ -414,6 +439,7 @@ func (s *session) attach() error {
 	s.mu.Unlock()
 	if s.deferred != "" && !s.holdDeferred {
 		s.toServer(&pgproto3.Query{String: s.deferred}, pending{kind: pHidden})
+		sc.Unnamed = 0
 		s.deferred = ""
 		s.deferredFailed = false
 	}
@@ -432,6 +458,7 @@ func (s *session) applyParams(sc *pool.Conn) error {
 		b.WriteString(";")
 	}
 	sc.FE.Send(&pgproto3.Query{String: b.String()})
+	sc.Unnamed = 0 // a simple Query drops the unnamed statement
 	if err := sc.FE.Flush(); err != nil {
 		return fmt.Errorf("shard %s: %w", sc.Shard, err)
 	}
@@ -481,6 +508,11 @@ func (s *session) detach(force bool) {
 		}
 	}
 	s.mu.Lock()
+	// A cancel on its way to this server connection must land before the
+	// connection can serve another client, or it would cancel their query.
+	for s.cancels > 0 {
+		s.cancelDone.Wait()
+	}
 	sc := s.sc
 	s.sc = nil
 	s.mu.Unlock()
@@ -518,10 +550,23 @@ func (s *session) poolOf(sc *pool.Conn) *pool.Pool {
 func (s *session) cancelServer() {
 	s.mu.Lock()
 	sc := s.sc
-	s.mu.Unlock()
 	if sc == nil {
+		if s.waiting {
+			s.waitCancel() // the client is queued for a server connection
+		}
+		s.mu.Unlock()
 		return
 	}
+	s.cancels++
+	s.mu.Unlock()
+	defer func() {
+		s.mu.Lock()
+		s.cancels--
+		if s.cancels == 0 {
+			s.cancelDone.Broadcast()
+		}
+		s.mu.Unlock()
+	}()
 	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Second)
 	defer cancel()
 	if err := sc.Cancel(ctx); err != nil {
