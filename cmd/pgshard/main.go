@@ -101,6 +101,9 @@ func run() error {
 	if err != nil {
 		return err
 	}
+	if err := checkKeyColumns(ctx, cfg, m); err != nil {
+		return err
+	}
 	srv.SetMap(m)
 
 	l, err := net.Listen("tcp", cfg.Listen)

@@ -29,6 +29,7 @@ func NewRootCmd() *cobra.Command {
 	root.AddCommand(newHashCmd())
 	root.AddCommand(newMapCmd())
 	root.AddCommand(newProxiesCmd())
+	root.AddCommand(newExplainCmd())
 	return root
 }
 
