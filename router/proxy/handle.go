@@ -187,10 +187,13 @@ func (s *session) handleQuery(m *pgproto3.Query) error {
 // transaction pooling must carry: SET (replayed on other server
 // connections) and LISTEN (pins the server connection).
 func (s *session) noteQuery(q string) {
+	w := firstWord(q)
+	if w == "listen" {
+		s.listening = true
+	}
 	if s.cfg.Mode != PoolTransaction {
 		return
 	}
-	w := firstWord(q)
 	switch w {
 	case "listen":
 		s.pinned = true

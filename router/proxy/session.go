@@ -55,6 +55,7 @@ type session struct {
 	batchErr     bool   // an error happened since the last ReadyForQuery
 	txStatus     byte   // as last told to the client
 	pinned       bool   // keep the server connection (LISTEN in transaction mode)
+	listening    bool   // LISTEN was issued: relay notifications while idle
 	mu           sync.Mutex
 	sc           *pool.Conn // attached server connection; guarded by mu for cancel
 
@@ -199,7 +200,14 @@ func (s *session) run() {
 			return
 		}
 		s.idle.Store(s.sc == nil || s.sc.TxStatus == 'I')
+		var stopWatch func()
+		if s.listening && s.sc != nil && !s.hasReal() {
+			stopWatch = s.watchServer()
+		}
 		msg, err := s.be.Receive()
+		if stopWatch != nil {
+			stopWatch()
+		}
 		s.idle.Store(false)
 		if err != nil {
 			s.onReadError(err)
@@ -571,5 +579,42 @@ func (s *session) cancelServer() {
 	defer cancel()
 	if err := sc.Cancel(ctx); err != nil {
 		s.log.Warn("cancel failed", "shard", sc.Shard, "err", err)
+	}
+}
+
+// watchServer relays asynchronous server messages (notifications, notices,
+// parameter changes) to the client while the session waits for the
+// client's next message. The returned function stops it; only then may the
+// session use the server connection or write to the client again.
+func (s *session) watchServer() (stop func()) {
+	sc := s.sc
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		for {
+			m, err := sc.FE.Receive()
+			if err != nil {
+				return // the deadline set by stop, or a broken connection
+			}
+			switch m := m.(type) {
+			case *pgproto3.ParameterStatus:
+				sc.Params[m.Name] = m.Value
+			case *pgproto3.NotificationResponse, *pgproto3.NoticeResponse, *pgproto3.ErrorResponse:
+			default:
+				continue
+			}
+			buf, err := m.Encode(nil)
+			if err == nil {
+				_, err = s.conn.Write(buf)
+			}
+			if err != nil {
+				return
+			}
+		}
+	}()
+	return func() {
+		_ = sc.Net.SetReadDeadline(time.Now())
+		<-done
+		_ = sc.Net.SetReadDeadline(time.Time{})
 	}
 }

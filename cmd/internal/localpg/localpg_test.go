@@ -137,7 +137,7 @@ func TestClusterLifecycle(t *testing.T) {
 			}
 			Sharding struct {
 				Buckets   int
-				Tables    []struct{ Name, Key string }
+				Tables    []struct{ Name, Key, Type string }
 				Reference []string
 			}
 		}
