@@ -156,6 +156,11 @@ func explain(ctx context.Context, m *shardmap.Map, sql string, params []string) 
 		res.Buckets = bs
 		used := make([]bool, len(m.Shards))
 		for _, b := range bs {
+			if b == plan.AnyBucket {
+				res.Owners = append(res.Owners, "any")
+				used[m.Default] = true
+				continue
+			}
 			o := m.ShardOf(b)
 			used[o] = true
 			res.Owners = append(res.Owners, m.Shards[o].Name)

@@ -59,7 +59,8 @@ const (
 // (22P02 invalid input syntax, 22003 out of range, 22021 bad encoding,
 // 22P03 bad binary format). A NULL key is bucket 0, where hash
 // partitioning puts NULLs; a key list that turns out empty (= ANY('{}'))
-// gives bucket 0 too, since any shard answers "no rows" correctly.
+// or a number beyond the key's range gives AnyBucket, since any shard
+// answers "no rows" (or the same error) correctly.
 func (p *Plan) Buckets(in Inputs, rules shardmap.Rules) ([]int, error) {
 	return p.AppendBuckets(nil, in, rules)
 }
@@ -110,10 +111,15 @@ func (p *Plan) AppendBuckets(dst []int, in Inputs, rules shardmap.Rules) ([]int,
 		}
 	}
 	if len(dst) == start && p.Insert == nil {
-		dst = append(dst, 0)
+		dst = append(dst, AnyBucket)
 	}
 	return dst, nil
 }
+
+// AnyBucket stands for a key no row can have (an empty key list, a number
+// beyond the key type's range): the statement finds nothing on any shard,
+// so whichever shard the session holds may answer it.
+const AnyBucket = -1
 
 func appendKey(dst []int, ks KeySource, in Inputs, n int) ([]int, error) {
 	if ks.Null {
@@ -241,7 +247,7 @@ func appendText(dst []int, ks KeySource, s string, num bool, n int) ([]int, erro
 			if errors.Is(err, shardmap.ErrKeyOutOfRange) {
 				// Beyond bigint: Postgres compares it as numeric and no
 				// row matches (or the INSERT fails): any bucket answers.
-				return append(dst, 0), nil
+				return append(dst, AnyBucket), nil
 			}
 			if err != nil {
 				return dst, keyError(shardmap.KeyBigint, s, n)

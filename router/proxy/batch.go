@@ -71,6 +71,10 @@ func (s *session) anyShard() int {
 	return s.defaultShard()
 }
 
+func errTxAborted() *wire.Error {
+	return wire.Errorf(pgcode.InFailedSQLTransaction, "current transaction is aborted, commands ignored until end of transaction block")
+}
+
 func errCrossShard(from, to string) *wire.Error {
 	return wire.Errorf(pgcode.FeatureNotSupported, "transaction is pinned to shard %s but this statement needs shard %s", from, to).
 		WithHint("Keep each transaction on one sharding key, or enable two-phase commit for multi-shard transactions.")
@@ -100,19 +104,31 @@ func (s *session) pinnedShard() int {
 // statements the session answers itself. done means the query was fully
 // answered.
 func (s *session) routeQuery(m *pgproto3.Query) (done bool, err error) {
+	if s.sc != nil && s.sc.TxStatus == 'E' {
+		// A failed transaction: its shard answers everything (25P02 or the
+		// ROLLBACK), as Postgres would, whatever the statement's key.
+		s.target = s.scShard
+		return false, nil
+	}
 	r := s.srv.router.RouteSimple(m.String, s.srv.Map(), s.srv)
+	if s.deferredFailed && !(r.Kind == RouteTx && (r.Tx == TxRollback || r.Tx == TxCommit || r.Tx == TxRollbackTo)) {
+		return true, s.refuseQuery(errTxAborted())
+	}
 	switch r.Kind {
 	case RouteRefuse:
 		return true, s.refuseQuery(r.Err)
 	case RouteTx:
-		if s.sc == nil {
-			if ok, err := s.deferTx(r.Tx, m.String, true); ok || err != nil {
-				return true, err
-			}
+		if s.canDefer(r.Tx, r.Name) {
+			tag := s.deferTx(r.Tx, r.Name, m.String)
+			s.send(&pgproto3.CommandComplete{CommandTag: []byte(tag)})
+			s.txStatus = s.clientTxStatus()
+			s.send(&pgproto3.ReadyForQuery{TxStatus: s.txStatus})
+			return true, s.flush()
 		}
 		s.target = s.anyShard()
 	case RouteAny:
 		s.target = s.anyShard()
+		s.holdDeferred = r.Stateless
 	case RouteShard:
 		s.target = r.Shard
 	case RouteSplit:
@@ -170,49 +186,172 @@ func (s *session) clientTxStatus() byte {
 	return 'I'
 }
 
-// deferTx answers transaction control while no server is attached: BEGIN
-// is held until a statement says which shard the transaction belongs to;
-// COMMIT/ROLLBACK of a transaction that never reached a shard, and
-// savepoints inside it, are answered directly. ok reports that the
-// statement was answered.
-func (s *session) deferTx(cmd TxCmd, sql string, simple bool) (ok bool, err error) {
-	var tag string
+// canDefer reports whether a transaction-control statement can be answered
+// without a server: BEGIN is held until a statement says which shard the
+// transaction belongs to; COMMIT/ROLLBACK of a transaction that never
+// reached a shard, and savepoints inside it, are answered directly.
+// A ROLLBACK TO or RELEASE of a savepoint the deferred transaction does not
+// have is not deferred: a shard answers it with Postgres's own error.
+func (s *session) canDefer(cmd TxCmd, name string) bool {
+	if s.sc != nil {
+		return false
+	}
 	switch cmd {
 	case TxBegin:
-		if s.deferred != "" {
-			return false, nil // nested BEGIN: let a shard warn about it
-		}
-		s.deferred = sql
-		tag = "BEGIN"
+		return s.deferred == "" && s.txStatus == 'I' // a nested BEGIN: a shard warns about it
 	case TxCommit, TxRollback:
-		if s.deferred == "" {
-			return false, nil // no transaction: a shard answers with its warning
+		return s.deferred != ""
+	case TxRollbackTo:
+		return s.deferred != "" && s.savepointIndex(name) >= 0
+	case TxSavepoint:
+		return s.deferred != "" && !s.deferredFailed
+	case TxRelease:
+		return s.deferred != "" && !s.deferredFailed && s.savepointIndex(name) >= 0
+	}
+	return false
+}
+
+// savepointIndex finds the newest deferred savepoint with this name.
+func (s *session) savepointIndex(name string) int {
+	for i := len(s.savepoints) - 1; i >= 0; i-- {
+		if s.savepoints[i] == name {
+			return i
 		}
-		tag = "COMMIT"
+	}
+	return -1
+}
+
+// deferTx applies a deferrable statement (see canDefer) and returns the
+// command tag Postgres would answer with.
+func (s *session) deferTx(cmd TxCmd, name, sql string) string {
+	switch cmd {
+	case TxBegin:
+		s.deferred = sql
+		if firstWord(sql) == "start" {
+			return "START TRANSACTION"
+		}
+		return "BEGIN"
+	case TxCommit, TxRollback:
+		tag := "COMMIT"
 		if cmd == TxRollback || s.deferredFailed {
 			tag = "ROLLBACK"
 		}
 		s.deferred = ""
 		s.deferredFailed = false
-	case TxSavepoint, TxRelease, TxRollbackTo:
-		if s.deferred == "" || (s.deferredFailed && cmd != TxRollbackTo) {
-			return false, nil
-		}
+		s.savepoints = s.savepoints[:0]
+		return tag
+	case TxRollbackTo:
 		s.deferred += ";\n" + sql
-		tag = map[TxCmd]string{TxSavepoint: "SAVEPOINT", TxRelease: "RELEASE", TxRollbackTo: "ROLLBACK"}[cmd]
-		if cmd == TxRollbackTo {
-			s.deferredFailed = false
+		s.deferredFailed = false
+		s.savepoints = s.savepoints[:s.savepointIndex(name)+1]
+		return "ROLLBACK"
+	case TxSavepoint:
+		s.deferred += ";\n" + sql
+		s.savepoints = append(s.savepoints, name)
+		return "SAVEPOINT"
+	case TxRelease:
+		s.deferred += ";\n" + sql
+		s.savepoints = s.savepoints[:s.savepointIndex(name)]
+		return "RELEASE"
+	}
+	return ""
+}
+
+// onlyTxExit reports whether every statement a batch parses or binds ends
+// or rolls back a transaction: what Postgres still accepts in a failed one.
+func (s *session) onlyTxExit(batch []pgproto3.FrontendMessage) bool {
+	m := s.srv.Map()
+	exit := func(q string) bool {
+		r := s.srv.router.RouteSimple(q, m, s.srv)
+		return r.Kind == RouteTx && (r.Tx == TxCommit || r.Tx == TxRollback || r.Tx == TxRollbackTo)
+	}
+	for _, msg := range batch {
+		switch b := msg.(type) {
+		case *pgproto3.Parse:
+			if !exit(b.Query) {
+				return false
+			}
+		case *pgproto3.Bind:
+			st, err := s.resolve(b.PreparedStatement)
+			if err == nil && !exit(st.query) {
+				return false
+			}
 		}
-	default:
-		return false, nil
 	}
-	if !simple {
-		return true, nil
+	return true
+}
+
+// deferBatch answers an extended-protocol batch whose one statement is
+// deferrable transaction control (pgx, JDBC and others send BEGIN and
+// SAVEPOINT this way) without a server, like deferTx does for the simple
+// protocol. It reports whether it did.
+func (s *session) deferBatch(batch []pgproto3.FrontendMessage) bool {
+	if s.sc != nil {
+		return false
 	}
-	s.send(&pgproto3.CommandComplete{CommandTag: []byte(tag)})
+	var q string
+	var oids []uint32
+	binds := 0
+	local := map[string]*pgproto3.Parse{}
+	for _, msg := range batch {
+		switch b := msg.(type) {
+		case *pgproto3.Parse:
+			if b.Name != "" {
+				if _, dup := s.stmts[b.Name]; dup {
+					return false
+				}
+			}
+			local[b.Name] = b
+		case *pgproto3.Bind:
+			binds++
+			if p := local[b.PreparedStatement]; p != nil {
+				q, oids = p.Query, p.ParameterOIDs
+			} else if st, err := s.resolve(b.PreparedStatement); err == nil {
+				q, oids = st.query, st.oids
+			} else {
+				return false
+			}
+			if len(b.Parameters) > 0 {
+				return false
+			}
+		case *pgproto3.Describe, *pgproto3.Execute, *pgproto3.Close:
+		default:
+			return false
+		}
+	}
+	if binds != 1 {
+		return false
+	}
+	r := s.srv.router.RouteBound(q, oids, nil, nil, s.srv.Map(), s.srv)
+	if r.Kind != RouteTx || !s.canDefer(r.Tx, r.Name) {
+		return false
+	}
+	for _, msg := range batch {
+		switch b := msg.(type) {
+		case *pgproto3.Parse:
+			st := newStmt(b.Query, b.ParameterOIDs, b.Name == "")
+			if b.Name == "" {
+				s.unnamed = st
+			} else {
+				s.stmts[b.Name] = st
+			}
+			s.push(pending{kind: pSynth, synth: &pgproto3.ParseComplete{}})
+		case *pgproto3.Bind:
+			s.push(pending{kind: pSynth, synth: &pgproto3.BindComplete{}})
+		case *pgproto3.Describe:
+			if b.ObjectType == 'S' {
+				s.push(pending{kind: pSynth, synth: &pgproto3.ParameterDescription{}})
+			}
+			s.push(pending{kind: pSynth, synth: &pgproto3.NoData{}})
+		case *pgproto3.Execute:
+			tag := s.deferTx(r.Tx, r.Name, q)
+			s.push(pending{kind: pSynth, synth: &pgproto3.CommandComplete{CommandTag: []byte(tag)}})
+		case *pgproto3.Close:
+			_ = s.dispatch(b)
+		}
+	}
 	s.txStatus = s.clientTxStatus()
-	s.send(&pgproto3.ReadyForQuery{TxStatus: s.txStatus})
-	return true, s.flush()
+	return true
 }
 
 // runBatch routes the held extended-protocol messages and sends them.
@@ -227,6 +366,12 @@ func (s *session) runBatch() error {
 			batch[i] = nil
 		}
 	}()
+	if s.deferBatch(batch) {
+		return nil
+	}
+	if s.deferredFailed && !s.onlyTxExit(batch) {
+		return s.proxyError(errTxAborted())
+	}
 	target, werr := s.batchTarget(batch)
 	if werr != nil {
 		return s.proxyError(werr)
@@ -235,11 +380,14 @@ func (s *session) runBatch() error {
 	// A batch that only prepares or describes statements (no Bind or
 	// Execute) may run anywhere and must not start a deferred transaction
 	// there: that would pin the transaction before its first real statement.
-	s.holdDeferred = true
-	for _, m := range batch {
-		switch m.(type) {
-		case *pgproto3.Bind, *pgproto3.Execute:
-			s.holdDeferred = false
+	s.holdDeferred = s.batchStateless
+	if !s.holdDeferred {
+		s.holdDeferred = true
+		for _, m := range batch {
+			switch m.(type) {
+			case *pgproto3.Bind, *pgproto3.Execute:
+				s.holdDeferred = false
+			}
 		}
 	}
 	defer func() { s.holdDeferred = false }()
@@ -256,7 +404,12 @@ func (s *session) runBatch() error {
 
 // batchTarget finds the one shard a batch's Bind messages route to.
 func (s *session) batchTarget(batch []pgproto3.FrontendMessage) (int, *wire.Error) {
+	if s.sc != nil && s.sc.TxStatus == 'E' {
+		return s.scShard, nil // a failed transaction: its shard answers
+	}
 	target := -1
+	binds, stateless := 0, 0
+	defer func() { s.batchStateless = binds > 0 && stateless == binds }()
 	var local map[string]*pgproto3.Parse // statements parsed in this batch
 	unnamedQ, unnamedOIDs := "", []uint32(nil)
 	if s.unnamed != nil {
@@ -286,6 +439,10 @@ func (s *session) batchTarget(batch []pgproto3.FrontendMessage) (int, *wire.Erro
 				}
 			}
 			r := s.srv.router.RouteBound(q, oids, b.ParameterFormatCodes, b.Parameters, m, s.srv)
+			binds++
+			if r.Kind == RouteAny && r.Stateless {
+				stateless++
+			}
 			want := -1
 			switch r.Kind {
 			case RouteRefuse:

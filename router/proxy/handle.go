@@ -49,7 +49,7 @@ func (s *session) handle(msg pgproto3.FrontendMessage) error {
 				return err
 			}
 		} else {
-			s.push(pending{kind: pSynth, synth: &pgproto3.ReadyForQuery{TxStatus: s.idleStatus()}})
+			s.push(pending{kind: pSynth, synth: &pgproto3.ReadyForQuery{TxStatus: s.clientTxStatus()}})
 		}
 		return s.drive()
 	case *pgproto3.Flush:
@@ -75,7 +75,7 @@ func (s *session) handle(msg pgproto3.FrontendMessage) error {
 		s.target = s.anyShard()
 		if err := s.attach(); err != nil {
 			s.sendErr(asWireErr(err))
-			s.send(&pgproto3.ReadyForQuery{TxStatus: s.idleStatus()})
+			s.send(&pgproto3.ReadyForQuery{TxStatus: s.clientTxStatus()})
 			return s.flush()
 		}
 		s.toServer(m, pending{kind: pQuery})
@@ -165,12 +165,13 @@ func (s *session) idleStatus() byte {
 
 func (s *session) handleQuery(m *pgproto3.Query) error {
 	done, err := s.routeQuery(m)
+	defer func() { s.holdDeferred = false }()
 	if done || err != nil {
 		return err
 	}
 	if err := s.attach(); err != nil {
 		s.sendErr(asWireErr(err))
-		s.send(&pgproto3.ReadyForQuery{TxStatus: s.idleStatus()})
+		s.send(&pgproto3.ReadyForQuery{TxStatus: s.clientTxStatus()})
 		return s.flush()
 	}
 	s.noteQuery(m.String)
@@ -357,6 +358,9 @@ func (s *session) proxyError(err error) error {
 	s.push(pending{kind: pSynth, synth: we.Response()})
 	s.clientSkipping = true
 	s.batchErr = true
+	if s.deferred != "" {
+		s.deferredFailed = true // the client's transaction fails, as in Postgres
+	}
 	if s.sc != nil {
 		s.toServer(&pgproto3.Parse{Query: "pgshard: abort transaction after proxy error"}, pending{kind: pAbort})
 	}
@@ -488,6 +492,11 @@ func (s *session) drive() error {
 		case *pgproto3.ErrorResponse:
 			s.batchErr = true
 			s.setCandidate = ""
+			if s.deferred != "" {
+				// An error outside the (not yet started) transaction, e.g. in
+				// a describe-only batch: the client's transaction fails.
+				s.deferredFailed = true
+			}
 			if head.kind != pAbort && head.kind != pQueryAbort {
 				s.send(m)
 			}

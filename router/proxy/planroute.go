@@ -80,8 +80,15 @@ func resolve(p *plan.Plan, in plan.Inputs, m *shardmap.Map, sql string, env Cata
 		if len(bs) == 0 {
 			return Route{Kind: RouteShard, Shard: m.Default}
 		}
-		shard := m.ShardOf(bs[0])
-		for _, b := range bs[1:] {
+		shard := -1
+		for _, b := range bs {
+			if b == plan.AnyBucket {
+				continue // no row can have this key: any shard answers
+			}
+			if shard < 0 {
+				shard = m.ShardOf(b)
+				continue
+			}
 			if m.ShardOf(b) != shard && p.Insert != nil && len(p.Insert.RowSpans) == len(bs) && in.Params == nil {
 				return splitInsert(p, in, m, sql, bs)
 			}
@@ -91,8 +98,13 @@ func resolve(p *plan.Plan, in plan.Inputs, m *shardmap.Map, sql string, env Cata
 					WithHint("Send one statement per sharding key; multi-shard statements come with cross-shard execution.")}
 			}
 		}
+		if shard < 0 {
+			return Route{Kind: RouteAny, Stateless: !p.Write}
+		}
 		return Route{Kind: RouteShard, Shard: shard}
-	case plan.Any, plan.Session:
+	case plan.Any:
+		return Route{Kind: RouteAny, Stateless: !p.Write && p.Lock == ""}
+	case plan.Session:
 		return Route{Kind: RouteAny}
 	case plan.Default:
 		return Route{Kind: RouteShard, Shard: m.Default}
@@ -102,13 +114,17 @@ func resolve(p *plan.Plan, in plan.Inputs, m *shardmap.Map, sql string, env Cata
 		return Route{Kind: RouteAll, NoTxBlock: noTx}
 	case plan.Tx:
 		var cmd TxCmd
+		var name string
 		if len(p.Tx) == 1 {
-			cmd = txCmd(p.Tx[0].Op)
+			cmd, name = txCmd(p.Tx[0].Op), p.Tx[0].Name
+			if p.Tx[0].Chain {
+				cmd = TxNone // COMMIT AND CHAIN: let the shard handle it
+			}
 		}
 		if len(p.Tx) > 1 || p.Statements > 1 {
 			return Route{Kind: RouteAny}
 		}
-		return Route{Kind: RouteTx, Tx: cmd}
+		return Route{Kind: RouteTx, Tx: cmd, Name: name}
 	case plan.Scatter:
 		return Route{Kind: RouteRefuse, Err: wire.Errorf(pgcode.FeatureNotSupported,
 			"query on sharded table %s has no sharding key condition and would need every shard", p.Table).
@@ -147,7 +163,10 @@ func splitInsert(p *plan.Plan, in plan.Inputs, m *shardmap.Map, sql string, bs [
 	rows := map[int][]int{}
 	var order []int
 	for row, b := range bs {
-		sh := m.ShardOf(b)
+		sh := m.Default
+		if b != plan.AnyBucket {
+			sh = m.ShardOf(b)
+		}
 		if _, ok := rows[sh]; !ok {
 			order = append(order, sh)
 		}

@@ -75,6 +75,8 @@ type session struct {
 	held           map[int]*pool.Conn         // session mode: one server connection per shard used
 	deferred       string                     // BEGIN (and savepoints) not yet sent to a shard
 	deferredFailed bool                       // a statement was refused inside the deferred transaction
+	savepoints     []string                   // savepoints of the deferred transaction
+	batchStateless bool                       // every Bind of the batch is a Stateless RouteAny
 	holdDeferred   bool                       // the current batch must not send the deferred BEGIN
 	copy           *copySplit                 // a COPY FROM STDIN split over shards
 	others         []other                    // RouteAll: the statement's open transactions on other shards
@@ -449,6 +451,7 @@ func (s *session) attach() error {
 		s.toServer(&pgproto3.Query{String: s.deferred}, pending{kind: pHidden})
 		sc.Unnamed = 0
 		s.deferred = ""
+		s.savepoints = s.savepoints[:0]
 		s.deferredFailed = false
 	}
 	return nil
