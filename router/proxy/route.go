@@ -52,13 +52,13 @@ type Route struct {
 	Kind  RouteKind
 	Shard int // RouteShard: index into the map's shards
 	Tx    TxCmd
-	Name  string      // RouteTx: the savepoint name
+	Name  string // RouteTx: the savepoint name
 	// Stateless marks RouteAny statements that read nothing a transaction
 	// could have changed (no tables, reference tables, keys no row can
 	// have): inside a transaction that has not reached a shard yet they
 	// run without starting it, so they do not pin it.
 	Stateless bool
-	Err   *wire.Error // RouteRefuse, or a bad key value
+	Err       *wire.Error // RouteRefuse, or a bad key value
 	// NoTxBlock marks RouteAll statements that cannot run inside a
 	// transaction block (e.g. CREATE INDEX CONCURRENTLY): they run on each
 	// shard in turn without atomicity.
