@@ -453,11 +453,17 @@ func (s *session) batchTarget(batch []pgproto3.FrontendMessage) (int, *wire.Erro
 				return 0, wire.Errorf(pgcode.FeatureNotSupported, "this statement needs several shards, which the extended protocol does not support yet").
 					WithHint("Send multi-shard INSERT and COPY with the simple protocol, or one sharding key per statement.")
 			case RouteAll:
-				if s.inTxBlock() || len(b.Parameters) > 0 {
-					return 0, wire.Errorf(pgcode.FeatureNotSupported, "a statement that runs on every shard cannot run inside a transaction block or with parameters").
-						WithHint("Run DDL and reference-table writes outside explicit transactions, with literal values.")
+				if s.inTxBlock() {
+					return 0, wire.Errorf(pgcode.FeatureNotSupported, "a statement that runs on every shard cannot run inside a transaction block").
+						WithHint("Run DDL and reference-table writes outside explicit transactions.")
 				}
-				if err := s.startOthers(q, r.NoTxBlock); err != nil {
+				var err error
+				if len(b.Parameters) > 0 {
+					err = s.startOthersBound(q, oids, b)
+				} else {
+					err = s.startOthers(q, r.NoTxBlock)
+				}
+				if err != nil {
 					return 0, asWireErr(err)
 				}
 				want = s.defaultShard()
@@ -530,6 +536,74 @@ func (s *session) startOthers(sql string, noTxBlock bool) error {
 	return nil
 }
 
+// startOthersBound is startOthers for a statement with bound parameters:
+// it runs on each other shard with the extended protocol and the client's
+// parameter values.
+func (s *session) startOthersBound(sql string, oids []uint32, b *pgproto3.Bind) error {
+	m := s.srv.Map()
+	if m == nil || len(m.Shards) < 2 {
+		return nil
+	}
+	def := s.defaultShard()
+	for i := range m.Shards {
+		if i == def {
+			continue
+		}
+		c, err := s.borrow(i)
+		if err != nil {
+			s.finishOthers(false)
+			return err
+		}
+		s.others = append(s.others, other{sc: c.sc, p: c.p})
+		if err := execSimple(c.sc, "BEGIN"); err != nil {
+			s.finishOthers(false)
+			return err
+		}
+		fe := c.sc.FE
+		fe.Send(&pgproto3.Parse{Query: sql, ParameterOIDs: oids})
+		fe.Send(&pgproto3.Bind{Parameters: b.Parameters, ParameterFormatCodes: b.ParameterFormatCodes})
+		fe.Send(&pgproto3.Execute{})
+		fe.Send(&pgproto3.Sync{})
+		c.sc.Unnamed = 0
+		if err := drainToReady(c.sc); err != nil {
+			s.finishOthers(false)
+			return err
+		}
+	}
+	return nil
+}
+
+// drainToReady flushes sc and reads until ReadyForQuery, returning the first
+// error the server reported.
+func drainToReady(sc *pool.Conn) error {
+	if err := sc.FE.Flush(); err != nil {
+		sc.Broken = true
+		return fmt.Errorf("shard %s: %w", sc.Shard, err)
+	}
+	var first error
+	for {
+		m, err := sc.FE.Receive()
+		if err != nil {
+			sc.Broken = true
+			return fmt.Errorf("shard %s: %w", sc.Shard, err)
+		}
+		switch m := m.(type) {
+		case *pgproto3.ErrorResponse:
+			if first == nil {
+				first = &wire.Error{Severity: "ERROR", Code: m.Code, Message: fmt.Sprintf("on shard %s: %s", sc.Shard, m.Message), Detail: m.Detail, Hint: m.Hint}
+			}
+		case *pgproto3.ParameterStatus:
+			sc.Params[m.Name] = m.Value
+		case *pgproto3.CopyInResponse:
+			sc.FE.Send(&pgproto3.CopyFail{Message: "COPY is not supported here"})
+			_ = sc.FE.Flush()
+		case *pgproto3.ReadyForQuery:
+			sc.TxStatus = m.TxStatus
+			return first
+		}
+	}
+}
+
 type other struct {
 	sc *pool.Conn
 	p  *pool.Pool
@@ -558,30 +632,5 @@ func (s *session) finishOthers(ok bool) {
 func execSimple(sc *pool.Conn, sql string) error {
 	sc.FE.Send(&pgproto3.Query{String: sql})
 	sc.Unnamed = 0
-	if err := sc.FE.Flush(); err != nil {
-		sc.Broken = true
-		return fmt.Errorf("shard %s: %w", sc.Shard, err)
-	}
-	var first error
-	for {
-		m, err := sc.FE.Receive()
-		if err != nil {
-			sc.Broken = true
-			return fmt.Errorf("shard %s: %w", sc.Shard, err)
-		}
-		switch m := m.(type) {
-		case *pgproto3.ErrorResponse:
-			if first == nil {
-				first = &wire.Error{Severity: "ERROR", Code: m.Code, Message: fmt.Sprintf("on shard %s: %s", sc.Shard, m.Message), Detail: m.Detail, Hint: m.Hint}
-			}
-		case *pgproto3.ParameterStatus:
-			sc.Params[m.Name] = m.Value
-		case *pgproto3.CopyInResponse:
-			sc.FE.Send(&pgproto3.CopyFail{Message: "COPY is not supported here"})
-			_ = sc.FE.Flush()
-		case *pgproto3.ReadyForQuery:
-			sc.TxStatus = m.TxStatus
-			return first
-		}
-	}
+	return drainToReady(sc)
 }
