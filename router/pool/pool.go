@@ -196,6 +196,13 @@ func (p *Pool) dial(ctx context.Context) (*Conn, error) {
 	if err != nil {
 		return nil, fmt.Errorf("connect to shard %s: %w", p.opts.Shard, err)
 	}
+	// SyncConn stops pgconn's background reader and drains its buffer;
+	// without it a read still in flight could swallow the server's answers
+	// after the hijack (seen under load as a hang on the first query).
+	if err := pc.SyncConn(ctx); err != nil {
+		pc.Close(ctx)
+		return nil, fmt.Errorf("connect to shard %s: %w", p.opts.Shard, err)
+	}
 	h, err := pc.Hijack()
 	if err != nil {
 		pc.Close(ctx)
