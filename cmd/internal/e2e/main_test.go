@@ -6,6 +6,7 @@ package e2e
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -87,6 +88,8 @@ type proxyOpts struct {
 	sharded bool
 	// database replaces the instances' database (default app).
 	database string
+	// tls lets clients use TLS.
+	tls *tls.Config
 }
 
 // testRules: accounts/orders co-located on a bigint, users on text,
@@ -152,6 +155,7 @@ func startProxy(t testing.TB, o proxyOpts) string {
 		Users:         map[string]proxy.User{"app": {Secret: &sec}},
 		MaxClientConn: o.maxClients,
 		Router:        router,
+		TLS:           o.tls,
 	}, pools, log)
 	if smap != nil {
 		srv.SetMap(smap)
