@@ -173,3 +173,21 @@ func (t *KeyType) UnmarshalText(b []byte) error {
 	*t = v
 	return nil
 }
+
+// KeyTypeForOID maps a Postgres type OID to the key type whose hash it
+// uses: int2, int4, int8, text and varchar, uuid.
+func KeyTypeForOID(oid uint32) (KeyType, bool) {
+	switch oid {
+	case 21:
+		return KeySmallint, true
+	case 23:
+		return KeyInteger, true
+	case 20:
+		return KeyBigint, true
+	case 25, 1043:
+		return KeyText, true
+	case 2950:
+		return KeyUUID, true
+	}
+	return 0, false
+}

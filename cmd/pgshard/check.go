@@ -67,21 +67,7 @@ const (
 )
 
 // keyTypeOf maps a column type to the key type that hashes it, if any.
-func keyTypeOf(oid uint32) (shardmap.KeyType, bool) {
-	switch oid {
-	case oidInt2:
-		return shardmap.KeySmallint, true
-	case oidInt4:
-		return shardmap.KeyInteger, true
-	case oidInt8:
-		return shardmap.KeyBigint, true
-	case oidText, oidVarchar:
-		return shardmap.KeyText, true
-	case oidUUID:
-		return shardmap.KeyUUID, true
-	}
-	return 0, false
-}
+func keyTypeOf(oid uint32) (shardmap.KeyType, bool) { return shardmap.KeyTypeForOID(oid) }
 
 func checkTable(ctx context.Context, c *pgx.Conn, t shardmap.Table, version int64) error {
 	// to_regclass follows search_path as the statements pgshard routes

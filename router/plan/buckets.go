@@ -196,19 +196,7 @@ func oidType(oid uint32, array bool) (shardmap.KeyType, bool) {
 		}
 		return 0, false
 	}
-	switch oid {
-	case oidInt2:
-		return shardmap.KeySmallint, true
-	case oidInt4:
-		return shardmap.KeyInteger, true
-	case oidInt8:
-		return shardmap.KeyBigint, true
-	case oidText, oidVarchar:
-		return shardmap.KeyText, true
-	case oidUUID:
-		return shardmap.KeyUUID, true
-	}
-	return 0, false
+	return shardmap.KeyTypeForOID(oid)
 }
 
 // readType is the type whose input function reads a key value: its cast

@@ -289,20 +289,8 @@ func (s *session) copyData(data []byte) {
 			cs.err = wire.Errorf("22P04", "missing data for column %d of COPY row", cs.r.KeyIndex+1)
 			return
 		}
-		b, err := cs.r.Bucket(field, null)
-		if err != nil {
-			cs.err = err
+		if !s.copyRow(field, null, row) {
 			return
-		}
-		shard := s.srv.Map().ShardOf(b)
-		if _, err := s.copyConn(shard); err != nil {
-			cs.err = err
-			return
-		}
-		cs.out[shard] = append(cs.out[shard], row...)
-		cs.rows++
-		if len(cs.out[shard]) >= 64<<10 {
-			s.copyFlush(shard)
 		}
 	}
 	cs.buf = append(cs.buf[:0], rest...)
@@ -374,24 +362,34 @@ func (s *session) copyBinary() {
 		if !complete {
 			break
 		}
-		b, err := cs.r.Bucket(key, null)
-		if err != nil {
-			cs.err = err
+		if !s.copyRow(key, null, rest[:off]) {
 			return
 		}
-		shard := s.srv.Map().ShardOf(b)
-		if _, err := s.copyConn(shard); err != nil {
-			cs.err = err
-			return
-		}
-		cs.out[shard] = append(cs.out[shard], rest[:off]...)
-		cs.rows++
 		rest = rest[off:]
-		if len(cs.out[shard]) >= 64<<10 {
-			s.copyFlush(shard)
-		}
 	}
 	cs.buf = append(cs.buf[:0], rest...)
+}
+
+// copyRow sends one COPY row to the shard owning its key; false means the
+// COPY failed (cs.err is set).
+func (s *session) copyRow(key []byte, null bool, row []byte) bool {
+	cs := s.copy
+	b, err := cs.r.Bucket(key, null)
+	if err != nil {
+		cs.err = err
+		return false
+	}
+	shard := s.srv.Map().ShardOf(b)
+	if _, err := s.copyConn(shard); err != nil {
+		cs.err = err
+		return false
+	}
+	cs.out[shard] = append(cs.out[shard], row...)
+	cs.rows++
+	if len(cs.out[shard]) >= 64<<10 {
+		s.copyFlush(shard)
+	}
+	return true
 }
 
 func (s *session) copyFlush(shard int) {

@@ -3,6 +3,7 @@ package proxy
 import (
 	"errors"
 	"strings"
+	"sync"
 
 	"github.com/pgshard/pgshard/router/plan"
 	"github.com/pgshard/pgshard/router/sqlparse"
@@ -57,6 +58,10 @@ func refusal(r *plan.Refusal) *wire.Error {
 	return wire.Errorf(r.Code, "%s", r.Message).WithHint(r.Hint)
 }
 
+// bucketBufs recycles the bucket slices of resolve: the hot path allocates
+// nothing for them.
+var bucketBufs = sync.Pool{New: func() any { b := make([]int, 0, 8); return &b }}
+
 // resolve turns a plan into a route with the map.
 func resolve(p *plan.Plan, in plan.Inputs, m *shardmap.Map, sql string, env Catalog) Route {
 	switch p.Kind {
@@ -68,8 +73,10 @@ func resolve(p *plan.Plan, in plan.Inputs, m *shardmap.Map, sql string, env Cata
 			}
 			in.KeyPosition = pos
 		}
-		var buf [8]int
-		bs, err := p.AppendBuckets(buf[:0], in, m.Rules)
+		bp := bucketBufs.Get().(*[]int)
+		defer bucketBufs.Put(bp)
+		bs, err := p.AppendBuckets((*bp)[:0], in, m.Rules)
+		*bp = bs[:0]
 		if err != nil {
 			var rf *plan.Refusal
 			if errors.As(err, &rf) {
