@@ -85,31 +85,21 @@ func printMap(cmd *cobra.Command, m *shardmap.Map) {
 	fmt.Fprintln(w, "SHARD\tBUCKETS\tRANGES\tFROZEN\tDSN")
 	counts := m.BucketsPerShard()
 	for i, s := range m.Shards {
-		var ranges []string
+		var owned []int
 		frozen := 0
-		start := -1
-		for b := 0; b <= len(m.Owner); b++ {
-			owned := b < len(m.Owner) && m.Owner[b] == i
-			if owned && m.State[b] == shardmap.Frozen {
-				frozen++
-			}
-			if owned && start < 0 {
-				start = b
-			}
-			if !owned && start >= 0 {
-				if start == b-1 {
-					ranges = append(ranges, fmt.Sprint(start))
-				} else {
-					ranges = append(ranges, fmt.Sprintf("%d-%d", start, b-1))
+		for b, o := range m.Owner {
+			if o == i {
+				owned = append(owned, b)
+				if m.State[b] == shardmap.Frozen {
+					frozen++
 				}
-				start = -1
 			}
 		}
 		def := ""
 		if i == m.Default {
 			def = " (default)"
 		}
-		fmt.Fprintf(w, "%s%s\t%d\t%s\t%d\t%s\n", s.Name, def, counts[i], strings.Join(ranges, ","), frozen, redactDSN(s.DSN))
+		fmt.Fprintf(w, "%s%s\t%d\t%s\t%d\t%s\n", s.Name, def, counts[i], bucketRanges(owned), frozen, redactDSN(s.DSN))
 	}
 	fmt.Fprintln(w)
 	fmt.Fprintln(w, "TABLE\tKEY\tTYPE")

@@ -29,6 +29,8 @@ func NewRootCmd() *cobra.Command {
 	root.AddCommand(newHashCmd())
 	root.AddCommand(newMapCmd())
 	root.AddCommand(newProxiesCmd())
+	root.AddCommand(newVerifyCmd())
+	root.AddCommand(newRebalanceCmd())
 	root.AddCommand(newExplainCmd())
 	return root
 }
