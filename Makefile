@@ -46,10 +46,13 @@ bench: build ## pgbench: direct Postgres vs PgBouncer vs pgshard, interleaved; p
 	$(GO) test -run '^$$' -bench . -benchmem ./...
 	$(GO) run ./cmd/internal/bench $(BENCHFLAGS)
 
-fuzz: ## run each fuzz target for FUZZTIME (default 30s)
-	@echo "==> fuzzing"
-	@for t in $$($(GO) test -list '^Fuzz' ./wire/ | grep ^Fuzz); do \
-		echo "--> $$t"; $(GO) test -run '^$$' -fuzz "^$$t$$" -fuzztime $${FUZZTIME:-30s} ./wire/ || exit 1; done
+fuzz: ## run every Fuzz* target for FUZZTIME each (default 30s); CI runs their seed corpora in make test
+	@echo "==> fuzzing ($${FUZZTIME:-30s} per target)"
+	@for pkg in ./wire ./router/sqlparse ./router/plan ./shardmap; do \
+		for t in $$($(GO) test -list '^Fuzz' $$pkg | grep ^Fuzz); do \
+			echo "--> $$pkg $$t"; $(GO) test -run '^$$' -fuzz "^$$t$$" -fuzztime $${FUZZTIME:-30s} $$pkg || exit 1; \
+		done; \
+	done
 
 soak: ## long-running mixed workload (DURATION=30m)
 	@echo "==> soak: not built yet (see issue 8)"; exit 1
