@@ -20,6 +20,7 @@ import (
 	"time"
 
 	"github.com/pgshard/pgshard/cmd/internal/config"
+	"github.com/pgshard/pgshard/cmd/internal/metrics"
 	"github.com/pgshard/pgshard/router/plan"
 	"github.com/pgshard/pgshard/router/pool"
 	"github.com/pgshard/pgshard/router/proxy"
@@ -101,14 +102,53 @@ func run() error {
 	if err != nil {
 		return err
 	}
+	// health records when the catalog last answered (metrics' /readyz).
+	health := &metrics.CatalogHealth{}
+	health.OK()
 	if err := checkKeyColumns(ctx, cfg, m); err != nil {
 		return err
 	}
 	srv.SetMap(m)
 
+	// The admin console's RELOAD does what SIGHUP does; SHOW PROXIES asks
+	// the catalog.
+	var reload func() error
+	proxies := func(ctx context.Context) ([]shardmap.ProxyInfo, error) { return cat.Proxies(ctx, 10*time.Second) }
+	reload = func() error {
+		ncfg, err := config.Load(cfg.Path)
+		if err != nil {
+			return err
+		}
+		npc, err := proxyConfig(ncfg)
+		if err != nil {
+			return err
+		}
+		npc.Router, npc.Proxies, npc.Reload = pcfg.Router, proxies, reload
+		srv.SetConfig(*npc)
+		log.Info("config reloaded", "config", cfg.Path)
+		return nil
+	}
+	pcfg.Proxies, pcfg.Reload = proxies, reload
+	srv.SetConfig(*pcfg)
+
 	l, err := net.Listen("tcp", cfg.Listen)
 	if err != nil {
 		return err
+	}
+	if cfg.MetricsListen != "" {
+		ml, err := net.Listen("tcp", cfg.MetricsListen)
+		if err != nil {
+			_ = l.Close()
+			return fmt.Errorf("metrics_listen: %w", err)
+		}
+		hs := &http.Server{Handler: metrics.Handler(srv, metrics.Ready(srv, health, 10*time.Second)), ReadHeaderTimeout: 5 * time.Second}
+		go func() { _ = hs.Serve(ml) }()
+		defer func() {
+			sctx, cancel := context.WithTimeout(context.Background(), time.Second)
+			_ = hs.Shutdown(sctx)
+			cancel()
+		}()
+		log.Info("metrics listening", "addr", ml.Addr().String())
 	}
 	log.Info("pgshard listening", "addr", l.Addr().String(), "shards", len(pools), "pool_mode", cfg.Pool.Mode, "config", cfg.Path, "map_version", m.Version)
 
@@ -122,6 +162,7 @@ func run() error {
 		defer bg.Done()
 		shardmap.Watch(ctx, cfg.CatalogDSN(), time.Second, m.Version, func(nm *shardmap.Map) {
 			srv.SetMap(nm)
+			health.OK()
 			log.Info("shard map applied", "map_version", nm.Version)
 			me := self
 			me.AppliedVersion = nm.Version
@@ -135,7 +176,9 @@ func run() error {
 		for {
 			me := self
 			me.AppliedVersion = srv.Map().Version
-			if err := cat.Heartbeat(ctx, me); err != nil && ctx.Err() == nil {
+			if err := cat.Heartbeat(ctx, me); err == nil {
+				health.OK()
+			} else if ctx.Err() == nil {
 				log.Warn("catalog heartbeat", "err", err)
 			}
 			select {
@@ -162,18 +205,9 @@ func run() error {
 			return err
 		case sig := <-sigs:
 			if sig == syscall.SIGHUP {
-				ncfg, err := config.Load(cfg.Path)
-				if err == nil {
-					var npc *proxy.Config
-					npc, err = proxyConfig(ncfg)
-					if err == nil {
-						npc.Router = pcfg.Router
-						srv.SetConfig(*npc)
-						log.Info("config reloaded", "config", cfg.Path)
-						continue
-					}
+				if err := reload(); err != nil {
+					log.Error("config reload refused; keeping the old one", "err", err)
 				}
-				log.Error("config reload refused; keeping the old one", "err", err)
 				continue
 			}
 			log.Info("shutting down", "signal", sig.String(), "timeout", cfg.ShutdownTimeout.D().String())

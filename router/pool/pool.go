@@ -11,7 +11,9 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"net"
+	"slices"
 	"strconv"
 	"sync"
 	"sync/atomic"
@@ -54,7 +56,16 @@ type Conn struct {
 	created time.Time
 	host    string
 	port    uint16
+
+	client atomic.Uint64 // id of the client holding it (SetClient), 0 when none
+	// Guarded by the pool's mu (see Servers).
+	active bool      // handed out by Acquire, not yet released
+	since  time.Time // when active last changed
 }
+
+// SetClient records which client holds c (shown by the admin console);
+// Release clears it.
+func (c *Conn) SetClient(id uint64) { c.client.Store(id) }
 
 // Cancel asks the server to cancel whatever this connection is running.
 func (c *Conn) Cancel(ctx context.Context) error {
@@ -98,11 +109,29 @@ type Pool struct {
 
 	mu     sync.Mutex
 	idle   []*Conn
+	all    map[*Conn]struct{} // every open connection, idle or in use
 	closed bool
 
-	open    atomic.Int64
-	waiting atomic.Int64
-	waits   atomic.Int64
+	// gate is non-nil while the pool is paused: Acquire waits until the
+	// channel is closed (Resume).
+	gate atomic.Pointer[chan struct{}]
+
+	open     atomic.Int64
+	waiting  atomic.Int64
+	waits    atomic.Int64
+	waitNs   atomic.Int64 // time spent waiting, summed
+	timeouts atomic.Int64
+	dials    atomic.Int64
+	sent     atomic.Int64 // bytes written to the shard
+	received atomic.Int64 // bytes read from the shard
+
+	lastOK  atomic.Int64 // unix nanos of the last successful dial
+	lastErr atomic.Pointer[dialError]
+}
+
+type dialError struct {
+	err error
+	at  time.Time
 }
 
 // New validates the DSN and returns a pool; it does not connect.
@@ -127,16 +156,29 @@ func New(o Options) (*Pool, error) {
 	if _, ok := cfg.RuntimeParams["application_name"]; !ok {
 		cfg.RuntimeParams["application_name"] = "pgshard"
 	}
-	return &Pool{opts: o, cfg: cfg, sem: make(chan struct{}, o.Size)}, nil
+	return &Pool{opts: o, cfg: cfg, sem: make(chan struct{}, o.Size), all: map[*Conn]struct{}{}}, nil
 }
 
 // Shard returns the shard name.
 func (p *Pool) Shard() string { return p.opts.Shard }
 
+// Options returns the options the pool was made with.
+func (p *Pool) Options() Options { return p.opts }
+
 // Stats is a snapshot of pool use.
 type Stats struct {
 	Open, Idle, Waiting, Size int
-	Waits                     int64
+	// InUse counts slots taken: connections handed out, and dials under way.
+	InUse int
+	// Waits counts Acquire calls that had to wait (pool full or paused);
+	// WaitTime is the time they waited in all; Timeouts, those that gave up.
+	Waits, Timeouts int64
+	WaitTime        time.Duration
+	Dials           int64 // connections opened since the start
+	Paused          bool
+	// BytesSent and BytesReceived count the bytes written to and read from
+	// the shard on the pool's connections.
+	BytesSent, BytesReceived int64
 }
 
 // Stats returns a snapshot.
@@ -144,31 +186,86 @@ func (p *Pool) Stats() Stats {
 	p.mu.Lock()
 	idle := len(p.idle)
 	p.mu.Unlock()
-	return Stats{Open: int(p.open.Load()), Idle: idle, Waiting: int(p.waiting.Load()), Size: p.opts.Size, Waits: p.waits.Load()}
+	return Stats{
+		Open: int(p.open.Load()), Idle: idle, Waiting: int(p.waiting.Load()), Size: p.opts.Size,
+		InUse: len(p.sem), Waits: p.waits.Load(), Timeouts: p.timeouts.Load(), WaitTime: time.Duration(p.waitNs.Load()),
+		Dials: p.dials.Load(), Paused: p.gate.Load() != nil,
+		BytesSent: p.sent.Load(), BytesReceived: p.received.Load(),
+	}
 }
 
+// Pause makes Acquire wait (up to its timeout) until Resume; connections
+// already handed out are not affected. Pausing a paused pool does nothing.
+func (p *Pool) Pause() {
+	ch := make(chan struct{})
+	p.gate.CompareAndSwap(nil, &ch)
+}
+
+// Resume lets Acquire calls waiting because of Pause go on.
+func (p *Pool) Resume() {
+	if g := p.gate.Swap(nil); g != nil {
+		close(*g)
+	}
+}
+
+// Paused reports whether the pool is paused.
+func (p *Pool) Paused() bool { return p.gate.Load() != nil }
+
 // Acquire returns a connection, dialling one if none is idle, waiting up to
-// the acquire timeout when the pool is full.
+// the acquire timeout when the pool is full or paused.
 func (p *Pool) Acquire(ctx context.Context) (*Conn, error) {
-	select {
-	case p.sem <- struct{}{}:
-	default:
-		p.waiting.Add(1)
-		p.waits.Add(1)
-		t := time.NewTimer(p.opts.AcquireTimeout)
+	if p.gate.Load() == nil {
 		select {
 		case p.sem <- struct{}{}:
-			t.Stop()
-			p.waiting.Add(-1)
+			return p.take(ctx)
+		default:
+		}
+	}
+	return p.acquireSlow(ctx)
+}
+
+// acquireSlow waits for the pool to be resumed and for a free slot, both
+// within one acquire timeout.
+func (p *Pool) acquireSlow(ctx context.Context) (*Conn, error) {
+	p.waiting.Add(1)
+	p.waits.Add(1)
+	start := time.Now()
+	t := time.NewTimer(p.opts.AcquireTimeout)
+	defer func() {
+		t.Stop()
+		p.waiting.Add(-1)
+		p.waitNs.Add(int64(time.Since(start)))
+	}()
+	for {
+		if g := p.gate.Load(); g != nil {
+			select {
+			case <-*g:
+				continue
+			case <-t.C:
+				p.timeouts.Add(1)
+				return nil, fmt.Errorf("%w (shard %s is paused)", ErrTimeout, p.opts.Shard)
+			case <-ctx.Done():
+				return nil, ctx.Err()
+			}
+		}
+		select {
+		case p.sem <- struct{}{}:
+			if p.gate.Load() != nil {
+				<-p.sem // paused while we waited: wait for Resume first
+				continue
+			}
+			return p.take(ctx)
 		case <-t.C:
-			p.waiting.Add(-1)
+			p.timeouts.Add(1)
 			return nil, ErrTimeout
 		case <-ctx.Done():
-			t.Stop()
-			p.waiting.Add(-1)
 			return nil, ctx.Err()
 		}
 	}
+}
+
+// take hands out an idle connection or dials one; the caller holds a slot.
+func (p *Pool) take(ctx context.Context) (*Conn, error) {
 	p.mu.Lock()
 	if p.closed {
 		p.mu.Unlock()
@@ -179,6 +276,7 @@ func (p *Pool) Acquire(ctx context.Context) (*Conn, error) {
 		c := p.idle[n-1]
 		p.idle[n-1] = nil
 		p.idle = p.idle[:n-1]
+		c.active, c.since = true, time.Now()
 		p.mu.Unlock()
 		return c, nil
 	}
@@ -192,6 +290,23 @@ func (p *Pool) Acquire(ctx context.Context) (*Conn, error) {
 }
 
 func (p *Pool) dial(ctx context.Context) (*Conn, error) {
+	c, err := p.connect(ctx)
+	if err != nil {
+		p.lastErr.Store(&dialError{err: err, at: time.Now()})
+		return nil, err
+	}
+	now := time.Now()
+	p.lastOK.Store(now.UnixNano())
+	p.dials.Add(1)
+	p.open.Add(1)
+	c.active, c.since = true, now
+	p.mu.Lock()
+	p.all[c] = struct{}{}
+	p.mu.Unlock()
+	return c, nil
+}
+
+func (p *Pool) connect(ctx context.Context) (*Conn, error) {
 	pc, err := pgconn.ConnectConfig(ctx, p.cfg)
 	if err != nil {
 		return nil, fmt.Errorf("connect to shard %s: %w", p.opts.Shard, err)
@@ -208,13 +323,13 @@ func (p *Pool) dial(ctx context.Context) (*Conn, error) {
 		pc.Close(ctx)
 		return nil, fmt.Errorf("connect to shard %s: %w", p.opts.Shard, err)
 	}
-	p.open.Add(1)
 	c := &Conn{
 		Shard: p.opts.Shard,
 		Net:   h.Conn,
 		// A fresh Frontend straight on the socket: pgconn's own reads go
 		// through a background-reader wrapper that costs a goroutine hop.
-		FE:       pgproto3.NewFrontend(h.Conn, h.Conn),
+		// The counting wrappers add one atomic add per read or write call.
+		FE:       pgproto3.NewFrontend(countingReader{h.Conn, &p.received}, countingWriter{h.Conn, &p.sent}),
 		PID:      h.PID,
 		Secret:   h.SecretKey,
 		Params:   h.ParameterStatuses,
@@ -234,10 +349,13 @@ func (p *Pool) dial(ctx context.Context) (*Conn, error) {
 // lifetime is closed instead of being reused.
 func (p *Pool) Release(c *Conn) {
 	reuse := !c.Broken && c.TxStatus == 'I'
-	if reuse && p.opts.Lifetime > 0 && time.Since(c.created) > p.opts.Lifetime {
+	now := time.Now()
+	if reuse && p.opts.Lifetime > 0 && now.Sub(c.created) > p.opts.Lifetime {
 		reuse = false
 	}
+	c.client.Store(0)
 	p.mu.Lock()
+	c.active, c.since = false, now
 	if reuse && !p.closed {
 		p.idle = append(p.idle, c)
 		p.mu.Unlock()
@@ -263,6 +381,9 @@ func (p *Pool) close(c *Conn) {
 	c.FE.Send(&pgproto3.Terminate{})
 	_ = c.FE.Flush()
 	_ = c.Net.Close()
+	p.mu.Lock()
+	delete(p.all, c)
+	p.mu.Unlock()
 	p.open.Add(-1)
 }
 
@@ -274,7 +395,86 @@ func (p *Pool) Close() {
 	idle := p.idle
 	p.idle = nil
 	p.mu.Unlock()
+	p.Resume() // waiters see the pool closed
 	for _, c := range idle {
 		p.close(c)
 	}
+}
+
+// ServerInfo describes one open server connection (admin SHOW SERVERS).
+type ServerInfo struct {
+	PID     uint32
+	Active  bool      // handed out to a client (or to pgshard itself)
+	Since   time.Time // when it became active or idle
+	Created time.Time
+	Client  uint64 // the client holding it, when it said so (SetClient)
+}
+
+// Servers lists the pool's open connections, oldest first.
+func (p *Pool) Servers() []ServerInfo {
+	p.mu.Lock()
+	out := make([]ServerInfo, 0, len(p.all))
+	for c := range p.all {
+		out = append(out, ServerInfo{PID: c.PID, Active: c.active, Since: c.since, Created: c.created, Client: c.client.Load()})
+	}
+	p.mu.Unlock()
+	slices.SortFunc(out, func(a, b ServerInfo) int { return a.Created.Compare(b.Created) })
+	return out
+}
+
+// Health says whether the shard answered the pool's last connection
+// attempt: "up", "down" (Err says why) or "unknown" before any attempt.
+type Health struct {
+	State string
+	Err   error
+	At    time.Time // of the attempt the state comes from
+}
+
+// Health reports the outcome of the latest dial (or Probe).
+func (p *Pool) Health() Health {
+	ok := p.lastOK.Load()
+	e := p.lastErr.Load()
+	switch {
+	case e != nil && e.at.UnixNano() > ok:
+		return Health{State: "down", Err: e.err, At: e.at}
+	case ok != 0:
+		return Health{State: "up", At: time.Unix(0, ok)}
+	}
+	return Health{State: "unknown"}
+}
+
+// Probe opens and closes one connection outside the pool's limit to find
+// out whether the shard answers; the result updates Health.
+func (p *Pool) Probe(ctx context.Context) error {
+	pc, err := pgconn.ConnectConfig(ctx, p.cfg)
+	if err != nil {
+		err = fmt.Errorf("connect to shard %s: %w", p.opts.Shard, err)
+		p.lastErr.Store(&dialError{err: err, at: time.Now()})
+		return err
+	}
+	p.lastOK.Store(time.Now().UnixNano())
+	return pc.Close(ctx)
+}
+
+// countingReader and countingWriter count the bytes of a server connection.
+type countingReader struct {
+	r io.Reader
+	n *atomic.Int64
+}
+
+func (c countingReader) Read(b []byte) (int, error) {
+	n, err := c.r.Read(b)
+	c.n.Add(int64(n))
+	return n, err
+}
+
+type countingWriter struct {
+	w io.Writer
+	n *atomic.Int64
+}
+
+func (c countingWriter) Write(b []byte) (int, error) {
+	n, err := c.w.Write(b)
+	c.n.Add(int64(n))
+	return n, err
 }

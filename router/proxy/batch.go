@@ -111,6 +111,7 @@ func (s *session) routeQuery(m *pgproto3.Query) (done bool, err error) {
 		return false, nil
 	}
 	r := s.srv.router.RouteSimple(m.String, s.srv.Map(), s.srv)
+	s.srv.stats.route(r.Kind)
 	if s.deferredFailed && !(r.Kind == RouteTx && (r.Tx == TxRollback || r.Tx == TxCommit || r.Tx == TxRollbackTo)) {
 		return true, s.refuseQuery(errTxAborted())
 	}
@@ -350,6 +351,7 @@ func (s *session) deferBatch(batch []pgproto3.FrontendMessage) bool {
 			_ = s.dispatch(b)
 		}
 	}
+	s.srv.stats.route(RouteTx)
 	s.txStatus = s.clientTxStatus()
 	return true
 }
@@ -439,6 +441,7 @@ func (s *session) batchTarget(batch []pgproto3.FrontendMessage) (int, *wire.Erro
 				}
 			}
 			r := s.srv.router.RouteBound(q, oids, b.ParameterFormatCodes, b.Parameters, m, s.srv)
+			s.srv.stats.route(r.Kind)
 			binds++
 			if r.Kind == RouteAny && r.Stateless {
 				stateless++

@@ -384,6 +384,7 @@ func (s *session) toServer(m pgproto3.FrontendMessage, p pending) {
 }
 
 func (s *session) flushServer() error {
+	s.statFlushed()
 	if err := s.sc.FE.Flush(); err != nil {
 		return s.serverLost(err)
 	}
@@ -475,6 +476,7 @@ func (s *session) drive() error {
 			s.send(m)
 		case *pgproto3.CommandComplete:
 			s.send(m)
+			s.statDone(sc)
 			s.noteTag(m.CommandTag)
 			if head.kind == pExecute {
 				s.pop()
@@ -499,6 +501,7 @@ func (s *session) drive() error {
 			}
 			if head.kind != pAbort && head.kind != pQueryAbort {
 				s.send(m)
+				s.statDone(sc)
 			}
 			if head.kind == pQuery || head.kind == pQueryAbort {
 				break // ReadyForQuery follows
@@ -507,6 +510,7 @@ func (s *session) drive() error {
 		case *pgproto3.ReadyForQuery:
 			s.pop()
 			sc.TxStatus = m.TxStatus
+			s.statReady(sc, m.TxStatus)
 			if s.deferred != "" && m.TxStatus == 'I' {
 				// The client is in a transaction that has not reached a shard yet.
 				s.send(&pgproto3.ReadyForQuery{TxStatus: s.clientTxStatus()})

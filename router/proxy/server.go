@@ -53,6 +53,12 @@ type Config struct {
 	// Router decides where statements go; nil sends everything to the
 	// default shard.
 	Router Router
+	// Proxies lists the pgshard processes registered in the catalog (admin
+	// SHOW PROXIES); nil when there is no catalog.
+	Proxies func(ctx context.Context) ([]shardmap.ProxyInfo, error)
+	// Reload re-reads the configuration, as SIGHUP does (admin RELOAD);
+	// nil when reloading is not possible.
+	Reload func() error
 }
 
 // Server accepts client connections and proxies them to shard pools.
@@ -85,6 +91,8 @@ type Server struct {
 
 	nextID  atomic.Uint64
 	clients atomic.Int64
+
+	stats stats // counters for SHOW STATS and metrics (stats.go)
 }
 
 // New returns a server for the given pools; the first pool is the default shard.
@@ -102,6 +110,7 @@ func New(cfg Config, pools []*pool.Pool, log *slog.Logger) *Server {
 	for _, p := range pools {
 		s.byName[p.Shard()] = p
 	}
+	s.stats.init(pools)
 	s.cfg.Store(&cfg)
 	return s
 }

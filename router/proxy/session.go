@@ -86,6 +86,7 @@ type session struct {
 	waiting        bool                       // queued for a server connection (guarded by mu)
 	waitCtx        context.Context
 	waitCancel     context.CancelFunc
+	stat           sessionStats // counters (stats.go)
 }
 
 type kv struct{ k, v string }
@@ -182,6 +183,7 @@ func parseOptions(s string) []kv {
 }
 
 func (s *session) run() {
+	s.statStart()
 	defer func() {
 		s.srv.unregister(s)
 		s.detach(true)
@@ -206,7 +208,9 @@ func (s *session) run() {
 		if s.listening && s.sc != nil && !s.hasReal() {
 			stopWatch = s.watchServer()
 		}
+		s.statWaiting()
 		msg, err := s.be.Receive()
+		s.statBusy()
 		if stopWatch != nil {
 			stopWatch()
 		}
@@ -291,6 +295,9 @@ func (s *session) login() error {
 	if err := wire.Authenticate(s.be, s.cfg.Auth, s.user, secret); err != nil {
 		return err
 	}
+	if s.database == AdminDatabase {
+		return s.runAdmin()
+	}
 	s.be.SetMaxBodyLen(s.cfg.MaxMessageLen)
 	s.paramsKey = paramsKey(s.startParams, nil)
 	s.srv.register(s)
@@ -347,6 +354,7 @@ func paramsKey(start, sets []kv) string {
 
 // send buffers a message for the client.
 func (s *session) send(m pgproto3.BackendMessage) {
+	s.statSent(m)
 	b, err := m.Encode(s.out)
 	if err != nil {
 		s.log.Error("encode message for client", "err", err)
@@ -447,6 +455,7 @@ func (s *session) attach() error {
 	s.sc = sc
 	s.scShard = want
 	s.mu.Unlock()
+	sc.SetClient(s.id)
 	if s.deferred != "" && !s.holdDeferred {
 		s.toServer(&pgproto3.Query{String: s.deferred}, pending{kind: pHidden})
 		sc.Unnamed = 0

@@ -37,6 +37,10 @@ type Config struct {
 	LogLevel string `yaml:"log_level"`
 	LogJSON  bool   `yaml:"log_json"`
 
+	// MetricsListen is the HTTP address of /metrics, /healthz and /readyz
+	// ("" = off).
+	MetricsListen string `yaml:"metrics_listen"`
+
 	// Path is where the file was read from (not a YAML key).
 	Path string `yaml:"-"`
 }
@@ -185,6 +189,11 @@ func (c *Config) fill() {
 func (c *Config) validate() error {
 	if _, _, err := net.SplitHostPort(c.Listen); err != nil {
 		return fmt.Errorf("listen: %q is not host:port", c.Listen)
+	}
+	if c.MetricsListen != "" {
+		if _, _, err := net.SplitHostPort(c.MetricsListen); err != nil {
+			return fmt.Errorf("metrics_listen: %q is not host:port", c.MetricsListen)
+		}
 	}
 	switch c.Pool.Mode {
 	case "transaction", "session":

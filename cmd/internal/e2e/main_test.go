@@ -90,6 +90,10 @@ type proxyOpts struct {
 	database string
 	// tls lets clients use TLS.
 	tls *tls.Config
+	// configure, if set, adjusts the proxy's config (admin users, callbacks).
+	configure func(*proxy.Config)
+	// started, if set, is called with the running server.
+	started func(*proxy.Server)
 }
 
 // testRules: accounts/orders co-located on a bigint, users on text,
@@ -149,16 +153,23 @@ func startProxy(t testing.TB, o proxyOpts) string {
 		router = proxy.PlanRouter{Planner: plan.NewPlanner(1000)}
 	}
 	log := slog.New(slog.NewTextHandler(testWriter{t}, &slog.HandlerOptions{Level: slog.LevelWarn}))
-	srv := proxy.New(proxy.Config{
+	pcfg := proxy.Config{
 		Mode:          o.mode,
 		Auth:          o.auth,
 		Users:         map[string]proxy.User{"app": {Secret: &sec}},
 		MaxClientConn: o.maxClients,
 		Router:        router,
 		TLS:           o.tls,
-	}, pools, log)
+	}
+	if o.configure != nil {
+		o.configure(&pcfg)
+	}
+	srv := proxy.New(pcfg, pools, log)
 	if smap != nil {
 		srv.SetMap(smap)
+	}
+	if o.started != nil {
+		o.started(srv)
 	}
 	l, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {

@@ -1,0 +1,111 @@
+package pool
+
+import (
+	"context"
+	"errors"
+	"net"
+	"testing"
+	"time"
+)
+
+// deadPool returns a pool whose shard refuses connections.
+func deadPool(t *testing.T, timeout time.Duration) *Pool {
+	t.Helper()
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	addr := l.Addr().String()
+	_ = l.Close()
+	p, err := New(Options{Shard: "s0", DSN: "postgres://u:pw@" + addr + "/db?sslmode=disable", Size: 2, AcquireTimeout: timeout, ConnectTimeout: time.Second})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(p.Close)
+	return p
+}
+
+func TestPause(t *testing.T) {
+	t.Run("acquire waits, then times out", func(t *testing.T) {
+		p := deadPool(t, 150*time.Millisecond)
+		p.Pause()
+		p.Pause() // idempotent
+		start := time.Now()
+		_, err := p.Acquire(context.Background())
+		if !errors.Is(err, ErrTimeout) || time.Since(start) < 150*time.Millisecond {
+			t.Fatalf("after %v: %v", time.Since(start), err)
+		}
+		st := p.Stats()
+		if !st.Paused || st.Waits != 1 || st.Timeouts != 1 || st.Waiting != 0 || st.InUse != 0 || st.WaitTime < 150*time.Millisecond {
+			t.Fatalf("stats %+v", st)
+		}
+	})
+	t.Run("cancel ends the wait", func(t *testing.T) {
+		p := deadPool(t, time.Minute)
+		p.Pause()
+		ctx, cancel := context.WithTimeout(context.Background(), 50*time.Millisecond)
+		defer cancel()
+		if _, err := p.Acquire(ctx); !errors.Is(err, context.DeadlineExceeded) {
+			t.Fatal(err)
+		}
+	})
+	t.Run("resume releases waiters", func(t *testing.T) {
+		p := deadPool(t, time.Minute)
+		p.Pause()
+		errc := make(chan error, 1)
+		go func() { _, err := p.Acquire(context.Background()); errc <- err }()
+		deadline := time.Now().Add(5 * time.Second)
+		for p.Stats().Waiting != 1 {
+			if time.Now().After(deadline) {
+				t.Fatal("Acquire does not wait")
+			}
+			time.Sleep(5 * time.Millisecond)
+		}
+		select {
+		case err := <-errc:
+			t.Fatalf("Acquire returned while paused: %v", err)
+		case <-time.After(50 * time.Millisecond):
+		}
+		if h := p.Health(); h.State != "unknown" {
+			t.Fatalf("health before any dial: %+v", h)
+		}
+		p.Resume()
+		// It goes on to dial, which fails: the shard is down.
+		err := <-errc
+		if err == nil || errors.Is(err, ErrTimeout) {
+			t.Fatalf("want a connection error, got %v", err)
+		}
+		if h := p.Health(); h.State != "down" || h.Err == nil {
+			t.Fatalf("health %+v", h)
+		}
+		if p.Paused() || p.Stats().InUse != 0 {
+			t.Fatalf("stats %+v", p.Stats())
+		}
+	})
+	t.Run("close releases waiters", func(t *testing.T) {
+		p := deadPool(t, time.Minute)
+		p.Pause()
+		errc := make(chan error, 1)
+		go func() { _, err := p.Acquire(context.Background()); errc <- err }()
+		for p.Stats().Waiting != 1 {
+			time.Sleep(5 * time.Millisecond)
+		}
+		p.Close()
+		if err := <-errc; !errors.Is(err, ErrClosed) {
+			t.Fatal(err)
+		}
+	})
+}
+
+func TestProbe(t *testing.T) {
+	p := deadPool(t, time.Second)
+	if err := p.Probe(context.Background()); err == nil {
+		t.Fatal("probe of a dead shard succeeded")
+	}
+	if h := p.Health(); h.State != "down" {
+		t.Fatalf("health %+v", h)
+	}
+	if len(p.Servers()) != 0 {
+		t.Fatal("servers listed")
+	}
+}
