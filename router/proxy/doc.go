@@ -20,4 +20,12 @@
 // ReadyForQuery with status idle the server connection goes back to the pool
 // (transaction mode). Cancel requests arrive on new connections and are
 // forwarded to the server connection the client currently holds.
+//
+// Routing: a Router (PlanRouter, over router/plan) turns each simple query,
+// and each extended batch at Sync, into a Route resolved with the current
+// shard map; batch.go picks the shard, defers BEGIN until a statement names
+// one and pins the transaction to it; multi.go runs the statements that
+// need several shards (split INSERT, split COPY, run-on-every-shard DDL).
+// admin.go is the console on database "pgshard"; stats.go the lock-free
+// counters behind it and behind the Prometheus collector in cmd.
 package proxy
