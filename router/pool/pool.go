@@ -372,6 +372,21 @@ func (p *Pool) Discard(c *Conn) {
 	p.Release(c)
 }
 
+// DiscardIdle closes every idle connection. After one connection to a shard
+// broke (the shard restarted or the network dropped), its idle siblings are
+// most likely broken too: the next clients get fresh connections instead of
+// one error each.
+func (p *Pool) DiscardIdle() {
+	p.mu.Lock()
+	idle := p.idle
+	p.idle = nil
+	p.mu.Unlock()
+	for _, c := range idle {
+		c.Broken = true
+		p.close(c)
+	}
+}
+
 func (p *Pool) close(c *Conn) {
 	if c.TxStatus != 'I' || c.Broken {
 		ctx, cancel := context.WithTimeout(context.Background(), time.Second)

@@ -694,6 +694,7 @@ func (s *session) serverLost(err error) error {
 	if sc != nil {
 		shard = sc.Shard
 		sc.Broken = true
+		s.poolOf(sc).DiscardIdle()
 	}
 	inTx := s.txStatus != 'I'
 	s.queue = s.queue[:0]
