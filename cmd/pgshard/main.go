@@ -244,6 +244,7 @@ func proxyConfig(cfg *config.Config) (*proxy.Config, error) {
 		MaxClientConn:     cfg.MaxClientConn,
 		MaxMessageLen:     cfg.MaxMessageLen,
 		IdleClientTimeout: cfg.IdleClientTimeout.D(),
+		QueryTimeout:      cfg.QueryTimeout.D(),
 	}
 	if cfg.Pool.Mode == "session" {
 		pc.Mode = proxy.PoolSession

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"strings"
 	"sync/atomic"
+	"time"
 
 	"github.com/jackc/pgx/v5/pgproto3"
 
@@ -414,6 +415,17 @@ func (s *session) pop() pending {
 // arrived, the server waits for COPY data, or an error leaves nothing to
 // wait for.
 func (s *session) drive() error {
+	if qt := s.cfg.QueryTimeout; qt > 0 && s.hasReal() {
+		// query_timeout: cancel the statement on its shard (57014). If the
+		// timer fired, wait for the cancel to be sent before going on.
+		fired := make(chan struct{})
+		t := time.AfterFunc(qt, func() { defer close(fired); s.cancelServer() })
+		defer func() {
+			if !t.Stop() {
+				<-fired
+			}
+		}()
+	}
 	for {
 		for len(s.queue) > 0 && s.queue[0].kind == pSynth {
 			p := s.pop()

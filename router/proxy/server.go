@@ -50,6 +50,8 @@ type Config struct {
 	MaxClientConn     int
 	MaxMessageLen     int
 	IdleClientTimeout time.Duration
+	// QueryTimeout cancels a statement (57014) that runs longer; 0 is off.
+	QueryTimeout time.Duration
 	// Router decides where statements go; nil sends everything to the
 	// default shard.
 	Router Router

@@ -203,7 +203,15 @@ func (s *session) run() {
 		if s.closingNow() {
 			return
 		}
+		idle := s.sc == nil && s.clientTxStatus() == 'I' && len(s.batch) == 0
 		s.idle.Store(s.sc == nil || s.sc.TxStatus == 'I')
+		if t := s.cfg.IdleClientTimeout; t > 0 {
+			if idle {
+				_ = s.conn.SetReadDeadline(time.Now().Add(t))
+			} else {
+				_ = s.conn.SetReadDeadline(time.Time{})
+			}
+		}
 		var stopWatch func()
 		if s.listening && s.sc != nil && !s.hasReal() {
 			stopWatch = s.watchServer()
@@ -254,6 +262,13 @@ func (s *session) interrupt() {
 
 func (s *session) onReadError(err error) {
 	var ne net.Error
+	if errors.As(err, &ne) && ne.Timeout() && !s.srv.isClosing() && s.cfg.IdleClientTimeout > 0 {
+		_ = s.conn.SetReadDeadline(time.Time{})
+		s.sendErr(wire.Fatalf(pgcode.IdleSessionTimeout, "terminating connection due to idle-session timeout").
+			WithHint(fmt.Sprintf("pgshard closes clients idle for idle_client_timeout (%v).", s.cfg.IdleClientTimeout)))
+		_ = s.flush()
+		return
+	}
 	if errors.As(err, &ne) && ne.Timeout() && s.srv.isClosing() {
 		_ = s.conn.SetReadDeadline(time.Time{})
 		s.sendErr(wire.Fatalf(pgcode.AdminShutdown, "terminating connection due to administrator command"))

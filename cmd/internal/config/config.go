@@ -32,6 +32,7 @@ type Config struct {
 	ConnectTimeout    Duration `yaml:"connect_timeout"`
 	ShutdownTimeout   Duration `yaml:"shutdown_timeout"`
 	IdleClientTimeout Duration `yaml:"idle_client_timeout"`
+	QueryTimeout      Duration `yaml:"query_timeout"`
 	ServerLifetime    Duration `yaml:"server_lifetime"`
 
 	LogLevel string `yaml:"log_level"`
