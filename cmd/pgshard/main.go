@@ -157,6 +157,15 @@ func run() error {
 	var bg sync.WaitGroup
 	defer bg.Wait()
 	defer stop()
+	if iv := cfg.HealthCheckInterval.D(); iv > 0 {
+		for _, p := range pools {
+			bg.Add(1)
+			go func() {
+				defer bg.Done()
+				p.Watch(ctx, iv)
+			}()
+		}
+	}
 	bg.Add(2)
 	go func() {
 		defer bg.Done()

@@ -125,6 +125,7 @@ type Pool struct {
 	sent     atomic.Int64 // bytes written to the shard
 	received atomic.Int64 // bytes read from the shard
 
+	checked atomic.Bool  // a Watch loop runs: fail fast while down
 	lastOK  atomic.Int64 // unix nanos of the last successful dial
 	lastErr atomic.Pointer[dialError]
 }
@@ -281,12 +282,44 @@ func (p *Pool) take(ctx context.Context) (*Conn, error) {
 		return c, nil
 	}
 	p.mu.Unlock()
+	if p.checked.Load() {
+		if h := p.Health(); h.State == "down" {
+			// A health checker watches this shard and saw it down: fail
+			// now rather than wait connect_timeout for each client.
+			<-p.sem
+			return nil, fmt.Errorf("%w: %v (checked %v ago)", ErrShardDown, h.Err, time.Since(h.At).Round(time.Millisecond))
+		}
+	}
 	c, err := p.dial(ctx)
 	if err != nil {
 		<-p.sem
 		return nil, err
 	}
 	return c, nil
+}
+
+// ErrShardDown is returned by Acquire while a health checker (Watch) has
+// found the shard unreachable and no idle connection is left.
+var ErrShardDown = errors.New("shard is down")
+
+// Watch probes the shard every interval until ctx ends; while it runs, a
+// shard found down makes Acquire fail at once (ErrShardDown) instead of
+// dialling, and the next successful probe brings it back.
+func (p *Pool) Watch(ctx context.Context, interval time.Duration) {
+	p.checked.Store(true)
+	defer p.checked.Store(false)
+	t := time.NewTicker(interval)
+	defer t.Stop()
+	for {
+		pctx, cancel := context.WithTimeout(ctx, p.opts.ConnectTimeout)
+		_ = p.Probe(pctx)
+		cancel()
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+	}
 }
 
 func (p *Pool) dial(ctx context.Context) (*Conn, error) {

@@ -34,6 +34,9 @@ type Config struct {
 	IdleClientTimeout Duration `yaml:"idle_client_timeout"`
 	QueryTimeout      Duration `yaml:"query_timeout"`
 	ServerLifetime    Duration `yaml:"server_lifetime"`
+	// HealthCheckInterval: how often each shard is probed; 0 keeps the
+	// default, a negative value ("-1s") turns the checks off.
+	HealthCheckInterval Duration `yaml:"health_check_interval"`
 
 	LogLevel string `yaml:"log_level"`
 	LogJSON  bool   `yaml:"log_json"`
@@ -110,16 +113,17 @@ func (d Duration) D() time.Duration { return time.Duration(d) }
 
 // Defaults documented in the README.
 const (
-	DefaultListen          = "127.0.0.1:6432"
-	DefaultPoolMode        = "transaction"
-	DefaultPoolSize        = 20
-	DefaultWaitTimeout     = 5 * time.Second
-	DefaultConnectTimeout  = 5 * time.Second
-	DefaultShutdownTimeout = 30 * time.Second
-	DefaultBuckets         = 1024
-	DefaultMaxClientConn   = 10000
-	DefaultMaxMessageLen   = 64 << 20
-	DefaultAuth            = "scram-sha-256"
+	DefaultListen              = "127.0.0.1:6432"
+	DefaultPoolMode            = "transaction"
+	DefaultPoolSize            = 20
+	DefaultWaitTimeout         = 5 * time.Second
+	DefaultConnectTimeout      = 5 * time.Second
+	DefaultShutdownTimeout     = 30 * time.Second
+	DefaultHealthCheckInterval = 2 * time.Second
+	DefaultBuckets             = 1024
+	DefaultMaxClientConn       = 10000
+	DefaultMaxMessageLen       = 64 << 20
+	DefaultAuth                = "scram-sha-256"
 )
 
 // Load reads and validates the file at path.
@@ -166,6 +170,9 @@ func (c *Config) fill() {
 	}
 	if c.ConnectTimeout == 0 {
 		c.ConnectTimeout = Duration(DefaultConnectTimeout)
+	}
+	if c.HealthCheckInterval == 0 {
+		c.HealthCheckInterval = Duration(DefaultHealthCheckInterval)
 	}
 	if c.ShutdownTimeout == 0 {
 		c.ShutdownTimeout = Duration(DefaultShutdownTimeout)
