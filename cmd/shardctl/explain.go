@@ -13,6 +13,7 @@ import (
 	"github.com/jackc/pgx/v5"
 	"github.com/spf13/cobra"
 
+	"github.com/pgshard/pgshard/cmd/internal/config"
 	"github.com/pgshard/pgshard/router/plan"
 	"github.com/pgshard/pgshard/router/sqlparse"
 	"github.com/pgshard/pgshard/shardmap"
@@ -74,33 +75,24 @@ Postgres would reject, prints the plan with the error it would answer.`,
 			if o.simple && len(params) > 0 {
 				return fmt.Errorf("explain: --simple plans a Query message, which has no parameters (got %d)", len(params))
 			}
-			ctx, cancel := context.WithTimeout(cmd.Context(), 30*time.Second)
-			defer cancel()
-			cfg, cat, err := openCatalog(ctx, cmd)
-			if err != nil {
-				return err
-			}
-			defer cat.Close()
-			m, err := currentMap(ctx, cfg, cat)
-			if err != nil {
-				return err
-			}
-			res, err := explain(ctx, m, sql, params)
-			var se *sqlparse.SyntaxError
-			if errors.As(err, &se) {
-				if o.json {
-					_ = writeJSON(cmd.OutOrStdout(), map[string]any{"sql": sql, "error": map[string]any{
-						"code": se.Code(), "message": se.Message, "position": se.Position}})
+			return withMap(cmd, 30*time.Second, func(ctx context.Context, _ *config.Config, _ *shardmap.Catalog, m *shardmap.Map) error {
+				res, err := explain(ctx, m, sql, params)
+				var se *sqlparse.SyntaxError
+				if errors.As(err, &se) {
+					if o.json {
+						_ = writeJSON(cmd.OutOrStdout(), map[string]any{"sql": sql, "error": map[string]any{
+							"code": se.Code(), "message": se.Message, "position": se.Position}})
+					}
+					return syntaxError{se: se, sql: sql}
 				}
-				return syntaxError{se: se, sql: sql}
-			}
-			if err != nil {
-				return err
-			}
-			if o.json {
-				return writeJSON(cmd.OutOrStdout(), res)
-			}
-			return printExplain(cmd.OutOrStdout(), m, res)
+				if err != nil {
+					return err
+				}
+				if o.json {
+					return writeJSON(cmd.OutOrStdout(), res)
+				}
+				return printExplain(cmd.OutOrStdout(), m, res)
+			})
 		},
 	}
 	f := cmd.Flags()

@@ -2,7 +2,6 @@ package main
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"os"
@@ -47,30 +46,36 @@ func currentMap(ctx context.Context, cfg *config.Config, cat *shardmap.Catalog) 
 	return cat.Bootstrap(ctx, initial)
 }
 
+// withMap loads the config, opens its catalog, reads the current map
+// (bootstrapping an empty catalog from the config) and runs f.
+func withMap(cmd *cobra.Command, timeout time.Duration, f func(context.Context, *config.Config, *shardmap.Catalog, *shardmap.Map) error) error {
+	ctx, cancel := context.WithTimeout(cmd.Context(), timeout)
+	defer cancel()
+	cfg, cat, err := openCatalog(ctx, cmd)
+	if err != nil {
+		return err
+	}
+	defer cat.Close()
+	m, err := currentMap(ctx, cfg, cat)
+	if err != nil {
+		return err
+	}
+	return f(ctx, cfg, cat, m)
+}
+
 func newMapCmd() *cobra.Command {
 	var asJSON bool
 	cmd := &cobra.Command{
 		Use:   "map",
 		Short: "Print the current shard map from the catalog",
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			ctx, cancel := context.WithTimeout(cmd.Context(), 30*time.Second)
-			defer cancel()
-			cfg, cat, err := openCatalog(ctx, cmd)
-			if err != nil {
-				return err
-			}
-			defer cat.Close()
-			m, err := currentMap(ctx, cfg, cat)
-			if err != nil {
-				return err
-			}
-			if asJSON {
-				enc := json.NewEncoder(cmd.OutOrStdout())
-				enc.SetIndent("", "  ")
-				return enc.Encode(m)
-			}
-			printMap(cmd, m)
-			return nil
+			return withMap(cmd, 30*time.Second, func(_ context.Context, _ *config.Config, _ *shardmap.Catalog, m *shardmap.Map) error {
+				if asJSON {
+					return writeJSON(cmd.OutOrStdout(), m)
+				}
+				printMap(cmd, m)
+				return nil
+			})
 		},
 	}
 	cmd.Flags().BoolVar(&asJSON, "json", false, "print the whole map as JSON")
@@ -146,9 +151,7 @@ func newProxiesCmd() *cobra.Command {
 				return err
 			}
 			if asJSON {
-				enc := json.NewEncoder(cmd.OutOrStdout())
-				enc.SetIndent("", "  ")
-				return enc.Encode(ps)
+				return writeJSON(cmd.OutOrStdout(), ps)
 			}
 			w := tabwriter.NewWriter(os.Stdout, 0, 4, 2, ' ', 0)
 			fmt.Fprintln(w, "ID\tLISTEN\tPID\tAPPLIED VERSION\tLAST HEARTBEAT\tALIVE")

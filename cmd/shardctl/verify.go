@@ -2,7 +2,6 @@ package main
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"sort"
@@ -12,6 +11,7 @@ import (
 	"github.com/jackc/pgx/v5"
 	"github.com/spf13/cobra"
 
+	"github.com/pgshard/pgshard/cmd/internal/config"
 	"github.com/pgshard/pgshard/rebalance"
 	"github.com/pgshard/pgshard/shardmap"
 )
@@ -29,36 +29,25 @@ computed by Postgres itself with the same hash as PARTITION BY HASH, and
 reports rows on a shard that does not own their bucket and buckets found on
 more than one shard. It exits non-zero if it finds any.`,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			ctx, cancel := context.WithTimeout(cmd.Context(), 30*time.Minute)
-			defer cancel()
-			cfg, cat, err := openCatalog(ctx, cmd)
-			if err != nil {
-				return err
-			}
-			defer cat.Close()
-			m, err := currentMap(ctx, cfg, cat)
-			if err != nil {
-				return err
-			}
-			rep, err := rebalance.Verify(ctx, m, func(ctx context.Context, i int) (*pgx.Conn, error) {
-				return pgx.Connect(ctx, shardDSN(m.Shards[i]))
-			})
-			if err != nil {
-				return err
-			}
-			if asJSON {
-				enc := json.NewEncoder(cmd.OutOrStdout())
-				enc.SetIndent("", "  ")
-				if err := enc.Encode(rep); err != nil {
+			return withMap(cmd, 30*time.Minute, func(ctx context.Context, _ *config.Config, _ *shardmap.Catalog, m *shardmap.Map) error {
+				rep, err := rebalance.Verify(ctx, m, func(ctx context.Context, i int) (*pgx.Conn, error) {
+					return pgx.Connect(ctx, shardDSN(m.Shards[i]))
+				})
+				if err != nil {
 					return err
 				}
-			} else {
-				printVerify(cmd, rep)
-			}
-			if !rep.OK {
-				return errVerifyFailed
-			}
-			return nil
+				if asJSON {
+					if err := writeJSON(cmd.OutOrStdout(), rep); err != nil {
+						return err
+					}
+				} else {
+					printVerify(cmd, rep)
+				}
+				if !rep.OK {
+					return errVerifyFailed
+				}
+				return nil
+			})
 		},
 	}
 	cmd.Flags().BoolVar(&asJSON, "json", false, "JSON output")
@@ -106,36 +95,25 @@ func newRebalanceCmd() *cobra.Command {
 		Use:   "plan",
 		Short: "Print the fewest bucket moves that even out buckets over the shards",
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			ctx, cancel := context.WithTimeout(cmd.Context(), 30*time.Second)
-			defer cancel()
-			cfg, cat, err := openCatalog(ctx, cmd)
-			if err != nil {
-				return err
-			}
-			defer cat.Close()
-			m, err := currentMap(ctx, cfg, cat)
-			if err != nil {
-				return err
-			}
-			moves := rebalance.Plan(m)
-			if asJSON {
-				enc := json.NewEncoder(cmd.OutOrStdout())
-				enc.SetIndent("", "  ")
-				return enc.Encode(struct {
-					MapVersion int64            `json:"map_version"`
-					Moves      []rebalance.Move `json:"moves"`
-				}{m.Version, moves})
-			}
-			if len(moves) == 0 {
-				fmt.Fprintf(cmd.OutOrStdout(), "map version %d is balanced: nothing to move\n", m.Version)
-				return nil
-			}
-			w := tabwriter.NewWriter(cmd.OutOrStdout(), 0, 4, 2, ' ', 0)
-			fmt.Fprintln(w, "FROM\tTO\tBUCKETS\tCOUNT")
-			for _, mv := range moves {
-				fmt.Fprintf(w, "%s\t%s\t%s\t%d\n", mv.From, mv.To, bucketRanges(mv.Buckets), len(mv.Buckets))
-			}
-			return w.Flush()
+			return withMap(cmd, 30*time.Second, func(_ context.Context, _ *config.Config, _ *shardmap.Catalog, m *shardmap.Map) error {
+				moves := rebalance.Plan(m)
+				if asJSON {
+					return writeJSON(cmd.OutOrStdout(), struct {
+						MapVersion int64            `json:"map_version"`
+						Moves      []rebalance.Move `json:"moves"`
+					}{m.Version, moves})
+				}
+				if len(moves) == 0 {
+					fmt.Fprintf(cmd.OutOrStdout(), "map version %d is balanced: nothing to move\n", m.Version)
+					return nil
+				}
+				w := tabwriter.NewWriter(cmd.OutOrStdout(), 0, 4, 2, ' ', 0)
+				fmt.Fprintln(w, "FROM\tTO\tBUCKETS\tCOUNT")
+				for _, mv := range moves {
+					fmt.Fprintf(w, "%s\t%s\t%s\t%d\n", mv.From, mv.To, bucketRanges(mv.Buckets), len(mv.Buckets))
+				}
+				return w.Flush()
+			})
 		},
 	}
 	plan.Flags().BoolVar(&asJSON, "json", false, "JSON output")
