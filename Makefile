@@ -33,9 +33,11 @@ run: build ## start a local 2-shard cluster and pgshard on 127.0.0.1:6432 with d
 down: build ## stop the local cluster started by make run
 	$(BIN)/shardctl cluster down --dir $(DIR)
 
-test: ## unit and integration tests against real local Postgres instances
+test: ## unit and integration tests against real local Postgres instances, then every benchmark once
 	@echo "==> go test (integration tests start their own Postgres shards)"
 	$(GO) test -count=1 -timeout 14m $(GOTESTFLAGS) ./...
+	@echo "==> benchmarks run once (-benchtime=1x) so they keep compiling and working"
+	$(GO) test -run '^$$' -bench . -benchtime=1x ./... > /dev/null
 
 test-race: ## the same tests with the race detector
 	@echo "==> go test -race"
