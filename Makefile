@@ -37,7 +37,7 @@ test: ## unit and integration tests against real local Postgres instances, then 
 	@echo "==> go test (integration tests start their own Postgres shards)"
 	$(GO) test -count=1 -timeout 14m $(GOTESTFLAGS) ./...
 	@echo "==> benchmarks run once (-benchtime=1x) so they keep compiling and working"
-	$(GO) test -run '^$$' -bench . -benchtime=1x ./... > /dev/null
+	@out=$$($(GO) test -run '^$$' -bench . -benchtime=1x ./... 2>&1) || { echo "$$out"; exit 1; }; echo "benchmarks ok"
 
 test-race: ## the same tests with the race detector
 	@echo "==> go test -race"
