@@ -78,7 +78,9 @@ type Server struct {
 	listeners map[net.Listener]struct{}
 	sessions  map[uint64]*session // by cancel key
 	closing   bool
-	wg        sync.WaitGroup
+	// closingFlag mirrors closing for lock-free reads.
+	closingFlag atomic.Bool
+	wg          sync.WaitGroup
 
 	keyPos sync.Map // "table.column" -> int
 
@@ -172,6 +174,7 @@ func (s *Server) Serve(l net.Listener) error {
 func (s *Server) Shutdown(ctx context.Context) error {
 	s.mu.Lock()
 	s.closing = true
+	s.closingFlag.Store(true)
 	for l := range s.listeners {
 		_ = l.Close()
 	}
@@ -207,6 +210,7 @@ func (s *Server) Shutdown(ctx context.Context) error {
 func (s *Server) Close() error {
 	s.mu.Lock()
 	s.closing = true
+	s.closingFlag.Store(true)
 	for l := range s.listeners {
 		_ = l.Close()
 	}
@@ -225,11 +229,8 @@ func (s *Server) closePools() {
 	}
 }
 
-func (s *Server) isClosing() bool {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.closing
-}
+// isClosing is read on every client message: an atomic, not the server lock.
+func (s *Server) isClosing() bool { return s.closingFlag.Load() }
 
 // Clients returns the number of connected clients.
 func (s *Server) Clients() int { return int(s.clients.Load()) }
