@@ -68,8 +68,8 @@ func (s *session) finish(conns []*shardConn, ok bool) error {
 // command tag with the summed count.
 func (s *session) runSplit(r Route) error {
 	if s.inTxBlock() {
-		return s.refuseQuery(wire.Errorf(pgcode.FeatureNotSupported, "this INSERT writes rows to several shards, which is not possible inside a transaction block").
-			WithHint("Insert rows for one sharding key at a time inside transactions, or enable two-phase commit."))
+		return s.refuseQuery(wire.Errorf(pgcode.FeatureNotSupported, "this statement needs several shards, which is not possible inside a transaction block").
+			WithHint("Outside explicit transactions pgshard runs it on each shard; inside one, keep to one sharding key (two-phase commit is not built yet)."))
 	}
 	var conns []*shardConn
 	fail := func(err error) error {
@@ -84,6 +84,9 @@ func (s *session) runSplit(r Route) error {
 			return fail(err)
 		}
 		conns = append(conns, c)
+		if r.ReadOnly {
+			continue
+		}
 		if err := execSimple(c.sc, "BEGIN"); err != nil {
 			return fail(err)
 		}
@@ -152,6 +155,9 @@ func (s *session) runSplit(r Route) error {
 		return s.flush()
 	}
 	tag := fmt.Sprintf("%s %d", verb, total)
+	if verb == "" {
+		tag = "SELECT 0"
+	}
 	if verb == "INSERT" {
 		tag = fmt.Sprintf("INSERT 0 %d", total)
 	}

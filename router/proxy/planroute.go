@@ -116,6 +116,11 @@ func resolve(p *plan.Plan, in plan.Inputs, m *shardmap.Map, sql string, env Cata
 	case plan.Default:
 		return Route{Kind: RouteShard, Shard: m.Default}
 	case plan.All:
+		if p.Write && p.Table != "" && m.Rules.Tables[p.Table].Key != "" && concatenates(p.Merge) {
+			// A keyless UPDATE/DELETE of a sharded table: every shard, in a
+			// transaction on each, one command tag with the summed count.
+			return everyShard(m, sql)
+		}
 		lower := strings.ToLower(sql)
 		noTx := strings.Contains(lower, "concurrently") || strings.HasPrefix(strings.TrimSpace(lower), "vacuum")
 		return Route{Kind: RouteAll, NoTxBlock: noTx}
@@ -133,6 +138,13 @@ func resolve(p *plan.Plan, in plan.Inputs, m *shardmap.Map, sql string, env Cata
 		}
 		return Route{Kind: RouteTx, Tx: cmd, Name: name}
 	case plan.Scatter:
+		if concatenates(p.Merge) && p.Statements <= 1 {
+			// Rows from each shard, one after the other, are exactly what
+			// one Postgres would return (no order, limit or aggregate).
+			r := everyShard(m, sql)
+			r.ReadOnly = true
+			return r
+		}
 		return Route{Kind: RouteRefuse, Err: wire.Errorf(pgcode.FeatureNotSupported,
 			"query on sharded table %s has no sharding key condition and would need every shard", p.Table).
 			WithHint("Add WHERE " + p.KeyColumn + " = ... to the query; cross-shard queries are not supported yet.")}
@@ -236,4 +248,24 @@ func copyRoute(p *plan.Plan, m *shardmap.Map, env Catalog) Route {
 	rules := m.Rules
 	cr.Bucket = func(field []byte, null bool) (int, error) { return p.CopyBucket(field, null, rules) }
 	return Route{Kind: RouteCopy, Copy: cr}
+}
+
+// concatenates reports whether the shards' results, concatenated, are the
+// statement's result: no ordering, limit, aggregate, grouping, DISTINCT,
+// window or set operation to merge.
+func concatenates(mg *plan.Merge) bool {
+	if mg == nil {
+		return true
+	}
+	return !mg.Aggregates && !mg.GroupBy && !mg.Having && !mg.Distinct && !mg.Window &&
+		!mg.OrderBy && !mg.Limit && !mg.Offset && mg.SetOp == ""
+}
+
+// everyShard runs the same statement on every shard (RouteSplit).
+func everyShard(m *shardmap.Map, sql string) Route {
+	r := Route{Kind: RouteSplit}
+	for i := range m.Shards {
+		r.Parts = append(r.Parts, Part{Shard: i, SQL: sql})
+	}
+	return r
 }

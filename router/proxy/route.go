@@ -65,6 +65,9 @@ type Route struct {
 	NoTxBlock bool
 	// Parts are RouteSplit's statements, one per shard.
 	Parts []Part
+	// ReadOnly marks a RouteSplit that only reads: no transaction is
+	// opened on the shards.
+	ReadOnly bool
 	// Copy describes RouteCopy's rows: Copy.Bucket finds a row key's bucket.
 	Copy *CopyRoute
 }
