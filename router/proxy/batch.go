@@ -357,7 +357,7 @@ func (s *session) deferBatch(batch []pgproto3.FrontendMessage) bool {
 }
 
 // runBatch routes the held extended-protocol messages and sends them.
-func (s *session) runBatch() error {
+func (s *session) runBatch(sync bool) error {
 	if len(s.batch) == 0 {
 		return nil
 	}
@@ -374,9 +374,18 @@ func (s *session) runBatch() error {
 	if s.deferredFailed && !s.onlyTxExit(batch) {
 		return s.proxyError(errTxAborted())
 	}
+	s.splitRoute = nil
 	target, werr := s.batchTarget(batch)
 	if werr != nil {
 		return s.proxyError(werr)
+	}
+	if r := s.splitRoute; r != nil {
+		s.splitRoute = nil
+		if !sync || !singleStatement(batch) || s.inTxBlock() {
+			return s.proxyError(wire.Errorf(pgcode.FeatureNotSupported, "a statement that runs on every shard must be alone in its pipeline, end with Sync and be outside explicit transactions").
+				WithHint("Send it on its own (Parse/Bind/Execute/Sync) outside BEGIN ... COMMIT."))
+		}
+		return s.runBatchSplit(batch, *r)
 	}
 	s.target = target
 	// A batch that only prepares or describes statements (no Bind or
@@ -452,9 +461,19 @@ func (s *session) batchTarget(batch []pgproto3.FrontendMessage) (int, *wire.Erro
 				return 0, r.Err
 			case RouteShard:
 				want = r.Shard
-			case RouteSplit, RouteCopy:
+			case RouteSplit:
+				if everyShardSQL(r, q) {
+					// Runs whole on each shard (runBatchSplit), if the batch
+					// is just this one statement and ends with Sync.
+					rr := r
+					s.splitRoute = &rr
+					continue
+				}
+				return 0, wire.Errorf(pgcode.FeatureNotSupported, "this INSERT writes rows to several shards, which the extended protocol does not support yet").
+					WithHint("Send multi-shard INSERTs with the simple protocol (literal values), or one sharding key per statement.")
+			case RouteCopy:
 				return 0, wire.Errorf(pgcode.FeatureNotSupported, "this statement needs several shards, which the extended protocol does not support yet").
-					WithHint("Send multi-shard INSERT and COPY with the simple protocol, or one sharding key per statement.")
+					WithHint("Send COPY with the simple protocol.")
 			case RouteAll:
 				if s.inTxBlock() {
 					return 0, wire.Errorf(pgcode.FeatureNotSupported, "a statement that runs on every shard cannot run inside a transaction block").
@@ -636,4 +655,36 @@ func execSimple(sc *pool.Conn, sql string) error {
 	sc.FE.Send(&pgproto3.Query{String: sql})
 	sc.Unnamed = 0
 	return drainToReady(sc)
+}
+
+// everyShardSQL reports whether a split route runs the statement q itself
+// on every shard (a scatter or a keyless write), not rewritten parts.
+func everyShardSQL(r Route, q string) bool {
+	for _, p := range r.Parts {
+		if p.SQL != q {
+			return false
+		}
+	}
+	return len(r.Parts) > 0
+}
+
+// singleStatement reports whether a batch binds and executes exactly one
+// statement with nothing else but its Parse and Describe.
+func singleStatement(batch []pgproto3.FrontendMessage) bool {
+	binds, execs := 0, 0
+	for _, m := range batch {
+		switch e := m.(type) {
+		case *pgproto3.Parse, *pgproto3.Describe:
+		case *pgproto3.Bind:
+			binds++
+		case *pgproto3.Execute:
+			execs++
+			if e.MaxRows != 0 {
+				return false
+			}
+		default:
+			return false
+		}
+	}
+	return binds == 1 && execs == 1
 }

@@ -38,7 +38,7 @@ func (s *session) handle(msg pgproto3.FrontendMessage) error {
 		s.batch = append(s.batch, cloneMsg(msg))
 		return nil
 	case *pgproto3.Sync:
-		if err := s.runBatch(); err != nil {
+		if err := s.runBatch(true); err != nil {
 			return err
 		}
 		s.clientSkipping = false
@@ -54,7 +54,7 @@ func (s *session) handle(msg pgproto3.FrontendMessage) error {
 		}
 		return s.drive()
 	case *pgproto3.Flush:
-		if err := s.runBatch(); err != nil {
+		if err := s.runBatch(false); err != nil {
 			return err
 		}
 		if s.sc != nil {

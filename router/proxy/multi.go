@@ -605,3 +605,147 @@ func unescapeText(f []byte) []byte {
 	}
 	return out
 }
+
+// runBatchSplit runs an extended-protocol batch holding one statement
+// (Parse? Bind Describe? Execute, then the client's Sync) on every shard of
+// r: a keyless read that only concatenates, or a keyless write (in a
+// transaction on each shard, committed when all succeed). The client gets
+// the first shard's ParseComplete/BindComplete/description, every shard's
+// rows and one command tag with the summed count; the Sync handler adds
+// ReadyForQuery.
+func (s *session) runBatchSplit(batch []pgproto3.FrontendMessage, r Route) error {
+	// The statement, as the shards will prepare it (unnamed).
+	var parse *pgproto3.Parse
+	var bind *pgproto3.Bind
+	clientParsed := false
+	for _, m := range batch {
+		switch b := m.(type) {
+		case *pgproto3.Parse:
+			parse, clientParsed = b, true
+		case *pgproto3.Bind:
+			bind = b
+		}
+	}
+	if parse == nil || parse.Name != bind.PreparedStatement {
+		st, err := s.resolve(bind.PreparedStatement)
+		if err != nil {
+			return s.proxyError(err)
+		}
+		parse = &pgproto3.Parse{Name: bind.PreparedStatement, Query: st.query, ParameterOIDs: st.oids}
+		clientParsed = false
+	}
+	if clientParsed {
+		st := newStmt(parse.Query, parse.ParameterOIDs, parse.Name == "")
+		if parse.Name == "" {
+			s.unnamed = st
+		} else {
+			s.stmts[parse.Name] = st
+		}
+	}
+	var conns []*shardConn
+	fail := func(e error) error {
+		_ = s.finish(conns, false)
+		s.push(pending{kind: pSynth, synth: asWireErr(e).Response()})
+		return nil
+	}
+	for _, part := range r.Parts {
+		c, err := s.borrow(part.Shard)
+		if err != nil {
+			return fail(err)
+		}
+		conns = append(conns, c)
+		if !r.ReadOnly {
+			if err := execSimple(c.sc, "BEGIN"); err != nil {
+				return fail(err)
+			}
+		}
+	}
+	var total int64
+	verb := ""
+	mark := len(s.out)
+	for i, c := range conns {
+		fe := c.sc.FE
+		fe.Send(&pgproto3.Parse{Query: parse.Query, ParameterOIDs: parse.ParameterOIDs})
+		for _, m := range batch {
+			switch b := m.(type) {
+			case *pgproto3.Bind:
+				cp := *b
+				cp.PreparedStatement = ""
+				fe.Send(&cp)
+			case *pgproto3.Describe:
+				cp := *b
+				if cp.ObjectType == 'S' {
+					cp.Name = ""
+				}
+				fe.Send(&cp)
+			case *pgproto3.Execute:
+				fe.Send(b)
+			}
+		}
+		fe.Send(&pgproto3.Sync{})
+		c.sc.Unnamed = 0
+		if err := fe.Flush(); err != nil {
+			c.sc.Broken = true
+			return fail(fmt.Errorf("shard %s: %w", c.sc.Shard, err))
+		}
+		var qerr *pgproto3.ErrorResponse
+	read:
+		for {
+			m, err := fe.Receive()
+			if err != nil {
+				c.sc.Broken = true
+				return fail(fmt.Errorf("shard %s: %w", c.sc.Shard, err))
+			}
+			switch m := m.(type) {
+			case *pgproto3.ParseComplete:
+				if i == 0 && clientParsed {
+					s.send(m)
+				}
+			case *pgproto3.BindComplete, *pgproto3.ParameterDescription, *pgproto3.RowDescription, *pgproto3.NoData:
+				if i == 0 {
+					s.send(m)
+				}
+			case *pgproto3.DataRow:
+				s.send(m)
+				if len(s.out) >= flushThreshold {
+					if err := s.flush(); err != nil {
+						return err
+					}
+					mark = 0
+				}
+			case *pgproto3.CommandComplete:
+				f := strings.Fields(string(m.CommandTag))
+				if len(f) > 0 {
+					verb = f[0]
+					n, _ := strconv.ParseInt(f[len(f)-1], 10, 64)
+					total += n
+				}
+			case *pgproto3.NoticeResponse:
+				s.send(m)
+			case *pgproto3.ErrorResponse:
+				cp := *m
+				qerr = &cp
+			case *pgproto3.ReadyForQuery:
+				c.sc.TxStatus = m.TxStatus
+				break read
+			}
+		}
+		if qerr != nil {
+			_ = s.finish(conns, false)
+			s.out = s.out[:mark] // answers of a failed statement
+			s.push(pending{kind: pSynth, synth: qerr})
+			return nil
+		}
+	}
+	if err := s.finish(conns, true); err != nil {
+		s.push(pending{kind: pSynth, synth: wire.Errorf(pgcode.InternalError, "commit failed on a shard: %v", err).
+			WithHint("Some shards may have committed; enable two-phase commit for atomic multi-shard writes.").Response()})
+		return nil
+	}
+	tag := fmt.Sprintf("%s %d", verb, total)
+	if verb == "INSERT" {
+		tag = fmt.Sprintf("INSERT 0 %d", total)
+	}
+	s.push(pending{kind: pSynth, synth: &pgproto3.CommandComplete{CommandTag: []byte(tag)}})
+	return nil
+}

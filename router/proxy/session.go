@@ -79,6 +79,7 @@ type session struct {
 	batchStateless bool                       // every Bind of the batch is a Stateless RouteAny
 	holdDeferred   bool                       // the current batch must not send the deferred BEGIN
 	copy           *copySplit                 // a COPY FROM STDIN split over shards
+	splitRoute     *Route                     // set by batchTarget: the batch runs on every shard
 	others         []other                    // RouteAll: the statement's open transactions on other shards
 	idle           atomic.Bool                // blocked reading the client between transactions
 	cancels        int                        // cancel requests in flight to sc (guarded by mu)

@@ -67,6 +67,27 @@ func TestScatterConcat(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
+	// The same through the extended protocol, in every pgx mode.
+	for _, mode := range []pgx.QueryExecMode{pgx.QueryExecModeCacheStatement, pgx.QueryExecModeCacheDescribe, pgx.QueryExecModeDescribeExec, pgx.QueryExecModeExec} {
+		rows, err := c.Query(ctx, "select id, name from accounts where balance > $1", mode, 0)
+		if err != nil {
+			t.Fatalf("%v: %v", mode, err)
+		}
+		k := 0
+		for rows.Next() {
+			k++
+		}
+		if rows.Err() != nil || k != 15 || rows.CommandTag().String() != "SELECT 15" {
+			t.Fatalf("%v: scatter read %d rows, tag %q, %v", mode, k, rows.CommandTag(), rows.Err())
+		}
+		tag, err := c.Exec(ctx, "update accounts set name = $1 where balance > $2", mode, "renamed", 0)
+		if err != nil || tag.String() != "UPDATE 15" {
+			t.Fatalf("%v: keyless update: %v %v", mode, tag, err)
+		}
+		if _, err := c.Exec(ctx, "update accounts set balance = balance / 0 where balance > $1", mode, 0); pgCode(err) != "22012" {
+			t.Fatalf("%v: failing keyless update: %v", mode, err)
+		}
+	}
 	// Still refused: a merge pgshard does not do yet, and inside a transaction.
 	if _, err := c.Exec(ctx, "select * from accounts order by id limit 3", simple); pgCode(err) != "0A000" {
 		t.Fatalf("order by/limit scatter: %v", err)
