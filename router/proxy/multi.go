@@ -21,6 +21,9 @@ type shardConn struct {
 	shard int
 	sc    *pool.Conn
 	p     *pool.Pool
+	// inflight: a statement was sent whose answers (up to ReadyForQuery)
+	// have not been read yet.
+	inflight bool
 }
 
 // borrow takes a connection to shard i with the client's settings applied.
@@ -47,6 +50,10 @@ func (s *session) borrow(i int) (*shardConn, error) {
 func (s *session) finish(conns []*shardConn, ok bool) error {
 	var first error
 	for _, c := range conns {
+		if c.inflight && !c.sc.Broken {
+			_ = drainToReady(c.sc) // its statement's answers, discarded
+			c.inflight = false
+		}
 		if !c.sc.Broken && c.sc.TxStatus != 'I' {
 			cmd := "ROLLBACK"
 			if ok {
@@ -94,13 +101,19 @@ func (s *session) runSplit(r Route) error {
 	var total int64
 	verb := ""
 	sentDesc := false
+	// Send to every shard first, so they all work at once; then read each.
 	for i, part := range r.Parts {
 		sc := conns[i].sc
 		sc.FE.Send(&pgproto3.Query{String: part.SQL})
+		sc.Unnamed = 0
 		if err := sc.FE.Flush(); err != nil {
 			sc.Broken = true
 			return fail(fmt.Errorf("shard %s: %w", sc.Shard, err))
 		}
+		conns[i].inflight = true
+	}
+	for i := range r.Parts {
+		sc := conns[i].sc
 		var qerr *pgproto3.ErrorResponse
 	read:
 		for {
@@ -136,6 +149,7 @@ func (s *session) runSplit(r Route) error {
 				qerr = &c
 			case *pgproto3.ReadyForQuery:
 				sc.TxStatus = m.TxStatus
+				conns[i].inflight = false
 				break read
 			}
 		}
@@ -663,7 +677,7 @@ func (s *session) runBatchSplit(batch []pgproto3.FrontendMessage, r Route) error
 	var total int64
 	verb := ""
 	mark := len(s.out)
-	for i, c := range conns {
+	for _, c := range conns {
 		fe := c.sc.FE
 		fe.Send(&pgproto3.Parse{Query: parse.Query, ParameterOIDs: parse.ParameterOIDs})
 		for _, m := range batch {
@@ -688,6 +702,10 @@ func (s *session) runBatchSplit(batch []pgproto3.FrontendMessage, r Route) error
 			c.sc.Broken = true
 			return fail(fmt.Errorf("shard %s: %w", c.sc.Shard, err))
 		}
+		c.inflight = true
+	}
+	for i, c := range conns {
+		fe := c.sc.FE
 		var qerr *pgproto3.ErrorResponse
 	read:
 		for {
@@ -727,6 +745,7 @@ func (s *session) runBatchSplit(batch []pgproto3.FrontendMessage, r Route) error
 				qerr = &cp
 			case *pgproto3.ReadyForQuery:
 				c.sc.TxStatus = m.TxStatus
+				c.inflight = false
 				break read
 			}
 		}
