@@ -610,6 +610,11 @@ func (s *session) afterReady() {
 	if s.deferred != "" {
 		s.txStatus = s.clientTxStatus()
 	}
+	// The statement is done before its ReadyForQuery reaches the client:
+	// SHOW CLIENTS must not see it active once the client has its answer.
+	if !s.hasReal() {
+		s.statWaiting()
+	}
 }
 
 func (s *session) addSet(p kv) {
