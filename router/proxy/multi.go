@@ -98,9 +98,9 @@ func (s *session) runSplit(r Route) error {
 			return fail(err)
 		}
 	}
-	var total int64
-	verb := ""
+	var sum tagSum
 	sentDesc := false
+	mark := len(s.out)
 	// Send to every shard first, so they all work at once; then read each.
 	for i, part := range r.Parts {
 		sc := conns[i].sc
@@ -134,14 +134,10 @@ func (s *session) runSplit(r Route) error {
 					if err := s.flush(); err != nil {
 						return err
 					}
+					mark = 0
 				}
 			case *pgproto3.CommandComplete:
-				f := strings.Fields(string(m.CommandTag))
-				if len(f) > 0 {
-					verb = f[0]
-					n, _ := strconv.ParseInt(f[len(f)-1], 10, 64)
-					total += n
-				}
+				sum.add(m.CommandTag)
 			case *pgproto3.NoticeResponse:
 				s.send(m)
 			case *pgproto3.ErrorResponse:
@@ -155,7 +151,7 @@ func (s *session) runSplit(r Route) error {
 		}
 		if qerr != nil {
 			_ = s.finish(conns, false)
-			s.out = s.out[:0] // rows already buffered belong to a failed statement
+			s.out = s.out[:mark] // rows already buffered belong to a failed statement
 			s.send(qerr)
 			s.send(&pgproto3.ReadyForQuery{TxStatus: 'I'})
 			return s.flush()
@@ -168,14 +164,7 @@ func (s *session) runSplit(r Route) error {
 		s.send(&pgproto3.ReadyForQuery{TxStatus: 'I'})
 		return s.flush()
 	}
-	tag := fmt.Sprintf("%s %d", verb, total)
-	if verb == "" {
-		tag = "SELECT 0"
-	}
-	if verb == "INSERT" {
-		tag = fmt.Sprintf("INSERT 0 %d", total)
-	}
-	s.send(&pgproto3.CommandComplete{CommandTag: []byte(tag)})
+	s.send(&pgproto3.CommandComplete{CommandTag: sum.tag()})
 	s.send(&pgproto3.ReadyForQuery{TxStatus: 'I'})
 	return s.flush()
 }
@@ -453,7 +442,7 @@ func (s *session) endCopy(fail *pgproto3.CopyFail) error {
 		}
 	}
 	var firstErr *pgproto3.ErrorResponse
-	var total int64
+	sum := tagSum{verb: "COPY"}
 	for _, c := range cs.order {
 		switch {
 		case fail != nil:
@@ -478,11 +467,7 @@ func (s *session) endCopy(fail *pgproto3.CopyFail) error {
 				firstErr = &cp
 			}
 			if cc, ok := m.(*pgproto3.CommandComplete); ok {
-				f := strings.Fields(string(cc.CommandTag))
-				if len(f) == 2 {
-					n, _ := strconv.ParseInt(f[1], 10, 64)
-					total += n
-				}
+				sum.add(cc.CommandTag)
 			}
 			if rfq, ok := m.(*pgproto3.ReadyForQuery); ok {
 				c.sc.TxStatus = rfq.TxStatus
@@ -498,7 +483,7 @@ func (s *session) endCopy(fail *pgproto3.CopyFail) error {
 	} else if firstErr != nil {
 		s.send(firstErr)
 	} else {
-		s.send(&pgproto3.CommandComplete{CommandTag: []byte(fmt.Sprintf("COPY %d", total))})
+		s.send(&pgproto3.CommandComplete{CommandTag: sum.tag()})
 	}
 	s.send(&pgproto3.ReadyForQuery{TxStatus: 'I'})
 	return s.flush()
@@ -674,8 +659,7 @@ func (s *session) runBatchSplit(batch []pgproto3.FrontendMessage, r Route) error
 			}
 		}
 	}
-	var total int64
-	verb := ""
+	var sum tagSum
 	mark := len(s.out)
 	for _, c := range conns {
 		fe := c.sc.FE
@@ -732,12 +716,7 @@ func (s *session) runBatchSplit(batch []pgproto3.FrontendMessage, r Route) error
 					mark = 0
 				}
 			case *pgproto3.CommandComplete:
-				f := strings.Fields(string(m.CommandTag))
-				if len(f) > 0 {
-					verb = f[0]
-					n, _ := strconv.ParseInt(f[len(f)-1], 10, 64)
-					total += n
-				}
+				sum.add(m.CommandTag)
 			case *pgproto3.NoticeResponse:
 				s.send(m)
 			case *pgproto3.ErrorResponse:
@@ -761,10 +740,34 @@ func (s *session) runBatchSplit(batch []pgproto3.FrontendMessage, r Route) error
 			WithHint("Some shards may have committed; enable two-phase commit for atomic multi-shard writes.").Response()})
 		return nil
 	}
-	tag := fmt.Sprintf("%s %d", verb, total)
-	if verb == "INSERT" {
-		tag = fmt.Sprintf("INSERT 0 %d", total)
-	}
-	s.push(pending{kind: pSynth, synth: &pgproto3.CommandComplete{CommandTag: []byte(tag)}})
+	s.push(pending{kind: pSynth, synth: &pgproto3.CommandComplete{CommandTag: sum.tag()}})
 	return nil
+}
+
+// tagSum adds up the command tags of one statement run on several shards
+// into the tag one Postgres would send ("UPDATE 7", "INSERT 0 7", "COPY 7").
+type tagSum struct {
+	verb string
+	n    int64
+}
+
+func (t *tagSum) add(tag []byte) {
+	f := strings.Fields(string(tag))
+	if len(f) == 0 {
+		return
+	}
+	t.verb = f[0]
+	if n, err := strconv.ParseInt(f[len(f)-1], 10, 64); err == nil {
+		t.n += n
+	}
+}
+
+func (t *tagSum) tag() []byte {
+	switch t.verb {
+	case "":
+		return []byte("SELECT 0")
+	case "INSERT":
+		return fmt.Appendf(nil, "INSERT 0 %d", t.n)
+	}
+	return fmt.Appendf(nil, "%s %d", t.verb, t.n)
 }
