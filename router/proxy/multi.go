@@ -246,18 +246,7 @@ func (s *session) copyConn(shard int) (*shardConn, error) {
 			return c, nil
 		case *pgproto3.ErrorResponse:
 			e := &wire.Error{Severity: "ERROR", Code: m.Code, Message: m.Message, Detail: m.Detail, Hint: m.Hint}
-			// Drain to ReadyForQuery.
-			for {
-				m2, err := c.sc.FE.Receive()
-				if err != nil {
-					c.sc.Broken = true
-					break
-				}
-				if rfq, ok := m2.(*pgproto3.ReadyForQuery); ok {
-					c.sc.TxStatus = rfq.TxStatus
-					break
-				}
-			}
+			_ = drainToReady(c.sc) // the rest of the failed COPY's answers
 			return nil, e
 		}
 	}
