@@ -41,6 +41,26 @@ CREATE TABLE IF NOT EXISTS pgshard.proxies (
     heartbeat_at    timestamptz NOT NULL DEFAULT now(),
     applied_version bigint NOT NULL DEFAULT 0
 );
+CREATE TABLE IF NOT EXISTS pgshard.moves (
+    id           bigserial PRIMARY KEY,
+    rebalance    bigint NOT NULL DEFAULT 0,
+    source       text NOT NULL,
+    target       text NOT NULL,
+    buckets      int[] NOT NULL,
+    step         text NOT NULL DEFAULT '',
+    state        text NOT NULL DEFAULT 'pending',
+    error        text NOT NULL DEFAULT '',
+    rows_total   bigint NOT NULL DEFAULT 0,
+    rows_copied  bigint NOT NULL DEFAULT 0,
+    bytes_copied bigint NOT NULL DEFAULT 0,
+    lag_bytes    bigint NOT NULL DEFAULT 0,
+    map_before   bigint NOT NULL DEFAULT 0,
+    map_after    bigint NOT NULL DEFAULT 0,
+    pause_ms     double precision NOT NULL DEFAULT 0,
+    created_at   timestamptz NOT NULL DEFAULT now(),
+    updated_at   timestamptz NOT NULL DEFAULT now(),
+    finished_at  timestamptz
+);
 COMMIT;`
 
 // Catalog is the shard map's home: a pgshard schema in a Postgres database.
@@ -94,6 +114,10 @@ func (cat *Catalog) do(ctx context.Context, f func(*pgx.Conn) error) error {
 		return err
 	}
 }
+
+// Do runs f on the catalog's connection (serialised with the catalog's
+// other calls; reconnects once if the connection broke).
+func (cat *Catalog) Do(ctx context.Context, f func(*pgx.Conn) error) error { return cat.do(ctx, f) }
 
 // Current returns the newest map.
 func (cat *Catalog) Current(ctx context.Context) (*Map, error) {
@@ -267,4 +291,58 @@ func Watch(ctx context.Context, dsn string, interval time.Duration, have int64, 
 		}
 		cancel()
 	}
+}
+
+// MoveInfo is one bucket move as recorded in the catalog (pgshard.moves).
+// Step is the last step that completed; State is pending, running, done,
+// cancelled or failed.
+type MoveInfo struct {
+	ID          int64      `json:"id"`
+	Rebalance   int64      `json:"rebalance"`
+	Source      string     `json:"source"`
+	Target      string     `json:"target"`
+	Buckets     []int      `json:"buckets"`
+	Step        string     `json:"step"`
+	State       string     `json:"state"`
+	Error       string     `json:"error,omitempty"`
+	RowsTotal   int64      `json:"rows_total"`
+	RowsCopied  int64      `json:"rows_copied"`
+	BytesCopied int64      `json:"bytes_copied"`
+	LagBytes    int64      `json:"lag_bytes"`
+	MapBefore   int64      `json:"map_before"`
+	MapAfter    int64      `json:"map_after"`
+	PauseMS     float64    `json:"pause_ms"`
+	CreatedAt   time.Time  `json:"created_at"`
+	UpdatedAt   time.Time  `json:"updated_at"`
+	FinishedAt  *time.Time `json:"finished_at,omitempty"`
+}
+
+// MoveColumns is the select list that ScanMove reads.
+const MoveColumns = `id, rebalance, source, target, buckets, step, state, error, rows_total, rows_copied,
+ bytes_copied, lag_bytes, map_before, map_after, pause_ms, created_at, updated_at, finished_at`
+
+// ScanMove scans one row selected with MoveColumns.
+func ScanMove(r pgx.Row) (MoveInfo, error) {
+	var m MoveInfo
+	var bs []int32
+	err := r.Scan(&m.ID, &m.Rebalance, &m.Source, &m.Target, &bs, &m.Step, &m.State, &m.Error, &m.RowsTotal, &m.RowsCopied,
+		&m.BytesCopied, &m.LagBytes, &m.MapBefore, &m.MapAfter, &m.PauseMS, &m.CreatedAt, &m.UpdatedAt, &m.FinishedAt)
+	for _, b := range bs {
+		m.Buckets = append(m.Buckets, int(b))
+	}
+	return m, err
+}
+
+// Moves lists the recorded bucket moves, newest first (at most limit).
+func (cat *Catalog) Moves(ctx context.Context, limit int) ([]MoveInfo, error) {
+	var out []MoveInfo
+	err := cat.do(ctx, func(c *pgx.Conn) error {
+		rows, err := c.Query(ctx, `SELECT `+MoveColumns+` FROM pgshard.moves ORDER BY id DESC LIMIT $1`, limit)
+		if err != nil {
+			return err
+		}
+		out, err = pgx.CollectRows(rows, func(r pgx.CollectableRow) (MoveInfo, error) { return ScanMove(r) })
+		return err
+	})
+	return out, err
 }

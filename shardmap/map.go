@@ -50,6 +50,34 @@ type Map struct {
 	Owner   []int         `json:"owner"` // bucket -> index in Shards
 	State   []BucketState `json:"state"`
 	Default int           `json:"default"` // shard index of unsharded tables
+	// Moving is the id of the bucket move in progress (0: none). While a
+	// move runs, DDL on sharded tables is refused (the subscription that
+	// copies them needs the same columns on both shards).
+	Moving int64 `json:"moving,omitempty"`
+}
+
+// Next returns a deep copy of m with Version+1, ready to be changed and
+// published.
+func (m *Map) Next() *Map {
+	n := *m
+	n.Version++
+	n.Shards = append([]Shard(nil), m.Shards...)
+	n.Owner = append([]int(nil), m.Owner...)
+	n.State = append([]BucketState(nil), m.State...)
+	return &n
+}
+
+// Frozen reports whether bucket b is frozen by a cutover.
+func (m *Map) Frozen(b int) bool { return b >= 0 && b < len(m.State) && m.State[b] == Frozen }
+
+// AnyFrozen reports whether some bucket is frozen.
+func (m *Map) AnyFrozen() bool {
+	for _, s := range m.State {
+		if s == Frozen {
+			return true
+		}
+	}
+	return false
 }
 
 // ErrInvalidMap reports a map that breaks an invariant.
