@@ -3,6 +3,7 @@ package proxy
 import (
 	"context"
 	"fmt"
+	"math"
 	"time"
 
 	"github.com/jackc/pgx/v5/pgproto3"
@@ -56,10 +57,56 @@ func cloneMsg(msg pgproto3.FrontendMessage) pgproto3.FrontendMessage {
 // defaultShard is the shard of unsharded tables and of statements that may
 // run anywhere.
 func (s *session) defaultShard() int {
-	if m := s.srv.Map(); m != nil {
+	if m := s.mv; m != nil {
 		return m.Default
 	}
 	return 0
+}
+
+// goneShard is the shard index of a server connection whose shard the
+// current map no longer lists: no route names it.
+const goneShard = math.MaxInt32
+
+// useMap makes the server's current map the one the session routes with
+// and returns it. The shard of the session's server connection, kept
+// across statements as an index, is translated when the new map lists
+// other shards (a shard added or removed).
+func (s *session) useMap() *AppliedMap {
+	mv := s.srv.applied()
+	if mv == s.mv {
+		return mv
+	}
+	old := s.mv
+	s.mv = mv
+	if s.sc != nil && !sameShards(old, mv) {
+		i := goneShard
+		if mv != nil {
+			if j := mv.ShardIndex(s.sc.Shard); j >= 0 {
+				i = j
+			}
+		}
+		s.mu.Lock()
+		s.scShard = i
+		s.mu.Unlock()
+	}
+	return mv
+}
+
+// sameShards reports whether two maps list the same shards in the same
+// order (shard indexes mean the same in both).
+func sameShards(a, b *AppliedMap) bool {
+	if a == nil || b == nil {
+		return a == b
+	}
+	if len(a.Shards) != len(b.Shards) {
+		return false
+	}
+	for i := range a.Shards {
+		if a.Shards[i].Name != b.Shards[i].Name {
+			return false
+		}
+	}
+	return true
 }
 
 // anyShard is the shard for a statement that may run anywhere: the one the
@@ -81,7 +128,10 @@ func errCrossShard(from, to string) *wire.Error {
 }
 
 func (s *session) shardName(i int) string {
-	if m := s.srv.Map(); m != nil && i >= 0 && i < len(m.Shards) {
+	if s.sc != nil && i == s.scShard {
+		return s.sc.Shard
+	}
+	if m := s.mv; m != nil && i >= 0 && i < len(m.Shards) {
 		return m.Shards[i].Name
 	}
 	return fmt.Sprintf("#%d", i)
@@ -100,6 +150,16 @@ func (s *session) pinnedShard() int {
 	return -1
 }
 
+// txShard returns the shard on which the session has a transaction open
+// (or a pipeline not yet synced), or -1. Unlike pinnedShard it ignores
+// the pins that do not make a transaction (LISTEN in transaction mode).
+func (s *session) txShard() int {
+	if s.sc != nil && (s.sc.TxStatus != 'I' || s.hasReal() || s.awaitSync) {
+		return s.scShard
+	}
+	return -1
+}
+
 // routeQuery decides where a simple-protocol query goes and handles the
 // statements the session answers itself. done means the query was fully
 // answered.
@@ -110,7 +170,11 @@ func (s *session) routeQuery(m *pgproto3.Query) (done bool, err error) {
 		s.target = s.scShard
 		return false, nil
 	}
-	r := s.srv.router.RouteSimple(m.String, s.srv.Map(), s.srv)
+	r, werr := s.routeSimple(m.String)
+	if werr != nil {
+		s.srv.stats.route(RouteRefuse)
+		return true, s.refuseQuery(werr)
+	}
 	s.srv.stats.route(r.Kind)
 	if s.deferredFailed && !(r.Kind == RouteTx && (r.Tx == TxRollback || r.Tx == TxCommit || r.Tx == TxRollbackTo)) {
 		return true, s.refuseQuery(errTxAborted())
@@ -151,6 +215,23 @@ func (s *session) routeQuery(m *pgproto3.Query) (done bool, err error) {
 		return true, s.refuseQuery(errCrossShard(s.shardName(p), s.shardName(s.target)))
 	}
 	return false, nil
+}
+
+// routeSimple routes a simple query with the current map, waiting while
+// it would write to a frozen bucket (hold.go).
+func (s *session) routeSimple(sql string) (Route, *wire.Error) {
+	var h holdWait
+	defer h.done(s)
+	for {
+		mv := s.useMap()
+		r := s.srv.router.RouteSimple(sql, mv, s.srv)
+		if r.Frozen == nil || s.deferredFailed {
+			return r, nil // a failed transaction answers 25P02 anyway
+		}
+		if werr := s.holdFrozen(&h, mv, r.Frozen); werr != nil {
+			return r, werr
+		}
+	}
 }
 
 // refuseQuery answers a simple query with an error. Inside a transaction
@@ -261,7 +342,7 @@ func (s *session) deferTx(cmd TxCmd, name, sql string) string {
 // onlyTxExit reports whether every statement a batch parses or binds ends
 // or rolls back a transaction: what Postgres still accepts in a failed one.
 func (s *session) onlyTxExit(batch []pgproto3.FrontendMessage) bool {
-	m := s.srv.Map()
+	m := s.useMap()
 	exit := func(q string) bool {
 		r := s.srv.router.RouteSimple(q, m, s.srv)
 		return r.Kind == RouteTx && (r.Tx == TxCommit || r.Tx == TxRollback || r.Tx == TxRollbackTo)
@@ -323,7 +404,7 @@ func (s *session) deferBatch(batch []pgproto3.FrontendMessage) bool {
 	if binds != 1 {
 		return false
 	}
-	r := s.srv.router.RouteBound(q, oids, nil, nil, s.srv.Map(), s.srv)
+	r := s.srv.router.RouteBound(q, oids, nil, nil, s.useMap(), s.srv)
 	if r.Kind != RouteTx || !s.canDefer(r.Tx, r.Name) {
 		return false
 	}
@@ -374,8 +455,7 @@ func (s *session) runBatch(sync bool) error {
 	if s.deferredFailed && !s.onlyTxExit(batch) {
 		return s.proxyError(errTxAborted())
 	}
-	s.splitRoute = nil
-	target, werr := s.batchTarget(batch)
+	target, werr := s.routeBatch(batch)
 	if werr != nil {
 		return s.proxyError(werr)
 	}
@@ -413,10 +493,31 @@ func (s *session) runBatch(sync bool) error {
 	return nil
 }
 
-// batchTarget finds the one shard a batch's Bind messages route to.
-func (s *session) batchTarget(batch []pgproto3.FrontendMessage) (int, *wire.Error) {
+// routeBatch routes a batch (batchTarget) with the current map, waiting
+// while one of its statements would write to a frozen bucket.
+func (s *session) routeBatch(batch []pgproto3.FrontendMessage) (int, *wire.Error) {
+	var h holdWait
+	defer h.done(s)
+	for {
+		mv := s.useMap()
+		s.splitRoute = nil
+		target, werr, frozen := s.batchTarget(batch, mv)
+		if frozen == nil {
+			return target, werr
+		}
+		if werr := s.holdFrozen(&h, mv, frozen); werr != nil {
+			s.srv.stats.route(RouteRefuse)
+			return 0, werr
+		}
+	}
+}
+
+// batchTarget finds the one shard a batch's Bind messages route to with
+// map m. If a statement would write to a bucket m has frozen it stops
+// and returns that bucket, having undone what it started (others).
+func (s *session) batchTarget(batch []pgproto3.FrontendMessage, m *AppliedMap) (int, *wire.Error, *FrozenBucket) {
 	if s.sc != nil && s.sc.TxStatus == 'E' {
-		return s.scShard, nil // a failed transaction: its shard answers
+		return s.scShard, nil, nil // a failed transaction: its shard answers
 	}
 	target := -1
 	binds, stateless := 0, 0
@@ -426,7 +527,6 @@ func (s *session) batchTarget(batch []pgproto3.FrontendMessage) (int, *wire.Erro
 	if s.unnamed != nil {
 		unnamedQ, unnamedOIDs = s.unnamed.query, s.unnamed.oids
 	}
-	m := s.srv.Map()
 	for _, msg := range batch {
 		switch b := msg.(type) {
 		case *pgproto3.Parse:
@@ -450,6 +550,12 @@ func (s *session) batchTarget(batch []pgproto3.FrontendMessage) (int, *wire.Erro
 				}
 			}
 			r := s.srv.router.RouteBound(q, oids, b.ParameterFormatCodes, b.Parameters, m, s.srv)
+			if r.Frozen != nil {
+				if len(s.others) > 0 {
+					s.finishOthers(false) // an earlier statement's, on every shard
+				}
+				return 0, nil, r.Frozen
+			}
 			s.srv.stats.route(r.Kind)
 			binds++
 			if r.Kind == RouteAny && r.Stateless {
@@ -458,7 +564,7 @@ func (s *session) batchTarget(batch []pgproto3.FrontendMessage) (int, *wire.Erro
 			want := -1
 			switch r.Kind {
 			case RouteRefuse:
-				return 0, r.Err
+				return 0, r.Err, nil
 			case RouteShard:
 				want = r.Shard
 			case RouteSplit:
@@ -470,14 +576,14 @@ func (s *session) batchTarget(batch []pgproto3.FrontendMessage) (int, *wire.Erro
 					continue
 				}
 				return 0, wire.Errorf(pgcode.FeatureNotSupported, "this INSERT writes rows to several shards, which the extended protocol does not support yet").
-					WithHint("Send multi-shard INSERTs with the simple protocol (literal values), or one sharding key per statement.")
+					WithHint("Send multi-shard INSERTs with the simple protocol (literal values), or one sharding key per statement."), nil
 			case RouteCopy:
 				return 0, wire.Errorf(pgcode.FeatureNotSupported, "this statement needs several shards, which the extended protocol does not support yet").
-					WithHint("Send COPY with the simple protocol.")
+					WithHint("Send COPY with the simple protocol."), nil
 			case RouteAll:
 				if s.inTxBlock() {
 					return 0, wire.Errorf(pgcode.FeatureNotSupported, "a statement that runs on every shard cannot run inside a transaction block").
-						WithHint("Run DDL and reference-table writes outside explicit transactions.")
+						WithHint("Run DDL and reference-table writes outside explicit transactions."), nil
 				}
 				var err error
 				if len(b.Parameters) > 0 {
@@ -486,7 +592,7 @@ func (s *session) batchTarget(batch []pgproto3.FrontendMessage) (int, *wire.Erro
 					err = s.startOthers(q, r.NoTxBlock)
 				}
 				if err != nil {
-					return 0, asWireErr(err)
+					return 0, asWireErr(err), nil
 				}
 				want = s.defaultShard()
 			}
@@ -495,21 +601,21 @@ func (s *session) batchTarget(batch []pgproto3.FrontendMessage) (int, *wire.Erro
 			}
 			if target >= 0 && target != want {
 				return 0, wire.Errorf(pgcode.FeatureNotSupported, "statements of one pipeline (up to Sync) need shards %s and %s", s.shardName(target), s.shardName(want)).
-					WithHint("Send a Sync between statements for different sharding keys, or keep a pipeline on one key.")
+					WithHint("Send a Sync between statements for different sharding keys, or keep a pipeline on one key."), nil
 			}
 			target = want
 		}
 	}
 	if p := s.pinnedShard(); p >= 0 {
 		if target >= 0 && target != p {
-			return 0, errCrossShard(s.shardName(p), s.shardName(target))
+			return 0, errCrossShard(s.shardName(p), s.shardName(target)), nil
 		}
-		return p, nil
+		return p, nil, nil
 	}
 	if target < 0 {
 		target = s.anyShard()
 	}
-	return target, nil
+	return target, nil, nil
 }
 
 // startOthers runs a statement that belongs on every shard on all shards
@@ -517,7 +623,7 @@ func (s *session) batchTarget(batch []pgproto3.FrontendMessage) (int, *wire.Erro
 // session commits or rolls them back when the target's answer is known
 // (finishOthers). The client sees the target shard's answer.
 func (s *session) startOthers(sql string, noTxBlock bool) error {
-	m := s.srv.Map()
+	m := s.mv
 	if m == nil || len(m.Shards) < 2 {
 		return nil
 	}
@@ -562,7 +668,7 @@ func (s *session) startOthers(sql string, noTxBlock bool) error {
 // it runs on each other shard with the extended protocol and the client's
 // parameter values.
 func (s *session) startOthersBound(sql string, oids []uint32, b *pgproto3.Bind) error {
-	m := s.srv.Map()
+	m := s.mv
 	if m == nil || len(m.Shards) < 2 {
 		return nil
 	}

@@ -73,6 +73,7 @@ func (s *session) handle(msg pgproto3.FrontendMessage) error {
 		// Outside COPY Postgres ignores these (CopyFail after an aborted COPY).
 		return nil
 	case *pgproto3.FunctionCall:
+		s.useMap()
 		s.target = s.anyShard()
 		if err := s.attach(); err != nil {
 			s.sendErr(asWireErr(err))
@@ -711,7 +712,7 @@ func (s *session) serverLost(err error) error {
 	if sc != nil {
 		shard = sc.Shard
 		sc.Broken = true
-		s.poolOf(sc).DiscardIdle()
+		sc.Pool().DiscardIdle()
 	}
 	inTx := s.txStatus != 'I'
 	s.queue = s.queue[:0]

@@ -70,9 +70,10 @@ type session struct {
 	awaitSync      bool // extended messages were sent since the last Sync
 
 	batch          []pgproto3.FrontendMessage // extended messages held until Sync/Flush
-	target         int                        // shard the current statement or batch goes to
-	scShard        int                        // shard of sc
-	held           map[int]*pool.Conn         // session mode: one server connection per shard used
+	mv             *AppliedMap                // the map the current statement is routed with (useMap)
+	target         int                        // shard the current statement or batch goes to (index in mv)
+	scShard        int                        // shard of sc (index in mv; guarded by mu for writes)
+	held           map[string]*pool.Conn      // session mode: one server connection per shard used, by name
 	deferred       string                     // BEGIN (and savepoints) not yet sent to a shard
 	deferredFailed bool                       // a statement was refused inside the deferred transaction
 	savepoints     []string                   // savepoints of the deferred transaction
@@ -85,6 +86,7 @@ type session struct {
 	cancels        int                        // cancel requests in flight to sc (guarded by mu)
 	cancelDone     *sync.Cond                 // signalled when cancels drops to 0
 	waiting        bool                       // queued for a server connection (guarded by mu)
+	holding        bool                       // held by a frozen bucket (guarded by mu)
 	waitCtx        context.Context
 	waitCancel     context.CancelFunc
 	stat           sessionStats // counters (stats.go)
@@ -323,6 +325,7 @@ func (s *session) login() error {
 	// normalised values, e.g. client_encoding, DateStyle); later clients with
 	// the same parameters log in without waiting for a server connection.
 	params := s.srv.reportedParams(s.paramsKey)
+	s.useMap()
 	s.target = s.defaultShard()
 	if params == nil || s.cfg.Mode == PoolSession {
 		if err := s.attach(); err != nil {
@@ -427,12 +430,14 @@ func (s *session) attach() error {
 		}
 		s.detach(false)
 	}
-	sc := s.held[want]
+	p := s.srv.poolFor(s.mv, want)
+	var sc *pool.Conn
+	if p != nil {
+		sc = s.held[p.Shard()]
+	}
 	if sc != nil {
-		delete(s.held, want)
+		delete(s.held, p.Shard())
 	} else {
-		m := s.srv.Map()
-		p := s.srv.poolFor(m, want)
 		if p == nil {
 			return wire.Errorf(pgcode.ConnectionFailure, "shard %s has no connection pool", s.shardName(want))
 		}
@@ -553,39 +558,36 @@ func (s *session) detach(force bool) {
 	s.sc = nil
 	s.mu.Unlock()
 	if sc != nil {
-		p := s.poolOf(sc)
+		p := sc.Pool()
 		switch {
 		case force && (sc.TxStatus != 'I' || s.hasReal() || s.copyIn):
 			p.Discard(sc)
 		case !force && s.cfg.Mode == PoolSession:
 			if s.held == nil {
-				s.held = map[int]*pool.Conn{}
+				s.held = map[string]*pool.Conn{}
 			}
-			s.held[s.scShard] = sc
+			s.held[sc.Shard] = sc
 		default:
 			p.Release(sc)
 		}
 	}
 	if force {
 		for k, h := range s.held {
-			s.poolOf(h).Release(h)
+			h.Pool().Release(h)
 			delete(s.held, k)
 		}
 	}
 }
 
-func (s *session) poolOf(sc *pool.Conn) *pool.Pool {
-	for _, p := range s.srv.pools {
-		if p.Shard() == sc.Shard {
-			return p
-		}
-	}
-	return s.srv.pools[0]
-}
-
 func (s *session) cancelServer() {
 	s.mu.Lock()
 	sc := s.sc
+	if s.holding {
+		// Held by a frozen bucket: nothing runs on a server; end the wait.
+		s.waitCancel()
+		s.mu.Unlock()
+		return
+	}
 	if sc == nil {
 		if s.waiting {
 			s.waitCancel() // the client is queued for a server connection

@@ -65,6 +65,7 @@ const (
 // Class 55: object not in prerequisite state.
 const (
 	ObjectNotInPrerequisiteState = "55000"
+	ObjectInUse                  = "55006"
 	LockNotAvailable             = "55P03"
 )
 
