@@ -110,10 +110,11 @@ func run() error {
 	}
 	srv.SetMap(m)
 
-	// The admin console's RELOAD does what SIGHUP does; SHOW PROXIES asks
-	// the catalog.
+	// The admin console's RELOAD does what SIGHUP does; SHOW PROXIES and
+	// SHOW MOVES ask the catalog.
 	var reload func() error
 	proxies := func(ctx context.Context) ([]shardmap.ProxyInfo, error) { return cat.Proxies(ctx, 10*time.Second) }
+	moves := func(ctx context.Context) ([]shardmap.MoveInfo, error) { return cat.Moves(ctx, 100) }
 	reload = func() error {
 		ncfg, err := config.Load(cfg.Path)
 		if err != nil {
@@ -123,12 +124,12 @@ func run() error {
 		if err != nil {
 			return err
 		}
-		npc.Router, npc.Proxies, npc.Reload = pcfg.Router, proxies, reload
+		npc.Router, npc.Proxies, npc.Moves, npc.Reload = pcfg.Router, proxies, moves, reload
 		srv.SetConfig(*npc)
 		log.Info("config reloaded", "config", cfg.Path)
 		return nil
 	}
-	pcfg.Proxies, pcfg.Reload = proxies, reload
+	pcfg.Proxies, pcfg.Moves, pcfg.Reload = proxies, moves, reload
 	srv.SetConfig(*pcfg)
 
 	l, err := net.Listen("tcp", cfg.Listen)
@@ -157,25 +158,22 @@ func run() error {
 	var bg sync.WaitGroup
 	defer bg.Wait()
 	defer stop()
-	if iv := cfg.HealthCheckInterval.D(); iv > 0 {
-		for _, p := range pools {
-			bg.Add(1)
-			go func() {
-				defer bg.Done()
-				p.Watch(ctx, iv)
-			}()
-		}
-	}
 	bg.Add(2)
 	go func() {
 		defer bg.Done()
 		shardmap.Watch(ctx, cfg.CatalogDSN(), time.Second, m.Version, func(nm *shardmap.Map) {
+			// SetMap returns once every statement routed from now on uses
+			// nm (and statements held by its frozen buckets have been
+			// woken): only then may the catalog hear that this proxy
+			// applied it, since a move's cutover waits for that.
 			srv.SetMap(nm)
 			health.OK()
-			log.Info("shard map applied", "map_version", nm.Version)
+			log.Info("shard map applied", "map_version", nm.Version, "frozen", nm.AnyFrozen(), "move_id", nm.Moving)
 			me := self
 			me.AppliedVersion = nm.Version
-			_ = cat.Heartbeat(ctx, me) // report the new version at once
+			if err := cat.Heartbeat(ctx, me); err != nil && ctx.Err() == nil {
+				log.Warn("catalog heartbeat after applying a map", "map_version", nm.Version, "err", err)
+			}
 		}, func(err error) { log.Warn("catalog watch", "err", err) })
 	}()
 	go func() {
@@ -254,6 +252,10 @@ func proxyConfig(cfg *config.Config) (*proxy.Config, error) {
 		MaxMessageLen:     cfg.MaxMessageLen,
 		IdleClientTimeout: cfg.IdleClientTimeout.D(),
 		QueryTimeout:      cfg.QueryTimeout.D(),
+		FreezeTimeout:     cfg.FreezeTimeout.D(),
+		// Health probes run in the server, for the configured shards and
+		// for those later maps add.
+		HealthCheckInterval: cfg.HealthCheckInterval.D(),
 	}
 	if cfg.Pool.Mode == "session" {
 		pc.Mode = proxy.PoolSession
