@@ -141,9 +141,12 @@ func resolve(p *plan.Plan, in plan.Inputs, m *AppliedMap, sql string, env Catalo
 			// bucket, the frozen ones too.
 			return frozenRoute(&FrozenBucket{Bucket: m.firstFrozen(), Table: p.Table, All: true})
 		}
-		if p.Write && sharded && concatenates(p.Merge) {
+		if p.Write && sharded && p.KeyColumn != "" && concatenates(p.Merge) {
 			// A keyless UPDATE/DELETE of a sharded table: every shard, in a
 			// transaction on each, one command tag with the summed count.
+			// (DDL plans name the table but no key column: they take
+			// RouteAll below, which answers with the shard's own tag and
+			// can run CREATE INDEX CONCURRENTLY outside a transaction.)
 			return everyShard(m, sql)
 		}
 		lower := strings.ToLower(sql)
