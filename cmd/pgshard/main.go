@@ -155,6 +155,19 @@ func run() error {
 
 	host, _ := os.Hostname()
 	self := shardmap.ProxyInfo{ID: fmt.Sprintf("%s:%d:%s", host, os.Getpid(), l.Addr()), Host: host, PID: os.Getpid(), Listen: l.Addr().String()}
+	// beat records this proxy in the catalog with the version it routes
+	// with. It reads the version under its lock, so a periodic beat that
+	// read an older version can never land after the beat that reports a
+	// newer one (a move waiting for acknowledgements would see the proxy
+	// go back).
+	var beatMu sync.Mutex
+	beat := func() error {
+		beatMu.Lock()
+		defer beatMu.Unlock()
+		me := self
+		me.AppliedVersion = srv.Map().Version
+		return cat.Heartbeat(ctx, me)
+	}
 	var bg sync.WaitGroup
 	defer bg.Wait()
 	defer stop()
@@ -169,9 +182,7 @@ func run() error {
 			srv.SetMap(nm)
 			health.OK()
 			log.Info("shard map applied", "map_version", nm.Version, "frozen", nm.AnyFrozen(), "move_id", nm.Moving)
-			me := self
-			me.AppliedVersion = nm.Version
-			if err := cat.Heartbeat(ctx, me); err != nil && ctx.Err() == nil {
+			if err := beat(); err != nil && ctx.Err() == nil {
 				log.Warn("catalog heartbeat after applying a map", "map_version", nm.Version, "err", err)
 			}
 		}, func(err error) { log.Warn("catalog watch", "err", err) })
@@ -181,9 +192,7 @@ func run() error {
 		t := time.NewTicker(2 * time.Second)
 		defer t.Stop()
 		for {
-			me := self
-			me.AppliedVersion = srv.Map().Version
-			if err := cat.Heartbeat(ctx, me); err == nil {
+			if err := beat(); err == nil {
 				health.OK()
 			} else if ctx.Err() == nil {
 				log.Warn("catalog heartbeat", "err", err)
