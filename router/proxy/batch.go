@@ -89,7 +89,27 @@ func (s *session) useMap() *AppliedMap {
 		s.scShard = i
 		s.mu.Unlock()
 	}
+	if !sameShards(old, mv) {
+		s.releaseGone()
+	}
 	return mv
+}
+
+// releaseGone hands back the server connections the session keeps (session
+// mode, or between statements) to shards the current map no longer lists,
+// so that their closed pools can close them. A connection inside a
+// transaction stays: its statements get the cross-shard refusal, and the
+// transaction ends as the client ends it.
+func (s *session) releaseGone() {
+	if s.sc != nil && s.scShard == goneShard && s.pinnedShard() < 0 {
+		s.detach(false)
+	}
+	for name, h := range s.held {
+		if s.mv == nil || s.mv.ShardIndex(name) < 0 {
+			delete(s.held, name)
+			h.Pool().Release(h)
+		}
+	}
 }
 
 // sameShards reports whether two maps list the same shards in the same

@@ -427,11 +427,16 @@ func TestFrozenBucketTimeout(t *testing.T) {
 
 // TestMapAddsShard: a map version that names a new shard gives the proxy a
 // pool for it, and writes to a bucket moved there land there; a version
-// without it closes the pool. The cluster's third instance plays the new
-// shard.
+// without it closes the pool and the connections to it end. The cluster's
+// third instance plays the new shard. In session mode the client keeps its
+// server connections between statements, across both changes.
 func TestMapAddsShard(t *testing.T) {
-	const db = "moves_add_shard"
-	ms := newMovesSetup(t, db, 2, nil)
+	t.Run("transaction pooling", func(t *testing.T) { testMapAddsShard(t, "moves_add_shard_tx", proxy.PoolTransaction) })
+	t.Run("session pooling", func(t *testing.T) { testMapAddsShard(t, "moves_add_shard_sess", proxy.PoolSession) })
+}
+
+func testMapAddsShard(t *testing.T, db string, mode proxy.PoolMode) {
+	ms := newMovesSetup(t, db, 2, func(c *proxy.Config) { c.Mode = mode })
 	ctx := context.Background()
 	c := connect(t, ms.url())
 	const schema = "create table accounts (id bigint primary key, name text not null, balance int not null default 0)"
@@ -495,6 +500,9 @@ func TestMapAddsShard(t *testing.T) {
 	if got := names(); len(got) != 2 {
 		t.Errorf("pools after the shard was removed: %v", got)
 	}
+	if err := c.QueryRow(ctx, "select count(*) from accounts where id in ($1, $2)", ks[0], ks[1]).Scan(&n); err != nil || n != 2 {
+		t.Fatalf("read after the shard left: %d, %v", n, err)
+	}
 	admin := connect(t, newShard.AdminDSN)
 	deadline := time.Now().Add(3 * time.Second)
 	for {
@@ -509,9 +517,6 @@ func TestMapAddsShard(t *testing.T) {
 			t.Fatalf("%d pgshard connections still open on the removed shard", open)
 		}
 		time.Sleep(20 * time.Millisecond)
-	}
-	if err := c.QueryRow(ctx, "select count(*) from accounts where id in ($1, $2)", ks[0], ks[1]).Scan(&n); err != nil || n != 2 {
-		t.Fatalf("read after the shard left: %d, %v", n, err)
 	}
 }
 
