@@ -164,7 +164,8 @@ func TestFrozenBucketHoldsWrites(t *testing.T) {
 	// Bucket b on s0 will move to s1; k[0] exists before the freeze.
 	k0 := keyOn(t, m, 0)
 	b := shardmap.BucketInt(k0, m.Rules.Buckets)
-	k := keysIn(t, m, b, 4)
+	k := keysIn(t, m, b, 5)
+	onS1, onS2 := keyOn(t, m, 1), keyOn(t, m, 2)
 	other := int64(1) // a key of another bucket on the same shard
 	for ob := shardmap.BucketInt(other, m.Rules.Buckets); ob == b || m.ShardOf(ob) != 0; ob = shardmap.BucketInt(other, m.Rules.Buckets) {
 		other++
@@ -180,8 +181,8 @@ func TestFrozenBucketHoldsWrites(t *testing.T) {
 	// Held writes, each on its own connection.
 	var wg sync.WaitGroup
 	var mu sync.Mutex
-	results := make([]result, 3)
-	started := make(chan struct{}, 3)
+	results := make([]result, 5)
+	started := make(chan struct{}, 5)
 	run := func(i int, f func(c *pgx.Conn) error) {
 		hc := connect(t, ms.url())
 		wg.Go(func() {
@@ -214,7 +215,28 @@ func TestFrozenBucketHoldsWrites(t *testing.T) {
 		}
 		return tx.Commit(ctx)
 	})
-	for range 3 {
+	inTx := func(first, held int64) func(c *pgx.Conn) error {
+		return func(c *pgx.Conn) error {
+			tx, err := c.Begin(ctx)
+			if err != nil {
+				return err
+			}
+			defer func() { _ = tx.Rollback(ctx) }()
+			if _, err := tx.Exec(ctx, "insert into accounts (id, name) values ($1, 'first in tx')", first); err != nil {
+				return fmt.Errorf("first statement: %w", err)
+			}
+			if _, err := tx.Exec(ctx, "insert into accounts (id, name) values ($1, 'held in tx')", held); err != nil {
+				return err
+			}
+			return tx.Commit(ctx)
+		}
+	}
+	// A transaction on s1, where the bucket is going: it waits and goes on.
+	run(3, inTx(onS1, k[3]))
+	// A transaction on s2: after the wait the bucket is on s1, so the
+	// usual cross-shard refusal.
+	run(4, inTx(onS2, k[4]))
+	for range 5 {
 		<-started
 	}
 
@@ -265,8 +287,8 @@ func TestFrozenBucketHoldsWrites(t *testing.T) {
 		}
 	}
 	mu.Unlock()
-	if snap := ms.srv.Snapshot(); snap.Held < 3 {
-		t.Errorf("Snapshot().Held = %d, want >= 3", snap.Held)
+	if snap := ms.srv.Snapshot(); snap.Held != 5 {
+		t.Errorf("Snapshot().Held = %d, want 5", snap.Held)
 	}
 
 	// The cutover: the bucket's row goes to s1 (shardctl's copy), then the
@@ -290,7 +312,11 @@ func TestFrozenBucketHoldsWrites(t *testing.T) {
 	wg.Wait()
 	var slowest time.Duration
 	for i, r := range results {
-		if r.err != nil {
+		if i == 4 {
+			if sqlState(r.err) != "0A000" || !strings.Contains(r.err.Error(), "transaction is pinned to shard "+cluster.Instances[2].Name) {
+				t.Errorf("held write in a transaction on a third shard: %v", r.err)
+			}
+		} else if r.err != nil {
 			t.Fatalf("held write %d: %v", i, r.err)
 		}
 		slowest = max(slowest, r.at.Sub(published))
@@ -299,17 +325,20 @@ func TestFrozenBucketHoldsWrites(t *testing.T) {
 	if slowest > 200*time.Millisecond {
 		t.Errorf("held writes completed %v after the switch was published, want < 200ms", slowest)
 	}
-	if n := countOn(t, s1, k[0], k[1], k[2]); n != 3 {
-		t.Errorf("new shard has %d of the 3 rows of the moved bucket", n)
+	if n := countOn(t, s1, k[0], k[1], k[2], k[3], onS1); n != 5 {
+		t.Errorf("new shard has %d of the 4 rows of the moved bucket and the transaction's row", n)
 	}
-	if n := countOn(t, s0, k[0], k[1], k[2]); n != 0 {
+	if n := countOn(t, s0, k...); n != 0 {
 		t.Errorf("old shard still has %d rows of the moved bucket", n)
+	}
+	if n := countOn(t, dbURL(cluster.Instances[2].DSN, db), k[4], onS2); n != 0 {
+		t.Errorf("the refused transaction left %d rows on %s", n, cluster.Instances[2].Name)
 	}
 	var bal int
 	if err := d1.QueryRow(ctx, "select balance from accounts where id = $1", k[0]).Scan(&bal); err != nil || bal != 1 {
 		t.Errorf("held UPDATE on the new shard: balance %d, %v", bal, err)
 	}
-	if snap := ms.srv.Snapshot(); snap.HoldTime.Count() < 3 || snap.HoldTimeouts != 0 {
+	if snap := ms.srv.Snapshot(); snap.HoldTime.Count() != 5 || snap.HoldTimeouts != 0 {
 		t.Errorf("hold time observations %d, timeouts %d", snap.HoldTime.Count(), snap.HoldTimeouts)
 	}
 }
