@@ -70,6 +70,7 @@ func TestResolveMoves(t *testing.T) {
 		{"bound write to the frozen bucket", frozen, "update accounts set name = 'x' where id = $1", [][]byte{[]byte("42")}, held},
 		{"co-located table, same bucket", frozen, "insert into orders (account_id, id) values (42, 1)", nil, held},
 		{"write to another bucket", frozen, "update accounts set name = 'x' where id = 43", nil, want{kind: RouteShard}},
+		{"multi-key write with one frozen key", frozen, "update accounts set name = 'x' where id in (43, 42)", nil, held},
 		{"split insert with one frozen row", frozen, "insert into accounts (id, name) values (42, 'a'), (1, 'b'), (2, 'c'), (3, 'd')", nil, held},
 		{"keyless write", frozen, "update accounts set name = 'x'", nil, heldAll},
 		{"keyless delete", frozen, "delete from orders where id < 0", nil, heldAll},
