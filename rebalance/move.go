@@ -766,8 +766,16 @@ func (j *job) fence(ctx context.Context) error {
 	// Every commit on the source is now either before the fence or does
 	// not touch the buckets. A marker row, replicated in commit order,
 	// tells when the target has applied them all.
+	// synchronous_commit on: the WAL sender only sends flushed WAL, and a
+	// shard with it off would flush the marker up to wal_writer_delay later.
 	seq := time.Now().UnixNano()
-	if _, err := j.src.Exec(ctx, `INSERT INTO pgshard.move_marker (move, seq) VALUES ($1, $2)`, j.info.ID, seq); err != nil {
+	if err := pgx.BeginFunc(ctx, j.src, func(tx pgx.Tx) error {
+		if _, err := tx.Exec(ctx, `SET LOCAL synchronous_commit = on`); err != nil {
+			return err
+		}
+		_, err := tx.Exec(ctx, `INSERT INTO pgshard.move_marker (move, seq) VALUES ($1, $2)`, j.info.ID, seq)
+		return err
+	}); err != nil {
 		return err
 	}
 	deadline = time.Now().Add(j.mv.CatchupTimeout)

@@ -99,6 +99,10 @@ func AddShard(ctx context.Context, cat *shardmap.Catalog, s shardmap.Shard, pgDu
 		}); err != nil {
 			return nil, fmt.Errorf("create tables on %s: %w", s.Name, err)
 		}
+		// pg_dump's script empties search_path for the session.
+		if _, err := dc.Exec(ctx, `RESET ALL`); err != nil {
+			return nil, err
+		}
 	}
 	for r := range m.Rules.Reference {
 		if err := copyReference(ctx, sc, dc, r); err != nil {

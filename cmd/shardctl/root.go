@@ -32,6 +32,8 @@ func NewRootCmd() *cobra.Command {
 	root.AddCommand(newVerifyCmd())
 	root.AddCommand(newRebalanceCmd())
 	root.AddCommand(newExplainCmd())
+	root.AddCommand(newMoveCmd())
+	root.AddCommand(newShardCmd())
 	return root
 }
 
