@@ -412,4 +412,3 @@ func printMoveStatus(w io.Writer, m *shardmap.Map, moves []shardmap.MoveInfo) {
 	}
 	_ = tw.Flush()
 }
-
