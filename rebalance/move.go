@@ -360,6 +360,11 @@ func (mv *Mover) run(ctx context.Context, info shardmap.MoveInfo) error {
 		return err
 	}
 	mv.Log.Info("move", "move", info.ID, "from", info.Source, "to", info.Target, "buckets", len(info.Buckets), "resume_after", info.Step)
+	if k := stepIndex(info.Step); k >= 0 && k < stepIndex(StepCopied) {
+		if err := j.count(ctx); err != nil { // for progress after a resume
+			return err
+		}
+	}
 	attempt := 0
 	for i := stepIndex(info.Step) + 1; i < len(Steps); i++ {
 		step := Steps[i]
@@ -474,20 +479,9 @@ func (j *job) prepare(ctx context.Context) error {
 	if err := j.deleteBuckets(ctx, j.dst); err != nil {
 		return fmt.Errorf("shard %s: %w", j.dstShard.Name, err)
 	}
-	var total int64
-	j.totals = map[string]int64{}
-	for _, t := range j.tables() {
-		var n int64
-		if err := j.src.QueryRow(ctx, fmt.Sprintf(`SELECT count(*) FROM %s WHERE %s %s`, quoteIdent(t.Name), j.bucketExpr(t), j.filter)).Scan(&n); err != nil {
-			return err
-		}
-		j.totals[t.Name] = n
-		total += n
-	}
-	if err := j.mv.update(ctx, j.info.ID, map[string]any{"rows_total": total}); err != nil {
+	if err := j.count(ctx); err != nil {
 		return err
 	}
-	j.info.RowsTotal = total
 	m, err := j.mv.publish(ctx, fmt.Sprintf("move %d: lock DDL", j.info.ID), func(n *shardmap.Map) bool {
 		if n.Moving == j.info.ID {
 			return false
@@ -500,6 +494,24 @@ func (j *job) prepare(ctx context.Context) error {
 	}
 	j.m = m
 	return nil
+}
+
+// count measures the rows and bytes to move, per table.
+func (j *job) count(ctx context.Context) error {
+	var rows, bytes int64
+	j.totals = map[string]int64{}
+	for _, t := range j.tables() {
+		var n, b int64
+		if err := j.src.QueryRow(ctx, fmt.Sprintf(`SELECT count(*), coalesce(sum(pg_column_size(t.*)), 0)::bigint FROM %s t WHERE %s %s`,
+			quoteIdent(t.Name), j.bucketExpr(t), j.filter)).Scan(&n, &b); err != nil {
+			return err
+		}
+		j.totals[t.Name] = n
+		rows += n
+		bytes += b
+	}
+	j.info.RowsTotal, j.info.BytesTotal = rows, bytes
+	return j.mv.update(ctx, j.info.ID, map[string]any{"rows_total": rows, "bytes_total": bytes})
 }
 
 // deleteBuckets removes the rows of the move's buckets from one shard,
@@ -648,16 +660,18 @@ func (j *job) progress(ctx context.Context) {
 				rows += j.totals[strings.TrimPrefix(n, "public.")]
 			}
 		}
-		var r2, b2 int64
-		_ = j.src.QueryRow(ctx, `SELECT coalesce(sum(tuples_processed), 0)::bigint, coalesce(sum(bytes_processed), 0)::bigint FROM pg_stat_progress_copy WHERE command = 'COPY TO'`).Scan(&r2, &b2)
+		var r2 int64
+		_ = j.src.QueryRow(ctx, `SELECT coalesce(sum(tuples_processed), 0)::bigint FROM pg_stat_progress_copy WHERE command = 'COPY TO'`).Scan(&r2)
 		rows += r2
-		bytes = max(j.info.BytesCopied, b2)
 	}
 	lag, _ := j.lag(ctx)
-	cols := map[string]any{"rows_copied": min(rows, j.info.RowsTotal), "lag_bytes": max(lag, 0)}
-	if bytes > 0 {
-		cols["bytes_copied"] = bytes
+	rows = min(rows, j.info.RowsTotal)
+	if j.info.RowsTotal > 0 {
+		// Bytes in the table's own terms (pg_column_size of the rows),
+		// pro rata of rows copied.
+		bytes = j.info.BytesTotal * rows / j.info.RowsTotal
 	}
+	cols := map[string]any{"rows_copied": rows, "lag_bytes": max(lag, 0), "bytes_copied": bytes}
 	j.mv.record(ctx, j.info.ID, cols)
 	if j.mv.Progress != nil {
 		if cur, err := j.mv.get(ctx, j.info.ID); err == nil {

@@ -2,10 +2,14 @@ package e2e
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"log/slog"
 	"math/rand/v2"
+	"os"
+	"os/exec"
+	"path/filepath"
 	"slices"
 	"sort"
 	"strings"
@@ -565,4 +569,77 @@ func TestMoveCrashSafety(t *testing.T) {
 	if _, err := (&rebalance.Mover{Cat: mc.cat}).Cancel(ctx); err != nil {
 		t.Fatal(err)
 	}
+}
+
+// TestShardctlMoves drives moves with the shardctl binary: shard add,
+// move --wait stopped by SHARDCTL_STOP_AFTER, status, resume, rebalance
+// start --wait, verify and shard remove.
+func TestShardctlMoves(t *testing.T) {
+	mc := newMoveCluster(t, "move_cli", 300)
+	_, shardctl := buildBinaries(t)
+	var cfg strings.Builder
+	fmt.Fprintf(&cfg, "listen: 127.0.0.1:1\ncatalog: %q\nusers: [{name: app, password: app}]\nshards:\n", mc.catDSN)
+	for _, s := range mc.shards[:2] {
+		fmt.Fprintf(&cfg, "  - {name: %s, dsn: %q, admin_dsn: %q}\n", s.Name, s.DSN, s.AdminDSN)
+	}
+	cfg.WriteString("sharding:\n  buckets: 1024\n  tables: [{name: accounts, key: id, type: bigint}, {name: orders, key: account_id, type: bigint}]\n  reference: [countries]\n")
+	path := filepath.Join(t.TempDir(), "pgshard.yaml")
+	if err := os.WriteFile(path, []byte(cfg.String()), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	run := func(env []string, args ...string) (string, int) {
+		cmd := exec.Command(shardctl, append([]string{"--config", path}, args...)...)
+		cmd.Env = append(os.Environ(), env...)
+		out, err := cmd.CombinedOutput()
+		code := 0
+		var ee *exec.ExitError
+		if errors.As(err, &ee) {
+			code = ee.ExitCode()
+		} else if err != nil {
+			t.Fatal(err)
+		}
+		t.Logf("shardctl %s -> %d\n%s", strings.Join(args, " "), code, out)
+		return string(out), code
+	}
+	mustRun := func(args ...string) string {
+		out, code := run(nil, args...)
+		if code != 0 {
+			t.Fatalf("shardctl %s: exit %d", strings.Join(args, " "), code)
+		}
+		return out
+	}
+	s2 := mc.shards[2]
+	mustRun("shard", "add", "s2", s2.DSN, "--admin-dsn", s2.AdminDSN)
+	if _, code := run([]string{"SHARDCTL_STOP_AFTER=copied"}, "move", "--buckets", "0-15,600", "--to", "s2", "--wait"); code != 3 {
+		t.Fatalf("SHARDCTL_STOP_AFTER=copied: exit %d, want 3", code)
+	}
+	var st struct {
+		Moves []shardmap.MoveInfo `json:"moves"`
+	}
+	if err := json.Unmarshal([]byte(mustRun("rebalance", "status", "--json")), &st); err != nil {
+		t.Fatal(err)
+	}
+	if len(st.Moves) != 2 || st.Moves[1].Step != rebalance.StepCopied || st.Moves[1].State != rebalance.StateRunning {
+		t.Fatalf("status after the stop: %+v", st.Moves)
+	}
+	if out, code := run(nil, "rebalance", "start", "--wait"); code == 0 || !strings.Contains(out, "already in progress") {
+		t.Fatalf("rebalance start with a move unfinished: exit %d", code)
+	}
+	mustRun("rebalance", "resume")
+	mustRun("rebalance", "start", "--wait")
+	mustRun("verify")
+	m, err := mc.cat.Current(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := m.BucketsPerShard(); got[2] != 341 && got[2] != 342 {
+		t.Fatalf("s2 owns %d buckets after rebalance start", got[2])
+	}
+	mustRun("shard", "remove", "s2")
+	mustRun("verify")
+	m, _ = mc.cat.Current(context.Background())
+	if len(m.Shards) != 2 {
+		t.Fatalf("shards after remove: %+v", m.Shards)
+	}
+	mc.check(t, nil)
 }
