@@ -199,6 +199,7 @@ func run() error {
 		return err
 	}
 	bctx, bstop := context.WithCancel(ctx)
+	defer bstop()
 	pb := exec.CommandContext(bctx, *pgbench, "-n", "-c", fmt.Sprint(*clients), "-j", "2", "-T", "3600", "-f", script, "-h", "127.0.0.1", "-p", fmt.Sprint(*port+10), "-U", "app", "app")
 	pb.Env = append(os.Environ(), "PGPASSWORD=app")
 	var pbOut strings.Builder
