@@ -15,6 +15,7 @@ import (
 	"strings"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"testing"
 	"time"
 
@@ -140,10 +141,15 @@ type routedWriter struct {
 		incr    map[int64]int64   // accounts.id -> acknowledged increments
 		unsure  map[int64]int64   // increments whose outcome is unknown
 	}
+	// via, if set, sends every statement through these pgshard addresses
+	// (worker n uses via[n % len]) instead of routing by itself.
+	via []string
 	ops, retries, errs atomic.Int64
 	seqs               [16]atomic.Int64 // per worker: last order id used
 	// pause: write latencies of statements that waited for a frozen bucket
 	frozenWaits []time.Duration
+	// samples: every acknowledged write's start, latency and bucket
+	samples []writeSample
 }
 
 func newRoutedWriter(t *testing.T, mc *moveCluster) *routedWriter {
@@ -158,6 +164,13 @@ func newRoutedWriter(t *testing.T, mc *moveCluster) *routedWriter {
 	}
 	w.m.Store(m)
 	return w
+}
+
+// viaMap is a one-shard map that sends everything to worker n's pgshard.
+func (w *routedWriter) viaMap(n int) *shardmap.Map {
+	m := &shardmap.Map{Rules: shardmap.Rules{Buckets: 1024}, Owner: make([]int, 1024), State: make([]shardmap.BucketState, 1024)}
+	m.Shards = []shardmap.Shard{{Name: "pgshard", DSN: w.via[n%len(w.via)]}}
+	return m
 }
 
 // watch keeps w.m current (as pgshard does: LISTEN plus polling).
@@ -212,6 +225,11 @@ func (w *routedWriter) run(ctx context.Context, t *testing.T, n int) error {
 		waited := false
 		for attempt := 0; ; attempt++ {
 			m := w.m.Load()
+			if w.via != nil {
+				// Through pgshard: it routes, holds and retries nothing
+				// for us but the statement.
+				m = w.viaMap(n)
+			}
 			if m.Frozen(b) {
 				waited = true
 				time.Sleep(time.Millisecond)
@@ -226,7 +244,7 @@ func (w *routedWriter) run(ctx context.Context, t *testing.T, n int) error {
 			}
 			tag, err := c.Exec(ctx, sql)
 			var pe *pgconn.PgError
-			if errors.As(err, &pe) && pe.Code == "40001" && attempt < 1000 {
+			if errors.As(err, &pe) && (pe.Code == "40001" || pe.Code == "55P03") && attempt < 1000 {
 				// The fence: this shard no longer (or not yet) owns the
 				// bucket. The map catches up; retry.
 				w.retries.Add(1)
@@ -266,6 +284,7 @@ func (w *routedWriter) run(ctx context.Context, t *testing.T, n int) error {
 			if waited {
 				w.frozenWaits = append(w.frozenWaits, time.Since(t0))
 			}
+			w.samples = append(w.samples, writeSample{at: t0, took: time.Since(t0), bucket: b})
 			w.mu.Unlock()
 			break
 		}
@@ -365,6 +384,34 @@ func (mc *moveCluster) check(t *testing.T, w *routedWriter) {
 	if !rep.OK {
 		t.Fatalf("verify: %+v", rep)
 	}
+}
+
+type writeSample struct {
+	at     time.Time
+	took   time.Duration
+	bucket int
+}
+
+// latencies splits the writes that started in [from, to] into those to
+// the given buckets and the others.
+func (w *routedWriter) latencies(from, to time.Time, buckets []int) (in, out []time.Duration) {
+	set := map[int]bool{}
+	for _, b := range buckets {
+		set[b] = true
+	}
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	for _, s := range w.samples {
+		if s.at.Before(from) || s.at.After(to) {
+			continue
+		}
+		if set[s.bucket] {
+			in = append(in, s.took)
+		} else {
+			out = append(out, s.took)
+		}
+	}
+	return in, out
 }
 
 func percentiles(ds []time.Duration) (p50, p99, mx time.Duration) {
@@ -644,4 +691,197 @@ func TestShardctlMoves(t *testing.T) {
 		t.Fatalf("shards after remove: %+v", m.Shards)
 	}
 	mc.check(t, nil)
+}
+
+// TestMoveThroughProxies moves buckets while writers go through two pgshard
+// processes; a third pgshard is stopped (SIGSTOP) through the whole cutover
+// with a write to a moved bucket waiting in its socket. Afterwards: every
+// acknowledged write is there once, both live proxies applied the final map
+// and route to the new owner, the stale proxy's write did not commit on the
+// old owner, and writes to the switching buckets paused only briefly.
+func TestMoveThroughProxies(t *testing.T) {
+	mc := newMoveCluster(t, "move_proxies", 1000)
+	m := mc.addS2(t)
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	pgshardBin, _ := buildBinaries(t)
+	var cfg strings.Builder
+	fmt.Fprintf(&cfg, "pool: {mode: transaction, size: 8}\nusers: [{name: app, password: app}]\ncatalog: %q\nfreeze_timeout: 10s\nshards:\n", mc.catDSN)
+	for _, s := range mc.shards[:2] {
+		fmt.Fprintf(&cfg, "  - {name: %s, dsn: %q, admin_dsn: %q}\n", s.Name, s.DSN, s.AdminDSN)
+	}
+	cfg.WriteString("sharding:\n  buckets: 1024\n  tables: [{name: accounts, key: id, type: bigint}, {name: orders, key: account_id, type: bigint}]\n  reference: [countries]\n")
+	var addrs []string
+	var procs []*exec.Cmd
+	for i := 0; i < 3; i++ {
+		addr := freePort(t)
+		path := filepath.Join(t.TempDir(), "pgshard.yaml")
+		if err := os.WriteFile(path, []byte("listen: "+addr+"\n"+cfg.String()), 0o644); err != nil {
+			t.Fatal(err)
+		}
+		procs = append(procs, startPgshard(t, pgshardBin, path))
+		addrs = append(addrs, fmt.Sprintf("postgres://app:app@%s/%s?sslmode=disable", addr, mc.db))
+	}
+	for _, a := range addrs {
+		waitConnect(t, a)
+	}
+
+	// The stale proxy's client, connected before the move.
+	moves := rebalance.Plan(m)
+	moving := moves[0].Buckets
+	var staleKey int64
+	for id := int64(100000); ; id++ {
+		if shardmap.BucketInt(id, 1024) == moving[0] {
+			staleKey = id
+			break
+		}
+	}
+	staleConn := connect(t, addrs[2])
+
+	w := newRoutedWriter(t, mc)
+	w.via = addrs[:2]
+	var wg sync.WaitGroup
+	werr := make(chan error, 4)
+	for i := 0; i < 4; i++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			if err := w.run(ctx, t, i+1); err != nil {
+				werr <- err
+			}
+		}()
+	}
+	time.Sleep(500 * time.Millisecond)
+
+	if err := procs[2].Process.Signal(syscall.SIGSTOP); err != nil {
+		t.Fatal(err)
+	}
+	staleDone := make(chan error, 1)
+	go func() {
+		_, err := staleConn.Exec(ctx, fmt.Sprintf("INSERT INTO accounts VALUES (%d, 'stale proxy')", staleKey), pgx.QueryExecModeSimpleProtocol)
+		staleDone <- err
+	}()
+
+	var cutStart, cutEnd []time.Time
+	mv := &rebalance.Mover{Cat: mc.cat, Log: testLogger(t), AfterStep: func(_ int64, step string) bool {
+		switch step {
+		case rebalance.StepCaughtUp:
+			cutStart = append(cutStart, time.Now())
+		case rebalance.StepSwitched:
+			cutEnd = append(cutEnd, time.Now())
+		}
+		return false
+	}}
+	if _, err := mv.Create(ctx, m, moves); err != nil {
+		t.Fatal(err)
+	}
+	if err := mv.Resume(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if err := procs[2].Process.Signal(syscall.SIGCONT); err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(500 * time.Millisecond)
+	w.stop.Store(true)
+	wg.Wait()
+	close(werr)
+	for err := range werr {
+		t.Fatal(err)
+	}
+	var staleErr error
+	select {
+	case staleErr = <-staleDone:
+	case <-time.After(15 * time.Second):
+		t.Fatal("the stale proxy's write did not finish")
+	}
+	t.Logf("stale proxy's write after SIGCONT: %v", staleErr)
+
+	// The old owner has no row of the moved bucket; if the write
+	// succeeded, it is on the new owner, once.
+	final, err := mc.cat.Current(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	old := connect(t, mc.shards[0].AdminDSN)
+	var n int
+	if err := old.QueryRow(ctx, fmt.Sprintf("SELECT count(*) FROM accounts WHERE id = %d", staleKey)).Scan(&n); err != nil || n != 0 {
+		t.Fatalf("the stale proxy's write committed on the old owner s0: %d rows, %v", n, err)
+	}
+	owner := connect(t, final.Shards[final.Owner[moving[0]]].AdminDSN)
+	if err := owner.QueryRow(ctx, fmt.Sprintf("SELECT count(*) FROM accounts WHERE id = %d", staleKey)).Scan(&n); err != nil {
+		t.Fatal(err)
+	}
+	if (staleErr == nil) != (n == 1) {
+		t.Fatalf("stale write: err %v, %d rows on the new owner", staleErr, n)
+	}
+	if staleErr != nil && !isCode(staleErr, "40001") {
+		t.Fatalf("stale write failed with %v, want 40001 (fence) or success on the new owner", staleErr)
+	}
+	mc.check(t, w)
+
+	// Both live proxies applied the final map and route to the new owner.
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		ps, err := mc.cat.Proxies(ctx, 10*time.Second)
+		if err != nil {
+			t.Fatal(err)
+		}
+		ok := 0
+		for _, p := range ps {
+			if p.AppliedVersion == final.Version {
+				ok++
+			}
+		}
+		if ok >= 3 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("proxies after the move (map version %d): %+v", final.Version, ps)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	for i, a := range addrs {
+		c := connect(t, a)
+		key := staleKey + int64(i+1)*1024*1000
+		for shardmap.BucketInt(key, 1024) != moving[0] {
+			key++
+		}
+		if _, err := c.Exec(ctx, fmt.Sprintf("INSERT INTO accounts VALUES (%d, 'after')", key)); err != nil {
+			t.Fatalf("proxy %d: %v", i, err)
+		}
+		if err := owner.QueryRow(ctx, fmt.Sprintf("SELECT count(*) FROM accounts WHERE id = %d", key)).Scan(&n); err != nil || n != 1 {
+			t.Fatalf("proxy %d: write to moved bucket %d not on the new owner: %d, %v", i, moving[0], n, err)
+		}
+	}
+
+	// Write pause: writes to the buckets of each move during its cutover,
+	// and to the other buckets.
+	for i, mvx := range moves {
+		if i >= len(cutStart) || i >= len(cutEnd) {
+			break
+		}
+		in, out := w.latencies(cutStart[i], cutEnd[i], mvx.Buckets)
+		p50, p99, mx := percentiles(in)
+		o50, o99, omx := percentiles(out)
+		t.Logf("move %d cutover (%s): %d writes to its buckets p50 %s p99 %s max %s; %d to others p50 %s p99 %s max %s",
+			i+1, cutEnd[i].Sub(cutStart[i]).Round(time.Millisecond), len(in), p50, p99, mx, len(out), o50, o99, omx)
+		if mx > 3*time.Second {
+			t.Errorf("a write to a switching bucket waited %s", mx)
+		}
+	}
+}
+
+func waitConnect(t *testing.T, url string) {
+	t.Helper()
+	for i := 0; ; i++ {
+		c, err := pgx.Connect(context.Background(), url)
+		if err == nil {
+			_ = c.Close(context.Background())
+			return
+		}
+		if i > 100 {
+			t.Fatalf("connect %s: %v", url, err)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
 }
