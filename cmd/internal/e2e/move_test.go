@@ -143,7 +143,7 @@ type routedWriter struct {
 	}
 	// via, if set, sends every statement through these pgshard addresses
 	// (worker n uses via[n % len]) instead of routing by itself.
-	via []string
+	via                []string
 	ops, retries, errs atomic.Int64
 	seqs               [16]atomic.Int64 // per worker: last order id used
 	// pause: write latencies of statements that waited for a frozen bucket
