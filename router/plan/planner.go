@@ -78,5 +78,14 @@ func (p *Planner) PlanSimple(sql string, rules shardmap.Rules) (*Plan, []sqlpars
 	if lits == nil {
 		lits = []sqlparse.Literal{}
 	}
-	return p.plan(res, text, rules), lits, nil
+	pl := p.plan(res, text, rules)
+	if len(lits) > 0 && (pl.Kind == Scatter || pl.Kind == Multi) && !pl.Write && !pl.Merge.Concatenates() {
+		// A merged SELECT is planned from its own text: its shard query
+		// keeps the constants (ORDER BY 1 is a position, $1 would not
+		// be) and LIMIT/OFFSET are known.
+		if orig := p.cache.Analyze(sql); orig.Err == nil {
+			return p.plan(orig, sql, rules), []sqlparse.Literal{}, nil
+		}
+	}
+	return pl, lits, nil
 }

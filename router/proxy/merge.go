@@ -10,6 +10,7 @@ import (
 	"sort"
 	"strconv"
 	"strings"
+	"time"
 
 	"github.com/jackc/pgx/v5/pgproto3"
 
@@ -1037,6 +1038,15 @@ func cmpVals(a, b sval) (int, bool) {
 		}
 		return ad.cmp(bd), true
 	}
+	if a.kind == 't' && b.kind == 'r' {
+		c, ok := cmpVals(b, a)
+		return -c, ok
+	}
+	if a.kind == 'r' && b.kind == 't' {
+		if t, ok := timeConst(a.oid, string(b.raw)); ok {
+			return cmpBinary(a.oid, a.raw, t), true
+		}
+	}
 	text := func(v sval) ([]byte, bool) {
 		if v.kind == 't' || v.kind == 'r' && textLike(v.oid) {
 			return v.raw, true
@@ -1079,6 +1089,20 @@ func (m *merge) having(e *plan.HavingExpr, g *group) (int, *wire.Error) {
 			return t, werr
 		}
 		return 1 - t, nil
+	case "truth":
+		v, werr := m.operand(e.Args[0], g)
+		if werr != nil {
+			return 0, werr
+		}
+		switch {
+		case v.null:
+			return -1, nil
+		case v.kind == 'i':
+			return int(v.i), nil
+		case v.kind == 'r' && v.oid == oidBool && len(v.raw) == 1:
+			return int(v.raw[0]), nil
+		}
+		return 0, errMerge("HAVING condition is not a boolean pgshard can read")
 	case "isnull", "notnull":
 		v, werr := m.operand(e.Args[0], g)
 		if werr != nil {
@@ -1218,4 +1242,26 @@ func (s *session) floatDigitsShortest() bool {
 	}
 	n, err := strconv.Atoi(strings.Trim(v, "' "))
 	return err != nil || n > 0
+}
+
+// timeConst reads a date or timestamp constant in ISO form into the
+// binary form of type oid (days or microseconds since 2000-01-01).
+func timeConst(oid uint32, s string) ([]byte, bool) {
+	s = strings.TrimSpace(s)
+	epoch := time.Date(2000, 1, 1, 0, 0, 0, 0, time.UTC)
+	switch oid {
+	case oidDate:
+		t, err := time.Parse("2006-01-02", s)
+		if err != nil {
+			return nil, false
+		}
+		return binary.BigEndian.AppendUint32(nil, uint32(int32(t.Sub(epoch).Hours()/24))), true
+	case oidTimestamp:
+		for _, layout := range []string{"2006-01-02 15:04:05.999999", "2006-01-02T15:04:05.999999", "2006-01-02"} {
+			if t, err := time.Parse(layout, s); err == nil {
+				return binary.BigEndian.AppendUint64(nil, uint64(t.Sub(epoch).Microseconds())), true
+			}
+		}
+	}
+	return nil, false
 }

@@ -458,9 +458,6 @@ func (b *mergeBuilder) order(grouped bool) error {
 		switch {
 		case t >= 0 && grouped && b.spec.Cols[t].Role == RoleAgg:
 			k.Col = t
-			if tw := b.spec.Cols[t].Twin; tw >= 0 {
-				k.Col = tw
-			}
 		case t >= 0 && volatile(b.targets[t].Val):
 			return mrefuse("order by a column or a deterministic expression", "ORDER BY a volatile expression (%s) across shards is not supported", b.keys[t])
 		case t >= 0:
@@ -470,7 +467,8 @@ func (b *mergeBuilder) order(grouped bool) error {
 			}
 			k.Col = c.Twin
 		case b.spec.Distinct:
-			return mrefuse("", "for SELECT DISTINCT, ORDER BY expressions must appear in select list")
+			// Postgres refuses this (42P10); let the shards say so.
+			k.Col = 0
 		case grouped && aggCall(expr) != nil:
 			f := aggCall(expr)
 			name, err := b.aggName(f)
@@ -493,7 +491,6 @@ func (b *mergeBuilder) order(grouped bool) error {
 				tw := b.hide(MergeCol{Role: RoleTwin}, expr)
 				h = &b.spec.Hidden[k.Col-len(b.spec.Cols)]
 				h.Twin = tw
-				k.Col = tw
 			}
 		case grouped && hasAgg(expr):
 			return mrefuse("order by an aggregate itself or by an output column", "ORDER BY expression %s over aggregates across shards is not supported", deparseExpr(expr))
@@ -591,6 +588,13 @@ func (b *mergeBuilder) having(n *pg.Node) (*HavingExpr, error) {
 			return nil, bad()
 		}
 		return &HavingExpr{Op: "cmp", Cmp: op, Args: []*HavingExpr{l, r}}, nil
+	case *pg.Node_FuncCall, *pg.Node_ColumnRef:
+		// A boolean aggregate or grouping column on its own.
+		o, err := b.operand(n)
+		if err != nil {
+			return nil, bad()
+		}
+		return &HavingExpr{Op: "truth", Args: []*HavingExpr{o}}, nil
 	case *pg.Node_NullTest:
 		o, err := b.operand(x.NullTest.Arg)
 		if err != nil {

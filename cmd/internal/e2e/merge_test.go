@@ -146,7 +146,7 @@ func TestMergeDifferential(t *testing.T) {
 			got := query(ctx, sh, mode, q.sql, nil)
 			want := query(ctx, ref, mode, q.sql, nil)
 			if q.refuse {
-				if strings.HasPrefix(got.err, "error 0A000") {
+				if strings.HasPrefix(got.err, "0A000 ") {
 					refused++
 				} else {
 					differing++
