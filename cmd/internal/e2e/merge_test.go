@@ -11,6 +11,8 @@ import (
 	"time"
 
 	"github.com/jackc/pgx/v5"
+
+	"github.com/pgshard/pgshard/router/proxy"
 )
 
 // mergeSchema: accounts and orders co-located on the account id,
@@ -173,6 +175,15 @@ func TestMergeDifferential(t *testing.T) {
 		}
 	}
 	t.Logf("merge corpus: %d queries × 2 protocols: identical %d, refused %d, differing %d", len(corpus), identical, refused, differing)
+	// A merge that must hold more than merge_memory_limit fails with 54000.
+	small := startProxy(t, proxyOpts{sharded: true, shards: 3, database: db, configure: func(c *proxy.Config) { c.MergeMemoryLimit = 4096 }})
+	sc := connect(t, fmt.Sprintf("postgres://app:app@%s/%s?sslmode=disable", small, db))
+	if _, err := sc.Exec(ctx, "select id, count(*) from accounts group by id", simple); pgCode(err) != "54000" {
+		t.Errorf("merge over the memory limit: %v, want 54000", err)
+	}
+	if _, err := sc.Exec(ctx, "select region, count(*) from accounts group by region"); err != nil {
+		t.Errorf("small merge under the limit: %v", err)
+	}
 	if len(corpus) < 250 {
 		t.Errorf("corpus has %d queries, want at least 250", len(corpus))
 	}
