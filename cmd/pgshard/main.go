@@ -254,6 +254,7 @@ func proxyConfig(cfg *config.Config) (*proxy.Config, error) {
 		MaxMessageLen:     cfg.MaxMessageLen,
 		IdleClientTimeout: cfg.IdleClientTimeout.D(),
 		QueryTimeout:      cfg.QueryTimeout.D(),
+		MergeMemoryLimit:  cfg.MergeMemoryLimit,
 	}
 	if cfg.Pool.Mode == "session" {
 		pc.Mode = proxy.PoolSession

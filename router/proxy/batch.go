@@ -134,6 +134,8 @@ func (s *session) routeQuery(m *pgproto3.Query) (done bool, err error) {
 		s.target = r.Shard
 	case RouteSplit:
 		return true, s.runSplit(r)
+	case RouteMerge:
+		return true, s.runMerge(r.Merge, nil)
 	case RouteCopy:
 		return true, s.startCopy(r, m.String)
 	case RouteAll:
@@ -385,6 +387,9 @@ func (s *session) runBatch(sync bool) error {
 			return s.proxyError(wire.Errorf(pgcode.FeatureNotSupported, "a statement that runs on every shard must be alone in its pipeline, end with Sync and be outside explicit transactions").
 				WithHint("Send it on its own (Parse/Bind/Execute/Sync) outside BEGIN ... COMMIT."))
 		}
+		if r.Kind == RouteMerge {
+			return s.runMerge(r.Merge, batch)
+		}
 		return s.runBatchSplit(batch, *r)
 	}
 	s.target = target
@@ -461,6 +466,10 @@ func (s *session) batchTarget(batch []pgproto3.FrontendMessage) (int, *wire.Erro
 				return 0, r.Err
 			case RouteShard:
 				want = r.Shard
+			case RouteMerge:
+				rr := r
+				s.splitRoute = &rr
+				continue
 			case RouteSplit:
 				if everyShardSQL(r, q) {
 					// Runs whole on each shard (runBatchSplit), if the batch

@@ -26,6 +26,17 @@
 // shard map; batch.go picks the shard, defers BEGIN until a statement names
 // one and pins the transaction to it; multi.go runs the statements that
 // need several shards (split INSERT, split COPY, run-on-every-shard DDL).
+// merge.go runs keyless SELECTs that need a merge (RouteMerge, from a
+// plan.MergeSpec): the rewritten query is prepared and described on every
+// shard, bound with the formats the merge needs (binary twins of compared
+// values and partial aggregates, the client's formats for passed-through
+// columns), and the rows are merged: a k-way heap for ORDER BY (one row per
+// shard held, shards read only as the client takes rows), a hash map of
+// groups for aggregates/GROUP BY/HAVING bounded by merge_memory_limit
+// (54000 beyond), a hash set for DISTINCT, then OFFSET/LIMIT. Final values
+// are encoded as Postgres would (count int8, sum(int4) int8, avg numeric by
+// numeric_div's scale rules, floats in shortest form). What cannot be made
+// identical is refused with 0A000 by the planner or at RowDescription time.
 // admin.go is the console on database "pgshard"; stats.go the lock-free
 // counters behind it and behind the Prometheus collector in cmd.
 package proxy

@@ -1,6 +1,7 @@
 package proxy
 
 import (
+	"github.com/pgshard/pgshard/router/plan"
 	"github.com/pgshard/pgshard/shardmap"
 	"github.com/pgshard/pgshard/wire"
 )
@@ -25,6 +26,9 @@ const (
 	RouteSplit
 	// RouteCopy splits COPY ... FROM STDIN rows by shard.
 	RouteCopy
+	// RouteMerge runs a rewritten SELECT on several shards and merges the
+	// rows as Route.Merge says (merge.go).
+	RouteMerge
 )
 
 // Part is one shard's share of a split statement.
@@ -70,6 +74,40 @@ type Route struct {
 	ReadOnly bool
 	// Copy describes RouteCopy's rows: Copy.Bucket finds a row key's bucket.
 	Copy *CopyRoute
+	// Merge describes RouteMerge.
+	Merge *MergeRoute
+}
+
+// MergeRoute is a SELECT that runs on several shards, merged by the proxy.
+type MergeRoute struct {
+	Spec   *plan.MergeSpec
+	Shards []int
+	// SQL is the shard statement (a simple query's literals put back).
+	SQL string
+	// Limit (-1: none) and Offset, read from constants or parameters.
+	Limit, Offset int64
+	// Params and Formats are the parameter values (a simple query's
+	// literals as text), for HAVING.
+	Params  [][]byte
+	Formats []int16
+}
+
+// param returns parameter n (1-based) and its format.
+func (m *MergeRoute) param(n int) ([]byte, int16, bool) {
+	if n < 1 || n > len(m.Params) {
+		return nil, 0, false
+	}
+	var f int16
+	switch len(m.Formats) {
+	case 0:
+	case 1:
+		f = m.Formats[0]
+	default:
+		if n-1 < len(m.Formats) {
+			f = m.Formats[n-1]
+		}
+	}
+	return m.Params[n-1], f, true
 }
 
 // CopyRoute is what the session needs to split COPY FROM STDIN rows.

@@ -61,6 +61,10 @@ type Config struct {
 	// Reload re-reads the configuration, as SIGHUP does (admin RELOAD);
 	// nil when reloading is not possible.
 	Reload func() error
+	// MergeMemoryLimit bounds the bytes a cross-shard merge holds
+	// (groups, DISTINCT sets); 0 means DefaultMergeMemoryLimit. Beyond it
+	// the query fails with 54000.
+	MergeMemoryLimit int64
 }
 
 // Server accepts client connections and proxies them to shard pools.
@@ -83,6 +87,7 @@ type Server struct {
 	wg          sync.WaitGroup
 
 	keyPos sync.Map // "table.column" -> int
+	collC  sync.Map // shard name -> bool: its database collation is C/POSIX
 
 	// known holds server statement names that some shard has parsed
 	// successfully: a Parse of one of them is answered without waiting for

@@ -123,6 +123,7 @@ var routeNames = [...]string{
 	RouteRefuse: "refused",
 	RouteSplit:  "split",
 	RouteCopy:   "copy",
+	RouteMerge:  "merge",
 }
 
 // sqlstateClasses is the number of two-character SQLSTATE classes ([0-9A-Z]{2}).

@@ -28,6 +28,9 @@ type Config struct {
 	Auth          string   `yaml:"auth"`
 	MaxClientConn int      `yaml:"max_client_conn"`
 	MaxMessageLen int      `yaml:"max_message_len"`
+	// MergeMemoryLimit (bytes) bounds what one cross-shard merge holds
+	// (GROUP BY groups, DISTINCT sets); 0 keeps the default (64 MB).
+	MergeMemoryLimit int64 `yaml:"merge_memory_limit"`
 
 	ConnectTimeout    Duration `yaml:"connect_timeout"`
 	ShutdownTimeout   Duration `yaml:"shutdown_timeout"`
