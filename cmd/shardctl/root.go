@@ -32,6 +32,7 @@ func NewRootCmd() *cobra.Command {
 	root.AddCommand(newVerifyCmd())
 	root.AddCommand(newRebalanceCmd())
 	root.AddCommand(newExplainCmd())
+	root.AddCommand(newRecoverCmd())
 	return root
 }
 

@@ -70,6 +70,11 @@ type Route struct {
 	ReadOnly bool
 	// Copy describes RouteCopy's rows: Copy.Bucket finds a row key's bucket.
 	Copy *CopyRoute
+	// TxControl marks a route other than RouteTx whose statements include
+	// transaction control (a multi-statement "INSERT ...; COMMIT", COMMIT
+	// AND CHAIN, PREPARE TRANSACTION): it must not run on one participant
+	// of a transaction that spans shards.
+	TxControl bool
 }
 
 // CopyRoute is what the session needs to split COPY FROM STDIN rows.

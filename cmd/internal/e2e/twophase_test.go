@@ -1,0 +1,319 @@
+package e2e
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
+
+	"github.com/pgshard/pgshard/router/proxy"
+	"github.com/pgshard/pgshard/shardmap"
+)
+
+const twoPCSchema = `
+CREATE TABLE accounts (id bigint PRIMARY KEY, name text NOT NULL, balance int NOT NULL DEFAULT 0);
+CREATE TABLE orders (account_id bigint NOT NULL, id int NOT NULL, amount int NOT NULL, PRIMARY KEY (account_id, id),
+    CONSTRAINT one_amount UNIQUE (account_id, amount) DEFERRABLE INITIALLY DEFERRED);
+CREATE TABLE countries (code text PRIMARY KEY, name text NOT NULL)`
+
+// twoPCSetup is a 3-shard proxy over its own databases, with two-phase
+// commit on (decisions in a catalog in the first shard's database) or off.
+type twoPCSetup struct {
+	db   string
+	addr string
+	srv  *proxy.Server
+	m    *shardmap.Map
+	cat  *shardmap.Catalog
+}
+
+func newTwoPCSetup(t *testing.T, db string, on bool) *twoPCSetup {
+	t.Helper()
+	databaseOnAll(t, db)
+	ctx := context.Background()
+	ts := &twoPCSetup{db: db}
+	cat, err := shardmap.OpenCatalog(ctx, dbURL(cluster.Instances[0].DSN, db))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(cat.Close)
+	ts.cat = cat
+	dl := cat.Decisions(4)
+	ts.addr = startProxy(t, proxyOpts{sharded: true, shards: 3, poolSize: 6, database: db,
+		configure: func(c *proxy.Config) {
+			c.TwoPhaseCommit = on
+			c.Decisions = dl
+			c.ProxyID = "e2e"
+		},
+		started: func(s *proxy.Server) { ts.srv = s },
+	})
+	t.Cleanup(dl.Close) // after the proxy's shutdown (cleanups run last first)
+	ts.m = ts.srv.Map()
+	c := ts.conn(t)
+	for _, stmt := range strings.Split(twoPCSchema, ";") {
+		if _, err := c.Exec(ctx, stmt); err != nil {
+			t.Fatalf("%s: %v", stmt, err)
+		}
+	}
+	return ts
+}
+
+func (ts *twoPCSetup) conn(t *testing.T) *pgx.Conn {
+	return connect(t, fmt.Sprintf("postgres://app:app@%s/%s?sslmode=disable", ts.addr, ts.db))
+}
+
+// direct counts rows matching where on shard i, bypassing pgshard.
+func (ts *twoPCSetup) direct(t *testing.T, i int, sql string, args ...any) int {
+	t.Helper()
+	return directCount(t, dbURL(cluster.Instances[i].DSN, ts.db), sql, args...)
+}
+
+func directCount(t *testing.T, dsn, sql string, args ...any) int {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	c, err := pgx.Connect(ctx, dsn)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close(context.Background())
+	var n int
+	if err := c.QueryRow(ctx, sql, args...).Scan(&n); err != nil {
+		t.Fatalf("%s: %v", sql, err)
+	}
+	return n
+}
+
+// preparedCount is the number of prepared transactions on every instance.
+func preparedCount(t *testing.T) int {
+	t.Helper()
+	n := 0
+	for _, in := range cluster.Instances {
+		n += directCount(t, in.AdminDSN, "SELECT count(*) FROM pg_prepared_xacts")
+	}
+	return n
+}
+
+func sqlstate(err error) string {
+	var pe *pgconn.PgError
+	if errors.As(err, &pe) {
+		return pe.Code
+	}
+	return ""
+}
+
+// TestTwoPhaseCommit: with two_phase_commit on, a transaction writes on two
+// shards and commits atomically (rows visible on both shards directly, no
+// prepared transaction left, no decision left); ROLLBACK, an error inside
+// the transaction and a participant failing to PREPARE leave nothing
+// anywhere. With it off, the same transaction is refused with 0A000 before
+// anything is written on the second shard.
+func TestTwoPhaseCommit(t *testing.T) {
+	ctx := context.Background()
+	ts := newTwoPCSetup(t, "twopc_e2e", true)
+	k0, k1, k2 := keyOn(t, ts.m, 0), keyOn(t, ts.m, 1), keyOn(t, ts.m, 2)
+	c := ts.conn(t)
+	accounts := func(shard int, ids ...int64) int {
+		return ts.direct(t, shard, "SELECT count(*) FROM accounts WHERE id = ANY($1)", ids)
+	}
+
+	t.Run("simple protocol commit", func(t *testing.T) {
+		for _, q := range []string{
+			"BEGIN",
+			fmt.Sprintf("INSERT INTO accounts (id, name) VALUES (%d, 'a0')", k0),
+			fmt.Sprintf("INSERT INTO accounts (id, name) VALUES (%d, 'a1')", k1),
+			fmt.Sprintf("SELECT name FROM accounts WHERE id = %d", k0), // back to the first shard
+			fmt.Sprintf("UPDATE accounts SET balance = 10 WHERE id = %d", k0),
+		} {
+			if _, err := c.Exec(ctx, q, pgx.QueryExecModeSimpleProtocol); err != nil {
+				t.Fatalf("%s: %v", q, err)
+			}
+		}
+		// Not visible outside before COMMIT.
+		if n := accounts(0, k0) + accounts(1, k1); n != 0 {
+			t.Fatalf("%d rows visible before COMMIT", n)
+		}
+		tag, err := c.Exec(ctx, "COMMIT", pgx.QueryExecModeSimpleProtocol)
+		if err != nil || tag.String() != "COMMIT" {
+			t.Fatalf("COMMIT: %q %v", tag, err)
+		}
+		if accounts(0, k0) != 1 || accounts(1, k1) != 1 {
+			t.Fatalf("after COMMIT: shard 0 has %d, shard 1 has %d of the rows", accounts(0, k0), accounts(1, k1))
+		}
+		if n := preparedCount(t); n != 0 {
+			t.Fatalf("%d prepared transactions left", n)
+		}
+	})
+
+	t.Run("extended protocol commit on three shards", func(t *testing.T) {
+		tx, err := c.Begin(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for i, k := range []int64{k0, k1, k2} {
+			if _, err := tx.Exec(ctx, "INSERT INTO orders (account_id, id, amount) VALUES ($1, $2, $3)", k, 1, 100+i); err != nil {
+				t.Fatal(err)
+			}
+		}
+		var n int
+		if err := tx.QueryRow(ctx, "SELECT count(*) FROM orders WHERE account_id = $1", k1).Scan(&n); err != nil || n != 1 {
+			t.Fatalf("read own write on shard 1: %d %v", n, err)
+		}
+		if err := tx.Commit(ctx); err != nil {
+			t.Fatal(err)
+		}
+		for i, k := range []int64{k0, k1, k2} {
+			if n := ts.direct(t, i, "SELECT count(*) FROM orders WHERE account_id = $1", k); n != 1 {
+				t.Fatalf("shard %d has %d orders of %d", i, n, k)
+			}
+		}
+	})
+
+	t.Run("rollback", func(t *testing.T) {
+		tx, err := c.Begin(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, k := range []int64{k0 + 1000000, k1 + 1000000} {
+			_, _ = tx.Exec(ctx, "DELETE FROM accounts WHERE id = $1", k)
+		}
+		if _, err := tx.Exec(ctx, "UPDATE accounts SET balance = 99 WHERE id = $1", k0); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := tx.Exec(ctx, "UPDATE accounts SET balance = 99 WHERE id = $1", k1); err != nil {
+			t.Fatal(err)
+		}
+		if err := tx.Rollback(ctx); err != nil {
+			t.Fatal(err)
+		}
+		if n := ts.direct(t, 0, "SELECT count(*) FROM accounts WHERE balance = 99") + ts.direct(t, 1, "SELECT count(*) FROM accounts WHERE balance = 99"); n != 0 {
+			t.Fatalf("%d rows changed by a rolled back transaction", n)
+		}
+	})
+
+	t.Run("error inside the transaction", func(t *testing.T) {
+		if _, err := c.Exec(ctx, "BEGIN", pgx.QueryExecModeSimpleProtocol); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := c.Exec(ctx, fmt.Sprintf("UPDATE accounts SET balance = 7 WHERE id = %d", k0), pgx.QueryExecModeSimpleProtocol); err != nil {
+			t.Fatal(err)
+		}
+		// A duplicate key on the second shard fails the transaction.
+		_, err := c.Exec(ctx, fmt.Sprintf("INSERT INTO accounts (id, name) VALUES (%d, 'dup')", k1), pgx.QueryExecModeSimpleProtocol)
+		if sqlstate(err) != "23505" {
+			t.Fatalf("duplicate insert: %v", err)
+		}
+		_, err = c.Exec(ctx, fmt.Sprintf("SELECT 1 FROM accounts WHERE id = %d", k0), pgx.QueryExecModeSimpleProtocol)
+		if sqlstate(err) != "25P02" {
+			t.Fatalf("statement after the error: %v, want 25P02", err)
+		}
+		tag, err := c.Exec(ctx, "COMMIT", pgx.QueryExecModeSimpleProtocol)
+		if err != nil || tag.String() != "ROLLBACK" {
+			t.Fatalf("COMMIT of a failed transaction: %q %v, want ROLLBACK", tag, err)
+		}
+		if n := ts.direct(t, 0, "SELECT count(*) FROM accounts WHERE balance = 7"); n != 0 {
+			t.Fatal("the failed transaction's update on shard 0 committed")
+		}
+	})
+
+	t.Run("prepare fails on one shard", func(t *testing.T) {
+		tx, err := c.Begin(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := tx.Exec(ctx, "INSERT INTO orders (account_id, id, amount) VALUES ($1, 2, 555)", k0); err != nil {
+			t.Fatal(err)
+		}
+		// The deferred unique constraint fails at PREPARE on shard 1.
+		for id := 2; id <= 3; id++ {
+			if _, err := tx.Exec(ctx, "INSERT INTO orders (account_id, id, amount) VALUES ($1, $2, 777)", k1, id); err != nil {
+				t.Fatal(err)
+			}
+		}
+		err = tx.Commit(ctx)
+		if sqlstate(err) != "23505" {
+			t.Fatalf("COMMIT: %v, want the shard's 23505", err)
+		}
+		if n := ts.direct(t, 0, "SELECT count(*) FROM orders WHERE amount = 555"); n != 0 {
+			t.Fatal("shard 0 committed although shard 1 failed to prepare")
+		}
+		if n := preparedCount(t); n != 0 {
+			t.Fatalf("%d prepared transactions left", n)
+		}
+	})
+
+	t.Run("single shard commits plainly", func(t *testing.T) {
+		before := ts.srv.Snapshot().TwoPC.Commits
+		tx, err := c.Begin(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := tx.Exec(ctx, "UPDATE accounts SET balance = balance + 1 WHERE id = $1", k2+0); err != nil {
+			t.Fatal(err)
+		}
+		if err := tx.Commit(ctx); err != nil {
+			t.Fatal(err)
+		}
+		if after := ts.srv.Snapshot().TwoPC.Commits; after != before {
+			t.Fatalf("a one-shard transaction used two-phase commit (%d -> %d)", before, after)
+		}
+	})
+
+	st := ts.srv.Snapshot().TwoPC
+	if st.Commits < 2 || st.Aborts < 1 {
+		t.Fatalf("two-phase counters: %+v", st)
+	}
+	// Decisions are forgotten (in the background) once committed everywhere.
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		ds, err := ts.cat.TxDecisions(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(ds) == 0 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("decisions left in the catalog: %+v", ds)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}
+
+// TestTwoPhaseCommitOff: without two_phase_commit a transaction that needs a
+// second shard is refused with 0A000 (hint: two_phase_commit) before
+// anything is written there.
+func TestTwoPhaseCommitOff(t *testing.T) {
+	ctx := context.Background()
+	ts := newTwoPCSetup(t, "twopc_off_e2e", false)
+	k0, k1 := keyOn(t, ts.m, 0), keyOn(t, ts.m, 1)
+	c := ts.conn(t)
+	for _, mode := range []pgx.QueryExecMode{pgx.QueryExecModeSimpleProtocol, pgx.QueryExecModeCacheStatement} {
+		tx, err := c.Begin(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := tx.Exec(ctx, "INSERT INTO accounts (id, name) VALUES ($1, 'a0')", mode, k0); err != nil {
+			t.Fatal(err)
+		}
+		_, err = tx.Exec(ctx, "INSERT INTO accounts (id, name) VALUES ($1, 'a1')", mode, k1)
+		var pe *pgconn.PgError
+		if !errors.As(err, &pe) || pe.Code != "0A000" || !strings.Contains(pe.Hint, "two_phase_commit") {
+			t.Fatalf("%v: second shard in a transaction: %v, want 0A000 with a two_phase_commit hint", mode, err)
+		}
+		if err := tx.Commit(ctx); err == nil {
+			// pgx reports a COMMIT answered with ROLLBACK as ErrTxCommitRollback.
+			t.Fatalf("%v: COMMIT of the refused transaction succeeded", mode)
+		}
+		if n := ts.direct(t, 1, "SELECT count(*) FROM accounts WHERE id = $1", k1); n != 0 {
+			t.Fatalf("%v: the refused statement wrote on shard 1", mode)
+		}
+		if n := ts.direct(t, 0, "SELECT count(*) FROM accounts WHERE id = $1", k0); n != 0 {
+			t.Fatalf("%v: the failed transaction committed on shard 0", mode)
+		}
+	}
+}
