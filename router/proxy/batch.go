@@ -143,13 +143,24 @@ func (s *session) routeQuery(m *pgproto3.Query) (done bool, err error) {
 	case RouteShard:
 		s.target = r.Shard
 	case RouteSplit:
+		if s.cfg.TwoPhaseCommit && (s.inTxBlock() || !r.ReadOnly) {
+			// In the transaction, each shard joining it; outside one, in a
+			// transaction of its own committed with two-phase commit.
+			return true, s.runSplitTx(r, false, !s.inTxBlock())
+		}
 		return true, s.runSplit(r)
 	case RouteCopy:
 		return true, s.startCopy(r, m.String)
 	case RouteAll:
+		if s.cfg.TwoPhaseCommit && !r.NoTxBlock && (s.inTxBlock() || isDML(m.String)) {
+			// Reference-table writes (and, in a transaction, DDL) commit
+			// atomically on every shard.
+			s.srv.forgetKeyPositions()
+			return true, s.runSplitTx(everyShard(s.srv.Map(), m.String), true, !s.inTxBlock())
+		}
 		if s.inTxBlock() {
 			return true, s.refuseQuery(wire.Errorf(pgcode.FeatureNotSupported, "a statement that runs on every shard cannot run inside a transaction block").
-				WithHint("Run DDL and reference-table writes outside explicit transactions."))
+				WithHint("Run DDL and reference-table writes outside explicit transactions, or set two_phase_commit: true in the pgshard config."))
 		}
 		s.target = s.defaultShard()
 		s.srv.forgetKeyPositions() // DDL may change column positions

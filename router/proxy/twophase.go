@@ -229,6 +229,19 @@ func (s *session) endSpan(commit bool) (string, *wire.Error) {
 		}
 		s.resetTx()
 	}()
+	if commit && !failed && len(conns) == 1 {
+		// One participant after all (a statement that ran on several
+		// shards of a one-shard map): a plain COMMIT.
+		r := runAll(conns, "COMMIT")[0]
+		s.pendingSets = s.pendingSets[:0]
+		switch {
+		case r.io != nil:
+			return "", wire.Errorf(pgcode.ConnectionFailure, "shard %s was lost during COMMIT: %v", conns[0].Shard, r.io)
+		case r.err != nil:
+			return "", r.err
+		}
+		return r.tag, nil
+	}
 	if !commit || failed {
 		runAll(conns, "ROLLBACK")
 		s.pendingSets = s.pendingSets[:0]
@@ -431,4 +444,223 @@ func runAll(conns []*pool.Conn, q string) []shardResult {
 		}
 	}
 	return res
+}
+
+// canSpanHere reports whether a statement may run on several shards inside
+// the session's transaction (runSplitTx): the participants it has are
+// between statements and spanning is allowed.
+func (s *session) canSpanHere() bool {
+	return s.cfg.TwoPhaseCommit && s.cfg.Decisions != nil && !s.deferredFailed &&
+		(s.sc == nil || (s.sc.TxStatus == 'T' && !s.hasReal() && !s.awaitSync)) &&
+		!s.copyIn && !s.pinned && !s.txSavepoint && len(s.others) == 0 && s.copy == nil
+}
+
+// txConn returns the connection of shard i in the session's transaction,
+// starting the transaction there if the shard has not joined yet.
+func (s *session) txConn(i int) (*pool.Conn, error) {
+	if s.sc != nil && s.scShard == i {
+		return s.sc, nil
+	}
+	if sc := s.parts[i]; sc != nil {
+		return sc, nil
+	}
+	var sc *pool.Conn
+	if h := s.held[i]; h != nil {
+		delete(s.held, i)
+		sc = h
+	} else {
+		c, err := s.borrow(i)
+		if err != nil {
+			return nil, err
+		}
+		sc = c.sc
+	}
+	begin := s.joinSQL()
+	first := s.sc == nil && len(s.parts) == 0
+	if first && s.deferred != "" {
+		begin = s.deferred
+	}
+	if err := execSimple(sc, begin); err != nil {
+		s.poolOf(sc).Release(sc)
+		return nil, err
+	}
+	sc.SetClient(s.id)
+	if s.sc == nil {
+		s.mu.Lock()
+		s.sc, s.scShard = sc, i
+		s.mu.Unlock()
+		s.deferred = ""
+		s.savepoints = s.savepoints[:0]
+	} else {
+		if s.parts == nil {
+			s.parts = map[int]*pool.Conn{}
+		}
+		s.parts[i] = sc
+	}
+	return sc, nil
+}
+
+// failTx fails every participant's transaction, as Postgres fails a
+// transaction after an error: what follows gets 25P02 until ROLLBACK.
+func (s *session) failTx() {
+	conns := make([]*pool.Conn, 0, len(s.parts)+1)
+	if s.sc != nil {
+		conns = append(conns, s.sc)
+	}
+	for _, sc := range s.parts {
+		conns = append(conns, sc)
+	}
+	var live []*pool.Conn
+	for _, sc := range conns {
+		if sc.TxStatus == 'T' && !sc.Broken {
+			live = append(live, sc)
+		}
+	}
+	runAll(live, "pgshard: abort transaction after a failed statement")
+	if s.deferred != "" {
+		s.deferredFailed = true
+	}
+}
+
+// runSplitTx runs a statement that needs several shards (a split INSERT, a
+// keyless UPDATE/DELETE or SELECT, a write on every shard) inside the
+// session's transaction, each shard joining it as needed (two-phase
+// commit). implicit: outside a transaction block, the statement runs in a
+// transaction of its own, committed (two-phase) before the answer.
+// oneAnswer: the shards run the same statement on the same data (a
+// reference table): the client sees the first shard's rows and tag.
+func (s *session) runSplitTx(r Route, oneAnswer, implicit bool) error {
+	if !s.canSpanHere() {
+		return s.refuseQuery(wire.Errorf(pgcode.FeatureNotSupported, "this statement needs several shards, which this transaction cannot span").
+			WithHint("A transaction that used savepoints or LISTEN stays on one shard; run the statement outside it or drop the savepoints."))
+	}
+	if implicit {
+		s.txBegin = "BEGIN"
+		if s.sc != nil && s.sc.TxStatus == 'I' {
+			s.detach(false) // session mode: kept in held, BEGUN by txConn
+		}
+	}
+	answer := func(tag []byte, werr *wire.Error, status byte, mark int) error {
+		if werr != nil {
+			if mark >= 0 {
+				s.out = s.out[:mark] // rows of a failed statement
+			}
+			s.sendErr(werr)
+		} else {
+			s.send(&pgproto3.CommandComplete{CommandTag: tag})
+		}
+		s.txStatus = status
+		s.send(&pgproto3.ReadyForQuery{TxStatus: status})
+		s.statWaiting()
+		return s.flush()
+	}
+	fail := func(werr *wire.Error, mark int) error {
+		if implicit {
+			_, _ = s.endSpan(false)
+			return answer(nil, werr, 'I', mark)
+		}
+		s.failTx()
+		return answer(nil, werr, 'E', mark)
+	}
+	conns := make([]*pool.Conn, len(r.Parts))
+	for i, part := range r.Parts {
+		sc, err := s.txConn(part.Shard)
+		if err != nil {
+			return fail(asWireErr(err), -1)
+		}
+		conns[i] = sc
+	}
+	for i, part := range r.Parts {
+		sc := conns[i]
+		sc.FE.Send(&pgproto3.Query{String: part.SQL})
+		sc.Unnamed = 0
+		if err := sc.FE.Flush(); err != nil {
+			sc.Broken = true
+			return s.serverLostIn(sc, err)
+		}
+	}
+	var sum tagSum
+	var first []byte
+	var qerr *wire.Error
+	sentDesc := false
+	mark := len(s.out)
+	for i := range r.Parts {
+		sc := conns[i]
+	read:
+		for {
+			m, err := sc.FE.Receive()
+			if err != nil {
+				sc.Broken = true
+				return s.serverLostIn(sc, err)
+			}
+			switch m := m.(type) {
+			case *pgproto3.RowDescription:
+				if !sentDesc && qerr == nil {
+					s.send(m)
+					sentDesc = true
+				}
+			case *pgproto3.DataRow:
+				if qerr == nil && (!oneAnswer || i == 0) {
+					s.send(m)
+					if len(s.out) >= flushThreshold {
+						if err := s.flush(); err != nil {
+							return err
+						}
+						mark = 0
+					}
+				}
+			case *pgproto3.CommandComplete:
+				sum.add(m.CommandTag)
+				if i == 0 {
+					first = append([]byte(nil), m.CommandTag...)
+				}
+			case *pgproto3.NoticeResponse:
+				if !oneAnswer || i == 0 {
+					s.send(m)
+				}
+			case *pgproto3.ErrorResponse:
+				if qerr == nil {
+					qerr = &wire.Error{Severity: "ERROR", Code: m.Code, Message: m.Message, Detail: m.Detail, Hint: m.Hint, Position: m.Position}
+				}
+			case *pgproto3.ParameterStatus:
+				sc.Params[m.Name] = m.Value
+			case *pgproto3.ReadyForQuery:
+				sc.TxStatus = m.TxStatus
+				break read
+			}
+		}
+	}
+	if qerr != nil {
+		return fail(qerr, mark)
+	}
+	tag := sum.tag()
+	if oneAnswer && first != nil {
+		tag = first
+	}
+	if implicit {
+		if _, werr := s.endSpan(true); werr != nil {
+			return answer(nil, werr, 'I', mark)
+		}
+		return answer(tag, nil, 'I', -1)
+	}
+	return answer(tag, nil, 'T', -1)
+}
+
+// serverLostIn ends the session after a participant's connection broke in
+// the middle of a statement: the transaction cannot go on.
+func (s *session) serverLostIn(sc *pool.Conn, err error) error {
+	s.log.Warn("server connection lost", "shard", sc.Shard, "err", err)
+	s.sendErr(wire.Fatalf(pgcode.ConnectionFailure, "server connection to shard %s lost: %v", sc.Shard, err))
+	_ = s.flush()
+	return errTerminate // run's detach(true) closes every participant
+}
+
+// isDML reports whether sql starts with a data-changing command (a
+// reference-table write that runs on every shard, not DDL).
+func isDML(sql string) bool {
+	switch firstWord(sql) {
+	case "insert", "update", "delete", "merge":
+		return true
+	}
+	return false
 }
