@@ -143,7 +143,7 @@ func (s *session) routeQuery(m *pgproto3.Query) (done bool, err error) {
 	case RouteShard:
 		s.target = r.Shard
 	case RouteSplit:
-		if s.cfg.TwoPhaseCommit && (s.inTxBlock() || !r.ReadOnly) {
+		if s.spanSplit() && (s.inTxBlock() || !r.ReadOnly) {
 			// In the transaction, each shard joining it; outside one, in a
 			// transaction of its own committed with two-phase commit.
 			return true, s.runSplitTx(r, false, !s.inTxBlock())
@@ -152,7 +152,7 @@ func (s *session) routeQuery(m *pgproto3.Query) (done bool, err error) {
 	case RouteCopy:
 		return true, s.startCopy(r, m.String)
 	case RouteAll:
-		if s.cfg.TwoPhaseCommit && !r.NoTxBlock && (s.inTxBlock() || isDML(m.String)) {
+		if s.spanSplit() && !r.NoTxBlock && (s.inTxBlock() || isDML(m.String)) {
 			// Reference-table writes (and, in a transaction, DDL) commit
 			// atomically on every shard.
 			s.srv.forgetKeyPositions()

@@ -455,6 +455,17 @@ func (s *session) canSpanHere() bool {
 		!s.copyIn && !s.pinned && !s.txSavepoint && len(s.others) == 0 && s.copy == nil
 }
 
+// spanSplit reports whether a statement that needs several shards runs
+// through runSplitTx: in a transaction with two-phase commit on (refused
+// there if the transaction cannot span), or outside one when it can run in
+// a two-phase transaction of its own (a LISTEN session keeps the old way).
+func (s *session) spanSplit() bool {
+	if !s.cfg.TwoPhaseCommit || s.cfg.Decisions == nil {
+		return false
+	}
+	return s.inTxBlock() || (!s.pinned && s.copy == nil && len(s.others) == 0 && !s.awaitSync)
+}
+
 // txConn returns the connection of shard i in the session's transaction,
 // starting the transaction there if the shard has not joined yet.
 func (s *session) txConn(i int) (*pool.Conn, error) {
@@ -530,15 +541,15 @@ func (s *session) failTx() {
 // oneAnswer: the shards run the same statement on the same data (a
 // reference table): the client sees the first shard's rows and tag.
 func (s *session) runSplitTx(r Route, oneAnswer, implicit bool) error {
+	if implicit && s.sc != nil && s.sc.TxStatus == 'I' && !s.pinned {
+		s.detach(false) // session mode: kept in held, its BEGIN sent by txConn
+	}
 	if !s.canSpanHere() {
 		return s.refuseQuery(wire.Errorf(pgcode.FeatureNotSupported, "this statement needs several shards, which this transaction cannot span").
 			WithHint("A transaction that used savepoints or LISTEN stays on one shard; run the statement outside it or drop the savepoints."))
 	}
 	if implicit {
 		s.txBegin = "BEGIN"
-		if s.sc != nil && s.sc.TxStatus == 'I' {
-			s.detach(false) // session mode: kept in held, BEGUN by txConn
-		}
 	}
 	answer := func(tag []byte, werr *wire.Error, status byte, mark int) error {
 		if werr != nil {

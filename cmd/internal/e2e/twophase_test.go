@@ -34,7 +34,7 @@ type twoPCSetup struct {
 	cat  *shardmap.Catalog
 }
 
-func newTwoPCSetup(t testing.TB, db string, on bool) *twoPCSetup {
+func newTwoPCSetup(t testing.TB, db string, on bool, mode ...proxy.PoolMode) *twoPCSetup {
 	t.Helper()
 	databaseOnAll(t, db)
 	ctx := context.Background()
@@ -46,7 +46,11 @@ func newTwoPCSetup(t testing.TB, db string, on bool) *twoPCSetup {
 	t.Cleanup(cat.Close)
 	ts.cat = cat
 	dl := cat.Decisions(4)
-	ts.addr = startProxy(t, proxyOpts{sharded: true, shards: 3, poolSize: 6, database: db,
+	var pm proxy.PoolMode
+	if len(mode) > 0 {
+		pm = mode[0]
+	}
+	ts.addr = startProxy(t, proxyOpts{sharded: true, shards: 3, poolSize: 6, database: db, mode: pm,
 		configure: func(c *proxy.Config) {
 			c.TwoPhaseCommit = on
 			c.Decisions = dl
@@ -336,6 +340,41 @@ func TestTwoPhaseCommit(t *testing.T) {
 			t.Fatalf("decisions left in the catalog: %+v", ds)
 		}
 		time.Sleep(50 * time.Millisecond)
+	}
+}
+
+// TestTwoPhaseCommitSessionMode: in session pooling a transaction spans
+// shards the same way, and the client keeps its connections afterwards.
+func TestTwoPhaseCommitSessionMode(t *testing.T) {
+	ctx := context.Background()
+	ts := newTwoPCSetup(t, "twopc_session_e2e", true, proxy.PoolSession)
+	k0, k1 := keyOn(t, ts.m, 0), keyOn(t, ts.m, 1)
+	c := ts.conn(t)
+	if _, err := c.Exec(ctx, "SET application_name = 'twopc'"); err != nil {
+		t.Fatal(err)
+	}
+	for round := 0; round < 2; round++ {
+		tx, err := c.Begin(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, k := range []int64{k0, k1} {
+			if _, err := tx.Exec(ctx, "INSERT INTO orders (account_id, id, amount) VALUES ($1, $2, $2)", k, round); err != nil {
+				t.Fatal(err)
+			}
+		}
+		if err := tx.Commit(ctx); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for i, k := range []int64{k0, k1} {
+		if n := ts.direct(t, i, "SELECT count(*) FROM orders WHERE account_id = $1", k); n != 2 {
+			t.Fatalf("shard %d has %d orders, want 2", i, n)
+		}
+	}
+	var app string
+	if err := c.QueryRow(ctx, fmt.Sprintf("SELECT current_setting('application_name') FROM accounts WHERE id = %d UNION ALL SELECT 'twopc' LIMIT 1", k1)).Scan(&app); err != nil || app != "twopc" {
+		t.Fatalf("application_name on shard 1: %q %v", app, err)
 	}
 }
 
