@@ -221,7 +221,11 @@ func run() error {
 			case <-ctx.Done():
 				return
 			case <-t.C:
-				runRecovery(ctx)
+				// Only proxies that prepare transactions keep recovering;
+				// the start-up pass above runs in every one.
+				if srv.TwoPhaseCommit() {
+					runRecovery(ctx)
+				}
 			}
 		}
 	}()

@@ -383,6 +383,9 @@ func (s *session) testPause(stage string) {
 	}
 }
 
+// TwoPhaseCommit reports whether the current config has two-phase commit on.
+func (s *Server) TwoPhaseCommit() bool { return s.cfg.Load().TwoPhaseCommit }
+
 // nextGID returns a new global transaction id for PREPARE TRANSACTION.
 func (s *Server) nextGID() string {
 	id := s.cfg.Load().ProxyID
