@@ -628,7 +628,9 @@ func TestTwoPhaseCommitKill(t *testing.T) {
 // catalog, COMMIT PREPARED on both in parallel, versus one COMMIT.
 //
 // Measured on the 2-core test machine (3 shards, catalog on shard 0,
-// -benchtime=2000x -count=3, medians): see README "Two-phase commit".
+// -benchtime=2000x -count=3, medians, load average 4): one-shard 0.63 ms
+// per transaction, 0.17 ms per COMMIT; two-shards 1.26 ms and 0.68 ms
+// (2.0x and 4.0x). See README "Two-phase commit".
 func BenchmarkTwoPhaseCommit(b *testing.B) {
 	ctx := context.Background()
 	ts := newTwoPCSetup(b, "twopc_bench", true)
