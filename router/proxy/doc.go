@@ -39,4 +39,17 @@
 // identical is refused with 0A000 by the planner or at RowDescription time.
 // admin.go is the console on database "pgshard"; stats.go the lock-free
 // counters behind it and behind the Prometheus collector in cmd.
+//
+// Two-phase commit (Config.TwoPhaseCommit, twophase.go): a transaction may
+// span shards. When a statement needs another shard, the attached server
+// connection is parked (session.parts) still inside its transaction, and
+// the new shard joins with the transaction's BEGIN and SETs; statements that
+// need several shards at once run on every participant (runSplitTx). COMMIT
+// and ROLLBACK of such a transaction are answered by the session: ROLLBACK
+// on all, or PREPARE TRANSACTION 'pgshard_<proxy>_<n>' on all, the decision
+// stored through Config.Decisions (the catalog's pgshard.tx_decisions),
+// COMMIT PREPARED on all. A one-shard transaction commits plainly. What a
+// crash leaves prepared, shardmap.Recover resolves (cmd runs it at start,
+// every 30 s and in shardctl recover). Without two-phase commit a statement
+// that needs a second shard is refused (0A000) before it runs anywhere.
 package proxy

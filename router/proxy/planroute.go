@@ -31,7 +31,7 @@ func (r PlanRouter) RouteSimple(sql string, m *shardmap.Map, env Catalog) Route 
 	if err != nil {
 		return parseErrRoute(err)
 	}
-	return resolve(p, plan.Inputs{Literals: lits}, m, sql, env)
+	return txControl(p, resolve(p, plan.Inputs{Literals: lits}, m, sql, env))
 }
 
 // RouteBound implements Router.
@@ -43,7 +43,16 @@ func (r PlanRouter) RouteBound(sql string, oids []uint32, formats []int16, param
 	if err != nil {
 		return parseErrRoute(err)
 	}
-	return resolve(p, plan.Inputs{Params: params, Formats: formats, OIDs: oids}, m, sql, env)
+	return txControl(p, resolve(p, plan.Inputs{Params: params, Formats: formats, OIDs: oids}, m, sql, env))
+}
+
+// txControl marks routes whose statements include transaction control
+// other than one plain BEGIN/COMMIT/ROLLBACK/savepoint statement.
+func txControl(p *plan.Plan, r Route) Route {
+	if len(p.Tx) > 0 && (r.Kind != RouteTx || r.Tx == TxNone) {
+		r.TxControl = true
+	}
+	return r
 }
 
 func parseErrRoute(err error) Route {

@@ -76,6 +76,11 @@ type Route struct {
 	Copy *CopyRoute
 	// Merge describes RouteMerge.
 	Merge *MergeRoute
+	// TxControl marks a route other than RouteTx whose statements include
+	// transaction control (a multi-statement "INSERT ...; COMMIT", COMMIT
+	// AND CHAIN, PREPARE TRANSACTION): it must not run on one participant
+	// of a transaction that spans shards.
+	TxControl bool
 }
 
 // MergeRoute is a SELECT that runs on several shards, merged by the proxy.

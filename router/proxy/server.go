@@ -65,7 +65,34 @@ type Config struct {
 	// (groups, DISTINCT sets); 0 means DefaultMergeMemoryLimit. Beyond it
 	// the query fails with 54000.
 	MergeMemoryLimit int64
+
+	// TwoPhaseCommit lets a transaction span shards: each shard it touches
+	// joins it, and COMMIT runs two-phase commit (twophase.go). Off, a
+	// statement that needs a second shard is refused (0A000).
+	TwoPhaseCommit bool
+	// Decisions stores commit decisions durably (the catalog); required
+	// for TwoPhaseCommit.
+	Decisions DecisionLog
+	// ProxyID names this proxy in the gids of the transactions it
+	// prepares, so recovery can tell whose they are.
+	ProxyID string
+	// TestPause, if set, is called at the steps of a two-phase commit
+	// ("after-prepare", "after-decision"). Tests only: they block there
+	// and kill the process.
+	TestPause func(stage string)
 }
+
+// DecisionLog stores two-phase commit decisions; *shardmap.DecisionLog
+// implements it.
+type DecisionLog interface {
+	// Decide stores the decision for gid unless one is stored already and
+	// returns the stored one (true: commit).
+	Decide(ctx context.Context, gid string, shards []string, commit bool) (bool, error)
+	// Forget drops the decision of a transaction committed everywhere.
+	Forget(gid string)
+}
+
+var _ DecisionLog = (*shardmap.DecisionLog)(nil)
 
 // Server accepts client connections and proxies them to shard pools.
 // It has the net/http.Server shape: Serve(l), Shutdown(ctx), Close.
@@ -102,6 +129,8 @@ type Server struct {
 	clients atomic.Int64
 
 	stats stats // counters for SHOW STATS and metrics (stats.go)
+
+	gidSeq atomic.Uint64 // numbers the transactions this proxy prepares
 }
 
 // New returns a server for the given pools; the first pool is the default shard.
@@ -121,6 +150,8 @@ func New(cfg Config, pools []*pool.Pool, log *slog.Logger) *Server {
 	}
 	s.stats.init(pools)
 	s.cfg.Store(&cfg)
+	// Unique across restarts of a proxy that gets the same id back.
+	s.gidSeq.Store(uint64(time.Now().UnixMicro()))
 	return s
 }
 

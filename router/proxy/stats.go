@@ -135,6 +135,29 @@ type stats struct {
 	byShard map[string]*shardStats // read-only after init
 	routes  [len(routeNames)]atomic.Int64
 	errors  [sqlstateClasses + 1]atomic.Int64 // by class; the last slot for malformed codes
+	twoPC   twoPCStats
+}
+
+// twoPCStats count two-phase commits (twophase.go) and what recovery
+// resolved (AddRecovered).
+type twoPCStats struct {
+	commits, aborts                   atomic.Int64
+	recoveredCommits, recoveredAborts atomic.Int64
+}
+
+// TwoPCSnapshot counts transactions that spanned shards.
+type TwoPCSnapshot struct {
+	Commits int64 // committed with two-phase commit
+	Aborts  int64 // COMMIT asked for, rolled back (a participant failed or could not prepare)
+	// RecoveredCommits and RecoveredRollbacks are prepared transactions
+	// that recovery committed or rolled back.
+	RecoveredCommits, RecoveredRollbacks int64
+}
+
+// AddRecovered counts prepared transactions resolved by recovery.
+func (s *Server) AddRecovered(commits, rollbacks int) {
+	s.stats.twoPC.recoveredCommits.Add(int64(commits))
+	s.stats.twoPC.recoveredAborts.Add(int64(rollbacks))
 }
 
 func (st *stats) init(pools []*pool.Pool) {
@@ -281,6 +304,7 @@ type Snapshot struct {
 	// ParseCacheHits and ParseCacheMisses are the router's parse cache
 	// counters (PlanRouter only).
 	ParseCacheHits, ParseCacheMisses uint64
+	TwoPC                            TwoPCSnapshot
 }
 
 // ShardSnapshot is one shard's counters.
@@ -322,6 +346,12 @@ func (s *Server) Snapshot() Snapshot {
 		if n := s.stats.errors[i].Load(); n > 0 {
 			out.Errors[className(i)] = n
 		}
+	}
+	out.TwoPC = TwoPCSnapshot{
+		Commits:            s.stats.twoPC.commits.Load(),
+		Aborts:             s.stats.twoPC.aborts.Load(),
+		RecoveredCommits:   s.stats.twoPC.recoveredCommits.Load(),
+		RecoveredRollbacks: s.stats.twoPC.recoveredAborts.Load(),
 	}
 	if pr, ok := s.router.(PlanRouter); ok && pr.Planner != nil {
 		out.ParseCacheHits, out.ParseCacheMisses = pr.Planner.Cache().Stats()

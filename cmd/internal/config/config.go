@@ -44,6 +44,13 @@ type Config struct {
 	LogLevel string `yaml:"log_level"`
 	LogJSON  bool   `yaml:"log_json"`
 
+	// TwoPhaseCommit lets transactions span shards, committed with
+	// two-phase commit (PREPARE TRANSACTION on each shard, a decision in
+	// the catalog, COMMIT PREPARED). The shards need
+	// max_prepared_transactions > 0. Off (the default), a transaction
+	// that needs a second shard is refused with 0A000.
+	TwoPhaseCommit bool `yaml:"two_phase_commit"`
+
 	// MetricsListen is the HTTP address of /metrics, /healthz and /readyz
 	// ("" = off).
 	MetricsListen string `yaml:"metrics_listen"`

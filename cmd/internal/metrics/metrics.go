@@ -41,6 +41,7 @@ type Collector struct {
 	queries, transactions, sentBytes, recvBytes  *prometheus.Desc
 	queryDuration                                *prometheus.Desc
 	routes, errors, cacheHits, cacheMisses, mapV *prometheus.Desc
+	twoPCCommits, twoPCAborts, twoPCRecovered    *prometheus.Desc
 }
 
 var _ prometheus.Collector = (*Collector)(nil)
@@ -72,6 +73,9 @@ func NewCollector(src Source) *Collector {
 		cacheHits:       d("parse_cache_hits_total", "Statements found in the parse cache."),
 		cacheMisses:     d("parse_cache_misses_total", "Statements parsed because the parse cache did not have them."),
 		mapV:            d("map_version", "Version of the shard map in use (0: none yet)."),
+		twoPCCommits:    d("twophase_commits_total", "Transactions spanning shards committed with two-phase commit."),
+		twoPCAborts:     d("twophase_aborts_total", "Transactions spanning shards whose COMMIT ended in a rollback (a participant failed or could not prepare)."),
+		twoPCRecovered:  d("twophase_recovered_total", "Prepared transactions resolved by recovery, by action (commit, rollback).", "action"),
 	}
 }
 
@@ -80,7 +84,7 @@ func (c *Collector) Describe(ch chan<- *prometheus.Desc) {
 	for _, d := range []*prometheus.Desc{
 		c.clients, c.clientsTotal, c.poolConns, c.poolSize, c.poolWaiting, c.poolPaused, c.poolWaits, c.poolWaitSeconds,
 		c.poolTimeouts, c.shardUp, c.queries, c.transactions, c.sentBytes, c.recvBytes, c.queryDuration, c.routes,
-		c.errors, c.cacheHits, c.cacheMisses, c.mapV,
+		c.errors, c.cacheHits, c.cacheMisses, c.mapV, c.twoPCCommits, c.twoPCAborts, c.twoPCRecovered,
 	} {
 		ch <- d
 	}
@@ -139,6 +143,10 @@ func (c *Collector) Collect(ch chan<- prometheus.Metric) {
 	counter(c.cacheHits, float64(s.ParseCacheHits))
 	counter(c.cacheMisses, float64(s.ParseCacheMisses))
 	gauge(c.mapV, float64(s.MapVersion))
+	counter(c.twoPCCommits, float64(s.TwoPC.Commits))
+	counter(c.twoPCAborts, float64(s.TwoPC.Aborts))
+	counter(c.twoPCRecovered, float64(s.TwoPC.RecoveredCommits), "commit")
+	counter(c.twoPCRecovered, float64(s.TwoPC.RecoveredRollbacks), "rollback")
 }
 
 // CatalogHealth records when the catalog last answered; cmd/pgshard calls
