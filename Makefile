@@ -6,7 +6,7 @@ DIR        ?= .pgshard
 GOTESTFLAGS ?=
 export GOTOOLCHAIN := local
 
-.PHONY: build run test test-race bench fuzz soak lint fmt-check clean down
+.PHONY: build run test test-race bench bench-move fuzz soak lint fmt-check clean down
 
 build: ## build bin/pgshard and bin/shardctl
 	@echo "==> building $(BIN)/pgshard and $(BIN)/shardctl"
@@ -47,6 +47,9 @@ bench: build ## pgbench: direct Postgres vs PgBouncer vs pgshard, interleaved; p
 	@echo "==> benchmarks (numbers, not pass/fail)"
 	$(GO) test -run '^$$' -bench . -benchmem ./...
 	$(GO) run ./cmd/internal/bench $(BENCHFLAGS)
+
+bench-move: build ## online move of half the buckets of a 1M-row table under pgbench writes vs a plain COPY
+	$(GO) run ./cmd/internal/benchmove $(BENCHMOVEFLAGS)
 
 fuzz: ## run every Fuzz* target for FUZZTIME each (default 30s); CI runs their seed corpora in make test
 	@echo "==> fuzzing ($${FUZZTIME:-30s} per target)"

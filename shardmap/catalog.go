@@ -52,6 +52,7 @@ CREATE TABLE IF NOT EXISTS pgshard.moves (
     error        text NOT NULL DEFAULT '',
     rows_total   bigint NOT NULL DEFAULT 0,
     rows_copied  bigint NOT NULL DEFAULT 0,
+    bytes_total  bigint NOT NULL DEFAULT 0,
     bytes_copied bigint NOT NULL DEFAULT 0,
     lag_bytes    bigint NOT NULL DEFAULT 0,
     map_before   bigint NOT NULL DEFAULT 0,
@@ -60,6 +61,12 @@ CREATE TABLE IF NOT EXISTS pgshard.moves (
     created_at   timestamptz NOT NULL DEFAULT now(),
     updated_at   timestamptz NOT NULL DEFAULT now(),
     finished_at  timestamptz
+);
+CREATE TABLE IF NOT EXISTS pgshard.tx_decisions (
+    gid        text PRIMARY KEY,
+    shards     text[] NOT NULL,
+    commit     boolean NOT NULL DEFAULT true,
+    decided_at timestamptz NOT NULL DEFAULT now()
 );
 COMMIT;`
 
@@ -307,6 +314,7 @@ type MoveInfo struct {
 	Error       string     `json:"error,omitempty"`
 	RowsTotal   int64      `json:"rows_total"`
 	RowsCopied  int64      `json:"rows_copied"`
+	BytesTotal  int64      `json:"bytes_total"`
 	BytesCopied int64      `json:"bytes_copied"`
 	LagBytes    int64      `json:"lag_bytes"`
 	MapBefore   int64      `json:"map_before"`
@@ -318,14 +326,14 @@ type MoveInfo struct {
 }
 
 // MoveColumns is the select list that ScanMove reads.
-const MoveColumns = `id, rebalance, source, target, buckets, step, state, error, rows_total, rows_copied,
+const MoveColumns = `id, rebalance, source, target, buckets, step, state, error, rows_total, rows_copied, bytes_total,
  bytes_copied, lag_bytes, map_before, map_after, pause_ms, created_at, updated_at, finished_at`
 
 // ScanMove scans one row selected with MoveColumns.
 func ScanMove(r pgx.Row) (MoveInfo, error) {
 	var m MoveInfo
 	var bs []int32
-	err := r.Scan(&m.ID, &m.Rebalance, &m.Source, &m.Target, &bs, &m.Step, &m.State, &m.Error, &m.RowsTotal, &m.RowsCopied,
+	err := r.Scan(&m.ID, &m.Rebalance, &m.Source, &m.Target, &bs, &m.Step, &m.State, &m.Error, &m.RowsTotal, &m.RowsCopied, &m.BytesTotal,
 		&m.BytesCopied, &m.LagBytes, &m.MapBefore, &m.MapAfter, &m.PauseMS, &m.CreatedAt, &m.UpdatedAt, &m.FinishedAt)
 	for _, b := range bs {
 		m.Buckets = append(m.Buckets, int(b))

@@ -264,6 +264,15 @@ func printExplain(w io.Writer, m *shardmap.Map, r *explainResult) error {
 		}
 		fmt.Fprintf(w, "shards:  %s%s\n", prefix, strings.Join(r.Shards, sep))
 	}
+	if p.Merge != nil && p.Merge.Spec != nil {
+		for i, st := range plan.MergeSteps(p.Merge.Spec) {
+			label := "        "
+			if i == 0 {
+				label = "merge:  "
+			}
+			fmt.Fprintf(w, "%s %d. %s\n", label, i+1, st)
+		}
+	}
 	if r.Error != nil {
 		fmt.Fprintf(w, "error:   %s: %s\n", r.Error.Code, r.Error.Message)
 		if r.Error.Hint != "" {

@@ -32,6 +32,9 @@ func NewRootCmd() *cobra.Command {
 	root.AddCommand(newVerifyCmd())
 	root.AddCommand(newRebalanceCmd())
 	root.AddCommand(newExplainCmd())
+	root.AddCommand(newMoveCmd())
+	root.AddCommand(newShardCmd())
+	root.AddCommand(newRecoverCmd())
 	return root
 }
 

@@ -85,42 +85,6 @@ func printVerify(cmd *cobra.Command, rep *rebalance.Report) {
 	}
 }
 
-func newRebalanceCmd() *cobra.Command {
-	cmd := &cobra.Command{
-		Use:   "rebalance",
-		Short: "Even out buckets over the shards (plan; online moves are not built yet)",
-	}
-	var asJSON bool
-	plan := &cobra.Command{
-		Use:   "plan",
-		Short: "Print the fewest bucket moves that even out buckets over the shards",
-		RunE: func(cmd *cobra.Command, _ []string) error {
-			return withMap(cmd, 30*time.Second, func(_ context.Context, _ *config.Config, _ *shardmap.Catalog, m *shardmap.Map) error {
-				moves := rebalance.Plan(m)
-				if asJSON {
-					return writeJSON(cmd.OutOrStdout(), struct {
-						MapVersion int64            `json:"map_version"`
-						Moves      []rebalance.Move `json:"moves"`
-					}{m.Version, moves})
-				}
-				if len(moves) == 0 {
-					fmt.Fprintf(cmd.OutOrStdout(), "map version %d is balanced: nothing to move\n", m.Version)
-					return nil
-				}
-				w := tabwriter.NewWriter(cmd.OutOrStdout(), 0, 4, 2, ' ', 0)
-				fmt.Fprintln(w, "FROM\tTO\tBUCKETS\tCOUNT")
-				for _, mv := range moves {
-					fmt.Fprintf(w, "%s\t%s\t%s\t%d\n", mv.From, mv.To, bucketRanges(mv.Buckets), len(mv.Buckets))
-				}
-				return w.Flush()
-			})
-		},
-	}
-	plan.Flags().BoolVar(&asJSON, "json", false, "JSON output")
-	cmd.AddCommand(plan)
-	return cmd
-}
-
 // bucketRanges writes sorted buckets as "0-9,12".
 func bucketRanges(bs []int) string {
 	out := ""

@@ -13,12 +13,28 @@ import (
 // Plan.Buckets reads them at run time. A string of several statements
 // gets one combined plan (see combine).
 func Build(stmts []*sqlparse.Stmt, rules shardmap.Rules) Plan {
+	return BuildSQL("", stmts, rules)
+}
+
+// BuildSQL is Build with the analysed text: a keyless SELECT that needs a
+// merge across shards gets its merge spec (Merge.Spec) built from it;
+// without the text such a SELECT is planned without one (and refused by
+// the executor).
+func BuildSQL(sql string, stmts []*sqlparse.Stmt, rules shardmap.Rules) Plan {
 	switch len(stmts) {
 	case 0:
 		// An empty query: any shard answers EmptyQueryResponse.
 		return Plan{Kind: Any}
 	case 1:
-		return buildStmt(stmts[0], rules)
+		st := stmts[0]
+		if st.Kind != sqlparse.KindSelect {
+			return buildStmt(st, rules)
+		}
+		a := newAnalysis(st, rules)
+		if sql != "" && st.End <= len(sql) {
+			a.sql = sql[st.Start:st.End]
+		}
+		return a.dml()
 	}
 	plans := make([]Plan, len(stmts))
 	for i, st := range stmts {

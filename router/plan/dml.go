@@ -1,6 +1,7 @@
 package plan
 
 import (
+	"errors"
 	"fmt"
 	"strings"
 
@@ -33,6 +34,7 @@ import (
 // a clear refusal is.
 type analysis struct {
 	st    *sqlparse.Stmt
+	sql   string // the statement's text, for merge specs ("" if unknown)
 	rules shardmap.Rules
 	cls   []class
 	tab   []shardmap.Table
@@ -484,6 +486,35 @@ func (a *analysis) dml() Plan {
 	p := Plan{Kind: Scatter, Lock: lock, Merge: a.merge(0)}
 	if keys, ok := a.multiKeys(cores); ok {
 		p.Kind, p.Keys = Multi, keys
+	}
+	if !p.Merge.Concatenates() && !write && a.sql != "" && st.Kind == sqlparse.KindSelect {
+		spec, err := sqlparse.AnalyzeMerge(a.sql)
+		var mr *sqlparse.MergeRefusal
+		switch {
+		case errors.As(err, &mr):
+			if p.Kind == Multi {
+				break // may still run on one shard
+			}
+			return refuse(mr.Message, mr.Hint)
+		case err != nil:
+			return refuse(fmt.Sprintf("cannot merge the query across shards: %v", err), "add a condition on the sharding key so the query runs on one shard")
+		default:
+			for _, c := range spec.KeyDistinct {
+				if a.keyRel(c) < 0 {
+					if p.Kind == Multi {
+						spec = nil
+						break
+					}
+					return refuse(fmt.Sprintf("count(DISTINCT %s) across shards is not supported: %s is not a sharding key", c.Column, c.Column),
+						"count(DISTINCT x) is merged only when x is the sharding key; count the distinct values in the application, or add a condition on the sharding key")
+				}
+			}
+			if spec != nil {
+				m := *p.Merge
+				m.Spec = spec
+				p.Merge = &m
+			}
+		}
 	}
 	return a.withTable(p, cores[0])
 }

@@ -89,7 +89,7 @@ func planJSON(t *testing.T, sql string, rules shardmap.Rules) json.RawMessage {
 	if err != nil {
 		v = map[string]any{"error": err.Error()}
 	} else {
-		v = Build(stmts, rules)
+		v = BuildSQL(sql, stmts, rules)
 	}
 	var buf bytes.Buffer
 	enc := json.NewEncoder(&buf)

@@ -3,6 +3,7 @@ package plan
 import (
 	"fmt"
 
+	"github.com/pgshard/pgshard/router/sqlparse"
 	"github.com/pgshard/pgshard/shardmap"
 )
 
@@ -171,6 +172,32 @@ type Merge struct {
 	Offset     bool   `json:"offset,omitempty"`
 	SetOp      string `json:"setop,omitempty"`
 	Returning  bool   `json:"returning,omitempty"`
+	// Spec, for a SELECT, is how the proxy merges the shards' rows: the
+	// rewritten statement each shard runs and the steps that combine,
+	// filter, sort and limit their rows (nil when concatenation is
+	// enough).
+	Spec *MergeSpec `json:"spec,omitempty"`
+}
+
+// MergeSpec and its parts are defined by router/sqlparse, which builds
+// them from the parse tree.
+type (
+	MergeSpec  = sqlparse.MergeSpec
+	MergeCol   = sqlparse.MergeCol
+	SortKey    = sqlparse.SortKey
+	Bound      = sqlparse.Bound
+	HavingExpr = sqlparse.HavingExpr
+)
+
+// Concatenates reports whether the shards' results, concatenated, are the
+// statement's result: no ordering, limit, aggregate, grouping, DISTINCT,
+// window or set operation to merge.
+func (m *Merge) Concatenates() bool {
+	if m == nil {
+		return true
+	}
+	return !m.Aggregates && !m.GroupBy && !m.Having && !m.Distinct && !m.Window &&
+		!m.OrderBy && !m.Limit && !m.Offset && m.SetOp == ""
 }
 
 // TxOp is one transaction-control statement.

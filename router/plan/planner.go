@@ -36,12 +36,12 @@ func rulesID(r shardmap.Rules) (uintptr, uintptr) {
 	return reflect.ValueOf(r.Tables).Pointer(), reflect.ValueOf(r.Reference).Pointer()
 }
 
-func (p *Planner) plan(res *sqlparse.Result, rules shardmap.Rules) *Plan {
+func (p *Planner) plan(res *sqlparse.Result, sql string, rules shardmap.Rules) *Plan {
 	t, r := rulesID(rules)
 	if m, _ := res.Memo.Load().(*memo); m != nil && m.tables == t && m.ref == r && m.buckets == rules.Buckets {
 		return m.plan
 	}
-	pl := Build(res.Stmts, rules)
+	pl := BuildSQL(sql, res.Stmts, rules)
 	res.Memo.Store(&memo{tables: t, ref: r, buckets: rules.Buckets, plan: &pl})
 	return &pl
 }
@@ -55,7 +55,7 @@ func (p *Planner) PlanPrepared(sql string, rules shardmap.Rules) (*Plan, error) 
 	if res.Err != nil {
 		return nil, res.Err
 	}
-	return p.plan(res, rules), nil
+	return p.plan(res, sql, rules), nil
 }
 
 // PlanSimple plans a simple-protocol Query: it normalises the literals
@@ -68,8 +68,9 @@ func (p *Planner) PlanPrepared(sql string, rules shardmap.Rules) (*Plan, error) 
 func (p *Planner) PlanSimple(sql string, rules shardmap.Rules) (*Plan, []sqlparse.Literal, error) {
 	norm, lits := sqlparse.Normalize(sql)
 	res := p.cache.Analyze(norm)
+	text := norm
 	if res.Err != nil && lits != nil {
-		res, lits = p.cache.Analyze(sql), nil
+		res, lits, text = p.cache.Analyze(sql), nil, sql
 	}
 	if res.Err != nil {
 		return nil, nil, res.Err
@@ -77,5 +78,14 @@ func (p *Planner) PlanSimple(sql string, rules shardmap.Rules) (*Plan, []sqlpars
 	if lits == nil {
 		lits = []sqlparse.Literal{}
 	}
-	return p.plan(res, rules), lits, nil
+	pl := p.plan(res, text, rules)
+	if len(lits) > 0 && (pl.Kind == Scatter || pl.Kind == Multi) && !pl.Write && !pl.Merge.Concatenates() {
+		// A merged SELECT is planned from its own text: its shard query
+		// keeps the constants (ORDER BY 1 is a position, $1 would not
+		// be) and LIMIT/OFFSET are known.
+		if orig := p.cache.Analyze(sql); orig.Err == nil {
+			return p.plan(orig, sql, rules), []sqlparse.Literal{}, nil
+		}
+	}
+	return pl, lits, nil
 }

@@ -142,11 +142,6 @@ func errTxAborted() *wire.Error {
 	return wire.Errorf(pgcode.InFailedSQLTransaction, "current transaction is aborted, commands ignored until end of transaction block")
 }
 
-func errCrossShard(from, to string) *wire.Error {
-	return wire.Errorf(pgcode.FeatureNotSupported, "transaction is pinned to shard %s but this statement needs shard %s", from, to).
-		WithHint("Keep each transaction on one sharding key, or enable two-phase commit for multi-shard transactions.")
-}
-
 func (s *session) shardName(i int) string {
 	if s.sc != nil && i == s.scShard {
 		return s.sc.Shard
@@ -184,18 +179,34 @@ func (s *session) txShard() int {
 // statements the session answers itself. done means the query was fully
 // answered.
 func (s *session) routeQuery(m *pgproto3.Query) (done bool, err error) {
+	var r Route
+	routed := false
+	if len(s.parts) > 0 {
+		// A transaction spanning shards: COMMIT and ROLLBACK are the
+		// session's (twophase.go), even in a failed transaction.
+		r = s.srv.router.RouteSimple(m.String, s.useMap(), s.srv)
+		s.srv.stats.route(r.Kind)
+		routed = true
+		if done, err := s.spanTxControl(r); done {
+			return true, err
+		}
+	}
 	if s.sc != nil && s.sc.TxStatus == 'E' {
 		// A failed transaction: its shard answers everything (25P02 or the
 		// ROLLBACK), as Postgres would, whatever the statement's key.
 		s.target = s.scShard
 		return false, nil
 	}
-	r, werr := s.routeSimple(m.String)
-	if werr != nil {
-		s.srv.stats.route(RouteRefuse)
-		return true, s.refuseQuery(werr)
+	if !routed {
+		var werr *wire.Error
+		r, werr = s.routeSimple(m.String)
+		if werr != nil {
+			s.srv.stats.route(RouteRefuse)
+			return true, s.refuseQuery(werr)
+		}
+		s.srv.stats.route(r.Kind)
 	}
-	s.srv.stats.route(r.Kind)
+	s.noteTxRoute(r, m.String)
 	if s.deferredFailed && !(r.Kind == RouteTx && (r.Tx == TxRollback || r.Tx == TxCommit || r.Tx == TxRollbackTo)) {
 		return true, s.refuseQuery(errTxAborted())
 	}
@@ -217,13 +228,26 @@ func (s *session) routeQuery(m *pgproto3.Query) (done bool, err error) {
 	case RouteShard:
 		s.target = r.Shard
 	case RouteSplit:
+		if s.spanSplit() && (s.inTxBlock() || !r.ReadOnly) {
+			// In the transaction, each shard joining it; outside one, in a
+			// transaction of its own committed with two-phase commit.
+			return true, s.runSplitTx(r, false, !s.inTxBlock())
+		}
 		return true, s.runSplit(r)
+	case RouteMerge:
+		return true, s.runMerge(r.Merge, nil)
 	case RouteCopy:
 		return true, s.startCopy(r, m.String)
 	case RouteAll:
+		if s.spanSplit() && !r.NoTxBlock && (s.inTxBlock() || isDML(m.String)) {
+			// Reference-table writes (and, in a transaction, DDL) commit
+			// atomically on every shard.
+			s.srv.forgetKeyPositions()
+			return true, s.runSplitTx(everyShard(s.useMap(), m.String), true, !s.inTxBlock())
+		}
 		if s.inTxBlock() {
 			return true, s.refuseQuery(wire.Errorf(pgcode.FeatureNotSupported, "a statement that runs on every shard cannot run inside a transaction block").
-				WithHint("Run DDL and reference-table writes outside explicit transactions."))
+				WithHint("Run DDL and reference-table writes outside explicit transactions, or set two_phase_commit: true in the pgshard config."))
 		}
 		s.target = s.defaultShard()
 		s.srv.forgetKeyPositions() // DDL may change column positions
@@ -231,8 +255,8 @@ func (s *session) routeQuery(m *pgproto3.Query) (done bool, err error) {
 			return true, s.refuseQuery(asWireErr(err))
 		}
 	}
-	if p := s.pinnedShard(); p >= 0 && p != s.target {
-		return true, s.refuseQuery(errCrossShard(s.shardName(p), s.shardName(s.target)))
+	if p := s.pinnedShard(); p >= 0 && p != s.target && !s.canSpan() {
+		return true, s.refuseQuery(s.errSpan(p, s.target))
 	}
 	return false, nil
 }
@@ -251,6 +275,20 @@ func (s *session) routeSimple(sql string) (Route, *wire.Error) {
 		if werr := s.holdFrozen(&h, mv, r.Frozen); werr != nil {
 			return r, werr
 		}
+	}
+}
+
+// noteTxRoute tracks what a transaction that may span shards needs to
+// know: its BEGIN (replayed on joining shards) and whether it used
+// savepoints (then it stays on one shard).
+func (s *session) noteTxRoute(r Route, sql string) {
+	switch {
+	case r.Kind == RouteTx && r.Tx == TxBegin:
+		if !s.inTxBlock() {
+			s.txBegin = sql
+		}
+	case r.Kind == RouteTx && (r.Tx == TxSavepoint || r.Tx == TxRelease || r.Tx == TxRollbackTo || r.Tx == TxNone), r.TxControl:
+		s.txSavepoint = true
 	}
 }
 
@@ -329,6 +367,7 @@ func (s *session) deferTx(cmd TxCmd, name, sql string) string {
 	switch cmd {
 	case TxBegin:
 		s.deferred = sql
+		s.txBegin = sql
 		if firstWord(sql) == "start" {
 			return "START TRANSACTION"
 		}
@@ -341,6 +380,7 @@ func (s *session) deferTx(cmd TxCmd, name, sql string) string {
 		s.deferred = ""
 		s.deferredFailed = false
 		s.savepoints = s.savepoints[:0]
+		s.resetTx()
 		return tag
 	case TxRollbackTo:
 		s.deferred += ";\n" + sql
@@ -350,6 +390,7 @@ func (s *session) deferTx(cmd TxCmd, name, sql string) string {
 	case TxSavepoint:
 		s.deferred += ";\n" + sql
 		s.savepoints = append(s.savepoints, name)
+		s.txSavepoint = true
 		return "SAVEPOINT"
 	case TxRelease:
 		s.deferred += ";\n" + sql
@@ -391,8 +432,24 @@ func (s *session) deferBatch(batch []pgproto3.FrontendMessage) bool {
 	if s.sc != nil {
 		return false
 	}
-	var q string
-	var oids []uint32
+	q, oids, ok := s.txBatch(batch)
+	if !ok {
+		return false
+	}
+	r := s.srv.router.RouteBound(q, oids, nil, nil, s.useMap(), s.srv)
+	if r.Kind != RouteTx || !s.canDefer(r.Tx, r.Name) {
+		return false
+	}
+	s.answerTxBatch(batch, func() (string, *wire.Error) { return s.deferTx(r.Tx, r.Name, q), nil })
+	s.srv.stats.route(RouteTx)
+	s.txStatus = s.clientTxStatus()
+	return true
+}
+
+// txBatch returns the statement of a batch that binds exactly one
+// statement without parameters and holds nothing but Parse, Bind,
+// Describe, Execute and Close: the shape of a transaction-control batch.
+func (s *session) txBatch(batch []pgproto3.FrontendMessage) (q string, oids []uint32, ok bool) {
 	binds := 0
 	local := map[string]*pgproto3.Parse{}
 	for _, msg := range batch {
@@ -400,7 +457,7 @@ func (s *session) deferBatch(batch []pgproto3.FrontendMessage) bool {
 		case *pgproto3.Parse:
 			if b.Name != "" {
 				if _, dup := s.stmts[b.Name]; dup {
-					return false
+					return "", nil, false
 				}
 			}
 			local[b.Name] = b
@@ -411,23 +468,23 @@ func (s *session) deferBatch(batch []pgproto3.FrontendMessage) bool {
 			} else if st, err := s.resolve(b.PreparedStatement); err == nil {
 				q, oids = st.query, st.oids
 			} else {
-				return false
+				return "", nil, false
 			}
 			if len(b.Parameters) > 0 {
-				return false
+				return "", nil, false
 			}
 		case *pgproto3.Describe, *pgproto3.Execute, *pgproto3.Close:
 		default:
-			return false
+			return "", nil, false
 		}
 	}
-	if binds != 1 {
-		return false
-	}
-	r := s.srv.router.RouteBound(q, oids, nil, nil, s.useMap(), s.srv)
-	if r.Kind != RouteTx || !s.canDefer(r.Tx, r.Name) {
-		return false
-	}
+	return q, oids, binds == 1
+}
+
+// answerTxBatch answers a batch accepted by txBatch without a server: run
+// is called at its Execute and gives the command tag, or an error that
+// ends the batch as Postgres ends one after an error.
+func (s *session) answerTxBatch(batch []pgproto3.FrontendMessage, run func() (string, *wire.Error)) {
 	for _, msg := range batch {
 		switch b := msg.(type) {
 		case *pgproto3.Parse:
@@ -446,15 +503,18 @@ func (s *session) deferBatch(batch []pgproto3.FrontendMessage) bool {
 			}
 			s.push(pending{kind: pSynth, synth: &pgproto3.NoData{}})
 		case *pgproto3.Execute:
-			tag := s.deferTx(r.Tx, r.Name, q)
+			tag, werr := run()
+			if werr != nil {
+				s.push(pending{kind: pSynth, synth: werr.Response()})
+				s.clientSkipping = true
+				s.batchErr = true
+				return
+			}
 			s.push(pending{kind: pSynth, synth: &pgproto3.CommandComplete{CommandTag: []byte(tag)}})
 		case *pgproto3.Close:
 			_ = s.dispatch(b)
 		}
 	}
-	s.srv.stats.route(RouteTx)
-	s.txStatus = s.clientTxStatus()
-	return true
 }
 
 // runBatch routes the held extended-protocol messages and sends them.
@@ -469,6 +529,9 @@ func (s *session) runBatch(sync bool) error {
 			batch[i] = nil
 		}
 	}()
+	if len(s.parts) > 0 && s.spanBatch(batch) {
+		return nil
+	}
 	if s.deferBatch(batch) {
 		return nil
 	}
@@ -484,6 +547,9 @@ func (s *session) runBatch(sync bool) error {
 		if !sync || !singleStatement(batch) || s.inTxBlock() {
 			return s.proxyError(wire.Errorf(pgcode.FeatureNotSupported, "a statement that runs on every shard must be alone in its pipeline, end with Sync and be outside explicit transactions").
 				WithHint("Send it on its own (Parse/Bind/Execute/Sync) outside BEGIN ... COMMIT."))
+		}
+		if r.Kind == RouteMerge {
+			return s.runMerge(r.Merge, batch)
 		}
 		return s.runBatchSplit(batch, *r)
 	}
@@ -577,6 +643,10 @@ func (s *session) batchTarget(batch []pgproto3.FrontendMessage, m *AppliedMap) (
 				return 0, nil, r.Frozen
 			}
 			s.srv.stats.route(r.Kind)
+			if len(s.parts) > 0 && (r.Kind == RouteTx && r.Tx != TxBegin || r.TxControl) {
+				return 0, errSpanTxControl(), nil
+			}
+			s.noteTxRoute(r, q)
 			binds++
 			if r.Kind == RouteAny && r.Stateless {
 				stateless++
@@ -587,6 +657,10 @@ func (s *session) batchTarget(batch []pgproto3.FrontendMessage, m *AppliedMap) (
 				return 0, r.Err, nil
 			case RouteShard:
 				want = r.Shard
+			case RouteMerge:
+				rr := r
+				s.splitRoute = &rr
+				continue
 			case RouteSplit:
 				if everyShardSQL(r, q) {
 					// Runs whole on each shard (runBatchSplit), if the batch
@@ -628,7 +702,10 @@ func (s *session) batchTarget(batch []pgproto3.FrontendMessage, m *AppliedMap) (
 	}
 	if p := s.pinnedShard(); p >= 0 {
 		if target >= 0 && target != p {
-			return 0, errCrossShard(s.shardName(p), s.shardName(target)), nil
+			if s.canSpan() {
+				return target, nil, nil // attach parks p and joins target
+			}
+			return 0, s.errSpan(p, target), nil
 		}
 		return p, nil, nil
 	}

@@ -26,6 +26,17 @@
 // shard map; batch.go picks the shard, defers BEGIN until a statement names
 // one and pins the transaction to it; multi.go runs the statements that
 // need several shards (split INSERT, split COPY, run-on-every-shard DDL).
+// merge.go runs keyless SELECTs that need a merge (RouteMerge, from a
+// plan.MergeSpec): the rewritten query is prepared and described on every
+// shard, bound with the formats the merge needs (binary twins of compared
+// values and partial aggregates, the client's formats for passed-through
+// columns), and the rows are merged: a k-way heap for ORDER BY (one row per
+// shard held, shards read only as the client takes rows), a hash map of
+// groups for aggregates/GROUP BY/HAVING bounded by merge_memory_limit
+// (54000 beyond), a hash set for DISTINCT, then OFFSET/LIMIT. Final values
+// are encoded as Postgres would (count int8, sum(int4) int8, avg numeric by
+// numeric_div's scale rules, floats in shortest form). What cannot be made
+// identical is refused with 0A000 by the planner or at RowDescription time.
 // admin.go is the console on database "pgshard"; stats.go the lock-free
 // counters behind it and behind the Prometheus collector in cmd.
 //
@@ -61,4 +72,17 @@
 // Reads are never held. A statement already routed before SetMap runs
 // with its map: a move's fence on the source, not the proxy, stops such
 // stragglers (DESIGN.md §4.3).
+//
+// Two-phase commit (Config.TwoPhaseCommit, twophase.go): a transaction may
+// span shards. When a statement needs another shard, the attached server
+// connection is parked (session.parts) still inside its transaction, and
+// the new shard joins with the transaction's BEGIN and SETs; statements that
+// need several shards at once run on every participant (runSplitTx). COMMIT
+// and ROLLBACK of such a transaction are answered by the session: ROLLBACK
+// on all, or PREPARE TRANSACTION 'pgshard_<proxy>_<n>' on all, the decision
+// stored through Config.Decisions (the catalog's pgshard.tx_decisions),
+// COMMIT PREPARED on all. A one-shard transaction commits plainly. What a
+// crash leaves prepared, shardmap.Recover resolves (cmd runs it at start,
+// every 30 s and in shardctl recover). Without two-phase commit a statement
+// that needs a second shard is refused (0A000) before it runs anywhere.
 package proxy

@@ -3,6 +3,8 @@ package proxy
 import (
 	"errors"
 	"fmt"
+	"slices"
+	"strconv"
 	"strings"
 	"sync"
 	"time"
@@ -31,7 +33,7 @@ func (r PlanRouter) RouteSimple(sql string, m *AppliedMap, env Catalog) Route {
 	if err != nil {
 		return parseErrRoute(err)
 	}
-	return resolve(p, plan.Inputs{Literals: lits}, m, sql, env)
+	return txControl(p, resolve(p, plan.Inputs{Literals: lits}, m, sql, env))
 }
 
 // RouteBound implements Router.
@@ -43,7 +45,16 @@ func (r PlanRouter) RouteBound(sql string, oids []uint32, formats []int16, param
 	if err != nil {
 		return parseErrRoute(err)
 	}
-	return resolve(p, plan.Inputs{Params: params, Formats: formats, OIDs: oids}, m, sql, env)
+	return txControl(p, resolve(p, plan.Inputs{Params: params, Formats: formats, OIDs: oids}, m, sql, env))
+}
+
+// txControl marks routes whose statements include transaction control
+// other than one plain BEGIN/COMMIT/ROLLBACK/savepoint statement.
+func txControl(p *plan.Plan, r Route) Route {
+	if len(p.Tx) > 0 && (r.Kind != RouteTx || r.Tx == TxNone) {
+		r.TxControl = true
+	}
+	return r
 }
 
 func parseErrRoute(err error) Route {
@@ -115,6 +126,9 @@ func resolve(p *plan.Plan, in plan.Inputs, m *AppliedMap, sql string, env Catalo
 			if m.ShardOf(b) != shard && p.Insert != nil && len(p.Insert.RowSpans) == len(bs) && in.Params == nil {
 				return splitInsert(p, in, m, sql, bs)
 			}
+			if m.ShardOf(b) != shard && !p.Write && p.Merge != nil && p.Merge.Spec != nil && p.Statements <= 1 {
+				return mergeRoute(p, in, sql, bucketShards(m.Map, bs))
+			}
 			if m.ShardOf(b) != shard {
 				return Route{Kind: RouteRefuse, Err: wire.Errorf(pgcode.FeatureNotSupported,
 					"statement touches keys on more than one shard (%s and %s)", m.Shards[shard].Name, m.Shards[m.ShardOf(b)].Name).
@@ -172,6 +186,13 @@ func resolve(p *plan.Plan, in plan.Inputs, m *AppliedMap, sql string, env Catalo
 			r := everyShard(m, sql)
 			r.ReadOnly = true
 			return r
+		}
+		if p.Merge != nil && p.Merge.Spec != nil && p.Statements <= 1 {
+			all := make([]int, len(m.Shards))
+			for i := range all {
+				all[i] = i
+			}
+			return mergeRoute(p, in, sql, all)
 		}
 		return Route{Kind: RouteRefuse, Err: wire.Errorf(pgcode.FeatureNotSupported,
 			"query on sharded table %s has no sharding key condition and would need every shard", p.Table).
@@ -281,6 +302,80 @@ func copyRoute(p *plan.Plan, m *shardmap.Map, env Catalog) Route {
 	rules := m.Rules
 	cr.Bucket = func(field []byte, null bool) (int, error) { return p.CopyBucket(field, null, rules) }
 	return Route{Kind: RouteCopy, Copy: cr}
+}
+
+// bucketShards returns the distinct shards owning buckets bs.
+func bucketShards(m *shardmap.Map, bs []int) []int {
+	var out []int
+	for _, b := range bs {
+		if b == plan.AnyBucket {
+			continue
+		}
+		sh := m.ShardOf(b)
+		if !slices.Contains(out, sh) {
+			out = append(out, sh)
+		}
+	}
+	return out
+}
+
+// mergeRoute runs a SELECT on shards and merges the rows (see merge.go):
+// it substitutes a simple query's literals into the shard statement and
+// reads LIMIT, OFFSET and HAVING parameters.
+func mergeRoute(p *plan.Plan, in plan.Inputs, sql string, shards []int) Route {
+	spec := p.Merge.Spec
+	mr := &MergeRoute{Spec: spec, Shards: shards, SQL: spec.ShardSQL, Limit: -1}
+	if in.Params == nil && len(in.Literals) > 0 {
+		q, ok := sqlparse.Substitute(spec.ShardSQL, sql, in.Literals)
+		if !ok {
+			return Route{Kind: RouteRefuse, Err: wire.Errorf(pgcode.InternalError, "merge: shard statement has a parameter with no literal")}
+		}
+		mr.SQL = q
+		for _, l := range in.Literals {
+			mr.Params = append(mr.Params, []byte(l.Text))
+		}
+	} else {
+		mr.Params, mr.Formats = in.Params, in.Formats
+	}
+	val := func(b *plan.Bound, what, code string) (int64, *wire.Error) {
+		if b == nil {
+			return -1, nil
+		}
+		v := b.Value
+		if b.Param > 0 {
+			raw, f, ok := mr.param(b.Param)
+			if !ok {
+				return 0, wire.Errorf(pgcode.ProtocolViolation, "bind message supplies too few parameters")
+			}
+			if raw == nil {
+				return -1, nil // NULL: no limit (offset 0)
+			}
+			if f == 1 {
+				v = beInt(raw)
+			} else {
+				n, err := strconv.ParseInt(strings.TrimSpace(string(raw)), 10, 64)
+				if err != nil {
+					return 0, wire.Errorf("22P02", "invalid input syntax for type bigint: %q", string(raw))
+				}
+				v = n
+			}
+		}
+		if v < 0 {
+			return 0, wire.Errorf(code, "%s must not be negative", what)
+		}
+		return v, nil
+	}
+	var werr *wire.Error
+	if mr.Limit, werr = val(spec.Limit, "LIMIT", "2201W"); werr != nil {
+		return Route{Kind: RouteRefuse, Err: werr}
+	}
+	if mr.Offset, werr = val(spec.Offset, "OFFSET", "2201X"); werr != nil {
+		return Route{Kind: RouteRefuse, Err: werr}
+	}
+	if mr.Offset < 0 {
+		mr.Offset = 0
+	}
+	return Route{Kind: RouteMerge, Merge: mr}
 }
 
 // concatenates reports whether the shards' results, concatenated, are the

@@ -1,6 +1,7 @@
 package proxy
 
 import (
+	"github.com/pgshard/pgshard/router/plan"
 	"github.com/pgshard/pgshard/shardmap"
 	"github.com/pgshard/pgshard/wire"
 )
@@ -25,6 +26,9 @@ const (
 	RouteSplit
 	// RouteCopy splits COPY ... FROM STDIN rows by shard.
 	RouteCopy
+	// RouteMerge runs a rewritten SELECT on several shards and merges the
+	// rows as Route.Merge says (merge.go).
+	RouteMerge
 )
 
 // Part is one shard's share of a split statement.
@@ -70,12 +74,51 @@ type Route struct {
 	ReadOnly bool
 	// Copy describes RouteCopy's rows: Copy.Bucket finds a row key's bucket.
 	Copy *CopyRoute
+	// Merge describes RouteMerge.
+	Merge *MergeRoute
+	// TxControl marks a route other than RouteTx whose statements include
+	// transaction control (a multi-statement "INSERT ...; COMMIT", COMMIT
+	// AND CHAIN, PREPARE TRANSACTION): it must not run on one participant
+	// of a transaction that spans shards.
+	TxControl bool
 	// Frozen is set when the statement would write to a bucket the map
 	// has frozen (a move is cutting it over). The route is then a
 	// RouteRefuse whose Err is the retryable 55P03 a client gets if the
 	// freeze outlasts freeze_timeout; a session that can wait does so for
 	// the next map version and routes the statement again.
 	Frozen *FrozenBucket
+}
+
+// MergeRoute is a SELECT that runs on several shards, merged by the proxy.
+type MergeRoute struct {
+	Spec   *plan.MergeSpec
+	Shards []int
+	// SQL is the shard statement (a simple query's literals put back).
+	SQL string
+	// Limit (-1: none) and Offset, read from constants or parameters.
+	Limit, Offset int64
+	// Params and Formats are the parameter values (a simple query's
+	// literals as text), for HAVING.
+	Params  [][]byte
+	Formats []int16
+}
+
+// param returns parameter n (1-based) and its format.
+func (m *MergeRoute) param(n int) ([]byte, int16, bool) {
+	if n < 1 || n > len(m.Params) {
+		return nil, 0, false
+	}
+	var f int16
+	switch len(m.Formats) {
+	case 0:
+	case 1:
+		f = m.Formats[0]
+	default:
+		if n-1 < len(m.Formats) {
+			f = m.Formats[n-1]
+		}
+	}
+	return m.Params[n-1], f, true
 }
 
 // FrozenBucket is the frozen bucket a held statement waits for.

@@ -73,10 +73,41 @@ type Config struct {
 	// Reload re-reads the configuration, as SIGHUP does (admin RELOAD);
 	// nil when reloading is not possible.
 	Reload func() error
+	// MergeMemoryLimit bounds the bytes a cross-shard merge holds
+	// (groups, DISTINCT sets); 0 means DefaultMergeMemoryLimit. Beyond it
+	// the query fails with 54000.
+	MergeMemoryLimit int64
+
+	// TwoPhaseCommit lets a transaction span shards: each shard it touches
+	// joins it, and COMMIT runs two-phase commit (twophase.go). Off, a
+	// statement that needs a second shard is refused (0A000).
+	TwoPhaseCommit bool
+	// Decisions stores commit decisions durably (the catalog); required
+	// for TwoPhaseCommit.
+	Decisions DecisionLog
+	// ProxyID names this proxy in the gids of the transactions it
+	// prepares, so recovery can tell whose they are.
+	ProxyID string
+	// TestPause, if set, is called at the steps of a two-phase commit
+	// ("after-prepare", "after-decision"). Tests only: they block there
+	// and kill the process.
+	TestPause func(stage string)
 }
 
 // DefaultFreezeTimeout is Config.FreezeTimeout's default.
 const DefaultFreezeTimeout = 5 * time.Second
+
+// DecisionLog stores two-phase commit decisions; *shardmap.DecisionLog
+// implements it.
+type DecisionLog interface {
+	// Decide stores the decision for gid unless one is stored already and
+	// returns the stored one (true: commit).
+	Decide(ctx context.Context, gid string, shards []string, commit bool) (bool, error)
+	// Forget drops the decision of a transaction committed everywhere.
+	Forget(gid string)
+}
+
+var _ DecisionLog = (*shardmap.DecisionLog)(nil)
 
 // Server accepts client connections and proxies them to shard pools.
 // It has the net/http.Server shape: Serve(l), Shutdown(ctx), Close.
@@ -112,6 +143,7 @@ type Server struct {
 	wg          sync.WaitGroup
 
 	keyPos sync.Map // "table.column" -> int
+	collC  sync.Map // shard name -> bool: its database collation is C/POSIX
 
 	// known holds server statement names that some shard has parsed
 	// successfully: a Parse of one of them is answered without waiting for
@@ -126,6 +158,8 @@ type Server struct {
 	clients atomic.Int64
 
 	stats stats // counters for SHOW STATS and metrics (stats.go)
+
+	gidSeq atomic.Uint64 // numbers the transactions this proxy prepares
 }
 
 // New returns a server for the given pools; the first pool is the default
@@ -150,6 +184,8 @@ func New(cfg Config, pools []*pool.Pool, log *slog.Logger) *Server {
 	}
 	s.pools.Store(set)
 	s.cfg.Store(&cfg)
+	// Unique across restarts of a proxy that gets the same id back.
+	s.gidSeq.Store(uint64(time.Now().UnixMicro()))
 	return s
 }
 

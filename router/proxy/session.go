@@ -82,6 +82,10 @@ type session struct {
 	copy           *copySplit                 // a COPY FROM STDIN split over shards
 	splitRoute     *Route                     // set by batchTarget: the batch runs on every shard
 	others         []other                    // RouteAll: the statement's open transactions on other shards
+	parts          map[int]*pool.Conn         // two-phase commit: parked participants of a transaction spanning shards (twophase.go)
+	txBegin        string                     // the BEGIN of the open transaction, replayed on shards joining it
+	txSets         []string                   // SET/RESET run in the open transaction, replayed on shards joining it
+	txSavepoint    bool                       // the open transaction used a savepoint: it cannot span shards
 	idle           atomic.Bool                // blocked reading the client between transactions
 	cancels        int                        // cancel requests in flight to sc (guarded by mu)
 	cancelDone     *sync.Cond                 // signalled when cancels drops to 0
@@ -421,14 +425,31 @@ func asWireErr(err error) *wire.Error {
 // with the client's session settings applied and a deferred BEGIN sent.
 func (s *session) attach() error {
 	want := s.target
+	joining := false
 	if s.sc != nil {
 		if s.scShard == want {
 			return nil
 		}
 		if s.pinnedShard() >= 0 {
-			return errCrossShard(s.shardName(s.scShard), s.shardName(want))
+			if !s.canSpan() {
+				return s.errSpan(s.scShard, want)
+			}
+			// The transaction spans shards: park this participant and
+			// resume or join the one of the wanted shard.
+			prev := s.scShard
+			s.park()
+			if s.resume(want) {
+				return nil
+			}
+			joining = true
+			defer func() {
+				if s.sc == nil {
+					s.resume(prev) // joining failed: back to where it was
+				}
+			}()
+		} else {
+			s.detach(false)
 		}
-		s.detach(false)
 	}
 	p := s.srv.poolFor(s.mv, want)
 	var sc *pool.Conn
@@ -477,6 +498,11 @@ func (s *session) attach() error {
 	s.scShard = want
 	s.mu.Unlock()
 	sc.SetClient(s.id)
+	if joining {
+		s.toServer(&pgproto3.Query{String: s.joinSQL()}, pending{kind: pHidden})
+		sc.Unnamed = 0
+		return nil
+	}
 	if s.deferred != "" && !s.holdDeferred {
 		s.toServer(&pgproto3.Query{String: s.deferred}, pending{kind: pHidden})
 		sc.Unnamed = 0
@@ -572,6 +598,10 @@ func (s *session) detach(force bool) {
 		}
 	}
 	if force {
+		for k, h := range s.parts {
+			h.Pool().Release(h) // closed (rolled back) unless idle
+			delete(s.parts, k)
+		}
 		for k, h := range s.held {
 			h.Pool().Release(h)
 			delete(s.held, k)

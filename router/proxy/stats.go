@@ -124,6 +124,7 @@ var routeNames = [...]string{
 	RouteRefuse: "refused",
 	RouteSplit:  "split",
 	RouteCopy:   "copy",
+	RouteMerge:  "merge",
 }
 
 // sqlstateClasses is the number of two-character SQLSTATE classes ([0-9A-Z]{2}).
@@ -142,6 +143,30 @@ type stats struct {
 	held         atomic.Int64 // statements that waited
 	holdTimeouts atomic.Int64 // waits that ended with 55P03 (freeze_timeout)
 	holdTime     histogram    // how long each held statement waited
+
+	twoPC twoPCStats
+}
+
+// twoPCStats count two-phase commits (twophase.go) and what recovery
+// resolved (AddRecovered).
+type twoPCStats struct {
+	commits, aborts                   atomic.Int64
+	recoveredCommits, recoveredAborts atomic.Int64
+}
+
+// TwoPCSnapshot counts transactions that spanned shards.
+type TwoPCSnapshot struct {
+	Commits int64 // committed with two-phase commit
+	Aborts  int64 // COMMIT asked for, rolled back (a participant failed or could not prepare)
+	// RecoveredCommits and RecoveredRollbacks are prepared transactions
+	// that recovery committed or rolled back.
+	RecoveredCommits, RecoveredRollbacks int64
+}
+
+// AddRecovered counts prepared transactions resolved by recovery.
+func (s *Server) AddRecovered(commits, rollbacks int) {
+	s.stats.twoPC.recoveredCommits.Add(int64(commits))
+	s.stats.twoPC.recoveredAborts.Add(int64(rollbacks))
 }
 
 // shard returns the counters of the named shard.
@@ -293,6 +318,7 @@ type Snapshot struct {
 	// after freeze_timeout; HoldTime is how long they waited.
 	Held, HoldTimeouts int64
 	HoldTime           Histogram
+	TwoPC              TwoPCSnapshot
 }
 
 // ShardSnapshot is one shard's counters.
@@ -337,6 +363,12 @@ func (s *Server) Snapshot() Snapshot {
 	}
 	out.Held, out.HoldTimeouts = s.stats.held.Load(), s.stats.holdTimeouts.Load()
 	out.HoldTime = s.stats.holdTime.snapshot()
+	out.TwoPC = TwoPCSnapshot{
+		Commits:            s.stats.twoPC.commits.Load(),
+		Aborts:             s.stats.twoPC.aborts.Load(),
+		RecoveredCommits:   s.stats.twoPC.recoveredCommits.Load(),
+		RecoveredRollbacks: s.stats.twoPC.recoveredAborts.Load(),
+	}
 	if pr, ok := s.router.(PlanRouter); ok && pr.Planner != nil {
 		out.ParseCacheHits, out.ParseCacheMisses = pr.Planner.Cache().Stats()
 	}

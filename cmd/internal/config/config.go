@@ -28,6 +28,9 @@ type Config struct {
 	Auth          string   `yaml:"auth"`
 	MaxClientConn int      `yaml:"max_client_conn"`
 	MaxMessageLen int      `yaml:"max_message_len"`
+	// MergeMemoryLimit (bytes) bounds what one cross-shard merge holds
+	// (GROUP BY groups, DISTINCT sets); 0 keeps the default (64 MB).
+	MergeMemoryLimit int64 `yaml:"merge_memory_limit"`
 
 	ConnectTimeout    Duration `yaml:"connect_timeout"`
 	ShutdownTimeout   Duration `yaml:"shutdown_timeout"`
@@ -44,6 +47,13 @@ type Config struct {
 
 	LogLevel string `yaml:"log_level"`
 	LogJSON  bool   `yaml:"log_json"`
+
+	// TwoPhaseCommit lets transactions span shards, committed with
+	// two-phase commit (PREPARE TRANSACTION on each shard, a decision in
+	// the catalog, COMMIT PREPARED). The shards need
+	// max_prepared_transactions > 0. Off (the default), a transaction
+	// that needs a second shard is refused with 0A000.
+	TwoPhaseCommit bool `yaml:"two_phase_commit"`
 
 	// MetricsListen is the HTTP address of /metrics, /healthz and /readyz
 	// ("" = off).

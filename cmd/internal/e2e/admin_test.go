@@ -63,7 +63,7 @@ func tryAdminQuery(c *pgx.Conn, cmd string) ([]string, []adminRow, error) {
 }
 
 // keyOn returns an accounts id whose bucket the map gives to shard i.
-func keyOn(t *testing.T, m *shardmap.Map, i int) int64 {
+func keyOn(t testing.TB, m *shardmap.Map, i int) int64 {
 	t.Helper()
 	for id := int64(1); id < 100000; id++ {
 		if m.ShardOf(shardmap.BucketInt(id, m.Rules.Buckets)) == i {

@@ -62,6 +62,18 @@ func TestShardctlExplain(t *testing.T) {
 		return r
 	}
 
+	t.Run("merge", func(t *testing.T) {
+		out, err := exec.Command(shardctl, "--config", cfg, "explain", "select region, count(*) from accounts group by region order by 2 desc limit 3").CombinedOutput()
+		if err != nil {
+			t.Fatalf("%v\n%s", err, out)
+		}
+		for _, want := range []string{"merge:", "each shard runs: SELECT region, count(*) FROM accounts GROUP BY region", "group shard rows by $1 region", "sort the groups by $2 count(*) desc", "stop after LIMIT 3 rows"} {
+			if !strings.Contains(string(out), want) {
+				t.Errorf("explain output lacks %q:\n%s", want, out)
+			}
+		}
+	})
+
 	t.Run("literal", func(t *testing.T) {
 		r := explain(t, "select * from accounts where id = 42")
 		b, shard := owner(42)

@@ -56,6 +56,9 @@ max_wal_senders = 20
 max_logical_replication_workers = 8
 max_worker_processes = 16
 max_prepared_transactions = 100
+# Moves copy several tables at once and start their workers without delay.
+max_sync_workers_per_subscription = 4
+wal_retrieve_retry_interval = 200ms
 
 # THROWAWAY TEST CLUSTER: durability is off for speed. A machine crash can
 # corrupt this cluster; never keep data you want in it.

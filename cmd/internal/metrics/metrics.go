@@ -42,6 +42,7 @@ type Collector struct {
 	queryDuration                                *prometheus.Desc
 	routes, errors, cacheHits, cacheMisses, mapV *prometheus.Desc
 	held, holdTimeouts, holdDuration             *prometheus.Desc
+	twoPCCommits, twoPCAborts, twoPCRecovered    *prometheus.Desc
 }
 
 var _ prometheus.Collector = (*Collector)(nil)
@@ -76,6 +77,9 @@ func NewCollector(src Source) *Collector {
 		held:            d("frozen_held_total", "Statements that waited because they write to a bucket a move was cutting over (frozen)."),
 		holdTimeouts:    d("frozen_hold_timeouts_total", "Waits for a frozen bucket that ended after freeze_timeout (SQLSTATE 55P03)."),
 		holdDuration:    d("frozen_hold_seconds", "How long statements waited for frozen buckets."),
+		twoPCCommits:    d("twophase_commits_total", "Transactions spanning shards committed with two-phase commit."),
+		twoPCAborts:     d("twophase_aborts_total", "Transactions spanning shards whose COMMIT ended in a rollback (a participant failed or could not prepare)."),
+		twoPCRecovered:  d("twophase_recovered_total", "Prepared transactions resolved by recovery, by action (commit, rollback).", "action"),
 	}
 }
 
@@ -85,6 +89,7 @@ func (c *Collector) Describe(ch chan<- *prometheus.Desc) {
 		c.clients, c.clientsTotal, c.poolConns, c.poolSize, c.poolWaiting, c.poolPaused, c.poolWaits, c.poolWaitSeconds,
 		c.poolTimeouts, c.shardUp, c.queries, c.transactions, c.sentBytes, c.recvBytes, c.queryDuration, c.routes,
 		c.errors, c.cacheHits, c.cacheMisses, c.mapV, c.held, c.holdTimeouts, c.holdDuration,
+		c.twoPCCommits, c.twoPCAborts, c.twoPCRecovered,
 	} {
 		ch <- d
 	}
@@ -139,6 +144,10 @@ func (c *Collector) Collect(ch chan<- prometheus.Metric) {
 	counter(c.held, float64(s.Held))
 	counter(c.holdTimeouts, float64(s.HoldTimeouts))
 	ch <- histogram(c.holdDuration, s.HoldTime)
+	counter(c.twoPCCommits, float64(s.TwoPC.Commits))
+	counter(c.twoPCAborts, float64(s.TwoPC.Aborts))
+	counter(c.twoPCRecovered, float64(s.TwoPC.RecoveredCommits), "commit")
+	counter(c.twoPCRecovered, float64(s.TwoPC.RecoveredRollbacks), "rollback")
 }
 
 // histogram turns a proxy histogram (microseconds) into a Prometheus one

@@ -1,0 +1,322 @@
+// Command benchmove measures an online bucket move (make bench-move): half
+// the buckets of a 1-million-row table (about 200 MB) go from s0 to a new
+// shard s1 while pgbench writes through pgshard, next to a plain
+// COPY ... TO STDOUT | COPY ... FROM STDIN of the same rows between the same
+// two instances. It prints the move's time, rows/s and MB/s, the plain
+// copy's, their ratio, and the latency of writes to the moving buckets and
+// to the others during the move.
+//
+// It starts everything it needs (two local Postgres instances, pgshard) in a
+// temporary directory and removes it at the end. Numbers, not pass/fail.
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"log/slog"
+	"math/rand/v2"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"sort"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+
+	"github.com/pgshard/pgshard/cmd/internal/localpg"
+	"github.com/pgshard/pgshard/rebalance"
+	"github.com/pgshard/pgshard/shardmap"
+)
+
+const buckets = 1024
+
+func main() {
+	if err := run(); err != nil {
+		fmt.Fprintln(os.Stderr, "bench-move:", err)
+		os.Exit(1)
+	}
+}
+
+func run() error {
+	rows := flag.Int("rows", 1_000_000, "rows in the table")
+	width := flag.Int("width", 180, "bytes of payload per row")
+	pgshardBin := flag.String("pgshard", "bin/pgshard", "pgshard binary")
+	pgbench := flag.String("pgbench", "/usr/lib/postgresql/15/bin/pgbench", "pgbench binary")
+	clients := flag.Int("clients", 4, "pgbench clients writing during the move")
+	port := flag.Int("pg-port", 25832, "first Postgres port")
+	flag.Parse()
+	log := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelInfo}))
+	ctx, stop := context.WithCancel(context.Background())
+	defer stop()
+	bin, err := filepath.Abs(*pgshardBin)
+	if err != nil {
+		return err
+	}
+	if _, err := os.Stat(bin); err != nil {
+		return fmt.Errorf("%w (run make build)", err)
+	}
+
+	dir, err := os.MkdirTemp("/tmp", "pgshard-benchmove-")
+	if err != nil {
+		return err
+	}
+	_ = os.Chmod(dir, 0o755)
+	defer os.RemoveAll(dir)
+	cl, err := localpg.Up(ctx, localpg.Options{Dir: filepath.Join(dir, "pg"), Shards: 2, PGPort: *port, Listen: "127.0.0.1:0", Log: log})
+	if err != nil {
+		return err
+	}
+	defer func() { _ = localpg.Down(context.Background(), cl.Dir, true) }()
+	s0, s1 := cl.Instances[0], cl.Instances[1]
+	adm := func(in localpg.Instance) string { return strings.Replace(in.AdminDSN, "/postgres?", "/app?", 1) }
+
+	// The table, loaded on s0 (which owns every bucket at first).
+	c0, err := pgx.Connect(ctx, s0.DSN)
+	if err != nil {
+		return err
+	}
+	defer c0.Close(ctx)
+	ddl := `CREATE TABLE items (id bigint PRIMARY KEY, n bigint NOT NULL DEFAULT 0, payload text NOT NULL)`
+	if _, err := c0.Exec(ctx, ddl); err != nil {
+		return err
+	}
+	log.Info("loading", "rows", *rows, "shard", s0.Name)
+	t0 := time.Now()
+	if _, err := c0.Exec(ctx, fmt.Sprintf(`INSERT INTO items SELECT g, 0, repeat(md5(g::text), %d) FROM generate_series(1, %d) g`, (*width+31)/32, *rows)); err != nil {
+		return err
+	}
+	if _, err := c0.Exec(ctx, `VACUUM ANALYZE items`); err != nil {
+		return err
+	}
+	var size int64
+	_ = c0.QueryRow(ctx, `SELECT pg_table_size('items')`).Scan(&size)
+	log.Info("loaded", "took", time.Since(t0).Round(time.Millisecond), "table_mb", size>>20)
+
+	half := make([]int, 0, buckets/2)
+	for b := buckets / 2; b < buckets; b++ {
+		half = append(half, b)
+	}
+	rules := shardmap.Rules{Buckets: buckets, Tables: map[string]shardmap.Table{"items": {Name: "items", Key: "id", Type: shardmap.KeyBigint}}, Reference: map[string]bool{}}
+	expr, _ := rebalance.BucketSQL("id", shardmap.KeyBigint, buckets)
+	filter := fmt.Sprintf("%s >= %d", expr, buckets/2)
+
+	// Baseline: the same rows, COPY out of s0 into a table on s1.
+	c1, err := pgx.Connect(ctx, s1.DSN)
+	if err != nil {
+		return err
+	}
+	defer c1.Close(ctx)
+	if _, err := c1.Exec(ctx, strings.Replace(ddl, "items", "items_copy", 1)); err != nil {
+		return err
+	}
+	var moveRows, moveBytes int64
+	if err := c0.QueryRow(ctx, `SELECT count(*), sum(pg_column_size(t.*))::bigint FROM items t WHERE `+filter).Scan(&moveRows, &moveBytes); err != nil {
+		return err
+	}
+	t0 = time.Now()
+	pr, pw := io.Pipe()
+	errc := make(chan error, 1)
+	go func() {
+		_, err := c0.PgConn().CopyTo(ctx, pw, `COPY (SELECT * FROM items WHERE `+filter+`) TO STDOUT`)
+		pw.CloseWithError(err)
+		errc <- err
+	}()
+	if _, err := c1.PgConn().CopyFrom(ctx, pr, `COPY items_copy FROM STDIN`); err != nil {
+		return err
+	}
+	if err := <-errc; err != nil {
+		return err
+	}
+	copyTook := time.Since(t0)
+	if _, err := c1.Exec(ctx, `DROP TABLE items_copy`); err != nil {
+		return err
+	}
+	log.Info("plain COPY", "rows", moveRows, "took", copyTook.Round(time.Millisecond))
+
+	// The catalog on s0, a map with s0 only, then s1 added.
+	cat, err := shardmap.OpenCatalog(ctx, s0.DSN)
+	if err != nil {
+		return err
+	}
+	defer cat.Close()
+	sh0 := shardmap.Shard{Name: s0.Name, DSN: s0.DSN, AdminDSN: adm(s0)}
+	sh1 := shardmap.Shard{Name: s1.Name, DSN: s1.DSN, AdminDSN: adm(s1)}
+	m, err := shardmap.Initial(rules, []shardmap.Shard{sh0})
+	if err != nil {
+		return err
+	}
+	if _, err := cat.Bootstrap(ctx, m); err != nil {
+		return err
+	}
+	pgDump, err := rebalance.FindPgDump()
+	if err != nil {
+		return err
+	}
+	if m, err = rebalance.AddShard(ctx, cat, sh1, pgDump); err != nil {
+		return err
+	}
+
+	// pgshard on the cluster.
+	listen := fmt.Sprintf("127.0.0.1:%d", *port+10)
+	cfg := fmt.Sprintf("listen: %s\npool: {mode: transaction, size: 20}\nusers: [{name: app, password: app}]\ncatalog: %q\nshards:\n  - {name: %s, dsn: %q, admin_dsn: %q}\nsharding:\n  buckets: %d\n  tables: [{name: items, key: id, type: bigint}]\n",
+		listen, s0.DSN, s0.Name, s0.DSN, adm(s0), buckets)
+	cfgPath := filepath.Join(dir, "pgshard.yaml")
+	if err := os.WriteFile(cfgPath, []byte(cfg), 0o644); err != nil {
+		return err
+	}
+	plog, err := os.Create(filepath.Join(dir, "pgshard.log"))
+	if err != nil {
+		return err
+	}
+	ps := exec.Command(bin, "--config", cfgPath)
+	ps.Stdout, ps.Stderr = plog, plog
+	if err := ps.Start(); err != nil {
+		return err
+	}
+	defer func() { _ = ps.Process.Kill(); _ = ps.Wait() }()
+	proxyDSN := fmt.Sprintf("postgres://app:app@%s/app?sslmode=disable", listen)
+	for i := 0; ; i++ {
+		c, err := pgx.Connect(ctx, proxyDSN)
+		if err == nil {
+			_ = c.Close(ctx)
+			break
+		}
+		if i > 100 {
+			return fmt.Errorf("pgshard did not start: %w", err)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+
+	// pgbench writes through pgshard for the whole move.
+	script := filepath.Join(dir, "write.sql")
+	if err := os.WriteFile(script, []byte(fmt.Sprintf("\\set id random(1, %d)\nUPDATE items SET n = n + 1 WHERE id = :id;\n", *rows)), 0o644); err != nil {
+		return err
+	}
+	bctx, bstop := context.WithCancel(ctx)
+	defer bstop()
+	pb := exec.CommandContext(bctx, *pgbench, "-n", "-c", fmt.Sprint(*clients), "-j", "2", "-T", "3600", "-f", script, "-h", "127.0.0.1", "-p", fmt.Sprint(*port+10), "-U", "app", "app")
+	pb.Env = append(os.Environ(), "PGPASSWORD=app")
+	var pbOut strings.Builder
+	pb.Stdout, pb.Stderr = &pbOut, &pbOut
+	if err := pb.Start(); err != nil {
+		bstop()
+		return err
+	}
+
+	// A probe writer: latency of single-row writes, by bucket class.
+	type sample struct {
+		at     time.Time
+		took   time.Duration
+		moving bool
+		err    bool
+	}
+	var mu sync.Mutex
+	var samples []sample
+	var probeStop atomic.Bool
+	var wg sync.WaitGroup
+	for w := 0; w < 2; w++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			c, err := pgx.Connect(ctx, proxyDSN)
+			if err != nil {
+				log.Error("probe", "err", err)
+				return
+			}
+			defer c.Close(context.Background())
+			rng := rand.New(rand.NewPCG(uint64(w), 1))
+			for !probeStop.Load() {
+				id := rng.Int64N(int64(*rows)) + 1
+				t := time.Now()
+				_, err := c.Exec(ctx, `UPDATE items SET n = n + 1 WHERE id = $1`, id)
+				s := sample{at: t, took: time.Since(t), moving: shardmap.BucketInt(id, buckets) >= buckets/2, err: err != nil}
+				mu.Lock()
+				samples = append(samples, s)
+				mu.Unlock()
+				time.Sleep(2 * time.Millisecond)
+			}
+		}()
+	}
+	time.Sleep(2 * time.Second)
+
+	var cutStart, cutEnd time.Time
+	mv := &rebalance.Mover{Cat: cat, Log: log, AfterStep: func(_ int64, step string) bool {
+		switch step {
+		case rebalance.StepCaughtUp:
+			cutStart = time.Now()
+		case rebalance.StepSwitched:
+			cutEnd = time.Now()
+		}
+		return false
+	}}
+	if _, err := mv.Create(ctx, m, []rebalance.Move{{From: s0.Name, To: s1.Name, Buckets: half}}); err != nil {
+		return err
+	}
+	t0 = time.Now()
+	if err := mv.Resume(ctx); err != nil {
+		return err
+	}
+	moveTook := time.Since(t0)
+	time.Sleep(2 * time.Second)
+	probeStop.Store(true)
+	wg.Wait()
+	bstop()
+	_ = pb.Wait()
+
+	infos, err := cat.Moves(ctx, 1)
+	if err != nil || len(infos) == 0 {
+		return errors.Join(err, errors.New("no move recorded"))
+	}
+	mi := infos[0]
+	fmt.Printf("\nbench-move: %d of %d rows (%d buckets of %d, %.0f MB in pg_column_size terms; table %d MB)\n",
+		moveRows, *rows, len(half), buckets, float64(moveBytes)/(1<<20), size>>20)
+	fmt.Printf("%-34s %10s %12s %8s\n", "", "seconds", "rows/s", "MB/s")
+	line := func(name string, d time.Duration) {
+		fmt.Printf("%-34s %10.2f %12.0f %8.1f\n", name, d.Seconds(), float64(moveRows)/d.Seconds(), float64(moveBytes)/(1<<20)/d.Seconds())
+	}
+	line("plain COPY s0 -> s1 (no load)", copyTook)
+	line("online move (pgbench writing)", moveTook)
+	fmt.Printf("move rate / plain COPY rate: %.2f\n", copyTook.Seconds()/moveTook.Seconds())
+	fmt.Printf("write pause recorded by the move (frozen -> switched): %.1f ms\n", mi.PauseMS)
+	var mov, other, cutMov []time.Duration
+	errs := 0
+	for _, s := range samples {
+		if s.err {
+			errs++
+			continue
+		}
+		if s.moving {
+			mov = append(mov, s.took)
+			if !cutStart.IsZero() && s.at.After(cutStart) && s.at.Before(cutEnd) {
+				cutMov = append(cutMov, s.took)
+			}
+		} else {
+			other = append(other, s.took)
+		}
+	}
+	pct := func(name string, ds []time.Duration) {
+		if len(ds) == 0 {
+			fmt.Printf("%-44s no samples\n", name)
+			return
+		}
+		sort.Slice(ds, func(i, j int) bool { return ds[i] < ds[j] })
+		q := func(p float64) time.Duration { return ds[int(p*float64(len(ds)-1))] }
+		fmt.Printf("%-44s n=%-6d p50 %-10s p99 %-10s max %s\n", name, len(ds), q(0.5).Round(time.Microsecond), q(0.99).Round(time.Microsecond), ds[len(ds)-1].Round(time.Microsecond))
+	}
+	pct("probe writes, moving buckets, during cutover", cutMov)
+	pct("probe writes, moving buckets, whole move", mov)
+	pct("probe writes, other buckets, whole move", other)
+	fmt.Printf("probe write errors: %d\n", errs)
+	for _, l := range strings.Split(pbOut.String(), "\n") {
+		if strings.HasPrefix(l, "tps") || strings.Contains(l, "number of transactions actually processed") || strings.Contains(l, "number of failed") {
+			fmt.Println("pgbench:", strings.TrimSpace(l))
+		}
+	}
+	return nil
+}

@@ -1,0 +1,190 @@
+package e2e
+
+import (
+	"bufio"
+	"context"
+	"fmt"
+	"os"
+	"slices"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+
+	"github.com/pgshard/pgshard/router/proxy"
+)
+
+// mergeSchema: accounts and orders co-located on the account id,
+// countries a reference table, users sharded on text and left empty.
+const mergeSchema = `create table accounts (id bigint primary key, name text, region text, balance int, score numeric(10,2), ratio float8, active bool, created date);
+create table orders (account_id bigint, id bigint, amount numeric(12,2), qty int, status text, created timestamp, primary key (account_id, id));
+create table countries (code text primary key, name text);
+create table users (email text primary key, age int)`
+
+// mergeData returns INSERT statements for the corpus data: NULLs,
+// negative numbers, repeated values, floats that add up exactly.
+func mergeData() []string {
+	var acc, ord []string
+	regions := []string{"'north'", "'south'", "'east'", "'west'", "NULL"}
+	statuses := []string{"'new'", "'paid'", "'shipped'", "NULL"}
+	for i := 1; i <= 300; i++ {
+		id := int64(i)*7919 - 1000000
+		name := fmt.Sprintf("'n%03d'", (i*37)%211)
+		if i%23 == 0 {
+			name = "NULL"
+		}
+		bal := fmt.Sprint((i*131)%2001 - 1000)
+		if i%17 == 0 {
+			bal = "NULL"
+		}
+		score := fmt.Sprintf("%d.%02d", (i*53)%400-200, (i*7)%100)
+		if i%19 == 0 {
+			score = "NULL"
+		}
+		ratio := fmt.Sprintf("%g", float64((i*29)%64-32)/4)
+		if i%29 == 0 {
+			ratio = "NULL"
+		}
+		active := []string{"true", "false", "NULL"}[i%3]
+		created := fmt.Sprintf("'2023-%02d-%02d'", i%12+1, i%28+1)
+		acc = append(acc, fmt.Sprintf("(%d, %s, %s, %s, %s, %s, %s, %s)", id, name, regions[i%5], bal, score, ratio, active, created))
+		for j := 0; j < i%7; j++ {
+			amt := fmt.Sprintf("%d.%02d", (i*j*13)%500-50, (i+j)%100)
+			if (i+j)%31 == 0 {
+				amt = "NULL"
+			}
+			ord = append(ord, fmt.Sprintf("(%d, %d, %s, %d, %s, '2024-01-%02d %02d:%02d:00')", id, j+1, amt, (i+j)%9-2, statuses[(i+j)%4], j%28+1, i%24, j*7%60))
+		}
+	}
+	var out []string
+	for i := 0; i < len(acc); i += 100 {
+		out = append(out, "insert into accounts values "+strings.Join(acc[i:min(i+100, len(acc))], ","))
+	}
+	for i := 0; i < len(ord); i += 100 {
+		out = append(out, "insert into orders values "+strings.Join(ord[i:min(i+100, len(ord))], ","))
+	}
+	out = append(out, "insert into countries values ('north', 'North'), ('south', 'South'), ('east', 'East'), ('west', 'West')")
+	return out
+}
+
+type corpusQuery struct {
+	sql     string
+	refuse  bool // expected 0A000 through pgshard
+	ordered bool // compare in order (ORDER BY gives a total order)
+	count   bool // compare the row count only (LIMIT without ORDER BY)
+	line    int
+}
+
+// readCorpus reads testdata/merge/corpus.sql: one query per line; a
+// trailing "-- refuse" expects 0A000, "-- ordered" compares rows in
+// order, "-- count" compares the row count only.
+func readCorpus(t *testing.T) []corpusQuery {
+	f, err := os.Open("../../../testdata/merge/corpus.sql")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	var out []corpusQuery
+	sc := bufio.NewScanner(f)
+	n := 0
+	for sc.Scan() {
+		n++
+		line := strings.TrimSpace(sc.Text())
+		if line == "" || strings.HasPrefix(line, "--") {
+			continue
+		}
+		q := corpusQuery{sql: line, line: n}
+		if i := strings.Index(line, "-- "); i >= 0 {
+			q.sql = strings.TrimSpace(line[:i])
+			for _, tag := range strings.Fields(line[i+3:]) {
+				switch tag {
+				case "refuse":
+					q.refuse = true
+				case "ordered":
+					q.ordered = true
+				case "count":
+					q.count = true
+				}
+			}
+		}
+		q.sql = strings.TrimSuffix(q.sql, ";")
+		out = append(out, q)
+	}
+	return out
+}
+
+// TestMergeDifferential runs the corpus through pgshard on 3 shards and
+// on one Postgres holding the same data, in the simple and the extended
+// protocol, and compares column names, types, formats and rows.
+func TestMergeDifferential(t *testing.T) {
+	const db = "merge_sharded"
+	databaseOnAll(t, db)
+	refDSN := freshDatabase(t, "merge_reference")
+	addr := startProxy(t, proxyOpts{sharded: true, shards: 3, poolSize: 4, database: db})
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
+	defer cancel()
+	sh := connect(t, fmt.Sprintf("postgres://app:app@%s/%s?sslmode=disable", addr, db))
+	ref := connect(t, refDSN)
+	simple := pgx.QueryExecModeSimpleProtocol
+	for _, s := range strings.Split(mergeSchema, ";") {
+		for _, c := range []*pgx.Conn{sh, ref} {
+			if _, err := c.Exec(ctx, s, simple); err != nil {
+				t.Fatalf("%s: %v", s, err)
+			}
+		}
+	}
+	for _, s := range mergeData() {
+		for _, c := range []*pgx.Conn{sh, ref} {
+			if _, err := c.Exec(ctx, s, simple); err != nil {
+				t.Fatalf("%s: %v", s[:60], err)
+			}
+		}
+	}
+	corpus := readCorpus(t)
+	identical, refused, differing := 0, 0, 0
+	for _, q := range corpus {
+		for _, mode := range []pgx.QueryExecMode{simple, pgx.QueryExecModeCacheStatement} {
+			got := query(ctx, sh, mode, q.sql, nil)
+			want := query(ctx, ref, mode, q.sql, nil)
+			if q.refuse {
+				if strings.HasPrefix(got.err, "0A000 ") {
+					refused++
+				} else {
+					differing++
+					t.Errorf("line %d (%v): want a 0A000 refusal, got %s\n  %s", q.line, mode, got, q.sql)
+				}
+				continue
+			}
+			if !q.ordered {
+				slices.Sort(got.rows)
+				slices.Sort(want.rows)
+			}
+			same := got.err == want.err && slices.Equal(got.fields, want.fields) && got.tag == want.tag
+			if q.count {
+				same = same && len(got.rows) == len(want.rows)
+			} else {
+				same = same && slices.Equal(got.rows, want.rows)
+			}
+			if same {
+				identical++
+				continue
+			}
+			differing++
+			t.Errorf("line %d (%v): %s\n  pgshard:  %s\n  postgres: %s", q.line, mode, q.sql, trim(got.String(), 600), trim(want.String(), 600))
+		}
+	}
+	t.Logf("merge corpus: %d queries × 2 protocols: identical %d, refused %d, differing %d", len(corpus), identical, refused, differing)
+	// A merge that must hold more than merge_memory_limit fails with 54000.
+	small := startProxy(t, proxyOpts{sharded: true, shards: 3, database: db, configure: func(c *proxy.Config) { c.MergeMemoryLimit = 4096 }})
+	sc := connect(t, fmt.Sprintf("postgres://app:app@%s/%s?sslmode=disable", small, db))
+	if _, err := sc.Exec(ctx, "select id, count(*) from accounts group by id", simple); pgCode(err) != "54000" {
+		t.Errorf("merge over the memory limit: %v, want 54000", err)
+	}
+	if _, err := sc.Exec(ctx, "select region, count(*) from accounts group by region"); err != nil {
+		t.Errorf("small merge under the limit: %v", err)
+	}
+	if len(corpus) < 250 {
+		t.Errorf("corpus has %d queries, want at least 250", len(corpus))
+	}
+}

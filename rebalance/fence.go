@@ -1,0 +1,167 @@
+package rebalance
+
+import (
+	"context"
+	"fmt"
+	"strings"
+
+	"github.com/jackc/pgx/v5"
+
+	"github.com/pgshard/pgshard/shardmap"
+)
+
+// The fence is what makes a stale writer fail (DESIGN.md §4.3): on every
+// shard that takes part in a move, each sharded table has a BEFORE ROW
+// trigger that rejects an insert, update or delete of a row whose bucket the
+// shard does not own. The set of fenced buckets lives in pgshard.fence on
+// the shard, and is compiled into the trigger functions as a constant
+// bitmap, so that a change is seen through the catalog (pg_proc), not
+// through a table snapshot: even a REPEATABLE READ transaction that began
+// before the fence cannot write behind it.
+//
+// Logical replication's apply worker runs with session_replication_role =
+// replica, in which ordinary triggers do not fire, so the subscription that
+// fills the target is not fenced; neither is shardctl's own cleanup, which
+// sets the same role (it connects as a superuser: the shard's admin_dsn).
+
+// fenceDDL creates the shard-side schema.
+const fenceDDL = `
+CREATE SCHEMA IF NOT EXISTS pgshard;
+CREATE TABLE IF NOT EXISTS pgshard.fence (bucket int PRIMARY KEY, move bigint NOT NULL DEFAULT 0, since timestamptz NOT NULL DEFAULT now());
+CREATE TABLE IF NOT EXISTS pgshard.move_marker (move bigint NOT NULL, seq bigint NOT NULL, at timestamptz NOT NULL DEFAULT now(), PRIMARY KEY (move, seq));`
+
+// staleWriteCode is the SQLSTATE of a write the fence rejects:
+// serialization_failure, which drivers and applications already treat as
+// "retry the transaction" (by then the proxy routes it to the new owner).
+const staleWriteCode = "40001"
+
+func fenceFunc(t shardmap.Table) string {
+	return "pgshard." + quoteIdent("fence_"+t.Name)
+}
+
+// installFence creates the fence schema and the trigger of every sharded
+// table present on the shard, and compiles the current fence set into the
+// trigger functions. Idempotent.
+func installFence(ctx context.Context, c *pgx.Conn, m *shardmap.Map) error {
+	if _, err := c.Exec(ctx, fenceDDL); err != nil {
+		return fmt.Errorf("fence schema: %w", err)
+	}
+	return compileFence(ctx, c, m)
+}
+
+// setFence adds (fenced=true) or removes buckets from the shard's fence set
+// and recompiles the trigger functions, in one transaction.
+func setFence(ctx context.Context, c *pgx.Conn, m *shardmap.Map, move int64, buckets []int, fenced bool) error {
+	tx, err := c.Begin(ctx)
+	if err != nil {
+		return err
+	}
+	defer func() { _ = tx.Rollback(ctx) }()
+	bs := int32s(buckets)
+	if fenced {
+		_, err = tx.Exec(ctx, `INSERT INTO pgshard.fence (bucket, move) SELECT b, $2 FROM unnest($1::int[]) b ON CONFLICT (bucket) DO NOTHING`, bs, move)
+	} else {
+		_, err = tx.Exec(ctx, `DELETE FROM pgshard.fence WHERE bucket = ANY($1::int[])`, bs)
+	}
+	if err != nil {
+		return err
+	}
+	if err := compileFenceTx(ctx, tx, m); err != nil {
+		return err
+	}
+	return tx.Commit(ctx)
+}
+
+func compileFence(ctx context.Context, c *pgx.Conn, m *shardmap.Map) error {
+	tx, err := c.Begin(ctx)
+	if err != nil {
+		return err
+	}
+	defer func() { _ = tx.Rollback(ctx) }()
+	if err := compileFenceTx(ctx, tx, m); err != nil {
+		return err
+	}
+	return tx.Commit(ctx)
+}
+
+// compileFenceTx (re)writes every sharded table's fence function with the
+// shard's fence set as a bitmap string ('1' at position bucket+1), and makes
+// sure the trigger exists.
+func compileFenceTx(ctx context.Context, tx pgx.Tx, m *shardmap.Map) error {
+	mask := []byte(strings.Repeat("0", m.Rules.Buckets))
+	rows, err := tx.Query(ctx, `SELECT bucket FROM pgshard.fence`)
+	if err != nil {
+		return err
+	}
+	fenced, err := pgx.CollectRows(rows, pgx.RowTo[int32])
+	if err != nil {
+		return err
+	}
+	for _, b := range fenced {
+		if int(b) < len(mask) {
+			mask[b] = '1'
+		}
+	}
+	for _, name := range m.TableNames() {
+		t := m.Rules.Tables[name]
+		var exists bool
+		if err := tx.QueryRow(ctx, `SELECT to_regclass($1) IS NOT NULL`, quoteIdent(t.Name)).Scan(&exists); err != nil {
+			return err
+		}
+		if !exists {
+			continue
+		}
+		newB, err := BucketSQL("NEW."+quoteIdent(t.Key), t.Type, m.Rules.Buckets)
+		if err != nil {
+			return err
+		}
+		oldB, err := BucketSQL("OLD."+quoteIdent(t.Key), t.Type, m.Rules.Buckets)
+		if err != nil {
+			return err
+		}
+		body := fmt.Sprintf(`CREATE OR REPLACE FUNCTION %[1]s() RETURNS trigger LANGUAGE plpgsql AS $pgshard$
+DECLARE
+    fenced constant text := '%[2]s';
+    b int;
+BEGIN
+    IF TG_OP <> 'DELETE' THEN
+        b := %[3]s;
+        IF substr(fenced, b + 1, 1) = '1' THEN
+            RAISE EXCEPTION 'bucket %% of table %%.%% is not owned by this shard', b, TG_TABLE_SCHEMA, TG_TABLE_NAME
+                USING ERRCODE = '%[5]s',
+                      HINT = 'The bucket moved to another shard: retry the transaction through pgshard, which routes it to the new owner.';
+        END IF;
+    END IF;
+    IF TG_OP <> 'INSERT' THEN
+        b := %[4]s;
+        IF substr(fenced, b + 1, 1) = '1' THEN
+            RAISE EXCEPTION 'bucket %% of table %%.%% is not owned by this shard', b, TG_TABLE_SCHEMA, TG_TABLE_NAME
+                USING ERRCODE = '%[5]s',
+                      HINT = 'The bucket moved to another shard: retry the transaction through pgshard, which routes it to the new owner.';
+        END IF;
+        IF TG_OP = 'DELETE' THEN
+            RETURN OLD;
+        END IF;
+    END IF;
+    RETURN NEW;
+END
+$pgshard$`, fenceFunc(t), mask, newB, oldB, staleWriteCode)
+		if _, err := tx.Exec(ctx, body); err != nil {
+			return fmt.Errorf("fence function of %s: %w", t.Name, err)
+		}
+		trg := fmt.Sprintf(`CREATE OR REPLACE TRIGGER pgshard_fence BEFORE INSERT OR UPDATE OR DELETE ON %s FOR EACH ROW EXECUTE FUNCTION %s()`,
+			quoteIdent(t.Name), fenceFunc(t))
+		if _, err := tx.Exec(ctx, trg); err != nil {
+			return fmt.Errorf("fence trigger of %s: %w", t.Name, err)
+		}
+	}
+	return nil
+}
+
+func int32s(bs []int) []int32 {
+	out := make([]int32, len(bs))
+	for i, b := range bs {
+		out[i] = int32(b)
+	}
+	return out
+}

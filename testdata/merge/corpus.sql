@@ -1,0 +1,277 @@
+-- Cross-shard merge corpus (cmd/internal/e2e/merge_test.go): one query a line;
+-- a trailing comment tags it: refuse (0A000 expected), ordered (compare in order), count (row count only).
+select count(*) from accounts
+select count(*) from accounts where balance < 0
+select count(*) from accounts where id < -5000000
+select count(balance) from accounts
+select count(balance) from accounts where balance < 0
+select count(balance) from accounts where id < -5000000
+select count(name) from accounts
+select count(name) from accounts where balance < 0
+select count(name) from accounts where id < -5000000
+select sum(balance) from accounts
+select sum(balance) from accounts where balance < 0
+select sum(balance) from accounts where id < -5000000
+select sum(score) from accounts
+select sum(score) from accounts where balance < 0
+select sum(score) from accounts where id < -5000000
+select sum(ratio) from accounts
+select sum(ratio) from accounts where balance < 0
+select sum(ratio) from accounts where id < -5000000
+select min(balance) from accounts
+select min(balance) from accounts where balance < 0
+select min(balance) from accounts where id < -5000000
+select max(balance) from accounts
+select max(balance) from accounts where balance < 0
+select max(balance) from accounts where id < -5000000
+select min(name) from accounts
+select min(name) from accounts where balance < 0
+select min(name) from accounts where id < -5000000
+select max(name) from accounts
+select max(name) from accounts where balance < 0
+select max(name) from accounts where id < -5000000
+select avg(balance) from accounts
+select avg(balance) from accounts where balance < 0
+select avg(balance) from accounts where id < -5000000
+select avg(score) from accounts
+select avg(score) from accounts where balance < 0
+select avg(score) from accounts where id < -5000000
+select avg(ratio) from accounts
+select avg(ratio) from accounts where balance < 0
+select avg(ratio) from accounts where id < -5000000
+select bool_and(active) from accounts
+select bool_and(active) from accounts where balance < 0
+select bool_and(active) from accounts where id < -5000000
+select bool_or(active) from accounts
+select bool_or(active) from accounts where balance < 0
+select bool_or(active) from accounts where id < -5000000
+select every(active) from accounts
+select every(active) from accounts where balance < 0
+select every(active) from accounts where id < -5000000
+select min(created) from accounts
+select min(created) from accounts where balance < 0
+select min(created) from accounts where id < -5000000
+select max(created) from accounts
+select max(created) from accounts where balance < 0
+select max(created) from accounts where id < -5000000
+select min(score) from accounts
+select min(score) from accounts where balance < 0
+select min(score) from accounts where id < -5000000
+select max(ratio) from accounts
+select max(ratio) from accounts where balance < 0
+select max(ratio) from accounts where id < -5000000
+select avg(id) from accounts
+select avg(id) from accounts where balance < 0
+select avg(id) from accounts where id < -5000000
+select sum(id) from accounts
+select sum(id) from accounts where balance < 0
+select sum(id) from accounts where id < -5000000
+select count(*) from orders
+select status, count(*) from orders group by status order by status nulls first -- ordered
+select sum(amount) from orders
+select status, sum(amount) from orders group by status order by status nulls first -- ordered
+select avg(amount) from orders
+select status, avg(amount) from orders group by status order by status nulls first -- ordered
+select min(amount) from orders
+select status, min(amount) from orders group by status order by status nulls first -- ordered
+select max(qty) from orders
+select status, max(qty) from orders group by status order by status nulls first -- ordered
+select sum(qty) from orders
+select status, sum(qty) from orders group by status order by status nulls first -- ordered
+select avg(qty) from orders
+select status, avg(qty) from orders group by status order by status nulls first -- ordered
+select min(created) from orders
+select status, min(created) from orders group by status order by status nulls first -- ordered
+select max(status) from orders
+select status, max(status) from orders group by status order by status nulls first -- ordered
+select count(*), sum(age), avg(age), min(age), max(email) from users
+select email, count(*) from users group by email
+select count(*) from users having count(*) > 0
+select count(*) from accounts having count(*) > 0
+select count(*) from accounts having count(*) > 1000
+select region, count(*), sum(balance), avg(balance), min(score), max(ratio) from accounts group by region
+select region, count(*) from accounts group by region order by count(*) desc, region nulls first
+select active, count(*), sum(balance), avg(balance), min(score), max(ratio) from accounts group by active
+select active, count(*) from accounts group by active order by count(*) desc, active nulls first
+select created, count(*), sum(balance), avg(balance), min(score), max(ratio) from accounts group by created
+select created, count(*) from accounts group by created order by count(*) desc, created nulls first
+select name, count(*), sum(balance), avg(balance), min(score), max(ratio) from accounts group by name
+select name, count(*) from accounts group by name order by count(*) desc, name nulls first
+select balance % 3, count(*), sum(balance), avg(balance), min(score), max(ratio) from accounts group by balance % 3
+select balance % 3, count(*) from accounts group by balance % 3 order by count(*) desc, balance % 3 nulls first
+select region, active, count(*), sum(balance), avg(balance), min(score), max(ratio) from accounts group by region, active
+select region, active, count(*) from accounts group by region, active order by count(*) desc, region nulls first
+select active, region, count(*), sum(balance), avg(balance), min(score), max(ratio) from accounts group by active, region
+select active, region, count(*) from accounts group by active, region order by count(*) desc, active nulls first
+select region, count(*), avg(score) from accounts group by region order by 1 -- ordered
+select region, sum(balance) as s from accounts group by region order by 1 limit 3 -- ordered
+select region, count(*), avg(score) from accounts group by region order by region desc -- ordered
+select region, sum(balance) as s from accounts group by region order by region desc limit 3 -- ordered
+select region, count(*), avg(score) from accounts group by region order by region nulls first -- ordered
+select region, sum(balance) as s from accounts group by region order by region nulls first limit 3 -- ordered
+select active, count(*), avg(score) from accounts group by active order by active desc nulls last -- ordered
+select active, sum(balance) as s from accounts group by active order by active desc nulls last limit 3 -- ordered
+select created, count(*), avg(score) from accounts group by created order by created -- ordered
+select created, sum(balance) as s from accounts group by created order by created limit 3 -- ordered
+select region, active, count(*), avg(score) from accounts group by region, active order by region, active -- ordered
+select region, active, sum(balance) as s from accounts group by region, active order by region, active limit 3 -- ordered
+select region, count(*) from accounts group by 1 order by 1 -- ordered
+select count(*) from accounts group by region
+select sum(balance) from accounts group by region, active
+select region, count(*) c from accounts group by region order by c, region -- ordered
+select region, avg(balance) a from accounts group by region order by a desc nulls last -- ordered
+select region, min(name), max(name) from accounts group by region order by region -- ordered
+select region, count(*) from accounts group by region order by max(balance) desc, region -- ordered
+select region, count(*) from accounts group by region order by avg(ratio), region -- ordered
+select region, count(*) from accounts group by region order by sum(score) desc nulls first -- ordered
+select region from accounts group by region order by count(*), region -- ordered
+select region, count(*) from accounts group by region order by min(name), region -- ordered
+select region, count(*) from accounts group by region having count(*) > 50
+select region, count(*) from accounts group by region having count(*) > 50 order by region limit 2 offset 1 -- ordered
+select region, count(*) from accounts group by region having count(*) >= 60 and sum(balance) < 0
+select region, count(*) from accounts group by region having count(*) >= 60 and sum(balance) < 0 order by region limit 2 offset 1 -- ordered
+select region, count(*) from accounts group by region having sum(balance) > 0 or min(balance) < -990
+select region, count(*) from accounts group by region having sum(balance) > 0 or min(balance) < -990 order by region limit 2 offset 1 -- ordered
+select region, count(*) from accounts group by region having avg(balance) > 0
+select region, count(*) from accounts group by region having avg(balance) > 0 order by region limit 2 offset 1 -- ordered
+select region, count(*) from accounts group by region having avg(score) < 0
+select region, count(*) from accounts group by region having avg(score) < 0 order by region limit 2 offset 1 -- ordered
+select region, count(*) from accounts group by region having max(name) = 'n210'
+select region, count(*) from accounts group by region having max(name) = 'n210' order by region limit 2 offset 1 -- ordered
+select region, count(*) from accounts group by region having not (count(*) > 55)
+select region, count(*) from accounts group by region having not (count(*) > 55) order by region limit 2 offset 1 -- ordered
+select region, count(*) from accounts group by region having sum(ratio) is not null
+select region, count(*) from accounts group by region having sum(ratio) is not null order by region limit 2 offset 1 -- ordered
+select region, count(*) from accounts group by region having min(balance) is null
+select region, count(*) from accounts group by region having min(balance) is null order by region limit 2 offset 1 -- ordered
+select region, count(*) from accounts group by region having count(*) <> 60
+select region, count(*) from accounts group by region having count(*) <> 60 order by region limit 2 offset 1 -- ordered
+select region, count(*) from accounts group by region having avg(ratio) > 0.5
+select region, count(*) from accounts group by region having avg(ratio) > 0.5 order by region limit 2 offset 1 -- ordered
+select region, count(*) from accounts group by region having sum(score) > 100.5
+select region, count(*) from accounts group by region having sum(score) > 100.5 order by region limit 2 offset 1 -- ordered
+select region, count(*) from accounts group by region having region is not null
+select region, count(*) from accounts group by region having region is not null order by region limit 2 offset 1 -- ordered
+select region, count(*) from accounts group by region having region <> 'north'
+select region, count(*) from accounts group by region having region <> 'north' order by region limit 2 offset 1 -- ordered
+select region, count(*) from accounts group by region having max(created) >= '2023-12-01'
+select region, count(*) from accounts group by region having max(created) >= '2023-12-01' order by region limit 2 offset 1 -- ordered
+select region, count(*) from accounts group by region having bool_or(active)
+select region, count(*) from accounts group by region having bool_or(active) order by region limit 2 offset 1 -- ordered
+select id, id from accounts order by id, id limit 15 -- ordered
+select id, id from accounts order by id desc, id limit 15 -- ordered
+select id, id from accounts order by id nulls first, id limit 15 -- ordered
+select id, id from accounts order by id desc nulls last, id limit 15 -- ordered
+select id, name from accounts order by name, id limit 15 -- ordered
+select id, name from accounts order by name desc, id limit 15 -- ordered
+select id, name from accounts order by name nulls first, id limit 15 -- ordered
+select id, name from accounts order by name desc nulls last, id limit 15 -- ordered
+select id, region from accounts order by region, id limit 15 -- ordered
+select id, region from accounts order by region desc, id limit 15 -- ordered
+select id, region from accounts order by region nulls first, id limit 15 -- ordered
+select id, region from accounts order by region desc nulls last, id limit 15 -- ordered
+select id, balance from accounts order by balance, id limit 15 -- ordered
+select id, balance from accounts order by balance desc, id limit 15 -- ordered
+select id, balance from accounts order by balance nulls first, id limit 15 -- ordered
+select id, balance from accounts order by balance desc nulls last, id limit 15 -- ordered
+select id, score from accounts order by score, id limit 15 -- ordered
+select id, score from accounts order by score desc, id limit 15 -- ordered
+select id, score from accounts order by score nulls first, id limit 15 -- ordered
+select id, score from accounts order by score desc nulls last, id limit 15 -- ordered
+select id, ratio from accounts order by ratio, id limit 15 -- ordered
+select id, ratio from accounts order by ratio desc, id limit 15 -- ordered
+select id, ratio from accounts order by ratio nulls first, id limit 15 -- ordered
+select id, ratio from accounts order by ratio desc nulls last, id limit 15 -- ordered
+select id, active from accounts order by active, id limit 15 -- ordered
+select id, active from accounts order by active desc, id limit 15 -- ordered
+select id, active from accounts order by active nulls first, id limit 15 -- ordered
+select id, active from accounts order by active desc nulls last, id limit 15 -- ordered
+select id, created from accounts order by created, id limit 15 -- ordered
+select id, created from accounts order by created desc, id limit 15 -- ordered
+select id, created from accounts order by created nulls first, id limit 15 -- ordered
+select id, created from accounts order by created desc nulls last, id limit 15 -- ordered
+select id from accounts order by balance, score desc, id -- ordered
+select id, name from accounts order by lower(name) desc, id -- ordered
+select id from accounts order by balance * 2 + 1, id limit 7 -- ordered
+select name from accounts order by id desc limit 5 -- ordered
+select * from accounts order by id limit 10 -- ordered
+select * from accounts order by created, id offset 290 -- ordered
+select id from accounts order by id limit 0 -- ordered
+select id from accounts order by id offset 1000 -- ordered
+select id from accounts order by id limit 5 offset 298 -- ordered
+select id from accounts order by 1 desc limit 3 -- ordered
+select id as x from accounts order by x limit 3 -- ordered
+select id from accounts order by name collate "C", id limit 9 -- ordered
+select id from accounts order by name collate "und-x-icu", id limit 9 -- refuse
+select id from accounts limit 10 -- count
+select id from accounts limit 0 -- count
+select id from accounts offset 295 -- count
+select id from accounts limit all
+select id from accounts fetch first 3 rows only -- count
+select id from accounts order by region fetch first 3 rows with ties -- refuse
+select o.id, a.name from accounts a join orders o on o.account_id = a.id order by o.amount desc nulls last, o.account_id, o.id limit 12 -- ordered
+select a.region, count(o.id), sum(o.amount) from accounts a join orders o on o.account_id = a.id group by a.region order by a.region -- ordered
+select a.id, count(o.id) from accounts a left join orders o on o.account_id = a.id group by a.id order by 2 desc, 1 limit 10 -- ordered
+select c.name, count(*) from accounts a join countries c on c.code = a.region group by c.name order by c.name -- ordered
+select a.id, c.name from accounts a join countries c on c.code = a.region order by c.name, a.id limit 20 -- ordered
+select count(*) from accounts a join orders o on o.account_id = a.id where o.qty > 0
+select a.id, (select count(*) from orders o where o.account_id = a.id) n from accounts a order by n desc, a.id limit 5 -- ordered
+select count(distinct o.account_id) from orders o
+select count(distinct a.id), count(*) from accounts a join orders o on o.account_id = a.id
+select region, count(distinct id) from accounts group by region order by region -- ordered
+select count(distinct name) from accounts -- refuse
+select sum(distinct balance) from accounts -- refuse
+select max(distinct balance) from accounts
+select distinct region from accounts
+select distinct region from accounts order by region
+select distinct active from accounts
+select distinct active from accounts order by active
+select distinct region, active from accounts
+select distinct region, active from accounts order by region, active
+select distinct name from accounts
+select distinct name from accounts order by name
+select distinct balance from accounts
+select distinct balance from accounts order by balance
+select distinct score from accounts
+select distinct score from accounts order by score
+select distinct ratio from accounts
+select distinct ratio from accounts order by ratio
+select distinct created from accounts
+select distinct created from accounts order by created
+select distinct region, created from accounts
+select distinct region, created from accounts order by region, created
+select distinct region from accounts order by region limit 2 -- ordered
+select distinct status from orders order by status nulls first -- ordered
+select distinct region, count(*) from accounts group by region, active
+select distinct on (region) region, id from accounts order by region, id -- refuse
+select distinct region from accounts order by balance
+select string_agg(name, ',') from accounts -- refuse
+select array_agg(id) from accounts -- refuse
+select sum(balance) + 1 from accounts -- refuse
+select coalesce(sum(balance), 0) from accounts -- refuse
+select region, rank() over (order by region) from accounts -- refuse
+select stddev(balance) from accounts -- refuse
+select region, count(*) from accounts group by rollup(region) -- refuse
+select id from accounts union select account_id from orders order by 1 -- refuse
+select region, count(*) from accounts group by region having count(*) + 1 > 5 -- refuse
+select id from accounts order by random() limit 3 -- count
+select id from accounts order by id limit (select 3) -- refuse
+select percentile_cont(0.5) within group (order by balance) from accounts -- refuse
+select count(*) filter (where active), sum(balance) filter (where balance > 0), avg(score) filter (where region = 'east') from accounts
+select region, count(*) filter (where active) from accounts group by region order by region -- ordered
+select count(*) from accounts where id in (-992081, -984162, -976243)
+select id, name from accounts where id in (-992081, -984162, -976243) order by name, id -- ordered
+select sum(balance), count(*) from accounts where id = any(array[-992081, -984162]::bigint[])
+select count(*), avg(balance) from accounts where region = 'north' and balance > -100
+select max(balance) - min(balance) from accounts -- refuse
+select avg(balance::float8), avg(balance::numeric) from accounts
+select avg(ratio::real) from accounts -- refuse
+select sum(balance::smallint), sum(balance::bigint), avg(balance::smallint) from accounts
+select avg(qty) from orders where qty < 0
+select region, avg(qty) from accounts a join orders o on o.account_id = a.id group by region order by region -- ordered
+select 1 as one, count(*) from accounts
+select count(1) from accounts
+select count(*) as n from accounts where false
+select min(id), max(id) from accounts where false
+select region, count(*) from accounts where false group by region
+select id from accounts where false order by id limit 3 -- ordered
