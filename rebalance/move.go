@@ -23,8 +23,8 @@ import (
 const (
 	StepPrepared   = "prepared"   // pre-checks passed; fences installed; DDL on sharded tables locked (map.Moving)
 	StepPublished  = "published"  // publication with a bucket row filter on the source
-	StepSubscribed = "subscribed" // subscription (initial copy, then streaming) on the target
-	StepCopied     = "copied"     // initial copy done for every table
+	StepCopied     = "copied"     // slot created with an exported snapshot; the buckets' rows copied at that snapshot (parallel binary COPY)
+	StepSubscribed = "subscribed" // subscription on the target streaming from the slot
 	StepCaughtUp   = "caught-up"  // streaming lag under the cutover threshold
 	StepFrozen     = "frozen"     // map version with the buckets frozen; proxies hold writes to them
 	StepFenced     = "fenced"     // source rejects writes to the buckets; target has every source commit
@@ -34,7 +34,7 @@ const (
 )
 
 // Steps lists the steps in order.
-var Steps = []string{StepPrepared, StepPublished, StepSubscribed, StepCopied, StepCaughtUp, StepFrozen, StepFenced, StepVerified, StepSwitched, StepCleaned}
+var Steps = []string{StepPrepared, StepPublished, StepCopied, StepSubscribed, StepCaughtUp, StepFrozen, StepFenced, StepVerified, StepSwitched, StepCleaned}
 
 // Move states in pgshard.moves.
 const (
@@ -421,7 +421,7 @@ func (j *job) do(ctx context.Context, step string) error {
 	case StepSubscribed:
 		return j.subscribe(ctx)
 	case StepCopied:
-		return j.waitCopied(ctx)
+		return j.copyRows(ctx)
 	case StepCaughtUp:
 		return j.waitLag(ctx)
 	case StepFrozen:
@@ -497,13 +497,31 @@ func (j *job) prepare(ctx context.Context) error {
 	return nil
 }
 
-// count measures the rows and bytes to move, per table.
+// count estimates the rows and bytes to move from the source's
+// statistics (rows and size of each table times the share of the source's
+// buckets that move), or counts them when a table was never analysed.
+// They only feed progress and ETA.
 func (j *job) count(ctx context.Context) error {
 	var rows, bytes int64
 	j.totals = map[string]int64{}
+	owned := 0
+	si := j.m.ShardIndex(j.srcShard.Name)
+	for _, o := range j.m.Owner {
+		if o == si {
+			owned++
+		}
+	}
+	share := float64(len(j.info.Buckets)) / float64(max(owned, len(j.info.Buckets), 1))
 	for _, t := range j.tables() {
+		var tuples float64
+		var size int64
+		if err := j.src.QueryRow(ctx, `SELECT reltuples, pg_table_size(oid) FROM pg_class WHERE oid = to_regclass($1)`, quoteIdent(t.Name)).Scan(&tuples, &size); err != nil {
+			return err
+		}
 		var n, b int64
-		if err := j.src.QueryRow(ctx, fmt.Sprintf(`SELECT count(*), coalesce(sum(pg_column_size(t.*)), 0)::bigint FROM %s t WHERE %s %s`,
+		if tuples >= 0 {
+			n, b = int64(tuples*share), int64(float64(size)*share)
+		} else if err := j.src.QueryRow(ctx, fmt.Sprintf(`SELECT count(*), coalesce(sum(pg_column_size(t.*)), 0)::bigint FROM %s t WHERE %s %s`,
 			quoteIdent(t.Name), j.bucketExpr(t), j.filter)).Scan(&n, &b); err != nil {
 			return err
 		}
@@ -530,16 +548,11 @@ func (j *job) deleteBuckets(ctx context.Context, c *pgx.Conn) error {
 		if !exists {
 			continue
 		}
-		q := fmt.Sprintf(`DELETE FROM %[1]s WHERE ctid = ANY (ARRAY(SELECT ctid FROM %[1]s WHERE %[2]s %[3]s LIMIT 10000))`,
-			quoteIdent(t.Name), j.bucketExpr(t), j.filter)
-		for {
-			tag, err := c.Exec(ctx, q)
-			if err != nil {
-				return fmt.Errorf("delete moved rows of %s: %w", t.Name, err)
-			}
-			if tag.RowsAffected() == 0 {
-				break
-			}
+		// One statement per table: no one else writes these rows (the
+		// shard fences them), so its locks hold nobody up, and batches
+		// would each scan the table again.
+		if _, err := c.Exec(ctx, fmt.Sprintf(`DELETE FROM %s WHERE %s %s`, quoteIdent(t.Name), j.bucketExpr(t), j.filter)); err != nil {
+			return fmt.Errorf("delete moved rows of %s: %w", t.Name, err)
 		}
 	}
 	return nil
@@ -563,6 +576,8 @@ func (j *job) publication(ctx context.Context) error {
 	return err
 }
 
+// subscribe creates the target's subscription on the slot that copyRows
+// created: it streams every change committed after the copy's snapshot.
 func (j *job) subscribe(ctx context.Context) error {
 	var exists bool
 	if err := j.dst.QueryRow(ctx, `SELECT EXISTS (SELECT 1 FROM pg_subscription WHERE subname = $1)`, j.name).Scan(&exists); err != nil {
@@ -571,12 +586,14 @@ func (j *job) subscribe(ctx context.Context) error {
 	if exists {
 		return nil
 	}
-	// A slot without its subscription is a leftover of a crash during
-	// CREATE SUBSCRIPTION.
-	if err := dropSlot(ctx, j.src, j.name); err != nil {
+	var slot bool
+	if err := j.src.QueryRow(ctx, `SELECT EXISTS (SELECT 1 FROM pg_replication_slots WHERE slot_name = $1)`, j.name).Scan(&slot); err != nil {
 		return err
 	}
-	_, err := j.dst.Exec(ctx, fmt.Sprintf(`CREATE SUBSCRIPTION %s CONNECTION %s PUBLICATION %s WITH (copy_data = true, slot_name = %s)`,
+	if !slot {
+		return fmt.Errorf("replication slot %s is gone from %s: the copy cannot be caught up; run \"shardctl rebalance cancel\" and start the move again", j.name, j.srcShard.Name)
+	}
+	_, err := j.dst.Exec(ctx, fmt.Sprintf(`CREATE SUBSCRIPTION %s CONNECTION %s PUBLICATION %s WITH (create_slot = false, slot_name = %s, copy_data = false)`,
 		quoteIdent(j.name), quoteLiteral(adminDSN(j.srcShard)), quoteIdent(j.name), quoteLiteral(j.name)))
 	return err
 }
@@ -584,22 +601,6 @@ func (j *job) subscribe(ctx context.Context) error {
 func dropSlot(ctx context.Context, c *pgx.Conn, name string) error {
 	_, err := c.Exec(ctx, `SELECT pg_drop_replication_slot(slot_name) FROM pg_replication_slots WHERE slot_name = $1 AND NOT active`, name)
 	return err
-}
-
-func (j *job) waitCopied(ctx context.Context) error {
-	want := len(j.m.Rules.Tables) + 1
-	return j.poll(ctx, func() (bool, error) {
-		var total, ready int
-		err := j.dst.QueryRow(ctx, `SELECT count(*), count(*) FILTER (WHERE r.srsubstate IN ('r', 's'))
-  FROM pg_subscription_rel r JOIN pg_subscription s ON s.oid = r.srsubid WHERE s.subname = $1`, j.name).Scan(&total, &ready)
-		if err != nil {
-			return false, err
-		}
-		if total < want {
-			return false, nil
-		}
-		return ready == total, nil
-	})
 }
 
 // lag is the replication lag of the move's slot, in bytes.
@@ -648,40 +649,17 @@ func (j *job) poll(ctx context.Context, done func() (bool, error)) error {
 	}
 }
 
-// progress measures rows and bytes copied and the lag, records them and
-// calls Progress.
+// progress records the lag (and, once copied, the totals) and calls
+// Progress.
 func (j *job) progress(ctx context.Context) {
-	var rows, bytes int64
-	idx := stepIndex(j.info.Step)
 	if cur, err := j.mv.get(ctx, j.info.ID); err == nil {
 		j.info = cur
-		idx = stepIndex(cur.Step)
-	}
-	if idx >= stepIndex(StepCopied) {
-		rows = j.info.RowsTotal
-	} else if idx >= stepIndex(StepSubscribed) {
-		// Tables done: their whole count; tables copying: the walsender's
-		// COPY progress on the source.
-		rs, err := j.dst.Query(ctx, `SELECT r.srrelid::regclass::text FROM pg_subscription_rel r JOIN pg_subscription s ON s.oid = r.srsubid
-  WHERE s.subname = $1 AND r.srsubstate IN ('r', 's')`, j.name)
-		if err == nil {
-			names, _ := pgx.CollectRows(rs, pgx.RowTo[string])
-			for _, n := range names {
-				rows += j.totals[strings.TrimPrefix(n, "public.")]
-			}
-		}
-		var r2 int64
-		_ = j.src.QueryRow(ctx, `SELECT coalesce(sum(tuples_processed), 0)::bigint FROM pg_stat_progress_copy WHERE command = 'COPY TO'`).Scan(&r2)
-		rows += r2
 	}
 	lag, _ := j.lag(ctx)
-	rows = min(rows, j.info.RowsTotal)
-	if j.info.RowsTotal > 0 {
-		// Bytes in the table's own terms (pg_column_size of the rows),
-		// pro rata of rows copied.
-		bytes = j.info.BytesTotal * rows / j.info.RowsTotal
+	cols := map[string]any{"lag_bytes": max(lag, 0)}
+	if stepIndex(j.info.Step) >= stepIndex(StepCopied) {
+		cols["rows_copied"] = j.info.RowsTotal
 	}
-	cols := map[string]any{"rows_copied": rows, "lag_bytes": max(lag, 0), "bytes_copied": bytes}
 	j.mv.record(ctx, j.info.ID, cols)
 	if j.mv.Progress != nil {
 		if cur, err := j.mv.get(ctx, j.info.ID); err == nil {
@@ -830,20 +808,31 @@ func (j *job) fence(ctx context.Context) error {
 func (j *job) checksums(ctx context.Context, c *pgx.Conn) (map[string]string, error) {
 	out := map[string]string{}
 	for _, t := range j.tables() {
-		rows, err := c.Query(ctx, fmt.Sprintf(`SELECT %[2]s AS b, count(*), sum(hashtextextended(t::text, 0)::numeric)::text
-  FROM %[1]s t WHERE %[2]s %[3]s GROUP BY 1`, quoteIdent(t.Name), j.bucketExpr(t), j.filter))
+		// The row hash: hash_record_extended where every column type has
+		// an extended hash (fast), else the hash of the row's text.
+		hash := "hash_record_extended(t.*, 0)"
+		var ok bool
+		if err := c.QueryRow(ctx, `SELECT bool_and(EXISTS (SELECT 1 FROM pg_amop o JOIN pg_opfamily f ON f.oid = o.amopfamily JOIN pg_am am ON am.oid = f.opfmethod
+                 JOIN pg_amproc p ON p.amprocfamily = f.oid AND p.amprocnum = 2
+                WHERE am.amname = 'hash' AND o.amoplefttype = a.atttypid))
+  FROM pg_attribute a WHERE a.attrelid = to_regclass($1) AND a.attnum > 0 AND NOT a.attisdropped`, quoteIdent(t.Name)).Scan(&ok); err != nil || !ok {
+			hash = "hashtextextended(t::text, 0)"
+		}
+		// count, XOR and a sum of the high halves: order-independent, all
+		// in bigint.
+		rows, err := c.Query(ctx, fmt.Sprintf(`SELECT b, count(*), bit_xor(h), sum(h >> 32) FROM (SELECT %[2]s AS b, %[4]s AS h FROM %[1]s t WHERE %[2]s %[3]s) x GROUP BY 1`,
+			quoteIdent(t.Name), j.bucketExpr(t), j.filter, hash))
 		if err != nil {
 			return nil, err
 		}
 		for rows.Next() {
 			var b int
-			var n int64
-			var sum string
-			if err := rows.Scan(&b, &n, &sum); err != nil {
+			var n, x, sum int64
+			if err := rows.Scan(&b, &n, &x, &sum); err != nil {
 				rows.Close()
 				return nil, err
 			}
-			out[fmt.Sprintf("%s bucket %d", t.Name, b)] = fmt.Sprintf("%d rows, checksum %s", n, sum)
+			out[fmt.Sprintf("%s bucket %d", t.Name, b)] = fmt.Sprintf("%d rows, checksum %x/%x", n, uint64(x), uint64(sum))
 		}
 		rows.Close()
 		if err := rows.Err(); err != nil {

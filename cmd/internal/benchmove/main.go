@@ -49,6 +49,7 @@ func run() error {
 	pgshardBin := flag.String("pgshard", "bin/pgshard", "pgshard binary")
 	pgbench := flag.String("pgbench", "/usr/lib/postgresql/15/bin/pgbench", "pgbench binary")
 	clients := flag.Int("clients", 4, "pgbench clients writing during the move")
+	rate := flag.Int("rate", 500, "pgbench write rate (transactions/s, all clients; 0: as fast as possible)")
 	port := flag.Int("pg-port", 25832, "first Postgres port")
 	flag.Parse()
 	log := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelInfo}))
@@ -200,7 +201,11 @@ func run() error {
 	}
 	bctx, bstop := context.WithCancel(ctx)
 	defer bstop()
-	pb := exec.CommandContext(bctx, *pgbench, "-n", "-c", fmt.Sprint(*clients), "-j", "2", "-T", "3600", "-f", script, "-h", "127.0.0.1", "-p", fmt.Sprint(*port+10), "-U", "app", "app")
+	pbArgs := []string{"-n", "-c", fmt.Sprint(*clients), "-j", "2", "-T", "3600", "-f", script, "-h", "127.0.0.1", "-p", fmt.Sprint(*port+10), "-U", "app"}
+	if *rate > 0 {
+		pbArgs = append(pbArgs, "-R", fmt.Sprint(*rate))
+	}
+	pb := exec.CommandContext(bctx, *pgbench, append(pbArgs, "app")...)
 	pb.Env = append(os.Environ(), "PGPASSWORD=app")
 	var pbOut strings.Builder
 	pb.Stdout, pb.Stderr = &pbOut, &pbOut
@@ -281,7 +286,7 @@ func run() error {
 		fmt.Printf("%-34s %10.2f %12.0f %8.1f\n", name, d.Seconds(), float64(moveRows)/d.Seconds(), float64(moveBytes)/(1<<20)/d.Seconds())
 	}
 	line("plain COPY s0 -> s1 (no load)", copyTook)
-	line("online move (pgbench writing)", moveTook)
+	line(fmt.Sprintf("online move (pgbench -R %d writing)", *rate), moveTook)
 	fmt.Printf("move rate / plain COPY rate: %.2f\n", copyTook.Seconds()/moveTook.Seconds())
 	fmt.Printf("write pause recorded by the move (frozen -> switched): %.1f ms\n", mi.PauseMS)
 	var mov, other, cutMov []time.Duration
