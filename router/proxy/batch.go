@@ -144,7 +144,7 @@ func (s *session) routeQuery(m *pgproto3.Query) (done bool, err error) {
 				WithHint("Run DDL and reference-table writes outside explicit transactions."))
 		}
 		s.target = s.defaultShard()
-		s.srv.forgetKeyPositions() // DDL may change column positions
+		s.srv.forgetCatalog() // DDL may change column positions and collations
 		if err := s.startOthers(m.String, r.NoTxBlock); err != nil {
 			return true, s.refuseQuery(asWireErr(err))
 		}
@@ -488,6 +488,7 @@ func (s *session) batchTarget(batch []pgproto3.FrontendMessage) (int, *wire.Erro
 					return 0, wire.Errorf(pgcode.FeatureNotSupported, "a statement that runs on every shard cannot run inside a transaction block").
 						WithHint("Run DDL and reference-table writes outside explicit transactions.")
 				}
+				s.srv.forgetCatalog() // DDL may change column positions and collations
 				var err error
 				if len(b.Parameters) > 0 {
 					err = s.startOthersBound(q, oids, b)
