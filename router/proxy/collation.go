@@ -1,6 +1,7 @@
 package proxy
 
 import (
+	"context"
 	"fmt"
 	"strconv"
 	"strings"
@@ -351,12 +352,45 @@ func (s *Server) nondeterministic(sc *pool.Conn) (map[string]bool, error) {
 	return set, nil
 }
 
+// IsAggregate implements Catalog: the names of all aggregate functions
+// (pg_proc prokind 'a', every schema) are read once from the default
+// shard and cached until the next DDL through pgshard.
+func (s *Server) IsAggregate(name string) (bool, error) {
+	if set := s.aggNames.Load(); set != nil {
+		return (*set)[name], nil
+	}
+	m := s.Map()
+	if m == nil {
+		return false, fmt.Errorf("no shard map")
+	}
+	p := s.poolFor(m, m.Default)
+	if p == nil {
+		return false, fmt.Errorf("no pool for the default shard")
+	}
+	sc, err := p.Acquire(context.Background())
+	if err != nil {
+		return false, err
+	}
+	defer p.Release(sc)
+	rows, err := queryRows(sc, "SELECT DISTINCT proname FROM pg_proc WHERE prokind = 'a'")
+	if err != nil {
+		return false, fmt.Errorf("aggregate names: %w", err)
+	}
+	set := make(map[string]bool, len(rows))
+	for _, r := range rows {
+		set[r[0]] = true
+	}
+	s.aggNames.Store(&set)
+	return set[name], nil
+}
+
 // forgetCatalog drops what was learned from the shards' catalogs: DDL
 // may change column positions and collations.
 func (s *Server) forgetCatalog() {
 	s.keyPos.Clear()
 	s.colColl.Clear()
 	s.nondet.Clear()
+	s.aggNames.Store(nil)
 }
 
 // queryRows runs a query on sc and returns its rows as text (NULL as "").

@@ -39,7 +39,10 @@
 // checked against its collation before any row is compared (collation.go:
 // catalog lookup for plain columns, a pg_collation_for probe column for
 // expressions). What cannot be made identical is refused with 0A000 by the
-// planner or at RowDescription time.
+// planner or at RowDescription time; a read of several shards calling an
+// aggregate the merge does not know (user-defined ones look like function
+// calls to the parser) is refused at routing, by the pg_proc names the
+// server caches (Catalog.IsAggregate).
 // admin.go is the console on database "pgshard"; stats.go the lock-free
 // counters behind it and behind the Prometheus collector in cmd.
 package proxy

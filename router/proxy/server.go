@@ -92,6 +92,8 @@ type Server struct {
 	// names of its nondeterministic collations (collation.go).
 	colColl sync.Map
 	nondet  sync.Map
+	// aggNames: names of all aggregate functions (IsAggregate).
+	aggNames atomic.Pointer[map[string]bool]
 
 	// known holds server statement names that some shard has parsed
 	// successfully: a Parse of one of them is answered without waiting for

@@ -302,3 +302,11 @@ select max(code), min(upper(code)) from people
 select distinct code from people order by code -- ordered
 select * from people order by code, id limit 5 -- ordered
 select code, count(*) from people group by code having min(code) > 'a' order by code -- ordered
+-- A user-defined aggregate looks like a function in the parse tree: the proxy asks pg_proc and refuses it; a user function is fine.
+select my_total(balance) from accounts -- refuse
+select my_total(balance) from accounts order by 1 -- refuse
+select region, my_total(balance) from accounts group by region -- refuse
+select id from accounts where balance > (select my_total(qty) from orders where orders.account_id = accounts.id) -- refuse
+select twice(balance) from accounts
+select region, sum(twice(balance)) from accounts group by region
+select max(twice(balance)) from accounts

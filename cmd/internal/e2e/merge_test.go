@@ -22,7 +22,9 @@ create table orders (account_id bigint, id bigint, amount numeric(12,2), qty int
 create table countries (code text primary key, name text);
 create table users (email text primary key, age int);
 create collation ci (provider = icu, locale = 'und-u-ks-level2', deterministic = false);
-create table people (id bigint primary key, nick text collate "en-x-icu", tag text collate ci, code text collate "C")`
+create table people (id bigint primary key, nick text collate "en-x-icu", tag text collate ci, code text collate "C");
+create aggregate my_total (int) (sfunc = int4pl, stype = int, initcond = '0');
+create function twice (int) returns int language sql immutable as 'select $1 * 2'`
 
 // mergeData returns INSERT statements for the corpus data: NULLs,
 // negative numbers, repeated values, floats that add up exactly.
