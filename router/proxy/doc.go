@@ -39,7 +39,10 @@
 // checked against its collation before any row is compared (collation.go:
 // catalog lookup for plain columns, a pg_collation_for probe column for
 // expressions). What cannot be made identical is refused with 0A000 by the
-// planner or at RowDescription time; a read of several shards calling an
+// planner or at RowDescription time. Merges that need no order (GROUP BY,
+// aggregates, DISTINCT, LIMIT without ORDER BY) read all shards at once,
+// one reader goroutine per shard handing copied row batches to the
+// session goroutine (mergeread.go). A read of several shards calling an
 // aggregate the merge does not know (user-defined ones look like function
 // calls to the parser) is refused at routing, by the pg_proc names the
 // server caches (Catalog.IsAggregate).

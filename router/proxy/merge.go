@@ -305,22 +305,10 @@ func (m *merge) run(parse *pgproto3.Parse, bind *pgproto3.Bind, batch []pgproto3
 	case len(m.spec.Order) > 0:
 		return m.sorted(mark)
 	}
-	for _, src := range m.srcs {
-		for {
-			row, werr := m.next(src)
-			if werr != nil {
-				return werr
-			}
-			if row == nil {
-				break
-			}
-			done, werr := m.emit(row.Values[:m.nvis], mark)
-			if werr != nil || done {
-				return werr
-			}
-		}
-	}
-	return nil
+	// No order to keep: take rows from every shard as they come.
+	return m.parallel(func(vals [][]byte) (bool, *wire.Error) {
+		return m.emit(vals[:m.nvis], mark)
+	})
 }
 
 // layout checks the shard columns' types against the spec and picks the
@@ -620,56 +608,49 @@ func (m *merge) grouped(mark *int) *wire.Error {
 	groups := map[string]*group{}
 	var order []*group
 	var key []byte
-	for _, src := range m.srcs {
-		for {
-			row, werr := m.next(src)
-			if werr != nil {
-				return werr
+	werr := m.parallel(func(vals [][]byte) (bool, *wire.Error) {
+		key = key[:0]
+		for _, g := range m.spec.GroupKeys {
+			i := m.ref(g)
+			key = appendKey(key, m.fields[i].DataTypeOID, m.sfmt[i], vals[i])
+		}
+		g := groups[string(key)]
+		if g == nil {
+			// vals are the reader's copy: kept as they are.
+			g = &group{vals: vals, aggs: make([]aggState, ncol)}
+			size := int64(len(key)) + 64 + int64(ncol)*80
+			for _, v := range vals {
+				size += int64(len(v))
 			}
-			if row == nil {
-				break
+			if werr := m.grow(size); werr != nil {
+				return true, werr
 			}
-			key = key[:0]
-			for _, g := range m.spec.GroupKeys {
-				i := m.ref(g)
-				key = appendKey(key, m.fields[i].DataTypeOID, m.sfmt[i], row.Values[i])
+			groups[string(key)] = g
+			order = append(order, g)
+		}
+		for i, v := range vals {
+			c := m.col(i)
+			if c.Role != "agg" {
+				continue
 			}
-			g := groups[string(key)]
-			if g == nil {
-				g = &group{vals: make([][]byte, ncol), aggs: make([]aggState, ncol)}
-				size := int64(len(key)) + 64 + int64(ncol)*80
-				for i, v := range row.Values {
-					if r := m.col(i).Role; (r == "value" || r == "twin") && v != nil {
-						g.vals[i] = append([]byte{}, v...)
-						size += int64(len(v))
-					}
-				}
-				if werr := m.grow(size); werr != nil {
-					return werr
-				}
-				groups[string(key)] = g
-				order = append(order, g)
+			var tw []byte
+			if c.Twin >= 0 {
+				tw = vals[m.ref(c.Twin)]
 			}
-			for i, v := range row.Values {
-				c := m.col(i)
-				if c.Role != "agg" {
-					continue
-				}
-				var tw []byte
-				if c.Twin >= 0 {
-					tw = row.Values[m.ref(c.Twin)]
-				}
-				n0 := len(g.aggs[i].raw)
-				if werr := m.combine(&g.aggs[i], c, m.fields[i].DataTypeOID, v, tw); werr != nil {
-					return werr
-				}
-				if d := len(g.aggs[i].raw) - n0; d > 0 {
-					if werr := m.grow(int64(2 * d)); werr != nil {
-						return werr
-					}
+			n0 := len(g.aggs[i].raw)
+			if werr := m.combine(&g.aggs[i], c, m.fields[i].DataTypeOID, v, tw); werr != nil {
+				return true, werr
+			}
+			if d := len(g.aggs[i].raw) - n0; d > 0 {
+				if werr := m.grow(int64(2 * d)); werr != nil {
+					return true, werr
 				}
 			}
 		}
+		return false, nil
+	})
+	if werr != nil {
+		return werr
 	}
 	if len(m.spec.GroupKeys) == 0 && len(order) == 0 {
 		// An aggregate over no rows at all still gives one row.
