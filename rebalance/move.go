@@ -91,7 +91,7 @@ func (mv *Mover) defaults() {
 		mv.ProgressEvery = 2 * time.Second
 	}
 	if mv.AckTimeout == 0 {
-		mv.AckTimeout = 3 * time.Second
+		mv.AckTimeout = 500 * time.Millisecond
 	}
 	if mv.ProxyTTL == 0 {
 		mv.ProxyTTL = 10 * time.Second

@@ -62,6 +62,12 @@ CREATE TABLE IF NOT EXISTS pgshard.moves (
     updated_at   timestamptz NOT NULL DEFAULT now(),
     finished_at  timestamptz
 );
+CREATE TABLE IF NOT EXISTS pgshard.tx_decisions (
+    gid        text PRIMARY KEY,
+    shards     text[] NOT NULL,
+    commit     boolean NOT NULL DEFAULT true,
+    decided_at timestamptz NOT NULL DEFAULT now()
+);
 COMMIT;`
 
 // Catalog is the shard map's home: a pgshard schema in a Postgres database.

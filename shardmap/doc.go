@@ -24,6 +24,13 @@
 // Postgres schema, publishes new versions by compare-and-swap on the version
 // and announces them with LISTEN/NOTIFY; see DESIGN.md §2.
 //
+// The catalog also holds two-phase commit decisions (decisions.go,
+// pgshard.tx_decisions: one row per gid, commit or abort, the first stored
+// wins) and recover.go resolves the transactions pgshard left prepared on
+// the shards: decided ones are finished, undecided ones of dead proxies (or
+// older than the in-doubt timeout) are rolled back after an abort decision
+// is stored.
+//
 // # Imports
 //
 // The standard library and pgx only. shardmap is a bottom package: router/...

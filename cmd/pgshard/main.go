@@ -21,6 +21,7 @@ import (
 
 	"github.com/pgshard/pgshard/cmd/internal/config"
 	"github.com/pgshard/pgshard/cmd/internal/metrics"
+	"github.com/pgshard/pgshard/cmd/internal/recovery"
 	"github.com/pgshard/pgshard/router/plan"
 	"github.com/pgshard/pgshard/router/pool"
 	"github.com/pgshard/pgshard/router/proxy"
@@ -30,6 +31,16 @@ import (
 
 // planCacheSize is how many statement texts the parse cache keeps.
 const planCacheSize = 20000
+
+// recoverInterval is how often a running pgshard resolves the two-phase
+// transactions that dead proxies left prepared.
+const recoverInterval = 30 * time.Second
+
+// testPauseEnv names the test-only hook that stops two-phase commits at a
+// step ("after-prepare" or "after-decision") so a test can kill pgshard
+// there. Never set it in production: commits at that step hang for a
+// minute.
+const testPauseEnv = "PGSHARD_TEST_2PC_PAUSE"
 
 func main() {
 	if err := run(); err != nil {
@@ -102,6 +113,8 @@ func run() error {
 	if err != nil {
 		return err
 	}
+	decisions := cat.Decisions(8)
+	defer decisions.Close()
 	// health records when the catalog last answered (metrics' /readyz).
 	health := &metrics.CatalogHealth{}
 	health.OK()
@@ -110,10 +123,11 @@ func run() error {
 	}
 	srv.SetMap(m)
 
-	// The admin console's RELOAD does what SIGHUP does; SHOW PROXIES asks
-	// the catalog.
+	// The admin console's RELOAD does what SIGHUP does; SHOW PROXIES and
+	// SHOW MOVES ask the catalog.
 	var reload func() error
 	proxies := func(ctx context.Context) ([]shardmap.ProxyInfo, error) { return cat.Proxies(ctx, 10*time.Second) }
+	moves := func(ctx context.Context) ([]shardmap.MoveInfo, error) { return cat.Moves(ctx, 100) }
 	reload = func() error {
 		ncfg, err := config.Load(cfg.Path)
 		if err != nil {
@@ -123,17 +137,51 @@ func run() error {
 		if err != nil {
 			return err
 		}
-		npc.Router, npc.Proxies, npc.Reload = pcfg.Router, proxies, reload
+		npc.Router, npc.Proxies, npc.Moves, npc.Reload = pcfg.Router, proxies, moves, reload
+		npc.Decisions, npc.ProxyID, npc.TestPause = pcfg.Decisions, pcfg.ProxyID, pcfg.TestPause
 		srv.SetConfig(*npc)
 		log.Info("config reloaded", "config", cfg.Path)
 		return nil
 	}
-	pcfg.Proxies, pcfg.Reload = proxies, reload
-	srv.SetConfig(*pcfg)
+	pcfg.Proxies, pcfg.Moves, pcfg.Reload = proxies, moves, reload
 
 	l, err := net.Listen("tcp", cfg.Listen)
 	if err != nil {
 		return err
+	}
+	host, _ := os.Hostname()
+	self := shardmap.ProxyInfo{ID: fmt.Sprintf("%s:%d:%s", host, os.Getpid(), l.Addr()), Host: host, PID: os.Getpid(), Listen: l.Addr().String()}
+	pcfg.Decisions, pcfg.ProxyID = decisions, self.ID
+	if stage := os.Getenv(testPauseEnv); stage != "" {
+		log.Warn("test hook: two-phase commits pause at a step; never use this in production", "env", testPauseEnv, "stage", stage)
+		pcfg.TestPause = func(at string) {
+			if at == stage {
+				log.Warn("test hook: two-phase commit paused", "stage", at)
+				time.Sleep(time.Minute)
+			}
+		}
+	}
+	srv.SetConfig(*pcfg)
+
+	// Two-phase transactions a crash left prepared: decided ones commit,
+	// undecided ones of dead proxies roll back, before clients come in.
+	rself := recovery.Self{Host: host, ID: self.ID, Listen: self.Listen}
+	runRecovery := func(ctx context.Context) {
+		rctx, cancel := context.WithTimeout(ctx, time.Minute)
+		defer cancel()
+		rep, err := recovery.Run(rctx, cat, srv.Map(), recovery.Options{Self: rself})
+		if err != nil {
+			if ctx.Err() == nil {
+				log.Warn("two-phase recovery", "err", err)
+			}
+			return
+		}
+		recovery.Log(log, rep)
+		srv.AddRecovered(rep.Committed(), rep.RolledBack())
+	}
+	runRecovery(ctx)
+	if err := cat.Heartbeat(ctx, self); err != nil {
+		log.Warn("catalog heartbeat", "err", err)
 	}
 	if cfg.MetricsListen != "" {
 		ml, err := net.Listen("tcp", cfg.MetricsListen)
@@ -150,32 +198,55 @@ func run() error {
 		}()
 		log.Info("metrics listening", "addr", ml.Addr().String())
 	}
-	log.Info("pgshard listening", "addr", l.Addr().String(), "shards", len(pools), "pool_mode", cfg.Pool.Mode, "config", cfg.Path, "map_version", m.Version)
+	log.Info("pgshard listening", "addr", l.Addr().String(), "shards", len(pools), "pool_mode", cfg.Pool.Mode, "config", cfg.Path, "map_version", m.Version, "two_phase_commit", cfg.TwoPhaseCommit)
 
-	host, _ := os.Hostname()
-	self := shardmap.ProxyInfo{ID: fmt.Sprintf("%s:%d:%s", host, os.Getpid(), l.Addr()), Host: host, PID: os.Getpid(), Listen: l.Addr().String()}
+	// beat records this proxy in the catalog with the version it routes
+	// with. It reads the version under its lock, so a periodic beat that
+	// read an older version can never land after the beat that reports a
+	// newer one (a move waiting for acknowledgements would see the proxy
+	// go back).
+	var beatMu sync.Mutex
+	beat := func() error {
+		beatMu.Lock()
+		defer beatMu.Unlock()
+		me := self
+		me.AppliedVersion = srv.Map().Version
+		return cat.Heartbeat(ctx, me)
+	}
 	var bg sync.WaitGroup
 	defer bg.Wait()
 	defer stop()
-	if iv := cfg.HealthCheckInterval.D(); iv > 0 {
-		for _, p := range pools {
-			bg.Add(1)
-			go func() {
-				defer bg.Done()
-				p.Watch(ctx, iv)
-			}()
+	bg.Add(3)
+	go func() {
+		defer bg.Done()
+		t := time.NewTicker(recoverInterval)
+		defer t.Stop()
+		for {
+			select {
+			case <-ctx.Done():
+				return
+			case <-t.C:
+				// Only proxies that prepare transactions keep recovering;
+				// the start-up pass above runs in every one.
+				if srv.TwoPhaseCommit() {
+					runRecovery(ctx)
+				}
+			}
 		}
-	}
-	bg.Add(2)
+	}()
 	go func() {
 		defer bg.Done()
 		shardmap.Watch(ctx, cfg.CatalogDSN(), time.Second, m.Version, func(nm *shardmap.Map) {
+			// SetMap returns once every statement routed from now on uses
+			// nm (and statements held by its frozen buckets have been
+			// woken): only then may the catalog hear that this proxy
+			// applied it, since a move's cutover waits for that.
 			srv.SetMap(nm)
 			health.OK()
-			log.Info("shard map applied", "map_version", nm.Version)
-			me := self
-			me.AppliedVersion = nm.Version
-			_ = cat.Heartbeat(ctx, me) // report the new version at once
+			log.Info("shard map applied", "map_version", nm.Version, "frozen", nm.AnyFrozen(), "move_id", nm.Moving)
+			if err := beat(); err != nil && ctx.Err() == nil {
+				log.Warn("catalog heartbeat after applying a map", "map_version", nm.Version, "err", err)
+			}
 		}, func(err error) { log.Warn("catalog watch", "err", err) })
 	}()
 	go func() {
@@ -183,9 +254,7 @@ func run() error {
 		t := time.NewTicker(2 * time.Second)
 		defer t.Stop()
 		for {
-			me := self
-			me.AppliedVersion = srv.Map().Version
-			if err := cat.Heartbeat(ctx, me); err == nil {
+			if err := beat(); err == nil {
 				health.OK()
 			} else if ctx.Err() == nil {
 				log.Warn("catalog heartbeat", "err", err)
@@ -254,7 +323,12 @@ func proxyConfig(cfg *config.Config) (*proxy.Config, error) {
 		MaxMessageLen:     cfg.MaxMessageLen,
 		IdleClientTimeout: cfg.IdleClientTimeout.D(),
 		QueryTimeout:      cfg.QueryTimeout.D(),
-		MergeMemoryLimit:  cfg.MergeMemoryLimit,
+		FreezeTimeout:     cfg.FreezeTimeout.D(),
+		// Health probes run in the server, for the configured shards and
+		// for those later maps add.
+		HealthCheckInterval: cfg.HealthCheckInterval.D(),
+		MergeMemoryLimit:    cfg.MergeMemoryLimit,
+		TwoPhaseCommit:      cfg.TwoPhaseCommit,
 	}
 	if cfg.Pool.Mode == "session" {
 		pc.Mode = proxy.PoolSession

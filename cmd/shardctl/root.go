@@ -34,6 +34,7 @@ func NewRootCmd() *cobra.Command {
 	root.AddCommand(newExplainCmd())
 	root.AddCommand(newMoveCmd())
 	root.AddCommand(newShardCmd())
+	root.AddCommand(newRecoverCmd())
 	return root
 }
 

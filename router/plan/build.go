@@ -153,6 +153,9 @@ func merge2(a, b Plan) (Plan, bool) {
 	if a.Insert != nil {
 		return a, false
 	}
+	if a.Alters == "" {
+		a.Alters = b.Alters
+	}
 	a.Write = w
 	a.Merge = nil
 	return a, true
@@ -272,7 +275,21 @@ func byObjects(st *sqlparse.Stmt, rules shardmap.Rules, write bool) Plan {
 }
 
 func ddlPlan(st *sqlparse.Stmt, rules shardmap.Rules) Plan {
-	return byObjects(st, rules, true)
+	p := byObjects(st, rules, true)
+	if p.Kind == All && p.Table != "" && redefines(st.Command) {
+		p.Alters = p.Table
+	}
+	return p
+}
+
+// redefines reports whether a DDL command changes a table's definition
+// or removes its rows wholesale (see Plan.Alters).
+func redefines(command string) bool {
+	switch command {
+	case "ALTER TABLE", "DROP TABLE", "TRUNCATE TABLE":
+		return true
+	}
+	return false
 }
 
 func utilityPlan(st *sqlparse.Stmt, rules shardmap.Rules) Plan {

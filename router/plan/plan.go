@@ -77,6 +77,13 @@ type Plan struct {
 	// user-defined aggregate from a function, so the executor asks the
 	// catalog and refuses aggregates the merge does not know.
 	Funcs []string `json:"funcs,omitempty"`
+	// Alters names the sharded table whose definition a DDL statement
+	// changes, or whose rows it removes wholesale: ALTER TABLE (RENAME
+	// and SET SCHEMA included), DROP TABLE, TRUNCATE. The proxy refuses
+	// such statements while a bucket move runs (the move copies the
+	// table between shards and needs one definition on both). CREATE
+	// INDEX, GRANT, COMMENT and the like leave it empty.
+	Alters string `json:"alters,omitempty"`
 	// Tx lists the transaction-control statements (Kind Tx, or inside a
 	// multi-statement string routed elsewhere: the session then follows
 	// the transaction status in ReadyForQuery).

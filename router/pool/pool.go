@@ -56,12 +56,17 @@ type Conn struct {
 	created time.Time
 	host    string
 	port    uint16
+	owner   *Pool
 
 	client atomic.Uint64 // id of the client holding it (SetClient), 0 when none
 	// Guarded by the pool's mu (see Servers).
 	active bool      // handed out by Acquire, not yet released
 	since  time.Time // when active last changed
 }
+
+// Pool returns the pool c belongs to (and must be released to), even
+// after that pool was closed.
+func (c *Conn) Pool() *Pool { return c.owner }
 
 // SetClient records which client holds c (shown by the admin console);
 // Release clears it.
@@ -371,6 +376,7 @@ func (p *Pool) connect(ctx context.Context) (*Conn, error) {
 		created:  time.Now(),
 		host:     h.Config.Host,
 		port:     h.Config.Port,
+		owner:    p,
 	}
 	if c.Params == nil {
 		c.Params = map[string]string{}

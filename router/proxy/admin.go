@@ -321,13 +321,13 @@ func (s *session) shardPools() ([]string, []*pool.Pool) {
 	seen := map[string]bool{}
 	if m := s.srv.Map(); m != nil {
 		for _, sh := range m.Shards {
-			if p := s.srv.byName[sh.Name]; p != nil {
+			if p := s.srv.poolNamed(sh.Name); p != nil {
 				names, pools = append(names, sh.Name), append(pools, p)
 				seen[sh.Name] = true
 			}
 		}
 	}
-	for _, p := range s.srv.pools {
+	for _, p := range s.srv.poolList() {
 		if !seen[p.Shard()] {
 			names, pools = append(names, p.Shard()), append(pools, p)
 		}
@@ -539,11 +539,61 @@ func bucketRanges(owner []int, shard int) string {
 	return b.String()
 }
 
+// showMoves lists the bucket moves recorded in the catalog, newest first
+// (SHOW MAP shows the buckets the current map has frozen).
 func (s *session) showMoves() *wire.Error {
-	// Rebalancing is not built yet: no move can exist.
-	s.sendRows([]adminCol{intCol("id"), textCol("buckets"), textCol("source"), textCol("target"), textCol("state"), textCol("step"),
-		intCol("rows_copied"), intCol("lag_bytes"), timeCol("started_at"), timeCol("updated_at"), textCol("error")}, nil)
+	f := s.srv.cfg.Load().Moves
+	if f == nil {
+		return wire.Errorf(pgcode.ObjectNotInPrerequisiteState, "SHOW MOVES needs the shard map catalog, and this pgshard has none")
+	}
+	ctx, done := s.adminWait(5 * time.Second)
+	moves, err := f(ctx)
+	done()
+	if err != nil {
+		return wire.Errorf(pgcode.ConnectionFailure, "list moves from the catalog: %v", err).
+			WithHint("Check that the catalog database is reachable.")
+	}
+	var rows [][]any
+	for _, mv := range moves {
+		var finished, errText any
+		if mv.FinishedAt != nil {
+			finished = *mv.FinishedAt
+		}
+		if mv.Error != "" {
+			errText = mv.Error
+		}
+		rows = append(rows, []any{mv.ID, mv.Rebalance, bucketList(mv.Buckets), mv.Source, mv.Target, mv.State, mv.Step,
+			mv.RowsTotal, mv.RowsCopied, mv.BytesCopied, mv.LagBytes, mv.MapBefore, mv.MapAfter, mv.PauseMS,
+			mv.CreatedAt, mv.UpdatedAt, finished, errText})
+	}
+	s.sendRows([]adminCol{intCol("id"), intCol("rebalance"), textCol("buckets"), textCol("source"), textCol("target"),
+		textCol("state"), textCol("step"), intCol("rows_total"), intCol("rows_copied"), intCol("bytes_copied"), intCol("lag_bytes"),
+		intCol("map_before"), intCol("map_after"), floatCol("pause_ms"), timeCol("created_at"), timeCol("updated_at"),
+		timeCol("finished_at"), textCol("error")}, rows)
 	return nil
+}
+
+// bucketList prints buckets as ranges: "3-5,9".
+func bucketList(bs []int) string {
+	sorted := slices.Clone(bs)
+	slices.Sort(sorted)
+	var b strings.Builder
+	for i := 0; i < len(sorted); i++ {
+		j := i
+		for j+1 < len(sorted) && sorted[j+1] == sorted[j]+1 {
+			j++
+		}
+		if b.Len() > 0 {
+			b.WriteByte(',')
+		}
+		if i == j {
+			fmt.Fprintf(&b, "%d", sorted[i])
+		} else {
+			fmt.Fprintf(&b, "%d-%d", sorted[i], sorted[j])
+		}
+		i = j
+	}
+	return b.String()
 }
 
 func (s *session) showProxies() *wire.Error {
@@ -603,8 +653,9 @@ func (s *session) showConfig() *wire.Error {
 		{"listen", strings.Join(listen, ", ")},
 		{"pool.mode", mode},
 	}
-	if len(s.srv.pools) > 0 {
-		o := s.srv.pools[0].Options()
+	pools := s.srv.poolList()
+	if len(pools) > 0 {
+		o := pools[0].Options()
 		rows = append(rows,
 			[]any{"pool.size", strconv.Itoa(o.Size)},
 			[]any{"pool.wait_timeout", dur(o.AcquireTimeout)},
@@ -618,7 +669,9 @@ func (s *session) showConfig() *wire.Error {
 		[]any{"max_client_conn", strconv.Itoa(cfg.MaxClientConn)},
 		[]any{"max_message_len", strconv.Itoa(cfg.MaxMessageLen)},
 		[]any{"idle_client_timeout", dur(cfg.IdleClientTimeout)},
-		[]any{"shards", strconv.Itoa(len(s.srv.pools))},
+		[]any{"query_timeout", dur(cfg.QueryTimeout)},
+		[]any{"freeze_timeout", dur(cfg.FreezeTimeout)},
+		[]any{"shards", strconv.Itoa(len(pools))},
 	)
 	if m := s.srv.Map(); m != nil {
 		rows = append(rows, []any{"sharding.buckets", strconv.Itoa(m.Rules.Buckets)}, []any{"map_version", strconv.FormatInt(m.Version, 10)})
@@ -673,20 +726,21 @@ func (s *session) adminReload() *wire.Error {
 
 // findPools returns the pool of the named shard, or every pool.
 func (s *session) findPools(args []string) ([]*pool.Pool, *wire.Error) {
+	all := s.srv.poolList()
 	if len(args) == 0 {
-		return s.srv.pools, nil
+		return all, nil
 	}
 	name := strings.Trim(args[0], `"'`)
-	if p := s.srv.byName[name]; p != nil {
+	if p := s.srv.poolNamed(name); p != nil {
 		return []*pool.Pool{p}, nil
 	}
-	for _, p := range s.srv.pools {
+	for _, p := range all {
 		if strings.EqualFold(p.Shard(), name) {
 			return []*pool.Pool{p}, nil
 		}
 	}
-	names := make([]string, len(s.srv.pools))
-	for i, p := range s.srv.pools {
+	names := make([]string, len(all))
+	for i, p := range all {
 		names[i] = p.Shard()
 	}
 	return nil, wire.Errorf(pgcode.UndefinedObject, "shard %q does not exist", name).

@@ -40,8 +40,13 @@ func consoleServer(t *testing.T) (addr string, srv *Server) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	srv = New(Config{Auth: wire.AuthSCRAM, Users: map[string]User{"boss": {Secret: &adminSecret, Admin: true}, "app": {Secret: &userSecret}}},
-		[]*pool.Pool{p}, nil)
+	created := time.Date(2025, 1, 2, 3, 4, 5, 0, time.UTC)
+	moves := func(context.Context) ([]shardmap.MoveInfo, error) {
+		return []shardmap.MoveInfo{{ID: 3, Rebalance: 1, Source: "s0", Target: "s1", Buckets: []int{9, 5, 6, 7}, Step: "copy", State: "running",
+			RowsTotal: 100, RowsCopied: 40, BytesCopied: 4096, LagBytes: 12, MapBefore: 4, CreatedAt: created, UpdatedAt: created}}, nil
+	}
+	srv = New(Config{Auth: wire.AuthSCRAM, Users: map[string]User{"boss": {Secret: &adminSecret, Admin: true}, "app": {Secret: &userSecret}},
+		Moves: moves}, []*pool.Pool{p}, nil)
 	m, err := shardmap.Initial(shardmap.Rules{Buckets: 16}, []shardmap.Shard{{Name: "s0", DSN: "host=x password='a b' user=app"}})
 	if err != nil {
 		t.Fatal(err)
@@ -115,8 +120,9 @@ func TestConsole(t *testing.T) {
 			{"SHOW SERVERS", []string{"shard|pid|state|client_id"}},
 			{"SHOW STATS", []string{"s0|0|0|0|0|0|0"}},
 			{"SHOW MAP", []string{"1|s0|16|0|0-15|t"}},
-			{"SHOW MOVES", []string{"id|buckets|source|target"}},
-			{"SHOW CONFIG", []string{"pool.size|2", "users|app, boss (admin)", "reload|off"}},
+			{"SHOW MOVES", []string{"id|rebalance|buckets|source|target|state|step|rows_total|rows_copied|bytes_copied|lag_bytes|map_before|map_after|pause_ms|created_at|updated_at|finished_at|error",
+				"3|1|5-7,9|s0|s1|running|copy|100|40|4096|12|4|0|0.000|2025-01-02 03:04:05.000000+00|2025-01-02 03:04:05.000000+00|NULL|NULL"}},
+			{"SHOW CONFIG", []string{"pool.size|2", "users|app, boss (admin)", "freeze_timeout|5s", "reload|off"}},
 			{"SHOW VERSION", []string{"pgshard "}},
 			{"SHOW HELP", []string{"KILL client_id|"}},
 			{"SET extra_float_digits = 3", []string{"SET"}},

@@ -3,6 +3,7 @@ package proxy
 import (
 	"context"
 	"fmt"
+	"math"
 	"time"
 
 	"github.com/jackc/pgx/v5/pgproto3"
@@ -56,10 +57,76 @@ func cloneMsg(msg pgproto3.FrontendMessage) pgproto3.FrontendMessage {
 // defaultShard is the shard of unsharded tables and of statements that may
 // run anywhere.
 func (s *session) defaultShard() int {
-	if m := s.srv.Map(); m != nil {
+	if m := s.mv; m != nil {
 		return m.Default
 	}
 	return 0
+}
+
+// goneShard is the shard index of a server connection whose shard the
+// current map no longer lists: no route names it.
+const goneShard = math.MaxInt32
+
+// useMap makes the server's current map the one the session routes with
+// and returns it. The shard of the session's server connection, kept
+// across statements as an index, is translated when the new map lists
+// other shards (a shard added or removed).
+func (s *session) useMap() *AppliedMap {
+	mv := s.srv.applied()
+	if mv == s.mv {
+		return mv
+	}
+	old := s.mv
+	s.mv = mv
+	if s.sc != nil && !sameShards(old, mv) {
+		i := goneShard
+		if mv != nil {
+			if j := mv.ShardIndex(s.sc.Shard); j >= 0 {
+				i = j
+			}
+		}
+		s.mu.Lock()
+		s.scShard = i
+		s.mu.Unlock()
+	}
+	if !sameShards(old, mv) {
+		s.releaseGone()
+	}
+	return mv
+}
+
+// releaseGone hands back the server connections the session keeps (session
+// mode, or between statements) to shards the current map no longer lists,
+// so that their closed pools can close them. A connection inside a
+// transaction stays: its statements get the cross-shard refusal, and the
+// transaction ends as the client ends it.
+func (s *session) releaseGone() {
+	if s.sc != nil && s.scShard == goneShard && s.pinnedShard() < 0 {
+		s.detach(false)
+	}
+	for name, h := range s.held {
+		if s.mv == nil || s.mv.ShardIndex(name) < 0 {
+			delete(s.held, name)
+			h.Pool().Release(h)
+		}
+	}
+}
+
+// sameShards reports whether two maps list the same shards in the same
+// order (shard indexes mean the same in both).
+func sameShards(a, b *AppliedMap) bool {
+	if a == nil || b == nil {
+		return a == b
+	}
+	if len(a.Shards) != len(b.Shards) {
+		return false
+	}
+	for i := range a.Shards {
+		if a.Shards[i].Name != b.Shards[i].Name {
+			return false
+		}
+	}
+	return true
 }
 
 // anyShard is the shard for a statement that may run anywhere: the one the
@@ -75,13 +142,11 @@ func errTxAborted() *wire.Error {
 	return wire.Errorf(pgcode.InFailedSQLTransaction, "current transaction is aborted, commands ignored until end of transaction block")
 }
 
-func errCrossShard(from, to string) *wire.Error {
-	return wire.Errorf(pgcode.FeatureNotSupported, "transaction is pinned to shard %s but this statement needs shard %s", from, to).
-		WithHint("Keep each transaction on one sharding key, or enable two-phase commit for multi-shard transactions.")
-}
-
 func (s *session) shardName(i int) string {
-	if m := s.srv.Map(); m != nil && i >= 0 && i < len(m.Shards) {
+	if s.sc != nil && i == s.scShard {
+		return s.sc.Shard
+	}
+	if m := s.mv; m != nil && i >= 0 && i < len(m.Shards) {
 		return m.Shards[i].Name
 	}
 	return fmt.Sprintf("#%d", i)
@@ -100,18 +165,48 @@ func (s *session) pinnedShard() int {
 	return -1
 }
 
+// txShard returns the shard on which the session has a transaction open
+// (or a pipeline not yet synced), or -1. Unlike pinnedShard it ignores
+// the pins that do not make a transaction (LISTEN in transaction mode).
+func (s *session) txShard() int {
+	if s.sc != nil && (s.sc.TxStatus != 'I' || s.hasReal() || s.awaitSync) {
+		return s.scShard
+	}
+	return -1
+}
+
 // routeQuery decides where a simple-protocol query goes and handles the
 // statements the session answers itself. done means the query was fully
 // answered.
 func (s *session) routeQuery(m *pgproto3.Query) (done bool, err error) {
+	var r Route
+	routed := false
+	if len(s.parts) > 0 {
+		// A transaction spanning shards: COMMIT and ROLLBACK are the
+		// session's (twophase.go), even in a failed transaction.
+		r = s.srv.router.RouteSimple(m.String, s.useMap(), s.srv)
+		s.srv.stats.route(r.Kind)
+		routed = true
+		if done, err := s.spanTxControl(r); done {
+			return true, err
+		}
+	}
 	if s.sc != nil && s.sc.TxStatus == 'E' {
 		// A failed transaction: its shard answers everything (25P02 or the
 		// ROLLBACK), as Postgres would, whatever the statement's key.
 		s.target = s.scShard
 		return false, nil
 	}
-	r := s.srv.router.RouteSimple(m.String, s.srv.Map(), s.srv)
-	s.srv.stats.route(r.Kind)
+	if !routed {
+		var werr *wire.Error
+		r, werr = s.routeSimple(m.String)
+		if werr != nil {
+			s.srv.stats.route(RouteRefuse)
+			return true, s.refuseQuery(werr)
+		}
+		s.srv.stats.route(r.Kind)
+	}
+	s.noteTxRoute(r, m.String)
 	if s.deferredFailed && !(r.Kind == RouteTx && (r.Tx == TxRollback || r.Tx == TxCommit || r.Tx == TxRollbackTo)) {
 		return true, s.refuseQuery(errTxAborted())
 	}
@@ -133,15 +228,26 @@ func (s *session) routeQuery(m *pgproto3.Query) (done bool, err error) {
 	case RouteShard:
 		s.target = r.Shard
 	case RouteSplit:
+		if s.spanSplit() && (s.inTxBlock() || !r.ReadOnly) {
+			// In the transaction, each shard joining it; outside one, in a
+			// transaction of its own committed with two-phase commit.
+			return true, s.runSplitTx(r, false, !s.inTxBlock())
+		}
 		return true, s.runSplit(r)
 	case RouteMerge:
 		return true, s.runMerge(r.Merge, nil)
 	case RouteCopy:
 		return true, s.startCopy(r, m.String)
 	case RouteAll:
+		if s.spanSplit() && !r.NoTxBlock && (s.inTxBlock() || isDML(m.String)) {
+			// Reference-table writes (and, in a transaction, DDL) commit
+			// atomically on every shard.
+			s.srv.forgetCatalog() // DDL may change column positions and collations
+			return true, s.runSplitTx(everyShard(s.useMap(), m.String), true, !s.inTxBlock())
+		}
 		if s.inTxBlock() {
 			return true, s.refuseQuery(wire.Errorf(pgcode.FeatureNotSupported, "a statement that runs on every shard cannot run inside a transaction block").
-				WithHint("Run DDL and reference-table writes outside explicit transactions."))
+				WithHint("Run DDL and reference-table writes outside explicit transactions, or set two_phase_commit: true in the pgshard config."))
 		}
 		s.target = s.defaultShard()
 		s.srv.forgetCatalog() // DDL may change column positions and collations
@@ -149,10 +255,41 @@ func (s *session) routeQuery(m *pgproto3.Query) (done bool, err error) {
 			return true, s.refuseQuery(asWireErr(err))
 		}
 	}
-	if p := s.pinnedShard(); p >= 0 && p != s.target {
-		return true, s.refuseQuery(errCrossShard(s.shardName(p), s.shardName(s.target)))
+	if p := s.pinnedShard(); p >= 0 && p != s.target && !s.canSpan() {
+		return true, s.refuseQuery(s.errSpan(p, s.target))
 	}
 	return false, nil
+}
+
+// routeSimple routes a simple query with the current map, waiting while
+// it would write to a frozen bucket (hold.go).
+func (s *session) routeSimple(sql string) (Route, *wire.Error) {
+	var h holdWait
+	defer h.done(s)
+	for {
+		mv := s.useMap()
+		r := s.srv.router.RouteSimple(sql, mv, s.srv)
+		if r.Frozen == nil || s.deferredFailed {
+			return r, nil // a failed transaction answers 25P02 anyway
+		}
+		if werr := s.holdFrozen(&h, mv, r.Frozen); werr != nil {
+			return r, werr
+		}
+	}
+}
+
+// noteTxRoute tracks what a transaction that may span shards needs to
+// know: its BEGIN (replayed on joining shards) and whether it used
+// savepoints (then it stays on one shard).
+func (s *session) noteTxRoute(r Route, sql string) {
+	switch {
+	case r.Kind == RouteTx && r.Tx == TxBegin:
+		if !s.inTxBlock() {
+			s.txBegin = sql
+		}
+	case r.Kind == RouteTx && (r.Tx == TxSavepoint || r.Tx == TxRelease || r.Tx == TxRollbackTo || r.Tx == TxNone), r.TxControl:
+		s.txSavepoint = true
+	}
 }
 
 // refuseQuery answers a simple query with an error. Inside a transaction
@@ -230,6 +367,7 @@ func (s *session) deferTx(cmd TxCmd, name, sql string) string {
 	switch cmd {
 	case TxBegin:
 		s.deferred = sql
+		s.txBegin = sql
 		if firstWord(sql) == "start" {
 			return "START TRANSACTION"
 		}
@@ -242,6 +380,7 @@ func (s *session) deferTx(cmd TxCmd, name, sql string) string {
 		s.deferred = ""
 		s.deferredFailed = false
 		s.savepoints = s.savepoints[:0]
+		s.resetTx()
 		return tag
 	case TxRollbackTo:
 		s.deferred += ";\n" + sql
@@ -251,6 +390,7 @@ func (s *session) deferTx(cmd TxCmd, name, sql string) string {
 	case TxSavepoint:
 		s.deferred += ";\n" + sql
 		s.savepoints = append(s.savepoints, name)
+		s.txSavepoint = true
 		return "SAVEPOINT"
 	case TxRelease:
 		s.deferred += ";\n" + sql
@@ -263,7 +403,7 @@ func (s *session) deferTx(cmd TxCmd, name, sql string) string {
 // onlyTxExit reports whether every statement a batch parses or binds ends
 // or rolls back a transaction: what Postgres still accepts in a failed one.
 func (s *session) onlyTxExit(batch []pgproto3.FrontendMessage) bool {
-	m := s.srv.Map()
+	m := s.useMap()
 	exit := func(q string) bool {
 		r := s.srv.router.RouteSimple(q, m, s.srv)
 		return r.Kind == RouteTx && (r.Tx == TxCommit || r.Tx == TxRollback || r.Tx == TxRollbackTo)
@@ -292,8 +432,24 @@ func (s *session) deferBatch(batch []pgproto3.FrontendMessage) bool {
 	if s.sc != nil {
 		return false
 	}
-	var q string
-	var oids []uint32
+	q, oids, ok := s.txBatch(batch)
+	if !ok {
+		return false
+	}
+	r := s.srv.router.RouteBound(q, oids, nil, nil, s.useMap(), s.srv)
+	if r.Kind != RouteTx || !s.canDefer(r.Tx, r.Name) {
+		return false
+	}
+	s.answerTxBatch(batch, func() (string, *wire.Error) { return s.deferTx(r.Tx, r.Name, q), nil })
+	s.srv.stats.route(RouteTx)
+	s.txStatus = s.clientTxStatus()
+	return true
+}
+
+// txBatch returns the statement of a batch that binds exactly one
+// statement without parameters and holds nothing but Parse, Bind,
+// Describe, Execute and Close: the shape of a transaction-control batch.
+func (s *session) txBatch(batch []pgproto3.FrontendMessage) (q string, oids []uint32, ok bool) {
 	binds := 0
 	local := map[string]*pgproto3.Parse{}
 	for _, msg := range batch {
@@ -301,7 +457,7 @@ func (s *session) deferBatch(batch []pgproto3.FrontendMessage) bool {
 		case *pgproto3.Parse:
 			if b.Name != "" {
 				if _, dup := s.stmts[b.Name]; dup {
-					return false
+					return "", nil, false
 				}
 			}
 			local[b.Name] = b
@@ -312,23 +468,23 @@ func (s *session) deferBatch(batch []pgproto3.FrontendMessage) bool {
 			} else if st, err := s.resolve(b.PreparedStatement); err == nil {
 				q, oids = st.query, st.oids
 			} else {
-				return false
+				return "", nil, false
 			}
 			if len(b.Parameters) > 0 {
-				return false
+				return "", nil, false
 			}
 		case *pgproto3.Describe, *pgproto3.Execute, *pgproto3.Close:
 		default:
-			return false
+			return "", nil, false
 		}
 	}
-	if binds != 1 {
-		return false
-	}
-	r := s.srv.router.RouteBound(q, oids, nil, nil, s.srv.Map(), s.srv)
-	if r.Kind != RouteTx || !s.canDefer(r.Tx, r.Name) {
-		return false
-	}
+	return q, oids, binds == 1
+}
+
+// answerTxBatch answers a batch accepted by txBatch without a server: run
+// is called at its Execute and gives the command tag, or an error that
+// ends the batch as Postgres ends one after an error.
+func (s *session) answerTxBatch(batch []pgproto3.FrontendMessage, run func() (string, *wire.Error)) {
 	for _, msg := range batch {
 		switch b := msg.(type) {
 		case *pgproto3.Parse:
@@ -347,15 +503,18 @@ func (s *session) deferBatch(batch []pgproto3.FrontendMessage) bool {
 			}
 			s.push(pending{kind: pSynth, synth: &pgproto3.NoData{}})
 		case *pgproto3.Execute:
-			tag := s.deferTx(r.Tx, r.Name, q)
+			tag, werr := run()
+			if werr != nil {
+				s.push(pending{kind: pSynth, synth: werr.Response()})
+				s.clientSkipping = true
+				s.batchErr = true
+				return
+			}
 			s.push(pending{kind: pSynth, synth: &pgproto3.CommandComplete{CommandTag: []byte(tag)}})
 		case *pgproto3.Close:
 			_ = s.dispatch(b)
 		}
 	}
-	s.srv.stats.route(RouteTx)
-	s.txStatus = s.clientTxStatus()
-	return true
 }
 
 // runBatch routes the held extended-protocol messages and sends them.
@@ -370,14 +529,16 @@ func (s *session) runBatch(sync bool) error {
 			batch[i] = nil
 		}
 	}()
+	if len(s.parts) > 0 && s.spanBatch(batch) {
+		return nil
+	}
 	if s.deferBatch(batch) {
 		return nil
 	}
 	if s.deferredFailed && !s.onlyTxExit(batch) {
 		return s.proxyError(errTxAborted())
 	}
-	s.splitRoute = nil
-	target, werr := s.batchTarget(batch)
+	target, werr := s.routeBatch(batch)
 	if werr != nil {
 		return s.proxyError(werr)
 	}
@@ -418,10 +579,31 @@ func (s *session) runBatch(sync bool) error {
 	return nil
 }
 
-// batchTarget finds the one shard a batch's Bind messages route to.
-func (s *session) batchTarget(batch []pgproto3.FrontendMessage) (int, *wire.Error) {
+// routeBatch routes a batch (batchTarget) with the current map, waiting
+// while one of its statements would write to a frozen bucket.
+func (s *session) routeBatch(batch []pgproto3.FrontendMessage) (int, *wire.Error) {
+	var h holdWait
+	defer h.done(s)
+	for {
+		mv := s.useMap()
+		s.splitRoute = nil
+		target, werr, frozen := s.batchTarget(batch, mv)
+		if frozen == nil {
+			return target, werr
+		}
+		if werr := s.holdFrozen(&h, mv, frozen); werr != nil {
+			s.srv.stats.route(RouteRefuse)
+			return 0, werr
+		}
+	}
+}
+
+// batchTarget finds the one shard a batch's Bind messages route to with
+// map m. If a statement would write to a bucket m has frozen it stops
+// and returns that bucket, having undone what it started (others).
+func (s *session) batchTarget(batch []pgproto3.FrontendMessage, m *AppliedMap) (int, *wire.Error, *FrozenBucket) {
 	if s.sc != nil && s.sc.TxStatus == 'E' {
-		return s.scShard, nil // a failed transaction: its shard answers
+		return s.scShard, nil, nil // a failed transaction: its shard answers
 	}
 	target := -1
 	binds, stateless := 0, 0
@@ -431,7 +613,6 @@ func (s *session) batchTarget(batch []pgproto3.FrontendMessage) (int, *wire.Erro
 	if s.unnamed != nil {
 		unnamedQ, unnamedOIDs = s.unnamed.query, s.unnamed.oids
 	}
-	m := s.srv.Map()
 	for _, msg := range batch {
 		switch b := msg.(type) {
 		case *pgproto3.Parse:
@@ -455,7 +636,17 @@ func (s *session) batchTarget(batch []pgproto3.FrontendMessage) (int, *wire.Erro
 				}
 			}
 			r := s.srv.router.RouteBound(q, oids, b.ParameterFormatCodes, b.Parameters, m, s.srv)
+			if r.Frozen != nil {
+				if len(s.others) > 0 {
+					s.finishOthers(false) // an earlier statement's, on every shard
+				}
+				return 0, nil, r.Frozen
+			}
 			s.srv.stats.route(r.Kind)
+			if len(s.parts) > 0 && (r.Kind == RouteTx && r.Tx != TxBegin || r.TxControl) {
+				return 0, errSpanTxControl(), nil
+			}
+			s.noteTxRoute(r, q)
 			binds++
 			if r.Kind == RouteAny && r.Stateless {
 				stateless++
@@ -463,7 +654,7 @@ func (s *session) batchTarget(batch []pgproto3.FrontendMessage) (int, *wire.Erro
 			want := -1
 			switch r.Kind {
 			case RouteRefuse:
-				return 0, r.Err
+				return 0, r.Err, nil
 			case RouteShard:
 				want = r.Shard
 			case RouteMerge:
@@ -479,14 +670,14 @@ func (s *session) batchTarget(batch []pgproto3.FrontendMessage) (int, *wire.Erro
 					continue
 				}
 				return 0, wire.Errorf(pgcode.FeatureNotSupported, "this INSERT writes rows to several shards, which the extended protocol does not support yet").
-					WithHint("Send multi-shard INSERTs with the simple protocol (literal values), or one sharding key per statement.")
+					WithHint("Send multi-shard INSERTs with the simple protocol (literal values), or one sharding key per statement."), nil
 			case RouteCopy:
 				return 0, wire.Errorf(pgcode.FeatureNotSupported, "this statement needs several shards, which the extended protocol does not support yet").
-					WithHint("Send COPY with the simple protocol.")
+					WithHint("Send COPY with the simple protocol."), nil
 			case RouteAll:
 				if s.inTxBlock() {
 					return 0, wire.Errorf(pgcode.FeatureNotSupported, "a statement that runs on every shard cannot run inside a transaction block").
-						WithHint("Run DDL and reference-table writes outside explicit transactions.")
+						WithHint("Run DDL and reference-table writes outside explicit transactions."), nil
 				}
 				s.srv.forgetCatalog() // DDL may change column positions and collations
 				var err error
@@ -496,7 +687,7 @@ func (s *session) batchTarget(batch []pgproto3.FrontendMessage) (int, *wire.Erro
 					err = s.startOthers(q, r.NoTxBlock)
 				}
 				if err != nil {
-					return 0, asWireErr(err)
+					return 0, asWireErr(err), nil
 				}
 				want = s.defaultShard()
 			}
@@ -505,21 +696,24 @@ func (s *session) batchTarget(batch []pgproto3.FrontendMessage) (int, *wire.Erro
 			}
 			if target >= 0 && target != want {
 				return 0, wire.Errorf(pgcode.FeatureNotSupported, "statements of one pipeline (up to Sync) need shards %s and %s", s.shardName(target), s.shardName(want)).
-					WithHint("Send a Sync between statements for different sharding keys, or keep a pipeline on one key.")
+					WithHint("Send a Sync between statements for different sharding keys, or keep a pipeline on one key."), nil
 			}
 			target = want
 		}
 	}
 	if p := s.pinnedShard(); p >= 0 {
 		if target >= 0 && target != p {
-			return 0, errCrossShard(s.shardName(p), s.shardName(target))
+			if s.canSpan() {
+				return target, nil, nil // attach parks p and joins target
+			}
+			return 0, s.errSpan(p, target), nil
 		}
-		return p, nil
+		return p, nil, nil
 	}
 	if target < 0 {
 		target = s.anyShard()
 	}
-	return target, nil
+	return target, nil, nil
 }
 
 // startOthers runs a statement that belongs on every shard on all shards
@@ -527,7 +721,7 @@ func (s *session) batchTarget(batch []pgproto3.FrontendMessage) (int, *wire.Erro
 // session commits or rolls them back when the target's answer is known
 // (finishOthers). The client sees the target shard's answer.
 func (s *session) startOthers(sql string, noTxBlock bool) error {
-	m := s.srv.Map()
+	m := s.mv
 	if m == nil || len(m.Shards) < 2 {
 		return nil
 	}
@@ -572,7 +766,7 @@ func (s *session) startOthers(sql string, noTxBlock bool) error {
 // it runs on each other shard with the extended protocol and the client's
 // parameter values.
 func (s *session) startOthersBound(sql string, oids []uint32, b *pgproto3.Bind) error {
-	m := s.srv.Map()
+	m := s.mv
 	if m == nil || len(m.Shards) < 2 {
 		return nil
 	}

@@ -359,7 +359,7 @@ func (s *Server) IsAggregate(name string) (bool, error) {
 	if set := s.aggNames.Load(); set != nil {
 		return (*set)[name], nil
 	}
-	m := s.Map()
+	m := s.applied()
 	if m == nil {
 		return false, fmt.Errorf("no shard map")
 	}

@@ -48,4 +48,50 @@
 // server caches (Catalog.IsAggregate).
 // admin.go is the console on database "pgshard"; stats.go the lock-free
 // counters behind it and behind the Prometheus collector in cmd.
+//
+// Shard maps: SetMap applies a catalog version as an AppliedMap (the map
+// plus what is computed once from it, and a channel closed when a newer
+// one replaces it). A session loads the current AppliedMap once per
+// statement or batch (useMap) and routes, attaches and borrows with that
+// one map, so a statement is never routed with two maps. SetMap creates
+// pools for shards the map adds before the map is visible, closes the
+// pools of shards it drops, and owns the pools' health probes. The pool
+// set is an immutable snapshot behind an atomic pointer: the hot path
+// reads it without a lock.
+//
+// Bucket moves (DESIGN.md §4; hold.go): resolve gives a statement that
+// writes to a frozen bucket a Frozen route, and the session waits on the
+// map's Replaced channel, then routes again; with nothing frozen the check
+// is one bool. The answers chosen, as a Postgres user expects them:
+//
+//   - 55P03 lock_not_available when the freeze outlasts freeze_timeout: the
+//     statement did not run, retry it (like lock_timeout);
+//   - 57014 when a CancelRequest ends the wait, as for the pool wait;
+//   - 40001 serialization_failure, at once, for a statement of a
+//     transaction that runs on the shard the bucket leaves: the
+//     transaction cannot follow the bucket, and 40001 is the code drivers
+//     and ORMs retry whole transactions on (0A000, the cross-shard
+//     refusal, would say "not supported" for what is a transient state;
+//     waiting would keep the transaction's locks on the source during
+//     the cutover). A transaction on another shard waits, and afterwards
+//     gets the usual 0A000 only if the bucket did not come to its shard;
+//   - 55006 object_in_use for DDL that redefines a sharded table
+//     (Plan.Alters) while the map says a move runs (Map.Moving).
+//
+// Reads are never held. A statement already routed before SetMap runs
+// with its map: a move's fence on the source, not the proxy, stops such
+// stragglers (DESIGN.md §4.3).
+//
+// Two-phase commit (Config.TwoPhaseCommit, twophase.go): a transaction may
+// span shards. When a statement needs another shard, the attached server
+// connection is parked (session.parts) still inside its transaction, and
+// the new shard joins with the transaction's BEGIN and SETs; statements that
+// need several shards at once run on every participant (runSplitTx). COMMIT
+// and ROLLBACK of such a transaction are answered by the session: ROLLBACK
+// on all, or PREPARE TRANSACTION 'pgshard_<proxy>_<n>' on all, the decision
+// stored through Config.Decisions (the catalog's pgshard.tx_decisions),
+// COMMIT PREPARED on all. A one-shard transaction commits plainly. What a
+// crash leaves prepared, shardmap.Recover resolves (cmd runs it at start,
+// every 30 s and in shardctl recover). Without two-phase commit a statement
+// that needs a second shard is refused (0A000) before it runs anywhere.
 package proxy

@@ -73,6 +73,7 @@ func (s *session) handle(msg pgproto3.FrontendMessage) error {
 		// Outside COPY Postgres ignores these (CopyFail after an aborted COPY).
 		return nil
 	case *pgproto3.FunctionCall:
+		s.useMap()
 		s.target = s.anyShard()
 		if err := s.attach(); err != nil {
 			s.sendErr(asWireErr(err))
@@ -171,10 +172,14 @@ func (s *session) handleQuery(m *pgproto3.Query) error {
 		return err
 	}
 	if err := s.attach(); err != nil {
+		if s.sc != nil && s.sc.TxStatus == 'T' {
+			return s.refuseQuery(asWireErr(err)) // fails the transaction, as Postgres would
+		}
 		s.sendErr(asWireErr(err))
 		s.send(&pgproto3.ReadyForQuery{TxStatus: s.clientTxStatus()})
 		return s.flush()
 	}
+	s.noteTxSet(m.String)
 	s.noteQuery(m.String)
 	s.sc.Unnamed = 0 // a simple Query destroys the unnamed statement
 	s.unnamed = nil
@@ -590,6 +595,20 @@ func (s *session) afterReady() {
 			s.finishOthers(!s.batchErr)
 		}
 	}
+	if st == 'I' && len(s.parts) > 0 {
+		// Only COMMIT/ROLLBACK handled by the session end a transaction
+		// that spans shards; should one participant end on its own, the
+		// others must not commit.
+		s.log.Error("a participant of a transaction spanning shards ended its transaction alone; rolling back the others", "shard", s.shardName(s.scShard))
+		for k, h := range s.parts {
+			_ = execSimple(h, "ROLLBACK")
+			h.Pool().Release(h)
+			delete(s.parts, k)
+		}
+	}
+	if st == 'I' && s.deferred == "" {
+		s.resetTx()
+	}
 	if st == 'I' {
 		if !s.batchErr && s.lastTag != "ROLLBACK" && len(s.pendingSets) > 0 {
 			for _, p := range s.pendingSets {
@@ -711,7 +730,7 @@ func (s *session) serverLost(err error) error {
 	if sc != nil {
 		shard = sc.Shard
 		sc.Broken = true
-		s.poolOf(sc).DiscardIdle()
+		sc.Pool().DiscardIdle()
 	}
 	inTx := s.txStatus != 'I'
 	s.queue = s.queue[:0]

@@ -28,7 +28,7 @@ type shardConn struct {
 
 // borrow takes a connection to shard i with the client's settings applied.
 func (s *session) borrow(i int) (*shardConn, error) {
-	p := s.srv.poolFor(s.srv.Map(), i)
+	p := s.srv.poolFor(s.mv, i)
 	if p == nil {
 		return nil, wire.Errorf(pgcode.ConnectionFailure, "shard %s has no connection pool", s.shardName(i))
 	}
@@ -171,6 +171,7 @@ func (s *session) runSplit(r Route) error {
 
 // copySplit is a COPY FROM STDIN being split by shard.
 type copySplit struct {
+	mv     *AppliedMap // the map the COPY was routed with: its rows go by it
 	r      *CopyRoute
 	sql    string
 	conns  map[int]*shardConn
@@ -193,7 +194,7 @@ func (s *session) startCopy(r Route, sql string) error {
 		return s.refuseQuery(wire.Errorf(pgcode.FeatureNotSupported, "COPY into a sharded table cannot run inside a transaction block").
 			WithHint("Run the COPY outside explicit transactions; pgshard makes it atomic per shard."))
 	}
-	cs := &copySplit{r: r.Copy, sql: sql, conns: map[int]*shardConn{}, out: map[int][]byte{}}
+	cs := &copySplit{mv: s.mv, r: r.Copy, sql: sql, conns: map[int]*shardConn{}, out: map[int][]byte{}}
 	s.copy = cs
 	if _, err := s.copyConn(s.defaultShard()); err != nil {
 		s.copy = nil
@@ -377,7 +378,7 @@ func (s *session) copyRow(key []byte, null bool, row []byte) bool {
 		cs.err = err
 		return false
 	}
-	shard := s.srv.Map().ShardOf(b)
+	shard := cs.mv.ShardOf(b)
 	if _, err := s.copyConn(shard); err != nil {
 		cs.err = err
 		return false

@@ -2,10 +2,12 @@ package proxy
 
 import (
 	"errors"
+	"fmt"
 	"slices"
 	"strconv"
 	"strings"
 	"sync"
+	"time"
 
 	"github.com/pgshard/pgshard/router/plan"
 	"github.com/pgshard/pgshard/router/sqlparse"
@@ -23,27 +25,36 @@ type PlanRouter struct {
 var _ Router = PlanRouter{}
 
 // RouteSimple implements Router.
-func (r PlanRouter) RouteSimple(sql string, m *shardmap.Map, env Catalog) Route {
-	if m == nil {
+func (r PlanRouter) RouteSimple(sql string, m *AppliedMap, env Catalog) Route {
+	if m == nil || m.Map == nil {
 		return Route{Kind: RouteAny}
 	}
 	p, lits, err := r.Planner.PlanSimple(sql, m.Rules)
 	if err != nil {
 		return parseErrRoute(err)
 	}
-	return resolve(p, plan.Inputs{Literals: lits}, m, sql, env)
+	return txControl(p, resolve(p, plan.Inputs{Literals: lits}, m, sql, env))
 }
 
 // RouteBound implements Router.
-func (r PlanRouter) RouteBound(sql string, oids []uint32, formats []int16, params [][]byte, m *shardmap.Map, env Catalog) Route {
-	if m == nil {
+func (r PlanRouter) RouteBound(sql string, oids []uint32, formats []int16, params [][]byte, m *AppliedMap, env Catalog) Route {
+	if m == nil || m.Map == nil {
 		return Route{Kind: RouteAny}
 	}
 	p, err := r.Planner.PlanPrepared(sql, m.Rules)
 	if err != nil {
 		return parseErrRoute(err)
 	}
-	return resolve(p, plan.Inputs{Params: params, Formats: formats, OIDs: oids}, m, sql, env)
+	return txControl(p, resolve(p, plan.Inputs{Params: params, Formats: formats, OIDs: oids}, m, sql, env))
+}
+
+// txControl marks routes whose statements include transaction control
+// other than one plain BEGIN/COMMIT/ROLLBACK/savepoint statement.
+func txControl(p *plan.Plan, r Route) Route {
+	if len(p.Tx) > 0 && (r.Kind != RouteTx || r.Tx == TxNone) {
+		r.TxControl = true
+	}
+	return r
 }
 
 func parseErrRoute(err error) Route {
@@ -65,7 +76,14 @@ func refusal(r *plan.Refusal) *wire.Error {
 var bucketBufs = sync.Pool{New: func() any { b := make([]int, 0, 8); return &b }}
 
 // resolve turns a plan into a route with the map.
-func resolve(p *plan.Plan, in plan.Inputs, m *shardmap.Map, sql string, env Catalog) Route {
+//
+// Bucket moves show here: a statement that writes to a bucket the map
+// has frozen gets a Frozen route (the session waits for the next map and
+// resolves again); reads are never held, the source shard keeps the rows
+// until the switch. While a move runs (Map.Moving), DDL that redefines a
+// sharded table is refused. With nothing frozen the hot path pays one
+// test of a bool computed when the map was applied.
+func resolve(p *plan.Plan, in plan.Inputs, m *AppliedMap, sql string, env Catalog) Route {
 	switch p.Kind {
 	case plan.Single, plan.Multi:
 		if p.Insert != nil && p.Insert.KeyIndex < 0 && env != nil {
@@ -86,6 +104,13 @@ func resolve(p *plan.Plan, in plan.Inputs, m *shardmap.Map, sql string, env Cata
 			}
 			return Route{Kind: RouteRefuse, Err: wire.Errorf(pgcode.InternalError, "%v", err)}
 		}
+		if p.Write && m.anyFrozen {
+			for _, b := range bs {
+				if m.Frozen(b) {
+					return frozenRoute(&FrozenBucket{Bucket: b, Table: p.Table})
+				}
+			}
+		}
 		if len(bs) == 0 {
 			return Route{Kind: RouteShard, Shard: m.Default}
 		}
@@ -105,7 +130,7 @@ func resolve(p *plan.Plan, in plan.Inputs, m *shardmap.Map, sql string, env Cata
 				if werr := unknownAggregates(p, env); werr != nil {
 					return Route{Kind: RouteRefuse, Err: werr}
 				}
-				return mergeRoute(p, in, sql, bucketShards(m, bs))
+				return mergeRoute(p, in, sql, bucketShards(m.Map, bs))
 			}
 			if m.ShardOf(b) != shard {
 				return Route{Kind: RouteRefuse, Err: wire.Errorf(pgcode.FeatureNotSupported,
@@ -124,9 +149,21 @@ func resolve(p *plan.Plan, in plan.Inputs, m *shardmap.Map, sql string, env Cata
 	case plan.Default:
 		return Route{Kind: RouteShard, Shard: m.Default}
 	case plan.All:
-		if p.Write && p.Table != "" && m.Rules.Tables[p.Table].Key != "" && concatenates(p.Merge) {
+		if p.Alters != "" && m.Moving != 0 {
+			return Route{Kind: RouteRefuse, Err: errMoving(p.Alters, m.Moving)}
+		}
+		sharded := p.Table != "" && m.Rules.Tables[p.Table].Key != ""
+		if p.Write && sharded && m.anyFrozen {
+			// A keyless write (or DDL) on a sharded table touches every
+			// bucket, the frozen ones too.
+			return frozenRoute(&FrozenBucket{Bucket: m.firstFrozen(), Table: p.Table, All: true})
+		}
+		if p.Write && sharded && p.KeyColumn != "" && concatenates(p.Merge) {
 			// A keyless UPDATE/DELETE of a sharded table: every shard, in a
 			// transaction on each, one command tag with the summed count.
+			// (DDL plans name the table but no key column: they take
+			// RouteAll below, which answers with the shard's own tag and
+			// can run CREATE INDEX CONCURRENTLY outside a transaction.)
 			return everyShard(m, sql)
 		}
 		lower := strings.ToLower(sql)
@@ -167,7 +204,12 @@ func resolve(p *plan.Plan, in plan.Inputs, m *shardmap.Map, sql string, env Cata
 			"query on sharded table %s has no sharding key condition and would need every shard", p.Table).
 			WithHint("Add WHERE " + p.KeyColumn + " = ... to the query; cross-shard queries are not supported yet.")}
 	case plan.Copy:
-		return copyRoute(p, m, env)
+		if p.Copy != nil && p.Copy.From && m.anyFrozen {
+			// COPY's rows, and so its buckets, are not known before it
+			// starts: it waits while any bucket is frozen.
+			return frozenRoute(&FrozenBucket{Bucket: m.firstFrozen(), Table: p.Table, All: true})
+		}
+		return copyRoute(p, m.Map, env)
 	case plan.Refuse:
 		if p.Refuse != nil {
 			return Route{Kind: RouteRefuse, Err: refusal(p.Refuse)}
@@ -196,7 +238,7 @@ func txCmd(op string) TxCmd {
 
 // splitInsert groups a multi-row INSERT's rows by shard and rebuilds one
 // statement per shard from the original text.
-func splitInsert(p *plan.Plan, in plan.Inputs, m *shardmap.Map, sql string, bs []int) Route {
+func splitInsert(p *plan.Plan, in plan.Inputs, m *AppliedMap, sql string, bs []int) Route {
 	rows := map[int][]int{}
 	var order []int
 	for row, b := range bs {
@@ -387,10 +429,37 @@ func concatenates(mg *plan.Merge) bool {
 }
 
 // everyShard runs the same statement on every shard (RouteSplit).
-func everyShard(m *shardmap.Map, sql string) Route {
+func everyShard(m *AppliedMap, sql string) Route {
 	r := Route{Kind: RouteSplit}
 	for i := range m.Shards {
 		r.Parts = append(r.Parts, Part{Shard: i, SQL: sql})
 	}
 	return r
+}
+
+// frozenRoute is the route of a statement that must wait for a frozen
+// bucket; a session that cannot wait answers its Err.
+func frozenRoute(f *FrozenBucket) Route {
+	return Route{Kind: RouteRefuse, Err: errFrozen(f, 0), Frozen: f}
+}
+
+// errFrozen is the answer to a statement whose wait for a frozen bucket
+// ended without the bucket coming back (freeze_timeout): 55P03, which
+// drivers and users treat as "retry".
+func errFrozen(f *FrozenBucket, timeout time.Duration) *wire.Error {
+	e := wire.Errorf(pgcode.LockNotAvailable, "bucket %d of table %s is being moved to another shard", f.Bucket, f.Table)
+	if f.All {
+		e = wire.Errorf(pgcode.LockNotAvailable, "table %s has a bucket (%d) being moved to another shard, and this statement writes to every bucket", f.Table, f.Bucket)
+	}
+	if timeout > 0 {
+		e = e.WithDetail(fmt.Sprintf("The move's cutover did not finish within freeze_timeout (%v).", timeout))
+	}
+	return e.WithHint("Retry the statement; writes resume as soon as the move switches the bucket to its new shard.")
+}
+
+// errMoving refuses DDL that redefines a sharded table while a bucket
+// move copies it between shards.
+func errMoving(table string, move int64) *wire.Error {
+	return wire.Errorf(pgcode.ObjectInUse, "table %s is being moved by shardctl (move %d); DDL on sharded tables waits until the move ends", table, move).
+		WithHint(`Run "shardctl rebalance status" to follow the move, and run the DDL again once it is done.`)
 }

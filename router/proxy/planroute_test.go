@@ -7,7 +7,7 @@ import (
 	"github.com/pgshard/pgshard/shardmap"
 )
 
-func benchMap(b *testing.B) *shardmap.Map {
+func benchMap(b *testing.B) *AppliedMap {
 	b.Helper()
 	m, err := shardmap.Initial(shardmap.Rules{
 		Buckets:   1024,
@@ -17,7 +17,7 @@ func benchMap(b *testing.B) *shardmap.Map {
 	if err != nil {
 		b.Fatal(err)
 	}
-	return m
+	return NewAppliedMap(m)
 }
 
 // Route path on a parse-cache hit, as pgbench -S sends it.

@@ -76,6 +76,17 @@ type Route struct {
 	Copy *CopyRoute
 	// Merge describes RouteMerge.
 	Merge *MergeRoute
+	// TxControl marks a route other than RouteTx whose statements include
+	// transaction control (a multi-statement "INSERT ...; COMMIT", COMMIT
+	// AND CHAIN, PREPARE TRANSACTION): it must not run on one participant
+	// of a transaction that spans shards.
+	TxControl bool
+	// Frozen is set when the statement would write to a bucket the map
+	// has frozen (a move is cutting it over). The route is then a
+	// RouteRefuse whose Err is the retryable 55P03 a client gets if the
+	// freeze outlasts freeze_timeout; a session that can wait does so for
+	// the next map version and routes the statement again.
+	Frozen *FrozenBucket
 }
 
 // MergeRoute is a SELECT that runs on several shards, merged by the proxy.
@@ -110,6 +121,52 @@ func (m *MergeRoute) param(n int) ([]byte, int16, bool) {
 	return m.Params[n-1], f, true
 }
 
+// FrozenBucket is the frozen bucket a held statement waits for.
+type FrozenBucket struct {
+	Bucket int
+	Table  string
+	// All: the statement writes to every bucket (a keyless write, a
+	// COPY), and Bucket is the first frozen one.
+	All bool
+}
+
+// AppliedMap is a shard map as a Server routes with it: the catalog's
+// immutable map, what is computed from it once when it is applied, and
+// the signal that a newer one replaced it. Sessions route each statement
+// with one AppliedMap and, when the statement must wait for a frozen
+// bucket, wait on that map's Replaced channel.
+type AppliedMap struct {
+	*shardmap.Map
+	anyFrozen bool
+	replaced  chan struct{}
+}
+
+// NewAppliedMap prepares m for routing (Server.SetMap calls it once per
+// version).
+func NewAppliedMap(m *shardmap.Map) *AppliedMap {
+	return &AppliedMap{Map: m, anyFrozen: m.AnyFrozen(), replaced: make(chan struct{})}
+}
+
+// AnyFrozen reports whether some bucket is frozen; unlike
+// shardmap.Map.AnyFrozen it costs nothing (computed once).
+func (m *AppliedMap) AnyFrozen() bool { return m.anyFrozen }
+
+// Replaced is closed when the server applies a newer map.
+func (m *AppliedMap) Replaced() <-chan struct{} { return m.replaced }
+
+// firstFrozen returns the first frozen bucket, or -1.
+func (m *AppliedMap) firstFrozen() int {
+	if !m.anyFrozen {
+		return -1
+	}
+	for b, st := range m.State {
+		if st == shardmap.Frozen {
+			return b
+		}
+	}
+	return -1
+}
+
 // CopyRoute is what the session needs to split COPY FROM STDIN rows.
 type CopyRoute struct {
 	Format    string // text | csv (binary is refused)
@@ -127,9 +184,9 @@ type CopyRoute struct {
 // router/plan. It must be safe for concurrent use.
 type Router interface {
 	// RouteSimple routes a simple-protocol query string.
-	RouteSimple(sql string, m *shardmap.Map, env Catalog) Route
+	RouteSimple(sql string, m *AppliedMap, env Catalog) Route
 	// RouteBound routes a prepared statement with its bound parameters.
-	RouteBound(sql string, paramOIDs []uint32, formats []int16, params [][]byte, m *shardmap.Map, env Catalog) Route
+	RouteBound(sql string, paramOIDs []uint32, formats []int16, params [][]byte, m *AppliedMap, env Catalog) Route
 }
 
 // Catalog answers questions about table definitions that routing needs
@@ -146,7 +203,7 @@ type Catalog interface {
 // server has no Router (tests of the protocol layer, unsharded setups).
 type defaultRouter struct{}
 
-func (defaultRouter) RouteSimple(string, *shardmap.Map, Catalog) Route { return Route{Kind: RouteAny} }
-func (defaultRouter) RouteBound(string, []uint32, []int16, [][]byte, *shardmap.Map, Catalog) Route {
+func (defaultRouter) RouteSimple(string, *AppliedMap, Catalog) Route { return Route{Kind: RouteAny} }
+func (defaultRouter) RouteBound(string, []uint32, []int16, [][]byte, *AppliedMap, Catalog) Route {
 	return Route{Kind: RouteAny}
 }

@@ -9,6 +9,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -52,12 +53,23 @@ type Config struct {
 	IdleClientTimeout time.Duration
 	// QueryTimeout cancels a statement (57014) that runs longer; 0 is off.
 	QueryTimeout time.Duration
+	// FreezeTimeout bounds how long a statement that writes to a frozen
+	// bucket waits for the move's next map version before it gets 55P03
+	// (0: DefaultFreezeTimeout).
+	FreezeTimeout time.Duration
+	// HealthCheckInterval is how often the server probes each shard's
+	// pool (pool.Watch), for the pools given to New and those it creates
+	// for shards the map adds; 0 or less: no probes. Read by New.
+	HealthCheckInterval time.Duration
 	// Router decides where statements go; nil sends everything to the
 	// default shard.
 	Router Router
 	// Proxies lists the pgshard processes registered in the catalog (admin
 	// SHOW PROXIES); nil when there is no catalog.
 	Proxies func(ctx context.Context) ([]shardmap.ProxyInfo, error)
+	// Moves lists the bucket moves recorded in the catalog, newest first
+	// (admin SHOW MOVES); nil when there is no catalog.
+	Moves func(ctx context.Context) ([]shardmap.MoveInfo, error)
 	// Reload re-reads the configuration, as SIGHUP does (admin RELOAD);
 	// nil when reloading is not possible.
 	Reload func() error
@@ -65,18 +77,62 @@ type Config struct {
 	// (groups, DISTINCT sets); 0 means DefaultMergeMemoryLimit. Beyond it
 	// the query fails with 54000.
 	MergeMemoryLimit int64
+
+	// TwoPhaseCommit lets a transaction span shards: each shard it touches
+	// joins it, and COMMIT runs two-phase commit (twophase.go). Off, a
+	// statement that needs a second shard is refused (0A000).
+	TwoPhaseCommit bool
+	// Decisions stores commit decisions durably (the catalog); required
+	// for TwoPhaseCommit.
+	Decisions DecisionLog
+	// ProxyID names this proxy in the gids of the transactions it
+	// prepares, so recovery can tell whose they are.
+	ProxyID string
+	// TestPause, if set, is called at the steps of a two-phase commit
+	// ("after-prepare", "after-decision"). Tests only: they block there
+	// and kill the process.
+	TestPause func(stage string)
 }
+
+// DefaultFreezeTimeout is Config.FreezeTimeout's default.
+const DefaultFreezeTimeout = 5 * time.Second
+
+// DecisionLog stores two-phase commit decisions; *shardmap.DecisionLog
+// implements it.
+type DecisionLog interface {
+	// Decide stores the decision for gid unless one is stored already and
+	// returns the stored one (true: commit).
+	Decide(ctx context.Context, gid string, shards []string, commit bool) (bool, error)
+	// Forget drops the decision of a transaction committed everywhere.
+	Forget(gid string)
+}
+
+var _ DecisionLog = (*shardmap.DecisionLog)(nil)
 
 // Server accepts client connections and proxies them to shard pools.
 // It has the net/http.Server shape: Serve(l), Shutdown(ctx), Close.
 type Server struct {
 	log    *slog.Logger
-	pools  []*pool.Pool
-	byName map[string]*pool.Pool
 	router Router
 
 	cfg  atomic.Pointer[Config]
-	smap atomic.Pointer[shardmap.Map]
+	smap atomic.Pointer[AppliedMap]
+	// pools is read on every attach: a snapshot replaced (copy on write,
+	// under mapMu) when the map adds or removes shards.
+	pools atomic.Pointer[poolSet]
+
+	// mapMu serialises SetMap and the pool set's writers; watches holds
+	// the health watch of each pool (cancel func), guarded by mapMu.
+	mapMu    sync.Mutex
+	watches  map[*pool.Pool]context.CancelFunc
+	healthIv time.Duration
+	bgCtx    context.Context
+	bgStop   context.CancelFunc
+	bg       sync.WaitGroup // health watches
+	// done is closed by Shutdown and Close: statements held by a frozen
+	// bucket stop waiting.
+	done     chan struct{}
+	doneOnce sync.Once
 
 	mu        sync.Mutex
 	listeners map[net.Listener]struct{}
@@ -108,34 +164,51 @@ type Server struct {
 	clients atomic.Int64
 
 	stats stats // counters for SHOW STATS and metrics (stats.go)
+
+	gidSeq atomic.Uint64 // numbers the transactions this proxy prepares
 }
 
-// New returns a server for the given pools; the first pool is the default shard.
+// New returns a server for the given pools; the first pool is the default
+// shard until a map is set. Pools for shards that later maps add are made
+// with the first pool's options (SetMap).
 func New(cfg Config, pools []*pool.Pool, log *slog.Logger) *Server {
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
-	if cfg.MaxMessageLen <= 0 {
-		cfg.MaxMessageLen = 64 << 20
-	}
-	s := &Server{log: log, pools: pools, byName: map[string]*pool.Pool{}, router: cfg.Router, listeners: map[net.Listener]struct{}{}, sessions: map[uint64]*session{}}
+	fillConfig(&cfg)
+	s := &Server{log: log, router: cfg.Router, listeners: map[net.Listener]struct{}{}, sessions: map[uint64]*session{},
+		watches: map[*pool.Pool]context.CancelFunc{}, healthIv: cfg.HealthCheckInterval, done: make(chan struct{})}
 	if s.router == nil {
 		s.router = defaultRouter{}
 	}
+	s.bgCtx, s.bgStop = context.WithCancel(context.Background())
+	set := &poolSet{byName: make(map[string]*pool.Pool, len(pools))}
 	for _, p := range pools {
-		s.byName[p.Shard()] = p
+		set.list = append(set.list, p)
+		set.byName[p.Shard()] = p
+		s.watch(p)
 	}
-	s.stats.init(pools)
+	s.pools.Store(set)
 	s.cfg.Store(&cfg)
+	// Unique across restarts of a proxy that gets the same id back.
+	s.gidSeq.Store(uint64(time.Now().UnixMicro()))
 	return s
+}
+
+func fillConfig(cfg *Config) {
+	if cfg.MaxMessageLen <= 0 {
+		cfg.MaxMessageLen = 64 << 20
+	}
+	if cfg.FreezeTimeout <= 0 {
+		cfg.FreezeTimeout = DefaultFreezeTimeout
+	}
 }
 
 // SetConfig swaps the client-facing settings (users, auth, limits). New
 // connections see the new values; pool mode applies to new connections.
+// HealthCheckInterval keeps the value New was given.
 func (s *Server) SetConfig(cfg Config) {
-	if cfg.MaxMessageLen <= 0 {
-		cfg.MaxMessageLen = 64 << 20
-	}
+	fillConfig(&cfg)
 	s.cfg.Store(&cfg)
 }
 
@@ -194,6 +267,7 @@ func (s *Server) Shutdown(ctx context.Context) error {
 	}
 	s.mu.Unlock()
 
+	s.doneOnce.Do(func() { close(s.done) })
 	done := make(chan struct{})
 	go func() { s.wg.Wait(); close(done) }()
 	tick := time.NewTicker(50 * time.Millisecond)
@@ -229,15 +303,20 @@ func (s *Server) Close() error {
 		_ = ss.conn.Close()
 	}
 	s.mu.Unlock()
+	s.doneOnce.Do(func() { close(s.done) })
 	s.wg.Wait()
 	s.closePools()
 	return nil
 }
 
 func (s *Server) closePools() {
-	for _, p := range s.pools {
+	s.mapMu.Lock()
+	s.bgStop()
+	for _, p := range s.pools.Load().list {
 		p.Close()
 	}
+	s.mapMu.Unlock()
+	s.bg.Wait()
 }
 
 // isClosing is read on every client message: an atomic, not the server lock.
@@ -359,25 +438,145 @@ func (s *Server) setReportedParams(key string, p map[string]string) {
 	s.params[key] = p
 }
 
-// SetMap swaps the shard map. Statements already planned keep the map they
-// started with; the next statement sees the new one.
-func (s *Server) SetMap(m *shardmap.Map) { s.smap.Store(m) }
+// SetMap applies a new shard map. Statements already routed keep the map
+// they were routed with; every statement routed after SetMap returns uses
+// the new one (cmd/pgshard reports the version to the catalog only then).
+//
+// Shards the map names that have no pool get one, made with the first
+// pool's options, before the map is visible; pools of shards the previous
+// map named and this one does not are closed (idle connections at once,
+// the others when their clients release them). Statements held by a
+// frozen bucket of the previous map wake up and route again.
+func (s *Server) SetMap(m *shardmap.Map) {
+	if m == nil {
+		return
+	}
+	s.mapMu.Lock()
+	defer s.mapMu.Unlock()
+	s.addPools(m)
+	am := NewAppliedMap(m)
+	old := s.smap.Swap(am)
+	if old != nil {
+		close(old.replaced)
+		s.retirePools(old.Map, m)
+	}
+}
 
 // Map returns the current shard map (nil before the first SetMap).
-func (s *Server) Map() *shardmap.Map { return s.smap.Load() }
+func (s *Server) Map() *shardmap.Map {
+	if am := s.smap.Load(); am != nil {
+		return am.Map
+	}
+	return nil
+}
+
+// applied returns the current map as sessions route with it (nil before
+// the first SetMap).
+func (s *Server) applied() *AppliedMap { return s.smap.Load() }
+
+// poolSet is an immutable snapshot of the server's pools.
+type poolSet struct {
+	list   []*pool.Pool // the pools given to New, then those maps added
+	byName map[string]*pool.Pool
+}
+
+// poolList returns the server's pools.
+func (s *Server) poolList() []*pool.Pool { return s.pools.Load().list }
+
+// poolNamed returns the named shard's pool, or nil.
+func (s *Server) poolNamed(name string) *pool.Pool { return s.pools.Load().byName[name] }
+
+// addPools makes pools for the shards of m that have none. Called with
+// mapMu held.
+func (s *Server) addPools(m *shardmap.Map) {
+	cur := s.pools.Load()
+	var add []*pool.Pool
+	for _, sh := range m.Shards {
+		if cur.byName[sh.Name] != nil || len(cur.list) == 0 {
+			continue
+		}
+		o := cur.list[0].Options()
+		o.Shard, o.DSN = sh.Name, sh.DSN
+		p, err := pool.New(o)
+		if err != nil {
+			s.log.Error("shard map names a shard pgshard cannot connect to", "shard", sh.Name, "map_version", m.Version, "err", err)
+			continue
+		}
+		s.log.Info("new shard in the map: pool created", "shard", sh.Name, "map_version", m.Version)
+		add = append(add, p)
+	}
+	if len(add) == 0 {
+		return
+	}
+	next := &poolSet{list: append(append([]*pool.Pool(nil), cur.list...), add...), byName: make(map[string]*pool.Pool, len(cur.list)+len(add))}
+	for _, p := range next.list {
+		next.byName[p.Shard()] = p
+	}
+	s.pools.Store(next)
+	for _, p := range add {
+		s.watch(p)
+	}
+}
+
+// retirePools closes the pools of shards that old named and m does not.
+// Pools m never named (configured shards the catalog does not know) are
+// left alone. Called with mapMu held.
+func (s *Server) retirePools(old, m *shardmap.Map) {
+	var gone []*pool.Pool
+	cur := s.pools.Load()
+	for _, sh := range old.Shards {
+		if m.ShardIndex(sh.Name) < 0 && cur.byName[sh.Name] != nil {
+			gone = append(gone, cur.byName[sh.Name])
+		}
+	}
+	if len(gone) == 0 {
+		return
+	}
+	next := &poolSet{byName: make(map[string]*pool.Pool, len(cur.list))}
+	for _, p := range cur.list {
+		if !slices.Contains(gone, p) {
+			next.list = append(next.list, p)
+			next.byName[p.Shard()] = p
+		}
+	}
+	s.pools.Store(next)
+	for _, p := range gone {
+		if stop := s.watches[p]; stop != nil {
+			stop()
+			delete(s.watches, p)
+		}
+		p.Close()
+		s.log.Info("shard left the map: pool closed", "shard", p.Shard(), "map_version", m.Version)
+	}
+}
+
+// watch starts p's health probes when the server has an interval.
+func (s *Server) watch(p *pool.Pool) {
+	if s.healthIv <= 0 || s.bgCtx.Err() != nil {
+		return
+	}
+	ctx, stop := context.WithCancel(s.bgCtx)
+	s.watches[p] = stop
+	s.bg.Add(1)
+	go func() {
+		defer s.bg.Done()
+		p.Watch(ctx, s.healthIv)
+	}()
+}
 
 // poolFor returns the pool of shard i of m (the first pool when m is nil).
-func (s *Server) poolFor(m *shardmap.Map, i int) *pool.Pool {
-	if m == nil {
-		if i == 0 && len(s.pools) > 0 {
-			return s.pools[0]
+func (s *Server) poolFor(m *AppliedMap, i int) *pool.Pool {
+	set := s.pools.Load()
+	if m == nil || m.Map == nil {
+		if i == 0 && len(set.list) > 0 {
+			return set.list[0]
 		}
 		return nil
 	}
 	if i < 0 || i >= len(m.Shards) {
 		return nil
 	}
-	return s.byName[m.Shards[i].Name]
+	return set.byName[m.Shards[i].Name]
 }
 
 var _ Catalog = (*Server)(nil)
@@ -389,7 +588,7 @@ func (s *Server) KeyPosition(table, column string) (int, error) {
 	if v, ok := s.keyPos.Load(k); ok {
 		return v.(int), nil
 	}
-	m := s.Map()
+	m := s.applied()
 	if m == nil {
 		return 0, fmt.Errorf("no shard map")
 	}

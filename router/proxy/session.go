@@ -70,9 +70,10 @@ type session struct {
 	awaitSync      bool // extended messages were sent since the last Sync
 
 	batch          []pgproto3.FrontendMessage // extended messages held until Sync/Flush
-	target         int                        // shard the current statement or batch goes to
-	scShard        int                        // shard of sc
-	held           map[int]*pool.Conn         // session mode: one server connection per shard used
+	mv             *AppliedMap                // the map the current statement is routed with (useMap)
+	target         int                        // shard the current statement or batch goes to (index in mv)
+	scShard        int                        // shard of sc (index in mv; guarded by mu for writes)
+	held           map[string]*pool.Conn      // session mode: one server connection per shard used, by name
 	deferred       string                     // BEGIN (and savepoints) not yet sent to a shard
 	deferredFailed bool                       // a statement was refused inside the deferred transaction
 	savepoints     []string                   // savepoints of the deferred transaction
@@ -81,10 +82,15 @@ type session struct {
 	copy           *copySplit                 // a COPY FROM STDIN split over shards
 	splitRoute     *Route                     // set by batchTarget: the batch runs on every shard
 	others         []other                    // RouteAll: the statement's open transactions on other shards
+	parts          map[int]*pool.Conn         // two-phase commit: parked participants of a transaction spanning shards (twophase.go)
+	txBegin        string                     // the BEGIN of the open transaction, replayed on shards joining it
+	txSets         []string                   // SET/RESET run in the open transaction, replayed on shards joining it
+	txSavepoint    bool                       // the open transaction used a savepoint: it cannot span shards
 	idle           atomic.Bool                // blocked reading the client between transactions
 	cancels        int                        // cancel requests in flight to sc (guarded by mu)
 	cancelDone     *sync.Cond                 // signalled when cancels drops to 0
 	waiting        bool                       // queued for a server connection (guarded by mu)
+	holding        bool                       // held by a frozen bucket (guarded by mu)
 	waitCtx        context.Context
 	waitCancel     context.CancelFunc
 	stat           sessionStats // counters (stats.go)
@@ -323,6 +329,7 @@ func (s *session) login() error {
 	// normalised values, e.g. client_encoding, DateStyle); later clients with
 	// the same parameters log in without waiting for a server connection.
 	params := s.srv.reportedParams(s.paramsKey)
+	s.useMap()
 	s.target = s.defaultShard()
 	if params == nil || s.cfg.Mode == PoolSession {
 		if err := s.attach(); err != nil {
@@ -418,21 +425,40 @@ func asWireErr(err error) *wire.Error {
 // with the client's session settings applied and a deferred BEGIN sent.
 func (s *session) attach() error {
 	want := s.target
+	joining := false
 	if s.sc != nil {
 		if s.scShard == want {
 			return nil
 		}
 		if s.pinnedShard() >= 0 {
-			return errCrossShard(s.shardName(s.scShard), s.shardName(want))
+			if !s.canSpan() {
+				return s.errSpan(s.scShard, want)
+			}
+			// The transaction spans shards: park this participant and
+			// resume or join the one of the wanted shard.
+			prev := s.scShard
+			s.park()
+			if s.resume(want) {
+				return nil
+			}
+			joining = true
+			defer func() {
+				if s.sc == nil {
+					s.resume(prev) // joining failed: back to where it was
+				}
+			}()
+		} else {
+			s.detach(false)
 		}
-		s.detach(false)
 	}
-	sc := s.held[want]
+	p := s.srv.poolFor(s.mv, want)
+	var sc *pool.Conn
+	if p != nil {
+		sc = s.held[p.Shard()]
+	}
 	if sc != nil {
-		delete(s.held, want)
+		delete(s.held, p.Shard())
 	} else {
-		m := s.srv.Map()
-		p := s.srv.poolFor(m, want)
 		if p == nil {
 			return wire.Errorf(pgcode.ConnectionFailure, "shard %s has no connection pool", s.shardName(want))
 		}
@@ -472,6 +498,11 @@ func (s *session) attach() error {
 	s.scShard = want
 	s.mu.Unlock()
 	sc.SetClient(s.id)
+	if joining {
+		s.toServer(&pgproto3.Query{String: s.joinSQL()}, pending{kind: pHidden})
+		sc.Unnamed = 0
+		return nil
+	}
 	if s.deferred != "" && !s.holdDeferred {
 		s.toServer(&pgproto3.Query{String: s.deferred}, pending{kind: pHidden})
 		sc.Unnamed = 0
@@ -553,39 +584,40 @@ func (s *session) detach(force bool) {
 	s.sc = nil
 	s.mu.Unlock()
 	if sc != nil {
-		p := s.poolOf(sc)
+		p := sc.Pool()
 		switch {
 		case force && (sc.TxStatus != 'I' || s.hasReal() || s.copyIn):
 			p.Discard(sc)
 		case !force && s.cfg.Mode == PoolSession:
 			if s.held == nil {
-				s.held = map[int]*pool.Conn{}
+				s.held = map[string]*pool.Conn{}
 			}
-			s.held[s.scShard] = sc
+			s.held[sc.Shard] = sc
 		default:
 			p.Release(sc)
 		}
 	}
 	if force {
+		for k, h := range s.parts {
+			h.Pool().Release(h) // closed (rolled back) unless idle
+			delete(s.parts, k)
+		}
 		for k, h := range s.held {
-			s.poolOf(h).Release(h)
+			h.Pool().Release(h)
 			delete(s.held, k)
 		}
 	}
 }
 
-func (s *session) poolOf(sc *pool.Conn) *pool.Pool {
-	for _, p := range s.srv.pools {
-		if p.Shard() == sc.Shard {
-			return p
-		}
-	}
-	return s.srv.pools[0]
-}
-
 func (s *session) cancelServer() {
 	s.mu.Lock()
 	sc := s.sc
+	if s.holding {
+		// Held by a frozen bucket: nothing runs on a server; end the wait.
+		s.waitCancel()
+		s.mu.Unlock()
+		return
+	}
 	if sc == nil {
 		if s.waiting {
 			s.waitCancel() // the client is queued for a server connection

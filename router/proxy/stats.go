@@ -4,6 +4,7 @@ import (
 	"math"
 	"slices"
 	"sort"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -131,19 +132,50 @@ const sqlstateClasses = 36 * 36
 
 // stats are a server's counters.
 type stats struct {
-	shards  []*shardStats          // one per pool, in the server's pool order
-	byShard map[string]*shardStats // read-only after init
+	// byShard holds a *shardStats per shard name, made on first use and
+	// kept when a shard leaves the map (its counters must not go back to
+	// zero should it come back).
+	byShard sync.Map
 	routes  [len(routeNames)]atomic.Int64
 	errors  [sqlstateClasses + 1]atomic.Int64 // by class; the last slot for malformed codes
+
+	// Statements held by frozen buckets (bucket moves).
+	held         atomic.Int64 // statements that waited
+	holdTimeouts atomic.Int64 // waits that ended with 55P03 (freeze_timeout)
+	holdTime     histogram    // how long each held statement waited
+
+	twoPC twoPCStats
 }
 
-func (st *stats) init(pools []*pool.Pool) {
-	st.byShard = make(map[string]*shardStats, len(pools))
-	for _, p := range pools {
-		ss := &shardStats{name: p.Shard()}
-		st.shards = append(st.shards, ss)
-		st.byShard[ss.name] = ss
+// twoPCStats count two-phase commits (twophase.go) and what recovery
+// resolved (AddRecovered).
+type twoPCStats struct {
+	commits, aborts                   atomic.Int64
+	recoveredCommits, recoveredAborts atomic.Int64
+}
+
+// TwoPCSnapshot counts transactions that spanned shards.
+type TwoPCSnapshot struct {
+	Commits int64 // committed with two-phase commit
+	Aborts  int64 // COMMIT asked for, rolled back (a participant failed or could not prepare)
+	// RecoveredCommits and RecoveredRollbacks are prepared transactions
+	// that recovery committed or rolled back.
+	RecoveredCommits, RecoveredRollbacks int64
+}
+
+// AddRecovered counts prepared transactions resolved by recovery.
+func (s *Server) AddRecovered(commits, rollbacks int) {
+	s.stats.twoPC.recoveredCommits.Add(int64(commits))
+	s.stats.twoPC.recoveredAborts.Add(int64(rollbacks))
+}
+
+// shard returns the counters of the named shard.
+func (st *stats) shard(name string) *shardStats {
+	if v, ok := st.byShard.Load(name); ok {
+		return v.(*shardStats)
 	}
+	v, _ := st.byShard.LoadOrStore(name, &shardStats{name: name})
+	return v.(*shardStats)
 }
 
 func (st *stats) route(k RouteKind) {
@@ -197,7 +229,7 @@ func (s *session) clock() time.Duration { return max(time.Since(s.stat.since), 1
 
 func (s *session) shardStats(sc *pool.Conn) *shardStats {
 	if s.stat.curConn != sc {
-		s.stat.curConn, s.stat.cur = sc, s.srv.stats.byShard[sc.Shard]
+		s.stat.curConn, s.stat.cur = sc, s.srv.stats.shard(sc.Shard)
 	}
 	return s.stat.cur
 }
@@ -281,6 +313,12 @@ type Snapshot struct {
 	// ParseCacheHits and ParseCacheMisses are the router's parse cache
 	// counters (PlanRouter only).
 	ParseCacheHits, ParseCacheMisses uint64
+	// Held counts statements that waited for a frozen bucket (a bucket
+	// move's cutover), HoldTimeouts those whose wait ended with 55P03
+	// after freeze_timeout; HoldTime is how long they waited.
+	Held, HoldTimeouts int64
+	HoldTime           Histogram
+	TwoPC              TwoPCSnapshot
 }
 
 // ShardSnapshot is one shard's counters.
@@ -304,8 +342,8 @@ func (s *Server) Snapshot() Snapshot {
 	if m := s.Map(); m != nil {
 		out.MapVersion = m.Version
 	}
-	for i, p := range s.pools {
-		ss := s.stats.shards[i]
+	for _, p := range s.poolList() {
+		ss := s.stats.shard(p.Shard())
 		out.Shards = append(out.Shards, ShardSnapshot{
 			Name:         ss.name,
 			Pool:         p.Stats(),
@@ -322,6 +360,14 @@ func (s *Server) Snapshot() Snapshot {
 		if n := s.stats.errors[i].Load(); n > 0 {
 			out.Errors[className(i)] = n
 		}
+	}
+	out.Held, out.HoldTimeouts = s.stats.held.Load(), s.stats.holdTimeouts.Load()
+	out.HoldTime = s.stats.holdTime.snapshot()
+	out.TwoPC = TwoPCSnapshot{
+		Commits:            s.stats.twoPC.commits.Load(),
+		Aborts:             s.stats.twoPC.aborts.Load(),
+		RecoveredCommits:   s.stats.twoPC.recoveredCommits.Load(),
+		RecoveredRollbacks: s.stats.twoPC.recoveredAborts.Load(),
 	}
 	if pr, ok := s.router.(PlanRouter); ok && pr.Planner != nil {
 		out.ParseCacheHits, out.ParseCacheMisses = pr.Planner.Cache().Stats()

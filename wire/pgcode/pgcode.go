@@ -41,7 +41,9 @@ const (
 
 // Class 40: transaction rollback.
 const (
-	SerializationFailure = "40001"
+	TransactionRollback        = "40000"
+	SerializationFailure       = "40001"
+	StatementCompletionUnknown = "40003"
 )
 
 // Class 42: syntax error or access rule violation.
@@ -65,6 +67,7 @@ const (
 // Class 55: object not in prerequisite state.
 const (
 	ObjectNotInPrerequisiteState = "55000"
+	ObjectInUse                  = "55006"
 	LockNotAvailable             = "55P03"
 )
 

@@ -36,13 +36,24 @@ type Config struct {
 	ShutdownTimeout   Duration `yaml:"shutdown_timeout"`
 	IdleClientTimeout Duration `yaml:"idle_client_timeout"`
 	QueryTimeout      Duration `yaml:"query_timeout"`
-	ServerLifetime    Duration `yaml:"server_lifetime"`
+	// FreezeTimeout bounds how long a write to a bucket that a move is
+	// cutting over waits for the move's next map version before the
+	// client gets SQLSTATE 55P03 (default 5s).
+	FreezeTimeout  Duration `yaml:"freeze_timeout"`
+	ServerLifetime Duration `yaml:"server_lifetime"`
 	// HealthCheckInterval: how often each shard is probed; 0 keeps the
 	// default, a negative value ("-1s") turns the checks off.
 	HealthCheckInterval Duration `yaml:"health_check_interval"`
 
 	LogLevel string `yaml:"log_level"`
 	LogJSON  bool   `yaml:"log_json"`
+
+	// TwoPhaseCommit lets transactions span shards, committed with
+	// two-phase commit (PREPARE TRANSACTION on each shard, a decision in
+	// the catalog, COMMIT PREPARED). The shards need
+	// max_prepared_transactions > 0. Off (the default), a transaction
+	// that needs a second shard is refused with 0A000.
+	TwoPhaseCommit bool `yaml:"two_phase_commit"`
 
 	// MetricsListen is the HTTP address of /metrics, /healthz and /readyz
 	// ("" = off).
@@ -123,6 +134,7 @@ const (
 	DefaultConnectTimeout      = 5 * time.Second
 	DefaultShutdownTimeout     = 30 * time.Second
 	DefaultHealthCheckInterval = 2 * time.Second
+	DefaultFreezeTimeout       = 5 * time.Second
 	DefaultBuckets             = 1024
 	DefaultMaxClientConn       = 10000
 	DefaultMaxMessageLen       = 64 << 20
@@ -180,6 +192,9 @@ func (c *Config) fill() {
 	if c.ShutdownTimeout == 0 {
 		c.ShutdownTimeout = Duration(DefaultShutdownTimeout)
 	}
+	if c.FreezeTimeout == 0 {
+		c.FreezeTimeout = Duration(DefaultFreezeTimeout)
+	}
 	if c.Sharding.Buckets == 0 {
 		c.Sharding.Buckets = DefaultBuckets
 	}
@@ -205,6 +220,9 @@ func (c *Config) validate() error {
 		if _, _, err := net.SplitHostPort(c.MetricsListen); err != nil {
 			return fmt.Errorf("metrics_listen: %q is not host:port", c.MetricsListen)
 		}
+	}
+	if c.FreezeTimeout < 0 {
+		return fmt.Errorf("freeze_timeout: must be positive, got %v", c.FreezeTimeout.D())
 	}
 	switch c.Pool.Mode {
 	case "transaction", "session":

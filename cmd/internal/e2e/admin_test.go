@@ -63,7 +63,7 @@ func tryAdminQuery(c *pgx.Conn, cmd string) ([]string, []adminRow, error) {
 }
 
 // keyOn returns an accounts id whose bucket the map gives to shard i.
-func keyOn(t *testing.T, m *shardmap.Map, i int) int64 {
+func keyOn(t testing.TB, m *shardmap.Map, i int) int64 {
 	t.Helper()
 	for id := int64(1); id < 100000; id++ {
 		if m.ShardOf(shardmap.BucketInt(id, m.Rules.Buckets)) == i {
@@ -103,6 +103,7 @@ func newAdminSetup(t *testing.T, db string) *adminSetup {
 				}
 				return nil
 			}
+			c.Moves = func(context.Context) ([]shardmap.MoveInfo, error) { return nil, nil }
 			c.Proxies = func(context.Context) ([]shardmap.ProxyInfo, error) {
 				return []shardmap.ProxyInfo{{ID: "host:1:addr", Host: "host", PID: 1, Listen: "127.0.0.1:6432", StartedAt: started,
 					HeartbeatAt: started, AppliedVersion: 1, Alive: true}}, nil
@@ -149,7 +150,8 @@ func TestAdminConsole(t *testing.T) {
 			"SHOW SERVERS": {"shard", "pid", "state", "client_id", "connected_at", "age_s", "in_state_s"},
 			"SHOW STATS":   {"shard", "transactions", "queries", "bytes_sent", "bytes_received", "avg_query_us", "p99_query_us"},
 			"SHOW MAP":     {"version", "shard", "buckets", "frozen", "ranges", "default"},
-			"SHOW MOVES":   {"id", "buckets", "source", "target", "state", "step", "rows_copied", "lag_bytes", "started_at", "updated_at", "error"},
+			"SHOW MOVES": {"id", "rebalance", "buckets", "source", "target", "state", "step", "rows_total", "rows_copied", "bytes_copied",
+				"lag_bytes", "map_before", "map_after", "pause_ms", "created_at", "updated_at", "finished_at", "error"},
 			"SHOW PROXIES": {"id", "host", "pid", "listen", "started_at", "heartbeat_at", "applied_version", "alive"},
 			"SHOW CONFIG":  {"key", "value"},
 			"SHOW VERSION": {"version"},

@@ -15,7 +15,7 @@ import (
 
 // databaseOnAll creates an empty database on every instance; the proxy's
 // pools use it through proxyOpts.database.
-func databaseOnAll(t *testing.T, name string) {
+func databaseOnAll(t testing.TB, name string) {
 	t.Helper()
 	ctx := context.Background()
 	for _, in := range cluster.Instances {

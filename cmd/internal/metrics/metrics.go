@@ -41,6 +41,8 @@ type Collector struct {
 	queries, transactions, sentBytes, recvBytes  *prometheus.Desc
 	queryDuration                                *prometheus.Desc
 	routes, errors, cacheHits, cacheMisses, mapV *prometheus.Desc
+	held, holdTimeouts, holdDuration             *prometheus.Desc
+	twoPCCommits, twoPCAborts, twoPCRecovered    *prometheus.Desc
 }
 
 var _ prometheus.Collector = (*Collector)(nil)
@@ -72,6 +74,12 @@ func NewCollector(src Source) *Collector {
 		cacheHits:       d("parse_cache_hits_total", "Statements found in the parse cache."),
 		cacheMisses:     d("parse_cache_misses_total", "Statements parsed because the parse cache did not have them."),
 		mapV:            d("map_version", "Version of the shard map in use (0: none yet)."),
+		held:            d("frozen_held_total", "Statements that waited because they write to a bucket a move was cutting over (frozen)."),
+		holdTimeouts:    d("frozen_hold_timeouts_total", "Waits for a frozen bucket that ended after freeze_timeout (SQLSTATE 55P03)."),
+		holdDuration:    d("frozen_hold_seconds", "How long statements waited for frozen buckets."),
+		twoPCCommits:    d("twophase_commits_total", "Transactions spanning shards committed with two-phase commit."),
+		twoPCAborts:     d("twophase_aborts_total", "Transactions spanning shards whose COMMIT ended in a rollback (a participant failed or could not prepare)."),
+		twoPCRecovered:  d("twophase_recovered_total", "Prepared transactions resolved by recovery, by action (commit, rollback).", "action"),
 	}
 }
 
@@ -80,7 +88,8 @@ func (c *Collector) Describe(ch chan<- *prometheus.Desc) {
 	for _, d := range []*prometheus.Desc{
 		c.clients, c.clientsTotal, c.poolConns, c.poolSize, c.poolWaiting, c.poolPaused, c.poolWaits, c.poolWaitSeconds,
 		c.poolTimeouts, c.shardUp, c.queries, c.transactions, c.sentBytes, c.recvBytes, c.queryDuration, c.routes,
-		c.errors, c.cacheHits, c.cacheMisses, c.mapV,
+		c.errors, c.cacheHits, c.cacheMisses, c.mapV, c.held, c.holdTimeouts, c.holdDuration,
+		c.twoPCCommits, c.twoPCAborts, c.twoPCRecovered,
 	} {
 		ch <- d
 	}
@@ -121,14 +130,7 @@ func (c *Collector) Collect(ch chan<- prometheus.Metric) {
 		counter(c.transactions, float64(sh.Transactions), sh.Name)
 		counter(c.sentBytes, float64(p.BytesSent), sh.Name)
 		counter(c.recvBytes, float64(p.BytesReceived), sh.Name)
-		h := sh.Latency
-		buckets := make(map[float64]uint64, len(h.Bounds))
-		var cum uint64
-		for i, b := range h.Bounds {
-			cum += uint64(h.Counts[i])
-			buckets[float64(b)/1e6] = cum
-		}
-		ch <- prometheus.MustNewConstHistogram(c.queryDuration, uint64(h.Count()), float64(h.SumUS)/1e6, buckets, sh.Name)
+		ch <- histogram(c.queryDuration, sh.Latency, sh.Name)
 	}
 	for kind, n := range s.Routes {
 		counter(c.routes, float64(n), kind)
@@ -139,6 +141,25 @@ func (c *Collector) Collect(ch chan<- prometheus.Metric) {
 	counter(c.cacheHits, float64(s.ParseCacheHits))
 	counter(c.cacheMisses, float64(s.ParseCacheMisses))
 	gauge(c.mapV, float64(s.MapVersion))
+	counter(c.held, float64(s.Held))
+	counter(c.holdTimeouts, float64(s.HoldTimeouts))
+	ch <- histogram(c.holdDuration, s.HoldTime)
+	counter(c.twoPCCommits, float64(s.TwoPC.Commits))
+	counter(c.twoPCAborts, float64(s.TwoPC.Aborts))
+	counter(c.twoPCRecovered, float64(s.TwoPC.RecoveredCommits), "commit")
+	counter(c.twoPCRecovered, float64(s.TwoPC.RecoveredRollbacks), "rollback")
+}
+
+// histogram turns a proxy histogram (microseconds) into a Prometheus one
+// (seconds).
+func histogram(d *prometheus.Desc, h proxy.Histogram, labels ...string) prometheus.Metric {
+	buckets := make(map[float64]uint64, len(h.Bounds))
+	var cum uint64
+	for i, b := range h.Bounds {
+		cum += uint64(h.Counts[i])
+		buckets[float64(b)/1e6] = cum
+	}
+	return prometheus.MustNewConstHistogram(d, uint64(h.Count()), float64(h.SumUS)/1e6, buckets, labels...)
 }
 
 // CatalogHealth records when the catalog last answered; cmd/pgshard calls

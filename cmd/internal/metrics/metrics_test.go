@@ -36,6 +36,8 @@ func TestCollector(t *testing.T) {
 		Routes:         map[string]int64{"single": 6, "refused": 1},
 		Errors:         map[string]int64{"22": 2},
 		ParseCacheHits: 11, ParseCacheMisses: 2,
+		Held: 4, HoldTimeouts: 1,
+		HoldTime: proxy.Histogram{Bounds: []int64{1000, 100000}, Counts: []int64{1, 3, 0}, SumUS: 120000},
 	}}
 	rec := httptest.NewRecorder()
 	Handler(src, func() error { return nil }).ServeHTTP(rec, httptest.NewRequest("GET", "/metrics", nil))
@@ -96,6 +98,8 @@ func TestCollector(t *testing.T) {
 		{"pgshard_errors_total", []string{"class", "22"}, 2},
 		{"pgshard_parse_cache_hits_total", nil, 11},
 		{"pgshard_parse_cache_misses_total", nil, 2},
+		{"pgshard_frozen_held_total", nil, 4},
+		{"pgshard_frozen_hold_timeouts_total", nil, 1},
 	} {
 		if got := value(c.name, c.labels...); got != c.want {
 			t.Errorf("%s%v = %v, want %v", c.name, c.labels, got, c.want)
@@ -111,6 +115,10 @@ func TestCollector(t *testing.T) {
 	}
 	if strings.Join(got, " ") != "0.0001:4 0.001:6 +Inf:7" {
 		t.Errorf("buckets %v", got)
+	}
+	hh := fams["pgshard_frozen_hold_seconds"].GetMetric()[0].GetHistogram()
+	if hh.GetSampleCount() != 4 || hh.GetSampleSum() != 0.12 || len(hh.GetBucket()) < 2 || hh.GetBucket()[1].GetCumulativeCount() != 4 {
+		t.Errorf("hold histogram: %v", hh)
 	}
 }
 
