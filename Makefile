@@ -43,10 +43,12 @@ test-race: ## the same tests with the race detector
 	@echo "==> go test -race"
 	$(GO) test -race -count=1 -timeout 20m $(GOTESTFLAGS) ./...
 
-bench: build ## pgbench: direct Postgres vs PgBouncer vs pgshard, interleaved; plus Go micro-benchmarks
+bench: build ## pgbench: direct Postgres vs PgBouncer vs pgshard, interleaved; scatter latency on 4 shards; plus Go micro-benchmarks
 	@echo "==> benchmarks (numbers, not pass/fail)"
 	$(GO) test -run '^$$' -bench . -benchmem ./...
 	$(GO) run ./cmd/internal/bench $(BENCHFLAGS)
+	@echo "==> scatter: 4-shard merges vs one shard's query of the same rows"
+	$(GO) run ./cmd/internal/bench -scatter $(SCATTERFLAGS)
 
 bench-move: build ## online move of half the buckets of a 1M-row table under pgbench writes vs a plain COPY
 	$(GO) run ./cmd/internal/benchmove $(BENCHMOVEFLAGS)

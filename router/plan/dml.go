@@ -484,6 +484,9 @@ func (a *analysis) dml() Plan {
 			"join sharded tables on their sharding keys (a.id = b.account_id), or add a condition on the sharding key (WHERE id = $1) so the query runs on one shard")
 	}
 	p := Plan{Kind: Scatter, Lock: lock, Merge: a.merge(0)}
+	if !write {
+		p.Funcs = st.Funcs
+	}
 	if keys, ok := a.multiKeys(cores); ok {
 		p.Kind, p.Keys = Multi, keys
 	}

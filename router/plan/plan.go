@@ -72,6 +72,11 @@ type Plan struct {
 	Merge *Merge `json:"merge,omitempty"`
 	// Lock is SELECT ... FOR UPDATE/SHARE ("update", "share", ...).
 	Lock string `json:"lock,omitempty"`
+	// Funcs, for a read of several shards (Scatter, Multi), are the
+	// functions it calls (last name part): the parse tree cannot tell a
+	// user-defined aggregate from a function, so the executor asks the
+	// catalog and refuses aggregates the merge does not know.
+	Funcs []string `json:"funcs,omitempty"`
 	// Alters names the sharded table whose definition a DDL statement
 	// changes, or whose rows it removes wholesale: ALTER TABLE (RENAME
 	// and SET SCHEMA included), DROP TABLE, TRUNCATE. The proxy refuses

@@ -242,7 +242,7 @@ func (s *session) routeQuery(m *pgproto3.Query) (done bool, err error) {
 		if s.spanSplit() && !r.NoTxBlock && (s.inTxBlock() || isDML(m.String)) {
 			// Reference-table writes (and, in a transaction, DDL) commit
 			// atomically on every shard.
-			s.srv.forgetKeyPositions()
+			s.srv.forgetCatalog() // DDL may change column positions and collations
 			return true, s.runSplitTx(everyShard(s.useMap(), m.String), true, !s.inTxBlock())
 		}
 		if s.inTxBlock() {
@@ -250,7 +250,7 @@ func (s *session) routeQuery(m *pgproto3.Query) (done bool, err error) {
 				WithHint("Run DDL and reference-table writes outside explicit transactions, or set two_phase_commit: true in the pgshard config."))
 		}
 		s.target = s.defaultShard()
-		s.srv.forgetKeyPositions() // DDL may change column positions
+		s.srv.forgetCatalog() // DDL may change column positions and collations
 		if err := s.startOthers(m.String, r.NoTxBlock); err != nil {
 			return true, s.refuseQuery(asWireErr(err))
 		}
@@ -679,6 +679,7 @@ func (s *session) batchTarget(batch []pgproto3.FrontendMessage, m *AppliedMap) (
 					return 0, wire.Errorf(pgcode.FeatureNotSupported, "a statement that runs on every shard cannot run inside a transaction block").
 						WithHint("Run DDL and reference-table writes outside explicit transactions."), nil
 				}
+				s.srv.forgetCatalog() // DDL may change column positions and collations
 				var err error
 				if len(b.Parameters) > 0 {
 					err = s.startOthersBound(q, oids, b)

@@ -35,8 +35,17 @@
 // groups for aggregates/GROUP BY/HAVING bounded by merge_memory_limit
 // (54000 beyond), a hash set for DISTINCT, then OFFSET/LIMIT. Final values
 // are encoded as Postgres would (count int8, sum(int4) int8, avg numeric by
-// numeric_div's scale rules, floats in shortest form). What cannot be made
-// identical is refused with 0A000 by the planner or at RowDescription time.
+// numeric_div's scale rules, floats in shortest form). Compared text is
+// checked against its collation before any row is compared (collation.go:
+// catalog lookup for plain columns, a pg_collation_for probe column for
+// expressions). What cannot be made identical is refused with 0A000 by the
+// planner or at RowDescription time. Merges that need no order (GROUP BY,
+// aggregates, DISTINCT, LIMIT without ORDER BY) read all shards at once,
+// one reader goroutine per shard handing copied row batches to the
+// session goroutine (mergeread.go). A read of several shards calling an
+// aggregate the merge does not know (user-defined ones look like function
+// calls to the parser) is refused at routing, by the pg_proc names the
+// server caches (Catalog.IsAggregate).
 // admin.go is the console on database "pgshard"; stats.go the lock-free
 // counters behind it and behind the Prometheus collector in cmd.
 //

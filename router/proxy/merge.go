@@ -46,6 +46,11 @@ type merge struct {
 	keybuf []byte
 	out    pgproto3.DataRow
 	vals   [][]byte
+	// Collation checks (collation.go): probes to read on the first row.
+	rowChecks  []rowCheck
+	checkedRow []rowCheck
+	nondet     map[string]bool
+	dbBytewise bool
 }
 
 type mergeSrc struct {
@@ -77,6 +82,10 @@ func errMerge(format string, args ...any) *wire.Error {
 	return wire.Errorf(pgcode.FeatureNotSupported, format, args...).
 		WithHint("Add a condition on the sharding key so the query runs on one shard, or see the SQL support section of pgshard's README for what cross-shard queries can do.")
 }
+
+// mergeUnnamed marks a shard connection whose unnamed statement is the
+// merge's own (pool.Conn.Unnamed; no client statement has this id).
+const mergeUnnamed = ^uint64(0)
 
 // runMerge runs a merged SELECT. batch is the client's extended-protocol
 // batch (nil for a simple Query).
@@ -164,16 +173,6 @@ func (m *merge) run(parse *pgproto3.Parse, bind *pgproto3.Bind, batch []pgproto3
 		}
 		m.srcs = append(m.srcs, &mergeSrc{c: c})
 	}
-	collC := true
-	if m.hasTwins() {
-		for _, src := range m.srcs {
-			ok, err := s.srv.collationC(src.c.sc)
-			if err != nil {
-				return asWireErr(err)
-			}
-			collC = collC && ok
-		}
-	}
 	var oids []uint32
 	if parse != nil {
 		oids = parse.ParameterOIDs
@@ -184,7 +183,7 @@ func (m *merge) run(parse *pgproto3.Parse, bind *pgproto3.Bind, batch []pgproto3
 		fe.Send(&pgproto3.Parse{Query: m.r.SQL, ParameterOIDs: oids})
 		fe.Send(&pgproto3.Describe{ObjectType: 'S'})
 		fe.Send(&pgproto3.Sync{})
-		src.c.sc.Unnamed = 0
+		src.c.sc.Unnamed = mergeUnnamed
 		if err := fe.Flush(); err != nil {
 			src.c.sc.Broken = true
 			return asWireErr(fmt.Errorf("shard %s: %w", src.c.sc.Shard, err))
@@ -227,12 +226,20 @@ func (m *merge) run(parse *pgproto3.Parse, bind *pgproto3.Bind, batch []pgproto3
 	if werr := m.layout(bind, batch != nil); werr != nil {
 		return werr
 	}
-	if m.needsC() && !collC {
-		return errMerge("ordering text across shards (ORDER BY, min, max) needs the shards' database collation to be C or POSIX")
+	if werr := m.checkCollations(); werr != nil {
+		return werr
+	}
+	if werr := m.prepareRowChecks(); werr != nil {
+		return werr
 	}
 	// Phase 2: bind and execute.
 	for _, src := range m.srcs {
 		fe := src.c.sc.FE
+		if src.c.sc.Unnamed != mergeUnnamed {
+			// A catalog query (collation checks) dropped the statement.
+			fe.Send(&pgproto3.Parse{Query: m.r.SQL, ParameterOIDs: oids})
+		}
+		src.c.sc.Unnamed = 0
 		b := &pgproto3.Bind{ResultFormatCodes: m.sfmt}
 		if bind != nil {
 			b.Parameters, b.ParameterFormatCodes = bind.Parameters, bind.ParameterFormatCodes
@@ -298,22 +305,10 @@ func (m *merge) run(parse *pgproto3.Parse, bind *pgproto3.Bind, batch []pgproto3
 	case len(m.spec.Order) > 0:
 		return m.sorted(mark)
 	}
-	for _, src := range m.srcs {
-		for {
-			row, werr := m.next(src)
-			if werr != nil {
-				return werr
-			}
-			if row == nil {
-				break
-			}
-			done, werr := m.emit(row.Values[:m.nvis], mark)
-			if werr != nil || done {
-				return werr
-			}
-		}
-	}
-	return nil
+	// No order to keep: take rows from every shard as they come.
+	return m.parallel(func(vals [][]byte) (bool, *wire.Error) {
+		return m.emit(vals[:m.nvis], mark)
+	})
 }
 
 // layout checks the shard columns' types against the spec and picks the
@@ -345,7 +340,7 @@ func (m *merge) layout(bind *pgproto3.Bind, ext bool) *wire.Error {
 		switch {
 		case i < m.nvis && (c.Role == "value" || c.Agg == "min" || c.Agg == "max"):
 			m.sfmt[i] = m.cfmt[i]
-		case c.Role == "param":
+		case c.Role == "param" || c.Role == "coll":
 			m.sfmt[i] = 0
 		default:
 			m.sfmt[i] = 1
@@ -407,30 +402,6 @@ func (m *merge) keyable(i int) bool {
 	return ok
 }
 
-func (m *merge) hasTwins() bool {
-	for _, c := range m.spec.Cols {
-		if c.Twin >= 0 {
-			return true
-		}
-	}
-	for _, c := range m.spec.Hidden {
-		if c.Role == "twin" {
-			return true
-		}
-	}
-	return false
-}
-
-// needsC reports whether the merge compares text.
-func (m *merge) needsC() bool {
-	for i := range m.fields {
-		if m.col(i).Role == "twin" && textLike(m.fields[i].DataTypeOID) {
-			return true
-		}
-	}
-	return false
-}
-
 // next returns src's next row (nil at its end).
 func (m *merge) next(src *mergeSrc) (*pgproto3.DataRow, *wire.Error) {
 	if src.done {
@@ -448,6 +419,11 @@ func (m *merge) next(src *mergeSrc) (*pgproto3.DataRow, *wire.Error) {
 		case *pgproto3.DataRow:
 			if len(x.Values) != len(m.fields) {
 				return nil, wire.Errorf(pgcode.InternalError, "merge: shard %s sent %d columns", sc.Shard, len(x.Values))
+			}
+			if m.rowChecks != nil {
+				if werr := m.checkRow(x); werr != nil {
+					return nil, werr
+				}
 			}
 			return x, nil
 		case *pgproto3.CommandComplete, *pgproto3.EmptyQueryResponse, *pgproto3.PortalSuspended:
@@ -632,56 +608,49 @@ func (m *merge) grouped(mark *int) *wire.Error {
 	groups := map[string]*group{}
 	var order []*group
 	var key []byte
-	for _, src := range m.srcs {
-		for {
-			row, werr := m.next(src)
-			if werr != nil {
-				return werr
+	werr := m.parallel(func(vals [][]byte) (bool, *wire.Error) {
+		key = key[:0]
+		for _, g := range m.spec.GroupKeys {
+			i := m.ref(g)
+			key = appendKey(key, m.fields[i].DataTypeOID, m.sfmt[i], vals[i])
+		}
+		g := groups[string(key)]
+		if g == nil {
+			// vals are the reader's copy: kept as they are.
+			g = &group{vals: vals, aggs: make([]aggState, ncol)}
+			size := int64(len(key)) + 64 + int64(ncol)*80
+			for _, v := range vals {
+				size += int64(len(v))
 			}
-			if row == nil {
-				break
+			if werr := m.grow(size); werr != nil {
+				return true, werr
 			}
-			key = key[:0]
-			for _, g := range m.spec.GroupKeys {
-				i := m.ref(g)
-				key = appendKey(key, m.fields[i].DataTypeOID, m.sfmt[i], row.Values[i])
+			groups[string(key)] = g
+			order = append(order, g)
+		}
+		for i, v := range vals {
+			c := m.col(i)
+			if c.Role != "agg" {
+				continue
 			}
-			g := groups[string(key)]
-			if g == nil {
-				g = &group{vals: make([][]byte, ncol), aggs: make([]aggState, ncol)}
-				size := int64(len(key)) + 64 + int64(ncol)*80
-				for i, v := range row.Values {
-					if r := m.col(i).Role; (r == "value" || r == "twin") && v != nil {
-						g.vals[i] = append([]byte{}, v...)
-						size += int64(len(v))
-					}
-				}
-				if werr := m.grow(size); werr != nil {
-					return werr
-				}
-				groups[string(key)] = g
-				order = append(order, g)
+			var tw []byte
+			if c.Twin >= 0 {
+				tw = vals[m.ref(c.Twin)]
 			}
-			for i, v := range row.Values {
-				c := m.col(i)
-				if c.Role != "agg" {
-					continue
-				}
-				var tw []byte
-				if c.Twin >= 0 {
-					tw = row.Values[m.ref(c.Twin)]
-				}
-				n0 := len(g.aggs[i].raw)
-				if werr := m.combine(&g.aggs[i], c, m.fields[i].DataTypeOID, v, tw); werr != nil {
-					return werr
-				}
-				if d := len(g.aggs[i].raw) - n0; d > 0 {
-					if werr := m.grow(int64(2 * d)); werr != nil {
-						return werr
-					}
+			n0 := len(g.aggs[i].raw)
+			if werr := m.combine(&g.aggs[i], c, m.fields[i].DataTypeOID, v, tw); werr != nil {
+				return true, werr
+			}
+			if d := len(g.aggs[i].raw) - n0; d > 0 {
+				if werr := m.grow(int64(2 * d)); werr != nil {
+					return true, werr
 				}
 			}
 		}
+		return false, nil
+	})
+	if werr != nil {
+		return werr
 	}
 	if len(m.spec.GroupKeys) == 0 && len(order) == 0 {
 		// An aggregate over no rows at all still gives one row.
@@ -1215,7 +1184,7 @@ func (s *Server) collationC(sc *pool.Conn) (bool, error) {
 			if qerr != nil {
 				return false, qerr
 			}
-			ok := coll == "C" || coll == "POSIX"
+			ok := bytewiseName(coll)
 			s.collC.Store(sc.Shard, ok)
 			return ok, nil
 		}

@@ -22,10 +22,12 @@ func movesRules() shardmap.Rules {
 	}
 }
 
-// keyPos answers KeyPosition for INSERT/COPY without a column list.
+// keyPos answers KeyPosition for INSERT/COPY without a column list; it
+// knows no aggregate beyond the ones the merge combines.
 type keyPos int
 
 func (k keyPos) KeyPosition(string, string) (int, error) { return int(k), nil }
+func (keyPos) IsAggregate(string) (bool, error)          { return false, nil }
 
 // TestResolveMoves pins how routes react to a frozen bucket and to a move
 // in progress: writes that touch the frozen bucket are held, reads and

@@ -127,6 +127,9 @@ func resolve(p *plan.Plan, in plan.Inputs, m *AppliedMap, sql string, env Catalo
 				return splitInsert(p, in, m, sql, bs)
 			}
 			if m.ShardOf(b) != shard && !p.Write && p.Merge != nil && p.Merge.Spec != nil && p.Statements <= 1 {
+				if werr := unknownAggregates(p, env); werr != nil {
+					return Route{Kind: RouteRefuse, Err: werr}
+				}
 				return mergeRoute(p, in, sql, bucketShards(m.Map, bs))
 			}
 			if m.ShardOf(b) != shard {
@@ -180,6 +183,9 @@ func resolve(p *plan.Plan, in plan.Inputs, m *AppliedMap, sql string, env Catalo
 		}
 		return Route{Kind: RouteTx, Tx: cmd, Name: name}
 	case plan.Scatter:
+		if werr := unknownAggregates(p, env); werr != nil {
+			return Route{Kind: RouteRefuse, Err: werr}
+		}
 		if concatenates(p.Merge) && p.Statements <= 1 {
 			// Rows from each shard, one after the other, are exactly what
 			// one Postgres would return (no order, limit or aggregate).
@@ -376,6 +382,39 @@ func mergeRoute(p *plan.Plan, in plan.Inputs, sql string, shards []int) Route {
 		mr.Offset = 0
 	}
 	return Route{Kind: RouteMerge, Merge: mr}
+}
+
+// mergeableAggregates are the aggregates the merge combines (sqlparse's
+// aggName); any other aggregate in a read of several shards is refused.
+var mergeableAggregates = map[string]bool{"count": true, "sum": true, "min": true, "max": true,
+	"avg": true, "bool_and": true, "bool_or": true, "every": true}
+
+// unknownAggregates refuses a read of several shards that calls an
+// aggregate the merge does not know. The planner recognises built-in
+// aggregates by name, but a user-defined aggregate called like a function
+// (myagg(x)) looks like any function in the parse tree: concatenated or
+// passed through as a group value it would give one partial result per
+// shard. So every function name is checked against pg_proc (prokind 'a',
+// any schema, asked once and cached until the next DDL through pgshard).
+// A name that is both a function and an aggregate is refused too.
+func unknownAggregates(p *plan.Plan, env Catalog) *wire.Error {
+	if env == nil {
+		return nil
+	}
+	for _, f := range p.Funcs {
+		if mergeableAggregates[f] {
+			continue
+		}
+		agg, err := env.IsAggregate(f)
+		if err != nil {
+			return asWireErr(err)
+		}
+		if agg {
+			return wire.Errorf(pgcode.FeatureNotSupported, "aggregate %s across shards is not supported", f).
+				WithHint("Use count, sum, min, max, avg, bool_and or bool_or, or add a condition on the sharding key so the query runs on one shard.")
+		}
+	}
+	return nil
 }
 
 // concatenates reports whether the shards' results, concatenated, are the

@@ -195,6 +195,8 @@ type Catalog interface {
 	// KeyPosition returns the 1-based position of column among the
 	// table's columns, as INSERT without a column list counts them.
 	KeyPosition(table, column string) (int, error)
+	// IsAggregate reports whether some aggregate function has this name.
+	IsAggregate(name string) (bool, error)
 }
 
 // defaultRouter sends everything to the map's default shard; used when the

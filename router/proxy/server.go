@@ -144,6 +144,12 @@ type Server struct {
 
 	keyPos sync.Map // "table.column" -> int
 	collC  sync.Map // shard name -> bool: its database collation is C/POSIX
+	// colColl: "shard/tableoid/attnum" -> collInfo; nondet: shard name ->
+	// names of its nondeterministic collations (collation.go).
+	colColl sync.Map
+	nondet  sync.Map
+	// aggNames: names of all aggregate functions (IsAggregate).
+	aggNames atomic.Pointer[map[string]bool]
 
 	// known holds server statement names that some shard has parsed
 	// successfully: a Parse of one of them is answered without waiting for
@@ -609,8 +615,6 @@ func (s *Server) KeyPosition(table, column string) (int, error) {
 	s.keyPos.Store(k, pos)
 	return pos, nil
 }
-
-func (s *Server) forgetKeyPositions() { s.keyPos.Clear() }
 
 // queryInt runs a one-value query on sc.
 func queryInt(sc *pool.Conn, sql string) (int, error) {

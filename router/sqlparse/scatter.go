@@ -56,6 +56,7 @@ const (
 	RoleAgg   = "agg"   // partial aggregate, combined
 	RoleTwin  = "twin"  // binary copy of a value, for comparisons
 	RoleParam = "param" // keeps a parameter the shard query no longer uses typed; ignored
+	RoleColl  = "coll"  // collation probe: pg_collation_for of compared column Of
 )
 
 // MergeCol is one shard output column.
@@ -71,6 +72,8 @@ type MergeCol struct {
 	Twin int `json:"twin"`
 	// Expr is the column's expression as the shard computes it.
 	Expr string `json:"expr,omitempty"`
+	// Of is the compared column a "coll" column names the collation of.
+	Of int `json:"of,omitempty"`
 }
 
 // SortKey is one ORDER BY item: the shard column to compare (a binary
@@ -79,6 +82,9 @@ type SortKey struct {
 	Col        int  `json:"col"`
 	Desc       bool `json:"desc,omitempty"`
 	NullsFirst bool `json:"nulls_first,omitempty"`
+	// Bytewise: the item says COLLATE "C" (or "POSIX"), so its text
+	// compares byte by byte whatever the column's own collation.
+	Bytewise bool `json:"bytewise,omitempty"`
 }
 
 // Bound is a LIMIT or OFFSET value: a constant or parameter $Param.
@@ -255,6 +261,7 @@ func (b *mergeBuilder) build() (*MergeSpec, error) {
 			b.hide(MergeCol{Role: RoleParam}, s.HavingClause)
 		}
 	}
+	b.collationProbes()
 	var err error
 	if b.spec.Limit, err = bound(s.LimitCount, "LIMIT"); err != nil {
 		return nil, err
@@ -301,8 +308,77 @@ func (b *mergeBuilder) build() (*MergeSpec, error) {
 	if err != nil {
 		return nil, fmt.Errorf("deparse shard query: %w", err)
 	}
+	// The deparser does not round-trip every tree (FuzzAnalyzeMerge found
+	// type modifiers it writes back unparsable): never send the shards a
+	// statement Postgres would reject for pgshard's own reasons.
+	if _, err := pg.Parse(out); err != nil {
+		return nil, fmt.Errorf("rewritten shard query does not parse: %w", err)
+	}
 	b.spec.ShardSQL = out
 	return &b.spec, nil
+}
+
+// collationProbes adds, for each compared column (binary twins, grouping
+// keys, DISTINCT columns) that is not a plain column reference, a hidden
+// column with pg_collation_for(expr::text) (one per distinct expression
+// text: columns with the same Expr share it): the proxy learns from it the
+// collation the shards compare that expression under, and refuses to
+// compare text byte by byte when that is not the same order or equality.
+// A plain column's collation is read from the catalog instead (the
+// RowDescription names its table and attribute), which costs nothing per
+// row. The cast to text keeps a text expression's collation and gives
+// other types "default", so the probe never fails on a non-collatable type.
+func (b *mergeBuilder) collationProbes() {
+	compared := map[int]bool{}
+	var order []int
+	add := func(i int) {
+		if !compared[i] {
+			compared[i] = true
+			order = append(order, i)
+		}
+	}
+	for i := range b.spec.Cols {
+		if b.spec.Cols[i].Twin >= 0 {
+			add(b.spec.Cols[i].Twin)
+		}
+		if b.spec.Distinct {
+			add(i)
+		}
+	}
+	for j, h := range b.spec.Hidden {
+		if h.Role == RoleTwin {
+			add(b.ref(j))
+		}
+	}
+	for _, g := range b.spec.GroupKeys {
+		add(g)
+	}
+	probed := map[string]bool{} // one probe per expression text
+	for _, i := range order {
+		var n *pg.Node
+		if i < len(b.spec.Cols) {
+			n = b.targets[i].Val
+		} else {
+			n = b.hidden[i-len(b.spec.Cols)]
+		}
+		if cr := n.GetColumnRef(); cr != nil && !hasStar(cr) {
+			continue
+		}
+		if e := deparseExpr(n); probed[e] {
+			continue
+		} else {
+			probed[e] = true
+		}
+		probe := &pg.Node{Node: &pg.Node_FuncCall{FuncCall: &pg.FuncCall{
+			Funcname: []*pg.Node{pg.MakeStrNode("pg_catalog"), pg.MakeStrNode("pg_collation_for")},
+			Args: []*pg.Node{{Node: &pg.Node_TypeCast{TypeCast: &pg.TypeCast{
+				Arg:      n,
+				TypeName: &pg.TypeName{Names: []*pg.Node{pg.MakeStrNode("pg_catalog"), pg.MakeStrNode("text")}, Typemod: -1},
+			}}}},
+			Funcformat: pg.CoercionForm_COERCE_EXPLICIT_CALL,
+		}}}
+		b.hide(MergeCol{Role: RoleColl, Of: i}, probe)
+	}
 }
 
 // targetsLimit returns the original LIMIT and OFFSET (a negative constant:
@@ -447,6 +523,7 @@ func (b *mergeBuilder) order(grouped bool) error {
 				return mrefuse(`sort with COLLATE "C", or add a condition on the sharding key`, "ORDER BY ... COLLATE %q across shards is not supported", coll)
 			}
 			expr = cc.Arg
+			k.Bytewise = true
 		}
 		t := b.targetOf(expr)
 		if t == -2 {

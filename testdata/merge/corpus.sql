@@ -275,3 +275,38 @@ select count(*) as n from accounts where false
 select min(id), max(id) from accounts where false
 select region, count(*) from accounts where false group by region
 select id from accounts where false order by id limit 3 -- ordered
+-- Collations (people.nick "en-x-icu", people.tag nondeterministic ICU, people.code "C"): the merge compares text byte by byte.
+select nick from people order by nick -- refuse
+select id, nick from people order by nick desc, id -- refuse
+select id, nick from people order by nick collate "C", id -- ordered
+select id, nick from people order by nick collate "C" desc, id limit 7 -- ordered
+select min(nick), max(nick) from people -- refuse
+select min(nick collate "C"), max(nick collate "C") from people
+select lower(nick) from people order by 1 -- refuse
+select lower(nick) from people order by lower(nick) collate "C", id -- ordered
+select distinct nick from people
+select nick, count(*) from people group by nick
+select lower(nick), count(*) from people group by 1
+select distinct lower(nick) from people
+select nick, count(*) from people group by nick having nick = 'Bob'
+select nick, count(*) from people group by nick having nick > 'm' -- refuse
+select nick, count(*) from people group by nick order by nick -- refuse
+select tag, count(*) from people group by tag -- refuse
+select distinct tag from people -- refuse
+select distinct upper(tag) from people -- refuse
+select count(*) from people group by tag collate "C"
+select distinct * from people -- refuse
+select code from people order by code, id -- ordered
+select upper(code) from people order by 1, id -- ordered
+select max(code), min(upper(code)) from people
+select distinct code from people order by code -- ordered
+select * from people order by code, id limit 5 -- ordered
+select code, count(*) from people group by code having min(code) > 'a' order by code -- ordered
+-- A user-defined aggregate looks like a function in the parse tree: the proxy asks pg_proc and refuses it; a user function is fine.
+select my_total(balance) from accounts -- refuse
+select my_total(balance) from accounts order by 1 -- refuse
+select region, my_total(balance) from accounts group by region -- refuse
+select id from accounts where balance > (select my_total(qty) from orders where orders.account_id = accounts.id) -- refuse
+select twice(balance) from accounts
+select region, sum(twice(balance)) from accounts group by region
+select max(twice(balance)) from accounts

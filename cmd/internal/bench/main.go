@@ -23,6 +23,10 @@
 //  6. Everything started is stopped and the directory removed, also on
 //     errors and Ctrl-C.
 //
+// With -scatter it runs only the scatter section instead (scatter.go):
+// latency of single-key, count(*), ORDER BY/LIMIT and GROUP BY queries
+// through pgshard on 4 shards against the same query on one shard.
+//
 // It imports localpg and pgx (to check that a target accepts logins) and
 // nothing else of pgshard: the proxy under test is the built binary.
 package main
@@ -64,6 +68,10 @@ type options struct {
 	pgshard   string
 	pgbouncer string
 	pgbench   string
+	// scatter runs only the scatter section (scatter.go).
+	scatter     bool
+	scatterRows int
+	scatterRuns int
 }
 
 func main() {
@@ -82,6 +90,9 @@ func run() error {
 
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
+	if o.scatter {
+		return runScatter(ctx, log, o)
+	}
 
 	e, err := setUp(ctx, log, &o)
 	// tearDown runs whatever setUp got to, also after an error or a signal.
@@ -127,6 +138,9 @@ func parseFlags(args []string) (options, error) {
 	fs.StringVar(&o.pgshard, "pgshard", "bin/pgshard", "pgshard binary (make build)")
 	fs.StringVar(&o.pgbouncer, "pgbouncer", "/usr/sbin/pgbouncer", "PgBouncer binary")
 	fs.StringVar(&o.pgbench, "pgbench", "pgbench", "pgbench binary")
+	fs.BoolVar(&o.scatter, "scatter", false, "run only the scatter section: single-key, count(*), ORDER BY/LIMIT and GROUP BY latency on 4 shards vs one shard directly")
+	fs.IntVar(&o.scatterRows, "scatter-rows", 200000, "rows in the scatter section's table (a quarter per shard)")
+	fs.IntVar(&o.scatterRuns, "scatter-runs", 2000, "runs per query and target in the scatter section")
 	if err := fs.Parse(args); err != nil {
 		return o, err
 	}
@@ -162,6 +176,8 @@ func parseFlags(args []string) (options, error) {
 		return o, fmt.Errorf("-rounds: %d: want at least 1", o.rounds)
 	case o.scale < 1:
 		return o, fmt.Errorf("-scale: %d: want at least 1", o.scale)
+	case o.scatterRows < 1000 || o.scatterRuns < 10:
+		return o, fmt.Errorf("-scatter-rows %d, -scatter-runs %d: want at least 1000 and 10", o.scatterRows, o.scatterRuns)
 	case o.jobs < 1:
 		return o, fmt.Errorf("-jobs: %d: want at least 1", o.jobs)
 	}

@@ -106,6 +106,7 @@ func testRules() shardmap.Rules {
 			"orders":   {Name: "orders", Key: "account_id", Type: shardmap.KeyBigint},
 			"users":    {Name: "users", Key: "email", Type: shardmap.KeyText},
 			"sessions": {Name: "sessions", Key: "token", Type: shardmap.KeyUUID},
+			"people":   {Name: "people", Key: "id", Type: shardmap.KeyBigint},
 		},
 		Reference: map[string]bool{"countries": true, "currencies": true},
 	}

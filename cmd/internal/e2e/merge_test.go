@@ -20,7 +20,11 @@ import (
 const mergeSchema = `create table accounts (id bigint primary key, name text, region text, balance int, score numeric(10,2), ratio float8, active bool, created date);
 create table orders (account_id bigint, id bigint, amount numeric(12,2), qty int, status text, created timestamp, primary key (account_id, id));
 create table countries (code text primary key, name text);
-create table users (email text primary key, age int)`
+create table users (email text primary key, age int);
+create collation ci (provider = icu, locale = 'und-u-ks-level2', deterministic = false);
+create table people (id bigint primary key, nick text collate "en-x-icu", tag text collate ci, code text collate "C");
+create aggregate my_total (int) (sfunc = int4pl, stype = int, initcond = '0');
+create function twice (int) returns int language sql immutable as 'select $1 * 2'`
 
 // mergeData returns INSERT statements for the corpus data: NULLs,
 // negative numbers, repeated values, floats that add up exactly.
@@ -65,6 +69,15 @@ func mergeData() []string {
 		out = append(out, "insert into orders values "+strings.Join(ord[i:min(i+100, len(ord))], ","))
 	}
 	out = append(out, "insert into countries values ('north', 'North'), ('south', 'South'), ('east', 'East'), ('west', 'West')")
+	// people: text under an ICU collation (en: a < B < c, C: B < a < c),
+	// a nondeterministic one (x = X) and C.
+	nicks := []string{"'alice'", "'Bob'", "'carol'", "'Dave'", "'eve'", "'Émile'", "'zoe'", "'Zed'", "NULL"}
+	tags := []string{"'x'", "'X'", "'y'", "'Y'", "NULL"}
+	var ppl []string
+	for i := 1; i <= 90; i++ {
+		ppl = append(ppl, fmt.Sprintf("(%d, %s, %s, %s)", int64(i)*104729-3000000, nicks[i%len(nicks)], tags[i%len(tags)], nicks[(i*5)%len(nicks)]))
+	}
+	out = append(out, "insert into people values "+strings.Join(ppl, ","))
 	return out
 }
 
