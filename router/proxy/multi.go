@@ -76,7 +76,7 @@ func (s *session) finish(conns []*shardConn, ok bool) error {
 func (s *session) runSplit(r Route) error {
 	if s.inTxBlock() {
 		return s.refuseQuery(wire.Errorf(pgcode.FeatureNotSupported, "this statement needs several shards, which is not possible inside a transaction block").
-			WithHint("Outside explicit transactions pgshard runs it on each shard; inside one, keep to one sharding key (two-phase commit is not built yet)."))
+			WithHint("Outside explicit transactions pgshard runs it on each shard; inside one, keep to one sharding key."))
 	}
 	var conns []*shardConn
 	fail := func(err error) error {

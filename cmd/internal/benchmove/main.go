@@ -201,7 +201,7 @@ func run() error {
 	}
 	bctx, bstop := context.WithCancel(ctx)
 	defer bstop()
-	pbArgs := []string{"-n", "-c", fmt.Sprint(*clients), "-j", "2", "-T", "3600", "-f", script, "-h", "127.0.0.1", "-p", fmt.Sprint(*port+10), "-U", "app"}
+	pbArgs := []string{"-n", "-c", fmt.Sprint(*clients), "-j", "2", "-T", "3600", "-f", script, "-h", "127.0.0.1", "-p", fmt.Sprint(*port + 10), "-U", "app"}
 	if *rate > 0 {
 		pbArgs = append(pbArgs, "-R", fmt.Sprint(*rate))
 	}
