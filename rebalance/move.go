@@ -26,15 +26,16 @@ const (
 	StepCopied     = "copied"     // slot created with an exported snapshot; the buckets' rows copied at that snapshot (parallel binary COPY)
 	StepSubscribed = "subscribed" // subscription on the target streaming from the slot
 	StepCaughtUp   = "caught-up"  // streaming lag under the cutover threshold
+	StepChecked    = "checked"    // every row compared while streaming (source at an exported snapshot); dirty keys tracked from then on
 	StepFrozen     = "frozen"     // map version with the buckets frozen; proxies hold writes to them
 	StepFenced     = "fenced"     // source rejects writes to the buckets; target has every source commit
-	StepVerified   = "verified"   // per-bucket counts and checksums equal on source and target
+	StepVerified   = "verified"   // rows of the keys changed since the check equal on source and target
 	StepSwitched   = "switched"   // map version with the target owning the buckets
 	StepCleaned    = "cleaned"    // subscription, publication, slot and source rows gone
 )
 
 // Steps lists the steps in order.
-var Steps = []string{StepPrepared, StepPublished, StepCopied, StepSubscribed, StepCaughtUp, StepFrozen, StepFenced, StepVerified, StepSwitched, StepCleaned}
+var Steps = []string{StepPrepared, StepPublished, StepCopied, StepSubscribed, StepCaughtUp, StepChecked, StepFrozen, StepFenced, StepVerified, StepSwitched, StepCleaned}
 
 // Move states in pgshard.moves.
 const (
@@ -424,6 +425,8 @@ func (j *job) do(ctx context.Context, step string) error {
 		return j.copyRows(ctx)
 	case StepCaughtUp:
 		return j.waitLag(ctx)
+	case StepChecked:
+		return j.preverify(ctx)
 	case StepFrozen:
 		return j.freeze(ctx)
 	case StepFenced:
@@ -579,6 +582,10 @@ func (j *job) publication(ctx context.Context) error {
 // subscribe creates the target's subscription on the slot that copyRows
 // created: it streams every change committed after the copy's snapshot.
 func (j *job) subscribe(ctx context.Context) error {
+	// Before the first applied change: the dirty set must see them all.
+	if err := j.installDirty(ctx); err != nil {
+		return err
+	}
 	var exists bool
 	if err := j.dst.QueryRow(ctx, `SELECT EXISTS (SELECT 1 FROM pg_subscription WHERE subname = $1)`, j.name).Scan(&exists); err != nil {
 		return err
@@ -606,7 +613,12 @@ func dropSlot(ctx context.Context, c *pgx.Conn, name string) error {
 // lag is the replication lag of the move's slot, in bytes.
 func (j *job) lag(ctx context.Context) (int64, error) {
 	var lag *int64
-	err := j.src.QueryRow(ctx, `SELECT pg_wal_lsn_diff(pg_current_wal_lsn(), confirmed_flush_lsn)::bigint FROM pg_replication_slots WHERE slot_name = $1`, j.name).Scan(&lag)
+	// What the subscriber has received (write_lsn) rather than what it has
+	// flushed: the cutover's marker, not this number, decides when the
+	// target is complete, and a subscriber that commits asynchronously
+	// reports its flushes late.
+	err := j.src.QueryRow(ctx, `SELECT pg_wal_lsn_diff(pg_current_wal_lsn(), coalesce(r.write_lsn, s.confirmed_flush_lsn))::bigint
+  FROM pg_replication_slots s LEFT JOIN pg_stat_replication r ON r.pid = s.active_pid WHERE s.slot_name = $1`, j.name).Scan(&lag)
 	if errors.Is(err, pgx.ErrNoRows) || lag == nil {
 		return -1, nil
 	}
@@ -773,8 +785,15 @@ func (j *job) fence(ctx context.Context) error {
 		j.mv.Log.Debug("fence", "move", j.info.ID, "fence", tFence, "xip", tXip, "lock", tLock, "marker", time.Since(t0))
 	}()
 	// Every commit on the source is now either before the fence or does
-	// not touch the buckets. A marker row, replicated in commit order,
-	// tells when the target has applied them all.
+	// not touch the buckets; the marker tells when the target has applied
+	// them all.
+	return j.marker(ctx)
+}
+
+// marker commits a marker row on the source and waits until the target
+// has applied it: logical replication applies commits in order, so the
+// target then has every commit the source made before it.
+func (j *job) marker(ctx context.Context) error {
 	// synchronous_commit on: the WAL sender only sends flushed WAL, and a
 	// shard with it off would flush the marker up to wal_writer_delay later.
 	seq := time.Now().UnixNano()
@@ -787,7 +806,7 @@ func (j *job) fence(ctx context.Context) error {
 	}); err != nil {
 		return err
 	}
-	deadline = time.Now().Add(j.mv.CatchupTimeout)
+	deadline := time.Now().Add(j.mv.CatchupTimeout)
 	for {
 		var seen bool
 		if err := j.dst.QueryRow(ctx, `SELECT EXISTS (SELECT 1 FROM pgshard.move_marker WHERE move = $1 AND seq = $2)`, j.info.ID, seq).Scan(&seen); err != nil {
@@ -801,83 +820,6 @@ func (j *job) fence(ctx context.Context) error {
 		}
 		time.Sleep(2 * time.Millisecond)
 	}
-}
-
-// checksums returns, per table and bucket, the row count and a checksum of
-// the rows' text.
-func (j *job) checksums(ctx context.Context, c *pgx.Conn) (map[string]string, error) {
-	out := map[string]string{}
-	for _, t := range j.tables() {
-		// The row hash: hash_record_extended where every column type has
-		// an extended hash (fast), else the hash of the row's text.
-		hash := "hash_record_extended(t.*, 0)"
-		var ok bool
-		if err := c.QueryRow(ctx, `SELECT bool_and(EXISTS (SELECT 1 FROM pg_amop o JOIN pg_opfamily f ON f.oid = o.amopfamily JOIN pg_am am ON am.oid = f.opfmethod
-                 JOIN pg_amproc p ON p.amprocfamily = f.oid AND p.amprocnum = 2
-                WHERE am.amname = 'hash' AND o.amoplefttype = a.atttypid))
-  FROM pg_attribute a WHERE a.attrelid = to_regclass($1) AND a.attnum > 0 AND NOT a.attisdropped`, quoteIdent(t.Name)).Scan(&ok); err != nil || !ok {
-			hash = "hashtextextended(t::text, 0)"
-		}
-		// count, XOR and a sum of the high halves: order-independent, all
-		// in bigint.
-		rows, err := c.Query(ctx, fmt.Sprintf(`SELECT b, count(*), bit_xor(h), sum(h >> 32) FROM (SELECT %[2]s AS b, %[4]s AS h FROM %[1]s t WHERE %[2]s %[3]s) x GROUP BY 1`,
-			quoteIdent(t.Name), j.bucketExpr(t), j.filter, hash))
-		if err != nil {
-			return nil, err
-		}
-		for rows.Next() {
-			var b int
-			var n, x, sum int64
-			if err := rows.Scan(&b, &n, &x, &sum); err != nil {
-				rows.Close()
-				return nil, err
-			}
-			out[fmt.Sprintf("%s bucket %d", t.Name, b)] = fmt.Sprintf("%d rows, checksum %x/%x", n, uint64(x), uint64(sum))
-		}
-		rows.Close()
-		if err := rows.Err(); err != nil {
-			return nil, err
-		}
-	}
-	return out, nil
-}
-
-func (j *job) verify(ctx context.Context) error {
-	// Both sides at once: the writes to these buckets wait meanwhile.
-	var b map[string]string
-	var berr error
-	done := make(chan struct{})
-	go func() {
-		defer close(done)
-		b, berr = j.checksums(ctx, j.dst)
-	}()
-	a, err := j.checksums(ctx, j.src)
-	<-done
-	if err != nil {
-		return fmt.Errorf("source %s: %w", j.srcShard.Name, err)
-	}
-	if berr != nil {
-		return fmt.Errorf("target %s: %w", j.dstShard.Name, berr)
-	}
-	var diffs []string
-	for k, v := range a {
-		if b[k] != v {
-			diffs = append(diffs, fmt.Sprintf("%s: source %s, target %q", k, v, b[k]))
-		}
-	}
-	for k, v := range b {
-		if _, ok := a[k]; !ok {
-			diffs = append(diffs, fmt.Sprintf("%s: source none, target %s", k, v))
-		}
-	}
-	if len(diffs) > 0 {
-		slices.Sort(diffs)
-		if len(diffs) > 5 {
-			diffs = append(diffs[:5], fmt.Sprintf("and %d more", len(diffs)-5))
-		}
-		return fmt.Errorf("source and target differ: %s", strings.Join(diffs, "; "))
-	}
-	return nil
 }
 
 // undoCutover lifts the freeze and the source's fence: the move goes back
@@ -968,6 +910,9 @@ func (j *job) cleanup(ctx context.Context) error {
 	if err := j.dropReplication(ctx); err != nil {
 		return err
 	}
+	if err := j.dropDirty(ctx); err != nil {
+		return err
+	}
 	// Only now: with the publication gone these deletes go nowhere.
 	if err := j.deleteBuckets(ctx, j.src); err != nil {
 		return fmt.Errorf("shard %s: %w", j.srcShard.Name, err)
@@ -1003,6 +948,9 @@ func (mv *Mover) cancel(ctx context.Context, info shardmap.MoveInfo) error {
 		}
 	}
 	if err := j.dropReplication(ctx); err != nil {
+		return err
+	}
+	if err := j.dropDirty(ctx); err != nil {
 		return err
 	}
 	var hasFence bool

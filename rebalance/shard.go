@@ -148,7 +148,7 @@ func dumpSchema(ctx context.Context, pgDump, dsn string, tables []string) (strin
 	sc.Buffer(make([]byte, 1<<20), 64<<20)
 	for sc.Scan() {
 		line := sc.Text()
-		if strings.HasPrefix(line, `\`) || strings.Contains(line, "pgshard_fence") {
+		if strings.HasPrefix(line, `\`) || strings.Contains(line, "pgshard_fence") || strings.Contains(line, "pgshard_dirty") {
 			continue
 		}
 		b.WriteString(line)

@@ -903,6 +903,15 @@ func waitConnect(t *testing.T, url string) {
 // does not switch (the map keeps the source as owner, nothing frozen),
 // ends failed with the difference named, and cancel cleans it up.
 func TestMoveRefusesOnDifference(t *testing.T) {
+	// Tampered before the full comparison (it finds the row) and after it,
+	// while the buckets are frozen (the dirty set has the key, and the
+	// cutover's comparison finds it).
+	for _, at := range []string{rebalance.StepCaughtUp, rebalance.StepFrozen} {
+		t.Run(at, func(t *testing.T) { testMoveRefusesOnDifference(t, at) })
+	}
+}
+
+func testMoveRefusesOnDifference(t *testing.T, at string) {
 	mc := newMoveCluster(t, "move_diff", 300)
 	m := mc.addS2(t)
 	ctx := context.Background()
@@ -919,8 +928,10 @@ func TestMoveRefusesOnDifference(t *testing.T) {
 			break
 		}
 	}
-	mv := &rebalance.Mover{Cat: mc.cat, Log: testLogger(t), Attempts: 2, AfterStep: func(_ int64, step string) bool {
-		if step == rebalance.StepCaughtUp {
+	tampered := false
+	mv := &rebalance.Mover{Cat: mc.cat, Log: testLogger(t), Attempts: 1, AfterStep: func(_ int64, step string) bool {
+		if step == at && !tampered {
+			tampered = true
 			c := connect(t, mc.shards[2].AdminDSN)
 			if _, err := c.Exec(ctx, "SET session_replication_role = replica"); err != nil {
 				t.Error(err)

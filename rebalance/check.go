@@ -1,0 +1,300 @@
+package rebalance
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"slices"
+	"strings"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
+
+	"github.com/pgshard/pgshard/shardmap"
+)
+
+// Verification in two parts keeps the write pause short (DESIGN.md §4.2,
+// §4.5) however many rows move:
+//
+//   - While streaming (step checked, nothing frozen), every row of the
+//     buckets is compared: the source at a snapshot S exported with a
+//     temporary slot at LSN L, the target once it has applied everything up
+//     to L. Rows whose key a change after the reset of the dirty set touched
+//     (see below) may legitimately differ and are left out of both sides'
+//     sums; everything else must be equal.
+//   - In the cutover (step verified, writes to the buckets held), only the
+//     rows of the keys dirtied since that reset are compared, by key.
+//
+// The dirty set: on the target, a REPLICA trigger on every sharded table
+// (it fires only for rows the subscription applies, and for shardctl's own
+// replica-role writes) records the key of every row it inserts, updates or
+// deletes in pgshard.dirty. A key not in the set at cutover was not changed
+// on the target since the full comparison, nor on the source (a source
+// change is applied on the target, and so recorded, before the cutover's
+// marker): the full comparison still holds for it.
+
+// sums is an order-independent checksum of a set of rows.
+type sums struct {
+	n int64  // rows
+	x uint64 // XOR of the row hashes
+	s int64  // sum of their high halves
+}
+
+func (a sums) minus(b sums) sums { return sums{a.n - b.n, a.x ^ b.x, a.s - b.s} }
+
+func (a sums) String() string { return fmt.Sprintf("%d rows, checksum %x/%x", a.n, a.x, uint64(a.s)) }
+
+type querier interface {
+	Query(ctx context.Context, sql string, args ...any) (pgx.Rows, error)
+	QueryRow(ctx context.Context, sql string, args ...any) pgx.Row
+}
+
+// rowHash is the SQL hash of a row t of the table: hash_record_extended
+// where every column type has an extended hash (fast), else the hash of
+// the row's text.
+func rowHash(ctx context.Context, c querier, table string) string {
+	var ok bool
+	if err := c.QueryRow(ctx, `SELECT bool_and(EXISTS (SELECT 1 FROM pg_amop o JOIN pg_opfamily f ON f.oid = o.amopfamily JOIN pg_am am ON am.oid = f.opfmethod
+                 JOIN pg_amproc p ON p.amprocfamily = f.oid AND p.amprocnum = 2
+                WHERE am.amname = 'hash' AND o.amoplefttype = a.atttypid))
+  FROM pg_attribute a WHERE a.attrelid = to_regclass($1) AND a.attnum > 0 AND NOT a.attisdropped`, quoteIdent(table)).Scan(&ok); err != nil || !ok {
+		return "hashtextextended(t::text, 0)"
+	}
+	return "hash_record_extended(t.*, 0)"
+}
+
+// bucketSums returns per "table bucket N" the sums of the moving buckets'
+// rows of every sharded table; with keys non-nil, only of the rows with
+// those keys (per table, as text).
+func (j *job) bucketSums(ctx context.Context, c querier, keys map[string][]string) (map[string]sums, error) {
+	out := map[string]sums{}
+	for _, t := range j.tables() {
+		var where string
+		var args []any
+		if keys != nil {
+			ks := keys[t.Name]
+			if len(ks) == 0 {
+				continue
+			}
+			where = fmt.Sprintf("%s = ANY ($1::text[]::%s[])", quoteIdent(t.Key), t.Type)
+			args = append(args, ks)
+		} else {
+			where = j.bucketExpr(t) + " " + j.filter
+		}
+		rows, err := c.Query(ctx, fmt.Sprintf(`SELECT b, count(*), bit_xor(h), sum(h >> 32) FROM (SELECT %s AS b, %s AS h FROM %s t WHERE %s) x GROUP BY 1`,
+			j.bucketExpr(t), rowHash(ctx, c, t.Name), quoteIdent(t.Name), where), args...)
+		if err != nil {
+			return nil, fmt.Errorf("table %s: %w", t.Name, err)
+		}
+		for rows.Next() {
+			var b int
+			var s sums
+			var x int64
+			if err := rows.Scan(&b, &s.n, &x, &s.s); err != nil {
+				rows.Close()
+				return nil, err
+			}
+			s.x = uint64(x)
+			out[fmt.Sprintf("%s bucket %d", t.Name, b)] = s
+		}
+		rows.Close()
+		if err := rows.Err(); err != nil {
+			return nil, err
+		}
+	}
+	return out, nil
+}
+
+// dirtyKeys reads the dirty set on the target, per table.
+func (j *job) dirtyKeys(ctx context.Context, c querier) (map[string][]string, int, error) {
+	rows, err := c.Query(ctx, `SELECT tbl, key FROM pgshard.dirty WHERE move = $1`, j.info.ID)
+	if err != nil {
+		return nil, 0, err
+	}
+	defer rows.Close()
+	out := map[string][]string{}
+	n := 0
+	for rows.Next() {
+		var t, k string
+		if err := rows.Scan(&t, &k); err != nil {
+			return nil, 0, err
+		}
+		out[t] = append(out[t], k)
+		n++
+	}
+	return out, n, rows.Err()
+}
+
+func dirtyFunc(t shardmap.Table) string { return "pgshard." + quoteIdent("dirty_"+t.Name) }
+
+// installDirty creates the target's dirty-key triggers (REPLICA: they fire
+// for the subscription's writes only). Idempotent.
+func (j *job) installDirty(ctx context.Context) error {
+	return pgx.BeginFunc(ctx, j.dst, func(tx pgx.Tx) error {
+		for _, t := range j.tables() {
+			rec := func(row string) string {
+				return fmt.Sprintf(`INSERT INTO pgshard.dirty VALUES (%d, %s, (%s.%s)::text) ON CONFLICT DO NOTHING;`, j.info.ID, quoteLiteral(t.Name), row, quoteIdent(t.Key))
+			}
+			for _, q := range []string{
+				fmt.Sprintf(`CREATE OR REPLACE FUNCTION %s() RETURNS trigger LANGUAGE plpgsql AS $pgshard$
+BEGIN
+    IF TG_OP <> 'DELETE' THEN %s END IF;
+    IF TG_OP <> 'INSERT' THEN %s END IF;
+    RETURN NULL;
+END
+$pgshard$`, dirtyFunc(t), rec("NEW"), rec("OLD")),
+				fmt.Sprintf(`CREATE OR REPLACE TRIGGER pgshard_dirty AFTER INSERT OR UPDATE OR DELETE ON %s FOR EACH ROW EXECUTE FUNCTION %s()`, quoteIdent(t.Name), dirtyFunc(t)),
+				fmt.Sprintf(`ALTER TABLE %s ENABLE REPLICA TRIGGER pgshard_dirty`, quoteIdent(t.Name)),
+			} {
+				if _, err := tx.Exec(ctx, q); err != nil {
+					return fmt.Errorf("dirty-key trigger on %s: %w", t.Name, err)
+				}
+			}
+		}
+		return nil
+	})
+}
+
+// dropDirty removes the dirty-key triggers and the move's dirty set.
+func (j *job) dropDirty(ctx context.Context) error {
+	var exists bool
+	if err := j.dst.QueryRow(ctx, `SELECT to_regclass('pgshard.dirty') IS NOT NULL`).Scan(&exists); err != nil || !exists {
+		return err
+	}
+	return pgx.BeginFunc(ctx, j.dst, func(tx pgx.Tx) error {
+		for _, t := range j.tables() {
+			var has bool
+			if err := tx.QueryRow(ctx, `SELECT to_regclass($1) IS NOT NULL`, quoteIdent(t.Name)).Scan(&has); err != nil {
+				return err
+			}
+			if has {
+				if _, err := tx.Exec(ctx, fmt.Sprintf(`DROP TRIGGER IF EXISTS pgshard_dirty ON %s`, quoteIdent(t.Name))); err != nil {
+					return err
+				}
+			}
+			if _, err := tx.Exec(ctx, fmt.Sprintf(`DROP FUNCTION IF EXISTS %s()`, dirtyFunc(t))); err != nil {
+				return err
+			}
+		}
+		_, err := tx.Exec(ctx, `DELETE FROM pgshard.dirty WHERE move = $1`, j.info.ID)
+		return err
+	})
+}
+
+// preverify is step checked: the full comparison, while streaming.
+func (j *job) preverify(ctx context.Context) error {
+	if _, err := j.dst.Exec(ctx, `DELETE FROM pgshard.dirty WHERE move = $1`, j.info.ID); err != nil {
+		return err
+	}
+	rc, err := pgconn.Connect(ctx, replicationDSN(adminDSN(j.srcShard)))
+	if err != nil {
+		return fmt.Errorf("replication connection to %s: %w", j.srcShard.Name, err)
+	}
+	defer rc.Close(context.Background())
+	res, err := rc.Exec(ctx, fmt.Sprintf(`CREATE_REPLICATION_SLOT %s TEMPORARY LOGICAL pgoutput (SNAPSHOT 'export')`, quoteIdent(fmt.Sprintf("pgshard_check_%d", j.info.ID)))).ReadAll()
+	if err != nil {
+		return fmt.Errorf("create a temporary slot on %s: %w", j.srcShard.Name, err)
+	}
+	if len(res) == 0 || len(res[0].Rows) == 0 || len(res[0].Rows[0]) < 3 {
+		return errors.New("CREATE_REPLICATION_SLOT returned no snapshot")
+	}
+	snapshot := string(res[0].Rows[0][2])
+	// Everything committed before the snapshot is applied on the target
+	// once a marker committed after it is.
+	if err := j.marker(ctx); err != nil {
+		return err
+	}
+	var dst map[string]sums
+	var dv map[string][]string
+	var ndv int
+	if err := pgx.BeginTxFunc(ctx, j.dst, pgx.TxOptions{IsoLevel: pgx.RepeatableRead, AccessMode: pgx.ReadOnly}, func(tx pgx.Tx) error {
+		var err error
+		if dv, ndv, err = j.dirtyKeys(ctx, tx); err != nil {
+			return err
+		}
+		if dst, err = j.bucketSums(ctx, tx, nil); err != nil {
+			return err
+		}
+		d, err := j.bucketSums(ctx, tx, dv)
+		if err != nil {
+			return err
+		}
+		for k, s := range d {
+			dst[k] = dst[k].minus(s)
+		}
+		return nil
+	}); err != nil {
+		return fmt.Errorf("target %s: %w", j.dstShard.Name, err)
+	}
+	var src map[string]sums
+	if err := pgx.BeginTxFunc(ctx, j.src, pgx.TxOptions{IsoLevel: pgx.RepeatableRead, AccessMode: pgx.ReadOnly}, func(tx pgx.Tx) error {
+		if _, err := tx.Exec(ctx, fmt.Sprintf(`SET TRANSACTION SNAPSHOT %s`, quoteLiteral(snapshot))); err != nil {
+			return err
+		}
+		var err error
+		if src, err = j.bucketSums(ctx, tx, nil); err != nil {
+			return err
+		}
+		d, err := j.bucketSums(ctx, tx, dv)
+		if err != nil {
+			return err
+		}
+		for k, s := range d {
+			src[k] = src[k].minus(s)
+		}
+		return nil
+	}); err != nil {
+		return fmt.Errorf("source %s: %w", j.srcShard.Name, err)
+	}
+	j.mv.Log.Debug("pre-verification", "move", j.info.ID, "buckets_with_rows", len(src), "dirty_keys", ndv)
+	return compareSums(src, dst)
+}
+
+// verify is step verified, in the cutover: the rows of the keys changed
+// since the full comparison, on both sides at once.
+func (j *job) verify(ctx context.Context) error {
+	keys, n, err := j.dirtyKeys(ctx, j.dst)
+	if err != nil {
+		return err
+	}
+	j.mv.Log.Debug("cutover verification", "move", j.info.ID, "dirty_keys", n)
+	var b map[string]sums
+	var berr error
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		b, berr = j.bucketSums(ctx, j.dst, keys)
+	}()
+	a, err := j.bucketSums(ctx, j.src, keys)
+	<-done
+	if err != nil {
+		return fmt.Errorf("source %s: %w", j.srcShard.Name, err)
+	}
+	if berr != nil {
+		return fmt.Errorf("target %s: %w", j.dstShard.Name, berr)
+	}
+	return compareSums(a, b)
+}
+
+func compareSums(src, dst map[string]sums) error {
+	var diffs []string
+	zero := sums{}
+	for k, v := range src {
+		if w := dst[k]; w != v && !(v == zero && w == zero) {
+			diffs = append(diffs, fmt.Sprintf("%s: source %s, target %s", k, v, w))
+		}
+	}
+	for k, w := range dst {
+		if _, ok := src[k]; !ok && w != zero {
+			diffs = append(diffs, fmt.Sprintf("%s: source none, target %s", k, w))
+		}
+	}
+	if len(diffs) == 0 {
+		return nil
+	}
+	slices.Sort(diffs)
+	if len(diffs) > 5 {
+		diffs = append(diffs[:5], fmt.Sprintf("and %d more", len(diffs)-5))
+	}
+	return fmt.Errorf("source and target differ: %s", strings.Join(diffs, "; "))
+}
