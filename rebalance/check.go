@@ -204,36 +204,51 @@ func (j *job) preverify(ctx context.Context) error {
 	if err := j.marker(ctx); err != nil {
 		return err
 	}
+	// Both sides at once: the target reads the dirty set, then sums; the
+	// source sums all rows at the snapshot meanwhile, then those of the
+	// dirty keys.
 	var dst map[string]sums
 	var dv map[string][]string
 	var ndv int
-	if err := pgx.BeginTxFunc(ctx, j.dst, pgx.TxOptions{IsoLevel: pgx.RepeatableRead, AccessMode: pgx.ReadOnly}, func(tx pgx.Tx) error {
-		var err error
-		if dv, ndv, err = j.dirtyKeys(ctx, tx); err != nil {
-			return err
-		}
-		if dst, err = j.bucketSums(ctx, tx, nil); err != nil {
-			return err
-		}
-		d, err := j.bucketSums(ctx, tx, dv)
-		if err != nil {
-			return err
-		}
-		for k, s := range d {
-			dst[k] = dst[k].minus(s)
-		}
-		return nil
-	}); err != nil {
-		return fmt.Errorf("target %s: %w", j.dstShard.Name, err)
-	}
+	dvReady := make(chan struct{})
+	dstErr := make(chan error, 1)
+	go func() {
+		dstErr <- pgx.BeginTxFunc(ctx, j.dst, pgx.TxOptions{IsoLevel: pgx.RepeatableRead, AccessMode: pgx.ReadOnly}, func(tx pgx.Tx) error {
+			var err error
+			dv, ndv, err = j.dirtyKeys(ctx, tx)
+			close(dvReady)
+			if err != nil {
+				return err
+			}
+			if dst, err = j.bucketSums(ctx, tx, nil); err != nil {
+				return err
+			}
+			d, err := j.bucketSums(ctx, tx, dv)
+			if err != nil {
+				return err
+			}
+			for k, s := range d {
+				dst[k] = dst[k].minus(s)
+			}
+			return nil
+		})
+	}()
 	var src map[string]sums
-	if err := pgx.BeginTxFunc(ctx, j.src, pgx.TxOptions{IsoLevel: pgx.RepeatableRead, AccessMode: pgx.ReadOnly}, func(tx pgx.Tx) error {
+	serr := pgx.BeginTxFunc(ctx, j.src, pgx.TxOptions{IsoLevel: pgx.RepeatableRead, AccessMode: pgx.ReadOnly}, func(tx pgx.Tx) error {
 		if _, err := tx.Exec(ctx, fmt.Sprintf(`SET TRANSACTION SNAPSHOT %s`, quoteLiteral(snapshot))); err != nil {
 			return err
 		}
 		var err error
 		if src, err = j.bucketSums(ctx, tx, nil); err != nil {
 			return err
+		}
+		select {
+		case <-dvReady:
+		case <-ctx.Done():
+			return ctx.Err()
+		}
+		if dv == nil {
+			return errors.New("no dirty set from the target")
 		}
 		d, err := j.bucketSums(ctx, tx, dv)
 		if err != nil {
@@ -243,8 +258,12 @@ func (j *job) preverify(ctx context.Context) error {
 			src[k] = src[k].minus(s)
 		}
 		return nil
-	}); err != nil {
-		return fmt.Errorf("source %s: %w", j.srcShard.Name, err)
+	})
+	if err := <-dstErr; err != nil {
+		return fmt.Errorf("target %s: %w", j.dstShard.Name, err)
+	}
+	if serr != nil {
+		return fmt.Errorf("source %s: %w", j.srcShard.Name, serr)
 	}
 	j.mv.Log.Debug("pre-verification", "move", j.info.ID, "buckets_with_rows", len(src), "dirty_keys", ndv)
 	return compareSums(src, dst)

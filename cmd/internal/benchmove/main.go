@@ -253,7 +253,7 @@ func run() error {
 	var cutStart, cutEnd time.Time
 	mv := &rebalance.Mover{Cat: cat, Log: log, AfterStep: func(_ int64, step string) bool {
 		switch step {
-		case rebalance.StepCaughtUp:
+		case rebalance.StepChecked: // the freeze comes next
 			cutStart = time.Now()
 		case rebalance.StepSwitched:
 			cutEnd = time.Now()

@@ -772,7 +772,7 @@ func TestMoveThroughProxies(t *testing.T) {
 	var cutStart, cutEnd []time.Time
 	mv := &rebalance.Mover{Cat: mc.cat, Log: testLogger(t), AfterStep: func(_ int64, step string) bool {
 		switch step {
-		case rebalance.StepCaughtUp:
+		case rebalance.StepChecked: // the freeze comes next
 			cutStart = append(cutStart, time.Now())
 		case rebalance.StepSwitched:
 			cutEnd = append(cutEnd, time.Now())
