@@ -189,7 +189,7 @@ func run() error {
 			_ = l.Close()
 			return fmt.Errorf("metrics_listen: %w", err)
 		}
-		hs := &http.Server{Handler: metrics.Handler(srv, metrics.Ready(srv, health, 10*time.Second)), ReadHeaderTimeout: 5 * time.Second}
+		hs := &http.Server{Handler: metrics.Handler(srv, metrics.Ready(srv, health, 10*time.Second), metrics.NewMovesCollector(moves)), ReadHeaderTimeout: 5 * time.Second}
 		go func() { _ = hs.Serve(ml) }()
 		defer func() {
 			sctx, cancel := context.WithTimeout(context.Background(), time.Second)

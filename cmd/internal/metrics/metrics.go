@@ -204,9 +204,12 @@ func Ready(src Source, h *CatalogHealth, maxAge time.Duration) func() error {
 // Handler serves /metrics (src's counters plus Go runtime and process
 // metrics), /healthz (200 while the process serves HTTP) and /readyz (200
 // when ready returns nil, else 503 with the reason).
-func Handler(src Source, ready func() error) http.Handler {
+//
+// Extra collectors (such as a MovesCollector) are registered too.
+func Handler(src Source, ready func() error, extra ...prometheus.Collector) http.Handler {
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(NewCollector(src), collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	reg.MustRegister(extra...)
 	mux := http.NewServeMux()
 	mux.Handle("GET /metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{}))
 	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) {
