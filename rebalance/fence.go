@@ -150,10 +150,20 @@ $pgshard$`, fenceFunc(t), mask, newB, oldB, staleWriteCode)
 		if _, err := tx.Exec(ctx, body); err != nil {
 			return fmt.Errorf("fence function of %s: %w", t.Name, err)
 		}
-		trg := fmt.Sprintf(`CREATE OR REPLACE TRIGGER pgshard_fence BEFORE INSERT OR UPDATE OR DELETE ON %s FOR EACH ROW EXECUTE FUNCTION %s()`,
-			quoteIdent(t.Name), fenceFunc(t))
-		if _, err := tx.Exec(ctx, trg); err != nil {
-			return fmt.Errorf("fence trigger of %s: %w", t.Name, err)
+		// The trigger only when missing: creating one locks the table
+		// against every writer (SHARE ROW EXCLUSIVE), which would pause
+		// other buckets' writes during a cutover. Replacing the function
+		// takes no table lock.
+		var has bool
+		if err := tx.QueryRow(ctx, `SELECT EXISTS (SELECT 1 FROM pg_trigger WHERE tgrelid = to_regclass($1) AND tgname = 'pgshard_fence')`, quoteIdent(t.Name)).Scan(&has); err != nil {
+			return err
+		}
+		if !has {
+			trg := fmt.Sprintf(`CREATE TRIGGER pgshard_fence BEFORE INSERT OR UPDATE OR DELETE ON %s FOR EACH ROW EXECUTE FUNCTION %s()`,
+				quoteIdent(t.Name), fenceFunc(t))
+			if _, err := tx.Exec(ctx, trg); err != nil {
+				return fmt.Errorf("fence trigger of %s: %w", t.Name, err)
+			}
 		}
 	}
 	return nil
