@@ -953,15 +953,16 @@ func (mv *Mover) cancel(ctx context.Context, info shardmap.MoveInfo) error {
 	if err := j.dropDirty(ctx); err != nil {
 		return err
 	}
-	var hasFence bool
-	if err := j.dst.QueryRow(ctx, `SELECT to_regclass('pgshard.fence') IS NOT NULL`).Scan(&hasFence); err != nil {
-		return err
-	}
 	if err := j.deleteBuckets(ctx, j.dst); err != nil {
 		return err
 	}
-	if hasFence {
-		for _, c := range []*pgx.Conn{j.src, j.dst} {
+	for _, c := range []*pgx.Conn{j.src, j.dst} {
+		// Absent if the move stopped at its pre-checks.
+		var has bool
+		if err := c.QueryRow(ctx, `SELECT to_regclass('pgshard.move_marker') IS NOT NULL`).Scan(&has); err != nil {
+			return err
+		}
+		if has {
 			if _, err := c.Exec(ctx, `DELETE FROM pgshard.move_marker WHERE move = $1`, info.ID); err != nil {
 				return err
 			}

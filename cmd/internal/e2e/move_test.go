@@ -968,3 +968,41 @@ func testMoveRefusesOnDifference(t *testing.T, at string) {
 	}
 	mc.check(t, nil)
 }
+
+// TestMovePrecheck: a sharded table whose primary key lacks the sharding
+// key, and a target missing a column, stop a move before anything starts,
+// with errors that name the table and the fix.
+func TestMovePrecheck(t *testing.T) {
+	mc := newMoveCluster(t, "move_precheck", 10)
+	m := mc.addS2(t)
+	ctx := context.Background()
+	for _, s := range mc.shards[:2] {
+		c := connect(t, s.DSN)
+		if _, err := c.Exec(ctx, `ALTER TABLE orders DROP CONSTRAINT orders_pkey, ADD COLUMN serial_no bigserial PRIMARY KEY`); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if _, err := connect(t, mc.shards[2].DSN).Exec(ctx, `ALTER TABLE accounts DROP COLUMN balance`); err != nil {
+		t.Fatal(err)
+	}
+	mv := &rebalance.Mover{Cat: mc.cat, Log: testLogger(t)}
+	if _, err := mv.Create(ctx, m, []rebalance.Move{{From: "s0", To: "s2", Buckets: []int{0, 1}}}); err != nil {
+		t.Fatal(err)
+	}
+	err := mv.Resume(ctx)
+	if err == nil {
+		t.Fatal("a move with a primary key lacking the sharding key started")
+	}
+	for _, want := range []string{"table orders has no primary key or replica identity that includes its sharding key account_id", "REPLICA IDENTITY FULL", "shard s2: table accounts has columns"} {
+		if !strings.Contains(err.Error(), want) {
+			t.Errorf("precheck error lacks %q:\n%v", want, err)
+		}
+	}
+	after, _ := mc.cat.Current(ctx)
+	if after.Moving != 0 || after.Version != m.Version {
+		t.Fatalf("the map changed although the pre-checks failed: version %d -> %d, moving %d", m.Version, after.Version, after.Moving)
+	}
+	if _, err := mv.Cancel(ctx); err != nil {
+		t.Fatal(err)
+	}
+}
