@@ -3,6 +3,7 @@ package main
 import (
 	"encoding/json"
 	"fmt"
+	"strings"
 	"text/tabwriter"
 
 	"github.com/spf13/cobra"
@@ -20,7 +21,7 @@ Each instance is a separate Postgres server on 127.0.0.1 (ports BASE, BASE+1,
 ...), with login app/app and database app. They are test clusters: fsync is
 off. When run as root, the servers run as the postgres OS user.`,
 	}
-	cmd.AddCommand(newClusterUpCmd(), newClusterStatusCmd(), newClusterDownCmd())
+	cmd.AddCommand(newClusterUpCmd(), newClusterStatusCmd(), newClusterDownCmd(), newClusterAddCmd())
 	return cmd
 }
 
@@ -148,5 +149,37 @@ func newClusterDownCmd() *cobra.Command {
 	}
 	cmd.Flags().StringVar(&o.dir, "dir", ".pgshard", "cluster directory")
 	cmd.Flags().BoolVar(&o.purge, "purge", false, "delete the cluster directory (data, logs, pgshard.yaml) after stopping")
+	return cmd
+}
+
+func newClusterAddCmd() *cobra.Command {
+	var dir string
+	var port int
+	cmd := &cobra.Command{
+		Use:   "add NAME",
+		Short: "Start one more local Postgres instance, to add as a shard with \"shardctl shard add\"",
+		Args:  cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			if port == 0 {
+				st, err := localpg.Status(cmd.Context(), dir)
+				if err != nil {
+					return fmt.Errorf("cluster add: %w", err)
+				}
+				for _, s := range st {
+					port = max(port, s.Port+1)
+				}
+			}
+			in, err := localpg.AddInstance(cmd.Context(), dir, args[0], port)
+			if err != nil {
+				return fmt.Errorf("cluster add: %w", err)
+			}
+			admin := strings.Replace(in.AdminDSN, "/postgres?", "/app?", 1)
+			fmt.Fprintf(cmd.OutOrStdout(), "instance %s running on port %d. Add it as a shard and move buckets to it:\n    bin/shardctl shard add %s %q --admin-dsn %q\n    bin/shardctl rebalance start --wait\n",
+				in.Name, in.Port, in.Name, in.DSN, admin)
+			return nil
+		},
+	}
+	cmd.Flags().StringVar(&dir, "dir", ".pgshard", "cluster directory")
+	cmd.Flags().IntVar(&port, "port", 0, "port (default: after the cluster's highest)")
 	return cmd
 }
