@@ -7,7 +7,6 @@ import (
 	"fmt"
 	"strings"
 	"sync/atomic"
-	"time"
 
 	"github.com/jackc/pgx/v5/pgproto3"
 
@@ -28,6 +27,11 @@ func (s *session) handle(msg pgproto3.FrontendMessage) error {
 		default:
 			return nil // discarded until Sync, as Postgres does after an error
 		}
+	}
+	switch msg.(type) {
+	case *pgproto3.Query, *pgproto3.Sync, *pgproto3.Flush:
+		// query_timeout bounds what the client waits for now.
+		defer s.watchdog()()
 	}
 	switch m := msg.(type) {
 	case *pgproto3.Query:
@@ -420,17 +424,6 @@ func (s *session) pop() pending {
 // arrived, the server waits for COPY data, or an error leaves nothing to
 // wait for.
 func (s *session) drive() error {
-	if qt := s.cfg.QueryTimeout; qt > 0 && s.hasReal() {
-		// query_timeout: cancel the statement on its shard (57014). If the
-		// timer fired, wait for the cancel to be sent before going on.
-		fired := make(chan struct{})
-		t := time.AfterFunc(qt, func() { defer close(fired); s.cancelServer() })
-		defer func() {
-			if !t.Stop() {
-				<-fired
-			}
-		}()
-	}
 	for {
 		for len(s.queue) > 0 && s.queue[0].kind == pSynth {
 			p := s.pop()
@@ -739,6 +732,18 @@ func (s *session) serverLost(err error) error {
 	s.clientSkipping = false
 	s.detach(true)
 	s.log.Warn("server connection lost", "shard", shard, "err", err)
+	if te := s.timeoutErr(shard, err); te != nil {
+		if inTx {
+			te.Severity = "FATAL"
+			s.sendErr(te)
+			_ = s.flush()
+			return errTerminate
+		}
+		s.sendErr(te)
+		s.send(&pgproto3.ReadyForQuery{TxStatus: 'I'})
+		s.txStatus = 'I'
+		return s.flush()
+	}
 	if inTx {
 		s.sendErr(wire.Fatalf(pgcode.ConnectionFailure, "server connection to shard %s lost: %v", shard, err))
 		_ = s.flush()

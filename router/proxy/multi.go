@@ -42,6 +42,7 @@ func (s *session) borrow(i int) (*shardConn, error) {
 			return nil, err
 		}
 	}
+	s.lend(sc)
 	return &shardConn{shard: i, sc: sc, p: p}, nil
 }
 
@@ -64,6 +65,7 @@ func (s *session) finish(conns []*shardConn, ok bool) error {
 				ok = false // commit the rest? no: roll them back
 			}
 		}
+		s.unlend(c.sc)
 		c.p.Release(c.sc)
 	}
 	return first
