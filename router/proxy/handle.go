@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"strings"
 	"sync/atomic"
+	"time"
 
 	"github.com/jackc/pgx/v5/pgproto3"
 
@@ -18,6 +19,13 @@ import (
 func (s *session) handle(msg pgproto3.FrontendMessage) error {
 	if s.copyIn {
 		return s.handleCopy(msg)
+	}
+	if s.dropCopy {
+		switch msg.(type) {
+		case *pgproto3.CopyData, *pgproto3.CopyDone, *pgproto3.CopyFail:
+			return nil
+		}
+		s.dropCopy = false
 	}
 	if s.clientSkipping {
 		switch msg.(type) {
@@ -531,6 +539,7 @@ func (s *session) drive() error {
 		case *pgproto3.CopyInResponse:
 			s.send(m)
 			s.copyIn = true
+			s.copyStart = time.Now()
 			s.copyBytes = 0
 			return s.flush()
 		case *pgproto3.CopyOutResponse, *pgproto3.CopyData, *pgproto3.CopyDone:
@@ -659,6 +668,19 @@ func (s *session) noteTag(tag []byte) {
 }
 
 func (s *session) handleCopy(msg pgproto3.FrontendMessage) error {
+	if qt := s.cfg.QueryTimeout; qt > 0 && time.Since(s.copyStart) > qt {
+		if _, ok := msg.(*pgproto3.CopyData); ok {
+			// query_timeout covers COPY FROM STDIN as statement_timeout
+			// does: end it (the shards answer CopyFail with 57014) and
+			// drop the rest of the client's data.
+			s.dropCopy = true
+			fail := &pgproto3.CopyFail{Message: fmt.Sprintf("pgshard: query_timeout (%v) exceeded", qt)}
+			if s.copy != nil {
+				return s.endCopy(fail)
+			}
+			msg = fail
+		}
+	}
 	if s.copy != nil {
 		switch m := msg.(type) {
 		case *pgproto3.CopyData:

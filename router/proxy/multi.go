@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"strconv"
 	"strings"
+	"time"
 
 	"github.com/jackc/pgx/v5/pgproto3"
 
@@ -207,6 +208,7 @@ func (s *session) startCopy(r Route, sql string) error {
 	}
 	s.send(cs.inResp)
 	s.copyIn = true
+	s.copyStart = time.Now()
 	return s.flush()
 }
 

@@ -68,6 +68,8 @@ type session struct {
 	serverSkipping bool // the server raised an error with no Sync queued yet
 	copyIn         bool
 	copyBytes      int
+	copyStart      time.Time // when the current COPY FROM STDIN began (query_timeout)
+	dropCopy       bool      // a COPY pgshard ended: drop the client's COPY messages, as Postgres does
 	awaitSync      bool // extended messages were sent since the last Sync
 
 	batch          []pgproto3.FrontendMessage // extended messages held until Sync/Flush

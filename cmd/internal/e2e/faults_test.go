@@ -159,6 +159,12 @@ func noLeaks(t *testing.T, db string, poolSize int) {
 				break
 			}
 			if time.Now().After(deadline) {
+				rows, _ := c.Query(ctx, "select pid, state, left(query, 60), backend_start from pg_stat_activity where datname = $1 and usename = 'app'", db)
+				for rows.Next() {
+					v, _ := rows.Values()
+					t.Logf("%v", v)
+				}
+				rows.Close()
 				t.Fatalf("shard %s: %d server connections (pool size %d), %d busy", in.Name, n, poolSize, busy)
 			}
 			time.Sleep(100 * time.Millisecond)
