@@ -70,7 +70,7 @@ type session struct {
 	copyBytes      int
 	copyStart      time.Time // when the current COPY FROM STDIN began (query_timeout)
 	dropCopy       bool      // a COPY pgshard ended: drop the client's COPY messages, as Postgres does
-	awaitSync      bool // extended messages were sent since the last Sync
+	awaitSync      bool      // extended messages were sent since the last Sync
 
 	batch          []pgproto3.FrontendMessage // extended messages held until Sync/Flush
 	mv             *AppliedMap                // the map the current statement is routed with (useMap)
