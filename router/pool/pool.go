@@ -52,6 +52,9 @@ type Conn struct {
 
 	// Broken marks a connection that must not be reused.
 	Broken bool
+	// CancelSent says a cancel request for what it runs was sent already
+	// (query_timeout): closing it does not send another.
+	CancelSent bool
 
 	created time.Time
 	host    string
@@ -396,6 +399,10 @@ func (p *Pool) Release(c *Conn) {
 	p.mu.Lock()
 	c.active, c.since = false, now
 	if reuse && !p.closed {
+		// A deadline a client's query_timeout set must not reach the
+		// next client.
+		_ = c.Net.SetDeadline(time.Time{})
+		c.CancelSent = false
 		p.idle = append(p.idle, c)
 		p.mu.Unlock()
 	} else {
@@ -427,7 +434,7 @@ func (p *Pool) DiscardIdle() {
 }
 
 func (p *Pool) close(c *Conn) {
-	if c.TxStatus != 'I' || c.Broken {
+	if (c.TxStatus != 'I' || c.Broken) && !c.CancelSent {
 		ctx, cancel := context.WithTimeout(context.Background(), time.Second)
 		_ = c.Cancel(ctx)
 		cancel()

@@ -848,6 +848,7 @@ func (s *session) finishOthers(ok bool) {
 				s.log.Error("finishing a statement on every shard failed: shards may differ", "shard", o.sc.Shard, "err", err, "commit", ok)
 			}
 		}
+		s.unlend(o.sc)
 		o.p.Release(o.sc)
 	}
 	s.others = s.others[:0]

@@ -20,6 +20,13 @@ func (s *session) handle(msg pgproto3.FrontendMessage) error {
 	if s.copyIn {
 		return s.handleCopy(msg)
 	}
+	if s.dropCopy {
+		switch msg.(type) {
+		case *pgproto3.CopyData, *pgproto3.CopyDone, *pgproto3.CopyFail:
+			return nil
+		}
+		s.dropCopy = false
+	}
 	if s.clientSkipping {
 		switch msg.(type) {
 		case *pgproto3.Sync:
@@ -28,6 +35,11 @@ func (s *session) handle(msg pgproto3.FrontendMessage) error {
 		default:
 			return nil // discarded until Sync, as Postgres does after an error
 		}
+	}
+	switch msg.(type) {
+	case *pgproto3.Query, *pgproto3.Sync, *pgproto3.Flush:
+		// query_timeout bounds what the client waits for now.
+		defer s.watchdog()()
 	}
 	switch m := msg.(type) {
 	case *pgproto3.Query:
@@ -420,17 +432,6 @@ func (s *session) pop() pending {
 // arrived, the server waits for COPY data, or an error leaves nothing to
 // wait for.
 func (s *session) drive() error {
-	if qt := s.cfg.QueryTimeout; qt > 0 && s.hasReal() {
-		// query_timeout: cancel the statement on its shard (57014). If the
-		// timer fired, wait for the cancel to be sent before going on.
-		fired := make(chan struct{})
-		t := time.AfterFunc(qt, func() { defer close(fired); s.cancelServer() })
-		defer func() {
-			if !t.Stop() {
-				<-fired
-			}
-		}()
-	}
 	for {
 		for len(s.queue) > 0 && s.queue[0].kind == pSynth {
 			p := s.pop()
@@ -538,6 +539,7 @@ func (s *session) drive() error {
 		case *pgproto3.CopyInResponse:
 			s.send(m)
 			s.copyIn = true
+			s.copyStart = time.Now()
 			s.copyBytes = 0
 			return s.flush()
 		case *pgproto3.CopyOutResponse, *pgproto3.CopyData, *pgproto3.CopyDone:
@@ -666,6 +668,19 @@ func (s *session) noteTag(tag []byte) {
 }
 
 func (s *session) handleCopy(msg pgproto3.FrontendMessage) error {
+	if qt := s.cfg.QueryTimeout; qt > 0 && time.Since(s.copyStart) > qt {
+		if _, ok := msg.(*pgproto3.CopyData); ok {
+			// query_timeout covers COPY FROM STDIN as statement_timeout
+			// does: end it (the shards answer CopyFail with 57014) and
+			// drop the rest of the client's data.
+			s.dropCopy = true
+			fail := &pgproto3.CopyFail{Message: fmt.Sprintf("pgshard: query_timeout (%v) exceeded", qt)}
+			if s.copy != nil {
+				return s.endCopy(fail)
+			}
+			msg = fail
+		}
+	}
 	if s.copy != nil {
 		switch m := msg.(type) {
 		case *pgproto3.CopyData:
@@ -739,6 +754,18 @@ func (s *session) serverLost(err error) error {
 	s.clientSkipping = false
 	s.detach(true)
 	s.log.Warn("server connection lost", "shard", shard, "err", err)
+	if te := s.timeoutErr(shard, err); te != nil {
+		if inTx {
+			te.Severity = "FATAL"
+			s.sendErr(te)
+			_ = s.flush()
+			return errTerminate
+		}
+		s.sendErr(te)
+		s.send(&pgproto3.ReadyForQuery{TxStatus: 'I'})
+		s.txStatus = 'I'
+		return s.flush()
+	}
 	if inTx {
 		s.sendErr(wire.Fatalf(pgcode.ConnectionFailure, "server connection to shard %s lost: %v", shard, err))
 		_ = s.flush()

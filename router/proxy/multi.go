@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"strconv"
 	"strings"
+	"time"
 
 	"github.com/jackc/pgx/v5/pgproto3"
 
@@ -42,6 +43,7 @@ func (s *session) borrow(i int) (*shardConn, error) {
 			return nil, err
 		}
 	}
+	s.lend(sc)
 	return &shardConn{shard: i, sc: sc, p: p}, nil
 }
 
@@ -64,6 +66,7 @@ func (s *session) finish(conns []*shardConn, ok bool) error {
 				ok = false // commit the rest? no: roll them back
 			}
 		}
+		s.unlend(c.sc)
 		c.p.Release(c.sc)
 	}
 	return first
@@ -205,6 +208,7 @@ func (s *session) startCopy(r Route, sql string) error {
 	}
 	s.send(cs.inResp)
 	s.copyIn = true
+	s.copyStart = time.Now()
 	return s.flush()
 }
 

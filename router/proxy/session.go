@@ -10,6 +10,7 @@ import (
 	"log/slog"
 	"maps"
 	"net"
+	"os"
 	"sort"
 	"strings"
 	"sync"
@@ -67,7 +68,9 @@ type session struct {
 	serverSkipping bool // the server raised an error with no Sync queued yet
 	copyIn         bool
 	copyBytes      int
-	awaitSync      bool // extended messages were sent since the last Sync
+	copyStart      time.Time // when the current COPY FROM STDIN began (query_timeout)
+	dropCopy       bool      // a COPY pgshard ended: drop the client's COPY messages, as Postgres does
+	awaitSync      bool      // extended messages were sent since the last Sync
 
 	batch          []pgproto3.FrontendMessage // extended messages held until Sync/Flush
 	mv             *AppliedMap                // the map the current statement is routed with (useMap)
@@ -87,9 +90,11 @@ type session struct {
 	txSets         []string                   // SET/RESET run in the open transaction, replayed on shards joining it
 	txSavepoint    bool                       // the open transaction used a savepoint: it cannot span shards
 	idle           atomic.Bool                // blocked reading the client between transactions
+	writing        atomic.Bool                // blocked writing to the client (flush)
 	cancels        int                        // cancel requests in flight to sc (guarded by mu)
 	cancelDone     *sync.Cond                 // signalled when cancels drops to 0
 	waiting        bool                       // queued for a server connection (guarded by mu)
+	lent           map[*pool.Conn]struct{}    // connections borrowed by the current statement (guarded by mu; timeout.go)
 	holding        bool                       // held by a frozen bucket (guarded by mu)
 	waitCtx        context.Context
 	waitCancel     context.CancelFunc
@@ -390,7 +395,9 @@ func (s *session) flush() error {
 	if len(s.out) == 0 {
 		return nil
 	}
+	s.writing.Store(true)
 	_, err := s.conn.Write(s.out)
+	s.writing.Store(false)
 	if cap(s.out) > 1<<20 {
 		s.out = nil
 	} else {
@@ -412,6 +419,10 @@ func asWireErr(err error) *wire.Error {
 	var rf *plan.Refusal
 	if errors.As(err, &rf) {
 		return refusal(rf)
+	}
+	if errors.Is(err, os.ErrDeadlineExceeded) {
+		return wire.Errorf(pgcode.QueryCanceled, "canceling statement due to query_timeout: %v", err).
+			WithHint("The shard did not answer its cancel in time; pgshard closed the server connection. Check the shard, or raise query_timeout.")
 	}
 	if errors.Is(err, pool.ErrTimeout) {
 		return wire.Errorf(pgcode.TooManyConnections, "no server connection available: %v", err).
@@ -582,6 +593,9 @@ func (s *session) detach(force bool) {
 	}
 	sc := s.sc
 	s.sc = nil
+	if sc != nil && (force || s.cfg.Mode != PoolSession) {
+		delete(s.lent, sc)
+	}
 	s.mu.Unlock()
 	if sc != nil {
 		p := sc.Pool()
@@ -599,10 +613,12 @@ func (s *session) detach(force bool) {
 	}
 	if force {
 		for k, h := range s.parts {
+			s.unlend(h)
 			h.Pool().Release(h) // closed (rolled back) unless idle
 			delete(s.parts, k)
 		}
 		for k, h := range s.held {
+			s.unlend(h)
 			h.Pool().Release(h)
 			delete(s.held, k)
 		}

@@ -225,6 +225,7 @@ func (s *session) endSpan(commit bool) (string, *wire.Error) {
 				s.held[p.sc.Shard] = p.sc
 				continue
 			}
+			s.unlend(p.sc)
 			p.sc.Pool().Release(p.sc) // closes it unless idle and sound
 		}
 		s.resetTx()
@@ -495,6 +496,7 @@ func (s *session) txConn(i int) (*pool.Conn, error) {
 		begin = s.deferred
 	}
 	if err := execSimple(sc, begin); err != nil {
+		s.unlend(sc)
 		sc.Pool().Release(sc)
 		return nil, err
 	}

@@ -94,6 +94,11 @@ type proxyOpts struct {
 	configure func(*proxy.Config)
 	// started, if set, is called with the running server.
 	started func(*proxy.Server)
+	// shardDSN, if set, rewrites shard i's DSN (e.g. to go through a fault
+	// proxy).
+	shardDSN func(i int, dsn string) string
+	// connectTimeout bounds a dial to a shard (pool default 5s).
+	connectTimeout time.Duration
 }
 
 // testRules: accounts/orders co-located on a bigint, users on text,
@@ -131,12 +136,15 @@ func startProxy(t testing.TB, o proxyOpts) string {
 	}
 	var pools []*pool.Pool
 	var shards []shardmap.Shard
-	for _, in := range cluster.Instances[:o.shards] {
+	for i, in := range cluster.Instances[:o.shards] {
 		dsn := in.DSN
 		if o.database != "" {
 			dsn = strings.Replace(dsn, "/app?", "/"+o.database+"?", 1)
 		}
-		p, err := pool.New(pool.Options{Shard: in.Name, DSN: dsn, Size: o.poolSize, AcquireTimeout: o.waitTimeout})
+		if o.shardDSN != nil {
+			dsn = o.shardDSN(i, dsn)
+		}
+		p, err := pool.New(pool.Options{Shard: in.Name, DSN: dsn, Size: o.poolSize, AcquireTimeout: o.waitTimeout, ConnectTimeout: o.connectTimeout})
 		if err != nil {
 			t.Fatal(err)
 		}

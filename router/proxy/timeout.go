@@ -1,0 +1,134 @@
+package proxy
+
+import (
+	"context"
+	"errors"
+	"os"
+	"sync"
+	"time"
+
+	"github.com/pgshard/pgshard/router/pool"
+	"github.com/pgshard/pgshard/wire"
+	"github.com/pgshard/pgshard/wire/pgcode"
+)
+
+// cancelGrace is how long the shards of a statement that ran past
+// query_timeout have, after pgshard sent their cancel requests, to answer.
+// A shard that stays silent (a network partition, a hung host) has its
+// server connection closed and the client gets 57014: query_timeout plus
+// cancelGrace bounds every statement, whether the shard answers or not.
+// The same bound applies to a client that stops reading its result: the
+// write to it fails and the session ends.
+const cancelGrace = time.Second
+
+// watchdog arms query_timeout for the statement (or batch) the session is
+// about to run. When it fires it sets a read deadline of cancelGrace on
+// every server connection the statement uses (the attached one and those
+// lent by borrow), a write deadline on the client, and sends each server
+// connection a cancel request. stop disarms it; it must be called before
+// the session handles the client's next message.
+func (s *session) watchdog() (stop func()) {
+	qt := s.cfg.QueryTimeout
+	if qt <= 0 {
+		return func() {}
+	}
+	fired := make(chan struct{})
+	t := time.AfterFunc(qt, func() {
+		defer close(fired)
+		s.mu.Lock()
+		if s.holding {
+			// Held by a frozen bucket: freeze_timeout bounds that wait.
+			s.mu.Unlock()
+			return
+		}
+		var conns []*pool.Conn
+		if s.sc != nil {
+			conns = append(conns, s.sc)
+		}
+		for c := range s.lent {
+			conns = append(conns, c)
+		}
+		if len(conns) == 0 && s.waiting {
+			s.waitCancel() // queued for a server connection
+		}
+		dl := time.Now().Add(cancelGrace)
+		for _, c := range conns {
+			_ = c.Net.SetReadDeadline(dl)
+		}
+		if s.writing.Load() {
+			// Blocked writing to a client that does not read.
+			_ = s.conn.SetWriteDeadline(dl)
+		}
+		for _, c := range conns {
+			c.CancelSent = true
+		}
+		s.cancels++
+		s.mu.Unlock()
+		defer func() {
+			s.mu.Lock()
+			s.cancels--
+			if s.cancels == 0 {
+				s.cancelDone.Broadcast()
+			}
+			s.mu.Unlock()
+		}()
+		var wg sync.WaitGroup
+		for _, c := range conns {
+			wg.Go(func() {
+				ctx, cancel := context.WithTimeout(context.Background(), cancelGrace)
+				defer cancel()
+				if err := c.Cancel(ctx); err != nil {
+					s.log.Warn("query_timeout: cancel failed", "shard", c.Shard, "err", err)
+				}
+			})
+		}
+		wg.Wait()
+	})
+	return func() {
+		if t.Stop() {
+			return
+		}
+		<-fired
+		s.mu.Lock()
+		if s.sc != nil {
+			_ = s.sc.Net.SetReadDeadline(time.Time{})
+		}
+		for c := range s.lent {
+			_ = c.Net.SetReadDeadline(time.Time{})
+		}
+		s.mu.Unlock()
+		_ = s.conn.SetWriteDeadline(time.Time{})
+	}
+}
+
+// lend records a server connection borrowed for the current statement, so
+// query_timeout reaches it.
+func (s *session) lend(c *pool.Conn) {
+	s.mu.Lock()
+	if s.lent == nil {
+		s.lent = map[*pool.Conn]struct{}{}
+	}
+	s.lent[c] = struct{}{}
+	s.mu.Unlock()
+}
+
+// unlend forgets a borrowed connection before it goes back to its pool,
+// after any cancel on its way to it has landed.
+func (s *session) unlend(c *pool.Conn) {
+	s.mu.Lock()
+	for s.cancels > 0 {
+		s.cancelDone.Wait()
+	}
+	delete(s.lent, c)
+	s.mu.Unlock()
+}
+
+// timeoutErr is the client's error for a server read that hit the deadline
+// the watchdog set, or nil if err is something else.
+func (s *session) timeoutErr(shard string, err error) *wire.Error {
+	if !errors.Is(err, os.ErrDeadlineExceeded) {
+		return nil
+	}
+	return wire.Errorf(pgcode.QueryCanceled, "canceling statement due to query_timeout (%v): shard %s did not answer within %v of the cancel", s.cfg.QueryTimeout, shard, cancelGrace).
+		WithHint("pgshard closed the server connection; the statement may or may not have run on the shard. Check the shard, or raise query_timeout.")
+}
