@@ -109,6 +109,27 @@ type Options struct {
 	Lifetime       time.Duration // close connections older than this when released (0: never)
 }
 
+// Warm opens server connections until the pool has at least n (idle or in
+// use), so that a burst of clients does not each pay a connection's setup.
+// It gives up quietly at the first error or when ctx ends (the health probe
+// reports a shard that cannot be reached).
+func (p *Pool) Warm(ctx context.Context, n int) {
+	p.mu.Lock()
+	missing := min(n, p.opts.Size) - len(p.all)
+	p.mu.Unlock()
+	var cs []*Conn
+	for i := 0; i < missing; i++ {
+		c, err := p.Acquire(ctx)
+		if err != nil {
+			break
+		}
+		cs = append(cs, c)
+	}
+	for _, c := range cs {
+		p.Release(c)
+	}
+}
+
 // Pool is a bounded pool of server connections to one shard.
 type Pool struct {
 	opts Options

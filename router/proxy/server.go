@@ -460,7 +460,23 @@ func (s *Server) SetMap(m *shardmap.Map) {
 		close(old.replaced)
 		s.retirePools(old.Map, m)
 	}
+	if am.AnyFrozen() {
+		// A move is cutting over: the held writes will soon go to the
+		// target, maybe a shard this proxy has not used yet. Open a few
+		// connections everywhere now, not while they wait.
+		for _, p := range s.poolList() {
+			go func() {
+				ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+				defer cancel()
+				p.Warm(ctx, warmConns)
+			}()
+		}
+	}
 }
+
+// warmConns is how many server connections a cutover makes sure each
+// pool has.
+const warmConns = 4
 
 // Map returns the current shard map (nil before the first SetMap).
 func (s *Server) Map() *shardmap.Map {

@@ -872,6 +872,13 @@ func TestMoveThroughProxies(t *testing.T) {
 			break
 		}
 		in, out := w.latencies(cutStart[i], cutEnd[i], mvx.Buckets)
+		w.mu.Lock()
+		for _, smp := range w.samples {
+			if smp.took > 200*time.Millisecond && slices.Contains(mvx.Buckets, smp.bucket) && smp.at.After(cutStart[i]) && smp.at.Before(cutEnd[i]) {
+				t.Logf("slow write: bucket %d started %s after move %d's check, took %s", smp.bucket, smp.at.Sub(cutStart[i]).Round(time.Millisecond), i+1, smp.took.Round(time.Millisecond))
+			}
+		}
+		w.mu.Unlock()
 		p50, p99, mx := percentiles(in)
 		o50, o99, omx := percentiles(out)
 		t.Logf("move %d cutover (%s): %d writes to its buckets p50 %s p99 %s max %s; %d to others p50 %s p99 %s max %s",
