@@ -27,10 +27,14 @@
 // one and pins the transaction to it; multi.go runs the statements that
 // need several shards (split INSERT, split COPY, run-on-every-shard DDL).
 // merge.go runs keyless SELECTs that need a merge (RouteMerge, from a
-// plan.MergeSpec): the rewritten query is prepared and described on every
-// shard, bound with the formats the merge needs (binary twins of compared
-// values and partial aggregates, the client's formats for passed-through
-// columns), and the rows are merged: a k-way heap for ORDER BY (one row per
+// plan.MergeSpec): the rewritten query is bound on every shard with the
+// formats the merge needs (binary twins of compared values and partial
+// aggregates, the client's formats for passed-through columns). The first
+// run of a shard statement describes it first (two round trips); its
+// description is kept until the next DDL through pgshard, so repeats are
+// checked before sending and take one round trip, under a server statement
+// name (pgm_<hash>) that spares the shards parsing and planning
+// (mergesend.go). The rows are merged: a k-way heap for ORDER BY (one row per
 // shard held, shards read only as the client takes rows), a hash map of
 // groups for aggregates/GROUP BY/HAVING bounded by merge_memory_limit
 // (54000 beyond), a hash set for DISTINCT, then OFFSET/LIMIT. Final values

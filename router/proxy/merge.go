@@ -177,81 +177,8 @@ func (m *merge) run(parse *pgproto3.Parse, bind *pgproto3.Bind, batch []pgproto3
 	if parse != nil {
 		oids = parse.ParameterOIDs
 	}
-	// Phase 1: prepare and describe on every shard.
-	for _, src := range m.srcs {
-		fe := src.c.sc.FE
-		fe.Send(&pgproto3.Parse{Query: m.r.SQL, ParameterOIDs: oids})
-		fe.Send(&pgproto3.Describe{ObjectType: 'S'})
-		fe.Send(&pgproto3.Sync{})
-		src.c.sc.Unnamed = mergeUnnamed
-		if err := fe.Flush(); err != nil {
-			src.c.sc.Broken = true
-			return asWireErr(fmt.Errorf("shard %s: %w", src.c.sc.Shard, err))
-		}
-		src.c.inflight = true
-	}
-	var first *wire.Error
-	for i, src := range m.srcs {
-		for src.c.inflight {
-			msg, err := src.c.sc.FE.Receive()
-			if err != nil {
-				src.c.sc.Broken = true
-				return asWireErr(fmt.Errorf("shard %s: %w", src.c.sc.Shard, err))
-			}
-			switch x := msg.(type) {
-			case *pgproto3.ParameterDescription:
-				if i == 0 {
-					m.pdesc = &pgproto3.ParameterDescription{ParameterOIDs: append([]uint32(nil), x.ParameterOIDs...)}
-				}
-			case *pgproto3.RowDescription:
-				if i == 0 {
-					m.fields = append([]pgproto3.FieldDescription(nil), x.Fields...)
-					for j := range m.fields {
-						m.fields[j].Name = append([]byte(nil), x.Fields[j].Name...)
-					}
-				}
-			case *pgproto3.ErrorResponse:
-				if first == nil {
-					first = &wire.Error{Severity: x.Severity, Code: x.Code, Message: x.Message, Detail: x.Detail, Hint: x.Hint, Position: x.Position}
-				}
-			case *pgproto3.ReadyForQuery:
-				src.c.sc.TxStatus = x.TxStatus
-				src.c.inflight = false
-			}
-		}
-	}
-	if first != nil {
-		return first
-	}
-	if werr := m.layout(bind, batch != nil); werr != nil {
+	if werr := m.send(bind, batch != nil, oids); werr != nil {
 		return werr
-	}
-	if werr := m.checkCollations(); werr != nil {
-		return werr
-	}
-	if werr := m.prepareRowChecks(); werr != nil {
-		return werr
-	}
-	// Phase 2: bind and execute.
-	for _, src := range m.srcs {
-		fe := src.c.sc.FE
-		if src.c.sc.Unnamed != mergeUnnamed {
-			// A catalog query (collation checks) dropped the statement.
-			fe.Send(&pgproto3.Parse{Query: m.r.SQL, ParameterOIDs: oids})
-		}
-		src.c.sc.Unnamed = 0
-		b := &pgproto3.Bind{ResultFormatCodes: m.sfmt}
-		if bind != nil {
-			b.Parameters, b.ParameterFormatCodes = bind.Parameters, bind.ParameterFormatCodes
-		}
-		fe.Send(b)
-		fe.Send(&pgproto3.Execute{})
-		fe.Send(&pgproto3.Sync{})
-		if err := fe.Flush(); err != nil {
-			src.c.sc.Broken = true
-			return asWireErr(fmt.Errorf("shard %s: %w", src.c.sc.Shard, err))
-		}
-		src.c.inflight = true
 	}
 	// The client's answers up to the rows.
 	desc := func(formats bool) *pgproto3.RowDescription {

@@ -156,8 +156,12 @@ func TestMergeDifferential(t *testing.T) {
 	}
 	corpus := readCorpus(t)
 	identical, refused, differing := 0, 0, 0
+	// Each query runs twice per protocol: first described by the shards
+	// (two round trips), then from the kept description under a server
+	// statement name (one round trip, mergesend.go).
+	modes := []pgx.QueryExecMode{simple, pgx.QueryExecModeCacheStatement, simple, pgx.QueryExecModeCacheStatement}
 	for _, q := range corpus {
-		for _, mode := range []pgx.QueryExecMode{simple, pgx.QueryExecModeCacheStatement} {
+		for run, mode := range modes {
 			got := query(ctx, sh, mode, q.sql, nil)
 			want := query(ctx, ref, mode, q.sql, nil)
 			if q.refuse {
@@ -165,7 +169,7 @@ func TestMergeDifferential(t *testing.T) {
 					refused++
 				} else {
 					differing++
-					t.Errorf("line %d (%v): want a 0A000 refusal, got %s\n  %s", q.line, mode, got, q.sql)
+					t.Errorf("line %d (%v, run %d): want a 0A000 refusal, got %s\n  %s", q.line, mode, run/2+1, got, q.sql)
 				}
 				continue
 			}
@@ -184,10 +188,10 @@ func TestMergeDifferential(t *testing.T) {
 				continue
 			}
 			differing++
-			t.Errorf("line %d (%v): %s\n  pgshard:  %s\n  postgres: %s", q.line, mode, q.sql, trim(got.String(), 600), trim(want.String(), 600))
+			t.Errorf("line %d (%v, run %d): %s\n  pgshard:  %s\n  postgres: %s", q.line, mode, run/2+1, q.sql, trim(got.String(), 600), trim(want.String(), 600))
 		}
 	}
-	t.Logf("merge corpus: %d queries × 2 protocols: identical %d, refused %d, differing %d", len(corpus), identical, refused, differing)
+	t.Logf("merge corpus: %d queries × 2 protocols × 2 runs: identical %d, refused %d, differing %d", len(corpus), identical, refused, differing)
 	// A merge that must hold more than merge_memory_limit fails with 54000.
 	small := startProxy(t, proxyOpts{sharded: true, shards: 3, database: db, configure: func(c *proxy.Config) { c.MergeMemoryLimit = 4096 }})
 	sc := connect(t, fmt.Sprintf("postgres://app:app@%s/%s?sslmode=disable", small, db))
