@@ -122,17 +122,16 @@ func (s *session) runMerge(r *MergeRoute, batch []pgproto3.FrontendMessage) erro
 		}
 	}
 	if s.inTxBlock() {
-		e := wire.Errorf(pgcode.FeatureNotSupported, "a query that reads several shards cannot run inside a transaction block").
-			WithHint("Run it outside BEGIN ... COMMIT, or add a condition on the sharding key.")
+		if batch == nil && s.spanSplit() {
+			return s.runMergeTx(r)
+		}
+		e := s.errMergeInTx()
 		if batch != nil {
 			return s.proxyError(e)
 		}
 		return s.refuseQuery(e)
 	}
-	m := &merge{s: s, r: r, spec: r.Spec, limit: r.Limit, skip: r.Offset, maxMem: s.cfg.MergeMemoryLimit}
-	if m.maxMem <= 0 {
-		m.maxMem = DefaultMergeMemoryLimit
-	}
+	m := s.newMerge(r)
 	mark := len(s.out)
 	werr := m.run(parse, bind, batch, clientParsed, &mark)
 	var conns []*shardConn
@@ -162,16 +161,89 @@ func (s *session) runMerge(r *MergeRoute, batch []pgproto3.FrontendMessage) erro
 	return s.flush()
 }
 
+func (s *session) newMerge(r *MergeRoute) *merge {
+	m := &merge{s: s, r: r, spec: r.Spec, limit: r.Limit, skip: r.Offset, maxMem: s.cfg.MergeMemoryLimit}
+	if m.maxMem <= 0 {
+		m.maxMem = DefaultMergeMemoryLimit
+	}
+	return m
+}
+
+// errMergeInTx refuses a merged read in a transaction block that cannot
+// run it (runMergeTx).
+func (s *session) errMergeInTx() *wire.Error {
+	e := wire.Errorf(pgcode.FeatureNotSupported, "a query that reads several shards cannot run inside this transaction block")
+	if !s.cfg.TwoPhaseCommit || s.cfg.Decisions == nil {
+		return e.WithHint("Set two_phase_commit: true in the pgshard config so a transaction may read several shards, run the query outside BEGIN ... COMMIT, or add a condition on the sharding key.")
+	}
+	return e.WithHint("Inside a transaction, send reads of several shards with the simple query protocol, or run the query outside BEGIN ... COMMIT, or add a condition on the sharding key.")
+}
+
+// runMergeTx runs a merged SELECT (simple protocol) inside a transaction
+// that may span shards (two-phase commit): each shard of the merge joins
+// the transaction (txConn) and stays in it afterwards, so the read sees
+// the transaction's own writes. A failed merge fails the transaction on
+// every participant, as an error fails a Postgres transaction.
+func (s *session) runMergeTx(r *MergeRoute) error {
+	if !s.canSpanHere() {
+		return s.refuseQuery(wire.Errorf(pgcode.FeatureNotSupported, "this query reads several shards, which this transaction cannot span").
+			WithHint("A transaction that used savepoints or LISTEN stays on one shard; run the query outside it or drop the savepoints."))
+	}
+	m := s.newMerge(r)
+	mark := len(s.out)
+	var werr *wire.Error
+	for _, sh := range r.Shards {
+		sc, err := s.txConn(sh)
+		if err != nil {
+			werr = asWireErr(err)
+			break
+		}
+		m.srcs = append(m.srcs, &mergeSrc{c: &shardConn{shard: sh, sc: sc, p: sc.Pool()}})
+	}
+	if werr == nil {
+		werr = m.run(nil, nil, nil, false, &mark)
+	}
+	for _, src := range m.srcs {
+		if src.c.inflight && !src.c.sc.Broken {
+			_ = drainToReady(src.c.sc)
+			src.c.inflight = false
+		}
+	}
+	for _, src := range m.srcs {
+		if src.c.sc.Broken {
+			return s.serverLostIn(src.c.sc, fmt.Errorf("during a read of several shards"))
+		}
+	}
+	status := byte('T')
+	if werr != nil {
+		if mark <= len(s.out) {
+			s.out = s.out[:mark]
+		}
+		s.failTx()
+		status = 'E'
+		s.sendErr(werr)
+	} else {
+		s.send(&pgproto3.CommandComplete{CommandTag: fmt.Appendf(nil, "SELECT %d", m.sent)})
+	}
+	s.txStatus = status
+	s.send(&pgproto3.ReadyForQuery{TxStatus: status})
+	s.statWaiting()
+	return s.flush()
+}
+
 // run does the work of runMerge; an error that reaches the client is
-// returned (after the shards' answers are drained by the caller).
+// returned (after the shards' answers are drained by the caller). The
+// sources are borrowed unless the caller set them (runMergeTx).
 func (m *merge) run(parse *pgproto3.Parse, bind *pgproto3.Bind, batch []pgproto3.FrontendMessage, clientParsed bool, mark *int) *wire.Error {
 	s := m.s
-	for _, sh := range m.r.Shards {
-		c, err := s.borrow(sh)
-		if err != nil {
-			return asWireErr(err)
+	if m.srcs == nil {
+		for _, sh := range m.r.Shards {
+			c, err := s.borrow(sh)
+			if err != nil {
+				return asWireErr(err)
+			}
+			m.srcs = append(m.srcs, &mergeSrc{c: c})
 		}
-		m.srcs = append(m.srcs, &mergeSrc{c: c})
 	}
 	var oids []uint32
 	if parse != nil {

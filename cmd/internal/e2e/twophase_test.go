@@ -305,6 +305,82 @@ func TestTwoPhaseCommit(t *testing.T) {
 		}
 	})
 
+	t.Run("merged reads in a transaction", func(t *testing.T) {
+		simple := pgx.QueryExecModeSimpleProtocol
+		count := func(q string) int {
+			t.Helper()
+			var n int
+			if err := c.QueryRow(ctx, q, simple).Scan(&n); err != nil {
+				t.Fatalf("%s: %v", q, err)
+			}
+			return n
+		}
+		before := count("SELECT count(*) FROM accounts")
+		k := k1 + 7000000
+		for _, end := range []string{"ROLLBACK", "COMMIT"} {
+			for _, q := range []string{"BEGIN", fmt.Sprintf("INSERT INTO accounts (id, name, balance) VALUES (%d, 'own', 4242)", k)} {
+				if _, err := c.Exec(ctx, q, simple); err != nil {
+					t.Fatalf("%s: %v", q, err)
+				}
+			}
+			// The merge sees the transaction's own write on its shard.
+			if n := count("SELECT count(*) FROM accounts"); n != before+1 {
+				t.Fatalf("count(*) in the transaction: %d, want %d", n, before+1)
+			}
+			var top int64
+			if err := c.QueryRow(ctx, "SELECT id FROM accounts ORDER BY balance DESC, id LIMIT 1", simple).Scan(&top); err != nil || top != k {
+				t.Fatalf("ORDER BY ... LIMIT 1 in the transaction: %d %v, want %d", top, err, k)
+			}
+			var name string
+			if err := c.QueryRow(ctx, "SELECT name, count(*) FROM accounts GROUP BY name HAVING max(balance) = 4242", simple).Scan(&name, new(int)); err != nil || name != "own" {
+				t.Fatalf("GROUP BY ... HAVING in the transaction: %q %v, want own", name, err)
+			}
+			if tag, err := c.Exec(ctx, end, simple); err != nil || tag.String() != end {
+				t.Fatalf("%s: %q %v", end, tag, err)
+			}
+			want := before
+			if end == "COMMIT" {
+				want++
+			}
+			if n := count("SELECT count(*) FROM accounts"); n != want {
+				t.Fatalf("count(*) after %s: %d, want %d", end, n, want)
+			}
+		}
+		if n := preparedCount(t); n != 0 {
+			t.Fatalf("%d prepared transactions left", n)
+		}
+		// A merge that fails fails the transaction on every shard.
+		for _, q := range []string{"BEGIN", fmt.Sprintf("UPDATE accounts SET balance = 5 WHERE id = %d", k0)} {
+			if _, err := c.Exec(ctx, q, simple); err != nil {
+				t.Fatalf("%s: %v", q, err)
+			}
+		}
+		if _, err := c.Exec(ctx, "SELECT count(*) FROM accounts WHERE 1 / (balance - balance) = 1", simple); sqlstate(err) != "22012" {
+			t.Fatalf("failing merge: %v, want 22012", err)
+		}
+		if _, err := c.Exec(ctx, "SELECT count(*) FROM accounts", simple); sqlstate(err) != "25P02" {
+			t.Fatalf("merge after the error: %v, want 25P02", err)
+		}
+		if tag, err := c.Exec(ctx, "COMMIT", simple); err != nil || tag.String() != "ROLLBACK" {
+			t.Fatalf("COMMIT of a failed transaction: %q %v, want ROLLBACK", tag, err)
+		}
+		if n := ts.direct(t, 0, "SELECT count(*) FROM accounts WHERE balance = 5"); n != 0 {
+			t.Fatal("the failed transaction's update committed")
+		}
+		// The extended protocol is refused in a transaction, with a hint.
+		tx, err := c.Begin(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var n int
+		err = tx.QueryRow(ctx, "SELECT count(*) FROM accounts").Scan(&n)
+		var pe *pgconn.PgError
+		if !errors.As(err, &pe) || pe.Code != "0A000" || !strings.Contains(pe.Hint, "simple query protocol") {
+			t.Fatalf("extended-protocol merge in a transaction: %v, want 0A000 with a hint", err)
+		}
+		_ = tx.Rollback(ctx)
+	})
+
 	t.Run("single shard commits plainly", func(t *testing.T) {
 		before := ts.srv.Snapshot().TwoPC.Commits
 		tx, err := c.Begin(ctx)
@@ -409,6 +485,18 @@ func TestTwoPhaseCommitOff(t *testing.T) {
 		if n := ts.direct(t, 0, "SELECT count(*) FROM accounts WHERE id = $1", k0); n != 0 {
 			t.Fatalf("%v: the failed transaction committed on shard 0", mode)
 		}
+		// A read that merges several shards is refused in a transaction,
+		// with a hint to turn two-phase commit on.
+		tx, err = c.Begin(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var n int
+		err = tx.QueryRow(ctx, "SELECT count(*) FROM accounts", mode).Scan(&n)
+		if !errors.As(err, &pe) || pe.Code != "0A000" || !strings.Contains(pe.Hint, "two_phase_commit") {
+			t.Fatalf("%v: merged read in a transaction: %v, want 0A000 with a two_phase_commit hint", mode, err)
+		}
+		_ = tx.Rollback(ctx)
 	}
 }
 
