@@ -34,9 +34,11 @@ import (
 // On a repeat the statement is also prepared under a name on each server
 // connection (pgm_<hash>, like the client statements' pgs_<hash>), so a
 // shard parses and plans it once per connection, not once per run. The
-// name includes the catalog generation, so DDL through pgshard makes new
-// names; a connection keeps at most maxConnStmts named statements beyond
-// which merges parse unnamed.
+// name includes the catalog generation and the described columns, so DDL
+// makes new names (a shard that refuses a stale statement, "cached plan
+// must not change result type", fails that one run, which drops the kept
+// description); a connection keeps at most maxConnStmts named statements
+// beyond which merges parse unnamed.
 
 const (
 	descCacheSize = 1024
@@ -102,16 +104,23 @@ func descKey(shard, sql string, oids []uint32) string {
 	return string(b)
 }
 
-// mergeStmtName is the server-side name of a merge statement.
-func mergeStmtName(sql string, oids []uint32, gen uint64) string {
+// mergeStmtName is the server-side name of a merge statement as described
+// by fields: after DDL that changes the columns (through pgshard: gen; from
+// elsewhere: fields, described anew after the run that failed) the name
+// changes, so a stale statement left on other connections is never bound.
+func mergeStmtName(sql string, oids []uint32, gen uint64, fields []pgproto3.FieldDescription) string {
 	h := sha256.New()
-	var b [8]byte
-	binary.BigEndian.PutUint64(b[:], gen)
-	h.Write(b[:])
+	b := binary.BigEndian.AppendUint64(nil, gen)
 	for _, o := range oids {
-		binary.BigEndian.PutUint32(b[:4], o)
-		h.Write(b[:4])
+		b = binary.BigEndian.AppendUint32(b, o)
 	}
+	for _, f := range fields {
+		b = binary.BigEndian.AppendUint32(b, f.TableOID)
+		b = binary.BigEndian.AppendUint16(b, f.TableAttributeNumber)
+		b = binary.BigEndian.AppendUint32(b, f.DataTypeOID)
+		b = binary.BigEndian.AppendUint32(b, uint32(f.TypeModifier))
+	}
+	h.Write(b)
 	h.Write([]byte(sql))
 	return "pgm_" + hex.EncodeToString(h.Sum(nil)[:12])
 }
@@ -151,7 +160,7 @@ func (m *merge) send(bind *pgproto3.Bind, ext bool, oids []uint32) *wire.Error {
 	if werr := m.describe(oids); werr != nil {
 		return werr
 	}
-	s.srv.mergeDescs.put(key, &mergeDesc{fields: m.fields, pdesc: m.pdesc, gen: gen, name: mergeStmtName(m.r.SQL, oids, gen)})
+	s.srv.mergeDescs.put(key, &mergeDesc{fields: m.fields, pdesc: m.pdesc, gen: gen, name: mergeStmtName(m.r.SQL, oids, gen, m.fields)})
 	if werr := m.check(bind, ext); werr != nil {
 		return werr
 	}

@@ -205,3 +205,93 @@ func TestMergeDifferential(t *testing.T) {
 		t.Errorf("corpus has %d queries, want at least 250", len(corpus))
 	}
 }
+
+// TestMergeRepeat: a merge run again takes one round trip from the kept
+// description (mergesend.go) and returns the same answer; DDL through
+// pgshard is seen at once, DDL sent to the shards directly fails at most
+// one run per query and protocol (0A000), after which the new columns are
+// merged.
+func TestMergeRepeat(t *testing.T) {
+	const db = "merge_repeat_e2e"
+	databaseOnAll(t, db)
+	addr := startProxy(t, proxyOpts{sharded: true, shards: 3, poolSize: 2, database: db})
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	c := connect(t, fmt.Sprintf("postgres://app:app@%s/%s?sslmode=disable", addr, db))
+	simple := pgx.QueryExecModeSimpleProtocol
+	var vals []string
+	for i := 1; i <= 40; i++ {
+		vals = append(vals, fmt.Sprintf("(%d, 'n%d', %d)", i*1000003, i%7, i%5))
+	}
+	for _, q := range []string{"create table accounts (id bigint primary key, name text collate \"C\", balance int)",
+		"insert into accounts values " + strings.Join(vals, ",")} {
+		if _, err := c.Exec(ctx, q, simple); err != nil {
+			t.Fatalf("%s: %v", q, err)
+		}
+	}
+	modes := []pgx.QueryExecMode{simple, pgx.QueryExecModeCacheStatement}
+	queries := []string{
+		"select * from accounts order by balance, id limit 7",
+		"select name, count(*), sum(balance) from accounts group by name order by name",
+		"select count(*) from accounts where balance > 1",
+	}
+	run := func(mode pgx.QueryExecMode, q string) outcome {
+		return query(ctx, c, mode, q, nil)
+	}
+	ddl := 0
+	after := func(mode pgx.QueryExecMode, q string) outcome {
+		if mode != simple {
+			q = fmt.Sprintf("%s -- after DDL %d", q, ddl)
+		}
+		return run(mode, q)
+	}
+	for _, mode := range modes {
+		for _, q := range queries {
+			first := run(mode, q)
+			if first.err != "" {
+				t.Fatalf("%v %s: %s", mode, q, first.err)
+			}
+			for i := 0; i < 3; i++ {
+				if again := run(mode, q); again.String() != first.String() {
+					t.Fatalf("%v run %d of %s:\n  %s\nfirst:\n  %s", mode, i+2, q, again, first)
+				}
+			}
+		}
+	}
+	// DDL through pgshard: the next run describes again. (A new client
+	// connection and, for the extended protocol, a new client text with
+	// the same shard statement: a client statement prepared before the DDL
+	// is stale in pgx and on the servers; it is the client's, not the
+	// merge's.)
+	if _, err := c.Exec(ctx, "alter table accounts add column w text default 'w'", simple); err != nil {
+		t.Fatal(err)
+	}
+	c = connect(t, fmt.Sprintf("postgres://app:app@%s/%s?sslmode=disable", addr, db))
+	for _, mode := range modes {
+		if got := after(mode, queries[0]); got.err != "" || len(got.fields) != 4 {
+			t.Fatalf("%v after ALTER through pgshard: %s", mode, got)
+		}
+	}
+	// DDL on the shards directly: at most one failed run, then the new column.
+	for _, in := range cluster.Instances[:3] {
+		d := connect(t, dbURL(in.DSN, db))
+		if _, err := d.Exec(ctx, "alter table accounts add column z int default 7"); err != nil {
+			t.Fatal(err)
+		}
+	}
+	c = connect(t, fmt.Sprintf("postgres://app:app@%s/%s?sslmode=disable", addr, db))
+	ddl++
+	for _, mode := range modes {
+		got := after(mode, queries[0])
+		if got.err != "" {
+			if !strings.HasPrefix(got.err, "0A000 ") {
+				t.Fatalf("%v after ALTER on the shards: %s, want 0A000 or the new column", mode, got.err)
+			}
+			t.Logf("%v: the run after ALTER on the shards failed as expected: %s", mode, got.err)
+			got = after(mode, queries[0])
+		}
+		if got.err != "" || len(got.fields) != 5 {
+			t.Fatalf("%v after ALTER on the shards, run again: %s", mode, got)
+		}
+	}
+}
