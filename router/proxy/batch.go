@@ -545,7 +545,10 @@ func (s *session) runBatch(sync bool) error {
 	if r := s.splitRoute; r != nil {
 		s.splitRoute = nil
 		if r.Kind == RouteMerge && s.inTxBlock() {
-			return s.proxyError(s.errMergeInTx())
+			if !sync || !s.spanSplit() {
+				return s.proxyError(s.errMergeInTx())
+			}
+			return s.runMerge(r.Merge, batch)
 		}
 		if !sync || !singleStatement(batch) || s.inTxBlock() {
 			return s.proxyError(wire.Errorf(pgcode.FeatureNotSupported, "a statement that runs on every shard must be alone in its pipeline, end with Sync and be outside explicit transactions").

@@ -91,8 +91,9 @@
 // connection is parked (session.parts) still inside its transaction, and
 // the new shard joins with the transaction's BEGIN and SETs; statements that
 // need several shards at once run on every participant (runSplitTx), and
-// merged reads (simple protocol) read every participant they need
-// (runMergeTx), joining shards to the transaction like any statement. COMMIT
+// merged reads (simple protocol, or an extended batch holding just the
+// statement) read every participant they need (runMergeTx), joining
+// shards to the transaction like any statement. COMMIT
 // and ROLLBACK of such a transaction are answered by the session: ROLLBACK
 // on all, or PREPARE TRANSACTION 'pgshard_<proxy>_<n>' on all, the decision
 // stored through Config.Decisions (the catalog's pgshard.tx_decisions),

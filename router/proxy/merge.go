@@ -90,40 +90,13 @@ const mergeUnnamed = ^uint64(0)
 // runMerge runs a merged SELECT. batch is the client's extended-protocol
 // batch (nil for a simple Query).
 func (s *session) runMerge(r *MergeRoute, batch []pgproto3.FrontendMessage) error {
-	var (
-		parse        *pgproto3.Parse
-		bind         *pgproto3.Bind
-		clientParsed bool
-	)
-	if batch != nil {
-		for _, m := range batch {
-			switch b := m.(type) {
-			case *pgproto3.Parse:
-				parse, clientParsed = b, true
-			case *pgproto3.Bind:
-				bind = b
-			}
-		}
-		if parse == nil || parse.Name != bind.PreparedStatement {
-			st, err := s.resolve(bind.PreparedStatement)
-			if err != nil {
-				return s.proxyError(err)
-			}
-			parse = &pgproto3.Parse{Name: bind.PreparedStatement, Query: st.query, ParameterOIDs: st.oids}
-			clientParsed = false
-		}
-		if clientParsed {
-			st := newStmt(parse.Query, parse.ParameterOIDs, parse.Name == "")
-			if parse.Name == "" {
-				s.unnamed = st
-			} else {
-				s.stmts[parse.Name] = st
-			}
-		}
+	parse, bind, clientParsed, err := s.mergeBatch(batch)
+	if err != nil {
+		return s.proxyError(err)
 	}
 	if s.inTxBlock() {
-		if batch == nil && s.spanSplit() {
-			return s.runMergeTx(r)
+		if s.spanSplit() {
+			return s.runMergeTx(r, parse, bind, batch, clientParsed)
 		}
 		e := s.errMergeInTx()
 		if batch != nil {
@@ -161,6 +134,40 @@ func (s *session) runMerge(r *MergeRoute, batch []pgproto3.FrontendMessage) erro
 	return s.flush()
 }
 
+// mergeBatch finds the statement and Bind of a merge's extended-protocol
+// batch (nil for a simple Query) and records a statement the batch
+// parses; clientParsed means the client expects a ParseComplete.
+func (s *session) mergeBatch(batch []pgproto3.FrontendMessage) (parse *pgproto3.Parse, bind *pgproto3.Bind, clientParsed bool, err error) {
+	if batch == nil {
+		return nil, nil, false, nil
+	}
+	for _, m := range batch {
+		switch b := m.(type) {
+		case *pgproto3.Parse:
+			parse, clientParsed = b, true
+		case *pgproto3.Bind:
+			bind = b
+		}
+	}
+	if parse == nil || parse.Name != bind.PreparedStatement {
+		st, err := s.resolve(bind.PreparedStatement)
+		if err != nil {
+			return nil, nil, false, err
+		}
+		parse = &pgproto3.Parse{Name: bind.PreparedStatement, Query: st.query, ParameterOIDs: st.oids}
+		clientParsed = false
+	}
+	if clientParsed {
+		st := newStmt(parse.Query, parse.ParameterOIDs, parse.Name == "")
+		if parse.Name == "" {
+			s.unnamed = st
+		} else {
+			s.stmts[parse.Name] = st
+		}
+	}
+	return parse, bind, clientParsed, nil
+}
+
 func (s *session) newMerge(r *MergeRoute) *merge {
 	m := &merge{s: s, r: r, spec: r.Spec, limit: r.Limit, skip: r.Offset, maxMem: s.cfg.MergeMemoryLimit}
 	if m.maxMem <= 0 {
@@ -176,18 +183,30 @@ func (s *session) errMergeInTx() *wire.Error {
 	if !s.cfg.TwoPhaseCommit || s.cfg.Decisions == nil {
 		return e.WithHint("Set two_phase_commit: true in the pgshard config so a transaction may read several shards, run the query outside BEGIN ... COMMIT, or add a condition on the sharding key.")
 	}
-	return e.WithHint("Inside a transaction, send reads of several shards with the simple query protocol, or run the query outside BEGIN ... COMMIT, or add a condition on the sharding key.")
+	return e.WithHint("Send it on its own, ending with Sync, or run the query outside BEGIN ... COMMIT, or add a condition on the sharding key.")
 }
 
-// runMergeTx runs a merged SELECT (simple protocol) inside a transaction
-// that may span shards (two-phase commit): each shard of the merge joins
-// the transaction (txConn) and stays in it afterwards, so the read sees
-// the transaction's own writes. A failed merge fails the transaction on
-// every participant, as an error fails a Postgres transaction.
-func (s *session) runMergeTx(r *MergeRoute) error {
+// runMergeTx runs a merged SELECT inside a transaction that may span
+// shards (two-phase commit): each shard of the merge joins the transaction
+// (txConn) and stays in it afterwards, so the read sees the transaction's
+// own writes. A failed merge fails the transaction on every participant,
+// as an error fails a Postgres transaction. An extended-protocol batch
+// must be the statement alone, ending with Sync (its ReadyForQuery comes
+// from the attached participant).
+func (s *session) runMergeTx(r *MergeRoute, parse *pgproto3.Parse, bind *pgproto3.Bind, batch []pgproto3.FrontendMessage, clientParsed bool) error {
+	refuse := func(e *wire.Error) error {
+		if batch != nil {
+			return s.proxyError(e)
+		}
+		return s.refuseQuery(e)
+	}
 	if !s.canSpanHere() {
-		return s.refuseQuery(wire.Errorf(pgcode.FeatureNotSupported, "this query reads several shards, which this transaction cannot span").
+		return refuse(wire.Errorf(pgcode.FeatureNotSupported, "this query reads several shards, which this transaction cannot span").
 			WithHint("A transaction that used savepoints or LISTEN stays on one shard; run the query outside it or drop the savepoints."))
+	}
+	if batch != nil && !singleStatement(batch) {
+		return refuse(wire.Errorf(pgcode.FeatureNotSupported, "in a transaction, a query that reads several shards must be alone in its pipeline").
+			WithHint("Send it on its own (Parse/Bind/Execute/Sync)."))
 	}
 	m := s.newMerge(r)
 	mark := len(s.out)
@@ -201,7 +220,7 @@ func (s *session) runMergeTx(r *MergeRoute) error {
 		m.srcs = append(m.srcs, &mergeSrc{c: &shardConn{shard: sh, sc: sc, p: sc.Pool()}})
 	}
 	if werr == nil {
-		werr = m.run(nil, nil, nil, false, &mark)
+		werr = m.run(parse, bind, batch, clientParsed, &mark)
 	}
 	for _, src := range m.srcs {
 		if src.c.inflight && !src.c.sc.Broken {
@@ -214,11 +233,19 @@ func (s *session) runMergeTx(r *MergeRoute) error {
 			return s.serverLostIn(src.c.sc, fmt.Errorf("during a read of several shards"))
 		}
 	}
+	if werr != nil && mark <= len(s.out) {
+		s.out = s.out[:mark]
+	}
+	if batch != nil {
+		if werr != nil {
+			s.failTx()
+			return s.proxyError(werr)
+		}
+		s.push(pending{kind: pSynth, synth: &pgproto3.CommandComplete{CommandTag: fmt.Appendf(nil, "SELECT %d", m.sent)}})
+		return nil
+	}
 	status := byte('T')
 	if werr != nil {
-		if mark <= len(s.out) {
-			s.out = s.out[:mark]
-		}
 		s.failTx()
 		status = 'E'
 		s.sendErr(werr)

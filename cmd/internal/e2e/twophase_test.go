@@ -317,6 +317,24 @@ func TestTwoPhaseCommit(t *testing.T) {
 		}
 		before := count("SELECT count(*) FROM accounts")
 		k := k1 + 7000000
+		// A merge as the transaction's first statement starts it on every
+		// shard it reads (simple, then extended protocol).
+		for _, q := range []string{"BEGIN", "SELECT count(*) FROM accounts", "COMMIT"} {
+			if _, err := c.Exec(ctx, q, simple); err != nil {
+				t.Fatalf("%s: %v", q, err)
+			}
+		}
+		first, err := c.Begin(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var n0 int
+		if err := first.QueryRow(ctx, "SELECT count(*) FROM accounts WHERE id <> $1", -1).Scan(&n0); err != nil || n0 != before {
+			t.Fatalf("first statement of a transaction: %d %v, want %d", n0, err, before)
+		}
+		if err := first.Commit(ctx); err != nil {
+			t.Fatal(err)
+		}
 		for _, end := range []string{"ROLLBACK", "COMMIT"} {
 			for _, q := range []string{"BEGIN", fmt.Sprintf("INSERT INTO accounts (id, name, balance) VALUES (%d, 'own', 4242)", k)} {
 				if _, err := c.Exec(ctx, q, simple); err != nil {
@@ -367,18 +385,47 @@ func TestTwoPhaseCommit(t *testing.T) {
 		if n := ts.direct(t, 0, "SELECT count(*) FROM accounts WHERE balance = 5"); n != 0 {
 			t.Fatal("the failed transaction's update committed")
 		}
-		// The extended protocol is refused in a transaction, with a hint.
+		// The extended protocol: a merge alone in its pipeline.
 		tx, err := c.Begin(ctx)
 		if err != nil {
 			t.Fatal(err)
 		}
+		if _, err := tx.Exec(ctx, "INSERT INTO accounts (id, name, balance) VALUES ($1, 'ext', 4343)", k0+7000000); err != nil {
+			t.Fatal(err)
+		}
 		var n int
-		err = tx.QueryRow(ctx, "SELECT count(*) FROM accounts").Scan(&n)
-		var pe *pgconn.PgError
-		if !errors.As(err, &pe) || pe.Code != "0A000" || !strings.Contains(pe.Hint, "simple query protocol") {
-			t.Fatalf("extended-protocol merge in a transaction: %v, want 0A000 with a hint", err)
+		if err := tx.QueryRow(ctx, "SELECT count(*) FROM accounts WHERE balance > $1", 4000).Scan(&n); err != nil || n != 2 {
+			t.Fatalf("extended-protocol count(*) in the transaction: %d %v, want 2 (own write and the committed row)", n, err)
+		}
+		var names []string
+		rows, err := tx.Query(ctx, "SELECT name FROM accounts WHERE balance > 4000 ORDER BY balance DESC LIMIT $1", 5)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for rows.Next() {
+			var nm string
+			if err := rows.Scan(&nm); err != nil {
+				t.Fatal(err)
+			}
+			names = append(names, nm)
+		}
+		if rows.Err() != nil || strings.Join(names, ",") != "ext,own" {
+			t.Fatalf("extended-protocol ORDER BY in the transaction: %v %v", names, rows.Err())
+		}
+		// A failing extended merge fails the transaction.
+		if _, err := tx.Exec(ctx, "SELECT count(*) FROM accounts WHERE 1 / (balance - balance) = $1", 1); sqlstate(err) != "22012" {
+			t.Fatalf("failing extended merge: %v, want 22012", err)
+		}
+		if _, err := tx.Exec(ctx, "SELECT count(*) FROM accounts"); sqlstate(err) != "25P02" {
+			t.Fatalf("after the failed merge: %v, want 25P02", err)
 		}
 		_ = tx.Rollback(ctx)
+		if n := count("SELECT count(*) FROM accounts WHERE balance = 4343"); n != 0 {
+			t.Fatalf("the rolled back row is visible: %d", n)
+		}
+		if n := preparedCount(t); n != 0 {
+			t.Fatalf("%d prepared transactions left", n)
+		}
 	})
 
 	t.Run("single shard commits plainly", func(t *testing.T) {
