@@ -39,7 +39,7 @@
 // groups for aggregates/GROUP BY/HAVING bounded by merge_memory_limit
 // (54000 beyond), a hash set for DISTINCT, then OFFSET/LIMIT. Final values
 // are encoded as Postgres would (count int8, sum(int4) int8, avg numeric by
-// numeric_div's scale rules, floats in shortest form). Compared text is
+// numeric_div's scale rules, floats in shortest form; mergeagg.go). Compared text is
 // checked against its collation before any row is compared (collation.go:
 // catalog lookup for plain columns, a pg_collation_for probe column for
 // expressions). What cannot be made identical is refused with 0A000 by the
