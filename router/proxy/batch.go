@@ -544,6 +544,12 @@ func (s *session) runBatch(sync bool) error {
 	}
 	if r := s.splitRoute; r != nil {
 		s.splitRoute = nil
+		if r.Kind == RouteMerge && s.inTxBlock() {
+			if !sync || !s.spanSplit() {
+				return s.proxyError(s.errMergeInTx())
+			}
+			return s.runMerge(r.Merge, batch)
+		}
 		if !sync || !singleStatement(batch) || s.inTxBlock() {
 			return s.proxyError(wire.Errorf(pgcode.FeatureNotSupported, "a statement that runs on every shard must be alone in its pipeline, end with Sync and be outside explicit transactions").
 				WithHint("Send it on its own (Parse/Bind/Execute/Sync) outside BEGIN ... COMMIT."))

@@ -391,6 +391,8 @@ func (s *Server) forgetCatalog() {
 	s.colColl.Clear()
 	s.nondet.Clear()
 	s.aggNames.Store(nil)
+	s.catGen.Add(1)
+	s.mergeDescs.clear()
 }
 
 // queryRows runs a query on sc and returns its rows as text (NULL as "").

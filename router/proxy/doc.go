@@ -27,15 +27,19 @@
 // one and pins the transaction to it; multi.go runs the statements that
 // need several shards (split INSERT, split COPY, run-on-every-shard DDL).
 // merge.go runs keyless SELECTs that need a merge (RouteMerge, from a
-// plan.MergeSpec): the rewritten query is prepared and described on every
-// shard, bound with the formats the merge needs (binary twins of compared
-// values and partial aggregates, the client's formats for passed-through
-// columns), and the rows are merged: a k-way heap for ORDER BY (one row per
+// plan.MergeSpec): the rewritten query is bound on every shard with the
+// formats the merge needs (binary twins of compared values and partial
+// aggregates, the client's formats for passed-through columns). The first
+// run of a shard statement describes it first (two round trips); its
+// description is kept until the next DDL through pgshard, so repeats are
+// checked before sending and take one round trip, under a server statement
+// name (pgm_<hash>) that spares the shards parsing and planning
+// (mergesend.go). The rows are merged: a k-way heap for ORDER BY (one row per
 // shard held, shards read only as the client takes rows), a hash map of
 // groups for aggregates/GROUP BY/HAVING bounded by merge_memory_limit
 // (54000 beyond), a hash set for DISTINCT, then OFFSET/LIMIT. Final values
 // are encoded as Postgres would (count int8, sum(int4) int8, avg numeric by
-// numeric_div's scale rules, floats in shortest form). Compared text is
+// numeric_div's scale rules, floats in shortest form; mergeagg.go). Compared text is
 // checked against its collation before any row is compared (collation.go:
 // catalog lookup for plain columns, a pg_collation_for probe column for
 // expressions). What cannot be made identical is refused with 0A000 by the
@@ -86,7 +90,10 @@
 // span shards. When a statement needs another shard, the attached server
 // connection is parked (session.parts) still inside its transaction, and
 // the new shard joins with the transaction's BEGIN and SETs; statements that
-// need several shards at once run on every participant (runSplitTx). COMMIT
+// need several shards at once run on every participant (runSplitTx), and
+// merged reads (simple protocol, or an extended batch holding just the
+// statement) read every participant they need (runMergeTx), joining
+// shards to the transaction like any statement. COMMIT
 // and ROLLBACK of such a transaction are answered by the session: ROLLBACK
 // on all, or PREPARE TRANSACTION 'pgshard_<proxy>_<n>' on all, the decision
 // stored through Config.Decisions (the catalog's pgshard.tx_decisions),

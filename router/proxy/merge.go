@@ -1,13 +1,9 @@
 package proxy
 
 import (
-	"bytes"
 	"container/heap"
 	"encoding/binary"
 	"fmt"
-	"math"
-	"math/big"
-	"sort"
 	"strconv"
 	"strings"
 	"time"
@@ -90,49 +86,21 @@ const mergeUnnamed = ^uint64(0)
 // runMerge runs a merged SELECT. batch is the client's extended-protocol
 // batch (nil for a simple Query).
 func (s *session) runMerge(r *MergeRoute, batch []pgproto3.FrontendMessage) error {
-	var (
-		parse        *pgproto3.Parse
-		bind         *pgproto3.Bind
-		clientParsed bool
-	)
-	if batch != nil {
-		for _, m := range batch {
-			switch b := m.(type) {
-			case *pgproto3.Parse:
-				parse, clientParsed = b, true
-			case *pgproto3.Bind:
-				bind = b
-			}
-		}
-		if parse == nil || parse.Name != bind.PreparedStatement {
-			st, err := s.resolve(bind.PreparedStatement)
-			if err != nil {
-				return s.proxyError(err)
-			}
-			parse = &pgproto3.Parse{Name: bind.PreparedStatement, Query: st.query, ParameterOIDs: st.oids}
-			clientParsed = false
-		}
-		if clientParsed {
-			st := newStmt(parse.Query, parse.ParameterOIDs, parse.Name == "")
-			if parse.Name == "" {
-				s.unnamed = st
-			} else {
-				s.stmts[parse.Name] = st
-			}
-		}
+	parse, bind, clientParsed, err := s.mergeBatch(batch)
+	if err != nil {
+		return s.proxyError(err)
 	}
 	if s.inTxBlock() {
-		e := wire.Errorf(pgcode.FeatureNotSupported, "a query that reads several shards cannot run inside a transaction block").
-			WithHint("Run it outside BEGIN ... COMMIT, or add a condition on the sharding key.")
+		if s.spanSplit() {
+			return s.runMergeTx(r, parse, bind, batch, clientParsed)
+		}
+		e := s.errMergeInTx()
 		if batch != nil {
 			return s.proxyError(e)
 		}
 		return s.refuseQuery(e)
 	}
-	m := &merge{s: s, r: r, spec: r.Spec, limit: r.Limit, skip: r.Offset, maxMem: s.cfg.MergeMemoryLimit}
-	if m.maxMem <= 0 {
-		m.maxMem = DefaultMergeMemoryLimit
-	}
+	m := s.newMerge(r)
 	mark := len(s.out)
 	werr := m.run(parse, bind, batch, clientParsed, &mark)
 	var conns []*shardConn
@@ -162,96 +130,150 @@ func (s *session) runMerge(r *MergeRoute, batch []pgproto3.FrontendMessage) erro
 	return s.flush()
 }
 
+// mergeBatch finds the statement and Bind of a merge's extended-protocol
+// batch (nil for a simple Query) and records a statement the batch
+// parses; clientParsed means the client expects a ParseComplete.
+func (s *session) mergeBatch(batch []pgproto3.FrontendMessage) (parse *pgproto3.Parse, bind *pgproto3.Bind, clientParsed bool, err error) {
+	if batch == nil {
+		return nil, nil, false, nil
+	}
+	for _, m := range batch {
+		switch b := m.(type) {
+		case *pgproto3.Parse:
+			parse, clientParsed = b, true
+		case *pgproto3.Bind:
+			bind = b
+		}
+	}
+	if parse == nil || parse.Name != bind.PreparedStatement {
+		st, err := s.resolve(bind.PreparedStatement)
+		if err != nil {
+			return nil, nil, false, err
+		}
+		parse = &pgproto3.Parse{Name: bind.PreparedStatement, Query: st.query, ParameterOIDs: st.oids}
+		clientParsed = false
+	}
+	if clientParsed {
+		st := newStmt(parse.Query, parse.ParameterOIDs, parse.Name == "")
+		if parse.Name == "" {
+			s.unnamed = st
+		} else {
+			s.stmts[parse.Name] = st
+		}
+	}
+	return parse, bind, clientParsed, nil
+}
+
+func (s *session) newMerge(r *MergeRoute) *merge {
+	m := &merge{s: s, r: r, spec: r.Spec, limit: r.Limit, skip: r.Offset, maxMem: s.cfg.MergeMemoryLimit}
+	if m.maxMem <= 0 {
+		m.maxMem = DefaultMergeMemoryLimit
+	}
+	return m
+}
+
+// errMergeInTx refuses a merged read in a transaction block that cannot
+// run it (runMergeTx).
+func (s *session) errMergeInTx() *wire.Error {
+	e := wire.Errorf(pgcode.FeatureNotSupported, "a query that reads several shards cannot run inside this transaction block")
+	if !s.cfg.TwoPhaseCommit || s.cfg.Decisions == nil {
+		return e.WithHint("Set two_phase_commit: true in the pgshard config so a transaction may read several shards, run the query outside BEGIN ... COMMIT, or add a condition on the sharding key.")
+	}
+	return e.WithHint("Send it on its own, ending with Sync, or run the query outside BEGIN ... COMMIT, or add a condition on the sharding key.")
+}
+
+// runMergeTx runs a merged SELECT inside a transaction that may span
+// shards (two-phase commit): each shard of the merge joins the transaction
+// (txConn) and stays in it afterwards, so the read sees the transaction's
+// own writes. A failed merge fails the transaction on every participant,
+// as an error fails a Postgres transaction. An extended-protocol batch
+// must be the statement alone, ending with Sync (its ReadyForQuery comes
+// from the attached participant).
+func (s *session) runMergeTx(r *MergeRoute, parse *pgproto3.Parse, bind *pgproto3.Bind, batch []pgproto3.FrontendMessage, clientParsed bool) error {
+	refuse := func(e *wire.Error) error {
+		if batch != nil {
+			return s.proxyError(e)
+		}
+		return s.refuseQuery(e)
+	}
+	if !s.canSpanHere() {
+		return refuse(wire.Errorf(pgcode.FeatureNotSupported, "this query reads several shards, which this transaction cannot span").
+			WithHint("A transaction that used savepoints or LISTEN stays on one shard; run the query outside it or drop the savepoints."))
+	}
+	if batch != nil && !singleStatement(batch) {
+		return refuse(wire.Errorf(pgcode.FeatureNotSupported, "in a transaction, a query that reads several shards must be alone in its pipeline").
+			WithHint("Send it on its own (Parse/Bind/Execute/Sync)."))
+	}
+	m := s.newMerge(r)
+	mark := len(s.out)
+	var werr *wire.Error
+	for _, sh := range r.Shards {
+		sc, err := s.txConn(sh)
+		if err != nil {
+			werr = asWireErr(err)
+			break
+		}
+		m.srcs = append(m.srcs, &mergeSrc{c: &shardConn{shard: sh, sc: sc, p: sc.Pool()}})
+	}
+	if werr == nil {
+		werr = m.run(parse, bind, batch, clientParsed, &mark)
+	}
+	for _, src := range m.srcs {
+		if src.c.inflight && !src.c.sc.Broken {
+			_ = drainToReady(src.c.sc)
+			src.c.inflight = false
+		}
+	}
+	for _, src := range m.srcs {
+		if src.c.sc.Broken {
+			return s.serverLostIn(src.c.sc, fmt.Errorf("during a read of several shards"))
+		}
+	}
+	if werr != nil && mark <= len(s.out) {
+		s.out = s.out[:mark]
+	}
+	if batch != nil {
+		if werr != nil {
+			s.failTx()
+			return s.proxyError(werr)
+		}
+		s.push(pending{kind: pSynth, synth: &pgproto3.CommandComplete{CommandTag: fmt.Appendf(nil, "SELECT %d", m.sent)}})
+		return nil
+	}
+	status := byte('T')
+	if werr != nil {
+		s.failTx()
+		status = 'E'
+		s.sendErr(werr)
+	} else {
+		s.send(&pgproto3.CommandComplete{CommandTag: fmt.Appendf(nil, "SELECT %d", m.sent)})
+	}
+	s.txStatus = status
+	s.send(&pgproto3.ReadyForQuery{TxStatus: status})
+	s.statWaiting()
+	return s.flush()
+}
+
 // run does the work of runMerge; an error that reaches the client is
-// returned (after the shards' answers are drained by the caller).
+// returned (after the shards' answers are drained by the caller). The
+// sources are borrowed unless the caller set them (runMergeTx).
 func (m *merge) run(parse *pgproto3.Parse, bind *pgproto3.Bind, batch []pgproto3.FrontendMessage, clientParsed bool, mark *int) *wire.Error {
 	s := m.s
-	for _, sh := range m.r.Shards {
-		c, err := s.borrow(sh)
-		if err != nil {
-			return asWireErr(err)
+	if m.srcs == nil {
+		for _, sh := range m.r.Shards {
+			c, err := s.borrow(sh)
+			if err != nil {
+				return asWireErr(err)
+			}
+			m.srcs = append(m.srcs, &mergeSrc{c: c})
 		}
-		m.srcs = append(m.srcs, &mergeSrc{c: c})
 	}
 	var oids []uint32
 	if parse != nil {
 		oids = parse.ParameterOIDs
 	}
-	// Phase 1: prepare and describe on every shard.
-	for _, src := range m.srcs {
-		fe := src.c.sc.FE
-		fe.Send(&pgproto3.Parse{Query: m.r.SQL, ParameterOIDs: oids})
-		fe.Send(&pgproto3.Describe{ObjectType: 'S'})
-		fe.Send(&pgproto3.Sync{})
-		src.c.sc.Unnamed = mergeUnnamed
-		if err := fe.Flush(); err != nil {
-			src.c.sc.Broken = true
-			return asWireErr(fmt.Errorf("shard %s: %w", src.c.sc.Shard, err))
-		}
-		src.c.inflight = true
-	}
-	var first *wire.Error
-	for i, src := range m.srcs {
-		for src.c.inflight {
-			msg, err := src.c.sc.FE.Receive()
-			if err != nil {
-				src.c.sc.Broken = true
-				return asWireErr(fmt.Errorf("shard %s: %w", src.c.sc.Shard, err))
-			}
-			switch x := msg.(type) {
-			case *pgproto3.ParameterDescription:
-				if i == 0 {
-					m.pdesc = &pgproto3.ParameterDescription{ParameterOIDs: append([]uint32(nil), x.ParameterOIDs...)}
-				}
-			case *pgproto3.RowDescription:
-				if i == 0 {
-					m.fields = append([]pgproto3.FieldDescription(nil), x.Fields...)
-					for j := range m.fields {
-						m.fields[j].Name = append([]byte(nil), x.Fields[j].Name...)
-					}
-				}
-			case *pgproto3.ErrorResponse:
-				if first == nil {
-					first = &wire.Error{Severity: x.Severity, Code: x.Code, Message: x.Message, Detail: x.Detail, Hint: x.Hint, Position: x.Position}
-				}
-			case *pgproto3.ReadyForQuery:
-				src.c.sc.TxStatus = x.TxStatus
-				src.c.inflight = false
-			}
-		}
-	}
-	if first != nil {
-		return first
-	}
-	if werr := m.layout(bind, batch != nil); werr != nil {
+	if werr := m.send(bind, batch != nil, oids); werr != nil {
 		return werr
-	}
-	if werr := m.checkCollations(); werr != nil {
-		return werr
-	}
-	if werr := m.prepareRowChecks(); werr != nil {
-		return werr
-	}
-	// Phase 2: bind and execute.
-	for _, src := range m.srcs {
-		fe := src.c.sc.FE
-		if src.c.sc.Unnamed != mergeUnnamed {
-			// A catalog query (collation checks) dropped the statement.
-			fe.Send(&pgproto3.Parse{Query: m.r.SQL, ParameterOIDs: oids})
-		}
-		src.c.sc.Unnamed = 0
-		b := &pgproto3.Bind{ResultFormatCodes: m.sfmt}
-		if bind != nil {
-			b.Parameters, b.ParameterFormatCodes = bind.Parameters, bind.ParameterFormatCodes
-		}
-		fe.Send(b)
-		fe.Send(&pgproto3.Execute{})
-		fe.Send(&pgproto3.Sync{})
-		if err := fe.Flush(); err != nil {
-			src.c.sc.Broken = true
-			return asWireErr(fmt.Errorf("shard %s: %w", src.c.sc.Shard, err))
-		}
-		src.c.inflight = true
 	}
 	// The client's answers up to the rows.
 	desc := func(formats bool) *pgproto3.RowDescription {
@@ -583,573 +605,6 @@ func (m *merge) sorted(mark *int) *wire.Error {
 		heap.Fix(h, 0)
 	}
 	return nil
-}
-
-// aggState is one aggregate of one group, combined from shard partials.
-type aggState struct {
-	seen bool
-	i    int64
-	d    decimal
-	f    float64
-	b    bool
-	raw  []byte // min/max: the value as the client gets it
-	twin []byte // min/max: its binary form, compared
-}
-
-type group struct {
-	vals [][]byte // value and twin columns (copied), by shard column
-	aggs []aggState
-}
-
-// grouped combines partial groups from every shard, then filters (HAVING),
-// sorts, and limits them.
-func (m *merge) grouped(mark *int) *wire.Error {
-	ncol := len(m.fields)
-	groups := map[string]*group{}
-	var order []*group
-	var key []byte
-	werr := m.parallel(func(vals [][]byte) (bool, *wire.Error) {
-		key = key[:0]
-		for _, g := range m.spec.GroupKeys {
-			i := m.ref(g)
-			key = appendKey(key, m.fields[i].DataTypeOID, m.sfmt[i], vals[i])
-		}
-		g := groups[string(key)]
-		if g == nil {
-			// vals are the reader's copy: kept as they are.
-			g = &group{vals: vals, aggs: make([]aggState, ncol)}
-			size := int64(len(key)) + 64 + int64(ncol)*80
-			for _, v := range vals {
-				size += int64(len(v))
-			}
-			if werr := m.grow(size); werr != nil {
-				return true, werr
-			}
-			groups[string(key)] = g
-			order = append(order, g)
-		}
-		for i, v := range vals {
-			c := m.col(i)
-			if c.Role != "agg" {
-				continue
-			}
-			var tw []byte
-			if c.Twin >= 0 {
-				tw = vals[m.ref(c.Twin)]
-			}
-			n0 := len(g.aggs[i].raw)
-			if werr := m.combine(&g.aggs[i], c, m.fields[i].DataTypeOID, v, tw); werr != nil {
-				return true, werr
-			}
-			if d := len(g.aggs[i].raw) - n0; d > 0 {
-				if werr := m.grow(int64(2 * d)); werr != nil {
-					return true, werr
-				}
-			}
-		}
-		return false, nil
-	})
-	if werr != nil {
-		return werr
-	}
-	if len(m.spec.GroupKeys) == 0 && len(order) == 0 {
-		// An aggregate over no rows at all still gives one row.
-		order = append(order, &group{vals: make([][]byte, ncol), aggs: make([]aggState, ncol)})
-	}
-	type outRow struct {
-		g    *group
-		vals [][]byte
-		keys []sval
-	}
-	var rows []outRow
-	for _, g := range order {
-		if m.spec.Having != nil {
-			t, werr := m.having(m.spec.Having, g)
-			if werr != nil {
-				return werr
-			}
-			if t != 1 {
-				continue
-			}
-		}
-		vals := make([][]byte, m.nvis)
-		for i := 0; i < m.nvis; i++ {
-			c := m.col(i)
-			if c.Role != "agg" {
-				vals[i] = g.vals[i]
-				continue
-			}
-			v, werr := m.final(g, i, m.cfmt[i])
-			if werr != nil {
-				return werr
-			}
-			vals[i] = v
-		}
-		r := outRow{g: g, vals: vals}
-		for _, k := range m.spec.Order {
-			sv, werr := m.sval(g, m.ref(k.Col))
-			if werr != nil {
-				return werr
-			}
-			r.keys = append(r.keys, sv)
-		}
-		rows = append(rows, r)
-	}
-	if len(m.spec.Order) > 0 {
-		sort.SliceStable(rows, func(a, b int) bool {
-			for j, k := range m.spec.Order {
-				c := cmpSval(rows[a].keys[j], rows[b].keys[j], k.NullsFirst)
-				if k.Desc && !rows[a].keys[j].null && !rows[b].keys[j].null {
-					c = -c
-				}
-				if c != 0 {
-					return c < 0
-				}
-			}
-			return false
-		})
-	}
-	for _, r := range rows {
-		done, werr := m.emit(r.vals, mark)
-		if werr != nil || done {
-			return werr
-		}
-	}
-	return nil
-}
-
-// combine adds a shard's partial (binary) to an aggregate.
-func (m *merge) combine(st *aggState, c plan.MergeCol, oid uint32, v, twin []byte) *wire.Error {
-	if v == nil {
-		return nil
-	}
-	switch c.Agg {
-	case "count":
-		st.i += beInt(v)
-		st.seen = true
-	case "sum", "avg":
-		switch oid {
-		case oidInt8:
-			x := beInt(v)
-			s := st.i + x
-			if (x > 0 && s < st.i) || (x < 0 && s > st.i) {
-				return wire.Errorf("22003", "bigint out of range")
-			}
-			st.i = s
-		case oidNumeric:
-			d, err := decodeNumeric(v)
-			if err != nil {
-				return wire.Errorf(pgcode.InternalError, "merge: %v", err)
-			}
-			if !st.seen {
-				st.d = d
-			} else {
-				st.d.add(d)
-			}
-		case oidFloat8:
-			st.f += math.Float64frombits(binary.BigEndian.Uint64(v))
-		case oidFloat4:
-			st.f = float64(float32(st.f) + math.Float32frombits(binary.BigEndian.Uint32(v)))
-		}
-		st.seen = true
-	case "bool_and", "bool_or":
-		b := len(v) > 0 && v[0] != 0
-		switch {
-		case !st.seen:
-			st.b = b
-		case c.Agg == "bool_and":
-			st.b = st.b && b
-		default:
-			st.b = st.b || b
-		}
-		st.seen = true
-	case "min", "max":
-		if twin == nil {
-			return nil
-		}
-		better := !st.seen
-		if !better {
-			x := cmpBinary(m.fields[m.ref(c.Twin)].DataTypeOID, twin, st.twin)
-			better = x < 0 && c.Agg == "min" || x > 0 && c.Agg == "max"
-		}
-		if better {
-			st.raw = append(st.raw[:0], v...)
-			st.twin = append(st.twin[:0], twin...)
-			st.seen = true
-		}
-	}
-	return nil
-}
-
-// sval is a comparable value: raw binary of a type, or a number.
-type sval struct {
-	null bool
-	kind byte // 'r' raw binary (oid), 'i' int, 'd' decimal, 'f' float, 'b' bool, 't' text constant
-	oid  uint32
-	raw  []byte
-	i    int64
-	d    decimal
-	f    float64
-}
-
-// sval returns shard column i of a group as a comparable value.
-func (m *merge) sval(g *group, i int) (sval, *wire.Error) {
-	c := m.col(i)
-	oid := m.fields[i].DataTypeOID
-	if c.Role != "agg" {
-		v := g.vals[i]
-		if v == nil {
-			return sval{null: true}, nil
-		}
-		return sval{kind: 'r', oid: oid, raw: v}, nil
-	}
-	st := &g.aggs[i]
-	switch c.Agg {
-	case "count":
-		return sval{kind: 'i', i: st.i}, nil
-	case "min", "max":
-		if !st.seen {
-			return sval{null: true}, nil
-		}
-		return sval{kind: 'r', oid: m.fields[m.ref(c.Twin)].DataTypeOID, raw: st.twin}, nil
-	case "bool_and", "bool_or":
-		if !st.seen {
-			return sval{null: true}, nil
-		}
-		v := int64(0)
-		if st.b {
-			v = 1
-		}
-		return sval{kind: 'i', i: v}, nil
-	case "sum":
-		if !st.seen {
-			return sval{null: true}, nil
-		}
-		switch oid {
-		case oidInt8:
-			return sval{kind: 'i', i: st.i}, nil
-		case oidNumeric:
-			return sval{kind: 'd', d: st.d}, nil
-		}
-		return sval{kind: 'f', f: st.f}, nil
-	case "avg":
-		cnt := g.aggs[m.ref(c.Count)].i
-		if !st.seen || cnt == 0 {
-			return sval{null: true}, nil
-		}
-		if oid == oidFloat8 {
-			return sval{kind: 'f', f: st.f / float64(cnt)}, nil
-		}
-		d, err := numericDiv(m.sumDecimal(st, oid), intDecimal(cnt))
-		if err != nil {
-			return sval{}, wire.Errorf("22012", "%v", err)
-		}
-		return sval{kind: 'd', d: d}, nil
-	}
-	return sval{null: true}, nil
-}
-
-func intDecimal(i int64) decimal {
-	var d decimal
-	d.v.SetInt64(i)
-	return d
-}
-
-func (m *merge) sumDecimal(st *aggState, oid uint32) decimal {
-	if oid == oidInt8 {
-		return intDecimal(st.i)
-	}
-	return st.d
-}
-
-// final encodes aggregate column i of a group in format f.
-func (m *merge) final(g *group, i int, f int16) ([]byte, *wire.Error) {
-	c := m.col(i)
-	if c.Agg == "min" || c.Agg == "max" {
-		if !g.aggs[i].seen {
-			return nil, nil
-		}
-		return g.aggs[i].raw, nil
-	}
-	v, werr := m.sval(g, i)
-	if werr != nil || v.null {
-		return nil, werr
-	}
-	oid := m.fields[i].DataTypeOID
-	switch v.kind {
-	case 'i':
-		if c.Agg == "bool_and" || c.Agg == "bool_or" {
-			if f == 1 {
-				return []byte{byte(v.i)}, nil
-			}
-			if v.i == 1 {
-				return []byte("t"), nil
-			}
-			return []byte("f"), nil
-		}
-		if f == 1 {
-			return binary.BigEndian.AppendUint64(nil, uint64(v.i)), nil
-		}
-		return strconv.AppendInt(nil, v.i, 10), nil
-	case 'd':
-		if f == 1 {
-			return v.d.appendBinary(nil), nil
-		}
-		return []byte(v.d.String()), nil
-	case 'f':
-		if oid == oidFloat4 {
-			if f == 1 {
-				return binary.BigEndian.AppendUint32(nil, math.Float32bits(float32(v.f))), nil
-			}
-			return []byte(formatFloat(v.f, 32)), nil
-		}
-		if f == 1 {
-			return binary.BigEndian.AppendUint64(nil, math.Float64bits(v.f)), nil
-		}
-		return []byte(formatFloat(v.f, 64)), nil
-	}
-	return nil, wire.Errorf(pgcode.InternalError, "merge: cannot encode %s", c.Agg)
-}
-
-// number turns a value into a decimal or float for comparisons across
-// numeric types; ok is false for non-numbers.
-func (v sval) number() (decimal, float64, bool, bool) {
-	switch v.kind {
-	case 'i':
-		return intDecimal(v.i), float64(v.i), false, true
-	case 'd':
-		f, _ := new(big.Float).SetInt(&v.d.v).Float64()
-		return v.d, f / math.Pow10(v.d.scale), false, true
-	case 'f':
-		return decimal{}, v.f, true, true
-	case 't':
-		s := strings.TrimSpace(string(v.raw))
-		if d, ok := parseDecimal(s); ok {
-			f, _ := strconv.ParseFloat(s, 64)
-			return d, f, false, true
-		}
-		if f, err := strconv.ParseFloat(s, 64); err == nil {
-			return decimal{}, f, true, true
-		}
-	case 'r':
-		switch v.oid {
-		case oidInt2, oidInt4, oidInt8:
-			return intDecimal(beInt(v.raw)), float64(beInt(v.raw)), false, true
-		case oidNumeric:
-			d, err := decodeNumeric(v.raw)
-			if err == nil {
-				return sval{kind: 'd', d: d}.number()
-			}
-		case oidFloat4:
-			return decimal{}, float64(math.Float32frombits(binary.BigEndian.Uint32(v.raw))), true, true
-		case oidFloat8:
-			return decimal{}, math.Float64frombits(binary.BigEndian.Uint64(v.raw)), true, true
-		}
-	}
-	return decimal{}, 0, false, false
-}
-
-func parseDecimal(s string) (decimal, bool) {
-	var d decimal
-	neg := strings.HasPrefix(s, "-")
-	s = strings.TrimPrefix(strings.TrimPrefix(s, "-"), "+")
-	ip, fp, _ := strings.Cut(s, ".")
-	if ip == "" && fp == "" {
-		return d, false
-	}
-	for _, c := range ip + fp {
-		if c < '0' || c > '9' {
-			return d, false
-		}
-	}
-	if _, ok := d.v.SetString(ip+fp+"0", 10); !ok {
-		return d, false
-	}
-	d.v.Quo(&d.v, big.NewInt(10))
-	d.scale = len(fp)
-	if neg {
-		d.v.Neg(&d.v)
-	}
-	return d, true
-}
-
-// cmpSval compares two values for sorting (NULLs placed by nullsFirst,
-// before any DESC flip by the caller).
-func cmpSval(a, b sval, nullsFirst bool) int {
-	switch {
-	case a.null && b.null:
-		return 0
-	case a.null:
-		if nullsFirst {
-			return -1
-		}
-		return 1
-	case b.null:
-		if nullsFirst {
-			return 1
-		}
-		return -1
-	}
-	c, _ := cmpVals(a, b)
-	return c
-}
-
-// cmpVals compares two non-NULL values; false if they do not compare.
-func cmpVals(a, b sval) (int, bool) {
-	if a.kind == 'r' && b.kind == 'r' && a.oid == b.oid {
-		return cmpBinary(a.oid, a.raw, b.raw), true
-	}
-	ad, af, aflt, aok := a.number()
-	bd, bf, bflt, bok := b.number()
-	if aok && bok {
-		if aflt || bflt {
-			return cmpFloat(af, bf), true
-		}
-		return ad.cmp(bd), true
-	}
-	if a.kind == 't' && b.kind == 'r' {
-		c, ok := cmpVals(b, a)
-		return -c, ok
-	}
-	if a.kind == 'r' && b.kind == 't' {
-		if t, ok := timeConst(a.oid, string(b.raw)); ok {
-			return cmpBinary(a.oid, a.raw, t), true
-		}
-	}
-	text := func(v sval) ([]byte, bool) {
-		if v.kind == 't' || v.kind == 'r' && textLike(v.oid) {
-			return v.raw, true
-		}
-		return nil, false
-	}
-	if at, ok := text(a); ok {
-		if bt, ok := text(b); ok {
-			return bytes.Compare(at, bt), true
-		}
-	}
-	return 0, false
-}
-
-// having evaluates a HAVING condition on a group: 1 true, 0 false, -1
-// NULL.
-func (m *merge) having(e *plan.HavingExpr, g *group) (int, *wire.Error) {
-	switch e.Op {
-	case "and", "or":
-		res := 1
-		if e.Op == "or" {
-			res = 0
-		}
-		for _, a := range e.Args {
-			t, werr := m.having(a, g)
-			if werr != nil {
-				return 0, werr
-			}
-			switch {
-			case e.Op == "and" && t == 0, e.Op == "or" && t == 1:
-				return t, nil
-			case t == -1:
-				res = -1
-			}
-		}
-		return res, nil
-	case "not":
-		t, werr := m.having(e.Args[0], g)
-		if t == -1 || werr != nil {
-			return t, werr
-		}
-		return 1 - t, nil
-	case "truth":
-		v, werr := m.operand(e.Args[0], g)
-		if werr != nil {
-			return 0, werr
-		}
-		switch {
-		case v.null:
-			return -1, nil
-		case v.kind == 'i':
-			return int(v.i), nil
-		case v.kind == 'r' && v.oid == oidBool && len(v.raw) == 1:
-			return int(v.raw[0]), nil
-		}
-		return 0, errMerge("HAVING condition is not a boolean pgshard can read")
-	case "isnull", "notnull":
-		v, werr := m.operand(e.Args[0], g)
-		if werr != nil {
-			return 0, werr
-		}
-		if v.null == (e.Op == "isnull") {
-			return 1, nil
-		}
-		return 0, nil
-	case "cmp":
-		a, werr := m.operand(e.Args[0], g)
-		if werr != nil {
-			return 0, werr
-		}
-		b, werr := m.operand(e.Args[1], g)
-		if werr != nil {
-			return 0, werr
-		}
-		if a.null || b.null {
-			return -1, nil
-		}
-		c, ok := cmpVals(a, b)
-		if !ok {
-			return 0, errMerge("HAVING compares values pgshard cannot compare across shards")
-		}
-		var t bool
-		switch e.Cmp {
-		case "=":
-			t = c == 0
-		case "<>":
-			t = c != 0
-		case "<":
-			t = c < 0
-		case "<=":
-			t = c <= 0
-		case ">":
-			t = c > 0
-		case ">=":
-			t = c >= 0
-		}
-		if t {
-			return 1, nil
-		}
-		return 0, nil
-	}
-	return 0, errMerge("HAVING operator %s", e.Op)
-}
-
-func (m *merge) operand(e *plan.HavingExpr, g *group) (sval, *wire.Error) {
-	switch e.Op {
-	case "col":
-		return m.sval(g, m.ref(e.Col))
-	case "const":
-		if e.Null {
-			return sval{null: true}, nil
-		}
-		return sval{kind: 't', raw: []byte(e.Text)}, nil
-	case "param":
-		v, f, ok := m.r.param(e.Param)
-		if !ok {
-			return sval{}, wire.Errorf(pgcode.ProtocolViolation, "bind message supplies too few parameters")
-		}
-		if v == nil {
-			return sval{null: true}, nil
-		}
-		if f == 0 {
-			return sval{kind: 't', raw: v}, nil
-		}
-		var oid uint32
-		if m.pdesc != nil && e.Param <= len(m.pdesc.ParameterOIDs) {
-			oid = m.pdesc.ParameterOIDs[e.Param-1]
-		}
-		if !comparable(oid) {
-			return sval{}, errMerge("HAVING parameter $%d of type %d across shards is not supported", e.Param, oid)
-		}
-		return sval{kind: 'r', oid: oid, raw: v}, nil
-	}
-	return sval{}, errMerge("HAVING operand %s", e.Op)
 }
 
 // collationC reports whether the database of sc sorts text bytewise

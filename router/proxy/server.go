@@ -150,6 +150,10 @@ type Server struct {
 	nondet  sync.Map
 	// aggNames: names of all aggregate functions (IsAggregate).
 	aggNames atomic.Pointer[map[string]bool]
+	// mergeDescs: what shards said about merge statements (mergesend.go),
+	// valid for catalog generation catGen, bumped by forgetCatalog.
+	mergeDescs descCache
+	catGen     atomic.Uint64
 
 	// known holds server statement names that some shard has parsed
 	// successfully: a Parse of one of them is answered without waiting for

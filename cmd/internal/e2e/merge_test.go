@@ -156,8 +156,12 @@ func TestMergeDifferential(t *testing.T) {
 	}
 	corpus := readCorpus(t)
 	identical, refused, differing := 0, 0, 0
+	// Each query runs twice per protocol: first described by the shards
+	// (two round trips), then from the kept description under a server
+	// statement name (one round trip, mergesend.go).
+	modes := []pgx.QueryExecMode{simple, pgx.QueryExecModeCacheStatement, simple, pgx.QueryExecModeCacheStatement}
 	for _, q := range corpus {
-		for _, mode := range []pgx.QueryExecMode{simple, pgx.QueryExecModeCacheStatement} {
+		for run, mode := range modes {
 			got := query(ctx, sh, mode, q.sql, nil)
 			want := query(ctx, ref, mode, q.sql, nil)
 			if q.refuse {
@@ -165,7 +169,7 @@ func TestMergeDifferential(t *testing.T) {
 					refused++
 				} else {
 					differing++
-					t.Errorf("line %d (%v): want a 0A000 refusal, got %s\n  %s", q.line, mode, got, q.sql)
+					t.Errorf("line %d (%v, run %d): want a 0A000 refusal, got %s\n  %s", q.line, mode, run/2+1, got, q.sql)
 				}
 				continue
 			}
@@ -184,10 +188,10 @@ func TestMergeDifferential(t *testing.T) {
 				continue
 			}
 			differing++
-			t.Errorf("line %d (%v): %s\n  pgshard:  %s\n  postgres: %s", q.line, mode, q.sql, trim(got.String(), 600), trim(want.String(), 600))
+			t.Errorf("line %d (%v, run %d): %s\n  pgshard:  %s\n  postgres: %s", q.line, mode, run/2+1, q.sql, trim(got.String(), 600), trim(want.String(), 600))
 		}
 	}
-	t.Logf("merge corpus: %d queries × 2 protocols: identical %d, refused %d, differing %d", len(corpus), identical, refused, differing)
+	t.Logf("merge corpus: %d queries × 2 protocols × 2 runs: identical %d, refused %d, differing %d", len(corpus), identical, refused, differing)
 	// A merge that must hold more than merge_memory_limit fails with 54000.
 	small := startProxy(t, proxyOpts{sharded: true, shards: 3, database: db, configure: func(c *proxy.Config) { c.MergeMemoryLimit = 4096 }})
 	sc := connect(t, fmt.Sprintf("postgres://app:app@%s/%s?sslmode=disable", small, db))
@@ -199,5 +203,95 @@ func TestMergeDifferential(t *testing.T) {
 	}
 	if len(corpus) < 250 {
 		t.Errorf("corpus has %d queries, want at least 250", len(corpus))
+	}
+}
+
+// TestMergeRepeat: a merge run again takes one round trip from the kept
+// description (mergesend.go) and returns the same answer; DDL through
+// pgshard is seen at once, DDL sent to the shards directly fails at most
+// one run per query and protocol (0A000), after which the new columns are
+// merged.
+func TestMergeRepeat(t *testing.T) {
+	const db = "merge_repeat_e2e"
+	databaseOnAll(t, db)
+	addr := startProxy(t, proxyOpts{sharded: true, shards: 3, poolSize: 2, database: db})
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	c := connect(t, fmt.Sprintf("postgres://app:app@%s/%s?sslmode=disable", addr, db))
+	simple := pgx.QueryExecModeSimpleProtocol
+	var vals []string
+	for i := 1; i <= 40; i++ {
+		vals = append(vals, fmt.Sprintf("(%d, 'n%d', %d)", i*1000003, i%7, i%5))
+	}
+	for _, q := range []string{"create table accounts (id bigint primary key, name text collate \"C\", balance int)",
+		"insert into accounts values " + strings.Join(vals, ",")} {
+		if _, err := c.Exec(ctx, q, simple); err != nil {
+			t.Fatalf("%s: %v", q, err)
+		}
+	}
+	modes := []pgx.QueryExecMode{simple, pgx.QueryExecModeCacheStatement}
+	queries := []string{
+		"select * from accounts order by balance, id limit 7",
+		"select name, count(*), sum(balance) from accounts group by name order by name",
+		"select count(*) from accounts where balance > 1",
+	}
+	run := func(mode pgx.QueryExecMode, q string) outcome {
+		return query(ctx, c, mode, q, nil)
+	}
+	ddl := 0
+	after := func(mode pgx.QueryExecMode, q string) outcome {
+		if mode != simple {
+			q = fmt.Sprintf("%s -- after DDL %d", q, ddl)
+		}
+		return run(mode, q)
+	}
+	for _, mode := range modes {
+		for _, q := range queries {
+			first := run(mode, q)
+			if first.err != "" {
+				t.Fatalf("%v %s: %s", mode, q, first.err)
+			}
+			for i := 0; i < 3; i++ {
+				if again := run(mode, q); again.String() != first.String() {
+					t.Fatalf("%v run %d of %s:\n  %s\nfirst:\n  %s", mode, i+2, q, again, first)
+				}
+			}
+		}
+	}
+	// DDL through pgshard: the next run describes again. (A new client
+	// connection and, for the extended protocol, a new client text with
+	// the same shard statement: a client statement prepared before the DDL
+	// is stale in pgx and on the servers; it is the client's, not the
+	// merge's.)
+	if _, err := c.Exec(ctx, "alter table accounts add column w text default 'w'", simple); err != nil {
+		t.Fatal(err)
+	}
+	c = connect(t, fmt.Sprintf("postgres://app:app@%s/%s?sslmode=disable", addr, db))
+	for _, mode := range modes {
+		if got := after(mode, queries[0]); got.err != "" || len(got.fields) != 4 {
+			t.Fatalf("%v after ALTER through pgshard: %s", mode, got)
+		}
+	}
+	// DDL on the shards directly: at most one failed run, then the new column.
+	for _, in := range cluster.Instances[:3] {
+		d := connect(t, dbURL(in.DSN, db))
+		if _, err := d.Exec(ctx, "alter table accounts add column z int default 7"); err != nil {
+			t.Fatal(err)
+		}
+	}
+	c = connect(t, fmt.Sprintf("postgres://app:app@%s/%s?sslmode=disable", addr, db))
+	ddl++
+	for _, mode := range modes {
+		got := after(mode, queries[0])
+		if got.err != "" {
+			if !strings.HasPrefix(got.err, "0A000 ") {
+				t.Fatalf("%v after ALTER on the shards: %s, want 0A000 or the new column", mode, got.err)
+			}
+			t.Logf("%v: the run after ALTER on the shards failed as expected: %s", mode, got.err)
+			got = after(mode, queries[0])
+		}
+		if got.err != "" || len(got.fields) != 5 {
+			t.Fatalf("%v after ALTER on the shards, run again: %s", mode, got)
+		}
 	}
 }

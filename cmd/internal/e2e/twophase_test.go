@@ -305,6 +305,129 @@ func TestTwoPhaseCommit(t *testing.T) {
 		}
 	})
 
+	t.Run("merged reads in a transaction", func(t *testing.T) {
+		simple := pgx.QueryExecModeSimpleProtocol
+		count := func(q string) int {
+			t.Helper()
+			var n int
+			if err := c.QueryRow(ctx, q, simple).Scan(&n); err != nil {
+				t.Fatalf("%s: %v", q, err)
+			}
+			return n
+		}
+		before := count("SELECT count(*) FROM accounts")
+		k := k1 + 7000000
+		// A merge as the transaction's first statement starts it on every
+		// shard it reads (simple, then extended protocol).
+		for _, q := range []string{"BEGIN", "SELECT count(*) FROM accounts", "COMMIT"} {
+			if _, err := c.Exec(ctx, q, simple); err != nil {
+				t.Fatalf("%s: %v", q, err)
+			}
+		}
+		first, err := c.Begin(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var n0 int
+		if err := first.QueryRow(ctx, "SELECT count(*) FROM accounts WHERE id <> $1", -1).Scan(&n0); err != nil || n0 != before {
+			t.Fatalf("first statement of a transaction: %d %v, want %d", n0, err, before)
+		}
+		if err := first.Commit(ctx); err != nil {
+			t.Fatal(err)
+		}
+		for _, end := range []string{"ROLLBACK", "COMMIT"} {
+			for _, q := range []string{"BEGIN", fmt.Sprintf("INSERT INTO accounts (id, name, balance) VALUES (%d, 'own', 4242)", k)} {
+				if _, err := c.Exec(ctx, q, simple); err != nil {
+					t.Fatalf("%s: %v", q, err)
+				}
+			}
+			// The merge sees the transaction's own write on its shard.
+			if n := count("SELECT count(*) FROM accounts"); n != before+1 {
+				t.Fatalf("count(*) in the transaction: %d, want %d", n, before+1)
+			}
+			var top int64
+			if err := c.QueryRow(ctx, "SELECT id FROM accounts ORDER BY balance DESC, id LIMIT 1", simple).Scan(&top); err != nil || top != k {
+				t.Fatalf("ORDER BY ... LIMIT 1 in the transaction: %d %v, want %d", top, err, k)
+			}
+			var name string
+			if err := c.QueryRow(ctx, "SELECT name, count(*) FROM accounts GROUP BY name HAVING max(balance) = 4242", simple).Scan(&name, new(int)); err != nil || name != "own" {
+				t.Fatalf("GROUP BY ... HAVING in the transaction: %q %v, want own", name, err)
+			}
+			if tag, err := c.Exec(ctx, end, simple); err != nil || tag.String() != end {
+				t.Fatalf("%s: %q %v", end, tag, err)
+			}
+			want := before
+			if end == "COMMIT" {
+				want++
+			}
+			if n := count("SELECT count(*) FROM accounts"); n != want {
+				t.Fatalf("count(*) after %s: %d, want %d", end, n, want)
+			}
+		}
+		if n := preparedCount(t); n != 0 {
+			t.Fatalf("%d prepared transactions left", n)
+		}
+		// A merge that fails fails the transaction on every shard.
+		for _, q := range []string{"BEGIN", fmt.Sprintf("UPDATE accounts SET balance = 5 WHERE id = %d", k0)} {
+			if _, err := c.Exec(ctx, q, simple); err != nil {
+				t.Fatalf("%s: %v", q, err)
+			}
+		}
+		if _, err := c.Exec(ctx, "SELECT count(*) FROM accounts WHERE 1 / (balance - balance) = 1", simple); sqlstate(err) != "22012" {
+			t.Fatalf("failing merge: %v, want 22012", err)
+		}
+		if _, err := c.Exec(ctx, "SELECT count(*) FROM accounts", simple); sqlstate(err) != "25P02" {
+			t.Fatalf("merge after the error: %v, want 25P02", err)
+		}
+		if tag, err := c.Exec(ctx, "COMMIT", simple); err != nil || tag.String() != "ROLLBACK" {
+			t.Fatalf("COMMIT of a failed transaction: %q %v, want ROLLBACK", tag, err)
+		}
+		if n := ts.direct(t, 0, "SELECT count(*) FROM accounts WHERE balance = 5"); n != 0 {
+			t.Fatal("the failed transaction's update committed")
+		}
+		// The extended protocol: a merge alone in its pipeline.
+		tx, err := c.Begin(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := tx.Exec(ctx, "INSERT INTO accounts (id, name, balance) VALUES ($1, 'ext', 4343)", k0+7000000); err != nil {
+			t.Fatal(err)
+		}
+		var n int
+		if err := tx.QueryRow(ctx, "SELECT count(*) FROM accounts WHERE balance > $1", 4000).Scan(&n); err != nil || n != 2 {
+			t.Fatalf("extended-protocol count(*) in the transaction: %d %v, want 2 (own write and the committed row)", n, err)
+		}
+		var names []string
+		rows, err := tx.Query(ctx, "SELECT name FROM accounts WHERE balance > 4000 ORDER BY balance DESC LIMIT $1", 5)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for rows.Next() {
+			var nm string
+			if err := rows.Scan(&nm); err != nil {
+				t.Fatal(err)
+			}
+			names = append(names, nm)
+		}
+		if rows.Err() != nil || strings.Join(names, ",") != "ext,own" {
+			t.Fatalf("extended-protocol ORDER BY in the transaction: %v %v", names, rows.Err())
+		}
+		// A failing extended merge fails the transaction.
+		if _, err := tx.Exec(ctx, "SELECT count(*) FROM accounts WHERE 1 / (balance - balance) = $1", 1); sqlstate(err) != "22012" {
+			t.Fatalf("failing extended merge: %v, want 22012", err)
+		}
+		if _, err := tx.Exec(ctx, "SELECT count(*) FROM accounts"); sqlstate(err) != "25P02" {
+			t.Fatalf("after the failed merge: %v, want 25P02", err)
+		}
+		_ = tx.Rollback(ctx)
+		if n := count("SELECT count(*) FROM accounts WHERE balance = 4343"); n != 0 {
+			t.Fatalf("the rolled back row is visible: %d", n)
+		}
+		if n := preparedCount(t); n != 0 {
+			t.Fatalf("%d prepared transactions left", n)
+		}
+	})
+
 	t.Run("single shard commits plainly", func(t *testing.T) {
 		before := ts.srv.Snapshot().TwoPC.Commits
 		tx, err := c.Begin(ctx)
@@ -409,6 +532,18 @@ func TestTwoPhaseCommitOff(t *testing.T) {
 		if n := ts.direct(t, 0, "SELECT count(*) FROM accounts WHERE id = $1", k0); n != 0 {
 			t.Fatalf("%v: the failed transaction committed on shard 0", mode)
 		}
+		// A read that merges several shards is refused in a transaction,
+		// with a hint to turn two-phase commit on.
+		tx, err = c.Begin(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var n int
+		err = tx.QueryRow(ctx, "SELECT count(*) FROM accounts", mode).Scan(&n)
+		if !errors.As(err, &pe) || pe.Code != "0A000" || !strings.Contains(pe.Hint, "two_phase_commit") {
+			t.Fatalf("%v: merged read in a transaction: %v, want 0A000 with a two_phase_commit hint", mode, err)
+		}
+		_ = tx.Rollback(ctx)
 	}
 }
 
