@@ -488,7 +488,7 @@ func (s *session) answerTxBatch(batch []pgproto3.FrontendMessage, run func() (st
 	for _, msg := range batch {
 		switch b := msg.(type) {
 		case *pgproto3.Parse:
-			st := newStmt(b.Query, b.ParameterOIDs, b.Name == "")
+			st := s.newStmt(b.Query, b.ParameterOIDs, b.Name == "")
 			if b.Name == "" {
 				s.unnamed = st
 			} else {

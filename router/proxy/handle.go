@@ -1,6 +1,7 @@
 package proxy
 
 import (
+	"bytes"
 	"crypto/sha256"
 	"encoding/binary"
 	"encoding/hex"
@@ -268,7 +269,7 @@ func setName(q string) string {
 }
 
 func (s *session) handleParse(m *pgproto3.Parse) error {
-	st := newStmt(m.Query, m.ParameterOIDs, m.Name == "")
+	st := s.newStmt(m.Query, m.ParameterOIDs, m.Name == "")
 	if m.Name != "" {
 		if _, dup := s.stmts[m.Name]; dup {
 			return s.proxyError(wire.Errorf("42P05", "prepared statement %q already exists", m.Name))
@@ -305,15 +306,31 @@ func (s *session) handleParse(m *pgproto3.Parse) error {
 // connection's unnamed slot is recognised whichever client filled it.
 var unnamedIDs atomic.Uint64
 
-func newStmt(query string, oids []uint32, unnamed bool) *stmt {
+// newStmt makes a client's statement. A named one gets a server name from
+// its text, parameter types and the catalog generation: after DDL through
+// pgshard, a statement prepared anew gets a new name, so it never binds a
+// server's statement planned against the old table (Postgres would fail
+// that with "cached plan must not change result type"; a new session of a
+// single Postgres would not). Statements prepared before the DDL keep
+// theirs and fail as they would in Postgres.
+func (s *session) newStmt(query string, oids []uint32, unnamed bool) *stmt {
+	return newStmtGen(query, oids, unnamed, s.srv.catGen.Load())
+}
+
+func newStmtGen(query string, oids []uint32, unnamed bool, gen uint64) *stmt {
 	if unnamed {
 		return &stmt{id: unnamedIDs.Add(1), query: query, oids: oids, isSet: setName(query) != ""}
 	}
 	h := sha256.New()
 	h.Write([]byte(query))
-	var b [4]byte
+	var b [8]byte
 	for _, o := range oids {
-		binary.BigEndian.PutUint32(b[:], o)
+		binary.BigEndian.PutUint32(b[:4], o)
+		h.Write(b[:4])
+	}
+	if gen != 0 {
+		binary.BigEndian.PutUint64(b[:], gen)
+		h.Write([]byte{0})
 		h.Write(b[:])
 	}
 	sum := h.Sum(nil)
@@ -657,6 +674,11 @@ func (s *session) addSet(p kv) {
 
 // noteTag tracks command tags for SET replay.
 func (s *session) noteTag(tag []byte) {
+	if isDDLTag(tag) {
+		// Whatever route it took: statements prepared from now on get new
+		// server names, and the catalog caches are read again.
+		s.srv.forgetCatalog()
+	}
 	t := string(tag)
 	s.lastTag = t
 	if (t == "SET" || t == "RESET") && s.setCandidate != "" {
@@ -665,6 +687,15 @@ func (s *session) noteTag(tag []byte) {
 		}
 	}
 	s.setCandidate = ""
+}
+
+// isDDLTag reports a command tag of DDL that may change what a statement
+// returns (ALTER ..., CREATE ..., DROP ...).
+func isDDLTag(tag []byte) bool {
+	if len(tag) < 5 || (tag[0] != 'A' && tag[0] != 'C' && tag[0] != 'D') {
+		return false
+	}
+	return bytes.HasPrefix(tag, []byte("ALTER ")) || bytes.HasPrefix(tag, []byte("CREATE ")) || bytes.HasPrefix(tag, []byte("DROP "))
 }
 
 func (s *session) handleCopy(msg pgproto3.FrontendMessage) error {

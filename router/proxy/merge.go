@@ -154,7 +154,7 @@ func (s *session) mergeBatch(batch []pgproto3.FrontendMessage) (parse *pgproto3.
 		clientParsed = false
 	}
 	if clientParsed {
-		st := newStmt(parse.Query, parse.ParameterOIDs, parse.Name == "")
+		st := s.newStmt(parse.Query, parse.ParameterOIDs, parse.Name == "")
 		if parse.Name == "" {
 			s.unnamed = st
 		} else {

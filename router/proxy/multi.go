@@ -628,7 +628,7 @@ func (s *session) runBatchSplit(batch []pgproto3.FrontendMessage, r Route) error
 		clientParsed = false
 	}
 	if clientParsed {
-		st := newStmt(parse.Query, parse.ParameterOIDs, parse.Name == "")
+		st := s.newStmt(parse.Query, parse.ParameterOIDs, parse.Name == "")
 		if parse.Name == "" {
 			s.unnamed = st
 		} else {
