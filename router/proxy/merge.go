@@ -86,7 +86,7 @@ const mergeUnnamed = ^uint64(0)
 // runMerge runs a merged SELECT. batch is the client's extended-protocol
 // batch (nil for a simple Query).
 func (s *session) runMerge(r *MergeRoute, batch []pgproto3.FrontendMessage) error {
-	parse, bind, clientParsed, err := s.mergeBatch(batch)
+	parse, bind, clientParsed, err := s.batchStatement(batch)
 	if err != nil {
 		return s.proxyError(err)
 	}
@@ -130,10 +130,11 @@ func (s *session) runMerge(r *MergeRoute, batch []pgproto3.FrontendMessage) erro
 	return s.flush()
 }
 
-// mergeBatch finds the statement and Bind of a merge's extended-protocol
-// batch (nil for a simple Query) and records a statement the batch
-// parses; clientParsed means the client expects a ParseComplete.
-func (s *session) mergeBatch(batch []pgproto3.FrontendMessage) (parse *pgproto3.Parse, bind *pgproto3.Bind, clientParsed bool, err error) {
+// batchStatement finds the statement and Bind of an extended-protocol
+// batch that runs on several shards (nil for a simple Query) and records a
+// statement the batch parses; clientParsed means the client expects a
+// ParseComplete.
+func (s *session) batchStatement(batch []pgproto3.FrontendMessage) (parse *pgproto3.Parse, bind *pgproto3.Bind, clientParsed bool, err error) {
 	if batch == nil {
 		return nil, nil, false, nil
 	}

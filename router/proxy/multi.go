@@ -608,32 +608,9 @@ func unescapeText(f []byte) []byte {
 // ReadyForQuery.
 func (s *session) runBatchSplit(batch []pgproto3.FrontendMessage, r Route) error {
 	// The statement, as the shards will prepare it (unnamed).
-	var parse *pgproto3.Parse
-	var bind *pgproto3.Bind
-	clientParsed := false
-	for _, m := range batch {
-		switch b := m.(type) {
-		case *pgproto3.Parse:
-			parse, clientParsed = b, true
-		case *pgproto3.Bind:
-			bind = b
-		}
-	}
-	if parse == nil || parse.Name != bind.PreparedStatement {
-		st, err := s.resolve(bind.PreparedStatement)
-		if err != nil {
-			return s.proxyError(err)
-		}
-		parse = &pgproto3.Parse{Name: bind.PreparedStatement, Query: st.query, ParameterOIDs: st.oids}
-		clientParsed = false
-	}
-	if clientParsed {
-		st := s.newStmt(parse.Query, parse.ParameterOIDs, parse.Name == "")
-		if parse.Name == "" {
-			s.unnamed = st
-		} else {
-			s.stmts[parse.Name] = st
-		}
+	parse, _, clientParsed, err := s.batchStatement(batch)
+	if err != nil {
+		return s.proxyError(err)
 	}
 	var conns []*shardConn
 	fail := func(e error) error {
