@@ -180,7 +180,7 @@ func noLeaks(t *testing.T, db string, poolSize int) {
 func TestShardFaults(t *testing.T) {
 	const db = "faults_e2e"
 	const poolSize = 4
-	const queryTimeout = time.Second
+	const queryTimeout = 2 * time.Second
 	const faulty = 2
 	databaseOnAll(t, db)
 	in := cluster.Instances[faulty]
@@ -252,7 +252,7 @@ func TestShardFaults(t *testing.T) {
 	})
 
 	t.Run("reset mid-result", func(t *testing.T) {
-		const rows = 200000
+		const rows = 50000
 		q := "select id, g, repeat('x', 100) from accounts, generate_series(1, $2::int) g where id = $1 order by g"
 		read := func(t *testing.T, resetAfter int) (int, error) {
 			r, err := c.Query(ctx, q, keys[faulty], rows)
