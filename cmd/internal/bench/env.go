@@ -140,7 +140,11 @@ func setUp(ctx context.Context, log *slog.Logger, o *options) (*env, error) {
 		if o.pprof != "" && p.name == "pgshard-1" {
 			args = append(args, "--pprof", o.pprof)
 		}
-		c, err := startChild(p.name, o.pgshard, args, filepath.Join(sdir, "pgshard.log"), nil)
+		var env []string
+		if o.procs > 0 {
+			env = []string{"GOMAXPROCS=" + strconv.Itoa(o.procs)}
+		}
+		c, err := startChild(p.name, o.pgshard, args, filepath.Join(sdir, "pgshard.log"), nil, env...)
 		if err != nil {
 			return e, err
 		}
@@ -353,8 +357,8 @@ type child struct {
 
 // startChild starts bin in its own process group (a terminal's Ctrl-C
 // reaches only us, and we stop it in order), its stdout and stderr to
-// logPath, as cred's user when cred is set.
-func startChild(name, bin string, args []string, logPath string, cred *syscall.Credential) (*child, error) {
+// logPath, as cred's user when cred is set, with env added to ours.
+func startChild(name, bin string, args []string, logPath string, cred *syscall.Credential, env ...string) (*child, error) {
 	f, err := os.OpenFile(logPath, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o644)
 	if err != nil {
 		return nil, err
@@ -363,7 +367,7 @@ func startChild(name, bin string, args []string, logPath string, cred *syscall.C
 	cmd := exec.Command(bin, args...)
 	cmd.Dir = "/"
 	cmd.Stdout, cmd.Stderr = f, f
-	cmd.Env = append(os.Environ(), "LC_ALL=C")
+	cmd.Env = append(append(os.Environ(), "LC_ALL=C"), env...)
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Credential: cred}
 	if err := cmd.Start(); err != nil {
 		return nil, fmt.Errorf("start %s: %w", name, err)

@@ -78,6 +78,7 @@ type options struct {
 	pgbench   string
 	targets   []string // which of allTargets to run, in allTargets' order
 	pprof     string   // pgshard-1's --pprof address ("": none)
+	procs     int      // GOMAXPROCS for the pgshard processes (0: Go's default)
 	// scatter runs only the scatter section (scatter.go).
 	scatter     bool
 	scatterRows int
@@ -156,6 +157,7 @@ func parseFlags(args []string) (options, error) {
 	fs.StringVar(&o.pgbench, "pgbench", "pgbench", "pgbench binary")
 	fs.StringVar(&targets, "targets", strings.Join(allTargets, ","), "comma-separated targets to run (always in the order direct, pgbouncer, pgshard-1, pgshard-2)")
 	fs.StringVar(&o.pprof, "pprof", "", "serve pgshard-1's /debug/pprof on this address (e.g. 127.0.0.1:6060) for profiling during the run")
+	fs.IntVar(&o.procs, "gomaxprocs", 0, "GOMAXPROCS for the pgshard processes (0: Go's default, the number of CPUs)")
 	fs.BoolVar(&o.scatter, "scatter", false, "run only the scatter section: single-key, count(*), ORDER BY/LIMIT and GROUP BY latency on 4 shards vs one shard directly")
 	fs.IntVar(&o.scatterRows, "scatter-rows", 200000, "rows in the scatter section's table (a quarter per shard)")
 	fs.IntVar(&o.scatterRuns, "scatter-runs", 2000, "runs per query and target in the scatter section")
@@ -199,6 +201,8 @@ func parseFlags(args []string) (options, error) {
 		return o, fmt.Errorf("-scale: %d: want at least 1", o.scale)
 	case o.scatterRows < 1000 || o.scatterRuns < 10:
 		return o, fmt.Errorf("-scatter-rows %d, -scatter-runs %d: want at least 1000 and 10", o.scatterRows, o.scatterRuns)
+	case o.procs < 0:
+		return o, fmt.Errorf("-gomaxprocs: %d: want 0 (default) or more", o.procs)
 	case o.jobs < 1:
 		return o, fmt.Errorf("-jobs: %d: want at least 1", o.jobs)
 	}
