@@ -402,7 +402,20 @@ func (s *session) proxyError(err error) error {
 	return nil
 }
 
-func (s *session) push(p pending) { s.queue = append(s.queue, p) }
+// maxQueueReuse bounds the backing array a session keeps for its queue
+// between transactions (pending is ~64 bytes): a client that pipelines more
+// gets a fresh array each time instead of holding a large one while idle.
+const maxQueueReuse = 16
+
+// push queues p. An emptied queue starts again at the front of qbuf, so a
+// session's steady state allocates nothing here (it used to allocate a new
+// array, and grow it, for every transaction).
+func (s *session) push(p pending) {
+	s.queue = append(s.queue, p)
+	if c := cap(s.queue); c > cap(s.qbuf) && c <= maxQueueReuse {
+		s.qbuf = s.queue[:0]
+	}
+}
 
 // toServer buffers m for the attached server and queues its expected answer.
 func (s *session) toServer(m pgproto3.FrontendMessage, p pending) {
@@ -440,7 +453,7 @@ func (s *session) pop() pending {
 	s.queue[0] = pending{}
 	s.queue = s.queue[1:]
 	if len(s.queue) == 0 {
-		s.queue = s.queue[:0:0]
+		s.queue = s.qbuf[:0]
 	}
 	return p
 }
@@ -679,9 +692,13 @@ func (s *session) noteTag(tag []byte) {
 		// server names, and the catalog caches are read again.
 		s.srv.forgetCatalog()
 	}
-	t := string(tag)
-	s.lastTag = t
-	if (t == "SET" || t == "RESET") && s.setCandidate != "" {
+	// Most statements repeat an earlier tag ("SELECT 1"): compare with the
+	// last one converted before converting again, which allocates.
+	if s.tagCache != string(tag) {
+		s.tagCache = string(tag)
+	}
+	s.lastTag = s.tagCache
+	if t := s.lastTag; (t == "SET" || t == "RESET") && s.setCandidate != "" {
 		if name := setName(s.setCandidate); name != "" {
 			s.pendingSets = append(s.pendingSets, kv{name, s.setCandidate})
 		}
@@ -779,7 +796,8 @@ func (s *session) serverLost(err error) error {
 		sc.Pool().DiscardIdle()
 	}
 	inTx := s.txStatus != 'I'
-	s.queue = s.queue[:0]
+	clear(s.queue)
+	s.queue = s.qbuf[:0]
 	s.copyIn = false
 	s.serverSkipping = false
 	s.clientSkipping = false

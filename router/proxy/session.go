@@ -52,6 +52,7 @@ type session struct {
 	pendingSets  []kv   // SETs inside the current transaction
 	paramsKey    string // identifies startParams+sets
 	lastTag      string // last CommandComplete tag in this transaction
+	tagCache     string // last tag converted from bytes, kept across transactions (noteTag)
 	setCandidate string // SET/RESET statement being run, recorded when it succeeds
 	batchErr     bool   // an error happened since the last ReadyForQuery
 	txStatus     byte   // as last told to the client
@@ -64,8 +65,9 @@ type session struct {
 	unnamed *stmt
 
 	queue          []pending
-	clientSkipping bool // pgshard raised an error: ignore client messages until Sync
-	serverSkipping bool // the server raised an error with no Sync queued yet
+	qbuf           []pending // queue's reusable backing array (push, pop)
+	clientSkipping bool      // pgshard raised an error: ignore client messages until Sync
+	serverSkipping bool      // the server raised an error with no Sync queued yet
 	copyIn         bool
 	copyBytes      int
 	copyStart      time.Time // when the current COPY FROM STDIN began (query_timeout)

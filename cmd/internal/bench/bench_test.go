@@ -2,6 +2,7 @@ package main
 
 import (
 	"math"
+	"os"
 	"testing"
 	"time"
 )
@@ -125,5 +126,32 @@ func TestParseFlagsQuick(t *testing.T) {
 		if _, err := parseFlags(bad); err == nil {
 			t.Errorf("%v: want an error", bad)
 		}
+	}
+}
+
+func TestWriteChart(t *testing.T) {
+	var sum []summary
+	for _, mode := range []string{"simple", "prepared"} {
+		for i, target := range []string{"direct", "pgbouncer", "pgshard-1", "pgshard-2"} {
+			for j, c := range []int{1, 16, 64} {
+				sum = append(sum, summary{Mode: mode, Clients: c, Target: target, TPS: float64(1000*(j+1)*(5+i)) + 123})
+			}
+		}
+	}
+	sum = append(sum, summary{Mode: "simple", Clients: 1, Target: "other", TPS: math.NaN()})
+	dir := t.TempDir()
+	if d := os.Getenv("BENCH_CHART_DIR"); d != "" {
+		dir = d
+	}
+	path, err := writeChart(dir, time.Unix(0, 0), sum)
+	if err != nil {
+		t.Fatal(err)
+	}
+	img := renderChart(sum)
+	if got, want := img.Bounds().Dx(), 2*panelW; got != want {
+		t.Errorf("width %d, want %d (one panel per mode)", got, want)
+	}
+	if fi, err := os.Stat(path); err != nil || fi.Size() < 1000 {
+		t.Errorf("chart %s: %v, %v", path, fi, err)
 	}
 }

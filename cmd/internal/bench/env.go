@@ -11,6 +11,7 @@ import (
 	"os/exec"
 	"os/user"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"syscall"
@@ -34,8 +35,8 @@ type env struct {
 	clusterDir string // localpg's, inside dir
 	cluster    *localpg.Cluster
 	bouncer    *child
-	pgshard    *child
-	targets    []target // direct, pgbouncer, pgshard: the interleaving order
+	pgshards   []*child // pgshard-1 (s0 only) and pgshard-2 (s0 and s1)
+	targets    []target // direct, pgbouncer, pgshard-1, pgshard-2: the interleaving order
 	loadStart  string
 	ticks      float64 // clock ticks per second, the unit of /proc CPU times
 }
@@ -61,7 +62,7 @@ func setUp(ctx context.Context, log *slog.Logger, o *options) (*env, error) {
 		}
 		*bin = p
 	}
-	for _, p := range []int{pgPort, pgPort + 1, bouncerPort, pgshardPort} {
+	for _, p := range []int{pgPort, pgPort + 1, bouncerPort, pgshardPort, pgshard1Port} {
 		if err := portFree(p); err != nil {
 			return e, err
 		}
@@ -106,25 +107,61 @@ func setUp(ctx context.Context, log *slog.Logger, o *options) (*env, error) {
 		return e, err
 	}
 
-	sdir := filepath.Join(dir, "pgshard")
-	if err := os.Mkdir(sdir, 0o755); err != nil {
-		return e, err
+	// pgshard-1 has only s0 (every bucket there, like PgBouncer's one
+	// database) and its catalog in a database of its own on s0: the
+	// catalog is authoritative for the shard map once bootstrapped, so two
+	// proxies with different maps cannot share one. pgshard-2 has both
+	// shards, pgbench_accounts split between them by aid, and its catalog
+	// in s0's app database (the default).
+	s0cat := strings.Replace(s0.DSN, "/app?", "/"+catalog1DB+"?", 1)
+	if err := exec1(ctx, s0.AdminDSN, "CREATE DATABASE "+catalog1DB+" OWNER app"); err != nil {
+		return e, fmt.Errorf("create %s on s0: %w", catalog1DB, err)
 	}
-	cfgPath := filepath.Join(sdir, "pgshard.yaml")
-	if err := os.WriteFile(cfgPath, []byte(pgshardConfig(e.cluster.Instances)), 0o644); err != nil {
-		return e, err
-	}
-	log.Info("starting pgshard", "port", pgshardPort, "pool_size", poolSize, "config", cfgPath)
-	e.pgshard, err = startChild("pgshard", o.pgshard, []string{"--config", cfgPath},
-		filepath.Join(sdir, "pgshard.log"), nil)
-	if err != nil {
-		return e, err
+	procs := map[string]*child{}
+	for _, p := range []struct {
+		name    string
+		port    int
+		shards  []localpg.Instance
+		catalog string
+	}{
+		{"pgshard-1", pgshard1Port, e.cluster.Instances[:1], s0cat},
+		{"pgshard-2", pgshardPort, e.cluster.Instances, ""},
+	} {
+		sdir := filepath.Join(dir, p.name)
+		if err := os.Mkdir(sdir, 0o755); err != nil {
+			return e, err
+		}
+		cfgPath := filepath.Join(sdir, "pgshard.yaml")
+		if err := os.WriteFile(cfgPath, []byte(pgshardConfig(p.shards, p.port, p.catalog)), 0o644); err != nil {
+			return e, err
+		}
+		log.Info("starting pgshard", "target", p.name, "port", p.port, "shards", len(p.shards), "pool_size", poolSize, "config", cfgPath)
+		args := []string{"--config", cfgPath}
+		if o.pprof != "" && p.name == "pgshard-1" {
+			args = append(args, "--pprof", o.pprof)
+		}
+		var env []string
+		if o.procs > 0 {
+			env = []string{"GOMAXPROCS=" + strconv.Itoa(o.procs)}
+		}
+		c, err := startChild(p.name, o.pgshard, args, filepath.Join(sdir, "pgshard.log"), nil, env...)
+		if err != nil {
+			return e, err
+		}
+		e.pgshards = append(e.pgshards, c)
+		procs[p.name] = c
 	}
 
-	e.targets = []target{
+	all := []target{
 		{name: "direct", port: s0.Port},
 		{name: "pgbouncer", port: bouncerPort, proc: e.bouncer},
-		{name: "pgshard", port: pgshardPort, proc: e.pgshard},
+		{name: "pgshard-1", port: pgshard1Port, proc: procs["pgshard-1"]},
+		{name: "pgshard-2", port: pgshardPort, proc: procs["pgshard-2"]},
+	}
+	for _, t := range all {
+		if slices.Contains(o.targets, t.name) {
+			e.targets = append(e.targets, t)
+		}
 	}
 	for _, t := range e.targets {
 		if err := waitReady(ctx, t); err != nil {
@@ -132,9 +169,11 @@ func setUp(ctx context.Context, log *slog.Logger, o *options) (*env, error) {
 		}
 	}
 
-	// pgbench -i on every shard: the brief's comparison needs it on s0 (all
-	// three targets use s0 today); loading s1 as well keeps the benchmark
-	// valid once pgshard routes pgbench_accounts by aid to both shards.
+	// pgbench -i on every shard: direct, pgbouncer and pgshard-1 read s0;
+	// pgshard-2 routes each aid to the shard that owns its bucket. Both
+	// shards hold every row (pgbench -i cannot load a part), which a
+	// select-only run never notices: each lookup finds its row wherever it
+	// is routed.
 	errs := make(chan error, len(e.cluster.Instances))
 	for _, in := range e.cluster.Instances {
 		log.Info("pgbench -i", "shard", in.Name, "scale", o.scale)
@@ -154,7 +193,7 @@ func (e *env) tearDown(log *slog.Logger) {
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
-	for _, c := range []*child{e.pgshard, e.bouncer} {
+	for _, c := range append(slices.Clone(e.pgshards), e.bouncer) {
 		if c == nil {
 			continue
 		}
@@ -239,8 +278,8 @@ log_disconnections = 0
 // pgshardConfig is pgshard's config for the benchmark: the README's shape,
 // with pgbench's tables as the sharding rules (accounts and history by aid,
 // branches and tellers copied to every shard: pgbench counts branches at
-// start).
-func pgshardConfig(shards []localpg.Instance) string {
+// start), listening on port, its catalog at catalog ("": the first shard).
+func pgshardConfig(shards []localpg.Instance, port int, catalog string) string {
 	var b strings.Builder
 	fmt.Fprintf(&b, `# written by pgshard's bench (cmd/internal/bench)
 listen: 127.0.0.1:%d
@@ -249,8 +288,11 @@ users: [{name: app, password: app}]
 max_client_conn: %d
 shutdown_timeout: 5s
 log_level: warn
-shards:
-`, pgshardPort, poolSize, maxClientConn)
+`, port, poolSize, maxClientConn)
+	if catalog != "" {
+		fmt.Fprintf(&b, "catalog: %q\n", catalog)
+	}
+	b.WriteString("shards:\n")
 	for _, in := range shards {
 		fmt.Fprintf(&b, "  - {name: %s, dsn: %q}\n", in.Name, in.DSN)
 	}
@@ -315,8 +357,8 @@ type child struct {
 
 // startChild starts bin in its own process group (a terminal's Ctrl-C
 // reaches only us, and we stop it in order), its stdout and stderr to
-// logPath, as cred's user when cred is set.
-func startChild(name, bin string, args []string, logPath string, cred *syscall.Credential) (*child, error) {
+// logPath, as cred's user when cred is set, with env added to ours.
+func startChild(name, bin string, args []string, logPath string, cred *syscall.Credential, env ...string) (*child, error) {
 	f, err := os.OpenFile(logPath, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o644)
 	if err != nil {
 		return nil, err
@@ -325,7 +367,7 @@ func startChild(name, bin string, args []string, logPath string, cred *syscall.C
 	cmd := exec.Command(bin, args...)
 	cmd.Dir = "/"
 	cmd.Stdout, cmd.Stderr = f, f
-	cmd.Env = append(os.Environ(), "LC_ALL=C")
+	cmd.Env = append(append(os.Environ(), "LC_ALL=C"), env...)
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Credential: cred}
 	if err := cmd.Start(); err != nil {
 		return nil, fmt.Errorf("start %s: %w", name, err)

@@ -1,25 +1,30 @@
-// Command bench runs pgbench's select-only workload against three targets on
-// one local Postgres instance and compares them: Postgres directly, PgBouncer
-// (transaction pooling) and pgshard (transaction pooling). It is run by
-// `make bench` (go run ./cmd/internal/bench $(BENCHFLAGS)); bench/README.md
-// says how to read its table.
+// Command bench runs pgbench's select-only workload against four targets
+// and compares them: Postgres directly, PgBouncer (transaction pooling),
+// pgshard on one shard (pgshard-1: every bucket on s0, like PgBouncer) and
+// pgshard on two shards (pgshard-2: pgbench_accounts sharded by aid over s0
+// and s1). It is run by `make bench` (go run ./cmd/internal/bench
+// $(BENCHFLAGS)); bench/README.md says how to read its table.
 //
 // # Life of a run
 //
 //  1. A throwaway 2-instance cluster is started with localpg in a fresh
 //     directory under /tmp (ports 27432 and 27433).
 //  2. PgBouncer 1.18 is started on 127.0.0.1:27401 (run as the postgres OS
-//     user when we are root) and pgshard (bin/pgshard) on 127.0.0.1:27402,
-//     both as our children, each with its own config in that directory.
+//     user when we are root), pgshard-2 (bin/pgshard) on 127.0.0.1:27402
+//     and pgshard-1 on 127.0.0.1:27403 (its catalog in a database of its
+//     own on s0), all as our children, each with its own config in that
+//     directory.
 //  3. `pgbench -i -n` loads the data directly on every shard, so that all
 //     targets see the same rows whichever shard pgshard routes a key to.
-//  4. For each mode and client count, each round runs direct, pgbouncer and
-//     pgshard one after the other (interleaved: A B C A B C ...), so that
-//     load from elsewhere on the machine hits all three alike. The CPU time
-//     of the pgbouncer and pgshard processes is read from /proc before and
-//     after each of their runs.
-//  5. Medians over the rounds are printed as a table and written, with the
-//     raw runs, as CSV to bench/results/.
+//  4. For each mode and client count, each round runs the targets one after
+//     the other (interleaved: A B C D A B C D ...), so that load from
+//     elsewhere on the machine hits all alike. The CPU time of the
+//     PgBouncer and pgshard processes is read from /proc before and after
+//     each of their runs.
+//  5. Medians over the rounds, with ratios to direct and to PgBouncer, are
+//     printed as a table and written, with the raw runs, as CSV to
+//     bench/results/, plus a PNG chart (TPS by clients, one line per
+//     target, one panel per mode; chart.go, standard library only).
 //  6. Everything started is stopped and the directory removed, also on
 //     errors and Ctrl-C.
 //
@@ -39,6 +44,7 @@ import (
 	"log/slog"
 	"os"
 	"os/signal"
+	"slices"
 	"strconv"
 	"strings"
 	"syscall"
@@ -50,7 +56,9 @@ const (
 	pgPort        = 27432
 	localpgListen = "127.0.0.1:27400" // written by localpg into its own pgshard.yaml, unused here
 	bouncerPort   = 27401
-	pgshardPort   = 27402
+	pgshardPort   = 27402              // pgshard-2 (and the scatter section's pgshard)
+	pgshard1Port  = 27403              // pgshard-1
+	catalog1DB    = "pgshard_catalog1" // pgshard-1's catalog database on s0
 	poolSize      = 20
 	maxClientConn = 200
 )
@@ -68,6 +76,9 @@ type options struct {
 	pgshard   string
 	pgbouncer string
 	pgbench   string
+	targets   []string // which of allTargets to run, in allTargets' order
+	pprof     string   // pgshard-1's --pprof address ("": none)
+	procs     int      // GOMAXPROCS for the pgshard processes (0: Go's default)
 	// scatter runs only the scatter section (scatter.go).
 	scatter     bool
 	scatterRows int
@@ -108,15 +119,21 @@ func run() error {
 	fmt.Println()
 	printTable(os.Stdout, sum, o, e.loadStart, loadAvg())
 	// pgshard runs with log_level warn: anything in its log is news.
-	if e.pgshard != nil {
-		if n := e.pgshard.logLines(); n > 0 {
-			fmt.Printf("\npgshard logged %d line(s) at warn or above; the last ones:\n%s\n", n, e.pgshard.logTail(10))
+	for _, c := range e.pgshards {
+		if n := c.logLines(); n > 0 {
+			fmt.Printf("\n%s logged %d line(s) at warn or above; the last ones:\n%s\n", c.name, n, c.logTail(10))
 		}
 	}
-	if path, werr := writeCSV(o.out, time.Now(), sum, runs); werr != nil {
+	now := time.Now()
+	if path, werr := writeCSV(o.out, now, sum, runs); werr != nil {
 		err = errors.Join(err, werr)
 	} else {
 		fmt.Printf("\nresults: %s (medians) and %s (every run)\n", path, runsPath(path))
+	}
+	if path, werr := writeChart(o.out, now, sum); werr != nil {
+		err = errors.Join(err, werr)
+	} else {
+		fmt.Printf("chart: %s (TPS by clients, one panel per mode, one line per target)\n", path)
 	}
 	return err
 }
@@ -124,7 +141,7 @@ func run() error {
 func parseFlags(args []string) (options, error) {
 	fs := flag.NewFlagSet("bench", flag.ContinueOnError)
 	var o options
-	var modes, clients string
+	var modes, clients, targets string
 	var quick bool
 	fs.DurationVar(&o.duration, "duration", 10*time.Second, "length of each pgbench run (-T)")
 	fs.IntVar(&o.rounds, "rounds", 3, "rounds per mode and client count; the table shows medians")
@@ -138,6 +155,9 @@ func parseFlags(args []string) (options, error) {
 	fs.StringVar(&o.pgshard, "pgshard", "bin/pgshard", "pgshard binary (make build)")
 	fs.StringVar(&o.pgbouncer, "pgbouncer", "/usr/sbin/pgbouncer", "PgBouncer binary")
 	fs.StringVar(&o.pgbench, "pgbench", "pgbench", "pgbench binary")
+	fs.StringVar(&targets, "targets", strings.Join(allTargets, ","), "comma-separated targets to run (always in the order direct, pgbouncer, pgshard-1, pgshard-2)")
+	fs.StringVar(&o.pprof, "pprof", "", "serve pgshard-1's /debug/pprof on this address (e.g. 127.0.0.1:6060) for profiling during the run")
+	fs.IntVar(&o.procs, "gomaxprocs", 0, "GOMAXPROCS for the pgshard processes (0: Go's default, the number of CPUs)")
 	fs.BoolVar(&o.scatter, "scatter", false, "run only the scatter section: single-key, count(*), ORDER BY/LIMIT and GROUP BY latency on 4 shards vs one shard directly")
 	fs.IntVar(&o.scatterRows, "scatter-rows", 200000, "rows in the scatter section's table (a quarter per shard)")
 	fs.IntVar(&o.scatterRuns, "scatter-runs", 2000, "runs per query and target in the scatter section")
@@ -167,6 +187,9 @@ func parseFlags(args []string) (options, error) {
 	if o.clients, err = parseInts(clients); err != nil {
 		return o, fmt.Errorf("-clients: %w", err)
 	}
+	if o.targets, err = parseTargets(targets); err != nil {
+		return o, err
+	}
 	switch {
 	case o.duration < time.Second || o.duration%time.Second != 0:
 		return o, fmt.Errorf("-duration: %v: want whole seconds, at least 1s", o.duration)
@@ -178,6 +201,8 @@ func parseFlags(args []string) (options, error) {
 		return o, fmt.Errorf("-scale: %d: want at least 1", o.scale)
 	case o.scatterRows < 1000 || o.scatterRuns < 10:
 		return o, fmt.Errorf("-scatter-rows %d, -scatter-runs %d: want at least 1000 and 10", o.scatterRows, o.scatterRuns)
+	case o.procs < 0:
+		return o, fmt.Errorf("-gomaxprocs: %d: want 0 (default) or more", o.procs)
 	case o.jobs < 1:
 		return o, fmt.Errorf("-jobs: %d: want at least 1", o.jobs)
 	}
@@ -203,6 +228,29 @@ func parseModes(s string) ([]string, error) {
 	}
 	if len(out) == 0 {
 		return nil, errors.New("-modes: empty")
+	}
+	return out, nil
+}
+
+// allTargets are the pgbench comparison's targets in their interleaving
+// order: pgshard-1 has only s0, like PgBouncer; pgshard-2 has s0 and s1 with
+// pgbench_accounts sharded by aid.
+var allTargets = []string{"direct", "pgbouncer", "pgshard-1", "pgshard-2"}
+
+func parseTargets(s string) ([]string, error) {
+	var out []string
+	for _, t := range strings.Split(s, ",") {
+		t = strings.TrimSpace(t)
+		switch {
+		case t == "":
+		case slices.Contains(allTargets, t):
+			out = append(out, t)
+		default:
+			return nil, fmt.Errorf("-targets: %q is not one of %s", t, strings.Join(allTargets, ", "))
+		}
+	}
+	if len(out) == 0 {
+		return nil, errors.New("-targets: empty")
 	}
 	return out, nil
 }

@@ -97,7 +97,7 @@ func runMatrix(ctx context.Context, log *slog.Logger, o options, e *env) ([]samp
 						log.Info(fmt.Sprintf("[%d/%d]", len(runs), total), append(attrs,
 							"tps", fmt.Sprintf("%.0f", r.TPS), "latency_ms", fmt.Sprintf("%.3f", r.LatencyMS))...)
 					}
-					for _, c := range []*child{e.bouncer, e.pgshard} {
+					for _, c := range append([]*child{e.bouncer}, e.pgshards...) {
 						if c.exited() {
 							return runs, fmt.Errorf("%s exited during mode=%s clients=%d round=%d: %v\n%s",
 								c.name, mode, clients, round, c.waitErr, c.logTail(30))
