@@ -55,7 +55,7 @@ bench-move: build ## online move of half the buckets of a 1M-row table under pgb
 
 fuzz: ## run every Fuzz* target for FUZZTIME each (default 30s); CI runs their seed corpora in make test
 	@echo "==> fuzzing ($${FUZZTIME:-30s} per target)"
-	@for pkg in ./wire ./router/sqlparse ./router/plan ./shardmap; do \
+	@for pkg in ./wire ./router/sqlparse ./router/plan ./shardmap ./cmd/internal/config; do \
 		for t in $$($(GO) test -list '^Fuzz' $$pkg | grep ^Fuzz); do \
 			echo "--> $$pkg $$t"; $(GO) test -run '^$$' -fuzz "^$$t$$" -fuzztime $${FUZZTIME:-30s} $$pkg || exit 1; \
 		done; \
