@@ -5,8 +5,10 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	"math/rand/v2"
+	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -713,10 +715,13 @@ func TestMoveThroughProxies(t *testing.T) {
 	cfg.WriteString("sharding:\n  buckets: 1024\n  tables: [{name: accounts, key: id, type: bigint}, {name: orders, key: account_id, type: bigint}]\n  reference: [countries]\n")
 	var addrs []string
 	var procs []*exec.Cmd
+	var metricsAddrs []string
 	for i := 0; i < 3; i++ {
 		addr := freePort(t)
+		maddr := freePort(t)
+		metricsAddrs = append(metricsAddrs, maddr)
 		path := filepath.Join(t.TempDir(), "pgshard.yaml")
-		if err := os.WriteFile(path, []byte("listen: "+addr+"\n"+cfg.String()), 0o644); err != nil {
+		if err := os.WriteFile(path, []byte("listen: "+addr+"\nmetrics_listen: "+maddr+"\n"+cfg.String()), 0o644); err != nil {
 			t.Fatal(err)
 		}
 		procs = append(procs, startPgshard(t, pgshardBin, path))
@@ -865,6 +870,20 @@ func TestMoveThroughProxies(t *testing.T) {
 		}
 	}
 
+	// What the proxies measured of their holds.
+	for i, ma := range metricsAddrs[:2] {
+		resp, err := http.Get("http://" + ma + "/metrics")
+		if err != nil {
+			t.Fatal(err)
+		}
+		body, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		for _, l := range strings.Split(string(body), "\n") {
+			if strings.HasPrefix(l, "pgshard_frozen_hold_seconds_sum") || strings.HasPrefix(l, "pgshard_frozen_hold_seconds_count") || strings.HasPrefix(l, "pgshard_frozen_held_total") {
+				t.Logf("proxy %d: %s", i, l)
+			}
+		}
+	}
 	// Write pause: writes to the buckets of each move during its cutover,
 	// and to the other buckets.
 	for i, mvx := range moves {
