@@ -8,7 +8,6 @@ import (
 	"strings"
 
 	"github.com/jackc/pgx/v5"
-	"github.com/jackc/pgx/v5/pgconn"
 
 	"github.com/pgshard/pgshard/shardmap"
 )
@@ -186,19 +185,11 @@ func (j *job) preverify(ctx context.Context) error {
 	if _, err := j.dst.Exec(ctx, `DELETE FROM pgshard.dirty WHERE move = $1`, j.info.ID); err != nil {
 		return err
 	}
-	rc, err := pgconn.Connect(ctx, replicationDSN(adminDSN(j.srcShard)))
+	rc, snapshot, err := j.exportSnapshot(ctx, fmt.Sprintf("pgshard_check_%d", j.info.ID), true)
 	if err != nil {
-		return fmt.Errorf("replication connection to %s: %w", j.srcShard.Name, err)
+		return err
 	}
 	defer rc.Close(context.Background())
-	res, err := rc.Exec(ctx, fmt.Sprintf(`CREATE_REPLICATION_SLOT %s TEMPORARY LOGICAL pgoutput (SNAPSHOT 'export')`, quoteIdent(fmt.Sprintf("pgshard_check_%d", j.info.ID)))).ReadAll()
-	if err != nil {
-		return fmt.Errorf("create a temporary slot on %s: %w", j.srcShard.Name, err)
-	}
-	if len(res) == 0 || len(res[0].Rows) == 0 || len(res[0].Rows[0]) < 3 {
-		return errors.New("CREATE_REPLICATION_SLOT returned no snapshot")
-	}
-	snapshot := string(res[0].Rows[0][2])
 	// Everything committed before the snapshot is applied on the target
 	// once a marker committed after it is.
 	if err := j.marker(ctx); err != nil {
@@ -223,14 +214,7 @@ func (j *job) preverify(ctx context.Context) error {
 			if dst, err = j.bucketSums(ctx, tx, nil); err != nil {
 				return err
 			}
-			d, err := j.bucketSums(ctx, tx, dv)
-			if err != nil {
-				return err
-			}
-			for k, s := range d {
-				dst[k] = dst[k].minus(s)
-			}
-			return nil
+			return j.leaveOut(ctx, tx, dst, dv)
 		})
 	}()
 	var src map[string]sums
@@ -250,14 +234,7 @@ func (j *job) preverify(ctx context.Context) error {
 		if dv == nil {
 			return errors.New("no dirty set from the target")
 		}
-		d, err := j.bucketSums(ctx, tx, dv)
-		if err != nil {
-			return err
-		}
-		for k, s := range d {
-			src[k] = src[k].minus(s)
-		}
-		return nil
+		return j.leaveOut(ctx, tx, src, dv)
 	})
 	if err := <-dstErr; err != nil {
 		return fmt.Errorf("target %s: %w", j.dstShard.Name, err)
@@ -267,6 +244,19 @@ func (j *job) preverify(ctx context.Context) error {
 	}
 	j.mv.Log.Debug("pre-verification", "move", j.info.ID, "buckets_with_rows", len(src), "dirty_keys", ndv)
 	return compareSums(src, dst)
+}
+
+// leaveOut takes the rows of the dirty keys out of total (sums over every
+// row, made on the same connection and snapshot).
+func (j *job) leaveOut(ctx context.Context, c querier, total map[string]sums, dirty map[string][]string) error {
+	d, err := j.bucketSums(ctx, c, dirty)
+	if err != nil {
+		return err
+	}
+	for k, s := range d {
+		total[k] = total[k].minus(s)
+	}
+	return nil
 }
 
 // verify is step verified, in the cutover: the rows of the keys changed

@@ -32,19 +32,11 @@ func (j *job) copyRows(ctx context.Context) error {
 	if err := j.deleteBuckets(ctx, j.dst); err != nil {
 		return fmt.Errorf("shard %s: %w", j.dstShard.Name, err)
 	}
-	rc, err := pgconn.Connect(ctx, replicationDSN(adminDSN(j.srcShard)))
+	rc, snapshot, err := j.exportSnapshot(ctx, j.name, false)
 	if err != nil {
-		return fmt.Errorf("replication connection to %s: %w", j.srcShard.Name, err)
+		return err
 	}
 	defer rc.Close(context.Background())
-	res, err := rc.Exec(ctx, fmt.Sprintf(`CREATE_REPLICATION_SLOT %s LOGICAL pgoutput (SNAPSHOT 'export')`, quoteIdent(j.name))).ReadAll()
-	if err != nil {
-		return fmt.Errorf("create replication slot on %s: %w", j.srcShard.Name, err)
-	}
-	if len(res) == 0 || len(res[0].Rows) == 0 || len(res[0].Rows[0]) < 3 {
-		return errors.New("CREATE_REPLICATION_SLOT returned no snapshot")
-	}
-	snapshot := string(res[0].Rows[0][2])
 
 	// The streams: every table, its buckets in copyStreams groups.
 	type stream struct {
@@ -116,6 +108,30 @@ func (j *job) copyRows(ctx context.Context) error {
 	return nil
 }
 
+// exportSnapshot creates a logical replication slot on the source (a
+// temporary one dies with the returned connection) and returns the
+// snapshot it exported, consistent with the slot's start: it stays usable
+// while the connection is open.
+func (j *job) exportSnapshot(ctx context.Context, slot string, temporary bool) (*pgconn.PgConn, string, error) {
+	rc, err := pgconn.Connect(ctx, replicationDSN(j.srcShard.Admin()))
+	if err != nil {
+		return nil, "", fmt.Errorf("replication connection to %s: %w", j.srcShard.Name, err)
+	}
+	kind := ""
+	if temporary {
+		kind = "TEMPORARY "
+	}
+	res, err := rc.Exec(ctx, fmt.Sprintf(`CREATE_REPLICATION_SLOT %s %sLOGICAL pgoutput (SNAPSHOT 'export')`, quoteIdent(slot), kind)).ReadAll()
+	if err == nil && (len(res) == 0 || len(res[0].Rows) == 0 || len(res[0].Rows[0]) < 3) {
+		err = errors.New("CREATE_REPLICATION_SLOT returned no snapshot")
+	}
+	if err != nil {
+		rc.Close(context.Background())
+		return nil, "", fmt.Errorf("create replication slot %s on %s: %w", slot, j.srcShard.Name, err)
+	}
+	return rc, string(res[0].Rows[0][2]), nil
+}
+
 // copyStream copies one table's rows of some buckets as of snapshot.
 func (j *job) copyStream(ctx context.Context, snapshot, table string, buckets []int, copied *atomic.Int64) (int64, error) {
 	sc, err := shardConn(ctx, j.srcShard)
@@ -170,12 +186,7 @@ func (j *job) copyProgress(ctx context.Context, rows, wire int64) {
 	if j.info.BytesTotal > 0 && j.info.RowsTotal > 0 {
 		est = max(rows, min(j.info.RowsTotal, wire*j.info.RowsTotal/j.info.BytesTotal))
 	}
-	j.mv.record(ctx, j.info.ID, map[string]any{"rows_copied": est, "bytes_copied": wire})
-	if j.mv.Progress != nil {
-		if cur, err := j.mv.get(ctx, j.info.ID); err == nil {
-			j.mv.Progress(cur)
-		}
-	}
+	j.report(ctx, map[string]any{"rows_copied": est, "bytes_copied": wire})
 }
 
 type countingWriter struct {

@@ -287,24 +287,25 @@ func (mv *Mover) publish(ctx context.Context, note string, change func(*shardmap
 	}
 }
 
+// endMoving publishes a map that no longer says move id runs (DDL on
+// sharded tables is allowed again), unless it already does not.
+func (mv *Mover) endMoving(ctx context.Context, id int64, how string) (*shardmap.Map, error) {
+	return mv.publish(ctx, fmt.Sprintf("move %d: %s", id, how), func(n *shardmap.Map) bool {
+		if n.Moving != id {
+			return false
+		}
+		n.Moving = 0
+		return true
+	})
+}
+
 // shardConn connects to a shard as its admin role.
 func shardConn(ctx context.Context, s shardmap.Shard) (*pgx.Conn, error) {
-	dsn := s.AdminDSN
-	if dsn == "" {
-		dsn = s.DSN
-	}
-	c, err := pgx.Connect(ctx, dsn)
+	c, err := pgx.Connect(ctx, s.Admin())
 	if err != nil {
 		return nil, fmt.Errorf("shard %s: %w", s.Name, err)
 	}
 	return c, nil
-}
-
-func adminDSN(s shardmap.Shard) string {
-	if s.AdminDSN != "" {
-		return s.AdminDSN
-	}
-	return s.DSN
 }
 
 // job is one move being run.
@@ -601,7 +602,7 @@ func (j *job) subscribe(ctx context.Context) error {
 		return fmt.Errorf("replication slot %s is gone from %s: the copy cannot be caught up; run \"shardctl rebalance cancel\" and start the move again", j.name, j.srcShard.Name)
 	}
 	_, err := j.dst.Exec(ctx, fmt.Sprintf(`CREATE SUBSCRIPTION %s CONNECTION %s PUBLICATION %s WITH (create_slot = false, slot_name = %s, copy_data = false)`,
-		quoteIdent(j.name), quoteLiteral(adminDSN(j.srcShard)), quoteIdent(j.name), quoteLiteral(j.name)))
+		quoteIdent(j.name), quoteLiteral(j.srcShard.Admin()), quoteIdent(j.name), quoteLiteral(j.name)))
 	return err
 }
 
@@ -672,6 +673,11 @@ func (j *job) progress(ctx context.Context) {
 	if stepIndex(j.info.Step) >= stepIndex(StepCopied) {
 		cols["rows_copied"] = j.info.RowsTotal
 	}
+	j.report(ctx, cols)
+}
+
+// report records cols in the move's row and calls Progress with the row.
+func (j *job) report(ctx context.Context, cols map[string]any) {
 	j.mv.record(ctx, j.info.ID, cols)
 	if j.mv.Progress != nil {
 		if cur, err := j.mv.get(ctx, j.info.ID); err == nil {
@@ -922,13 +928,7 @@ func (j *job) cleanup(ctx context.Context) error {
 			return err
 		}
 	}
-	m, err := j.mv.publish(ctx, fmt.Sprintf("move %d: done", j.info.ID), func(n *shardmap.Map) bool {
-		if n.Moving != j.info.ID {
-			return false
-		}
-		n.Moving = 0
-		return true
-	})
+	m, err := j.mv.endMoving(ctx, j.info.ID, "done")
 	if err == nil {
 		j.m = m
 	}
@@ -968,13 +968,7 @@ func (mv *Mover) cancel(ctx context.Context, info shardmap.MoveInfo) error {
 			}
 		}
 	}
-	if _, err := mv.publish(ctx, fmt.Sprintf("move %d: cancelled", info.ID), func(n *shardmap.Map) bool {
-		if n.Moving != info.ID {
-			return false
-		}
-		n.Moving = 0
-		return true
-	}); err != nil {
+	if _, err := mv.endMoving(ctx, info.ID, "cancelled"); err != nil {
 		return err
 	}
 	return mv.update(ctx, info.ID, map[string]any{"state": StateCancelled})

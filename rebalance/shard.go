@@ -89,7 +89,7 @@ func AddShard(ctx context.Context, cat *shardmap.Catalog, s shardmap.Shard, pgDu
 		}
 	}
 	if len(missing) > 0 {
-		ddl, err := dumpSchema(ctx, pgDump, adminDSN(src), missing)
+		ddl, err := dumpSchema(ctx, pgDump, src.Admin(), missing)
 		if err != nil {
 			return nil, err
 		}

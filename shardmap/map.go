@@ -15,6 +15,15 @@ type Shard struct {
 	AdminDSN string `json:"admin_dsn,omitempty"`
 }
 
+// Admin returns the DSN that moves and verifies data: AdminDSN, or DSN
+// when none is set.
+func (s Shard) Admin() string {
+	if s.AdminDSN != "" {
+		return s.AdminDSN
+	}
+	return s.DSN
+}
+
 // Table is a sharded table: its rows are spread over buckets by Key.
 type Table struct {
 	Name string  `json:"name"`

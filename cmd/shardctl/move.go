@@ -8,6 +8,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"sort"
 	"syscall"
 	"text/tabwriter"
@@ -302,7 +303,7 @@ func runMover(cmd *cobra.Command, ids []int64) error {
 			return err
 		}
 		for _, d := range done {
-			if len(ids) > 0 && !containsID(ids, d.ID) {
+			if len(ids) > 0 && !slices.Contains(ids, d.ID) {
 				continue
 			}
 			if d.State == rebalance.StateDone && len(ids) > 0 {
@@ -317,15 +318,6 @@ func runMover(cmd *cobra.Command, ids []int64) error {
 		os.Exit(exitStopped)
 	}
 	return err
-}
-
-func containsID(ids []int64, id int64) bool {
-	for _, x := range ids {
-		if x == id {
-			return true
-		}
-	}
-	return false
 }
 
 // progress shows a move's progress: a bar on a terminal, else a line.

@@ -31,7 +31,7 @@ more than one shard. It exits non-zero if it finds any.`,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			return withMap(cmd, 30*time.Minute, func(ctx context.Context, _ *config.Config, _ *shardmap.Catalog, m *shardmap.Map) error {
 				rep, err := rebalance.Verify(ctx, m, func(ctx context.Context, i int) (*pgx.Conn, error) {
-					return pgx.Connect(ctx, shardDSN(m.Shards[i]))
+					return pgx.Connect(ctx, m.Shards[i].Admin()) // it may read every table
 				})
 				if err != nil {
 					return err
@@ -52,14 +52,6 @@ more than one shard. It exits non-zero if it finds any.`,
 	}
 	cmd.Flags().BoolVar(&asJSON, "json", false, "JSON output")
 	return cmd
-}
-
-// shardDSN prefers the shard's admin DSN (it may read every table).
-func shardDSN(s shardmap.Shard) string {
-	if s.AdminDSN != "" {
-		return s.AdminDSN
-	}
-	return s.DSN
 }
 
 func printVerify(cmd *cobra.Command, rep *rebalance.Report) {

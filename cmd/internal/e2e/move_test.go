@@ -294,6 +294,31 @@ func (w *routedWriter) run(ctx context.Context, t *testing.T, n int) error {
 	return nil
 }
 
+// start runs n writer workers until the returned stop is called; stop
+// waits for them and fails the test on a worker's error.
+func (w *routedWriter) start(ctx context.Context, t *testing.T, n int) (stop func()) {
+	w.stop.Store(false)
+	var wg sync.WaitGroup
+	errc := make(chan error, n)
+	for i := 0; i < n; i++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			if err := w.run(ctx, t, i+1); err != nil {
+				errc <- err
+			}
+		}()
+	}
+	return func() {
+		w.stop.Store(true)
+		wg.Wait()
+		close(errc)
+		for err := range errc {
+			t.Fatal(err)
+		}
+	}
+}
+
 // checkMoved checks the cluster after moves: every acknowledged insert is
 // there exactly once, no deleted row is back, every counter equals its
 // acknowledged increments, rows sit where the map says, and no replication
@@ -446,17 +471,7 @@ func TestMoveUnderLoad(t *testing.T) {
 
 	w := newRoutedWriter(t, mc)
 	go w.watch(ctx)
-	var wg sync.WaitGroup
-	werr := make(chan error, 4)
-	for i := 0; i < 4; i++ {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			if err := w.run(ctx, t, i+1); err != nil {
-				werr <- err
-			}
-		}()
-	}
+	stopWriters := w.start(ctx, t, 4)
 	time.Sleep(300 * time.Millisecond)
 	mv := &rebalance.Mover{Cat: mc.cat, Log: testLogger(t)}
 	moves := rebalance.Plan(m)
@@ -472,12 +487,7 @@ func TestMoveUnderLoad(t *testing.T) {
 	}
 	took := time.Since(t0)
 	time.Sleep(300 * time.Millisecond)
-	w.stop.Store(true)
-	wg.Wait()
-	close(werr)
-	for err := range werr {
-		t.Fatal(err)
-	}
+	stopWriters()
 	mc.check(t, w)
 	infos, _ := mc.cat.Moves(ctx, 10)
 	for _, mi := range infos {
@@ -536,25 +546,9 @@ func TestMoveCrashSafety(t *testing.T) {
 
 	// writing runs the writer while f runs.
 	writing := func(f func()) {
-		w.stop.Store(false)
-		var wg sync.WaitGroup
-		errc := make(chan error, 2)
-		for i := 0; i < 2; i++ {
-			wg.Add(1)
-			go func() {
-				defer wg.Done()
-				if err := w.run(ctx, t, i+1); err != nil {
-					errc <- err
-				}
-			}()
-		}
+		stop := w.start(ctx, t, 2)
 		f()
-		w.stop.Store(true)
-		wg.Wait()
-		close(errc)
-		for err := range errc {
-			t.Fatal(err)
-		}
+		stop()
 	}
 	// Next 16 buckets of s0 or s1, alternating, to s2.
 	round := 0
@@ -748,17 +742,7 @@ func TestMoveThroughProxies(t *testing.T) {
 
 	w := newRoutedWriter(t, mc)
 	w.via = addrs[:2]
-	var wg sync.WaitGroup
-	werr := make(chan error, 4)
-	for i := 0; i < 4; i++ {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			if err := w.run(ctx, t, i+1); err != nil {
-				werr <- err
-			}
-		}()
-	}
+	stopWriters := w.start(ctx, t, 4)
 	time.Sleep(500 * time.Millisecond)
 
 	// The first move runs with every proxy alive. Then the third proxy is
@@ -798,12 +782,7 @@ func TestMoveThroughProxies(t *testing.T) {
 		t.Fatal(err)
 	}
 	time.Sleep(500 * time.Millisecond)
-	w.stop.Store(true)
-	wg.Wait()
-	close(werr)
-	for err := range werr {
-		t.Fatal(err)
-	}
+	stopWriters()
 	var staleErr error
 	select {
 	case staleErr = <-staleDone:

@@ -5,7 +5,6 @@ import (
 	"errors"
 	"math/rand/v2"
 	"os"
-	"sync"
 	"testing"
 	"time"
 
@@ -35,18 +34,7 @@ func TestSoakMoves(t *testing.T) {
 	rounds, moves, stops := 0, 0, 0
 	added := false
 	for time.Now().Before(deadline) {
-		w.stop.Store(false)
-		var wg sync.WaitGroup
-		errc := make(chan error, 4)
-		for i := 0; i < 4; i++ {
-			wg.Add(1)
-			go func() {
-				defer wg.Done()
-				if err := w.run(ctx, t, i+1); err != nil {
-					errc <- err
-				}
-			}()
-		}
+		stopWriters := w.start(ctx, t, 4)
 		m, err := mc.cat.Current(ctx)
 		if err != nil {
 			t.Fatal(err)
@@ -82,12 +70,7 @@ func TestSoakMoves(t *testing.T) {
 			}
 		}
 		added = !added
-		w.stop.Store(true)
-		wg.Wait()
-		close(errc)
-		for err := range errc {
-			t.Fatal(err)
-		}
+		stopWriters()
 		mc.check(t, w)
 		rounds++
 	}
