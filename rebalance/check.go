@@ -126,35 +126,62 @@ func (j *job) dirtyKeys(ctx context.Context, c querier) (map[string][]string, in
 
 func dirtyFunc(t shardmap.Table) string { return "pgshard." + quoteIdent("dirty_"+t.Name) }
 
-// installDirty creates the target's dirty-key triggers (REPLICA: they fire
-// for the subscription's writes only). Idempotent.
+// installDirty points the target's dirty-key triggers at this move
+// (REPLICA triggers: they fire for the subscription's writes only).
+// Idempotent. The triggers are created once per table and then stay: the
+// function they call is replaced instead, which takes no lock on the table,
+// so neither a move's start nor its end queues behind (or in front of) the
+// application's writes on the target.
 func (j *job) installDirty(ctx context.Context) error {
 	return pgx.BeginFunc(ctx, j.dst, func(tx pgx.Tx) error {
 		for _, t := range j.tables() {
 			rec := func(row string) string {
 				return fmt.Sprintf(`INSERT INTO pgshard.dirty VALUES (%d, %s, (%s.%s)::text) ON CONFLICT DO NOTHING;`, j.info.ID, quoteLiteral(t.Name), row, quoteIdent(t.Key))
 			}
-			for _, q := range []string{
-				fmt.Sprintf(`CREATE OR REPLACE FUNCTION %s() RETURNS trigger LANGUAGE plpgsql AS $pgshard$
-BEGIN
-    IF TG_OP <> 'DELETE' THEN %s END IF;
-    IF TG_OP <> 'INSERT' THEN %s END IF;
-    RETURN NULL;
-END
-$pgshard$`, dirtyFunc(t), rec("NEW"), rec("OLD")),
-				fmt.Sprintf(`CREATE OR REPLACE TRIGGER pgshard_dirty AFTER INSERT OR UPDATE OR DELETE ON %s FOR EACH ROW EXECUTE FUNCTION %s()`, quoteIdent(t.Name), dirtyFunc(t)),
-				fmt.Sprintf(`ALTER TABLE %s ENABLE REPLICA TRIGGER pgshard_dirty`, quoteIdent(t.Name)),
-			} {
-				if _, err := tx.Exec(ctx, q); err != nil {
-					return fmt.Errorf("dirty-key trigger on %s: %w", t.Name, err)
-				}
+			body := fmt.Sprintf("IF TG_OP <> 'DELETE' THEN %s END IF;\n    IF TG_OP <> 'INSERT' THEN %s END IF;", rec("NEW"), rec("OLD"))
+			if err := dirtyTrigger(ctx, tx, t, body, true); err != nil {
+				return err
 			}
 		}
 		return nil
 	})
 }
 
-// dropDirty removes the dirty-key triggers and the move's dirty set.
+// dirtyTrigger sets the body of t's dirty-key function and, with create,
+// creates the REPLICA trigger that calls it if it is missing.
+func dirtyTrigger(ctx context.Context, tx pgx.Tx, t shardmap.Table, body string, create bool) error {
+	if _, err := tx.Exec(ctx, fmt.Sprintf(`CREATE OR REPLACE FUNCTION %s() RETURNS trigger LANGUAGE plpgsql AS $pgshard$
+BEGIN
+    %s
+    RETURN NULL;
+END
+$pgshard$`, dirtyFunc(t), body)); err != nil {
+		return fmt.Errorf("dirty-key function for %s: %w", t.Name, err)
+	}
+	if !create {
+		return nil
+	}
+	var enabled string
+	err := tx.QueryRow(ctx, `SELECT tgenabled::text FROM pg_trigger WHERE tgrelid = $1::regclass AND tgname = 'pgshard_dirty'`, quoteIdent(t.Name)).Scan(&enabled)
+	if err != nil && !errors.Is(err, pgx.ErrNoRows) {
+		return err
+	}
+	if errors.Is(err, pgx.ErrNoRows) {
+		if _, err := tx.Exec(ctx, fmt.Sprintf(`CREATE TRIGGER pgshard_dirty AFTER INSERT OR UPDATE OR DELETE ON %s FOR EACH ROW EXECUTE FUNCTION %s()`, quoteIdent(t.Name), dirtyFunc(t))); err != nil {
+			return fmt.Errorf("dirty-key trigger on %s: %w", t.Name, err)
+		}
+	}
+	if enabled != "R" {
+		if _, err := tx.Exec(ctx, fmt.Sprintf(`ALTER TABLE %s ENABLE REPLICA TRIGGER pgshard_dirty`, quoteIdent(t.Name))); err != nil {
+			return fmt.Errorf("dirty-key trigger on %s: %w", t.Name, err)
+		}
+	}
+	return nil
+}
+
+// dropDirty ends the move's dirty set: the triggers' function no longer
+// records anything (the triggers stay, see installDirty) and the move's
+// keys are deleted.
 func (j *job) dropDirty(ctx context.Context) error {
 	var exists bool
 	if err := j.dst.QueryRow(ctx, `SELECT to_regclass('pgshard.dirty') IS NOT NULL`).Scan(&exists); err != nil || !exists {
@@ -167,12 +194,9 @@ func (j *job) dropDirty(ctx context.Context) error {
 				return err
 			}
 			if has {
-				if _, err := tx.Exec(ctx, fmt.Sprintf(`DROP TRIGGER IF EXISTS pgshard_dirty ON %s`, quoteIdent(t.Name))); err != nil {
+				if err := dirtyTrigger(ctx, tx, t, "-- no move is streaming into this shard", false); err != nil {
 					return err
 				}
-			}
-			if _, err := tx.Exec(ctx, fmt.Sprintf(`DROP FUNCTION IF EXISTS %s()`, dirtyFunc(t))); err != nil {
-				return err
 			}
 		}
 		_, err := tx.Exec(ctx, `DELETE FROM pgshard.dirty WHERE move = $1`, j.info.ID)

@@ -111,23 +111,34 @@ type Options struct {
 
 // Warm opens server connections until the pool has at least n (idle or in
 // use), so that a burst of clients does not each pay a connection's setup.
-// It gives up quietly at the first error or when ctx ends (the health probe
-// reports a shard that cannot be reached).
+// The connections are dialled at once, and each is idle, ready for a
+// client, as soon as it is set up. Warm never waits for a slot: it only
+// fills free ones. It gives up quietly on errors or when ctx ends (the
+// health probe reports a shard that cannot be reached).
 func (p *Pool) Warm(ctx context.Context, n int) {
 	p.mu.Lock()
 	missing := min(n, p.opts.Size) - len(p.all)
 	p.mu.Unlock()
-	var cs []*Conn
-	for i := 0; i < missing; i++ {
-		c, err := p.Acquire(ctx)
-		if err != nil {
-			break
+	var wg sync.WaitGroup
+	for i := 0; i < missing && p.gate.Load() == nil; i++ {
+		select {
+		case p.sem <- struct{}{}:
+		default:
+			i = missing // the pool is busy: it is warm enough
+			continue
 		}
-		cs = append(cs, c)
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			c, err := p.dial(ctx)
+			if err != nil {
+				<-p.sem
+				return
+			}
+			p.Release(c)
+		}()
 	}
-	for _, c := range cs {
-		p.Release(c)
-	}
+	wg.Wait()
 }
 
 // Pool is a bounded pool of server connections to one shard.
@@ -155,7 +166,7 @@ type Pool struct {
 	received atomic.Int64 // bytes read from the shard
 
 	checked atomic.Bool  // a Watch loop runs: fail fast while down
-	lastOK  atomic.Int64 // unix nanos of the last successful dial
+	lastOK  atomic.Int64 // unix nanos of the last successful dial, or use of a connection
 	lastErr atomic.Pointer[dialError]
 }
 
@@ -333,16 +344,21 @@ var ErrShardDown = errors.New("shard is down")
 
 // Watch probes the shard every interval until ctx ends; while it runs, a
 // shard found down makes Acquire fail at once (ErrShardDown) instead of
-// dialling, and the next successful probe brings it back.
+// dialling, and the next successful probe brings it back. A shard that
+// answered clients within the interval is not probed: a probe is a new
+// server process and an authentication, which a busy shard (and a cutover,
+// when every proxy probes every shard) should not pay for.
 func (p *Pool) Watch(ctx context.Context, interval time.Duration) {
 	p.checked.Store(true)
 	defer p.checked.Store(false)
 	t := time.NewTicker(interval)
 	defer t.Stop()
 	for {
-		pctx, cancel := context.WithTimeout(ctx, p.opts.ConnectTimeout)
-		_ = p.Probe(pctx)
-		cancel()
+		if time.Since(time.Unix(0, p.lastOK.Load())) >= interval {
+			pctx, cancel := context.WithTimeout(ctx, p.opts.ConnectTimeout)
+			_ = p.Probe(pctx)
+			cancel()
+		}
 		select {
 		case <-ctx.Done():
 			return
@@ -426,6 +442,7 @@ func (p *Pool) Release(c *Conn) {
 		c.CancelSent = false
 		p.idle = append(p.idle, c)
 		p.mu.Unlock()
+		p.lastOK.Store(now.UnixNano()) // the shard answered
 	} else {
 		p.mu.Unlock()
 		p.close(c)
@@ -512,7 +529,8 @@ type Health struct {
 	At    time.Time // of the attempt the state comes from
 }
 
-// Health reports the outcome of the latest dial (or Probe).
+// Health reports the outcome of the latest dial, probe or use of a
+// connection.
 func (p *Pool) Health() Health {
 	ok := p.lastOK.Load()
 	e := p.lastErr.Load()

@@ -464,10 +464,12 @@ func (s *Server) SetMap(m *shardmap.Map) {
 		close(old.replaced)
 		s.retirePools(old.Map, m)
 	}
-	if am.AnyFrozen() {
-		// A move is cutting over: the held writes will soon go to the
+	if am.AnyFrozen() || m.Moving != 0 {
+		// A move runs, or cuts over: the held writes will soon go to the
 		// target, maybe a shard this proxy has not used yet. Open a few
-		// connections everywhere now, not while they wait.
+		// connections everywhere now (when the move starts, seconds
+		// before its cutover, and again at the freeze), not while they
+		// wait.
 		for _, p := range s.poolList() {
 			go func() {
 				ctx, cancel := context.WithTimeout(context.Background(), time.Second)
