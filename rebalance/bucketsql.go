@@ -1,58 +1,6 @@
 package rebalance
 
-import (
-	"fmt"
-	"strings"
-
-	"github.com/pgshard/pgshard/shardmap"
-)
-
-// Constants of Postgres 15's hash partitioning (partbounds.c, hashfn.h).
-const (
-	// partitionSeed is HASH_PARTITION_SEED, 0x7A5B22367996DCFD, as a signed bigint.
-	partitionSeed = "8816678312871386365"
-	// combineConst is hash_combine64's 0x49a0f4dd15e5a8e3.
-	combineConst = "5305509591434766563"
-)
-
-// BucketSQL returns a SQL expression computing the bucket of column col
-// (already quoted as needed) of key type t with buckets buckets: exactly
-// shardmap's Bucket* functions, evaluated by Postgres.
-//
-// The bucket is (uint64(h) + C) mod 2^64 mod B for the signed 64-bit hash h
-// and hash_combine64's constant C. It is computed in bigint without
-// overflow (numeric arithmetic would cost a scan of a large table several
-// times more): with r = 2^64 mod B, the unsigned value of a negative h adds
-// r, and the wrap past 2^64, which happens exactly when h < 0 and h >= -C,
-// takes it away again, so
-//
-//	bucket = ((h mod B) + (C mod B) + (h < -C ? r : 0)) mod B
-//
-// where h mod B is the mathematical (non-negative) remainder.
-func BucketSQL(col string, t shardmap.KeyType, buckets int) (string, error) {
-	var h string
-	switch t {
-	case shardmap.KeySmallint, shardmap.KeyInteger, shardmap.KeyBigint:
-		h = fmt.Sprintf("hashint8extended((%s)::bigint, %s)", col, partitionSeed)
-	case shardmap.KeyText:
-		h = fmt.Sprintf("hashtextextended((%s)::text, %s)", col, partitionSeed)
-	case shardmap.KeyUUID:
-		h = fmt.Sprintf("uuid_hash_extended((%s)::uuid, %s)", col, partitionSeed)
-	default:
-		return "", fmt.Errorf("bucket of key type %v: unsupported", t)
-	}
-	if buckets < 1 {
-		return "", fmt.Errorf("bucket count %d", buckets)
-	}
-	b := uint64(buckets)
-	r := (^uint64(0)%b + 1) % b // 2^64 mod B
-	c := uint64(combineConstValue) % b
-	return fmt.Sprintf("(((%[1]s %% %[2]d + %[2]d) %% %[2]d + %[3]d + CASE WHEN %[1]s < -%[4]s THEN %[5]d ELSE 0 END) %% %[2]d)::int",
-		h, buckets, c, combineConst, r), nil
-}
-
-// combineConstValue is combineConst as a number.
-const combineConstValue = 0x49a0f4dd15e5a8e3
+import "strings"
 
 // quoteIdent quotes a (possibly schema-qualified) identifier.
 func quoteIdent(name string) string {

@@ -5,16 +5,21 @@
 // imports router/...: the proxy and the rebalancer meet only through the
 // shard map and its catalog (DESIGN.md §2, §4).
 //
-// What is here so far:
-//   - BucketSQL: the bucket of a key computed by Postgres itself, with the
-//     same functions PARTITION BY HASH uses (hashint8extended,
-//     hashtextextended, uuid_hash_extended, the partition seed and
-//     hash_combine64), so counting, copying, filtering and fencing a bucket
-//     can all run on the shard.
+// What is here:
+//   - Mover (move.go): online moves of buckets from one shard to another,
+//     step by step, each step recorded in the catalog (pgshard.moves) so
+//     that a stopped move resumes or is cancelled: pre-checks and fences,
+//     a publication with a bucket row filter, a copy at an exported
+//     snapshot (copy.go), a subscription for the changes since, a full
+//     comparison while streaming and a comparison of the changed keys
+//     during the cutover (check.go), the freeze, the fence (fence.go), the
+//     switch and the cleanup.
+//   - AddShard, RemoveShard, PlanDrain (shard.go): a shard joins with the
+//     definitions of the sharded and reference tables, or leaves once its
+//     buckets are gone.
 //   - Verify: per shard and sharded table, rows per bucket; rows on a shard
 //     that does not own their bucket, and buckets with rows on two shards.
 //   - Plan: the fewest bucket moves that even out buckets over the shards.
 //
-// Online moves (copy, catch-up, verify, cutover, crash-safe resume) build on
-// these and are not written yet.
+// The buckets are computed by Postgres itself with shardmap.BucketSQL.
 package rebalance

@@ -112,11 +112,11 @@ func compileFenceTx(ctx context.Context, tx pgx.Tx, m *shardmap.Map) error {
 		if !exists {
 			continue
 		}
-		newB, err := BucketSQL("NEW."+quoteIdent(t.Key), t.Type, m.Rules.Buckets)
+		newB, err := shardmap.BucketSQL("NEW."+quoteIdent(t.Key), t.Type, m.Rules.Buckets)
 		if err != nil {
 			return err
 		}
-		oldB, err := BucketSQL("OLD."+quoteIdent(t.Key), t.Type, m.Rules.Buckets)
+		oldB, err := shardmap.BucketSQL("OLD."+quoteIdent(t.Key), t.Type, m.Rules.Buckets)
 		if err != nil {
 			return err
 		}

@@ -295,6 +295,7 @@ func (mv *Mover) endMoving(ctx context.Context, id int64, how string) (*shardmap
 			return false
 		}
 		n.Moving = 0
+		n.MoveBuckets = nil
 		return true
 	})
 }
@@ -444,7 +445,7 @@ func (j *job) do(ctx context.Context, step string) error {
 
 // bucketExpr is the bucket of table t's key, as SQL.
 func (j *job) bucketExpr(t shardmap.Table) string {
-	e, _ := BucketSQL(quoteIdent(t.Key), t.Type, j.m.Rules.Buckets)
+	e, _ := shardmap.BucketSQL(quoteIdent(t.Key), t.Type, j.m.Rules.Buckets)
 	return e
 }
 
@@ -492,13 +493,17 @@ func (j *job) prepare(ctx context.Context) error {
 			return false
 		}
 		n.Moving = j.info.ID
+		n.MoveBuckets = append([]int(nil), j.info.Buckets...)
 		return true
 	})
 	if err != nil {
 		return err
 	}
 	j.m = m
-	return nil
+	// From the copy on, the target holds rows of buckets it does not own;
+	// proxies hide them from reads of every shard once they apply this
+	// version (bounded wait, as for the freeze).
+	return j.waitAcks(ctx, m.Version)
 }
 
 // count estimates the rows and bytes to move from the source's

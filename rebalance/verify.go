@@ -99,7 +99,7 @@ func verifyTable(ctx context.Context, c *pgx.Conn, m *shardmap.Map, shard int, t
 		tr.Missing = true
 		return tr, nil
 	}
-	expr, err := BucketSQL(quoteIdent(t.Key), t.Type, m.Rules.Buckets)
+	expr, err := shardmap.BucketSQL(quoteIdent(t.Key), t.Type, m.Rules.Buckets)
 	if err != nil {
 		return nil, err
 	}

@@ -63,6 +63,11 @@ type Map struct {
 	// move runs, DDL on sharded tables is refused (the subscription that
 	// copies them needs the same columns on both shards).
 	Moving int64 `json:"moving,omitempty"`
+	// MoveBuckets are the buckets of that move. From the copy until the
+	// cleanup, their rows are on two shards; the shard that does not own
+	// them (the target before the switch, the source after it) must not
+	// show them to statements that read every shard (HiddenOn).
+	MoveBuckets []int `json:"move_buckets,omitempty"`
 }
 
 // Next returns a deep copy of m with Version+1, ready to be changed and
@@ -73,7 +78,20 @@ func (m *Map) Next() *Map {
 	n.Shards = append([]Shard(nil), m.Shards...)
 	n.Owner = append([]int(nil), m.Owner...)
 	n.State = append([]BucketState(nil), m.State...)
+	n.MoveBuckets = append([]int(nil), m.MoveBuckets...)
 	return &n
+}
+
+// HiddenOn returns the buckets whose rows shard i holds without owning
+// them: those of the running move that i does not own (nil: none).
+func (m *Map) HiddenOn(i int) []int {
+	var out []int
+	for _, b := range m.MoveBuckets {
+		if b >= 0 && b < len(m.Owner) && m.Owner[b] != i {
+			out = append(out, b)
+		}
+	}
+	return out
 }
 
 // Frozen reports whether bucket b is frozen by a cutover.

@@ -152,6 +152,18 @@ func shardErr(x *pgproto3.ErrorResponse) *wire.Error {
 // are set.
 func (m *merge) send(bind *pgproto3.Bind, ext bool, oids []uint32) *wire.Error {
 	s := m.s
+	if m.r.ShardSQL != nil {
+		// A move's rows are left out on some shards, with a statement
+		// that lasts as long as the move: described each time, run
+		// unnamed, never cached.
+		if werr := m.describe(oids); werr != nil {
+			return werr
+		}
+		if werr := m.check(bind, ext); werr != nil {
+			return werr
+		}
+		return m.execute(bind, oids)
+	}
 	gen := s.srv.catGen.Load()
 	key := descKey(m.srcs[0].c.sc.Shard, m.r.SQL, oids)
 	if d := s.srv.mergeDescs.get(key, gen); d != nil {
@@ -184,7 +196,7 @@ func (m *merge) check(bind *pgproto3.Bind, ext bool) *wire.Error {
 func (m *merge) describe(oids []uint32) *wire.Error {
 	for _, src := range m.srcs {
 		fe := src.c.sc.FE
-		fe.Send(&pgproto3.Parse{Query: m.r.SQL, ParameterOIDs: oids})
+		fe.Send(&pgproto3.Parse{Query: m.sqlFor(src), ParameterOIDs: oids})
 		fe.Send(&pgproto3.Describe{ObjectType: 'S'})
 		fe.Send(&pgproto3.Sync{})
 		src.c.sc.Unnamed = mergeUnnamed
@@ -239,7 +251,7 @@ func (m *merge) execute(bind *pgproto3.Bind, oids []uint32) *wire.Error {
 		fe := src.c.sc.FE
 		if src.c.sc.Unnamed != mergeUnnamed {
 			// A catalog query (collation checks) dropped the statement.
-			fe.Send(&pgproto3.Parse{Query: m.r.SQL, ParameterOIDs: oids})
+			fe.Send(&pgproto3.Parse{Query: m.sqlFor(src), ParameterOIDs: oids})
 		}
 		src.c.sc.Unnamed = 0
 		fe.Send(m.shardBind(bind, ""))
@@ -252,6 +264,14 @@ func (m *merge) execute(bind *pgproto3.Bind, oids []uint32) *wire.Error {
 		src.c.inflight = true
 	}
 	return nil
+}
+
+// sqlFor is the statement src's shard runs.
+func (m *merge) sqlFor(src *mergeSrc) string {
+	if q, ok := m.r.ShardSQL[src.c.shard]; ok {
+		return q
+	}
+	return m.r.SQL
 }
 
 func (m *merge) shardBind(bind *pgproto3.Bind, name string) *pgproto3.Bind {

@@ -632,9 +632,13 @@ func (s *session) runBatchSplit(batch []pgproto3.FrontendMessage, r Route) error
 	}
 	var sum tagSum
 	mark := len(s.out)
-	for _, c := range conns {
+	for i, c := range conns {
 		fe := c.sc.FE
-		fe.Send(&pgproto3.Parse{Query: parse.Query, ParameterOIDs: parse.ParameterOIDs})
+		q := parse.Query
+		if r.Hidden {
+			q = r.Parts[i].SQL
+		}
+		fe.Send(&pgproto3.Parse{Query: q, ParameterOIDs: parse.ParameterOIDs})
 		for _, m := range batch {
 			switch b := m.(type) {
 			case *pgproto3.Bind:

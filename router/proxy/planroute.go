@@ -84,6 +84,14 @@ var bucketBufs = sync.Pool{New: func() any { b := make([]int, 0, 8); return &b }
 // sharded table is refused. With nothing frozen the hot path pays one
 // test of a bool computed when the map was applied.
 func resolve(p *plan.Plan, in plan.Inputs, m *AppliedMap, sql string, env Catalog) Route {
+	r := resolveMap(p, in, m, sql, env)
+	if m.hidden != nil {
+		r = hideMoving(r, m)
+	}
+	return r
+}
+
+func resolveMap(p *plan.Plan, in plan.Inputs, m *AppliedMap, sql string, env Catalog) Route {
 	switch p.Kind {
 	case plan.Single, plan.Multi:
 		if p.Insert != nil && p.Insert.KeyIndex < 0 && env != nil {

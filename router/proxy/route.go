@@ -69,6 +69,10 @@ type Route struct {
 	NoTxBlock bool
 	// Parts are RouteSplit's statements, one per shard.
 	Parts []Part
+	// Hidden marks a RouteSplit that runs one statement on every shard
+	// whose text differs on some shards only by leaving out rows of a
+	// move they do not own (hide.go).
+	Hidden bool
 	// ReadOnly marks a RouteSplit that only reads: no transaction is
 	// opened on the shards.
 	ReadOnly bool
@@ -95,6 +99,9 @@ type MergeRoute struct {
 	Shards []int
 	// SQL is the shard statement (a simple query's literals put back).
 	SQL string
+	// ShardSQL replaces SQL on the shards it names (by index): there a
+	// move's rows that the shard does not own are left out (hide.go).
+	ShardSQL map[int]string
 	// Limit (-1: none) and Offset, read from constants or parameters.
 	Limit, Offset int64
 	// Params and Formats are the parameter values (a simple query's
@@ -139,12 +146,22 @@ type AppliedMap struct {
 	*shardmap.Map
 	anyFrozen bool
 	replaced  chan struct{}
+	// hidden[i] are the buckets whose rows shard i holds without owning
+	// them (a move's, between its copy and its cleanup); nil when none.
+	hidden [][]int
 }
 
 // NewAppliedMap prepares m for routing (Server.SetMap calls it once per
 // version).
 func NewAppliedMap(m *shardmap.Map) *AppliedMap {
-	return &AppliedMap{Map: m, anyFrozen: m.AnyFrozen(), replaced: make(chan struct{})}
+	am := &AppliedMap{Map: m, anyFrozen: m.AnyFrozen(), replaced: make(chan struct{})}
+	if len(m.MoveBuckets) > 0 {
+		am.hidden = make([][]int, len(m.Shards))
+		for i := range m.Shards {
+			am.hidden[i] = m.HiddenOn(i)
+		}
+	}
+	return am
 }
 
 // AnyFrozen reports whether some bucket is frozen; unlike

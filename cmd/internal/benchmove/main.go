@@ -104,7 +104,7 @@ func run() error {
 		half = append(half, b)
 	}
 	rules := shardmap.Rules{Buckets: buckets, Tables: map[string]shardmap.Table{"items": {Name: "items", Key: "id", Type: shardmap.KeyBigint}}, Reference: map[string]bool{}}
-	expr, _ := rebalance.BucketSQL("id", shardmap.KeyBigint, buckets)
+	expr, _ := shardmap.BucketSQL("id", shardmap.KeyBigint, buckets)
 	filter := fmt.Sprintf("%s >= %d", expr, buckets/2)
 
 	// Baseline: the same rows, COPY out of s0 into a table on s1.

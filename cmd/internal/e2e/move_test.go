@@ -116,6 +116,25 @@ func newMoveCluster(t *testing.T, db string, accounts int) *moveCluster {
 	return mc
 }
 
+// pgshardConfig writes a pgshard config for the cluster's first two
+// shards and its catalog, after the lines in head (listen: ...), and
+// returns its path.
+func (mc *moveCluster) pgshardConfig(t *testing.T, head string) string {
+	t.Helper()
+	var cfg strings.Builder
+	cfg.WriteString(head)
+	fmt.Fprintf(&cfg, "pool: {mode: transaction, size: 8}\nusers: [{name: app, password: app}]\ncatalog: %q\nfreeze_timeout: 10s\nshards:\n", mc.catDSN)
+	for _, s := range mc.shards[:2] {
+		fmt.Fprintf(&cfg, "  - {name: %s, dsn: %q, admin_dsn: %q}\n", s.Name, s.DSN, s.AdminDSN)
+	}
+	cfg.WriteString("sharding:\n  buckets: 1024\n  tables: [{name: accounts, key: id, type: bigint}, {name: orders, key: account_id, type: bigint}]\n  reference: [countries]\n")
+	path := filepath.Join(t.TempDir(), "pgshard.yaml")
+	if err := os.WriteFile(path, []byte(cfg.String()), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	return path
+}
+
 func (mc *moveCluster) addS2(t *testing.T) *shardmap.Map {
 	t.Helper()
 	pgDump, err := rebalance.FindPgDump()
@@ -701,12 +720,6 @@ func TestMoveThroughProxies(t *testing.T) {
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 	pgshardBin, _ := buildBinaries(t)
-	var cfg strings.Builder
-	fmt.Fprintf(&cfg, "pool: {mode: transaction, size: 8}\nusers: [{name: app, password: app}]\ncatalog: %q\nfreeze_timeout: 10s\nshards:\n", mc.catDSN)
-	for _, s := range mc.shards[:2] {
-		fmt.Fprintf(&cfg, "  - {name: %s, dsn: %q, admin_dsn: %q}\n", s.Name, s.DSN, s.AdminDSN)
-	}
-	cfg.WriteString("sharding:\n  buckets: 1024\n  tables: [{name: accounts, key: id, type: bigint}, {name: orders, key: account_id, type: bigint}]\n  reference: [countries]\n")
 	var addrs []string
 	var procs []*exec.Cmd
 	var metricsAddrs []string
@@ -714,11 +727,7 @@ func TestMoveThroughProxies(t *testing.T) {
 		addr := freePort(t)
 		maddr := freePort(t)
 		metricsAddrs = append(metricsAddrs, maddr)
-		path := filepath.Join(t.TempDir(), "pgshard.yaml")
-		if err := os.WriteFile(path, []byte("listen: "+addr+"\nmetrics_listen: "+maddr+"\n"+cfg.String()), 0o644); err != nil {
-			t.Fatal(err)
-		}
-		procs = append(procs, startPgshard(t, pgshardBin, path))
+		procs = append(procs, startPgshard(t, pgshardBin, mc.pgshardConfig(t, "listen: "+addr+"\nmetrics_listen: "+maddr+"\n")))
 		addrs = append(addrs, fmt.Sprintf("postgres://app:app@%s/%s?sslmode=disable", addr, mc.db))
 	}
 	for _, a := range addrs {

@@ -16,7 +16,7 @@ import (
 	"github.com/pgshard/pgshard/shardmap"
 )
 
-// TestBucketSQL: the bucket Postgres computes with rebalance.BucketSQL is
+// TestBucketSQL: the bucket Postgres computes with shardmap.BucketSQL is
 // the one shardmap computes, for every key type.
 func TestBucketSQL(t *testing.T) {
 	ctx := context.Background()
@@ -27,7 +27,7 @@ func TestBucketSQL(t *testing.T) {
 		for i := 0; i < 2000; i++ {
 			ints = append(ints, rng.Int64()>>rng.IntN(63))
 		}
-		expr, _ := rebalance.BucketSQL("k", shardmap.KeyBigint, n)
+		expr, _ := shardmap.BucketSQL("k", shardmap.KeyBigint, n)
 		rows, err := c.Query(ctx, "select k, "+expr+" from unnest($1::bigint[]) k", ints)
 		if err != nil {
 			t.Fatal(err)
@@ -51,7 +51,7 @@ func TestBucketSQL(t *testing.T) {
 		for i := 0; i < 1000; i++ {
 			texts = append(texts, fmt.Sprintf("key-%d-%x", i, rng.Uint64()))
 		}
-		expr, _ = rebalance.BucketSQL("k", shardmap.KeyText, n)
+		expr, _ = shardmap.BucketSQL("k", shardmap.KeyText, n)
 		rows, err = c.Query(ctx, "select k, "+expr+" from unnest($1::text[]) k", texts)
 		if err != nil {
 			t.Fatal(err)
@@ -66,7 +66,7 @@ func TestBucketSQL(t *testing.T) {
 				t.Fatalf("text %q mod %d: Postgres says %d, shardmap %d", k, n, b, want)
 			}
 		}
-		expr, _ = rebalance.BucketSQL("k", shardmap.KeyUUID, n)
+		expr, _ = shardmap.BucketSQL("k", shardmap.KeyUUID, n)
 		var u [16]byte
 		for i := 0; i < 500; i++ {
 			for j := range u {

@@ -1,0 +1,51 @@
+package sqlparse
+
+import (
+	"strings"
+	"testing"
+
+	"github.com/pgshard/pgshard/shardmap"
+)
+
+func TestHideBuckets(t *testing.T) {
+	rules := shardmap.Rules{Buckets: 8, Tables: map[string]shardmap.Table{
+		"accounts": {Key: "id", Type: shardmap.KeyBigint},
+		"orders":   {Key: "account_id", Type: shardmap.KeyBigint},
+	}, Reference: map[string]bool{"countries": true}}
+	cases := []struct {
+		sql  string
+		want []string // substrings of the rewritten statement
+		same bool     // nothing to hide: the text is returned as is
+	}{
+		{sql: "SELECT count(*) FROM accounts", want: []string{"SELECT count(*) FROM (SELECT * FROM accounts WHERE NOT CAST(", "hashint8extended(id::bigint, ", "= ANY('{3,5}'::int[])) accounts"}},
+		{sql: "SELECT a.id, o.id FROM accounts a JOIN orders o ON o.account_id = a.id WHERE a.balance > $1 ORDER BY 1 LIMIT 10",
+			want: []string{"FROM (SELECT * FROM accounts WHERE NOT CAST(", "= ANY('{3,5}'::int[])) a JOIN (SELECT * FROM orders WHERE NOT CAST(", "hashint8extended(account_id::bigint", "= ANY('{3,5}'::int[])) o ON o.account_id = a.id WHERE a.balance > $1 ORDER BY 1 LIMIT 10"}},
+		{sql: "SELECT * FROM countries", same: true},
+		{sql: "WITH accounts AS (SELECT 1 AS id) SELECT * FROM accounts", same: true},
+		{sql: "SELECT * FROM other.accounts", same: true},
+		{sql: "SELECT id FROM accounts WHERE id IN (SELECT account_id FROM orders WHERE total > 5)", want: []string{"SELECT id FROM (SELECT * FROM accounts WHERE NOT CAST(", "WHERE id IN (SELECT account_id FROM (SELECT * FROM orders WHERE NOT CAST("}},
+		{sql: "UPDATE accounts SET balance = 0 WHERE balance < 0", want: []string{"UPDATE accounts SET balance = 0 WHERE balance < 0 AND NOT CAST(", "hashint8extended(accounts.id::bigint"}},
+		{sql: "DELETE FROM orders o USING accounts a WHERE o.account_id = a.id", want: []string{"DELETE FROM orders o USING (SELECT * FROM accounts WHERE NOT CAST(", ") a WHERE o.account_id = a.id AND NOT CAST(", "hashint8extended(o.account_id::bigint"}},
+		{sql: "SELECT * FROM ONLY accounts FOR UPDATE", want: []string{"SELECT * FROM (SELECT * FROM ONLY accounts WHERE NOT CAST(", ") accounts FOR UPDATE"}},
+	}
+	for _, c := range cases {
+		got, err := HideBuckets(c.sql, rules, []int{3, 5})
+		if err != nil {
+			t.Fatalf("%s: %v", c.sql, err)
+		}
+		if c.same {
+			if got != c.sql {
+				t.Errorf("%s: rewritten to %s", c.sql, got)
+			}
+			continue
+		}
+		for _, w := range c.want {
+			if !strings.Contains(got, w) {
+				t.Errorf("%s:\n got %s\nwant it to contain %s", c.sql, got, w)
+			}
+		}
+		if _, err := HideBuckets(got, rules, nil); err != nil {
+			t.Errorf("%s: rewritten statement does not parse: %v", c.sql, err)
+		}
+	}
+}
