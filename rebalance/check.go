@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"math"
 	"slices"
 	"strings"
 
@@ -51,6 +52,23 @@ type querier interface {
 // rowHash is the SQL hash of a row t of the table: hash_record_extended
 // where every column type has an extended hash (fast), else the hash of
 // the row's text.
+//
+// The job keeps the first answer per table: both sides of a comparison
+// then hash alike, and the cutover asks no catalog.
+func (j *job) rowHash(ctx context.Context, c querier, table string) string {
+	j.hashMu.Lock()
+	defer j.hashMu.Unlock()
+	if h, ok := j.hashes[table]; ok {
+		return h
+	}
+	h := rowHash(ctx, c, table)
+	if j.hashes == nil {
+		j.hashes = map[string]string{}
+	}
+	j.hashes[table] = h
+	return h
+}
+
 func rowHash(ctx context.Context, c querier, table string) string {
 	var ok bool
 	if err := c.QueryRow(ctx, `SELECT bool_and(EXISTS (SELECT 1 FROM pg_amop o JOIN pg_opfamily f ON f.oid = o.amopfamily JOIN pg_am am ON am.oid = f.opfmethod
@@ -81,7 +99,7 @@ func (j *job) bucketSums(ctx context.Context, c querier, keys map[string][]strin
 			where = j.bucketExpr(t) + " " + j.filter
 		}
 		rows, err := c.Query(ctx, fmt.Sprintf(`SELECT b, count(*), bit_xor(h), sum(h >> 32) FROM (SELECT %s AS b, %s AS h FROM %s t WHERE %s) x GROUP BY 1`,
-			j.bucketExpr(t), rowHash(ctx, c, t.Name), quoteIdent(t.Name), where), args...)
+			j.bucketExpr(t), j.rowHash(ctx, c, t.Name), quoteIdent(t.Name), where), args...)
 		if err != nil {
 			return nil, fmt.Errorf("table %s: %w", t.Name, err)
 		}
@@ -104,9 +122,10 @@ func (j *job) bucketSums(ctx context.Context, c querier, keys map[string][]strin
 	return out, nil
 }
 
-// dirtyKeys reads the dirty set on the target, per table.
-func (j *job) dirtyKeys(ctx context.Context, c querier) (map[string][]string, int, error) {
-	rows, err := c.Query(ctx, `SELECT tbl, key FROM pgshard.dirty WHERE move = $1`, j.info.ID)
+// dirtyKeys reads the dirty set on the target, per table: the keys whose
+// generation is in [from, to).
+func (j *job) dirtyKeys(ctx context.Context, c querier, from, to int) (map[string][]string, int, error) {
+	rows, err := c.Query(ctx, `SELECT tbl, key FROM pgshard.dirty WHERE move = $1 AND gen >= $2 AND gen < $3`, j.info.ID, from, to)
 	if err != nil {
 		return nil, 0, err
 	}
@@ -132,11 +151,16 @@ func dirtyFunc(t shardmap.Table) string { return "pgshard." + quoteIdent("dirty_
 // function they call is replaced instead, which takes no lock on the table,
 // so neither a move's start nor its end queues behind (or in front of) the
 // application's writes on the target.
-func (j *job) installDirty(ctx context.Context) error {
+//
+// Each key is recorded with the generation gen, the latest one it changed
+// in: recheck starts a new generation to compare the keys of the older
+// ones while still streaming, so that the cutover compares only the keys
+// changed since.
+func (j *job) installDirty(ctx context.Context, gen int) error {
 	return pgx.BeginFunc(ctx, j.dst, func(tx pgx.Tx) error {
 		for _, t := range j.tables() {
 			rec := func(row string) string {
-				return fmt.Sprintf(`INSERT INTO pgshard.dirty VALUES (%d, %s, (%s.%s)::text) ON CONFLICT DO NOTHING;`, j.info.ID, quoteLiteral(t.Name), row, quoteIdent(t.Key))
+				return fmt.Sprintf(`INSERT INTO pgshard.dirty (move, tbl, key, gen) VALUES (%d, %s, (%s.%s)::text, %d) ON CONFLICT (move, tbl, key) DO UPDATE SET gen = EXCLUDED.gen;`, j.info.ID, quoteLiteral(t.Name), row, quoteIdent(t.Key), gen)
 			}
 			body := fmt.Sprintf("IF TG_OP <> 'DELETE' THEN %s END IF;\n    IF TG_OP <> 'INSERT' THEN %s END IF;", rec("NEW"), rec("OLD"))
 			if err := dirtyTrigger(ctx, tx, t, body, true); err != nil {
@@ -230,7 +254,7 @@ func (j *job) preverify(ctx context.Context) error {
 	go func() {
 		dstErr <- pgx.BeginTxFunc(ctx, j.dst, pgx.TxOptions{IsoLevel: pgx.RepeatableRead, AccessMode: pgx.ReadOnly}, func(tx pgx.Tx) error {
 			var err error
-			dv, ndv, err = j.dirtyKeys(ctx, tx)
+			dv, ndv, err = j.dirtyKeys(ctx, tx, 0, math.MaxInt32)
 			close(dvReady)
 			if err != nil {
 				return err
@@ -267,7 +291,97 @@ func (j *job) preverify(ctx context.Context) error {
 		return fmt.Errorf("source %s: %w", j.srcShard.Name, serr)
 	}
 	j.mv.Log.Debug("pre-verification", "move", j.info.ID, "buckets_with_rows", len(src), "dirty_keys", ndv)
-	return compareSums(src, dst)
+	if err := compareSums(src, dst); err != nil {
+		return err
+	}
+	// The keys changed since: compared now, while streaming, rather than
+	// in the cutover (a round costs about as much as the cutover would;
+	// the next one finds only what changed during this one).
+	for round := 0; round < recheckRounds; round++ {
+		n, err := j.recheck(ctx)
+		if err != nil {
+			return err
+		}
+		if n < recheckEnough {
+			break
+		}
+	}
+	return nil
+}
+
+// The rounds of recheck after the full comparison, at most, and the number
+// of keys below which another round is not worth it.
+const (
+	recheckRounds = 3
+	recheckEnough = 200
+)
+
+// recheck compares the dirty keys changed so far at a fresh source
+// snapshot, and starts a new generation of the dirty set for those that
+// change from then on (verify compares those). It returns how many keys it
+// compared.
+//
+// Order matters: the new generation starts on the target before the
+// source snapshot is taken, so a change committed after the snapshot is
+// applied after it and recorded with the new generation; the keys of the
+// older generations at a target snapshot taken after a marker committed
+// after the source snapshot have therefore not changed between the two,
+// and must be equal.
+func (j *job) recheck(ctx context.Context) (int, error) {
+	var gen int
+	if err := j.dst.QueryRow(ctx, `SELECT coalesce(max(gen), 0) + 1 FROM pgshard.dirty WHERE move = $1`, j.info.ID).Scan(&gen); err != nil {
+		return 0, err
+	}
+	if err := j.installDirty(ctx, gen); err != nil {
+		return 0, err
+	}
+	sc, err := shardConn(ctx, j.srcShard)
+	if err != nil {
+		return 0, err
+	}
+	defer sc.Close(context.Background())
+	stx, err := sc.BeginTx(ctx, pgx.TxOptions{IsoLevel: pgx.RepeatableRead, AccessMode: pgx.ReadOnly})
+	if err != nil {
+		return 0, err
+	}
+	defer func() { _ = stx.Rollback(context.Background()) }()
+	if _, err := stx.Exec(ctx, `SELECT 1`); err != nil { // the snapshot
+		return 0, err
+	}
+	if err := j.marker(ctx); err != nil {
+		return 0, err
+	}
+	var keys map[string][]string
+	var n int
+	var dst, src map[string]sums
+	err = pgx.BeginTxFunc(ctx, j.dst, pgx.TxOptions{IsoLevel: pgx.RepeatableRead, AccessMode: pgx.ReadOnly}, func(tx pgx.Tx) error {
+		var err error
+		if keys, n, err = j.dirtyKeys(ctx, tx, 0, gen); err != nil || n == 0 {
+			return err
+		}
+		done := make(chan error, 1)
+		go func() {
+			var err error
+			src, err = j.bucketSums(ctx, stx, keys)
+			done <- err
+		}()
+		dst, err = j.bucketSums(ctx, tx, keys)
+		if serr := <-done; serr != nil {
+			return fmt.Errorf("source %s: %w", j.srcShard.Name, serr)
+		}
+		return err
+	})
+	if err != nil {
+		return 0, err
+	}
+	if n > 0 {
+		if err := compareSums(src, dst); err != nil {
+			return 0, err
+		}
+	}
+	j.fromGen = gen
+	j.mv.Log.Debug("recheck", "move", j.info.ID, "generation", gen, "keys", n)
+	return n, nil
 }
 
 // leaveOut takes the rows of the dirty keys out of total (sums over every
@@ -286,7 +400,7 @@ func (j *job) leaveOut(ctx context.Context, c querier, total map[string]sums, di
 // verify is step verified, in the cutover: the rows of the keys changed
 // since the full comparison, on both sides at once.
 func (j *job) verify(ctx context.Context) error {
-	keys, n, err := j.dirtyKeys(ctx, j.dst)
+	keys, n, err := j.dirtyKeys(ctx, j.dst, j.fromGen, math.MaxInt32)
 	if err != nil {
 		return err
 	}

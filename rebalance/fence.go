@@ -29,7 +29,8 @@ const fenceDDL = `
 CREATE SCHEMA IF NOT EXISTS pgshard;
 CREATE TABLE IF NOT EXISTS pgshard.fence (bucket int PRIMARY KEY, move bigint NOT NULL DEFAULT 0, since timestamptz NOT NULL DEFAULT now());
 CREATE TABLE IF NOT EXISTS pgshard.move_marker (move bigint NOT NULL, seq bigint NOT NULL, at timestamptz NOT NULL DEFAULT now(), PRIMARY KEY (move, seq));
-CREATE TABLE IF NOT EXISTS pgshard.dirty (move bigint NOT NULL, tbl text NOT NULL, key text NOT NULL, PRIMARY KEY (move, tbl, key));`
+CREATE TABLE IF NOT EXISTS pgshard.dirty (move bigint NOT NULL, tbl text NOT NULL, key text NOT NULL, PRIMARY KEY (move, tbl, key));
+ALTER TABLE pgshard.dirty ADD COLUMN IF NOT EXISTS gen int NOT NULL DEFAULT 0;`
 
 // staleWriteCode is the SQLSTATE of a write the fence rejects:
 // serialization_failure, which drivers and applications already treat as

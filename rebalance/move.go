@@ -8,6 +8,7 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/jackc/pgx/v5"
@@ -321,6 +322,11 @@ type job struct {
 	filter   string // "IN (...)" list of the buckets
 	totals   map[string]int64
 	frozenAt time.Time
+	// fromGen: the cutover compares the dirty keys of this generation on
+	// (the older ones were compared by recheck); 0 after a resume.
+	fromGen int
+	hashMu  sync.Mutex
+	hashes  map[string]string // rowHash per table
 }
 
 func (mv *Mover) open(ctx context.Context, info shardmap.MoveInfo) (*job, error) {
@@ -589,7 +595,7 @@ func (j *job) publication(ctx context.Context) error {
 // created: it streams every change committed after the copy's snapshot.
 func (j *job) subscribe(ctx context.Context) error {
 	// Before the first applied change: the dirty set must see them all.
-	if err := j.installDirty(ctx); err != nil {
+	if err := j.installDirty(ctx, 0); err != nil {
 		return err
 	}
 	var exists bool
