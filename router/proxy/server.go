@@ -470,18 +470,25 @@ func (s *Server) SetMap(m *shardmap.Map) {
 		// connections everywhere now (when the move starts, seconds
 		// before its cutover, and again at the freeze), not while they
 		// wait.
-		for _, p := range s.poolList() {
+		// As many as the busiest shard has open: the clients of the
+		// moving buckets may all follow them.
+		pools := s.poolList()
+		n := warmConns
+		for _, p := range pools {
+			n = max(n, p.Stats().Open)
+		}
+		for _, p := range pools {
 			go func() {
 				ctx, cancel := context.WithTimeout(context.Background(), time.Second)
 				defer cancel()
-				p.Warm(ctx, warmConns)
+				p.Warm(ctx, n)
 			}()
 		}
 	}
 }
 
-// warmConns is how many server connections a cutover makes sure each
-// pool has.
+// warmConns is how many server connections, at least, a cutover makes
+// sure each pool has.
 const warmConns = 4
 
 // Map returns the current shard map (nil before the first SetMap).
