@@ -139,19 +139,7 @@ func (h *hider) collectCTEs(m protoreflect.Message) {
 	if c, ok := m.Interface().(*pg.CommonTableExpr); ok {
 		h.ctes[c.Ctename] = true
 	}
-	m.Range(func(fd protoreflect.FieldDescriptor, v protoreflect.Value) bool {
-		switch {
-		case fd.IsMap() || fd.Message() == nil:
-		case fd.IsList():
-			l := v.List()
-			for i := 0; i < l.Len(); i++ {
-				h.collectCTEs(l.Get(i).Message())
-			}
-		default:
-			h.collectCTEs(v.Message())
-		}
-		return true
-	})
+	rangeMessages(m, h.collectCTEs)
 }
 
 // rewrite walks m, replacing FROM items and filtering UPDATE and DELETE

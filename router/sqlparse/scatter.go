@@ -895,6 +895,12 @@ func walkMsg(m protoreflect.Message, f func(*pg.Node) bool) {
 		}
 		walkMsg(x, f)
 	}
+	rangeMessages(m, visit)
+}
+
+// rangeMessages calls visit for each message m holds directly: in its
+// message fields and in the elements of its message lists.
+func rangeMessages(m protoreflect.Message, visit func(protoreflect.Message)) {
 	m.Range(func(fd protoreflect.FieldDescriptor, v protoreflect.Value) bool {
 		switch {
 		case fd.IsMap() || fd.Message() == nil:
