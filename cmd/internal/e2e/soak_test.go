@@ -17,6 +17,7 @@ import (
 	"time"
 
 	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
 
 	"github.com/pgshard/pgshard/cmd/internal/localpg"
 	"github.com/pgshard/pgshard/rebalance"
@@ -143,6 +144,8 @@ func TestSoakMixed(t *testing.T) {
 		return nil
 	}
 	var logged atomic.Int64
+	var codesMu sync.Mutex
+	codes := map[string]int{} // errors of the workers, by kind
 	worker := func(n int, body func(c *pgx.Conn, rng *rand.Rand) error) {
 		wg.Add(1)
 		go func() {
@@ -164,6 +167,14 @@ func TestSoakMixed(t *testing.T) {
 					if logged.Add(1) <= 10 {
 						t.Logf("worker %d: %v", n, err)
 					}
+					kind := "connection"
+					var pe *pgconn.PgError
+					if errors.As(err, &pe) {
+						kind = pe.Code
+					}
+					codesMu.Lock()
+					codes[fmt.Sprintf("%d:%s", n, kind)]++
+					codesMu.Unlock()
 					// A failed connection is replaced; any other error keeps it.
 					if c.IsClosed() || c.PgConn().IsBusy() {
 						_ = c.Close(context.Background())
@@ -399,6 +410,7 @@ func TestSoakMixed(t *testing.T) {
 	t.Logf("soak %s: %d rounds, %d moves (%d stopped and resumed), %d pgshard kills, %d shard kills; %d acknowledged writes (%d inserts incl. %d COPY rows in %d batches, %d deletes), %d transfers (%d failed), %d single-key reads (%d failed), %d reads of every shard (%d failed), %d wrong answers; bank total %d unchanged; %d server connections left",
 		d, rounds, moves, stops, proxyKills, shardKills, w.ops.Load(), len(w.acked.inserts), stats.copyRows.Load(), stats.copies.Load(), len(w.acked.deletes),
 		stats.transfers.Load(), stats.transferErrs.Load(), stats.reads.Load(), stats.readErrs.Load(), stats.scatters.Load(), stats.scatterErrs.Load(), len(wrong), total, conns)
+	t.Logf("workers' errors (worker:SQLSTATE or connection): %v", codes)
 	if stats.transfers.Load() == 0 || stats.scatters.Load() == 0 || stats.copies.Load() == 0 || stats.reads.Load() == 0 {
 		t.Errorf("a part of the workload never succeeded")
 	}
