@@ -243,7 +243,11 @@ func (s *session) routeQuery(m *pgproto3.Query) (done bool, err error) {
 			// Reference-table writes (and, in a transaction, DDL) commit
 			// atomically on every shard.
 			s.srv.forgetCatalog() // DDL may change column positions and collations
-			return true, s.runSplitTx(everyShard(s.useMap(), m.String), true, !s.inTxBlock())
+			err := s.runSplitTx(everyShard(s.useMap(), m.String), true, !s.inTxBlock())
+			// And after: a statement of another session that ran meanwhile
+			// may have cached what the DDL changed.
+			s.srv.forgetCatalog()
+			return true, err
 		}
 		if s.inTxBlock() {
 			return true, s.refuseQuery(wire.Errorf(pgcode.FeatureNotSupported, "a statement that runs on every shard cannot run inside a transaction block").
