@@ -885,8 +885,23 @@ func (j *job) switchOwner(ctx context.Context) error {
 	if !j.frozenAt.IsZero() {
 		cols["pause_ms"] = float64(time.Since(j.frozenAt).Microseconds()) / 1000
 	}
-	return j.mv.update(ctx, j.info.ID, cols)
+	if err := j.mv.update(ctx, j.info.ID, cols); err != nil {
+		return err
+	}
+	// The writes the freeze held now run on the target. The cleanup that
+	// follows is heavy (the subscription's end, a DELETE of every moved
+	// row on the source): let the proxies apply the switch (bounded) and
+	// their held writes finish first.
+	if err := j.waitAcks(ctx, m.Version); err != nil {
+		return err
+	}
+	time.Sleep(switchSettle)
+	return nil
 }
+
+// switchSettle is how long the cleanup waits after the proxies applied
+// the switch, for the writes they held to run before it.
+const switchSettle = 50 * time.Millisecond
 
 // dropReplication removes the subscription (and with it the slot), the
 // publication and any slot left behind.
