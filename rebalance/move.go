@@ -302,8 +302,15 @@ func (mv *Mover) endMoving(ctx context.Context, id int64, how string) (*shardmap
 }
 
 // shardConn connects to a shard as its admin role.
+// Its session sets pgshard.mover, which the shard-side DDL lock lets
+// through (ddllock.go).
 func shardConn(ctx context.Context, s shardmap.Shard) (*pgx.Conn, error) {
-	c, err := pgx.Connect(ctx, s.Admin())
+	cfg, err := pgx.ParseConfig(s.Admin())
+	if err != nil {
+		return nil, fmt.Errorf("shard %s: %w", s.Name, err)
+	}
+	cfg.RuntimeParams["pgshard.mover"] = "on"
+	c, err := pgx.ConnectConfig(ctx, cfg)
 	if err != nil {
 		return nil, fmt.Errorf("shard %s: %w", s.Name, err)
 	}
@@ -473,6 +480,9 @@ func (j *job) prepare(ctx context.Context) error {
 		shard string
 	}{{j.src, j.srcShard.Name}, {j.dst, j.dstShard.Name}} {
 		if err := installFence(ctx, side.c, j.m); err != nil {
+			return fmt.Errorf("shard %s: %w", side.shard, err)
+		}
+		if err := setDDLLock(ctx, side.c, j.m, j.info.ID, true); err != nil {
 			return fmt.Errorf("shard %s: %w", side.shard, err)
 		}
 		idx := j.m.ShardIndex(side.shard)
@@ -953,6 +963,9 @@ func (j *job) cleanup(ctx context.Context) error {
 		if _, err := c.Exec(ctx, `DELETE FROM pgshard.move_marker WHERE move = $1`, j.info.ID); err != nil {
 			return err
 		}
+		if err := setDDLLock(ctx, c, j.m, j.info.ID, false); err != nil {
+			return err
+		}
 	}
 	m, err := j.mv.endMoving(ctx, j.info.ID, "done")
 	if err == nil {
@@ -990,6 +1003,9 @@ func (mv *Mover) cancel(ctx context.Context, info shardmap.MoveInfo) error {
 		}
 		if has {
 			if _, err := c.Exec(ctx, `DELETE FROM pgshard.move_marker WHERE move = $1`, info.ID); err != nil {
+				return err
+			}
+			if err := setDDLLock(ctx, c, j.m, info.ID, false); err != nil {
 				return err
 			}
 		}

@@ -130,8 +130,8 @@ func AddShard(ctx context.Context, cat *shardmap.Catalog, s shardmap.Shard, pgDu
 }
 
 // dumpSchema runs pg_dump --schema-only for tables and returns SQL to run
-// on the new shard: psql meta-commands (\restrict) and pgshard's own fence
-// triggers are left out.
+// on the new shard: psql meta-commands (\restrict) and pgshard's own
+// triggers (fence, dirty keys, TRUNCATE lock) are left out.
 func dumpSchema(ctx context.Context, pgDump, dsn string, tables []string) (string, error) {
 	args := []string{"--schema-only", "--no-publications", "--no-subscriptions", "--dbname", dsn}
 	for _, t := range tables {
@@ -148,7 +148,7 @@ func dumpSchema(ctx context.Context, pgDump, dsn string, tables []string) (strin
 	sc.Buffer(make([]byte, 1<<20), 64<<20)
 	for sc.Scan() {
 		line := sc.Text()
-		if strings.HasPrefix(line, `\`) || strings.Contains(line, "pgshard_fence") || strings.Contains(line, "pgshard_dirty") {
+		if strings.HasPrefix(line, `\`) || strings.Contains(line, "pgshard_fence") || strings.Contains(line, "pgshard_dirty") || strings.Contains(line, "pgshard_truncate") {
 			continue
 		}
 		b.WriteString(line)

@@ -18,7 +18,8 @@ import (
 // of the moving buckets are on two shards. Statements that read (or
 // update) every shard through pgshard must see each row once at every
 // step: counts, sums, ordered merges, joins, IN lists over both shards and
-// keyless UPDATEs, in the simple and the extended protocol.
+// keyless UPDATEs, in the simple and the extended protocol. DDL sent to the
+// shards directly is refused while the rows are on both.
 func TestScatterDuringMove(t *testing.T) {
 	mc := newMoveCluster(t, "move_scatter", 1000)
 	m := mc.addS2(t)
@@ -150,14 +151,58 @@ func TestScatterDuringMove(t *testing.T) {
 		onDst := countOn(t, mc.shards[m.ShardIndex(moves[0].To)].AdminDSN, keysInBuckets(t, mvBuckets, 5)...)
 		t.Logf("after %s: of 5 keys of the moving buckets, %d on the source, %d on the target", step, onSrc, onDst)
 		check("after " + step)
+		if step == rebalance.StepCopied {
+			directDDL(t, mc, moves[0], true)
+		}
 	}
 	if err := mv.Resume(ctx); err != nil {
 		t.Fatal(err)
 	}
 	check("after the move")
+	directDDL(t, mc, moves[0], false)
 	var balance int64
 	if err := c.QueryRow(ctx, "SELECT sum(balance) FROM accounts").Scan(&balance); err != nil || balance != 1000*increments {
 		t.Fatalf("sum(balance) after %d keyless increments of 1000 rows: %d, %v", increments, balance, err)
+	}
+}
+
+// directDDL runs DDL on a move's two shards directly, as their superuser:
+// while the move runs (locked), ALTER, TRUNCATE and DROP of a sharded
+// table fail with 55006 and change nothing, while DDL on other objects
+// (an index) works; after it, DDL works again.
+func directDDL(t *testing.T, mc *moveCluster, mv rebalance.Move, locked bool) {
+	t.Helper()
+	ctx := context.Background()
+	for _, name := range []string{mv.From, mv.To} {
+		var s shardmap.Shard
+		for _, x := range mc.shards {
+			if x.Name == name {
+				s = x
+			}
+		}
+		c := connect(t, s.AdminDSN)
+		if locked {
+			for _, q := range []string{
+				"ALTER TABLE accounts ADD COLUMN extra int",
+				"ALTER TABLE orders RENAME TO orders2",
+				"TRUNCATE orders",
+				"DROP TABLE orders",
+			} {
+				_, err := c.Exec(ctx, q)
+				if !isCode(err, "55006") {
+					t.Fatalf("shard %s, during the move: %s: %v, want 55006", name, q, err)
+				}
+			}
+			for _, q := range []string{"CREATE INDEX accounts_name_x ON accounts (name)", "DROP INDEX accounts_name_x"} {
+				if _, err := c.Exec(ctx, q); err != nil {
+					t.Fatalf("shard %s, during the move: %s: %v", name, q, err)
+				}
+			}
+			continue
+		}
+		if _, err := c.Exec(ctx, "ALTER TABLE accounts ALTER COLUMN name SET DEFAULT ''"); err != nil {
+			t.Fatalf("shard %s, after the move: %v", name, err)
+		}
 	}
 }
 
