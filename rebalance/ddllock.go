@@ -51,32 +51,8 @@ $pgshard$`, ddlLockFunc, strings.Join(oids, ","), move)
 			return fmt.Errorf("DDL lock function: %w", err)
 		}
 		for _, q := range []string{
-			`CREATE OR REPLACE FUNCTION pgshard.refuse_ddl() RETURNS event_trigger LANGUAGE plpgsql AS $pgshard$
-DECLARE
-    r record;
-BEGIN
-    FOR r IN SELECT * FROM pg_event_trigger_ddl_commands() WHERE classid = 'pg_class'::regclass LOOP
-        IF ` + ddlLockFunc + `(r.objid) <> 0 THEN
-            RAISE EXCEPTION '% on table % refused: bucket move % is copying it', r.command_tag, r.object_identity, ` + ddlLockFunc + `(r.objid)
-                USING ERRCODE = '55006',
-                      HINT = 'Retry when the move has finished (shardctl rebalance status), through pgshard.';
-        END IF;
-    END LOOP;
-END
-$pgshard$`,
-			`CREATE OR REPLACE FUNCTION pgshard.refuse_drop() RETURNS event_trigger LANGUAGE plpgsql AS $pgshard$
-DECLARE
-    r record;
-BEGIN
-    FOR r IN SELECT * FROM pg_event_trigger_dropped_objects() WHERE classid = 'pg_class'::regclass AND objsubid = 0 LOOP
-        IF ` + ddlLockFunc + `(r.objid) <> 0 THEN
-            RAISE EXCEPTION 'DROP of table % refused: bucket move % is copying it', r.object_identity, ` + ddlLockFunc + `(r.objid)
-                USING ERRCODE = '55006',
-                      HINT = 'Retry when the move has finished (shardctl rebalance status), through pgshard.';
-        END IF;
-    END LOOP;
-END
-$pgshard$`,
+			refuseEvent("pgshard.refuse_ddl", "pg_event_trigger_ddl_commands() WHERE classid = 'pg_class'::regclass", "% on table % refused", "r.command_tag, r.object_identity"),
+			refuseEvent("pgshard.refuse_drop", "pg_event_trigger_dropped_objects() WHERE classid = 'pg_class'::regclass AND objsubid = 0", "DROP of table % refused", "r.object_identity"),
 			`CREATE OR REPLACE FUNCTION pgshard.refuse_truncate() RETURNS trigger LANGUAGE plpgsql AS $pgshard$
 BEGIN
     IF ` + ddlLockFunc + `(TG_RELID) <> 0 THEN
@@ -123,4 +99,23 @@ $pgshard$`,
 		}
 		return nil
 	})
+}
+
+// refuseEvent is an event trigger function that refuses the commands on
+// locked tables among the rows of source; message (with its args, from
+// the row r) says what was refused.
+func refuseEvent(name, source, message, args string) string {
+	return fmt.Sprintf(`CREATE OR REPLACE FUNCTION %[1]s() RETURNS event_trigger LANGUAGE plpgsql AS $pgshard$
+DECLARE
+    r record;
+BEGIN
+    FOR r IN SELECT * FROM %[2]s LOOP
+        IF %[5]s(r.objid) <> 0 THEN
+            RAISE EXCEPTION '%[3]s: bucket move %% is copying it', %[4]s, %[5]s(r.objid)
+                USING ERRCODE = '55006',
+                      HINT = 'Retry when the move has finished (shardctl rebalance status), through pgshard.';
+        END IF;
+    END LOOP;
+END
+$pgshard$`, name, source, message, args, ddlLockFunc)
 }

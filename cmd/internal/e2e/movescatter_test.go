@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"slices"
+	"strings"
 	"testing"
 	"time"
 
@@ -189,8 +190,8 @@ func directDDL(t *testing.T, mc *moveCluster, mv rebalance.Move, locked bool) {
 				"DROP TABLE orders",
 			} {
 				_, err := c.Exec(ctx, q)
-				if !isCode(err, "55006") {
-					t.Fatalf("shard %s, during the move: %s: %v, want 55006", name, q, err)
+				if !isCode(err, "55006") || !strings.Contains(err.Error(), "refused: bucket move") || !strings.Contains(err.Error(), "public.") {
+					t.Fatalf("shard %s, during the move: %s: %v, want 55006 naming the table and the move", name, q, err)
 				}
 			}
 			for _, q := range []string{"CREATE INDEX accounts_name_x ON accounts (name)", "DROP INDEX accounts_name_x"} {
