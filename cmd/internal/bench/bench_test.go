@@ -3,6 +3,7 @@ package main
 import (
 	"math"
 	"os"
+	"strings"
 	"testing"
 	"time"
 )
@@ -153,5 +154,17 @@ func TestWriteChart(t *testing.T) {
 	}
 	if fi, err := os.Stat(path); err != nil || fi.Size() < 1000 {
 		t.Errorf("chart %s: %v, %v", path, fi, err)
+	}
+}
+
+func TestWriteTable(t *testing.T) {
+	var b strings.Builder
+	writeTable(&b, [][]string{{"query", "mean µs", "ratio"}, {"count(*)", "1200", "2.10"}, {"x", "7", "-"}}, 1)
+	want := "| query    | mean µs | ratio |\n" +
+		"| -------- | ------- | ----- |\n" +
+		"| count(*) |    1200 |  2.10 |\n" +
+		"| x        |       7 |     - |\n"
+	if b.String() != want {
+		t.Fatalf("got\n%s\nwant\n%s", b.String(), want)
 	}
 }

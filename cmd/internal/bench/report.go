@@ -11,6 +11,7 @@ import (
 	"strconv"
 	"strings"
 	"time"
+	"unicode/utf8"
 )
 
 // summary is one row of the table: the medians of one target's rounds.
@@ -133,33 +134,7 @@ func printTable(w io.Writer, sum []summary, o options, loadStart, loadEnd string
 			num(s.CPUPer1k, 3),
 		})
 	}
-	widths := make([]int, len(header))
-	for _, r := range rows {
-		for i, c := range r {
-			widths[i] = max(widths[i], len(c))
-		}
-	}
-	line := func(cells []string) {
-		var b strings.Builder
-		b.WriteString("|")
-		for i, c := range cells {
-			if i >= 3 { // numbers: right-aligned
-				fmt.Fprintf(&b, " %*s |", widths[i], c)
-			} else {
-				fmt.Fprintf(&b, " %-*s |", widths[i], c)
-			}
-		}
-		fmt.Fprintln(w, b.String())
-	}
-	line(rows[0])
-	sep := make([]string, len(header))
-	for i := range sep {
-		sep[i] = strings.Repeat("-", widths[i])
-	}
-	line(sep)
-	for _, r := range rows[1:] {
-		line(r)
-	}
+	writeTable(w, rows, 3)
 	fmt.Fprintln(w)
 	fmt.Fprintln(w, "spread: (max-min)/median TPS over the rounds. CPU s/1k tx: user+system CPU seconds of the pooler process per 1,000 transactions (connection setup included).")
 	if footnote {
@@ -254,4 +229,38 @@ func writeCSVFile(path string, rows [][]string) error {
 		return fmt.Errorf("write %s: %w", path, err)
 	}
 	return f.Close()
+}
+
+// writeTable prints rows (the first is the header) as a Markdown table,
+// the first left columns left-aligned and the others (numbers)
+// right-aligned, widths counted in runes.
+func writeTable(w io.Writer, rows [][]string, left int) {
+	widths := make([]int, len(rows[0]))
+	for _, r := range rows {
+		for i, c := range r {
+			widths[i] = max(widths[i], utf8.RuneCountInString(c))
+		}
+	}
+	line := func(cells []string) {
+		var b strings.Builder
+		b.WriteString("|")
+		for i, c := range cells {
+			pad := strings.Repeat(" ", widths[i]-utf8.RuneCountInString(c))
+			if i >= left {
+				fmt.Fprintf(&b, " %s%s |", pad, c)
+			} else {
+				fmt.Fprintf(&b, " %s%s |", c, pad)
+			}
+		}
+		fmt.Fprintln(w, b.String())
+	}
+	line(rows[0])
+	sep := make([]string, len(widths))
+	for i := range sep {
+		sep[i] = strings.Repeat("-", widths[i])
+	}
+	line(sep)
+	for _, r := range rows[1:] {
+		line(r)
+	}
 }

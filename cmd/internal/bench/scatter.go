@@ -276,33 +276,6 @@ func printScatter(w io.Writer, res []latency, o options, s0rows int64) {
 			[]string{p.query, p.target, us(p.mean), us(p.p50), us(p.p99),
 				fmt.Sprintf("%.2f", float64(p.mean)/float64(d.mean)), fmt.Sprintf("%.2f", float64(p.p99)/float64(d.p99))})
 	}
-	widths := make([]int, len(header))
-	for _, r := range rows {
-		for i, c := range r {
-			widths[i] = max(widths[i], len([]rune(c)))
-		}
-	}
-	line := func(cells []string) {
-		var b strings.Builder
-		b.WriteString("|")
-		for i, c := range cells {
-			pad := widths[i] - len([]rune(c))
-			if i >= 2 {
-				fmt.Fprintf(&b, " %s%s |", strings.Repeat(" ", pad), c)
-			} else {
-				fmt.Fprintf(&b, " %s%s |", c, strings.Repeat(" ", pad))
-			}
-		}
-		fmt.Fprintln(w, b.String())
-	}
-	line(rows[0])
-	sep := make([]string, len(header))
-	for i := range sep {
-		sep[i] = strings.Repeat("-", widths[i])
-	}
-	line(sep)
-	for _, r := range rows[1:] {
-		line(r)
-	}
+	writeTable(w, rows, 2)
 	fmt.Fprintln(w, "\nratio: pgshard / direct s0. Target (issue 4): a 4-shard scatter under 1.5x one shard's query of the same rows.")
 }

@@ -18,17 +18,7 @@ import (
 // authentication with pgconn, then hands back the raw protocol connection.
 func rawLogin(t *testing.T, addr string) *pgconn.HijackedConn {
 	t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-	defer cancel()
-	pc, err := pgconn.Connect(ctx, proxyURL(addr))
-	if err != nil {
-		t.Fatal(err)
-	}
-	h, err := pc.Hijack()
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = h.Conn.Close() })
+	h := rawLoginURL(t, proxyURL(addr))
 	_ = h.Conn.SetDeadline(time.Now().Add(15 * time.Second))
 	return h
 }
