@@ -582,10 +582,7 @@ func TestMoveUnderLoad(t *testing.T) {
 	}
 }
 
-func isCode(err error, code string) bool {
-	var pe *pgconn.PgError
-	return errors.As(err, &pe) && pe.Code == code
-}
+func isCode(err error, code string) bool { return pgCode(err) == code }
 
 func testLogger(t *testing.T) *slog.Logger {
 	return slog.New(slog.NewTextHandler(testWriter{t}, &slog.HandlerOptions{Level: slog.LevelDebug}))

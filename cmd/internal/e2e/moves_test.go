@@ -120,15 +120,6 @@ func keysIn(t *testing.T, m *shardmap.Map, b, n int) []int64 {
 	return out
 }
 
-// sqlState returns the SQLSTATE of a Postgres error, or "".
-func sqlState(err error) string {
-	var pe *pgconn.PgError
-	if errors.As(err, &pe) {
-		return pe.Code
-	}
-	return ""
-}
-
 // countOn counts the accounts rows with these ids on an instance directly.
 func countOn(t *testing.T, dsn string, ids ...int64) int {
 	t.Helper()
@@ -267,7 +258,7 @@ func TestFrozenBucketHoldsWrites(t *testing.T) {
 		t.Fatal(err)
 	}
 	_, err = tx.Exec(ctx, "update accounts set balance = balance + 1 where id = $1", k[0])
-	if sqlState(err) != "40001" || !strings.Contains(err.Error(), fmt.Sprintf("bucket %d of table accounts is being moved from shard %s", b, cluster.Instances[0].Name)) {
+	if pgCode(err) != "40001" || !strings.Contains(err.Error(), fmt.Sprintf("bucket %d of table accounts is being moved from shard %s", b, cluster.Instances[0].Name)) {
 		t.Fatalf("write to a frozen bucket in a transaction on its shard: %v", err)
 	}
 	_ = tx.Rollback(ctx)
@@ -313,7 +304,7 @@ func TestFrozenBucketHoldsWrites(t *testing.T) {
 	var slowest time.Duration
 	for i, r := range results {
 		if i == 4 {
-			if sqlState(r.err) != "0A000" || !strings.Contains(r.err.Error(), "transaction is pinned to shard "+cluster.Instances[2].Name) {
+			if pgCode(r.err) != "0A000" || !strings.Contains(r.err.Error(), "transaction is pinned to shard "+cluster.Instances[2].Name) {
 				t.Errorf("held write in a transaction on a third shard: %v", r.err)
 			}
 		} else if r.err != nil {
@@ -411,11 +402,11 @@ func TestFrozenBucketTimeout(t *testing.T) {
 		t0 := time.Now()
 		_, err = tx.Exec(ctx, "insert into accounts (id, name) values ($1, 'x')", k)
 		took := time.Since(t0)
-		if sqlState(err) != "55P03" || took < timeout-50*time.Millisecond {
+		if pgCode(err) != "55P03" || took < timeout-50*time.Millisecond {
 			t.Fatalf("after %v: %v", took, err)
 		}
 		// The transaction failed, as a Postgres error fails it.
-		if _, err := tx.Exec(ctx, "select 1"); sqlState(err) != "25P02" {
+		if _, err := tx.Exec(ctx, "select 1"); pgCode(err) != "25P02" {
 			t.Fatalf("statement after 55P03 in a transaction: %v", err)
 		}
 		if err := tx.Rollback(ctx); err != nil {
@@ -433,7 +424,7 @@ func TestFrozenBucketTimeout(t *testing.T) {
 		}()
 		t0 := time.Now()
 		_, err := hc.Exec(ctx, "insert into accounts (id, name) values ($1, 'x')", k)
-		if sqlState(err) != "57014" {
+		if pgCode(err) != "57014" {
 			t.Fatalf("cancelled wait: %v", err)
 		}
 		if took := time.Since(t0); took >= timeout {

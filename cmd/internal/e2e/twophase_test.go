@@ -105,14 +105,6 @@ func preparedCount(t *testing.T) int {
 	return n
 }
 
-func sqlstate(err error) string {
-	var pe *pgconn.PgError
-	if errors.As(err, &pe) {
-		return pe.Code
-	}
-	return ""
-}
-
 // TestTwoPhaseCommit: with two_phase_commit on, a transaction writes on two
 // shards and commits atomically (rows visible on both shards directly, no
 // prepared transaction left, no decision left); ROLLBACK, an error inside
@@ -211,11 +203,11 @@ func TestTwoPhaseCommit(t *testing.T) {
 		}
 		// A duplicate key on the second shard fails the transaction.
 		_, err := c.Exec(ctx, fmt.Sprintf("INSERT INTO accounts (id, name) VALUES (%d, 'dup')", k1), pgx.QueryExecModeSimpleProtocol)
-		if sqlstate(err) != "23505" {
+		if pgCode(err) != "23505" {
 			t.Fatalf("duplicate insert: %v", err)
 		}
 		_, err = c.Exec(ctx, fmt.Sprintf("SELECT 1 FROM accounts WHERE id = %d", k0), pgx.QueryExecModeSimpleProtocol)
-		if sqlstate(err) != "25P02" {
+		if pgCode(err) != "25P02" {
 			t.Fatalf("statement after the error: %v, want 25P02", err)
 		}
 		tag, err := c.Exec(ctx, "COMMIT", pgx.QueryExecModeSimpleProtocol)
@@ -242,7 +234,7 @@ func TestTwoPhaseCommit(t *testing.T) {
 			}
 		}
 		err = tx.Commit(ctx)
-		if sqlstate(err) != "23505" {
+		if pgCode(err) != "23505" {
 			t.Fatalf("COMMIT: %v, want the shard's 23505", err)
 		}
 		if n := ts.direct(t, 0, "SELECT count(*) FROM orders WHERE amount = 555"); n != 0 {
@@ -373,10 +365,10 @@ func TestTwoPhaseCommit(t *testing.T) {
 				t.Fatalf("%s: %v", q, err)
 			}
 		}
-		if _, err := c.Exec(ctx, "SELECT count(*) FROM accounts WHERE 1 / (balance - balance) = 1", simple); sqlstate(err) != "22012" {
+		if _, err := c.Exec(ctx, "SELECT count(*) FROM accounts WHERE 1 / (balance - balance) = 1", simple); pgCode(err) != "22012" {
 			t.Fatalf("failing merge: %v, want 22012", err)
 		}
-		if _, err := c.Exec(ctx, "SELECT count(*) FROM accounts", simple); sqlstate(err) != "25P02" {
+		if _, err := c.Exec(ctx, "SELECT count(*) FROM accounts", simple); pgCode(err) != "25P02" {
 			t.Fatalf("merge after the error: %v, want 25P02", err)
 		}
 		if tag, err := c.Exec(ctx, "COMMIT", simple); err != nil || tag.String() != "ROLLBACK" {
@@ -413,10 +405,10 @@ func TestTwoPhaseCommit(t *testing.T) {
 			t.Fatalf("extended-protocol ORDER BY in the transaction: %v %v", names, rows.Err())
 		}
 		// A failing extended merge fails the transaction.
-		if _, err := tx.Exec(ctx, "SELECT count(*) FROM accounts WHERE 1 / (balance - balance) = $1", 1); sqlstate(err) != "22012" {
+		if _, err := tx.Exec(ctx, "SELECT count(*) FROM accounts WHERE 1 / (balance - balance) = $1", 1); pgCode(err) != "22012" {
 			t.Fatalf("failing extended merge: %v, want 22012", err)
 		}
-		if _, err := tx.Exec(ctx, "SELECT count(*) FROM accounts"); sqlstate(err) != "25P02" {
+		if _, err := tx.Exec(ctx, "SELECT count(*) FROM accounts"); pgCode(err) != "25P02" {
 			t.Fatalf("after the failed merge: %v, want 25P02", err)
 		}
 		_ = tx.Rollback(ctx)
