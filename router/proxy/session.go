@@ -645,19 +645,23 @@ func (s *session) cancelServer() {
 	}
 	s.cancels++
 	s.mu.Unlock()
-	defer func() {
-		s.mu.Lock()
-		s.cancels--
-		if s.cancels == 0 {
-			s.cancelDone.Broadcast()
-		}
-		s.mu.Unlock()
-	}()
+	defer s.endCancel()
 	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Second)
 	defer cancel()
 	if err := sc.Cancel(ctx); err != nil {
 		s.log.Warn("cancel failed", "shard", sc.Shard, "err", err)
 	}
+}
+
+// endCancel ends a cancel counted in s.cancels (taken under s.mu), waking
+// the session when it was the last one in flight.
+func (s *session) endCancel() {
+	s.mu.Lock()
+	s.cancels--
+	if s.cancels == 0 {
+		s.cancelDone.Broadcast()
+	}
+	s.mu.Unlock()
 }
 
 // watchServer relays asynchronous server messages (notifications, notices,

@@ -64,14 +64,7 @@ func (s *session) watchdog() (stop func()) {
 		}
 		s.cancels++
 		s.mu.Unlock()
-		defer func() {
-			s.mu.Lock()
-			s.cancels--
-			if s.cancels == 0 {
-				s.cancelDone.Broadcast()
-			}
-			s.mu.Unlock()
-		}()
+		defer s.endCancel()
 		var wg sync.WaitGroup
 		for _, c := range conns {
 			wg.Go(func() {

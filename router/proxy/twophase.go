@@ -73,8 +73,9 @@ func errSpanTxControl() *wire.Error {
 		WithHint("Send COMMIT or ROLLBACK on its own.")
 }
 
-// park sets the attached participant aside, still in its transaction.
-func (s *session) park() {
+// takeServer detaches the session's server connection, once no cancel is
+// on its way to it, and returns it.
+func (s *session) takeServer() *pool.Conn {
 	s.mu.Lock()
 	for s.cancels > 0 {
 		s.cancelDone.Wait()
@@ -82,6 +83,12 @@ func (s *session) park() {
 	sc := s.sc
 	s.sc = nil
 	s.mu.Unlock()
+	return sc
+}
+
+// park sets the attached participant aside, still in its transaction.
+func (s *session) park() {
+	sc := s.takeServer()
 	if s.parts == nil {
 		s.parts = map[int]*pool.Conn{}
 	}
@@ -188,13 +195,7 @@ func (s *session) spanBatch(batch []pgproto3.FrontendMessage) bool {
 // error for the client; either way the transaction is over on every shard
 // and the session holds none of its connections.
 func (s *session) endSpan(commit bool) (string, *wire.Error) {
-	s.mu.Lock()
-	for s.cancels > 0 {
-		s.cancelDone.Wait()
-	}
-	cur := s.sc
-	s.sc = nil
-	s.mu.Unlock()
+	cur := s.takeServer()
 	type part struct {
 		shard int
 		sc    *pool.Conn
