@@ -87,14 +87,15 @@ $pgshard$`,
 		}
 		// The TRUNCATE triggers only when missing, like the fence's.
 		for _, name := range m.TableNames() {
-			var exists, has bool
-			if err := tx.QueryRow(ctx, `SELECT to_regclass($1) IS NOT NULL, EXISTS (SELECT 1 FROM pg_trigger WHERE tgrelid = to_regclass($1) AND tgname = 'pgshard_truncate')`, quoteIdent(name)).Scan(&exists, &has); err != nil {
+			var exists bool
+			if err := tx.QueryRow(ctx, `SELECT to_regclass($1) IS NOT NULL`, quoteIdent(name)).Scan(&exists); err != nil {
 				return err
 			}
-			if exists && !has {
-				if _, err := tx.Exec(ctx, fmt.Sprintf(`CREATE TRIGGER pgshard_truncate BEFORE TRUNCATE ON %s FOR EACH STATEMENT EXECUTE FUNCTION pgshard.refuse_truncate()`, quoteIdent(name))); err != nil {
-					return fmt.Errorf("TRUNCATE lock of %s: %w", name, err)
-				}
+			if !exists {
+				continue
+			}
+			if err := ensureTrigger(ctx, tx, name, "pgshard_truncate", fmt.Sprintf(`CREATE TRIGGER pgshard_truncate BEFORE TRUNCATE ON %s FOR EACH STATEMENT EXECUTE FUNCTION pgshard.refuse_truncate()`, quoteIdent(name))); err != nil {
+				return fmt.Errorf("TRUNCATE lock of %s: %w", name, err)
 			}
 		}
 		return nil

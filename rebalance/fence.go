@@ -155,19 +155,26 @@ $pgshard$`, fenceFunc(t), mask, newB, oldB, staleWriteCode)
 		// against every writer (SHARE ROW EXCLUSIVE), which would pause
 		// other buckets' writes during a cutover. Replacing the function
 		// takes no table lock.
-		var has bool
-		if err := tx.QueryRow(ctx, `SELECT EXISTS (SELECT 1 FROM pg_trigger WHERE tgrelid = to_regclass($1) AND tgname = 'pgshard_fence')`, quoteIdent(t.Name)).Scan(&has); err != nil {
-			return err
-		}
-		if !has {
-			trg := fmt.Sprintf(`CREATE TRIGGER pgshard_fence BEFORE INSERT OR UPDATE OR DELETE ON %s FOR EACH ROW EXECUTE FUNCTION %s()`,
-				quoteIdent(t.Name), fenceFunc(t))
-			if _, err := tx.Exec(ctx, trg); err != nil {
-				return fmt.Errorf("fence trigger of %s: %w", t.Name, err)
-			}
+		if err := ensureTrigger(ctx, tx, t.Name, "pgshard_fence", fmt.Sprintf(`CREATE TRIGGER pgshard_fence BEFORE INSERT OR UPDATE OR DELETE ON %s FOR EACH ROW EXECUTE FUNCTION %s()`,
+			quoteIdent(t.Name), fenceFunc(t))); err != nil {
+			return fmt.Errorf("fence trigger of %s: %w", t.Name, err)
 		}
 	}
 	return nil
+}
+
+// ensureTrigger runs create (a CREATE TRIGGER) when table has no trigger
+// called name.
+func ensureTrigger(ctx context.Context, tx pgx.Tx, table, name, create string) error {
+	var has bool
+	if err := tx.QueryRow(ctx, `SELECT EXISTS (SELECT 1 FROM pg_trigger WHERE tgrelid = to_regclass($1) AND tgname = $2)`, quoteIdent(table), name).Scan(&has); err != nil {
+		return err
+	}
+	if has {
+		return nil
+	}
+	_, err := tx.Exec(ctx, create)
+	return err
 }
 
 func int32s(bs []int) []int32 {
