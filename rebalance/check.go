@@ -7,31 +7,35 @@ import (
 	"math"
 	"slices"
 	"strings"
+	"time"
 
 	"github.com/jackc/pgx/v5"
 
 	"github.com/pgshard/pgshard/shardmap"
 )
 
-// Verification in two parts keeps the write pause short (DESIGN.md §4.2,
-// §4.5) however many rows move:
+// Verification keeps the write pause short (DESIGN.md §4.2, §4.5) however
+// many rows move:
 //
-//   - While streaming (step checked, nothing frozen), every row of the
-//     buckets is compared: the source at a snapshot S exported with a
-//     temporary slot at LSN L, the target once it has applied everything up
-//     to L. Rows whose key a change after the reset of the dirty set touched
-//     (see below) may legitimately differ and are left out of both sides'
-//     sums; everything else must be equal.
+//   - Step copied compares every row, per bucket: the source's as they
+//     pass through shardctl at the copy's snapshot, the target's read back
+//     before the subscription applies anything (copysum.go).
+//   - From then on, on the target, a REPLICA trigger on every sharded table
+//     (it fires only for rows the subscription applies, and for shardctl's
+//     own replica-role writes) records the key of every row it inserts,
+//     updates or deletes in pgshard.dirty: the dirty set. A key not in it
+//     was not changed on the target since the copy, nor on the source (a
+//     source change is applied on the target, and so recorded, before a
+//     marker committed after it is): the copy's comparison still holds for
+//     it.
+//   - Step checked, while streaming, compares the rows of the dirty keys at
+//     a fresh source snapshot, in rounds (recheck); each round starts a new
+//     generation of the set, so the next compares only what changed during
+//     the previous one. After very many changes it first compares every row
+//     again (fullCheck), at an exported snapshot, leaving out the keys that
+//     change meanwhile.
 //   - In the cutover (step verified, writes to the buckets held), only the
-//     rows of the keys dirtied since that reset are compared, by key.
-//
-// The dirty set: on the target, a REPLICA trigger on every sharded table
-// (it fires only for rows the subscription applies, and for shardctl's own
-// replica-role writes) records the key of every row it inserts, updates or
-// deletes in pgshard.dirty. A key not in the set at cutover was not changed
-// on the target since the full comparison, nor on the source (a source
-// change is applied on the target, and so recorded, before the cutover's
-// marker): the full comparison still holds for it.
+//     rows of the keys of the newest generation are compared, by key.
 
 // sums is an order-independent checksum of a set of rows.
 type sums struct {
@@ -41,6 +45,8 @@ type sums struct {
 }
 
 func (a sums) minus(b sums) sums { return sums{a.n - b.n, a.x ^ b.x, a.s - b.s} }
+
+func (a sums) plus(b sums) sums { return sums{a.n + b.n, a.x ^ b.x, a.s + b.s} }
 
 func (a sums) String() string { return fmt.Sprintf("%d rows, checksum %x/%x", a.n, a.x, uint64(a.s)) }
 
@@ -228,8 +234,40 @@ func (j *job) dropDirty(ctx context.Context) error {
 	})
 }
 
-// preverify is step checked: the full comparison, while streaming.
+// preverify is step checked, while streaming: the keys changed since the
+// copy, compared in rounds; first every row again if very many changed (or
+// Mover.FullCheck).
 func (j *job) preverify(ctx context.Context) error {
+	var dirty int64
+	if err := j.dst.QueryRow(ctx, `SELECT count(*) FROM pgshard.dirty WHERE move = $1`, j.info.ID).Scan(&dirty); err != nil {
+		return err
+	}
+	if j.mv.FullCheck || dirty > max(fullCheckKeys, j.info.RowsTotal/2) {
+		if err := j.fullCheck(ctx); err != nil {
+			return err
+		}
+	}
+	// The keys changed so far are compared now, while streaming, rather
+	// than in the cutover (a round costs about as much as the cutover
+	// would; the next one finds only what changed during this one).
+	for round := 0; round < recheckRounds; round++ {
+		n, err := j.recheck(ctx)
+		if err != nil {
+			return err
+		}
+		if n < recheckEnough {
+			break
+		}
+	}
+	return nil
+}
+
+// fullCheck compares every row of the buckets, while streaming: the source
+// at a snapshot S exported with a temporary slot at LSN L, the target once
+// it has applied everything up to L. Rows whose key a change after the
+// reset of the dirty set touched may legitimately differ and are left out
+// of both sides' sums; everything else must be equal.
+func (j *job) fullCheck(ctx context.Context) error {
 	if _, err := j.dst.Exec(ctx, `DELETE FROM pgshard.dirty WHERE move = $1`, j.info.ID); err != nil {
 		return err
 	}
@@ -291,22 +329,7 @@ func (j *job) preverify(ctx context.Context) error {
 		return fmt.Errorf("source %s: %w", j.srcShard.Name, serr)
 	}
 	j.mv.Log.Debug("pre-verification", "move", j.info.ID, "buckets_with_rows", len(src), "dirty_keys", ndv)
-	if err := compareSums(src, dst); err != nil {
-		return err
-	}
-	// The keys changed since: compared now, while streaming, rather than
-	// in the cutover (a round costs about as much as the cutover would;
-	// the next one finds only what changed during this one).
-	for round := 0; round < recheckRounds; round++ {
-		n, err := j.recheck(ctx)
-		if err != nil {
-			return err
-		}
-		if n < recheckEnough {
-			break
-		}
-	}
-	return nil
+	return compareSums(src, dst)
 }
 
 // The rounds of recheck after the full comparison, at most, and the number
@@ -315,6 +338,10 @@ const (
 	recheckRounds = 3
 	recheckEnough = 200
 )
+
+// fullCheckKeys: with more dirty keys than this (and than half the rows
+// moved), step checked compares every row again rather than key by key.
+const fullCheckKeys = 100_000
 
 // recheck compares the dirty keys changed so far at a fresh source
 // snapshot, and starts a new generation of the dirty set for those that
@@ -328,8 +355,9 @@ const (
 // after the source snapshot have therefore not changed between the two,
 // and must be equal.
 func (j *job) recheck(ctx context.Context) (int, error) {
+	t0 := time.Now()
 	var gen int
-	if err := j.dst.QueryRow(ctx, `SELECT coalesce(max(gen), 0) + 1 FROM pgshard.dirty WHERE move = $1`, j.info.ID).Scan(&gen); err != nil {
+	if err := j.dst.QueryRow(ctx, `SELECT greatest(coalesce(max(gen), 0), $2) + 1 FROM pgshard.dirty WHERE move = $1`, j.info.ID, j.fromGen).Scan(&gen); err != nil {
 		return 0, err
 	}
 	if err := j.installDirty(ctx, gen); err != nil {
@@ -356,7 +384,7 @@ func (j *job) recheck(ctx context.Context) (int, error) {
 	var dst, src map[string]sums
 	err = pgx.BeginTxFunc(ctx, j.dst, pgx.TxOptions{IsoLevel: pgx.RepeatableRead, AccessMode: pgx.ReadOnly}, func(tx pgx.Tx) error {
 		var err error
-		if keys, n, err = j.dirtyKeys(ctx, tx, 0, gen); err != nil || n == 0 {
+		if keys, n, err = j.dirtyKeys(ctx, tx, j.fromGen, gen); err != nil || n == 0 {
 			return err
 		}
 		done := make(chan error, 1)
@@ -380,7 +408,7 @@ func (j *job) recheck(ctx context.Context) (int, error) {
 		}
 	}
 	j.fromGen = gen
-	j.mv.Log.Debug("recheck", "move", j.info.ID, "generation", gen, "keys", n)
+	j.mv.Log.Debug("recheck", "move", j.info.ID, "generation", gen, "keys", n, "took", time.Since(t0).Round(time.Millisecond).String())
 	return n, nil
 }
 

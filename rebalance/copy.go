@@ -23,10 +23,20 @@ const copyStreams = 2
 // the target in parallel binary COPY streams. The subscription created next
 // streams from the slot, so it applies exactly the changes committed after
 // the snapshot: nothing is missed or applied twice (the method of Citus's
-// non-blocking moves). A crash during the copy leaves a slot and part of the
-// rows: the step starts over by dropping both.
+// non-blocking moves).
+//
+// The rows are compared per bucket: as they pass through shardctl, and as
+// the target stored them, read back once every stream is in and the dirty
+// set records any later change (check.go); the step fails on a difference
+// (copysum.go). A crash during the copy leaves a slot and part of the rows:
+// the step starts over by dropping both.
 func (j *job) copyRows(ctx context.Context) error {
 	if err := dropSlot(ctx, j.src, j.name); err != nil {
+		return err
+	}
+	// The dirty set off while the target is emptied and filled (the copy's
+	// replica-role writes would fire it), and cleared.
+	if err := j.dropDirty(ctx); err != nil {
 		return err
 	}
 	if err := j.deleteBuckets(ctx, j.dst); err != nil {
@@ -38,23 +48,6 @@ func (j *job) copyRows(ctx context.Context) error {
 	}
 	defer rc.Close(context.Background())
 
-	// The streams: every table, its buckets in copyStreams groups.
-	type stream struct {
-		table   string
-		buckets []int
-	}
-	var streams []stream
-	for _, t := range j.tables() {
-		for g := 0; g < copyStreams; g++ {
-			var bs []int
-			for i := g; i < len(j.info.Buckets); i += copyStreams {
-				bs = append(bs, j.info.Buckets[i])
-			}
-			if len(bs) > 0 {
-				streams = append(streams, stream{t.Name, bs})
-			}
-		}
-	}
 	var copied atomic.Int64 // bytes read from the source
 	var rows atomic.Int64
 	done := make(chan struct{})
@@ -70,7 +63,82 @@ func (j *job) copyRows(ctx context.Context) error {
 			}
 		}
 	}()
-	work := make(chan stream)
+	var mu sync.Mutex
+	src, dst := map[string]sums{}, map[string]sums{}
+	add := func(into map[string]sums, st copyStream, per map[int]sums) {
+		mu.Lock()
+		defer mu.Unlock()
+		for b, s := range per {
+			k := fmt.Sprintf("%s bucket %d", st.table, b)
+			into[k] = into[k].plus(s)
+		}
+	}
+	err = j.eachStream(ctx, j.src, func(st copyStream) error {
+		n, sent, err := j.copyStream(ctx, snapshot, st, &copied)
+		if err != nil {
+			return fmt.Errorf("copy %s: %w", st.table, err)
+		}
+		rows.Add(n)
+		add(src, st, sent)
+		return nil
+	})
+	close(done)
+	if err != nil {
+		return err
+	}
+	tCopy := time.Now()
+	// Any write to the target from here on is in the dirty set (the
+	// subscription starts later; this covers shardctl's own).
+	if err := j.installDirty(ctx, 0); err != nil {
+		return err
+	}
+	err = j.eachStream(ctx, j.dst, func(st copyStream) error {
+		stored, err := j.readBack(ctx, st)
+		if err != nil {
+			return fmt.Errorf("reading %s back from %s: %w", st.table, j.dstShard.Name, err)
+		}
+		add(dst, st, stored)
+		return nil
+	})
+	if err != nil {
+		return err
+	}
+	if err := compareSums(src, dst); err != nil {
+		return fmt.Errorf("after the copy: %w", err)
+	}
+	j.mv.Log.Debug("copy compared", "move", j.info.ID, "buckets_with_rows", len(src), "rows", rows.Load(), "read_back", time.Since(tCopy).Round(time.Millisecond).String())
+	// The count at the snapshot replaces the estimate.
+	j.info.RowsTotal = rows.Load()
+	if err := j.mv.update(ctx, j.info.ID, map[string]any{"rows_total": j.info.RowsTotal}); err != nil {
+		return err
+	}
+	j.copyProgress(ctx, rows.Load(), copied.Load())
+	return nil
+}
+
+// copyStream is one COPY of the copy: the moving buckets' rows of one
+// table in one range of its pages.
+type copyStream struct {
+	table string
+	pages string // a condition on ctid
+}
+
+// eachStream calls fn for every table's rows in copyStreams ranges of its
+// pages, as large as the table is on c now, copyStreams at a time, and
+// returns the first error. Each stream scans its pages only (a TID range
+// scan); the last range is open-ended.
+func (j *job) eachStream(ctx context.Context, c *pgx.Conn, fn func(copyStream) error) error {
+	var streams []copyStream
+	for _, t := range j.tables() {
+		ranges, err := pageRanges(ctx, c, t.Name, copyStreams)
+		if err != nil {
+			return err
+		}
+		for _, r := range ranges {
+			streams = append(streams, copyStream{t.Name, r})
+		}
+	}
+	work := make(chan copyStream)
 	errc := make(chan error, copyStreams)
 	var wg sync.WaitGroup
 	for w := 0; w < copyStreams; w++ {
@@ -78,14 +146,12 @@ func (j *job) copyRows(ctx context.Context) error {
 		go func() {
 			defer wg.Done()
 			for st := range work {
-				n, err := j.copyStream(ctx, snapshot, st.table, st.buckets, &copied)
-				if err != nil {
-					errc <- fmt.Errorf("copy %s: %w", st.table, err)
+				if err := fn(st); err != nil {
+					errc <- err
 					for range work { // drain
 					}
 					return
 				}
-				rows.Add(n)
 			}
 		}()
 	}
@@ -94,18 +160,35 @@ func (j *job) copyRows(ctx context.Context) error {
 	}
 	close(work)
 	wg.Wait()
-	close(done)
 	close(errc)
-	if err := <-errc; err != nil {
-		return err
+	return <-errc
+}
+
+// pageRanges splits table's pages on c into n ctid conditions that cover
+// every row (the last is open-ended, for pages added since).
+func pageRanges(ctx context.Context, c *pgx.Conn, table string, n int) ([]string, error) {
+	var pages int64
+	if err := c.QueryRow(ctx, `SELECT pg_relation_size(to_regclass($1)) / current_setting('block_size')::bigint`, quoteIdent(table)).Scan(&pages); err != nil {
+		return nil, fmt.Errorf("size of %s: %w", table, err)
 	}
-	// The count at the snapshot replaces the estimate.
-	j.info.RowsTotal = rows.Load()
-	if err := j.mv.update(ctx, j.info.ID, map[string]any{"rows_total": j.info.RowsTotal}); err != nil {
-		return err
+	if pages < int64(n)*8 { // small: one range
+		n = 1
 	}
-	j.copyProgress(ctx, rows.Load(), copied.Load())
-	return nil
+	out := make([]string, n)
+	for i := range out {
+		lo, hi := pages*int64(i)/int64(n), pages*int64(i+1)/int64(n)
+		switch {
+		case n == 1:
+			out[i] = "true"
+		case i == 0:
+			out[i] = fmt.Sprintf("ctid < '(%d,0)'", hi)
+		case i == n-1:
+			out[i] = fmt.Sprintf("ctid >= '(%d,0)'", lo)
+		default:
+			out[i] = fmt.Sprintf("ctid >= '(%d,0)' AND ctid < '(%d,0)'", lo, hi)
+		}
+	}
+	return out, nil
 }
 
 // exportSnapshot creates a logical replication slot on the source (a
@@ -132,50 +215,74 @@ func (j *job) exportSnapshot(ctx context.Context, slot string, temporary bool) (
 	return rc, string(res[0].Rows[0][2]), nil
 }
 
-// copyStream copies one table's rows of some buckets as of snapshot.
-func (j *job) copyStream(ctx context.Context, snapshot, table string, buckets []int, copied *atomic.Int64) (int64, error) {
+// copyQuery is the COPY of a stream's rows, with their bucket in front
+// (copySums takes it off).
+func (j *job) copyQuery(st copyStream) string {
+	t := j.m.Rules.Tables[st.table]
+	return fmt.Sprintf(`COPY (SELECT %[2]s, t.* FROM %[1]s t WHERE %[3]s AND %[2]s %[4]s) TO STDOUT (FORMAT binary)`, quoteIdent(st.table), j.bucketExpr(t), st.pages, j.filter)
+}
+
+// copyStream copies a stream's rows as of snapshot, and returns how many,
+// and their sums per bucket as sent.
+func (j *job) copyStream(ctx context.Context, snapshot string, st copyStream, copied *atomic.Int64) (int64, map[int]sums, error) {
 	sc, err := shardConn(ctx, j.srcShard)
 	if err != nil {
-		return 0, err
+		return 0, nil, err
 	}
 	defer sc.Close(context.Background())
 	dc, err := shardConn(ctx, j.dstShard)
 	if err != nil {
-		return 0, err
+		return 0, nil, err
 	}
 	defer dc.Close(context.Background())
 	// The target fences these buckets until the switch; the copy is
 	// shardctl's own write.
 	if _, err := dc.Exec(ctx, `SET session_replication_role = replica`); err != nil {
-		return 0, fmt.Errorf("the copy needs a superuser admin_dsn on %s: %w", j.dstShard.Name, err)
+		return 0, nil, fmt.Errorf("the copy needs a superuser admin_dsn on %s: %w", j.dstShard.Name, err)
 	}
 	tx, err := sc.BeginTx(ctx, pgx.TxOptions{IsoLevel: pgx.RepeatableRead, AccessMode: pgx.ReadOnly})
 	if err != nil {
-		return 0, err
+		return 0, nil, err
 	}
 	defer func() { _ = tx.Rollback(context.Background()) }()
 	if _, err := tx.Exec(ctx, fmt.Sprintf(`SET TRANSACTION SNAPSHOT %s`, quoteLiteral(snapshot))); err != nil {
-		return 0, err
+		return 0, nil, err
 	}
-	t := j.m.Rules.Tables[table]
-	bs := make([]string, len(buckets))
-	for i, b := range buckets {
-		bs[i] = fmt.Sprint(b)
-	}
-	q := fmt.Sprintf(`COPY (SELECT * FROM %s WHERE %s IN (%s)) TO STDOUT (FORMAT binary)`, quoteIdent(table), j.bucketExpr(t), strings.Join(bs, ", "))
 	pr, pw := io.Pipe()
+	sent := newCopySums(pw)
 	errc := make(chan error, 1)
 	go func() {
-		_, err := sc.PgConn().CopyTo(ctx, &countingWriter{w: pw, n: copied}, q)
+		_, err := sc.PgConn().CopyTo(ctx, &countingWriter{w: sent, n: copied}, j.copyQuery(st))
+		if err == nil {
+			err = sent.finish()
+		}
 		pw.CloseWithError(err)
 		errc <- err
 	}()
-	tag, err := dc.PgConn().CopyFrom(ctx, pr, fmt.Sprintf(`COPY %s FROM STDIN (FORMAT binary)`, quoteIdent(table)))
+	tag, err := dc.PgConn().CopyFrom(ctx, pr, fmt.Sprintf(`COPY %s FROM STDIN (FORMAT binary)`, quoteIdent(st.table)))
 	_ = pr.CloseWithError(err)
 	if cerr := <-errc; err == nil {
 		err = cerr
 	}
-	return tag.RowsAffected(), err
+	if err != nil {
+		return 0, nil, err
+	}
+	return tag.RowsAffected(), sent.sums, nil
+}
+
+// readBack returns the sums per bucket of a stream's rows as the target
+// stored them.
+func (j *job) readBack(ctx context.Context, st copyStream) (map[int]sums, error) {
+	dc, err := shardConn(ctx, j.dstShard)
+	if err != nil {
+		return nil, err
+	}
+	defer dc.Close(context.Background())
+	stored := newCopySums(nil)
+	if _, err := dc.PgConn().CopyTo(ctx, stored, j.copyQuery(st)); err != nil {
+		return nil, err
+	}
+	return stored.sums, stored.finish()
 }
 
 // copyProgress records rows and bytes copied so far. Bytes are counted on

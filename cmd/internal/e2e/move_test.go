@@ -639,7 +639,9 @@ func TestMoveCrashSafety(t *testing.T) {
 				if err := stopper.Resume(ctx); !errors.Is(err, rebalance.ErrStopped) {
 					t.Fatalf("stop after %s: %v", step, err)
 				}
-				mv := &rebalance.Mover{Cat: mc.cat, Log: testLogger(t)}
+				// Resumes compare every row again in step checked (by
+				// default only the keys changed since the copy are).
+				mv := &rebalance.Mover{Cat: mc.cat, Log: testLogger(t), FullCheck: then == "resume"}
 				if then == "resume" {
 					if err := mv.Resume(ctx); err != nil {
 						t.Fatalf("resume after %s: %v", step, err)
@@ -942,20 +944,30 @@ func waitConnect(t *testing.T, url string) {
 	}
 }
 
-// TestMoveRefusesOnDifference: a row changed on the target behind the
-// subscription's back makes the cutover's verification fail; the move
-// does not switch (the map keeps the source as owner, nothing frozen),
-// ends failed with the difference named, and cancel cleans it up.
+// TestMoveRefusesOnDifference: a row the target stores differently from
+// the source makes the move's verification fail; the move does not switch
+// (the map keeps the source as owner, nothing frozen), ends failed with
+// the difference named, and cancel cleans it up.
 func TestMoveRefusesOnDifference(t *testing.T) {
-	// Tampered before the full comparison (it finds the row) and after it,
-	// while the buckets are frozen (the dirty set has the key, and the
-	// cutover's comparison finds it).
-	for _, at := range []string{rebalance.StepCaughtUp, rebalance.StepFrozen} {
-		t.Run(at, func(t *testing.T) { testMoveRefusesOnDifference(t, at) })
+	// "copy": the target changes a row as the copy inserts it (an ALWAYS
+	// trigger); the copy's read-back finds it. Changed behind the
+	// subscription's back after the copy: step checked finds it, by key
+	// (the dirty set has it) or, with FullCheck, comparing every row.
+	// Changed while the buckets are frozen: the cutover's comparison
+	// finds it.
+	for _, tc := range []struct {
+		at   string
+		full bool
+	}{{"copy", false}, {rebalance.StepCaughtUp, false}, {rebalance.StepCaughtUp, true}, {rebalance.StepFrozen, false}} {
+		name := tc.at
+		if tc.full {
+			name += "/full"
+		}
+		t.Run(name, func(t *testing.T) { testMoveRefusesOnDifference(t, tc.at, tc.full) })
 	}
 }
 
-func testMoveRefusesOnDifference(t *testing.T, at string) {
+func testMoveRefusesOnDifference(t *testing.T, at string, full bool) {
 	mc := newMoveCluster(t, "move_diff", 300)
 	m := mc.addS2(t)
 	ctx := context.Background()
@@ -973,7 +985,20 @@ func testMoveRefusesOnDifference(t *testing.T, at string) {
 		}
 	}
 	tampered := false
-	mv := &rebalance.Mover{Cat: mc.cat, Log: testLogger(t), Attempts: 1, AfterStep: func(_ int64, step string) bool {
+	if at == "copy" {
+		c := connect(t, mc.shards[2].AdminDSN)
+		for _, q := range []string{
+			fmt.Sprintf(`CREATE FUNCTION tamper() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN IF NEW.id = %d THEN NEW.name := 'tampered'; END IF; RETURN NEW; END $$`, victim),
+			`CREATE TRIGGER tamper BEFORE INSERT ON accounts FOR EACH ROW EXECUTE FUNCTION tamper()`,
+			`ALTER TABLE accounts ENABLE ALWAYS TRIGGER tamper`,
+		} {
+			if _, err := c.Exec(ctx, q); err != nil {
+				t.Fatal(err)
+			}
+		}
+		t.Cleanup(func() { _, _ = c.Exec(ctx, `DROP TRIGGER tamper ON accounts`) })
+	}
+	mv := &rebalance.Mover{Cat: mc.cat, Log: testLogger(t), Attempts: 1, FullCheck: full, AfterStep: func(_ int64, step string) bool {
 		if step == at && !tampered {
 			tampered = true
 			c := connect(t, mc.shards[2].AdminDSN)
@@ -992,6 +1017,9 @@ func testMoveRefusesOnDifference(t *testing.T, at string) {
 	err := mv.Resume(ctx)
 	if err == nil || !strings.Contains(err.Error(), "differ") {
 		t.Fatalf("resume with a tampered target: %v, want a verification failure", err)
+	}
+	if at == "copy" && !strings.Contains(err.Error(), "after the copy") {
+		t.Fatalf("resume with a target that changes rows: %v, want the copy's comparison to fail", err)
 	}
 	t.Logf("refused: %v", err)
 	after, _ := mc.cat.Current(ctx)

@@ -1,0 +1,140 @@
+package rebalance
+
+import (
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"io"
+
+	"github.com/cespare/xxhash/v2"
+)
+
+// The copy compares what it wrote with what the target stored, while
+// nothing else writes there (the subscription starts after it): the
+// source's rows are summed from the COPY stream as they pass through
+// shardctl, at no extra scan of the source, and the target's are read
+// back with the same COPY once the stream is in. Both sides hash a row's
+// binary COPY fields, so identical rows hash alike whatever their types.
+//
+// The streams carry the row's bucket in front (an int4 field the query
+// adds); copySums takes it off before the rows reach the target.
+
+// copySignature starts every binary COPY stream.
+const copySignature = "PGCOPY\n\xff\r\n\x00"
+
+// copySums parses a binary COPY stream whose rows begin with their bucket,
+// sums the rows per bucket, and writes the stream without the bucket
+// field to out (if not nil).
+type copySums struct {
+	out     io.Writer
+	sums    map[int]sums
+	buf     []byte // input not yet parsed
+	outBuf  []byte
+	header  bool // header parsed
+	trailer bool // end-of-data marker seen
+}
+
+func newCopySums(out io.Writer) *copySums {
+	return &copySums{out: out, sums: map[int]sums{}}
+}
+
+func (c *copySums) Write(p []byte) (int, error) {
+	c.buf = append(c.buf, p...)
+	c.outBuf = c.outBuf[:0]
+	off, err := c.parse()
+	if err != nil {
+		return 0, err
+	}
+	c.buf = c.buf[:copy(c.buf, c.buf[off:])]
+	if c.out != nil && len(c.outBuf) > 0 {
+		if _, err := c.out.Write(c.outBuf); err != nil {
+			return 0, err
+		}
+	}
+	return len(p), nil
+}
+
+// parse consumes the complete parts of c.buf and returns how many bytes
+// it consumed.
+func (c *copySums) parse() (int, error) {
+	b := c.buf
+	off := 0
+	if !c.header {
+		const fixed = len(copySignature) + 8 // flags, extension length
+		if len(b) < fixed {
+			return 0, nil
+		}
+		if string(b[:len(copySignature)]) != copySignature {
+			return 0, errors.New("binary COPY stream: bad signature")
+		}
+		n := fixed + int(binary.BigEndian.Uint32(b[len(copySignature)+4:]))
+		if len(b) < n {
+			return 0, nil
+		}
+		c.outBuf = append(c.outBuf, b[:n]...)
+		c.header = true
+		off = n
+	}
+	for off+2 <= len(b) {
+		if c.trailer {
+			return 0, errors.New("binary COPY stream: data after the end marker")
+		}
+		fields := int16(binary.BigEndian.Uint16(b[off:]))
+		if fields == -1 {
+			c.outBuf = append(c.outBuf, b[off:off+2]...)
+			c.trailer = true
+			off += 2
+			continue
+		}
+		if fields < 1 {
+			return 0, fmt.Errorf("binary COPY stream: row of %d fields", fields)
+		}
+		// The row's end, if it is all here.
+		end := off + 2
+		complete := true
+		for i := 0; i < int(fields); i++ {
+			if end+4 > len(b) {
+				complete = false
+				break
+			}
+			l := int32(binary.BigEndian.Uint32(b[end:]))
+			end += 4
+			if l > 0 {
+				end += int(l)
+			}
+			if end > len(b) {
+				complete = false
+				break
+			}
+		}
+		if !complete {
+			break
+		}
+		// The bucket: the first field, an int4.
+		if binary.BigEndian.Uint32(b[off+2:]) != 4 {
+			return 0, errors.New("binary COPY stream: the first field is not the bucket")
+		}
+		bucket := int(int32(binary.BigEndian.Uint32(b[off+6:])))
+		rest := b[off+10 : end]
+		h := xxhash.Sum64(rest)
+		s := c.sums[bucket]
+		s.n++
+		s.x ^= h
+		s.s += int64(h >> 32)
+		c.sums[bucket] = s
+		if c.out != nil {
+			c.outBuf = binary.BigEndian.AppendUint16(c.outBuf, uint16(fields-1))
+			c.outBuf = append(c.outBuf, rest...)
+		}
+		off = end
+	}
+	return off, nil
+}
+
+// finish reports a stream that ended early.
+func (c *copySums) finish() error {
+	if !c.trailer || len(c.buf) > 0 {
+		return errors.New("binary COPY stream ended early")
+	}
+	return nil
+}
