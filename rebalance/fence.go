@@ -2,6 +2,7 @@ package rebalance
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"strings"
 
@@ -14,10 +15,17 @@ import (
 // shard that takes part in a move, each sharded table has a BEFORE ROW
 // trigger that rejects an insert, update or delete of a row whose bucket the
 // shard does not own. The set of fenced buckets lives in pgshard.fence on
-// the shard, and is compiled into the trigger functions as a constant
-// bitmap, so that a change is seen through the catalog (pg_proc), not
-// through a table snapshot: even a REPEATABLE READ transaction that began
-// before the fence cannot write behind it.
+// the shard, and is compiled into an IMMUTABLE SQL function,
+// pgshard.fence_mask(), that returns it as a constant bitmap, so that a
+// change is seen through the catalog (pg_proc), not through a table
+// snapshot: even a REPEATABLE READ transaction that began before the fence
+// cannot write behind it. The trigger functions call it and never change:
+// the planner inlines the mask into the one expression that reads it, and
+// replacing the mask invalidates that expression's cached plan in every
+// session (a replan of one expression), where replacing the trigger
+// function would make every session compile it again at its next write
+// (measured: 20-30 ms per session on a busy shard, just when the writes a
+// cutover held are released).
 //
 // Logical replication's apply worker runs with session_replication_role =
 // replica, in which ordinary triggers do not fire, so the subscription that
@@ -30,7 +38,9 @@ CREATE SCHEMA IF NOT EXISTS pgshard;
 CREATE TABLE IF NOT EXISTS pgshard.fence (bucket int PRIMARY KEY, move bigint NOT NULL DEFAULT 0, since timestamptz NOT NULL DEFAULT now());
 CREATE TABLE IF NOT EXISTS pgshard.move_marker (move bigint NOT NULL, seq bigint NOT NULL, at timestamptz NOT NULL DEFAULT now(), PRIMARY KEY (move, seq));
 CREATE TABLE IF NOT EXISTS pgshard.dirty (move bigint NOT NULL, tbl text NOT NULL, key text NOT NULL, PRIMARY KEY (move, tbl, key));
-ALTER TABLE pgshard.dirty ADD COLUMN IF NOT EXISTS gen int NOT NULL DEFAULT 0;`
+ALTER TABLE pgshard.dirty ADD COLUMN IF NOT EXISTS gen int NOT NULL DEFAULT 0;
+-- Every role's writes call pgshard.fence_mask() (the tables stay private).
+GRANT USAGE ON SCHEMA pgshard TO PUBLIC;`
 
 // staleWriteCode is the SQLSTATE of a write the fence rejects:
 // serialization_failure, which drivers and applications already treat as
@@ -86,9 +96,10 @@ func compileFence(ctx context.Context, c *pgx.Conn, m *shardmap.Map) error {
 	return tx.Commit(ctx)
 }
 
-// compileFenceTx (re)writes every sharded table's fence function with the
-// shard's fence set as a bitmap string ('1' at position bucket+1), and makes
-// sure the trigger exists.
+// compileFenceTx writes the shard's fence set into pgshard.fence_mask() as
+// a bitmap string ('1' at position bucket+1), and makes sure every sharded
+// table's fence function and trigger exist. Neither is replaced when it
+// already says what it should (see the top of this file).
 func compileFenceTx(ctx context.Context, tx pgx.Tx, m *shardmap.Map) error {
 	mask := []byte(strings.Repeat("0", m.Rules.Buckets))
 	rows, err := tx.Query(ctx, `SELECT bucket FROM pgshard.fence`)
@@ -103,6 +114,10 @@ func compileFenceTx(ctx context.Context, tx pgx.Tx, m *shardmap.Map) error {
 		if int(b) < len(mask) {
 			mask[b] = '1'
 		}
+	}
+	if err := replaceFunction(ctx, tx, fenceMaskFunc, fmt.Sprintf(`SELECT '%s'::text`, mask),
+		`RETURNS text LANGUAGE sql IMMUTABLE PARALLEL SAFE`); err != nil {
+		return fmt.Errorf("fence mask: %w", err)
 	}
 	for _, name := range m.TableNames() {
 		t := m.Rules.Tables[name]
@@ -121,24 +136,23 @@ func compileFenceTx(ctx context.Context, tx pgx.Tx, m *shardmap.Map) error {
 		if err != nil {
 			return err
 		}
-		body := fmt.Sprintf(`CREATE OR REPLACE FUNCTION %[1]s() RETURNS trigger LANGUAGE plpgsql AS $pgshard$
+		body := fmt.Sprintf(`
 DECLARE
-    fenced constant text := '%[2]s';
     b int;
 BEGIN
     IF TG_OP <> 'DELETE' THEN
-        b := %[3]s;
-        IF substr(fenced, b + 1, 1) = '1' THEN
+        b := %[1]s;
+        IF substr(%[4]s(), b + 1, 1) = '1' THEN
             RAISE EXCEPTION 'bucket %% of table %%.%% is not owned by this shard', b, TG_TABLE_SCHEMA, TG_TABLE_NAME
-                USING ERRCODE = '%[5]s',
+                USING ERRCODE = '%[3]s',
                       HINT = 'The bucket moved to another shard: retry the transaction through pgshard, which routes it to the new owner.';
         END IF;
     END IF;
     IF TG_OP <> 'INSERT' THEN
-        b := %[4]s;
-        IF substr(fenced, b + 1, 1) = '1' THEN
+        b := %[2]s;
+        IF substr(%[4]s(), b + 1, 1) = '1' THEN
             RAISE EXCEPTION 'bucket %% of table %%.%% is not owned by this shard', b, TG_TABLE_SCHEMA, TG_TABLE_NAME
-                USING ERRCODE = '%[5]s',
+                USING ERRCODE = '%[3]s',
                       HINT = 'The bucket moved to another shard: retry the transaction through pgshard, which routes it to the new owner.';
         END IF;
         IF TG_OP = 'DELETE' THEN
@@ -147,20 +161,37 @@ BEGIN
     END IF;
     RETURN NEW;
 END
-$pgshard$`, fenceFunc(t), mask, newB, oldB, staleWriteCode)
-		if _, err := tx.Exec(ctx, body); err != nil {
+`, newB, oldB, staleWriteCode, fenceMaskFunc)
+		if err := replaceFunction(ctx, tx, fenceFunc(t), body, `RETURNS trigger LANGUAGE plpgsql`); err != nil {
 			return fmt.Errorf("fence function of %s: %w", t.Name, err)
 		}
 		// The trigger only when missing: creating one locks the table
 		// against every writer (SHARE ROW EXCLUSIVE), which would pause
-		// other buckets' writes during a cutover. Replacing the function
-		// takes no table lock.
+		// other buckets' writes during a cutover.
 		if err := ensureTrigger(ctx, tx, t.Name, "pgshard_fence", fmt.Sprintf(`CREATE TRIGGER pgshard_fence BEFORE INSERT OR UPDATE OR DELETE ON %s FOR EACH ROW EXECUTE FUNCTION %s()`,
 			quoteIdent(t.Name), fenceFunc(t))); err != nil {
 			return fmt.Errorf("fence trigger of %s: %w", t.Name, err)
 		}
 	}
 	return nil
+}
+
+// fenceMaskFunc returns the shard's fence set (compileFenceTx).
+const fenceMaskFunc = "pgshard.fence_mask"
+
+// replaceFunction creates or replaces the function name() with body, unless
+// it exists with that body already: every replacement makes each session
+// that uses the function compile it (or replan what inlined it) again.
+func replaceFunction(ctx context.Context, tx pgx.Tx, name, body, decl string) error {
+	var cur *string
+	if err := tx.QueryRow(ctx, `SELECT prosrc FROM pg_proc WHERE oid = to_regproc($1)`, name).Scan(&cur); err != nil && !errors.Is(err, pgx.ErrNoRows) {
+		return err
+	}
+	if cur != nil && *cur == body {
+		return nil
+	}
+	_, err := tx.Exec(ctx, fmt.Sprintf(`CREATE OR REPLACE FUNCTION %s() %s AS $pgshard$%s$pgshard$`, name, decl, body))
+	return err
 }
 
 // ensureTrigger runs create (a CREATE TRIGGER) when table has no trigger

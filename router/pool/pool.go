@@ -115,7 +115,11 @@ type Options struct {
 // client, as soon as it is set up. Warm never waits for a slot: it only
 // fills free ones. It gives up quietly on errors or when ctx ends (the
 // health probe reports a shard that cannot be reached).
-func (p *Pool) Warm(ctx context.Context, n int) {
+//
+// A new connection first runs prime (simple protocol; errors ignored):
+// statements that load into the server process what its first clients
+// would otherwise wait for (a procedural language, the tables' metadata).
+func (p *Pool) Warm(ctx context.Context, n int, prime string) {
 	p.mu.Lock()
 	missing := min(n, p.opts.Size) - len(p.all)
 	p.mu.Unlock()
@@ -130,7 +134,7 @@ func (p *Pool) Warm(ctx context.Context, n int) {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			c, err := p.dial(ctx)
+			c, err := p.dial(ctx, prime)
 			if err != nil {
 				<-p.sem
 				return
@@ -330,7 +334,7 @@ func (p *Pool) take(ctx context.Context) (*Conn, error) {
 			return nil, fmt.Errorf("%w: %v (checked %v ago)", ErrShardDown, h.Err, time.Since(h.At).Round(time.Millisecond))
 		}
 	}
-	c, err := p.dial(ctx)
+	c, err := p.dial(ctx, "")
 	if err != nil {
 		<-p.sem
 		return nil, err
@@ -367,8 +371,8 @@ func (p *Pool) Watch(ctx context.Context, interval time.Duration) {
 	}
 }
 
-func (p *Pool) dial(ctx context.Context) (*Conn, error) {
-	c, err := p.connect(ctx)
+func (p *Pool) dial(ctx context.Context, prime string) (*Conn, error) {
+	c, err := p.connect(ctx, prime)
 	if err != nil {
 		p.lastErr.Store(&dialError{err: err, at: time.Now()})
 		return nil, err
@@ -384,10 +388,17 @@ func (p *Pool) dial(ctx context.Context) (*Conn, error) {
 	return c, nil
 }
 
-func (p *Pool) connect(ctx context.Context) (*Conn, error) {
+func (p *Pool) connect(ctx context.Context, prime string) (*Conn, error) {
 	pc, err := pgconn.ConnectConfig(ctx, p.cfg)
 	if err != nil {
 		return nil, fmt.Errorf("connect to shard %s: %w", p.opts.Shard, err)
+	}
+	if prime != "" {
+		_, _ = pc.Exec(ctx, prime).ReadAll()
+		if pc.IsClosed() || pc.TxStatus() != 'I' {
+			pc.Close(ctx)
+			return nil, fmt.Errorf("connect to shard %s: priming the connection failed", p.opts.Shard)
+		}
 	}
 	// SyncConn stops pgconn's background reader and drains its buffer;
 	// without it a read still in flight could swallow the server's answers
