@@ -534,11 +534,39 @@ func TestMoveUnderLoad(t *testing.T) {
 	go w.watch(ctx)
 	stopWriters := w.start(ctx, t, 4)
 	time.Sleep(300 * time.Millisecond)
-	mv := &rebalance.Mover{Cat: mc.cat, Log: testLogger(t)}
 	moves := rebalance.Plan(m)
 	if len(moves) != 2 {
 		t.Fatalf("plan: %+v", moves)
 	}
+	// No stale writer (below): a key of a moving bucket, and a session
+	// straight to its old owner that writes it (rolled back) while the
+	// move streams, so that the session has run the fence trigger, and
+	// planned its expressions, with the fence set from before the cutover.
+	moved := moves[0].Buckets[0]
+	var stale int64
+	for id := int64(1); ; id++ {
+		if shardmap.BucketInt(id, 1024) == moved {
+			stale = id
+			break
+		}
+	}
+	c0 := connect(t, mc.shards[m.ShardIndex(moves[0].From)].DSN)
+	staleInsert := fmt.Sprintf(`INSERT INTO orders VALUES (%d, 777, 1)`, stale)
+	ran := false
+	mv := &rebalance.Mover{Cat: mc.cat, Log: testLogger(t), AfterStep: func(_ int64, step string) bool {
+		if step == rebalance.StepChecked && !ran {
+			ran = true
+			tx, err := c0.Begin(ctx)
+			if err == nil {
+				_, err = tx.Exec(ctx, staleInsert)
+				_ = tx.Rollback(ctx)
+			}
+			if err != nil {
+				t.Errorf("write to a bucket its shard still owns, during the move: %v", err)
+			}
+		}
+		return false
+	}}
 	if _, err := mv.Create(ctx, m, moves); err != nil {
 		t.Fatal(err)
 	}
@@ -567,17 +595,16 @@ func TestMoveUnderLoad(t *testing.T) {
 		t.Fatalf("map after the moves: moving %d, frozen %v", final.Moving, final.AnyFrozen())
 	}
 	// No stale writer: the old owner refuses a write to a moved bucket
-	// (a client connected straight to it, or a proxy with an old map).
-	moved := moves[0].Buckets[0]
-	var stale int64
-	for id := int64(1); ; id++ {
-		if shardmap.BucketInt(id, 1024) == moved {
-			stale = id
-			break
-		}
+	// (a client connected straight to it, or a proxy with an old map),
+	// also in a session that ran the fence before the cutover (its cached
+	// plans must see the new fence set), and in a new one.
+	if !ran {
+		t.Fatal("the mover never reached step checked")
 	}
-	c0 := connect(t, mc.shards[m.ShardIndex(moves[0].From)].DSN)
-	if _, err := c0.Exec(ctx, fmt.Sprintf(`INSERT INTO orders VALUES (%d, 777, 1)`, stale)); !isCode(err, "40001") {
+	if _, err := c0.Exec(ctx, staleInsert); !isCode(err, "40001") {
+		t.Fatalf("write to moved bucket %d on the old owner, in a session from before the cutover: %v, want 40001", moved, err)
+	}
+	if _, err := connect(t, mc.shards[m.ShardIndex(moves[0].From)].DSN).Exec(ctx, staleInsert); !isCode(err, "40001") {
 		t.Fatalf("write to moved bucket %d on the old owner: %v, want 40001", moved, err)
 	}
 }
