@@ -10,10 +10,11 @@
 //     step by step, each step recorded in the catalog (pgshard.moves) so
 //     that a stopped move resumes or is cancelled: pre-checks and fences,
 //     a publication with a bucket row filter, a copy at an exported
-//     snapshot (copy.go), a subscription for the changes since, a full
-//     comparison while streaming and a comparison of the changed keys
-//     during the cutover (check.go), the freeze, the fence (fence.go), the
-//     switch and the cleanup.
+//     snapshot compared per bucket as it passes and read back from the
+//     target (copy.go, copysum.go), a subscription for the changes since,
+//     comparisons of the changed keys while streaming and during the
+//     cutover (check.go), the freeze, the fence (fence.go), the switch and
+//     the cleanup.
 //   - AddShard, RemoveShard, PlanDrain (shard.go): a shard joins with the
 //     definitions of the sharded and reference tables, or leaves once its
 //     buckets are gone.
