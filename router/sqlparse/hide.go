@@ -23,7 +23,15 @@ import (
 //
 // and the target of an UPDATE or DELETE gets the same condition added to
 // its WHERE. The bucket is computed by Postgres (shardmap.BucketSQL).
-// Names bound by a WITH query are not tables and are left alone.
+// Names bound by a WITH query are not tables and are left alone. A
+// TABLESAMPLE stays on the table, inside the subquery; a column reference
+// qualified with the schema (public.accounts.id) loses the schema, which
+// the subquery's alias does not have.
+//
+// Not kept: the type of a whole-row reference (SELECT a FROM accounts a)
+// is the subquery's anonymous record rather than the table's row type
+// while a move runs, which shows in the column's type OID and in calls of
+// functions declared for the row type.
 func HideBuckets(sql string, rules shardmap.Rules, buckets []int) (string, error) {
 	if len(buckets) == 0 {
 		return sql, nil
@@ -32,7 +40,7 @@ func HideBuckets(sql string, rules shardmap.Rules, buckets []int) (string, error
 	if err != nil {
 		return "", err
 	}
-	h := &hider{rules: rules, ctes: map[string]bool{}, made: map[*pg.Node]bool{}}
+	h := &hider{rules: rules, ctes: map[string]bool{}, made: map[*pg.Node]bool{}, unaliased: map[string]bool{}}
 	var list strings.Builder
 	list.WriteString("'{")
 	for i, b := range buckets {
@@ -54,7 +62,25 @@ func HideBuckets(sql string, rules shardmap.Rules, buckets []int) (string, error
 	if h.n == 0 {
 		return sql, nil
 	}
+	if len(h.unaliased) > 0 {
+		for _, raw := range tree.Stmts {
+			h.unqualify(raw.Stmt.ProtoReflect())
+		}
+	}
 	return pg.Deparse(tree)
+}
+
+// unqualify drops the schema from column references schema.table.column
+// (or .*) to a table replaced by a subquery under its own name.
+func (h *hider) unqualify(m protoreflect.Message) {
+	if cr, ok := m.Interface().(*pg.ColumnRef); ok && len(cr.Fields) == 3 {
+		schema, rel := cr.Fields[0].GetString_(), cr.Fields[1].GetString_()
+		if schema != nil && rel != nil && schema.Sval == "public" && h.unaliased[rel.Sval] {
+			cr.Fields = cr.Fields[1:]
+		}
+		return
+	}
+	rangeMessages(m, h.unqualify)
 }
 
 type hider struct {
@@ -63,6 +89,8 @@ type hider struct {
 	ctes  map[string]bool
 	made  map[*pg.Node]bool // subqueries built here: not walked again
 	n     int               // rewrites made
+	// unaliased: tables replaced by a subquery under their own name.
+	unaliased map[string]bool
 }
 
 // table returns the sharding rule of a relation the statement names, if
@@ -95,16 +123,22 @@ func (h *hider) cond(t shardmap.Table, qual string) (*pg.Node, error) {
 	return tree.Stmts[0].Stmt.GetSelectStmt().WhereClause, nil
 }
 
-// subquery replaces a FROM item naming sharded table t.
-func (h *hider) subquery(rv *pg.RangeVar, t shardmap.Table) (*pg.Node, error) {
+// subquery replaces a FROM item naming sharded table t (sampled with
+// sample, if not nil).
+func (h *hider) subquery(rv *pg.RangeVar, t shardmap.Table, sample *pg.RangeTableSample) (*pg.Node, error) {
 	where, err := h.cond(t, "")
 	if err != nil {
 		return nil, err
 	}
-	inner := &pg.RangeVar{Schemaname: rv.Schemaname, Relname: rv.Relname, Inh: rv.Inh, Relpersistence: rv.Relpersistence}
+	inner := &pg.Node{Node: &pg.Node_RangeVar{RangeVar: &pg.RangeVar{Schemaname: rv.Schemaname, Relname: rv.Relname, Inh: rv.Inh, Relpersistence: rv.Relpersistence}}}
+	if sample != nil {
+		inner = &pg.Node{Node: &pg.Node_RangeTableSample{RangeTableSample: &pg.RangeTableSample{
+			Relation: inner, Method: sample.Method, Args: sample.Args, Repeatable: sample.Repeatable, Location: sample.Location,
+		}}}
+	}
 	sel := &pg.SelectStmt{
 		TargetList:  []*pg.Node{{Node: &pg.Node_ResTarget{ResTarget: &pg.ResTarget{Val: &pg.Node{Node: &pg.Node_ColumnRef{ColumnRef: &pg.ColumnRef{Fields: []*pg.Node{{Node: &pg.Node_AStar{AStar: &pg.A_Star{}}}}}}}}}}},
-		FromClause:  []*pg.Node{{Node: &pg.Node_RangeVar{RangeVar: inner}}},
+		FromClause:  []*pg.Node{inner},
 		WhereClause: where,
 		LimitOption: pg.LimitOption_LIMIT_OPTION_DEFAULT,
 		Op:          pg.SetOperation_SETOP_NONE,
@@ -112,6 +146,7 @@ func (h *hider) subquery(rv *pg.RangeVar, t shardmap.Table) (*pg.Node, error) {
 	alias := rv.Alias
 	if alias == nil {
 		alias = &pg.Alias{Aliasname: rv.Relname}
+		h.unaliased[rv.Relname] = true
 	}
 	n := &pg.Node{Node: &pg.Node_RangeSubselect{RangeSubselect: &pg.RangeSubselect{
 		Subquery: &pg.Node{Node: &pg.Node_SelectStmt{SelectStmt: sel}},
@@ -125,6 +160,10 @@ func (h *hider) subquery(rv *pg.RangeVar, t shardmap.Table) (*pg.Node, error) {
 // fromItem returns the replacement of a FROM item, or nil to keep it.
 func (h *hider) fromItem(n *pg.Node) (*pg.Node, error) {
 	rv := n.GetRangeVar()
+	sample := n.GetRangeTableSample()
+	if sample != nil {
+		rv = sample.Relation.GetRangeVar()
+	}
 	if rv == nil {
 		return nil, nil
 	}
@@ -132,7 +171,7 @@ func (h *hider) fromItem(n *pg.Node) (*pg.Node, error) {
 	if !ok {
 		return nil, nil
 	}
-	return h.subquery(rv, t)
+	return h.subquery(rv, t, sample)
 }
 
 func (h *hider) collectCTEs(m protoreflect.Message) {

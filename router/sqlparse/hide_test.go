@@ -27,6 +27,11 @@ func TestHideBuckets(t *testing.T) {
 		{sql: "UPDATE accounts SET balance = 0 WHERE balance < 0", want: []string{"UPDATE accounts SET balance = 0 WHERE balance < 0 AND NOT CAST(", "hashint8extended(accounts.id::bigint"}},
 		{sql: "DELETE FROM orders o USING accounts a WHERE o.account_id = a.id", want: []string{"DELETE FROM orders o USING (SELECT * FROM accounts WHERE NOT CAST(", ") a WHERE o.account_id = a.id AND NOT CAST(", "hashint8extended(o.account_id::bigint"}},
 		{sql: "SELECT * FROM ONLY accounts FOR UPDATE", want: []string{"SELECT * FROM (SELECT * FROM ONLY accounts WHERE NOT CAST(", ") accounts FOR UPDATE"}},
+		// The sample stays on the table; the alias moves out.
+		{sql: "SELECT count(*) FROM accounts a TABLESAMPLE SYSTEM (50) REPEATABLE (7) JOIN orders TABLESAMPLE BERNOULLI (10) ON true", want: []string{"FROM (SELECT * FROM accounts TABLESAMPLE system(50) REPEATABLE (7) WHERE NOT CAST(", ") a JOIN (SELECT * FROM orders TABLESAMPLE bernoulli(10) WHERE NOT CAST(", ") orders ON true"}},
+		// The subquery's alias has no schema: references lose it.
+		{sql: "SELECT public.accounts.id, public.accounts.* FROM public.accounts WHERE public.accounts.balance > 0", want: []string{"SELECT accounts.id, accounts.* FROM (SELECT * FROM public.accounts WHERE NOT CAST(", ") accounts WHERE accounts.balance > 0"}},
+		{sql: "SELECT other.accounts.id FROM other.accounts, accounts a", want: []string{"SELECT other.accounts.id FROM other.accounts, (SELECT * FROM accounts WHERE"}},
 	}
 	for _, c := range cases {
 		got, err := HideBuckets(c.sql, rules, []int{3, 5})

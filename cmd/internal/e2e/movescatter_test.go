@@ -81,6 +81,8 @@ func TestScatterDuringMove(t *testing.T) {
 			one("SELECT count(*) FROM accounts a JOIN orders o ON o.account_id = a.id", 3000)
 			one("SELECT count(DISTINCT account_id) FROM orders WHERE amount >= 0", 1000)
 			one(fmt.Sprintf("SELECT count(*) FROM accounts WHERE id IN (%s)", inList), int64(len(inKeys)))
+			one("SELECT count(*) FROM accounts TABLESAMPLE SYSTEM (100)", 1000)
+			one("SELECT count(public.accounts.id) FROM public.accounts", 1000)
 			// Concatenated rows (no merge): each key once.
 			rows, err := c.Query(ctx, "SELECT id FROM accounts", mode)
 			if err != nil {
