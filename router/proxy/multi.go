@@ -162,7 +162,7 @@ func (s *session) runSplit(r Route) error {
 	}
 	if err := s.finish(conns, true); err != nil {
 		s.log.Error("split statement: commit failed on a shard after others committed", "err", err)
-		s.sendErr(wire.Errorf(pgcode.InternalError, "commit failed on a shard: %v", err).
+		s.sendErr(wire.Errorf(pgcode.StatementCompletionUnknown, "commit failed on a shard: %v", err).
 			WithHint("Some shards may have committed their rows; enable two-phase commit for atomic multi-shard writes."))
 		s.send(&pgproto3.ReadyForQuery{TxStatus: 'I'})
 		return s.flush()
@@ -471,7 +471,8 @@ func (s *session) endCopy(fail *pgproto3.CopyFail) error {
 	}
 	ok := fail == nil && cs.err == nil && firstErr == nil
 	if err := s.finish(cs.order, ok); err != nil && ok {
-		s.sendErr(wire.Errorf(pgcode.InternalError, "COPY commit failed on a shard: %v", err))
+		s.sendErr(wire.Errorf(pgcode.StatementCompletionUnknown, "COPY commit failed on a shard: %v", err).
+			WithHint("Some shards may have committed their rows; enable two-phase commit for atomic multi-shard writes."))
 	} else if cs.err != nil {
 		s.sendErr(asWireErr(cs.err))
 	} else if firstErr != nil {
@@ -711,7 +712,7 @@ func (s *session) runBatchSplit(batch []pgproto3.FrontendMessage, r Route) error
 		}
 	}
 	if err := s.finish(conns, true); err != nil {
-		s.push(pending{kind: pSynth, synth: wire.Errorf(pgcode.InternalError, "commit failed on a shard: %v", err).
+		s.push(pending{kind: pSynth, synth: wire.Errorf(pgcode.StatementCompletionUnknown, "commit failed on a shard: %v", err).
 			WithHint("Some shards may have committed; enable two-phase commit for atomic multi-shard writes.").Response()})
 		return nil
 	}
