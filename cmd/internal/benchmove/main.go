@@ -297,12 +297,19 @@ func run() error {
 			toSwitch.Seconds(), copyTook.Seconds()/toSwitch.Seconds(), (moveTook - toSwitch).Seconds())
 	}
 	fmt.Printf("write pause recorded by the move (frozen -> switched): %.1f ms\n", mi.PauseMS)
-	var mov, other, cutMov []time.Duration
+	var mov, other, cutMov, before []time.Duration
 	errs := 0
 	for _, s := range samples {
 		if s.err {
 			errs++
 			continue
+		}
+		if s.at.Before(t0) {
+			before = append(before, s.took)
+			continue
+		}
+		if s.at.After(t0.Add(moveTook)) {
+			continue // after the move
 		}
 		if s.moving {
 			mov = append(mov, s.took)
@@ -322,6 +329,7 @@ func run() error {
 		q := func(p float64) time.Duration { return ds[int(p*float64(len(ds)-1))] }
 		fmt.Printf("%-44s n=%-6d p50 %-10s p99 %-10s max %s\n", name, len(ds), q(0.5).Round(time.Microsecond), q(0.99).Round(time.Microsecond), ds[len(ds)-1].Round(time.Microsecond))
 	}
+	pct("probe writes, all buckets, 2 s before the move", before)
 	pct("probe writes, moving buckets, during cutover", cutMov)
 	pct("probe writes, moving buckets, whole move", mov)
 	pct("probe writes, other buckets, whole move", other)
