@@ -239,7 +239,7 @@ func (j *job) dropDirty(ctx context.Context) error {
 // Mover.FullCheck).
 func (j *job) preverify(ctx context.Context) error {
 	var dirty int64
-	if err := j.dst.QueryRow(ctx, `SELECT count(*) FROM pgshard.dirty WHERE move = $1`, j.info.ID).Scan(&dirty); err != nil {
+	if err := j.dst.QueryRow(ctx, `SELECT count(*) FROM pgshard.dirty WHERE move = $1 AND gen >= $2`, j.info.ID, j.fromGen).Scan(&dirty); err != nil {
 		return err
 	}
 	if j.mv.FullCheck || dirty > max(fullCheckKeys, j.info.RowsTotal/2) {
@@ -264,11 +264,20 @@ func (j *job) preverify(ctx context.Context) error {
 
 // fullCheck compares every row of the buckets, while streaming: the source
 // at a snapshot S exported with a temporary slot at LSN L, the target once
-// it has applied everything up to L. Rows whose key a change after the
-// reset of the dirty set touched may legitimately differ and are left out
-// of both sides' sums; everything else must be equal.
+// it has applied everything up to L. Rows whose key changed since a new
+// generation of the dirty set started, just before S, may legitimately
+// differ and are left out of both sides' sums; everything else must be
+// equal. A key changed before that generation was applied on the target
+// before S was taken, and not changed since.
 func (j *job) fullCheck(ctx context.Context) error {
-	if _, err := j.dst.Exec(ctx, `DELETE FROM pgshard.dirty WHERE move = $1`, j.info.ID); err != nil {
+	// A new generation of the dirty set instead of a reset: the keys
+	// changed from here on are left out (and compared by recheck), and a
+	// check that fails or is interrupted loses no key.
+	gen, err := j.nextGen(ctx)
+	if err != nil {
+		return err
+	}
+	if err := j.installDirty(ctx, gen); err != nil {
 		return err
 	}
 	rc, snapshot, err := j.exportSnapshot(ctx, fmt.Sprintf("pgshard_check_%d", j.info.ID), true)
@@ -292,7 +301,7 @@ func (j *job) fullCheck(ctx context.Context) error {
 	go func() {
 		dstErr <- pgx.BeginTxFunc(ctx, j.dst, pgx.TxOptions{IsoLevel: pgx.RepeatableRead, AccessMode: pgx.ReadOnly}, func(tx pgx.Tx) error {
 			var err error
-			dv, ndv, err = j.dirtyKeys(ctx, tx, 0, math.MaxInt32)
+			dv, ndv, err = j.dirtyKeys(ctx, tx, gen, math.MaxInt32)
 			close(dvReady)
 			if err != nil {
 				return err
@@ -328,8 +337,12 @@ func (j *job) fullCheck(ctx context.Context) error {
 	if serr != nil {
 		return fmt.Errorf("source %s: %w", j.srcShard.Name, serr)
 	}
-	j.mv.Log.Debug("pre-verification", "move", j.info.ID, "buckets_with_rows", len(src), "dirty_keys", ndv)
-	return compareSums(src, dst)
+	j.mv.Log.Debug("full comparison", "move", j.info.ID, "buckets_with_rows", len(src), "dirty_keys", ndv)
+	if err := compareSums(src, dst); err != nil {
+		return err
+	}
+	j.fromGen = gen // the older generations hold
+	return nil
 }
 
 // The rounds of recheck after the full comparison, at most, and the number
@@ -342,6 +355,14 @@ const (
 // fullCheckKeys: with more dirty keys than this (and than half the rows
 // moved), step checked compares every row again rather than key by key.
 const fullCheckKeys = 100_000
+
+// nextGen is the number of a new generation of the dirty set: above every
+// one recorded and above fromGen.
+func (j *job) nextGen(ctx context.Context) (int, error) {
+	var gen int
+	err := j.dst.QueryRow(ctx, `SELECT greatest(coalesce(max(gen), 0), $2) + 1 FROM pgshard.dirty WHERE move = $1`, j.info.ID, j.fromGen).Scan(&gen)
+	return gen, err
+}
 
 // recheck compares the dirty keys changed so far at a fresh source
 // snapshot, and starts a new generation of the dirty set for those that
@@ -356,8 +377,8 @@ const fullCheckKeys = 100_000
 // and must be equal.
 func (j *job) recheck(ctx context.Context) (int, error) {
 	t0 := time.Now()
-	var gen int
-	if err := j.dst.QueryRow(ctx, `SELECT greatest(coalesce(max(gen), 0), $2) + 1 FROM pgshard.dirty WHERE move = $1`, j.info.ID, j.fromGen).Scan(&gen); err != nil {
+	gen, err := j.nextGen(ctx)
+	if err != nil {
 		return 0, err
 	}
 	if err := j.installDirty(ctx, gen); err != nil {

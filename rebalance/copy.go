@@ -12,6 +12,8 @@ import (
 
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgconn"
+
+	"github.com/pgshard/pgshard/shardmap"
 )
 
 // copyStreams is how many COPY streams run at once (per table, bucket
@@ -73,6 +75,11 @@ func (j *job) copyRows(ctx context.Context) error {
 			into[k] = into[k].plus(s)
 		}
 	}
+	release, err := j.holdTables(ctx, j.srcShard)
+	if err != nil {
+		close(done)
+		return err
+	}
 	err = j.eachStream(ctx, j.src, func(st copyStream) error {
 		n, sent, err := j.copyStream(ctx, snapshot, st, &copied)
 		if err != nil {
@@ -82,6 +89,7 @@ func (j *job) copyRows(ctx context.Context) error {
 		add(src, st, sent)
 		return nil
 	})
+	release()
 	close(done)
 	if err != nil {
 		return err
@@ -92,6 +100,9 @@ func (j *job) copyRows(ctx context.Context) error {
 	if err := j.installDirty(ctx, 0); err != nil {
 		return err
 	}
+	if release, err = j.holdTables(ctx, j.dstShard); err != nil {
+		return err
+	}
 	err = j.eachStream(ctx, j.dst, func(st copyStream) error {
 		stored, err := j.readBack(ctx, st)
 		if err != nil {
@@ -100,6 +111,7 @@ func (j *job) copyRows(ctx context.Context) error {
 		add(dst, st, stored)
 		return nil
 	})
+	release()
 	if err != nil {
 		return err
 	}
@@ -162,6 +174,42 @@ func (j *job) eachStream(ctx context.Context, c *pgx.Conn, fn func(copyStream) e
 	wg.Wait()
 	close(errc)
 	return <-errc
+}
+
+// holdTables takes an ACCESS SHARE lock on the moved tables of a shard,
+// held until release is called. The streams read page ranges of a table in
+// separate transactions: a rewrite between two of them (VACUUM FULL,
+// CLUSTER, pg_repack: not DDL, so the move's DDL lock does not refuse
+// them) would move rows from one range to another. Those need ACCESS
+// EXCLUSIVE, and wait; the application's reads and writes do not.
+func (j *job) holdTables(ctx context.Context, sh shardmap.Shard) (release func(), err error) {
+	c, err := shardConn(ctx, sh)
+	if err != nil {
+		return nil, err
+	}
+	tx, err := c.Begin(ctx)
+	if err == nil {
+		for _, t := range j.tables() {
+			var exists bool
+			if err = tx.QueryRow(ctx, `SELECT to_regclass($1) IS NOT NULL`, quoteIdent(t.Name)).Scan(&exists); err != nil {
+				break
+			}
+			if !exists {
+				continue
+			}
+			if _, err = tx.Exec(ctx, `LOCK TABLE `+quoteIdent(t.Name)+` IN ACCESS SHARE MODE`); err != nil {
+				break
+			}
+		}
+	}
+	if err != nil {
+		_ = c.Close(context.Background())
+		return nil, fmt.Errorf("lock the moved tables on %s: %w", sh.Name, err)
+	}
+	return func() {
+		_ = tx.Rollback(context.Background())
+		_ = c.Close(context.Background())
+	}, nil
 }
 
 // pageRanges splits table's pages on c into n ctid conditions that cover

@@ -38,9 +38,7 @@ CREATE SCHEMA IF NOT EXISTS pgshard;
 CREATE TABLE IF NOT EXISTS pgshard.fence (bucket int PRIMARY KEY, move bigint NOT NULL DEFAULT 0, since timestamptz NOT NULL DEFAULT now());
 CREATE TABLE IF NOT EXISTS pgshard.move_marker (move bigint NOT NULL, seq bigint NOT NULL, at timestamptz NOT NULL DEFAULT now(), PRIMARY KEY (move, seq));
 CREATE TABLE IF NOT EXISTS pgshard.dirty (move bigint NOT NULL, tbl text NOT NULL, key text NOT NULL, PRIMARY KEY (move, tbl, key));
-ALTER TABLE pgshard.dirty ADD COLUMN IF NOT EXISTS gen int NOT NULL DEFAULT 0;
--- Every role's writes call pgshard.fence_mask() (the tables stay private).
-GRANT USAGE ON SCHEMA pgshard TO PUBLIC;`
+ALTER TABLE pgshard.dirty ADD COLUMN IF NOT EXISTS gen int NOT NULL DEFAULT 0;`
 
 // staleWriteCode is the SQLSTATE of a write the fence rejects:
 // serialization_failure, which drivers and applications already treat as
@@ -118,6 +116,25 @@ func compileFenceTx(ctx context.Context, tx pgx.Tx, m *shardmap.Map) error {
 	if err := replaceFunction(ctx, tx, fenceMaskFunc, fmt.Sprintf(`SELECT '%s'::text`, mask),
 		`RETURNS text LANGUAGE sql IMMUTABLE PARALLEL SAFE`); err != nil {
 		return fmt.Errorf("fence mask: %w", err)
+	}
+	// Every role's writes call it, with their own privileges: granted here
+	// (not only in fenceDDL) so that a shard set up by an older shardctl,
+	// or whose default privileges revoke EXECUTE from PUBLIC, does not
+	// refuse every write. Granted only when missing (a GRANT rewrites the
+	// catalog row).
+	var usage, exec bool
+	if err := tx.QueryRow(ctx, `SELECT has_schema_privilege('public', 'pgshard', 'USAGE'), has_function_privilege('public', $1::regprocedure, 'EXECUTE')`, fenceMaskFunc+"()").Scan(&usage, &exec); err != nil {
+		return fmt.Errorf("fence mask privileges: %w", err)
+	}
+	if !usage {
+		if _, err := tx.Exec(ctx, `GRANT USAGE ON SCHEMA pgshard TO PUBLIC`); err != nil {
+			return fmt.Errorf("fence mask privileges: %w", err)
+		}
+	}
+	if !exec {
+		if _, err := tx.Exec(ctx, `GRANT EXECUTE ON FUNCTION `+fenceMaskFunc+`() TO PUBLIC`); err != nil {
+			return fmt.Errorf("fence mask privileges: %w", err)
+		}
 	}
 	for _, name := range m.TableNames() {
 		t := m.Rules.Tables[name]

@@ -29,6 +29,13 @@ var ErrTimeout = errors.New("timed out waiting for a server connection")
 // ErrClosed is returned by Acquire after Close.
 var ErrClosed = errors.New("pool is closed")
 
+// errPrime: a connection Warm dialled failed its priming statements (it is
+// closed; the shard answered, so this is no sign of its health).
+var errPrime = errors.New("priming a warmed connection failed")
+
+// primeTimeout bounds a warmed connection's priming statements.
+const primeTimeout = 500 * time.Millisecond
+
 // Conn is one server connection. It is used by one client at a time; the
 // fields below are owned by whoever holds it.
 type Conn struct {
@@ -374,7 +381,9 @@ func (p *Pool) Watch(ctx context.Context, interval time.Duration) {
 func (p *Pool) dial(ctx context.Context, prime string) (*Conn, error) {
 	c, err := p.connect(ctx, prime)
 	if err != nil {
-		p.lastErr.Store(&dialError{err: err, at: time.Now()})
+		if !errors.Is(err, errPrime) {
+			p.lastErr.Store(&dialError{err: err, at: time.Now()})
+		}
 		return nil, err
 	}
 	now := time.Now()
@@ -394,10 +403,14 @@ func (p *Pool) connect(ctx context.Context, prime string) (*Conn, error) {
 		return nil, fmt.Errorf("connect to shard %s: %w", p.opts.Shard, err)
 	}
 	if prime != "" {
-		_, _ = pc.Exec(ctx, prime).ReadAll()
+		// Its own deadline, within the dial's: priming that is slow only
+		// costs this connection, and says nothing of the shard's health.
+		pctx, cancel := context.WithTimeout(ctx, primeTimeout)
+		_, _ = pc.Exec(pctx, prime).ReadAll()
+		cancel()
 		if pc.IsClosed() || pc.TxStatus() != 'I' {
 			pc.Close(ctx)
-			return nil, fmt.Errorf("connect to shard %s: priming the connection failed", p.opts.Shard)
+			return nil, errPrime
 		}
 	}
 	// SyncConn stops pgconn's background reader and drains its buffer;

@@ -63,24 +63,83 @@ func HideBuckets(sql string, rules shardmap.Rules, buckets []int) (string, error
 		return sql, nil
 	}
 	if len(h.unaliased) > 0 {
+		var refs []*pg.ColumnRef
 		for _, raw := range tree.Stmts {
-			h.unqualify(raw.Stmt.ProtoReflect())
+			h.qualifiedRefs(raw.Stmt.ProtoReflect(), &refs)
+		}
+		if len(refs) > 0 {
+			// Without the schema, such a reference binds to the nearest
+			// item of that name: only safe when there is one.
+			names := map[string]int{}
+			for _, raw := range tree.Stmts {
+				h.bindings(raw.Stmt.ProtoReflect(), names)
+			}
+			for _, cr := range refs {
+				rel := cr.Fields[1].GetString_().Sval
+				if names[rel] > 1 {
+					return "", fmt.Errorf("public.%s.* references with %d items named %s in the statement", rel, names[rel], rel)
+				}
+			}
+			for _, cr := range refs {
+				cr.Fields = cr.Fields[1:]
+			}
 		}
 	}
 	return pg.Deparse(tree)
 }
 
-// unqualify drops the schema from column references schema.table.column
-// (or .*) to a table replaced by a subquery under its own name.
-func (h *hider) unqualify(m protoreflect.Message) {
-	if cr, ok := m.Interface().(*pg.ColumnRef); ok && len(cr.Fields) == 3 {
-		schema, rel := cr.Fields[0].GetString_(), cr.Fields[1].GetString_()
-		if schema != nil && rel != nil && schema.Sval == "public" && h.unaliased[rel.Sval] {
-			cr.Fields = cr.Fields[1:]
+// qualifiedRefs collects the column references public.table.column (or
+// .*) to a table replaced by a subquery under its own name: the subquery's
+// alias has no schema.
+func (h *hider) qualifiedRefs(m protoreflect.Message, out *[]*pg.ColumnRef) {
+	if cr, ok := m.Interface().(*pg.ColumnRef); ok {
+		if len(cr.Fields) == 3 {
+			schema, rel := cr.Fields[0].GetString_(), cr.Fields[1].GetString_()
+			if schema != nil && rel != nil && schema.Sval == "public" && h.unaliased[rel.Sval] {
+				*out = append(*out, cr)
+			}
 		}
 		return
 	}
-	rangeMessages(m, h.unqualify)
+	rangeMessages(m, func(m protoreflect.Message) { h.qualifiedRefs(m, out) })
+}
+
+// bindings counts, per name, the items of the statement that a column
+// reference could name: WITH queries, tables, subqueries, functions and
+// joins in FROM (by alias, or a table by its name), and the targets of
+// UPDATE, DELETE and INSERT. The subqueries built here count once, by
+// their alias.
+func (h *hider) bindings(m protoreflect.Message, names map[string]int) {
+	switch x := m.Interface().(type) {
+	case *pg.Node:
+		if h.made[x] {
+			if rs := x.GetRangeSubselect(); rs != nil && rs.Alias != nil {
+				names[rs.Alias.Aliasname]++
+			}
+			return
+		}
+	case *pg.CommonTableExpr:
+		names[x.Ctename]++
+	case *pg.RangeVar:
+		if x.Alias != nil {
+			names[x.Alias.Aliasname]++
+		} else {
+			names[x.Relname]++
+		}
+	case *pg.RangeSubselect:
+		if x.Alias != nil {
+			names[x.Alias.Aliasname]++
+		}
+	case *pg.RangeFunction:
+		if x.Alias != nil {
+			names[x.Alias.Aliasname]++
+		}
+	case *pg.JoinExpr:
+		if x.Alias != nil {
+			names[x.Alias.Aliasname]++
+		}
+	}
+	rangeMessages(m, func(m protoreflect.Message) { h.bindings(m, names) })
 }
 
 type hider struct {

@@ -33,6 +33,18 @@ func TestHideBuckets(t *testing.T) {
 		{sql: "SELECT public.accounts.id, public.accounts.* FROM public.accounts WHERE public.accounts.balance > 0", want: []string{"SELECT accounts.id, accounts.* FROM (SELECT * FROM public.accounts WHERE NOT CAST(", ") accounts WHERE accounts.balance > 0"}},
 		{sql: "SELECT other.accounts.id FROM other.accounts, accounts a", want: []string{"SELECT other.accounts.id FROM other.accounts, (SELECT * FROM accounts WHERE"}},
 	}
+	// Without the schema, these references would bind to another item of
+	// the same name (a WITH query, an alias, a second copy of the table):
+	// refused rather than changed.
+	for _, sql := range []string{
+		"WITH accounts AS (SELECT 1::bigint id) SELECT count(*) FROM public.accounts WHERE EXISTS (SELECT 1 FROM accounts WHERE accounts.id = public.accounts.id)",
+		"SELECT count(*) FROM public.accounts WHERE EXISTS (SELECT 1 FROM countries accounts WHERE accounts.id = public.accounts.id)",
+		"SELECT count(*) FROM public.accounts WHERE EXISTS (SELECT 1 FROM public.accounts WHERE public.accounts.id > 1)",
+	} {
+		if got, err := HideBuckets(sql, rules, []int{3, 5}); err == nil {
+			t.Errorf("%s: rewritten to %s, want a refusal", sql, got)
+		}
+	}
 	for _, c := range cases {
 		got, err := HideBuckets(c.sql, rules, []int{3, 5})
 		if err != nil {

@@ -1062,6 +1062,15 @@ func testMoveRefusesOnDifference(t *testing.T, at string, full bool) {
 	if len(act) != 1 || act[0].State != rebalance.StateFailed || !strings.Contains(act[0].Error, "differ") {
 		t.Fatalf("move after the failure: %+v", act)
 	}
+	// Resumed (by default, by key): the failed comparison lost nothing, the
+	// difference is found again.
+	again := &rebalance.Mover{Cat: mc.cat, Log: testLogger(t), Attempts: 1}
+	if err := again.Resume(ctx); err == nil || !strings.Contains(err.Error(), "differ") {
+		t.Fatalf("resume after the failed comparison: %v, want the difference found again", err)
+	}
+	if after, _ := mc.cat.Current(ctx); after.Owner[bs[0]] != 0 {
+		t.Fatal("resumed move switched despite the difference")
+	}
 	if _, err := mv.Cancel(ctx); err != nil {
 		t.Fatal(err)
 	}
