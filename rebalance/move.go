@@ -24,7 +24,7 @@ import (
 const (
 	StepPrepared   = "prepared"   // pre-checks passed; fences installed; DDL on sharded tables locked (map.Moving)
 	StepPublished  = "published"  // publication with a bucket row filter on the source
-	StepCopied     = "copied"     // slot created with an exported snapshot; the buckets' rows copied at that snapshot (parallel binary COPY) and compared per bucket with what the target stored
+	StepCopied     = "copied"     // slot created with an exported snapshot; the buckets' rows copied at that snapshot (binary COPY streams over page ranges) and compared per bucket with what the target stored
 	StepSubscribed = "subscribed" // subscription on the target streaming from the slot
 	StepCaughtUp   = "caught-up"  // streaming lag under the cutover threshold
 	StepChecked    = "checked"    // while streaming, the rows of the keys changed since the copy compared at a fresh source snapshot (every row again after very many changes)
@@ -83,6 +83,9 @@ type Mover struct {
 	MaxLag int64
 	// Attempts is how many cutovers are tried before the move fails.
 	Attempts int
+	// CopyStreams is how many COPY streams a move runs at once per table
+	// (0: 1); more can copy faster when the shards have cores to spare.
+	CopyStreams int
 	// FullCheck makes step checked compare every row again, however few
 	// keys changed since the copy compared them (by default only after
 	// very many changes; tests use it to exercise that comparison).

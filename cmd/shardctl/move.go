@@ -109,8 +109,8 @@ recorded in the catalog: "resume" finishes an interrupted rebalance and
 		Use:   "cancel",
 		Short: "Undo every unfinished move that has not switched yet",
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			return withMap(cmd, 10*time.Minute, func(ctx context.Context, _ *config.Config, cat *shardmap.Catalog, _ *shardmap.Map) error {
-				mv := newMover(cmd, cat)
+			return withMap(cmd, 10*time.Minute, func(ctx context.Context, cfg *config.Config, cat *shardmap.Catalog, _ *shardmap.Map) error {
+				mv := newMover(cmd, cfg, cat)
 				ids, err := mv.Cancel(ctx)
 				for _, id := range ids {
 					fmt.Fprintf(cmd.OutOrStdout(), "move %d cancelled\n", id)
@@ -231,7 +231,7 @@ func startMoves(cmd *cobra.Command, wait bool, plan func(*shardmap.Map) ([]rebal
 			return errNothingToMove
 		}
 		printMoves(cmd.OutOrStdout(), moves)
-		ids, err = newMover(cmd, cat).Create(ctx, m, moves)
+		ids, err = newMover(cmd, nil, cat).Create(ctx, m, moves)
 		return err
 	})
 	if errors.Is(err, errNothingToMove) {
@@ -268,8 +268,13 @@ func startMoves(cmd *cobra.Command, wait bool, plan func(*shardmap.Map) ([]rebal
 	return nil
 }
 
-func newMover(cmd *cobra.Command, cat *shardmap.Catalog) *rebalance.Mover {
+// newMover makes the Mover for cmd, tuned by cfg's rebalance section (if
+// cfg is not nil).
+func newMover(cmd *cobra.Command, cfg *config.Config, cat *shardmap.Catalog) *rebalance.Mover {
 	mv := &rebalance.Mover{Cat: cat, Log: newLogger(cmd.ErrOrStderr())}
+	if cfg != nil {
+		mv.CopyStreams = cfg.Rebalance.CopyStreams
+	}
 	if step := os.Getenv(stopAfterEnv); step != "" {
 		mv.AfterStep = func(id int64, s string) bool { return s == step }
 	}
@@ -278,8 +283,8 @@ func newMover(cmd *cobra.Command, cat *shardmap.Catalog) *rebalance.Mover {
 
 // runMover resumes unfinished moves in the foreground with progress.
 func runMover(cmd *cobra.Command, ids []int64) error {
-	err := withMap(cmd, 7*24*time.Hour, func(ctx context.Context, _ *config.Config, cat *shardmap.Catalog, _ *shardmap.Map) error {
-		mv := newMover(cmd, cat)
+	err := withMap(cmd, 7*24*time.Hour, func(ctx context.Context, cfg *config.Config, cat *shardmap.Catalog, _ *shardmap.Map) error {
+		mv := newMover(cmd, cfg, cat)
 		out := cmd.ErrOrStderr()
 		tty := false
 		if f, ok := out.(*os.File); ok && term.IsTerminal(int(f.Fd())) {

@@ -51,6 +51,7 @@ func run() error {
 	clients := flag.Int("clients", 4, "pgbench clients writing during the move")
 	rate := flag.Int("rate", 500, "pgbench write rate (transactions/s, all clients; 0: as fast as possible)")
 	port := flag.Int("pg-port", 25832, "first Postgres port")
+	streams := flag.Int("copy-streams", 0, "COPY streams per table (rebalance.copy_streams; 0: the default, 1)")
 	flag.Parse()
 	log := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelInfo}))
 	ctx, stop := context.WithCancel(context.Background())
@@ -251,7 +252,13 @@ func run() error {
 	time.Sleep(2 * time.Second)
 
 	var cutStart, cutEnd time.Time
-	mv := &rebalance.Mover{Cat: cat, Log: log, AfterStep: func(_ int64, step string) bool {
+	type stepEnd struct {
+		step string
+		at   time.Time
+	}
+	var steps []stepEnd // when each step ended, in order
+	mv := &rebalance.Mover{Cat: cat, Log: log, CopyStreams: *streams, AfterStep: func(_ int64, step string) bool {
+		steps = append(steps, stepEnd{step, time.Now()})
 		switch step {
 		case rebalance.StepChecked: // the freeze comes next
 			cutStart = time.Now()
@@ -330,6 +337,20 @@ func run() error {
 		fmt.Printf("%-44s n=%-6d p50 %-10s p99 %-10s max %s\n", name, len(ds), q(0.5).Round(time.Microsecond), q(0.99).Round(time.Microsecond), ds[len(ds)-1].Round(time.Microsecond))
 	}
 	pct("probe writes, all buckets, 2 s before the move", before)
+	// Writes to other buckets are never held; what slows them is the
+	// work of each step on the same cores.
+	fmt.Println("probe writes, other buckets, by the step running:")
+	from := t0
+	for _, st := range steps {
+		var ds []time.Duration
+		for _, s := range samples {
+			if !s.err && !s.moving && !s.at.Before(from) && s.at.Before(st.at) {
+				ds = append(ds, s.took)
+			}
+		}
+		pct("  "+st.step+fmt.Sprintf(" (%.1f s)", st.at.Sub(from).Seconds()), ds)
+		from = st.at
+	}
 	pct("probe writes, moving buckets, during cutover", cutMov)
 	pct("probe writes, moving buckets, whole move", mov)
 	pct("probe writes, other buckets, whole move", other)

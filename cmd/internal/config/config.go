@@ -59,11 +59,22 @@ type Config struct {
 	// ("" = off).
 	MetricsListen string `yaml:"metrics_listen"`
 
+	// Rebalance tunes shardctl's bucket moves.
+	Rebalance Rebalance `yaml:"rebalance"`
+
 	// Path is where the file was read from (not a YAML key).
 	Path string `yaml:"-"`
 }
 
 // Pool configures server connection pooling.
+// Rebalance tunes shardctl's bucket moves.
+type Rebalance struct {
+	// CopyStreams is how many COPY streams a move runs at once per table
+	// (page ranges of it). 0 means 1: on a small machine more streams
+	// copy no faster and slow the application's queries down.
+	CopyStreams int `yaml:"copy_streams"`
+}
+
 type Pool struct {
 	Mode        string   `yaml:"mode"` // transaction | session
 	Size        int      `yaml:"size"` // per shard
@@ -215,6 +226,9 @@ func (c *Config) fill() {
 func (c *Config) validate() error {
 	if _, _, err := net.SplitHostPort(c.Listen); err != nil {
 		return fmt.Errorf("listen: %q is not host:port", c.Listen)
+	}
+	if c.Rebalance.CopyStreams < 0 || c.Rebalance.CopyStreams > 16 {
+		return fmt.Errorf("rebalance.copy_streams: %d is not between 1 and 16 (0: the default, 1)", c.Rebalance.CopyStreams)
 	}
 	if c.MetricsListen != "" {
 		if _, _, err := net.SplitHostPort(c.MetricsListen); err != nil {

@@ -553,7 +553,8 @@ func TestMoveUnderLoad(t *testing.T) {
 	c0 := connect(t, mc.shards[m.ShardIndex(moves[0].From)].DSN)
 	staleInsert := fmt.Sprintf(`INSERT INTO orders VALUES (%d, 777, 1)`, stale)
 	ran := false
-	mv := &rebalance.Mover{Cat: mc.cat, Log: testLogger(t), AfterStep: func(_ int64, step string) bool {
+	// Three COPY streams per table (page ranges; the default is one).
+	mv := &rebalance.Mover{Cat: mc.cat, Log: testLogger(t), CopyStreams: 3, AfterStep: func(_ int64, step string) bool {
 		if step == rebalance.StepChecked && !ran {
 			ran = true
 			tx, err := c0.Begin(ctx)
@@ -668,7 +669,7 @@ func TestMoveCrashSafety(t *testing.T) {
 				}
 				// Resumes compare every row again in step checked (by
 				// default only the keys changed since the copy are).
-				mv := &rebalance.Mover{Cat: mc.cat, Log: testLogger(t), FullCheck: then == "resume"}
+				mv := &rebalance.Mover{Cat: mc.cat, Log: testLogger(t), FullCheck: then == "resume", CopyStreams: 2}
 				if then == "resume" {
 					if err := mv.Resume(ctx); err != nil {
 						t.Fatalf("resume after %s: %v", step, err)
