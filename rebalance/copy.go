@@ -18,9 +18,9 @@ import (
 
 // copyStreams is how many COPY streams run at once per table (ranges of
 // its pages). Mover.CopyStreams; by default 1: on 2 cores shared with the
-// application, two streams copied no faster (6.5-8.7 s against 6.0-7.7 s
-// for 500,000 rows, two runs each) and tripled the p99 latency of writes
-// to other buckets during the copy (33-45 ms against 13-19 ms).
+// application, two streams copied no faster (500,000 rows: 6.5-8.7 s with
+// two, 5.8-8.3 s with one) and the p99 of other writes during the copy was
+// 33-45 ms with two (3 runs) against 13-38 ms with one (5 runs).
 func (j *job) copyStreams() int {
 	if j.mv.CopyStreams > 0 {
 		return j.mv.CopyStreams

@@ -71,7 +71,7 @@ type Config struct {
 type Rebalance struct {
 	// CopyStreams is how many COPY streams a move runs at once per table
 	// (page ranges of it). 0 means 1: on a small machine more streams
-	// copy no faster and slow the application's queries down.
+	// copied no faster and slowed the application's queries more.
 	CopyStreams int `yaml:"copy_streams"`
 }
 
