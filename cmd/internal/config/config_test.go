@@ -8,6 +8,23 @@ import (
 
 const minimal = "shards: [{name: s0, dsn: 'postgres://app@127.0.0.1:5432/app'}]\n"
 
+// parseCase parses yaml and checks the error against want (a substring; ""
+// for none); it returns the config when there is one to check.
+func parseCase(t *testing.T, yaml, want string) (*Config, bool) {
+	t.Helper()
+	c, err := Parse([]byte(yaml))
+	if want != "" {
+		if err == nil || !strings.Contains(err.Error(), want) {
+			t.Errorf("%q: error %v, want one containing %q", yaml, err, want)
+		}
+		return nil, false
+	}
+	if err != nil {
+		t.Fatalf("%q: %v", yaml, err)
+	}
+	return c, true
+}
+
 func TestFreezeTimeout(t *testing.T) {
 	for _, tc := range []struct {
 		yaml string
@@ -19,17 +36,7 @@ func TestFreezeTimeout(t *testing.T) {
 		{minimal + "freeze_timeout: -1s\n", 0, "freeze_timeout: must be positive"},
 		{minimal + "freeze_timeout: soon\n", 0, "invalid duration"},
 	} {
-		c, err := Parse([]byte(tc.yaml))
-		if tc.err != "" {
-			if err == nil || !strings.Contains(err.Error(), tc.err) {
-				t.Errorf("%q: error %v, want %q", tc.yaml, err, tc.err)
-			}
-			continue
-		}
-		if err != nil {
-			t.Fatalf("%q: %v", tc.yaml, err)
-		}
-		if c.FreezeTimeout.D() != tc.want {
+		if c, ok := parseCase(t, tc.yaml, tc.err); ok && c.FreezeTimeout.D() != tc.want {
 			t.Errorf("%q: freeze_timeout %v, want %v", tc.yaml, c.FreezeTimeout.D(), tc.want)
 		}
 	}
@@ -47,17 +54,7 @@ func TestRebalanceCopyStreams(t *testing.T) {
 		{minimal + "rebalance: {copy_streams: 17}\n", 0, "rebalance.copy_streams: 17 is not between 1 and 16"},
 		{minimal + "rebalance: {copy_stream: 2}\n", 0, "copy_stream"},
 	} {
-		c, err := Parse([]byte(tc.yaml))
-		if tc.err != "" {
-			if err == nil || !strings.Contains(err.Error(), tc.err) {
-				t.Errorf("%q: error %v, want one containing %q", tc.yaml, err, tc.err)
-			}
-			continue
-		}
-		if err != nil {
-			t.Fatalf("%q: %v", tc.yaml, err)
-		}
-		if c.Rebalance.CopyStreams != tc.want {
+		if c, ok := parseCase(t, tc.yaml, tc.err); ok && c.Rebalance.CopyStreams != tc.want {
 			t.Errorf("%q: copy_streams %d, want %d", tc.yaml, c.Rebalance.CopyStreams, tc.want)
 		}
 	}
