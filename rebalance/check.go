@@ -180,12 +180,12 @@ func (j *job) installDirty(ctx context.Context, gen int) error {
 // dirtyTrigger sets the body of t's dirty-key function and, with create,
 // creates the REPLICA trigger that calls it if it is missing.
 func dirtyTrigger(ctx context.Context, tx pgx.Tx, t shardmap.Table, body string, create bool) error {
-	if _, err := tx.Exec(ctx, fmt.Sprintf(`CREATE OR REPLACE FUNCTION %s() RETURNS trigger LANGUAGE plpgsql AS $pgshard$
+	if err := replaceFunction(ctx, tx, dirtyFunc(t), "", `RETURNS trigger LANGUAGE plpgsql`, fmt.Sprintf(`
 BEGIN
     %s
     RETURN NULL;
 END
-$pgshard$`, dirtyFunc(t), body)); err != nil {
+`, body)); err != nil {
 		return fmt.Errorf("dirty-key function for %s: %w", t.Name, err)
 	}
 	if !create {
@@ -219,8 +219,8 @@ func (j *job) dropDirty(ctx context.Context) error {
 	}
 	return pgx.BeginFunc(ctx, j.dst, func(tx pgx.Tx) error {
 		for _, t := range j.tables() {
-			var has bool
-			if err := tx.QueryRow(ctx, `SELECT to_regclass($1) IS NOT NULL`, quoteIdent(t.Name)).Scan(&has); err != nil {
+			has, err := tableExists(ctx, tx, t.Name)
+			if err != nil {
 				return err
 			}
 			if has {

@@ -30,10 +30,10 @@ func (j *job) copyStreams() int {
 
 // copyRows creates the move's logical replication slot on the source with
 // an exported snapshot, and copies the buckets' rows as of that snapshot to
-// the target in binary COPY streams (Mover.CopyStreams at once). The subscription created next
-// streams from the slot, so it applies exactly the changes committed after
-// the snapshot: nothing is missed or applied twice (the method of Citus's
-// non-blocking moves).
+// the target in binary COPY streams (Mover.CopyStreams at once). The
+// subscription created next streams from the slot, so it applies exactly
+// the changes committed after the snapshot: nothing is missed or applied
+// twice (the method of Citus's non-blocking moves).
 //
 // The rows are compared per bucket: as they pass through shardctl, and as
 // the target stored them, read back once every stream is in and the dirty
@@ -200,7 +200,7 @@ func (j *job) holdTables(ctx context.Context, sh shardmap.Shard) (release func()
 	if err == nil {
 		for _, t := range j.tables() {
 			var exists bool
-			if err = tx.QueryRow(ctx, `SELECT to_regclass($1) IS NOT NULL`, quoteIdent(t.Name)).Scan(&exists); err != nil {
+			if exists, err = tableExists(ctx, tx, t.Name); err != nil {
 				break
 			}
 			if !exists {

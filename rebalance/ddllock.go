@@ -44,16 +44,15 @@ func setDDLLock(ctx context.Context, c *pgx.Conn, m *shardmap.Map, move int64, l
 			}
 		}
 		// ddl_locked(rel) says which move locks rel (0: none).
-		body := fmt.Sprintf(`CREATE OR REPLACE FUNCTION %s(rel oid) RETURNS bigint LANGUAGE sql STABLE AS $pgshard$
+		if err := replaceFunction(ctx, tx, ddlLockFunc, "rel oid", `RETURNS bigint LANGUAGE sql STABLE`, fmt.Sprintf(`
 SELECT CASE WHEN rel = ANY('{%s}'::oid[]) AND coalesce(current_setting('pgshard.mover', true), '') <> 'on' THEN %d ELSE 0 END
-$pgshard$`, ddlLockFunc, strings.Join(oids, ","), move)
-		if _, err := tx.Exec(ctx, body); err != nil {
+`, strings.Join(oids, ","), move)); err != nil {
 			return fmt.Errorf("DDL lock function: %w", err)
 		}
-		for _, q := range []string{
-			refuseEvent("pgshard.refuse_ddl", "pg_event_trigger_ddl_commands() WHERE classid = 'pg_class'::regclass", "% on table % refused", "r.command_tag, r.object_identity"),
-			refuseEvent("pgshard.refuse_drop", "pg_event_trigger_dropped_objects() WHERE classid = 'pg_class'::regclass AND objsubid = 0", "DROP of table % refused", "r.object_identity"),
-			`CREATE OR REPLACE FUNCTION pgshard.refuse_truncate() RETURNS trigger LANGUAGE plpgsql AS $pgshard$
+		for _, f := range []struct{ name, decl, body string }{
+			{"pgshard.refuse_ddl", "RETURNS event_trigger LANGUAGE plpgsql", refuseEvent("pg_event_trigger_ddl_commands() WHERE classid = 'pg_class'::regclass", "% on table % refused", "r.command_tag, r.object_identity")},
+			{"pgshard.refuse_drop", "RETURNS event_trigger LANGUAGE plpgsql", refuseEvent("pg_event_trigger_dropped_objects() WHERE classid = 'pg_class'::regclass AND objsubid = 0", "DROP of table % refused", "r.object_identity")},
+			{"pgshard.refuse_truncate", "RETURNS trigger LANGUAGE plpgsql", `
 BEGIN
     IF ` + ddlLockFunc + `(TG_RELID) <> 0 THEN
         RAISE EXCEPTION 'TRUNCATE of table %.% refused: bucket move % is copying it', TG_TABLE_SCHEMA, TG_TABLE_NAME, ` + ddlLockFunc + `(TG_RELID)
@@ -62,9 +61,9 @@ BEGIN
     END IF;
     RETURN NULL;
 END
-$pgshard$`,
+`},
 		} {
-			if _, err := tx.Exec(ctx, q); err != nil {
+			if err := replaceFunction(ctx, tx, f.name, "", f.decl, f.body); err != nil {
 				return fmt.Errorf("DDL lock: %w", err)
 			}
 		}
@@ -87,11 +86,9 @@ $pgshard$`,
 		}
 		// The TRUNCATE triggers only when missing, like the fence's.
 		for _, name := range m.TableNames() {
-			var exists bool
-			if err := tx.QueryRow(ctx, `SELECT to_regclass($1) IS NOT NULL`, quoteIdent(name)).Scan(&exists); err != nil {
+			if ok, err := tableExists(ctx, tx, name); err != nil {
 				return err
-			}
-			if !exists {
+			} else if !ok {
 				continue
 			}
 			if err := ensureTrigger(ctx, tx, name, "pgshard_truncate", fmt.Sprintf(`CREATE TRIGGER pgshard_truncate BEFORE TRUNCATE ON %s FOR EACH STATEMENT EXECUTE FUNCTION pgshard.refuse_truncate()`, quoteIdent(name))); err != nil {
@@ -102,21 +99,21 @@ $pgshard$`,
 	})
 }
 
-// refuseEvent is an event trigger function that refuses the commands on
-// locked tables among the rows of source; message (with its args, from
-// the row r) says what was refused.
-func refuseEvent(name, source, message, args string) string {
-	return fmt.Sprintf(`CREATE OR REPLACE FUNCTION %[1]s() RETURNS event_trigger LANGUAGE plpgsql AS $pgshard$
+// refuseEvent is the body of an event trigger function that refuses the
+// commands on locked tables among the rows of source; message (with its
+// args, from the row r) says what was refused.
+func refuseEvent(source, message, args string) string {
+	return fmt.Sprintf(`
 DECLARE
     r record;
 BEGIN
-    FOR r IN SELECT * FROM %[2]s LOOP
-        IF %[5]s(r.objid) <> 0 THEN
-            RAISE EXCEPTION '%[3]s: bucket move %% is copying it', %[4]s, %[5]s(r.objid)
+    FOR r IN SELECT * FROM %[1]s LOOP
+        IF %[4]s(r.objid) <> 0 THEN
+            RAISE EXCEPTION '%[2]s: bucket move %% is copying it', %[3]s, %[4]s(r.objid)
                 USING ERRCODE = '55006',
                       HINT = 'Retry when the move has finished (shardctl rebalance status), through pgshard.';
         END IF;
     END LOOP;
 END
-$pgshard$`, name, source, message, args, ddlLockFunc)
+`, source, message, args, ddlLockFunc)
 }

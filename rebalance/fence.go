@@ -2,7 +2,6 @@ package rebalance
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"strings"
 
@@ -113,8 +112,8 @@ func compileFenceTx(ctx context.Context, tx pgx.Tx, m *shardmap.Map) error {
 			mask[b] = '1'
 		}
 	}
-	if err := replaceFunction(ctx, tx, fenceMaskFunc, fmt.Sprintf(`SELECT '%s'::text`, mask),
-		`RETURNS text LANGUAGE sql IMMUTABLE PARALLEL SAFE`); err != nil {
+	if err := replaceFunction(ctx, tx, fenceMaskFunc, "", `RETURNS text LANGUAGE sql IMMUTABLE PARALLEL SAFE`,
+		fmt.Sprintf(`SELECT '%s'::text`, mask)); err != nil {
 		return fmt.Errorf("fence mask: %w", err)
 	}
 	// Every role's writes call it, with their own privileges: granted here
@@ -138,11 +137,9 @@ func compileFenceTx(ctx context.Context, tx pgx.Tx, m *shardmap.Map) error {
 	}
 	for _, name := range m.TableNames() {
 		t := m.Rules.Tables[name]
-		var exists bool
-		if err := tx.QueryRow(ctx, `SELECT to_regclass($1) IS NOT NULL`, quoteIdent(t.Name)).Scan(&exists); err != nil {
+		if ok, err := tableExists(ctx, tx, t.Name); err != nil {
 			return err
-		}
-		if !exists {
+		} else if !ok {
 			continue
 		}
 		newB, err := shardmap.BucketSQL("NEW."+quoteIdent(t.Key), t.Type, m.Rules.Buckets)
@@ -179,7 +176,7 @@ BEGIN
     RETURN NEW;
 END
 `, newB, oldB, staleWriteCode, fenceMaskFunc)
-		if err := replaceFunction(ctx, tx, fenceFunc(t), body, `RETURNS trigger LANGUAGE plpgsql`); err != nil {
+		if err := replaceFunction(ctx, tx, fenceFunc(t), "", `RETURNS trigger LANGUAGE plpgsql`, body); err != nil {
 			return fmt.Errorf("fence function of %s: %w", t.Name, err)
 		}
 		// The trigger only when missing: creating one locks the table
@@ -195,21 +192,6 @@ END
 
 // fenceMaskFunc returns the shard's fence set (compileFenceTx).
 const fenceMaskFunc = "pgshard.fence_mask"
-
-// replaceFunction creates or replaces the function name() with body, unless
-// it exists with that body already: every replacement makes each session
-// that uses the function compile it (or replan what inlined it) again.
-func replaceFunction(ctx context.Context, tx pgx.Tx, name, body, decl string) error {
-	var cur *string
-	if err := tx.QueryRow(ctx, `SELECT prosrc FROM pg_proc WHERE oid = to_regproc($1)`, name).Scan(&cur); err != nil && !errors.Is(err, pgx.ErrNoRows) {
-		return err
-	}
-	if cur != nil && *cur == body {
-		return nil
-	}
-	_, err := tx.Exec(ctx, fmt.Sprintf(`CREATE OR REPLACE FUNCTION %s() %s AS $pgshard$%s$pgshard$`, name, decl, body))
-	return err
-}
 
 // ensureTrigger runs create (a CREATE TRIGGER) when table has no trigger
 // called name.

@@ -573,11 +573,9 @@ func (j *job) deleteBuckets(ctx context.Context, c *pgx.Conn) error {
 	}
 	defer func() { _, _ = c.Exec(context.WithoutCancel(ctx), `SET session_replication_role = DEFAULT`) }()
 	for _, t := range j.tables() {
-		var exists bool
-		if err := c.QueryRow(ctx, `SELECT to_regclass($1) IS NOT NULL`, quoteIdent(t.Name)).Scan(&exists); err != nil {
+		if ok, err := tableExists(ctx, c, t.Name); err != nil {
 			return err
-		}
-		if !exists {
+		} else if !ok {
 			continue
 		}
 		// One statement per table: no one else writes these rows (the
@@ -1026,5 +1024,3 @@ func (mv *Mover) cancel(ctx context.Context, info shardmap.MoveInfo) error {
 	}
 	return mv.update(ctx, info.ID, map[string]any{"state": StateCancelled})
 }
-
-func quoteLiteral(s string) string { return "'" + strings.ReplaceAll(s, "'", "''") + "'" }
