@@ -123,9 +123,10 @@ type Options struct {
 // fills free ones. It gives up quietly on errors or when ctx ends (the
 // health probe reports a shard that cannot be reached).
 //
-// A new connection first runs prime (simple protocol; errors ignored):
-// statements that load into the server process what its first clients
-// would otherwise wait for (a procedural language, the tables' metadata).
+// A new connection first runs prime (simple protocol; errors ignored),
+// unless a client is waiting for one: statements that load into the
+// server process what its first clients would otherwise wait for (a
+// procedural language, the tables' metadata).
 func (p *Pool) Warm(ctx context.Context, n int, prime string) {
 	p.mu.Lock()
 	missing := min(n, p.opts.Size) - len(p.all)
@@ -402,7 +403,8 @@ func (p *Pool) connect(ctx context.Context, prime string) (*Conn, error) {
 	if err != nil {
 		return nil, fmt.Errorf("connect to shard %s: %w", p.opts.Shard, err)
 	}
-	if prime != "" {
+	// Not when a client waits for a connection: it gets this one at once.
+	if prime != "" && p.waiting.Load() == 0 {
 		// Its own deadline, within the dial's: priming that is slow only
 		// costs this connection, and says nothing of the shard's health.
 		pctx, cancel := context.WithTimeout(ctx, primeTimeout)

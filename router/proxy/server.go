@@ -478,7 +478,13 @@ func (s *Server) SetMap(m *shardmap.Map) {
 		for _, p := range pools {
 			n = max(n, p.Stats().Open)
 		}
-		prime := primeSQL(m)
+		// Primed only ahead of the cutover: at the freeze and the switch,
+		// held writes may be waiting for these very connections, and
+		// priming would make them wait longer (seen: 0.4-1.2 s).
+		prime := ""
+		if !am.AnyFrozen() && (old == nil || !old.AnyFrozen()) {
+			prime = primeSQL(m)
+		}
 		for _, p := range pools {
 			go func() {
 				ctx, cancel := context.WithTimeout(context.Background(), time.Second)
