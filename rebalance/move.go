@@ -304,6 +304,7 @@ func (mv *Mover) endMoving(ctx context.Context, id int64, how string) (*shardmap
 		}
 		n.Moving = 0
 		n.MoveBuckets = nil
+		n.MoveTo = ""
 		return true
 	})
 }
@@ -517,6 +518,7 @@ func (j *job) prepare(ctx context.Context) error {
 		}
 		n.Moving = j.info.ID
 		n.MoveBuckets = append([]int(nil), j.info.Buckets...)
+		n.MoveTo = j.dstShard.Name
 		return true
 	})
 	if err != nil {

@@ -68,6 +68,11 @@ type Map struct {
 	// them (the target before the switch, the source after it) must not
 	// show them to statements that read every shard (HiddenOn).
 	MoveBuckets []int `json:"move_buckets,omitempty"`
+	// MoveTo is the shard the move's buckets go to (the one that holds
+	// them without owning them until the switch): proxies open
+	// connections to it ahead of the cutover. Empty in maps published
+	// before it existed.
+	MoveTo string `json:"move_to,omitempty"`
 }
 
 // Next returns a deep copy of m with Version+1, ready to be changed and
@@ -145,6 +150,9 @@ func (m *Map) Validate() error {
 	}
 	if m.Default < 0 || m.Default >= len(m.Shards) {
 		return fmt.Errorf("%w: default shard #%d of %d", ErrInvalidMap, m.Default, len(m.Shards))
+	}
+	if m.MoveTo != "" && !seen[m.MoveTo] {
+		return fmt.Errorf("%w: move to unknown shard %q", ErrInvalidMap, m.MoveTo)
 	}
 	for name, t := range m.Rules.Tables {
 		if m.Rules.Reference[name] {

@@ -109,3 +109,70 @@ func TestProbe(t *testing.T) {
 		t.Fatal("servers listed")
 	}
 }
+
+// TestWarmTakesNoSlot: while Warm waits for a shard that is slow to
+// accept, a client does not wait behind it for a slot: it dials its own
+// connection.
+func TestWarmTakesNoSlot(t *testing.T) {
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	accepted := make(chan net.Conn, 16)
+	go func() {
+		for {
+			c, err := l.Accept()
+			if err != nil {
+				return
+			}
+			accepted <- c // held open, never answered
+		}
+	}()
+	defer func() {
+		for {
+			select {
+			case c := <-accepted:
+				_ = c.Close()
+			default:
+				return
+			}
+		}
+	}()
+	p, err := New(Options{Shard: "s0", DSN: "postgres://u:pw@" + l.Addr().String() + "/db?sslmode=disable", Size: 2, AcquireTimeout: 100 * time.Millisecond, ConnectTimeout: 5 * time.Second})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer p.Close()
+	wctx, wcancel := context.WithCancel(context.Background())
+	defer wcancel()
+	done := make(chan struct{})
+	go func() { p.Warm(wctx, 2, ""); close(done) }()
+	for range 2 {
+		select {
+		case <-accepted:
+		case <-time.After(5 * time.Second):
+			t.Fatal("Warm did not dial")
+		}
+	}
+	if st := p.Stats(); st.InUse != 0 {
+		t.Fatalf("warming holds slots: %+v", st)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 300*time.Millisecond)
+	defer cancel()
+	_, err = p.Acquire(ctx)
+	if errors.Is(err, ErrTimeout) {
+		t.Fatalf("Acquire waited for the warming connections: %v", err)
+	}
+	select {
+	case <-accepted:
+	default:
+		t.Fatalf("Acquire did not dial its own connection (err %v)", err)
+	}
+	// Warm gives up with its context and leaves nothing behind.
+	wcancel()
+	<-done
+	if st := p.Stats(); st.Open != 0 || st.InUse != 0 {
+		t.Fatalf("after Warm: %+v", st)
+	}
+}
