@@ -24,10 +24,10 @@ import (
 const (
 	StepPrepared   = "prepared"   // pre-checks passed; fences installed; DDL on sharded tables locked (map.Moving)
 	StepPublished  = "published"  // publication with a bucket row filter on the source
-	StepCopied     = "copied"     // slot created with an exported snapshot; the buckets' rows copied at that snapshot (binary COPY streams over page ranges) and compared per bucket with what the target stored
+	StepCopied     = "copied"     // slot created with an exported snapshot; the buckets' rows copied at that snapshot (binary COPY streams over page ranges); their comparison per bucket with what the target stored started
 	StepSubscribed = "subscribed" // subscription on the target streaming from the slot
 	StepCaughtUp   = "caught-up"  // streaming lag under the cutover threshold
-	StepChecked    = "checked"    // while streaming, the rows of the keys changed since the copy compared at a fresh source snapshot (every row again after very many changes)
+	StepChecked    = "checked"    // while streaming, the copy's comparison passed and the rows of the keys changed since the copy compared at a fresh source snapshot (every row again after very many changes, or after a resume past the copy)
 	StepFrozen     = "frozen"     // map version with the buckets frozen; proxies hold writes to them
 	StepFenced     = "fenced"     // source rejects writes to the buckets; target has every source commit
 	StepVerified   = "verified"   // rows of the keys changed since the check equal on source and target
@@ -342,6 +342,12 @@ type job struct {
 	fromGen int
 	hashMu  sync.Mutex
 	hashes  map[string]string // rowHash per table
+	// readBack is the copy's comparison with what the target stored,
+	// running from the end of step copied; step checked waits for it.
+	// nil once it passed, or after a resume past the copy (copyCompared
+	// then says whether this process compared it).
+	readBack     *readBack
+	copyCompared bool
 }
 
 func (mv *Mover) open(ctx context.Context, info shardmap.MoveInfo) (*job, error) {
@@ -371,6 +377,10 @@ func (mv *Mover) open(ctx context.Context, info shardmap.MoveInfo) (*job, error)
 }
 
 func (j *job) close() {
+	if rb := j.readBack; rb != nil {
+		rb.cancel()
+		<-rb.done
+	}
 	_ = j.src.Close(context.Background())
 	_ = j.dst.Close(context.Background())
 }
@@ -570,10 +580,12 @@ func (j *job) count(ctx context.Context) error {
 // deleteBuckets removes the rows of the move's buckets from one shard,
 // bypassing the fence (session_replication_role = replica).
 func (j *job) deleteBuckets(ctx context.Context, c *pgx.Conn) error {
-	if _, err := c.Exec(ctx, `SET session_replication_role = replica`); err != nil {
+	if _, err := c.Exec(ctx, bulkSession); err != nil {
 		return fmt.Errorf("deleting rows needs a superuser admin_dsn: %w", err)
 	}
-	defer func() { _, _ = c.Exec(context.WithoutCancel(ctx), `SET session_replication_role = DEFAULT`) }()
+	defer func() {
+		_, _ = c.Exec(context.WithoutCancel(ctx), `SET session_replication_role = DEFAULT; RESET pgshard.bulk`)
+	}()
 	for _, t := range j.tables() {
 		if ok, err := tableExists(ctx, c, t.Name); err != nil {
 			return err
@@ -960,16 +972,23 @@ func (j *job) dropReplication(ctx context.Context) error {
 }
 
 func (j *job) cleanup(ctx context.Context) error {
+	t0 := time.Now()
 	if err := j.dropReplication(ctx); err != nil {
 		return err
 	}
+	tRepl := time.Since(t0)
 	if err := j.dropDirty(ctx); err != nil {
 		return err
 	}
+	tDirty := time.Since(t0)
 	// Only now: with the publication gone these deletes go nowhere.
 	if err := j.deleteBuckets(ctx, j.src); err != nil {
 		return fmt.Errorf("shard %s: %w", j.srcShard.Name, err)
 	}
+	tDelete := time.Since(t0)
+	defer func() {
+		j.mv.Log.Debug("cleanup", "move", j.info.ID, "replication", tRepl.Round(time.Millisecond).String(), "dirty", tDirty.Round(time.Millisecond).String(), "delete", tDelete.Round(time.Millisecond).String(), "end", time.Since(t0).Round(time.Millisecond).String())
+	}()
 	for _, c := range []*pgx.Conn{j.src, j.dst} {
 		if _, err := c.Exec(ctx, `DELETE FROM pgshard.move_marker WHERE move = $1`, j.info.ID); err != nil {
 			return err

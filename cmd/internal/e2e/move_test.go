@@ -779,6 +779,18 @@ func TestMoveThroughProxies(t *testing.T) {
 	m := mc.addS2(t)
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
+	// s2 has accounts' dirty-key trigger as a pgshard before the guard
+	// made it (no WHEN): the move replaces it.
+	for _, q := range []string{
+		`CREATE SCHEMA IF NOT EXISTS pgshard`,
+		`CREATE FUNCTION pgshard.dirty_accounts() RETURNS trigger LANGUAGE plpgsql AS $$BEGIN RETURN NULL; END$$`,
+		`CREATE TRIGGER pgshard_dirty AFTER INSERT OR UPDATE OR DELETE ON accounts FOR EACH ROW EXECUTE FUNCTION pgshard.dirty_accounts()`,
+		`ALTER TABLE accounts ENABLE REPLICA TRIGGER pgshard_dirty`,
+	} {
+		if _, err := connect(t, mc.shards[2].AdminDSN).Exec(ctx, q); err != nil {
+			t.Fatal(err)
+		}
+	}
 	pgshardBin, _ := buildBinaries(t)
 	var addrs []string
 	var procs []*exec.Cmd
@@ -916,6 +928,14 @@ func TestMoveThroughProxies(t *testing.T) {
 		if err := owner.QueryRow(ctx, fmt.Sprintf("SELECT count(*) FROM accounts WHERE id = %d", key)).Scan(&n); err != nil || n != 1 {
 			t.Fatalf("proxy %d: write to moved bucket %d not on the new owner: %d, %v", i, moving[0], n, err)
 		}
+	}
+
+	// Move 2 copied into s2 with move 1's dirty-key triggers in place: they
+	// carry the guard that keeps the copy from firing them (accounts' old
+	// trigger too, replaced).
+	var guarded int
+	if err := connect(t, mc.shards[2].AdminDSN).QueryRow(ctx, `SELECT count(*) FROM pg_trigger WHERE tgname = 'pgshard_dirty' AND pg_get_triggerdef(oid) LIKE '%pgshard.bulk%'`).Scan(&guarded); err != nil || guarded != 2 {
+		t.Fatalf("guarded dirty-key triggers on s2: %d, %v", guarded, err)
 	}
 
 	// What the proxies measured of their holds.
