@@ -178,7 +178,12 @@ func copyReference(ctx context.Context, sc, dc *pgx.Conn, table string) error {
 	pr, pw := io.Pipe()
 	errc := make(chan error, 1)
 	go func() {
-		_, err := stx.Conn().PgConn().CopyTo(ctx, pw, fmt.Sprintf(`COPY %s TO STDOUT (FORMAT binary)`, quoteIdent(table)))
+		// In chunks: the source sends a message per row (see copyOutChunk).
+		bw := bufio.NewWriterSize(pw, copyOutChunk)
+		_, err := stx.Conn().PgConn().CopyTo(ctx, bw, fmt.Sprintf(`COPY %s TO STDOUT (FORMAT binary)`, quoteIdent(table)))
+		if err == nil {
+			err = bw.Flush()
+		}
 		pw.CloseWithError(err)
 		errc <- err
 	}()
