@@ -18,9 +18,9 @@ import (
 
 // copyStreams is how many COPY streams run at once per table (ranges of
 // its pages). Mover.CopyStreams; by default 1: on 2 cores shared with the
-// application, two streams copied no faster (500,000 rows: 6.5-8.7 s with
-// two, 5.8-8.3 s with one) and the p99 of other writes during the copy was
-// 33-45 ms with two (3 runs) against 13-38 ms with one (5 runs).
+// application, two streams copied slower (500,000 rows: step copied took
+// 4.8-4.9 s with two, 3.1 s with one) and the p99 of other writes during
+// the copy was 9-11 ms with two against 5-9 ms with one.
 func (j *job) copyStreams() int {
 	if j.mv.CopyStreams > 0 {
 		return j.mv.CopyStreams
