@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
 
 	"github.com/pgshard/pgshard/shardmap"
 )
@@ -202,9 +203,6 @@ END
 `, body)); err != nil {
 		return fmt.Errorf("dirty-key function for %s: %w", t.Name, err)
 	}
-	if !create {
-		return nil
-	}
 	var enabled string
 	var guarded bool
 	err := tx.QueryRow(ctx, `SELECT tgenabled::text, tgqual IS NOT NULL FROM pg_trigger WHERE tgrelid = $1::regclass AND tgname = 'pgshard_dirty'`, quoteIdent(t.Name)).Scan(&enabled, &guarded)
@@ -213,14 +211,19 @@ END
 	}
 	missing := errors.Is(err, pgx.ErrNoRows)
 	if !missing && !guarded {
-		// Made by a pgshard before the guard: once, replaced.
-		if _, err := tx.Exec(ctx, fmt.Sprintf(`DROP TRIGGER pgshard_dirty ON %s`, quoteIdent(t.Name))); err != nil {
+		// Made by a pgshard before the guard: replaced, once, if the
+		// table's lock comes within a second; else kept (it records the
+		// same keys, only slower), and tried again at the next move.
+		if err := guardDirtyTrigger(ctx, tx, t); err != nil {
 			return fmt.Errorf("dirty-key trigger on %s: %w", t.Name, err)
 		}
-		missing, enabled = true, ""
+		return nil
+	}
+	if !create {
+		return nil
 	}
 	if missing {
-		if _, err := tx.Exec(ctx, fmt.Sprintf(`CREATE TRIGGER pgshard_dirty AFTER INSERT OR UPDATE OR DELETE ON %s FOR EACH ROW WHEN (%s) EXECUTE FUNCTION %s()`, quoteIdent(t.Name), dirtyGuard, dirtyFunc(t))); err != nil {
+		if _, err := tx.Exec(ctx, createDirtyTrigger(t)); err != nil {
 			return fmt.Errorf("dirty-key trigger on %s: %w", t.Name, err)
 		}
 	}
@@ -230,6 +233,29 @@ END
 		}
 	}
 	return nil
+}
+
+func createDirtyTrigger(t shardmap.Table) string {
+	return fmt.Sprintf(`CREATE TRIGGER pgshard_dirty AFTER INSERT OR UPDATE OR DELETE ON %s FOR EACH ROW WHEN (%s) EXECUTE FUNCTION %s()`, quoteIdent(t.Name), dirtyGuard, dirtyFunc(t))
+}
+
+// guardDirtyTrigger replaces t's unguarded dirty-key trigger with a
+// guarded one (enabled for the replica role), in a savepoint of tx: on
+// lock_timeout the old one stays.
+func guardDirtyTrigger(ctx context.Context, tx pgx.Tx, t shardmap.Table) error {
+	if _, err := tx.Exec(ctx, `SAVEPOINT pgshard_guard; SET LOCAL lock_timeout = '1s'`); err != nil {
+		return err
+	}
+	_, err := tx.Exec(ctx, fmt.Sprintf(`DROP TRIGGER pgshard_dirty ON %[1]s; %[2]s; ALTER TABLE %[1]s ENABLE REPLICA TRIGGER pgshard_dirty`, quoteIdent(t.Name), createDirtyTrigger(t)))
+	if pe := (*pgconn.PgError)(nil); errors.As(err, &pe) && pe.Code == "55P03" {
+		_, err = tx.Exec(ctx, `ROLLBACK TO SAVEPOINT pgshard_guard; RELEASE SAVEPOINT pgshard_guard`)
+		return err
+	}
+	if err != nil {
+		return err
+	}
+	_, err = tx.Exec(ctx, `RELEASE SAVEPOINT pgshard_guard; SET LOCAL lock_timeout TO DEFAULT`)
+	return err
 }
 
 // dropDirty ends the move's dirty set: the triggers' function no longer

@@ -143,7 +143,7 @@ func (j *job) eachStream(ctx context.Context, c *pgx.Conn, fn func(copyStream) e
 		if err != nil {
 			return err
 		}
-		j.mv.Log.Debug("copy streams", "move", j.info.ID, "table", t.Name, "ranges", ranges)
+		j.mv.Log.Debug("copy streams", "move", j.id, "table", t.Name, "ranges", ranges)
 		for _, r := range ranges {
 			streams = append(streams, copyStream{t.Name, r})
 		}
@@ -374,7 +374,7 @@ func (j *job) startReadBack(ctx context.Context, src map[string]sums, rows int64
 			err = compareSums(src, dst.m)
 		}
 		rb.err, rb.took = err, time.Since(t0)
-		j.mv.Log.Debug("copy compared", "move", j.info.ID, "buckets_with_rows", len(src), "rows", rows, "read_back", rb.took.Round(time.Millisecond).String(), "err", err)
+		j.mv.Log.Debug("copy compared", "move", j.id, "buckets_with_rows", len(src), "rows", rows, "read_back", rb.took.Round(time.Millisecond).String(), "err", err)
 	}()
 	return nil
 }

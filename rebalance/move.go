@@ -318,6 +318,12 @@ func shardConn(ctx context.Context, s shardmap.Shard) (*pgx.Conn, error) {
 		return nil, fmt.Errorf("shard %s: %w", s.Name, err)
 	}
 	cfg.RuntimeParams["pgshard.mover"] = "on"
+	// The move's sessions run long statements (the copy, the deletes) and
+	// hold transactions open while others work (the read-back's exported
+	// snapshot): timeouts set for the application on the shard must not
+	// end them (pg_dump does the same).
+	cfg.RuntimeParams["statement_timeout"] = "0"
+	cfg.RuntimeParams["idle_in_transaction_session_timeout"] = "0"
 	c, err := pgx.ConnectConfig(ctx, cfg)
 	if err != nil {
 		return nil, fmt.Errorf("shard %s: %w", s.Name, err)
@@ -328,6 +334,7 @@ func shardConn(ctx context.Context, s shardmap.Shard) (*pgx.Conn, error) {
 // job is one move being run.
 type job struct {
 	mv       *Mover
+	id       int64 // info.ID, for what runs beside the steps (info is replaced by progress)
 	info     shardmap.MoveInfo
 	m        *shardmap.Map // newest map seen
 	src, dst *pgx.Conn
@@ -355,7 +362,7 @@ func (mv *Mover) open(ctx context.Context, info shardmap.MoveInfo) (*job, error)
 	if err != nil {
 		return nil, err
 	}
-	j := &job{mv: mv, info: info, m: m, name: fmt.Sprintf("pgshard_move_%d", info.ID)}
+	j := &job{mv: mv, id: info.ID, info: info, m: m, name: fmt.Sprintf("pgshard_move_%d", info.ID)}
 	si, di := m.ShardIndex(info.Source), m.ShardIndex(info.Target)
 	if si < 0 || di < 0 {
 		return nil, fmt.Errorf("shard %s or %s is not in map version %d", info.Source, info.Target, m.Version)
@@ -523,9 +530,11 @@ func (j *job) prepare(ctx context.Context) error {
 		return err
 	}
 	m, err := j.mv.publish(ctx, fmt.Sprintf("move %d: lock DDL", j.info.ID), func(n *shardmap.Map) bool {
-		if n.Moving == j.info.ID {
+		if n.Moving == j.info.ID && n.MoveTo != "" {
 			return false
 		}
+		// (MoveTo empty with Moving set: prepared by a shardctl before
+		// MoveTo existed, resumed by this one.)
 		n.Moving = j.info.ID
 		n.MoveBuckets = append([]int(nil), j.info.Buckets...)
 		n.MoveTo = j.dstShard.Name

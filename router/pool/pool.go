@@ -189,12 +189,12 @@ func (p *Pool) warmOne(ctx context.Context, prime string) {
 	}
 	now := time.Now()
 	c.since = now
+	p.open.Add(1) // before a client can take it, and close count it out
+	p.dials.Add(1)
 	p.all[c] = struct{}{}
 	p.idle = append(p.idle, c)
 	p.mu.Unlock()
 	p.lastOK.Store(now.UnixNano())
-	p.dials.Add(1)
-	p.open.Add(1)
 }
 
 // Pool is a bounded pool of server connections to one shard.

@@ -475,7 +475,8 @@ func (s *Server) SetMap(m *shardmap.Map) {
 // busiest pool of their current owners has open (the clients of the
 // moving buckets may all follow them), at least warmConns. It does so
 // when the move starts, seconds before the cutover, and again, for what
-// is missing, at the freeze and the switch. Only the target: warming
+// is missing, at the freeze; not from the switch on, when the writes
+// have gone to the target already. Only the target: warming
 // every pool of every proxy at once is a burst of server processes and
 // authentications that itself delayed the writes (seen: dials of
 // 0.2-0.6 s on 2 cores).
