@@ -212,8 +212,9 @@ END
 	missing := errors.Is(err, pgx.ErrNoRows)
 	if !missing && !guarded {
 		// Made by a pgshard before the guard: replaced, once, if the
-		// table's lock comes within a second; else kept (it records the
-		// same keys, only slower), and tried again at the next move.
+		// table's lock comes within 50 ms (the application's writes
+		// queue behind the wait); else kept (it records the same keys,
+		// only slower), and tried again at the next move.
 		if err := guardDirtyTrigger(ctx, tx, t); err != nil {
 			return fmt.Errorf("dirty-key trigger on %s: %w", t.Name, err)
 		}
@@ -243,7 +244,7 @@ func createDirtyTrigger(t shardmap.Table) string {
 // guarded one (enabled for the replica role), in a savepoint of tx: on
 // lock_timeout the old one stays.
 func guardDirtyTrigger(ctx context.Context, tx pgx.Tx, t shardmap.Table) error {
-	if _, err := tx.Exec(ctx, `SAVEPOINT pgshard_guard; SET LOCAL lock_timeout = '1s'`); err != nil {
+	if _, err := tx.Exec(ctx, `SAVEPOINT pgshard_guard; SET LOCAL lock_timeout = '50ms'`); err != nil {
 		return err
 	}
 	_, err := tx.Exec(ctx, fmt.Sprintf(`DROP TRIGGER pgshard_dirty ON %[1]s; %[2]s; ALTER TABLE %[1]s ENABLE REPLICA TRIGGER pgshard_dirty`, quoteIdent(t.Name), createDirtyTrigger(t)))
