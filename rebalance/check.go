@@ -192,7 +192,8 @@ const dirtyGuard = `current_setting('pgshard.bulk', true) IS DISTINCT FROM 'on'`
 // dirtyGuard); the fence triggers do not fire in the replica role either.
 const bulkSession = `SET session_replication_role = replica; SET pgshard.bulk = on`
 
-// dirtyTrigger sets the body of t's dirty-key function and, with create,
+// dirtyTrigger sets the body of t's dirty-key function, replaces the
+// trigger if an older pgshard made it without dirtyGuard and, with create,
 // creates the REPLICA trigger that calls it if it is missing.
 func dirtyTrigger(ctx context.Context, tx pgx.Tx, t shardmap.Table, body string, create bool) error {
 	if err := replaceFunction(ctx, tx, dirtyFunc(t), "", `RETURNS trigger LANGUAGE plpgsql`, fmt.Sprintf(`
@@ -215,10 +216,13 @@ END
 		// table's lock comes within 50 ms (the application's writes
 		// queue behind the wait); else kept (it records the same keys,
 		// only slower), and tried again at the next move.
-		if err := guardDirtyTrigger(ctx, tx, t); err != nil {
+		replaced, err := guardDirtyTrigger(ctx, tx, t)
+		if err != nil {
 			return fmt.Errorf("dirty-key trigger on %s: %w", t.Name, err)
 		}
-		return nil
+		if replaced {
+			enabled = "R"
+		}
 	}
 	if !create {
 		return nil
@@ -243,20 +247,20 @@ func createDirtyTrigger(t shardmap.Table) string {
 // guardDirtyTrigger replaces t's unguarded dirty-key trigger with a
 // guarded one (enabled for the replica role), in a savepoint of tx: on
 // lock_timeout the old one stays.
-func guardDirtyTrigger(ctx context.Context, tx pgx.Tx, t shardmap.Table) error {
+func guardDirtyTrigger(ctx context.Context, tx pgx.Tx, t shardmap.Table) (replaced bool, err error) {
 	if _, err := tx.Exec(ctx, `SAVEPOINT pgshard_guard; SET LOCAL lock_timeout = '50ms'`); err != nil {
-		return err
+		return false, err
 	}
-	_, err := tx.Exec(ctx, fmt.Sprintf(`DROP TRIGGER pgshard_dirty ON %[1]s; %[2]s; ALTER TABLE %[1]s ENABLE REPLICA TRIGGER pgshard_dirty`, quoteIdent(t.Name), createDirtyTrigger(t)))
+	_, err = tx.Exec(ctx, fmt.Sprintf(`DROP TRIGGER pgshard_dirty ON %[1]s; %[2]s; ALTER TABLE %[1]s ENABLE REPLICA TRIGGER pgshard_dirty`, quoteIdent(t.Name), createDirtyTrigger(t)))
 	if pe := (*pgconn.PgError)(nil); errors.As(err, &pe) && pe.Code == "55P03" {
 		_, err = tx.Exec(ctx, `ROLLBACK TO SAVEPOINT pgshard_guard; RELEASE SAVEPOINT pgshard_guard`)
-		return err
+		return false, err
 	}
 	if err != nil {
-		return err
+		return false, err
 	}
 	_, err = tx.Exec(ctx, `RELEASE SAVEPOINT pgshard_guard; SET LOCAL lock_timeout TO DEFAULT`)
-	return err
+	return err == nil, err
 }
 
 // dropDirty ends the move's dirty set: the triggers' function no longer

@@ -1135,3 +1135,70 @@ func TestMovePrecheck(t *testing.T) {
 		t.Fatal(err)
 	}
 }
+
+// TestMoveKeepsLockedOldTrigger: a dirty-key trigger made by a pgshard
+// before the WHEN guard, on a target table another session holds a lock
+// on, is not replaced (the move does not queue writes behind the lock);
+// the move still completes under writes, with the old trigger recording
+// the changed keys. Once the lock is gone, the next move replaces it.
+func TestMoveKeepsLockedOldTrigger(t *testing.T) {
+	mc := newMoveCluster(t, "move_oldtrig", 500)
+	m := mc.addS2(t)
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	admin := connect(t, mc.shards[2].AdminDSN)
+	for _, q := range []string{
+		`CREATE SCHEMA IF NOT EXISTS pgshard`,
+		`CREATE FUNCTION pgshard.dirty_accounts() RETURNS trigger LANGUAGE plpgsql AS $$BEGIN RETURN NULL; END$$`,
+		`CREATE TRIGGER pgshard_dirty AFTER INSERT OR UPDATE OR DELETE ON accounts FOR EACH ROW EXECUTE FUNCTION pgshard.dirty_accounts()`,
+		`ALTER TABLE accounts ENABLE REPLICA TRIGGER pgshard_dirty`,
+	} {
+		if _, err := admin.Exec(ctx, q); err != nil {
+			t.Fatal(err)
+		}
+	}
+	guarded := func() bool {
+		var g bool
+		if err := admin.QueryRow(ctx, `SELECT tgqual IS NOT NULL FROM pg_trigger WHERE tgname = 'pgshard_dirty' AND tgrelid = 'accounts'::regclass`).Scan(&g); err != nil {
+			t.Fatal(err)
+		}
+		return g
+	}
+	// A reader on s2 keeps accounts locked (ACCESS SHARE) for the whole
+	// first move: only the trigger's replacement conflicts with it.
+	holder := connect(t, mc.shards[2].AdminDSN)
+	tx, err := holder.Begin(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := tx.Exec(ctx, `LOCK TABLE accounts IN ACCESS SHARE MODE`); err != nil {
+		t.Fatal(err)
+	}
+	w := newRoutedWriter(t, mc)
+	go w.watch(ctx)
+	stopWriters := w.start(ctx, t, 2)
+	moves := rebalance.Plan(m)
+	mv := &rebalance.Mover{Cat: mc.cat, Log: testLogger(t)}
+	if _, err := mv.Create(ctx, m, moves[:1]); err != nil {
+		t.Fatal(err)
+	}
+	if err := mv.Resume(ctx); err != nil {
+		t.Fatalf("move with the old trigger's table locked: %v", err)
+	}
+	if guarded() {
+		t.Fatal("the old trigger was replaced although its table was locked")
+	}
+	_ = tx.Rollback(ctx)
+	m, _ = mc.cat.Current(ctx)
+	if _, err := mv.Create(ctx, m, rebalance.Plan(m)[:1]); err != nil {
+		t.Fatal(err)
+	}
+	if err := mv.Resume(ctx); err != nil {
+		t.Fatal(err)
+	}
+	stopWriters()
+	if !guarded() {
+		t.Fatal("the old trigger was not replaced once its table was free")
+	}
+	mc.check(t, w)
+}
