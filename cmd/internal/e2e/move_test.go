@@ -781,16 +781,7 @@ func TestMoveThroughProxies(t *testing.T) {
 	defer cancel()
 	// s2 has accounts' dirty-key trigger as a pgshard before the guard
 	// made it (no WHEN): the move replaces it.
-	for _, q := range []string{
-		`CREATE SCHEMA IF NOT EXISTS pgshard`,
-		`CREATE FUNCTION pgshard.dirty_accounts() RETURNS trigger LANGUAGE plpgsql AS $$BEGIN RETURN NULL; END$$`,
-		`CREATE TRIGGER pgshard_dirty AFTER INSERT OR UPDATE OR DELETE ON accounts FOR EACH ROW EXECUTE FUNCTION pgshard.dirty_accounts()`,
-		`ALTER TABLE accounts ENABLE REPLICA TRIGGER pgshard_dirty`,
-	} {
-		if _, err := connect(t, mc.shards[2].AdminDSN).Exec(ctx, q); err != nil {
-			t.Fatal(err)
-		}
-	}
+	mc.plantOldDirtyTrigger(t)
 	pgshardBin, _ := buildBinaries(t)
 	var addrs []string
 	var procs []*exec.Cmd
@@ -1146,17 +1137,8 @@ func TestMoveKeepsLockedOldTrigger(t *testing.T) {
 	m := mc.addS2(t)
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
+	mc.plantOldDirtyTrigger(t)
 	admin := connect(t, mc.shards[2].AdminDSN)
-	for _, q := range []string{
-		`CREATE SCHEMA IF NOT EXISTS pgshard`,
-		`CREATE FUNCTION pgshard.dirty_accounts() RETURNS trigger LANGUAGE plpgsql AS $$BEGIN RETURN NULL; END$$`,
-		`CREATE TRIGGER pgshard_dirty AFTER INSERT OR UPDATE OR DELETE ON accounts FOR EACH ROW EXECUTE FUNCTION pgshard.dirty_accounts()`,
-		`ALTER TABLE accounts ENABLE REPLICA TRIGGER pgshard_dirty`,
-	} {
-		if _, err := admin.Exec(ctx, q); err != nil {
-			t.Fatal(err)
-		}
-	}
 	guarded := func() bool {
 		var g bool
 		if err := admin.QueryRow(ctx, `SELECT tgqual IS NOT NULL FROM pg_trigger WHERE tgname = 'pgshard_dirty' AND tgrelid = 'accounts'::regclass`).Scan(&g); err != nil {
@@ -1201,4 +1183,21 @@ func TestMoveKeepsLockedOldTrigger(t *testing.T) {
 		t.Fatal("the old trigger was not replaced once its table was free")
 	}
 	mc.check(t, w)
+}
+
+// plantOldDirtyTrigger gives s2's accounts the dirty-key trigger a pgshard
+// made before the WHEN guard, enabled for the replica role.
+func (mc *moveCluster) plantOldDirtyTrigger(t *testing.T) {
+	t.Helper()
+	c := connect(t, mc.shards[2].AdminDSN)
+	for _, q := range []string{
+		`CREATE SCHEMA IF NOT EXISTS pgshard`,
+		`CREATE FUNCTION pgshard.dirty_accounts() RETURNS trigger LANGUAGE plpgsql AS $$BEGIN RETURN NULL; END$$`,
+		`CREATE TRIGGER pgshard_dirty AFTER INSERT OR UPDATE OR DELETE ON accounts FOR EACH ROW EXECUTE FUNCTION pgshard.dirty_accounts()`,
+		`ALTER TABLE accounts ENABLE REPLICA TRIGGER pgshard_dirty`,
+	} {
+		if _, err := c.Exec(context.Background(), q); err != nil {
+			t.Fatal(err)
+		}
+	}
 }
