@@ -263,6 +263,29 @@ func guardDirtyTrigger(ctx context.Context, tx pgx.Tx, t shardmap.Table) (replac
 	return err == nil, err
 }
 
+// guardOldTriggers replaces, on the shard of c, the dirty-key triggers an
+// older pgshard made without dirtyGuard (the shard was a move's target),
+// as dirtyTrigger does: before the cleanup's deletes on a source, which
+// would fire them for every row.
+func (j *job) guardOldTriggers(ctx context.Context, c *pgx.Conn) error {
+	return pgx.BeginFunc(ctx, c, func(tx pgx.Tx) error {
+		for _, t := range j.tables() {
+			var old bool
+			err := tx.QueryRow(ctx, `SELECT tgqual IS NULL FROM pg_trigger WHERE tgrelid = to_regclass($1) AND tgname = 'pgshard_dirty'`, quoteIdent(t.Name)).Scan(&old)
+			if errors.Is(err, pgx.ErrNoRows) || (err == nil && !old) {
+				continue
+			}
+			if err == nil {
+				_, err = guardDirtyTrigger(ctx, tx, t)
+			}
+			if err != nil {
+				return fmt.Errorf("dirty-key trigger on %s: %w", t.Name, err)
+			}
+		}
+		return nil
+	})
+}
+
 // dropDirty ends the move's dirty set: the triggers' function no longer
 // records anything (the triggers stay, see installDirty) and the move's
 // keys are deleted.

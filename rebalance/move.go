@@ -990,6 +990,9 @@ func (j *job) cleanup(ctx context.Context) error {
 		return err
 	}
 	tDirty := time.Since(t0)
+	if err := j.guardOldTriggers(ctx, j.src); err != nil {
+		return err
+	}
 	// Only now: with the publication gone these deletes go nowhere.
 	if err := j.deleteBuckets(ctx, j.src); err != nil {
 		return fmt.Errorf("shard %s: %w", j.srcShard.Name, err)

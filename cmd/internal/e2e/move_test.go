@@ -781,7 +781,7 @@ func TestMoveThroughProxies(t *testing.T) {
 	defer cancel()
 	// s2 has accounts' dirty-key trigger as a pgshard before the guard
 	// made it (no WHEN): the move replaces it.
-	mc.plantOldDirtyTrigger(t)
+	mc.plantOldDirtyTrigger(t, 2)
 	pgshardBin, _ := buildBinaries(t)
 	var addrs []string
 	var procs []*exec.Cmd
@@ -1131,21 +1131,27 @@ func TestMovePrecheck(t *testing.T) {
 // before the WHEN guard, on a target table another session holds a lock
 // on, is not replaced (the move does not queue writes behind the lock);
 // the move still completes under writes, with the old trigger recording
-// the changed keys. Once the lock is gone, the next move replaces it.
+// the changed keys. Once the lock is gone, the next move replaces it. The
+// source's old trigger (a shard that was a target before) is replaced
+// before the cleanup deletes the moved rows.
 func TestMoveKeepsLockedOldTrigger(t *testing.T) {
 	mc := newMoveCluster(t, "move_oldtrig", 500)
 	m := mc.addS2(t)
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
-	mc.plantOldDirtyTrigger(t)
+	// On the target, and on the source (once a target): the cleanup's
+	// deletes there would fire it for every row.
+	mc.plantOldDirtyTrigger(t, 2)
+	mc.plantOldDirtyTrigger(t, 0)
 	admin := connect(t, mc.shards[2].AdminDSN)
-	guarded := func() bool {
+	guardedOn := func(c *pgx.Conn) bool {
 		var g bool
-		if err := admin.QueryRow(ctx, `SELECT tgqual IS NOT NULL FROM pg_trigger WHERE tgname = 'pgshard_dirty' AND tgrelid = 'accounts'::regclass`).Scan(&g); err != nil {
+		if err := c.QueryRow(ctx, `SELECT tgqual IS NOT NULL FROM pg_trigger WHERE tgname = 'pgshard_dirty' AND tgrelid = 'accounts'::regclass`).Scan(&g); err != nil {
 			t.Fatal(err)
 		}
 		return g
 	}
+	guarded := func() bool { return guardedOn(admin) }
 	// A reader on s2 keeps accounts locked (ACCESS SHARE) for the whole
 	// first move: only the trigger's replacement conflicts with it.
 	holder := connect(t, mc.shards[2].AdminDSN)
@@ -1170,6 +1176,9 @@ func TestMoveKeepsLockedOldTrigger(t *testing.T) {
 	if guarded() {
 		t.Fatal("the old trigger was replaced although its table was locked")
 	}
+	if moves[0].From != "s0" || !guardedOn(connect(t, mc.shards[0].AdminDSN)) {
+		t.Fatalf("move %+v: the source's old trigger was not replaced before the cleanup", moves[0])
+	}
 	_ = tx.Rollback(ctx)
 	m, _ = mc.cat.Current(ctx)
 	if _, err := mv.Create(ctx, m, rebalance.Plan(m)[:1]); err != nil {
@@ -1185,11 +1194,11 @@ func TestMoveKeepsLockedOldTrigger(t *testing.T) {
 	mc.check(t, w)
 }
 
-// plantOldDirtyTrigger gives s2's accounts the dirty-key trigger a pgshard
-// made before the WHEN guard, enabled for the replica role.
-func (mc *moveCluster) plantOldDirtyTrigger(t *testing.T) {
+// plantOldDirtyTrigger gives accounts on shard i the dirty-key trigger a
+// pgshard made before the WHEN guard, enabled for the replica role.
+func (mc *moveCluster) plantOldDirtyTrigger(t *testing.T, i int) {
 	t.Helper()
-	c := connect(t, mc.shards[2].AdminDSN)
+	c := connect(t, mc.shards[i].AdminDSN)
 	for _, q := range []string{
 		`CREATE SCHEMA IF NOT EXISTS pgshard`,
 		`CREATE FUNCTION pgshard.dirty_accounts() RETURNS trigger LANGUAGE plpgsql AS $$BEGIN RETURN NULL; END$$`,
