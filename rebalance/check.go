@@ -480,9 +480,11 @@ func (j *job) recheck(ctx context.Context) (int, error) {
 	if _, err := stx.Exec(ctx, `SELECT 1`); err != nil { // the snapshot
 		return 0, err
 	}
+	tSnap := time.Since(t0)
 	if err := j.marker(ctx); err != nil {
 		return 0, err
 	}
+	tMarker := time.Since(t0)
 	var keys map[string][]string
 	var n int
 	var dst, src map[string]sums
@@ -512,7 +514,7 @@ func (j *job) recheck(ctx context.Context) (int, error) {
 		}
 	}
 	j.fromGen = gen
-	j.mv.Log.Debug("recheck", "move", j.info.ID, "generation", gen, "keys", n, "took", time.Since(t0).Round(time.Millisecond).String())
+	j.mv.Log.Debug("recheck", "move", j.info.ID, "generation", gen, "keys", n, "snapshot", tSnap.Round(time.Millisecond).String(), "marker", tMarker.Round(time.Millisecond).String(), "took", time.Since(t0).Round(time.Millisecond).String())
 	return n, nil
 }
 
