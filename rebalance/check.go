@@ -204,13 +204,10 @@ END
 `, body)); err != nil {
 		return fmt.Errorf("dirty-key function for %s: %w", t.Name, err)
 	}
-	var enabled string
-	var guarded bool
-	err := tx.QueryRow(ctx, `SELECT tgenabled::text, tgqual IS NOT NULL FROM pg_trigger WHERE tgrelid = $1::regclass AND tgname = 'pgshard_dirty'`, quoteIdent(t.Name)).Scan(&enabled, &guarded)
-	if err != nil && !errors.Is(err, pgx.ErrNoRows) {
+	enabled, guarded, missing, err := dirtyTriggerState(ctx, tx, t)
+	if err != nil {
 		return err
 	}
-	missing := errors.Is(err, pgx.ErrNoRows)
 	if !missing && !guarded {
 		// Made by a pgshard before the guard: replaced, once, if the
 		// table's lock comes within 50 ms (the application's writes
@@ -238,6 +235,17 @@ END
 		}
 	}
 	return nil
+}
+
+// dirtyTriggerState says whether t has its dirty-key trigger (missing),
+// for which role it is enabled (pg_trigger.tgenabled) and whether it has
+// dirtyGuard (or any WHEN condition: only pgshard makes it).
+func dirtyTriggerState(ctx context.Context, q querier, t shardmap.Table) (enabled string, guarded, missing bool, err error) {
+	err = q.QueryRow(ctx, `SELECT tgenabled::text, tgqual IS NOT NULL FROM pg_trigger WHERE tgrelid = to_regclass($1) AND tgname = 'pgshard_dirty'`, quoteIdent(t.Name)).Scan(&enabled, &guarded)
+	if errors.Is(err, pgx.ErrNoRows) {
+		return "", false, true, nil
+	}
+	return enabled, guarded, false, err
 }
 
 func createDirtyTrigger(t shardmap.Table) string {
@@ -270,12 +278,8 @@ func guardDirtyTrigger(ctx context.Context, tx pgx.Tx, t shardmap.Table) (replac
 func (j *job) guardOldTriggers(ctx context.Context, c *pgx.Conn) error {
 	return pgx.BeginFunc(ctx, c, func(tx pgx.Tx) error {
 		for _, t := range j.tables() {
-			var old bool
-			err := tx.QueryRow(ctx, `SELECT tgqual IS NULL FROM pg_trigger WHERE tgrelid = to_regclass($1) AND tgname = 'pgshard_dirty'`, quoteIdent(t.Name)).Scan(&old)
-			if errors.Is(err, pgx.ErrNoRows) || (err == nil && !old) {
-				continue
-			}
-			if err == nil {
+			_, guarded, missing, err := dirtyTriggerState(ctx, tx, t)
+			if err == nil && !missing && !guarded {
 				_, err = guardDirtyTrigger(ctx, tx, t)
 			}
 			if err != nil {

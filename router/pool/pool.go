@@ -127,9 +127,9 @@ type Options struct {
 // health probe reports a shard that cannot be reached).
 //
 // A new connection first runs prime (simple protocol; errors ignored),
-// unless a client is waiting for one: statements that load into the
-// server process what its first clients would otherwise wait for (a
-// procedural language, the tables' metadata).
+// unless clients wait for a slot: statements that load into the server
+// process what its first clients would otherwise wait for (a procedural
+// language, the tables' metadata).
 func (p *Pool) Warm(ctx context.Context, n int, prime string) {
 	p.mu.Lock()
 	missing := min(n, p.opts.Size) - len(p.all) - p.warming
@@ -387,7 +387,7 @@ func (p *Pool) take(ctx context.Context) (*Conn, error) {
 			return nil, fmt.Errorf("%w: %v (checked %v ago)", ErrShardDown, h.Err, time.Since(h.At).Round(time.Millisecond))
 		}
 	}
-	c, err := p.dial(ctx, "")
+	c, err := p.dial(ctx)
 	if err != nil {
 		<-p.sem
 		return nil, err
@@ -424,12 +424,11 @@ func (p *Pool) Watch(ctx context.Context, interval time.Duration) {
 	}
 }
 
-func (p *Pool) dial(ctx context.Context, prime string) (*Conn, error) {
-	c, err := p.connect(ctx, prime)
+// dial opens a connection for a client (who holds a slot for it).
+func (p *Pool) dial(ctx context.Context) (*Conn, error) {
+	c, err := p.connect(ctx, "")
 	if err != nil {
-		if !errors.Is(err, errPrime) {
-			p.lastErr.Store(&dialError{err: err, at: time.Now()})
-		}
+		p.lastErr.Store(&dialError{err: err, at: time.Now()})
 		return nil, err
 	}
 	now := time.Now()
@@ -448,7 +447,8 @@ func (p *Pool) connect(ctx context.Context, prime string) (*Conn, error) {
 	if err != nil {
 		return nil, fmt.Errorf("connect to shard %s: %w", p.opts.Shard, err)
 	}
-	// Not when a client waits for a connection: it gets this one at once.
+	// Not when clients wait for a slot: the pool is full, and this
+	// connection will be closed for want of room rather than used.
 	if prime != "" && p.waiting.Load() == 0 {
 		// Its own deadline, within the dial's: priming that is slow only
 		// costs this connection, and says nothing of the shard's health.

@@ -481,14 +481,13 @@ func (s *Server) SetMap(m *shardmap.Map) {
 // authentications that itself delayed the writes (seen: dials of
 // 0.2-0.6 s on 2 cores).
 //
-// Connections are primed only ahead of the cutover: at the freeze and
-// the switch, held writes may be waiting for these very connections.
+// Connections are primed only ahead of the cutover: at the freeze, held
+// writes may soon be waiting for these very connections.
 func (s *Server) warmForMove(m *shardmap.Map, cutover bool) {
-	to := m.ShardIndex(m.MoveTo)
-	if to < 0 {
+	to, target := m.ShardIndex(m.MoveTo), s.poolNamed(m.MoveTo)
+	if to < 0 || target == nil {
 		return
 	}
-	target := s.poolNamed(m.MoveTo)
 	n := warmConns
 	for _, b := range m.MoveBuckets {
 		if b < 0 || b >= len(m.Owner) {
@@ -499,9 +498,6 @@ func (s *Server) warmForMove(m *shardmap.Map, cutover bool) {
 		} else if p := s.poolNamed(m.Shards[o].Name); p != nil {
 			n = max(n, p.Stats().Open)
 		}
-	}
-	if target == nil {
-		return
 	}
 	prime, timeout := "", time.Second
 	if !cutover {
