@@ -1,0 +1,302 @@
+package evloop
+
+import (
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"os"
+	"sync"
+	"sync/atomic"
+	"syscall"
+	"time"
+	"unsafe"
+
+	"golang.org/x/sys/unix"
+)
+
+// pollSlice bounds one poll(2) of a Conn outside a loop, so that a deadline
+// set by another goroutine is seen within it.
+const pollSlice = 100 * time.Millisecond
+
+// Conn is a stream socket (TCP or Unix) as a net.Conn whose waits go
+// through the loop of the coroutine it is bound to (Bind), or poll(2) when
+// it is not bound to an attached coroutine.
+type Conn struct {
+	fd           int
+	id           uint64
+	laddr, raddr net.Addr
+
+	co   atomic.Pointer[Co]   // bound coroutine, nil when none
+	loop atomic.Pointer[Loop] // the epoll the fd is registered with, nil when none
+
+	rw, ww   atomic.Pointer[Co] // coroutine waiting to read / write (set by its loop)
+	wgen     atomic.Uint64      // bumped at every wait, to drop stale timers
+	rdl, wdl atomic.Int64       // deadlines, unix nanos; 0: none
+
+	mu     sync.Mutex
+	refs   int  // Reads and Writes under way (guarded by mu)
+	closed bool // guarded by mu; also read atomically through isClosed
+	cflag  atomic.Bool
+}
+
+var _ net.Conn = (*Conn)(nil)
+
+// Wrap takes over nc's socket: it duplicates the descriptor, closes nc
+// (which leaves the runtime's poller) and returns a Conn on the duplicate.
+// nc must be a *net.TCPConn or *net.UnixConn with no data buffered above
+// it.
+func (g *Group) Wrap(nc net.Conn) (*Conn, error) {
+	switch nc.(type) {
+	case *net.TCPConn, *net.UnixConn:
+	default:
+		return nil, fmt.Errorf("evloop: cannot wrap %T", nc)
+	}
+	rc, err := nc.(syscall.Conn).SyscallConn()
+	if err != nil {
+		return nil, err
+	}
+	fd := -1
+	var derr error
+	if err := rc.Control(func(f uintptr) {
+		fd, derr = unix.FcntlInt(f, unix.F_DUPFD_CLOEXEC, 0)
+	}); err != nil {
+		return nil, err
+	}
+	if derr != nil {
+		return nil, fmt.Errorf("evloop: dup: %w", derr)
+	}
+	if err := unix.SetNonblock(fd, true); err != nil {
+		_ = unix.Close(fd)
+		return nil, fmt.Errorf("evloop: set nonblocking: %w", err)
+	}
+	c := &Conn{fd: fd, id: g.ids.Add(1), laddr: nc.LocalAddr(), raddr: nc.RemoteAddr()}
+	_ = nc.Close()
+	return c, nil
+}
+
+// Bind makes co (nil: none) the coroutine whose loop c waits through. Only
+// co may use c while it is bound and attached.
+func (c *Conn) Bind(co *Co) {
+	if co == nil {
+		c.co.Store(nil)
+		return
+	}
+	if old := c.loop.Load(); old != co.loop {
+		if old != nil {
+			_ = unix.EpollCtl(old.ep, unix.EPOLL_CTL_DEL, c.fd, nil)
+			old.conns.Delete(c.id)
+		}
+		c.loop.Store(nil)
+		co.loop.conns.Store(c.id, c)
+		ev := unix.EpollEvent{Events: unix.EPOLLIN | unix.EPOLLOUT | unix.EPOLLRDHUP | unix.EPOLLET, Fd: int32(uint32(c.id)), Pad: int32(uint32(c.id >> 32))}
+		if err := unix.EpollCtl(co.loop.ep, unix.EPOLL_CTL_ADD, c.fd, &ev); err != nil {
+			co.loop.conns.Delete(c.id)
+		} else {
+			c.loop.Store(co.loop)
+		}
+	}
+	c.co.Store(co)
+}
+
+// Bound returns the coroutine c is bound to, or nil.
+func (c *Conn) Bound() *Co { return c.co.Load() }
+
+func (c *Conn) acquire() error {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.closed {
+		return net.ErrClosed
+	}
+	c.refs++
+	return nil
+}
+
+func (c *Conn) release() {
+	c.mu.Lock()
+	c.refs--
+	last := c.refs == 0 && c.closed
+	c.mu.Unlock()
+	if last {
+		c.destroy()
+	}
+}
+
+func (c *Conn) isClosed() bool { return c.cflag.Load() }
+
+// Read implements net.Conn.
+func (c *Conn) Read(b []byte) (int, error) {
+	if len(b) == 0 {
+		return 0, nil
+	}
+	if err := c.acquire(); err != nil {
+		return 0, err
+	}
+	defer c.release()
+	for {
+		if d := c.rdl.Load(); d != 0 && time.Now().UnixNano() >= d {
+			return 0, os.ErrDeadlineExceeded
+		}
+		r, _, e := syscall.RawSyscall(syscall.SYS_READ, uintptr(c.fd), uintptr(unsafe.Pointer(&b[0])), uintptr(len(b)))
+		n := int(r)
+		switch {
+		case e == 0 && n > 0:
+			return n, nil
+		case c.isClosed():
+			return 0, net.ErrClosed
+		case e == 0:
+			return 0, io.EOF
+		case e == unix.EINTR:
+		case e == unix.EAGAIN:
+			if err := c.wait(false); err != nil {
+				return 0, err
+			}
+		default:
+			return 0, c.opError("read", e)
+		}
+	}
+}
+
+// Write implements net.Conn.
+func (c *Conn) Write(b []byte) (int, error) {
+	if err := c.acquire(); err != nil {
+		return 0, err
+	}
+	defer c.release()
+	off := 0
+	for off < len(b) {
+		if d := c.wdl.Load(); d != 0 && time.Now().UnixNano() >= d {
+			return off, os.ErrDeadlineExceeded
+		}
+		// send(2) with MSG_NOSIGNAL: a peer that went away is EPIPE, not
+		// a SIGPIPE.
+		r, _, e := syscall.RawSyscall6(syscall.SYS_SENDTO, uintptr(c.fd), uintptr(unsafe.Pointer(&b[off])), uintptr(len(b)-off), unix.MSG_NOSIGNAL, 0, 0)
+		switch {
+		case e == 0:
+			off += int(r)
+		case c.isClosed():
+			return off, net.ErrClosed
+		case e == unix.EINTR:
+		case e == unix.EAGAIN:
+			if err := c.wait(true); err != nil {
+				return off, err
+			}
+		default:
+			return off, c.opError("write", e)
+		}
+	}
+	return off, nil
+}
+
+func (c *Conn) opError(op string, e syscall.Errno) error {
+	return &net.OpError{Op: op, Net: c.raddr.Network(), Source: c.laddr, Addr: c.raddr, Err: os.NewSyscallError(op, e)}
+}
+
+// wait blocks until c may be ready for reading (or writing), its deadline
+// passed, or it was poked; the caller tries again and checks.
+func (c *Conn) wait(write bool) error {
+	co := c.co.Load()
+	if co != nil && co.attached && c.loop.Load() == co.loop {
+		if co.loop.closed.Load() || !co.yield(req{kind: reqWait, c: c, write: write}) {
+			return ErrStopped
+		}
+		return nil
+	}
+	return c.poll(write)
+}
+
+// poll waits on the calling thread, for at most pollSlice.
+func (c *Conn) poll(write bool) error {
+	dl := c.rdl.Load()
+	ev := int16(unix.POLLIN)
+	if write {
+		dl, ev = c.wdl.Load(), unix.POLLOUT
+	}
+	slice := pollSlice
+	if dl != 0 {
+		slice = min(slice, time.Duration(dl-time.Now().UnixNano()))
+		if slice <= 0 {
+			return nil // the caller sees the deadline
+		}
+	}
+	ms := int((slice + time.Millisecond - 1) / time.Millisecond)
+	fds := []unix.PollFd{{Fd: int32(c.fd), Events: ev}}
+	_, err := unix.Poll(fds, ms)
+	if err != nil && !errors.Is(err, unix.EINTR) {
+		return c.opError("poll", err.(syscall.Errno))
+	}
+	return nil
+}
+
+// poke makes a coroutine waiting on c look again (deadline change, Close).
+// A wait recorded after this sees the new deadline itself (Loop.handle
+// reads it after recording the waiter).
+func (c *Conn) poke() {
+	if l := c.loop.Load(); l != nil && (c.rw.Load() != nil || c.ww.Load() != nil) {
+		l.post(inItem{c: c})
+	}
+}
+
+// Close implements net.Conn. Reads and writes under way return
+// net.ErrClosed; the descriptor is closed when the last of them returns.
+func (c *Conn) Close() error {
+	c.mu.Lock()
+	if c.closed {
+		c.mu.Unlock()
+		return net.ErrClosed
+	}
+	c.closed = true
+	c.cflag.Store(true)
+	busy := c.refs > 0
+	c.mu.Unlock()
+	if busy {
+		// Wakes readers and writers (in epoll or poll) with EOF / EPIPE.
+		_ = unix.Shutdown(c.fd, unix.SHUT_RDWR)
+		c.poke()
+		return nil
+	}
+	c.destroy()
+	return nil
+}
+
+func (c *Conn) destroy() {
+	if l := c.loop.Load(); l != nil {
+		l.conns.Delete(c.id)
+	}
+	_ = unix.Close(c.fd) // also leaves the epoll set
+}
+
+// LocalAddr implements net.Conn.
+func (c *Conn) LocalAddr() net.Addr { return c.laddr }
+
+// RemoteAddr implements net.Conn.
+func (c *Conn) RemoteAddr() net.Addr { return c.raddr }
+
+// SetDeadline implements net.Conn.
+func (c *Conn) SetDeadline(t time.Time) error {
+	c.rdl.Store(unixNano(t))
+	c.wdl.Store(unixNano(t))
+	c.poke()
+	return nil
+}
+
+// SetReadDeadline implements net.Conn.
+func (c *Conn) SetReadDeadline(t time.Time) error {
+	c.rdl.Store(unixNano(t))
+	c.poke()
+	return nil
+}
+
+// SetWriteDeadline implements net.Conn.
+func (c *Conn) SetWriteDeadline(t time.Time) error {
+	c.wdl.Store(unixNano(t))
+	c.poke()
+	return nil
+}
+
+func unixNano(t time.Time) int64 {
+	if t.IsZero() {
+		return 0
+	}
+	return max(t.UnixNano(), 1)
+}

@@ -1,0 +1,373 @@
+package evloop
+
+import (
+	"bytes"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"os"
+	"runtime"
+	"sync"
+	"testing"
+	"time"
+)
+
+// pair returns a wrapped server side and a plain client side of a TCP
+// connection over loopback.
+func pair(t *testing.T, g *Group) (*Conn, net.Conn) {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	cli, err := net.Dial("tcp", ln.Addr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv, err := ln.Accept()
+	if err != nil {
+		t.Fatal(err)
+	}
+	c, err := g.Wrap(srv)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = cli.Close(); _ = c.Close() })
+	return c, cli
+}
+
+func group(t *testing.T, n int) *Group {
+	t.Helper()
+	if p := runtime.GOMAXPROCS(0); p <= n {
+		runtime.GOMAXPROCS(n + 1)
+		t.Cleanup(func() { runtime.GOMAXPROCS(p) })
+	}
+	g, err := NewGroup(n)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(g.Close)
+	return g
+}
+
+// echo runs on a coroutine: it writes back what it reads until EOF.
+func echo(c *Conn, before func(co *Co)) func(co *Co) {
+	return func(co *Co) {
+		c.Bind(co)
+		buf := make([]byte, 4096)
+		for {
+			if before != nil {
+				before(co)
+			}
+			n, err := c.Read(buf)
+			if err != nil {
+				return
+			}
+			if _, err := c.Write(buf[:n]); err != nil {
+				return
+			}
+		}
+	}
+}
+
+func roundTrip(t *testing.T, cli net.Conn, msg string) time.Duration {
+	t.Helper()
+	start := time.Now()
+	if _, err := cli.Write([]byte(msg)); err != nil {
+		t.Fatal(err)
+	}
+	_ = cli.SetReadDeadline(time.Now().Add(5 * time.Second))
+	got := make([]byte, len(msg))
+	if _, err := io.ReadFull(cli, got); err != nil {
+		t.Fatalf("read echo of %q: %v", msg, err)
+	}
+	if string(got) != msg {
+		t.Fatalf("echo: got %q, want %q", got, msg)
+	}
+	return time.Since(start)
+}
+
+func TestEchoManyClients(t *testing.T) {
+	for _, loops := range []int{1, 2} {
+		t.Run(fmt.Sprintf("loops=%d", loops), func(t *testing.T) {
+			g := group(t, loops)
+			var clis []net.Conn
+			for range 40 {
+				c, cli := pair(t, g)
+				g.Spawn(echo(c, nil))
+				clis = append(clis, cli)
+			}
+			var wg sync.WaitGroup
+			for i, cli := range clis {
+				wg.Go(func() {
+					for j := range 200 {
+						roundTrip(t, cli, fmt.Sprintf("client %d message %d", i, j))
+					}
+				})
+			}
+			wg.Wait()
+			if n := g.Takeovers(); n != 0 {
+				t.Errorf("takeovers = %d, want 0", n)
+			}
+		})
+	}
+}
+
+// A large write fills the socket buffer: the coroutine waits to write
+// through the loop and finishes when the client reads.
+func TestLargeWrite(t *testing.T) {
+	g := group(t, 1)
+	c, cli := pair(t, g)
+	payload := bytes.Repeat([]byte("0123456789abcdef"), 1<<18) // 4 MiB
+	done := make(chan error, 1)
+	g.Spawn(func(co *Co) {
+		c.Bind(co)
+		_, err := c.Write(payload)
+		done <- err
+	})
+	time.Sleep(50 * time.Millisecond) // let it block
+	got, err := io.ReadAll(io.LimitReader(cli, int64(len(payload))))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !bytes.Equal(got, payload) {
+		t.Fatalf("got %d bytes, want the %d written", len(got), len(payload))
+	}
+	if err := <-done; err != nil {
+		t.Fatal(err)
+	}
+}
+
+func TestReadDeadline(t *testing.T) {
+	g := group(t, 1)
+	t.Run("own", func(t *testing.T) {
+		c, _ := pair(t, g)
+		done := make(chan error, 1)
+		start := time.Now()
+		g.Spawn(func(co *Co) {
+			c.Bind(co)
+			_ = c.SetReadDeadline(time.Now().Add(50 * time.Millisecond))
+			_, err := c.Read(make([]byte, 10))
+			done <- err
+		})
+		err := <-done
+		if !errors.Is(err, os.ErrDeadlineExceeded) {
+			t.Fatalf("err = %v, want a deadline error", err)
+		}
+		var ne net.Error
+		if !errors.As(err, &ne) || !ne.Timeout() {
+			t.Fatalf("err = %v is not a net.Error timeout", err)
+		}
+		if d := time.Since(start); d < 50*time.Millisecond || d > time.Second {
+			t.Fatalf("returned after %v, want about 50ms", d)
+		}
+	})
+	t.Run("from another goroutine", func(t *testing.T) {
+		c, _ := pair(t, g)
+		done := make(chan error, 1)
+		waiting := make(chan struct{})
+		g.Spawn(func(co *Co) {
+			c.Bind(co)
+			close(waiting)
+			_, err := c.Read(make([]byte, 10))
+			done <- err
+		})
+		<-waiting
+		time.Sleep(20 * time.Millisecond)
+		_ = c.SetReadDeadline(time.Now())
+		select {
+		case err := <-done:
+			if !errors.Is(err, os.ErrDeadlineExceeded) {
+				t.Fatalf("err = %v, want a deadline error", err)
+			}
+		case <-time.After(2 * time.Second):
+			t.Fatal("a deadline set by another goroutine did not wake the reader")
+		}
+	})
+	t.Run("cleared before it passes", func(t *testing.T) {
+		c, cli := pair(t, g)
+		done := make(chan error, 1)
+		g.Spawn(func(co *Co) {
+			c.Bind(co)
+			_ = c.SetReadDeadline(time.Now().Add(30 * time.Millisecond))
+			_ = c.SetReadDeadline(time.Time{})
+			_, err := c.Read(make([]byte, 10))
+			done <- err
+		})
+		time.Sleep(100 * time.Millisecond)
+		_, _ = cli.Write([]byte("x"))
+		if err := <-done; err != nil {
+			t.Fatalf("err = %v, want the read to succeed", err)
+		}
+	})
+}
+
+func TestCloseWakesReader(t *testing.T) {
+	g := group(t, 1)
+	c, _ := pair(t, g)
+	done := make(chan error, 1)
+	waiting := make(chan struct{})
+	g.Spawn(func(co *Co) {
+		c.Bind(co)
+		close(waiting)
+		_, err := c.Read(make([]byte, 10))
+		done <- err
+	})
+	<-waiting
+	time.Sleep(20 * time.Millisecond)
+	_ = c.Close()
+	select {
+	case err := <-done:
+		if !errors.Is(err, net.ErrClosed) {
+			t.Fatalf("err = %v, want net.ErrClosed", err)
+		}
+	case <-time.After(2 * time.Second):
+		t.Fatal("Close did not wake the reader")
+	}
+}
+
+func TestPeerCloseIsEOF(t *testing.T) {
+	g := group(t, 1)
+	c, cli := pair(t, g)
+	done := make(chan error, 1)
+	g.Spawn(func(co *Co) {
+		c.Bind(co)
+		_, err := c.Read(make([]byte, 10))
+		done <- err
+	})
+	time.Sleep(20 * time.Millisecond)
+	_ = cli.Close()
+	if err := <-done; !errors.Is(err, io.EOF) {
+		t.Fatalf("err = %v, want io.EOF", err)
+	}
+}
+
+// A detached coroutine may block on a channel while the others keep being
+// served, and its Conn (polled meanwhile) serves any goroutine.
+func TestDetachAttach(t *testing.T) {
+	g := group(t, 1)
+	c1, cli1 := pair(t, g)
+	c2, cli2 := pair(t, g)
+	g.Spawn(echo(c2, nil))
+	release := make(chan struct{})
+	var once sync.Once
+	g.Spawn(echo(c1, func(co *Co) {
+		once.Do(func() {
+			co.Detach()
+			if co.Attached() {
+				t.Error("Attached after Detach")
+			}
+			// Detached: another goroutine may use c1.
+			errc := make(chan error, 1)
+			go func() {
+				_, err := c1.Write([]byte("from a goroutine;"))
+				errc <- err
+			}()
+			if err := <-errc; err != nil {
+				t.Error(err)
+			}
+			<-release
+			co.Attach()
+		})
+	}))
+	got := make([]byte, len("from a goroutine;"))
+	_ = cli1.SetReadDeadline(time.Now().Add(5 * time.Second))
+	if _, err := io.ReadFull(cli1, got); err != nil || string(got) != "from a goroutine;" {
+		t.Fatalf("got %q, %v", got, err)
+	}
+	for i := range 20 {
+		if d := roundTrip(t, cli2, fmt.Sprint("while the other waits ", i)); d > stallLimit {
+			t.Errorf("round trip took %v while a detached coroutine waited", d)
+		}
+	}
+	close(release)
+	roundTrip(t, cli1, "after attach")
+	if n := g.Takeovers(); n != 0 {
+		t.Errorf("takeovers = %d, want 0", n)
+	}
+}
+
+// A coroutine that blocks without Detach stalls its loop only until the
+// watchdog hands the loop to another goroutine.
+func TestWatchdogTakesOver(t *testing.T) {
+	g := group(t, 1)
+	c1, cli1 := pair(t, g)
+	c2, cli2 := pair(t, g)
+	g.Spawn(echo(c2, nil))
+	block := make(chan struct{})
+	var once sync.Once
+	g.Spawn(echo(c1, func(co *Co) {
+		once.Do(func() { <-block }) // no Detach
+	}))
+	time.Sleep(20 * time.Millisecond)
+	if d := roundTrip(t, cli2, "while the other is stuck"); d > time.Second {
+		t.Errorf("round trip took %v", d)
+	}
+	if g.Takeovers() == 0 {
+		t.Error("no takeover recorded")
+	}
+	close(block)
+	roundTrip(t, cli1, "after the stall")
+	roundTrip(t, cli2, "and the other")
+}
+
+// A Conn moves between coroutines on different loops (a pooled server
+// connection handed from one client to another).
+func TestRebindAcrossLoops(t *testing.T) {
+	g := group(t, 2)
+	c, cli := pair(t, g)
+	go func() {
+		buf := make([]byte, 64)
+		for {
+			n, err := cli.Read(buf)
+			if err != nil {
+				return
+			}
+			_, _ = cli.Write(buf[:n])
+		}
+	}()
+	for i := range 20 {
+		done := make(chan error, 1)
+		g.Spawn(func(co *Co) {
+			c.Bind(co)
+			defer c.Bind(nil)
+			msg := fmt.Sprint("round ", i)
+			if _, err := c.Write([]byte(msg)); err != nil {
+				done <- err
+				return
+			}
+			got := make([]byte, len(msg))
+			_ = c.SetReadDeadline(time.Now().Add(5 * time.Second))
+			_, err := io.ReadFull(c, got)
+			_ = c.SetReadDeadline(time.Time{})
+			if err == nil && string(got) != msg {
+				err = fmt.Errorf("got %q, want %q", got, msg)
+			}
+			done <- err
+		})
+		if err := <-done; err != nil {
+			t.Fatal(err)
+		}
+	}
+}
+
+// Unbound, a Conn serves plain goroutines with poll(2), deadlines included.
+func TestUnboundPolls(t *testing.T) {
+	g := group(t, 1)
+	c, cli := pair(t, g)
+	_ = c.SetReadDeadline(time.Now().Add(30 * time.Millisecond))
+	if _, err := c.Read(make([]byte, 1)); !errors.Is(err, os.ErrDeadlineExceeded) {
+		t.Fatalf("err = %v, want a deadline error", err)
+	}
+	_ = c.SetReadDeadline(time.Time{})
+	go func() {
+		time.Sleep(20 * time.Millisecond)
+		_, _ = cli.Write([]byte("hi"))
+	}()
+	buf := make([]byte, 2)
+	if _, err := io.ReadFull(c, buf); err != nil || string(buf) != "hi" {
+		t.Fatalf("got %q, %v", buf, err)
+	}
+}

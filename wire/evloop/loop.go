@@ -1,0 +1,501 @@
+package evloop
+
+import (
+	"errors"
+	"fmt"
+	"iter"
+	"runtime"
+	"sync"
+	"sync/atomic"
+	"syscall"
+	"time"
+	"unsafe"
+
+	"golang.org/x/sys/unix"
+)
+
+// stallLimit is how long one coroutine may hold its loop before the
+// watchdog hands the loop to a new goroutine (see the package doc).
+const stallLimit = 10 * time.Millisecond
+
+// ErrStopped is returned by a Conn's Read or Write in a coroutine whose
+// loop was closed.
+var ErrStopped = errors.New("evloop: loop stopped")
+
+type reqKind uint8
+
+const (
+	reqWait   reqKind = iota // wait for c to be readable (or writable)
+	reqDetach                // run me on a goroutine of my own
+	reqAttach                // run me on the loop again
+)
+
+// req is what a coroutine yields to whoever resumed it.
+type req struct {
+	kind  reqKind
+	c     *Conn
+	write bool
+}
+
+// Co is one coroutine. Its methods are no-ops on a nil *Co, so code can run
+// with or without a loop.
+type Co struct {
+	loop  *Loop
+	next  func() (req, bool)
+	stop  func()
+	yield func(req) bool
+	// attached is read and written only by the coroutine's own code: it
+	// says whether the loop (rather than a goroutine of its own) resumes it.
+	attached bool
+}
+
+// Attached reports whether co runs on its loop (false for nil).
+func (co *Co) Attached() bool { return co != nil && co.attached }
+
+// Detach moves the coroutine off its loop before it waits for something
+// other than its Conns; until Attach its Conns wait with poll(2) and other
+// goroutines may use them.
+func (co *Co) Detach() {
+	if co == nil || !co.attached {
+		return
+	}
+	co.attached = false
+	co.yield(req{kind: reqDetach})
+}
+
+// Attach hands the coroutine back to its loop.
+func (co *Co) Attach() {
+	if co == nil || co.attached {
+		return
+	}
+	co.attached = true
+	co.yield(req{kind: reqAttach})
+}
+
+// Loop is one epoll loop and the coroutines it runs.
+type Loop struct {
+	ep, efd int
+
+	mu      sync.Mutex
+	inbox   []inItem // guarded by mu
+	pending atomic.Int32
+	// sleeping: the runner is in (or about to enter) epoll_wait; whoever
+	// clears it must write to efd.
+	sleeping atomic.Bool
+
+	// runMu is held by the goroutine running the loop while it touches the
+	// fields below, and released while it is inside a coroutine.
+	runMu  sync.Mutex
+	ready  []*Co
+	timers timerHeap
+	evs    []unix.EpollEvent
+
+	conns  sync.Map // conn id -> *Conn registered in this epoll
+	nextID *atomic.Uint64
+
+	inCo      atomic.Bool  // the runner is inside a coroutine
+	busySince atomic.Int64 // unix nanos when it went in
+	takeovers atomic.Int64
+	closed    atomic.Bool
+	stopped   chan struct{} // closed when the watchdog has stopped
+	runners   sync.WaitGroup
+}
+
+type inItem struct {
+	co *Co   // resume it
+	c  *Conn // or: c was poked, resume whoever waits on it
+}
+
+// Group is a set of loops; Spawn spreads coroutines over them.
+type Group struct {
+	loops []*Loop
+	rr    atomic.Uint32
+	ids   atomic.Uint64
+}
+
+// NewGroup starts n loops (n >= 1).
+// Each loop keeps a P while it sleeps, so n must be below GOMAXPROCS.
+func NewGroup(n int) (*Group, error) {
+	n = max(n, 1)
+	if p := runtime.GOMAXPROCS(0); n >= p {
+		return nil, fmt.Errorf("evloop: %d loops need GOMAXPROCS above %d (it is %d)", n, n, p)
+	}
+	g := &Group{}
+	for range max(n, 1) {
+		l, err := newLoop(&g.ids)
+		if err != nil {
+			g.Close()
+			return nil, err
+		}
+		g.loops = append(g.loops, l)
+	}
+	return g, nil
+}
+
+// Spawn runs fn as a coroutine on one of the loops. fn receives its Co,
+// attached.
+func (g *Group) Spawn(fn func(co *Co)) {
+	l := g.loops[int(g.rr.Add(1))%len(g.loops)]
+	l.Spawn(fn)
+}
+
+// Takeovers counts the times a watchdog took a loop from a stalled
+// coroutine (a missing Detach).
+func (g *Group) Takeovers() int64 {
+	var n int64
+	for _, l := range g.loops {
+		n += l.takeovers.Load()
+	}
+	return n
+}
+
+// Close stops the loops. Coroutines still waiting on them get ErrStopped
+// from their Conns.
+func (g *Group) Close() {
+	for _, l := range g.loops {
+		l.close()
+	}
+}
+
+func newLoop(ids *atomic.Uint64) (*Loop, error) {
+	ep, err := unix.EpollCreate1(unix.EPOLL_CLOEXEC)
+	if err != nil {
+		return nil, fmt.Errorf("evloop: epoll_create1: %w", err)
+	}
+	efd, err := unix.Eventfd(0, unix.EFD_NONBLOCK|unix.EFD_CLOEXEC)
+	if err != nil {
+		_ = unix.Close(ep)
+		return nil, fmt.Errorf("evloop: eventfd: %w", err)
+	}
+	// id 0 is the eventfd; conns count from 1.
+	if err := unix.EpollCtl(ep, unix.EPOLL_CTL_ADD, efd, &unix.EpollEvent{Events: unix.EPOLLIN}); err != nil {
+		_ = unix.Close(ep)
+		_ = unix.Close(efd)
+		return nil, fmt.Errorf("evloop: epoll_ctl: %w", err)
+	}
+	l := &Loop{ep: ep, efd: efd, nextID: ids, evs: make([]unix.EpollEvent, 256), stopped: make(chan struct{})}
+	l.runners.Add(1)
+	go l.run()
+	go l.watchdog()
+	return l, nil
+}
+
+// Spawn runs fn as a coroutine on this loop.
+func (l *Loop) Spawn(fn func(co *Co)) {
+	co := &Co{loop: l, attached: true}
+	co.next, co.stop = iter.Pull(func(yield func(req) bool) {
+		co.yield = yield
+		fn(co)
+	})
+	l.post(inItem{co: co})
+}
+
+// post queues an item for the runner and wakes it if it sleeps.
+func (l *Loop) post(it inItem) {
+	l.mu.Lock()
+	l.inbox = append(l.inbox, it)
+	l.pending.Add(1)
+	l.mu.Unlock()
+	if l.sleeping.CompareAndSwap(true, false) {
+		var one = [8]byte{1}
+		_, _ = unix.Write(l.efd, one[:])
+	}
+}
+
+func (l *Loop) close() {
+	if l.closed.Swap(true) {
+		return
+	}
+	l.sleeping.Store(true)
+	l.post(inItem{})
+	close(l.stopped)
+	l.runners.Wait()
+}
+
+// run is the loop; it returns when the loop is closed or another goroutine
+// took it over.
+func (l *Loop) run() {
+	defer l.runners.Done()
+	l.runMu.Lock()
+	for {
+		if l.closed.Load() {
+			l.runMu.Unlock()
+			return
+		}
+		if l.pending.Load() > 0 {
+			l.drainInbox()
+		}
+		if len(l.timers) > 0 {
+			l.fireTimers(time.Now().UnixNano())
+		}
+		if len(l.ready) > 0 {
+			co := l.ready[0]
+			l.ready[0] = nil
+			l.ready = l.ready[1:]
+			if len(l.ready) == 0 {
+				l.ready = l.ready[:0:cap(l.ready)]
+			}
+			if !l.resume(co) {
+				return
+			}
+			continue
+		}
+		timeout := -1
+		if len(l.timers) > 0 {
+			d := l.timers[0].when - time.Now().UnixNano()
+			timeout = int((d + int64(time.Millisecond) - 1) / int64(time.Millisecond))
+			timeout = max(timeout, 0)
+		}
+		// Goroutines that coroutines made runnable (a channel send, an
+		// unlocked mutex) sit in this P's run queue; run them before
+		// sleeping in a system call the scheduler does not see, or they
+		// wait for the next preemption (10-20 ms).
+		runtime.Gosched()
+		l.sleeping.Store(true)
+		if l.pending.Load() > 0 || l.closed.Load() {
+			l.sleeping.Store(false)
+			continue
+		}
+		n, errno := epollWait(l.ep, l.evs, timeout)
+		if !l.sleeping.Swap(false) {
+			// A poster cleared it and wrote to efd (or is about to).
+			l.drainEventfd()
+		}
+		if errno != 0 && errno != unix.EINTR {
+			// Nothing sensible to do but retry; EBADF only after close.
+			continue
+		}
+		for i := range n {
+			ev := &l.evs[i]
+			id := uint64(uint32(ev.Fd)) | uint64(uint32(ev.Pad))<<32
+			if id == 0 {
+				continue // eventfd: the inbox is drained above
+			}
+			v, ok := l.conns.Load(id)
+			if !ok {
+				continue
+			}
+			c := v.(*Conn)
+			if ev.Events&(unix.EPOLLIN|unix.EPOLLHUP|unix.EPOLLERR|unix.EPOLLRDHUP) != 0 {
+				l.wake(&c.rw)
+			}
+			if ev.Events&(unix.EPOLLOUT|unix.EPOLLHUP|unix.EPOLLERR) != 0 {
+				l.wake(&c.ww)
+			}
+		}
+	}
+}
+
+// wake readies the coroutine waiting in w, if it is one of this loop's.
+func (l *Loop) wake(w *atomic.Pointer[Co]) {
+	co := w.Load()
+	if co == nil || co.loop != l || !w.CompareAndSwap(co, nil) {
+		return
+	}
+	l.ready = append(l.ready, co)
+}
+
+func (l *Loop) drainEventfd() {
+	var b [8]byte
+	_, _ = unix.Read(l.efd, b[:])
+}
+
+func (l *Loop) drainInbox() {
+	l.mu.Lock()
+	in := l.inbox
+	l.inbox = nil
+	l.pending.Store(0)
+	l.mu.Unlock()
+	for _, it := range in {
+		switch {
+		case it.co != nil:
+			l.ready = append(l.ready, it.co)
+		case it.c != nil:
+			l.wake(&it.c.rw)
+			l.wake(&it.c.ww)
+		}
+	}
+}
+
+func (l *Loop) fireTimers(now int64) {
+	for len(l.timers) > 0 && l.timers[0].when <= now {
+		t := l.timers.pop()
+		w := &t.c.rw
+		if t.write {
+			w = &t.c.ww
+		}
+		if t.c.wgen.Load() == t.gen {
+			l.wake(w)
+		}
+	}
+}
+
+// resume runs co until it yields; false if the loop was taken over
+// meanwhile (the caller must return: it no longer runs the loop).
+func (l *Loop) resume(co *Co) bool {
+	l.busySince.Store(time.Now().UnixNano())
+	l.inCo.Store(true)
+	l.runMu.Unlock()
+	r, ok := co.next()
+	if !l.inCo.CompareAndSwap(true, false) {
+		// The watchdog gave the loop to another goroutine while co held
+		// it: hand co over and stop being the loop.
+		l.handOver(co, r, ok)
+		return false
+	}
+	l.runMu.Lock()
+	if ok {
+		l.handle(co, r)
+	}
+	return true
+}
+
+// handle records what co yielded; the caller holds runMu.
+func (l *Loop) handle(co *Co, r req) {
+	switch r.kind {
+	case reqWait:
+		c := r.c
+		w := &c.rw
+		if r.write {
+			w = &c.ww
+		}
+		gen := c.wgen.Add(1)
+		w.Store(co)
+		// Read after the store: a deadline change or Close by another
+		// goroutine either is seen here or sees the waiter and pokes.
+		dl := c.rdl.Load()
+		if r.write {
+			dl = c.wdl.Load()
+		}
+		if c.isClosed() || c.loop.Load() != l {
+			l.wake(w)
+			return
+		}
+		if dl != 0 {
+			l.timers.push(timer{when: dl, c: c, write: r.write, gen: gen})
+		}
+	case reqDetach:
+		go l.drive(co)
+	case reqAttach:
+		l.ready = append(l.ready, co)
+	}
+}
+
+// handOver passes a coroutine that yielded to a goroutine that no longer
+// runs the loop back to the loop.
+func (l *Loop) handOver(co *Co, r req, ok bool) {
+	if !ok {
+		return
+	}
+	switch r.kind {
+	case reqDetach:
+		l.drive(co)
+	default:
+		// A wait: the loop resumes co once, and co, finding nothing to
+		// read, waits again through the loop itself.
+		l.post(inItem{co: co})
+	}
+}
+
+// drive runs a detached coroutine on the calling goroutine until it
+// attaches again or ends.
+func (l *Loop) drive(co *Co) {
+	for {
+		r, ok := co.next()
+		if !ok {
+			return
+		}
+		switch r.kind {
+		case reqAttach:
+			l.post(inItem{co: co})
+			return
+		case reqWait:
+			// Not expected (a detached coroutine's Conns poll), but safe.
+			_ = r.c.poll(r.write)
+		}
+	}
+}
+
+// watchdog takes the loop over from a coroutine that holds it too long.
+func (l *Loop) watchdog() {
+	t := time.NewTicker(stallLimit / 2)
+	defer t.Stop()
+	for {
+		select {
+		case <-l.stopped:
+			return
+		case <-t.C:
+		}
+		if !l.inCo.Load() || time.Now().UnixNano()-l.busySince.Load() < int64(stallLimit) {
+			continue
+		}
+		if l.inCo.CompareAndSwap(true, false) {
+			l.takeovers.Add(1)
+			l.runners.Add(1)
+			go l.run()
+		}
+	}
+}
+
+// epollWait blocks in epoll_pwait without telling the scheduler: the loop
+// keeps its P, and waking it costs no thread hand-off. The runtime's
+// preemption signal interrupts it (EINTR) when the garbage collector needs
+// the P.
+func epollWait(ep int, evs []unix.EpollEvent, msec int) (int, syscall.Errno) {
+	r, _, e := syscall.RawSyscall6(syscall.SYS_EPOLL_PWAIT, uintptr(ep), uintptr(unsafe.Pointer(&evs[0])), uintptr(len(evs)), uintptr(msec), 0, 0)
+	if e != 0 {
+		return 0, e
+	}
+	return int(r), 0
+}
+
+// timer is a deadline of a waiting Conn.
+type timer struct {
+	when  int64
+	c     *Conn
+	write bool
+	gen   uint64
+}
+
+// timerHeap is a min-heap by when.
+type timerHeap []timer
+
+func (h *timerHeap) push(t timer) {
+	*h = append(*h, t)
+	s := *h
+	i := len(s) - 1
+	for i > 0 {
+		p := (i - 1) / 2
+		if s[p].when <= s[i].when {
+			break
+		}
+		s[p], s[i] = s[i], s[p]
+		i = p
+	}
+}
+
+func (h *timerHeap) pop() timer {
+	s := *h
+	top := s[0]
+	n := len(s) - 1
+	s[0] = s[n]
+	s[n] = timer{}
+	s = s[:n]
+	i := 0
+	for {
+		l, r, m := 2*i+1, 2*i+2, i
+		if l < n && s[l].when < s[m].when {
+			m = l
+		}
+		if r < n && s[r].when < s[m].when {
+			m = r
+		}
+		if m == i {
+			break
+		}
+		s[m], s[i] = s[i], s[m]
+		i = m
+	}
+	*h = s
+	return top
+}
