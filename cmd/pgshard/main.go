@@ -14,6 +14,7 @@ import (
 	"net/http/pprof"
 	"os"
 	"os/signal"
+	"runtime"
 	"strings"
 	"sync"
 	"syscall"
@@ -27,6 +28,7 @@ import (
 	"github.com/pgshard/pgshard/router/proxy"
 	"github.com/pgshard/pgshard/shardmap"
 	"github.com/pgshard/pgshard/wire"
+	"github.com/pgshard/pgshard/wire/evloop"
 )
 
 // planCacheSize is how many statement texts the parse cache keeps.
@@ -75,6 +77,13 @@ func run() error {
 	if err != nil {
 		return err
 	}
+	loops, err := startLoops(cfg.EventLoops)
+	if err != nil {
+		return fmt.Errorf("config %s: event_loops: %w", cfg.Path, err)
+	}
+	if loops != nil {
+		defer loops.Close()
+	}
 	var pools []*pool.Pool
 	for _, sh := range cfg.Shards {
 		p, err := pool.New(pool.Options{
@@ -84,6 +93,7 @@ func run() error {
 			AcquireTimeout: cfg.Pool.WaitTimeout.D(),
 			ConnectTimeout: cfg.ConnectTimeout.D(),
 			Lifetime:       cfg.ServerLifetime.D(),
+			Loops:          loops,
 		})
 		if err != nil {
 			return fmt.Errorf("config %s: %w", cfg.Path, err)
@@ -92,6 +102,9 @@ func run() error {
 	}
 	pcfg.Router = proxy.PlanRouter{Planner: plan.NewPlanner(planCacheSize)}
 	srv := proxy.New(*pcfg, pools, log)
+	if loops != nil {
+		srv.UseLoops(loops)
+	}
 
 	// The catalog is authoritative for the shard map once bootstrapped.
 	rules, err := cfg.Rules()
@@ -348,4 +361,20 @@ func proxyConfig(cfg *config.Config) (*proxy.Config, error) {
 		pc.TLS = &tls.Config{Certificates: []tls.Certificate{cert}, MinVersion: tls.VersionTLS12}
 	}
 	return pc, nil
+}
+
+// startLoops starts the event loops that run client sessions: n of them,
+// or GOMAXPROCS/2 for 0; none for -1, or when GOMAXPROCS is 1 (a loop
+// keeps its P while it sleeps).
+func startLoops(n int) (*evloop.Group, error) {
+	switch {
+	case n < 0:
+		return nil, nil
+	case n == 0:
+		n = runtime.GOMAXPROCS(0) / 2
+		if n == 0 {
+			return nil, nil
+		}
+	}
+	return evloop.NewGroup(n)
 }

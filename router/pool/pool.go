@@ -21,6 +21,8 @@ import (
 
 	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/jackc/pgx/v5/pgproto3"
+
+	"github.com/pgshard/pgshard/wire/evloop"
 )
 
 // ErrTimeout is returned by Acquire when no connection became free in time.
@@ -114,6 +116,10 @@ type Options struct {
 	AcquireTimeout time.Duration // how long a client waits for a free connection
 	ConnectTimeout time.Duration
 	Lifetime       time.Duration // close connections older than this when released (0: never)
+	// Loops, when set, takes over each new connection's socket
+	// (evloop.Wrap) so that clients running on its loops wait for their
+	// shard through epoll; TLS connections to the shard stay as they are.
+	Loops *evloop.Group
 }
 
 // Warm opens server connections until the pool has at least n (idle or in
@@ -208,6 +214,8 @@ type Pool struct {
 	all     map[*Conn]struct{} // every open connection, idle or in use
 	warming int                // connections Warm is setting up
 	closed  bool
+
+	cancels sync.WaitGroup // cancel requests sent by close
 
 	// gate is non-nil while the pool is paused: Acquire waits until the
 	// channel is closed (Resume).
@@ -320,6 +328,32 @@ func (p *Pool) Acquire(ctx context.Context) (*Conn, error) {
 		}
 	}
 	return p.acquireSlow(ctx)
+}
+
+// TryAcquire hands out an idle connection if the pool has one and a free
+// slot; it never waits or dials.
+func (p *Pool) TryAcquire() (*Conn, bool) {
+	if p.gate.Load() != nil {
+		return nil, false
+	}
+	select {
+	case p.sem <- struct{}{}:
+	default:
+		return nil, false
+	}
+	p.mu.Lock()
+	n := len(p.idle)
+	if p.closed || n == 0 {
+		p.mu.Unlock()
+		<-p.sem
+		return nil, false
+	}
+	c := p.idle[n-1]
+	p.idle[n-1] = nil
+	p.idle = p.idle[:n-1]
+	c.active, c.since = true, time.Now()
+	p.mu.Unlock()
+	return c, true
 }
 
 // acquireSlow waits for the pool to be resumed and for a free slot, both
@@ -472,13 +506,19 @@ func (p *Pool) connect(ctx context.Context, prime string) (*Conn, error) {
 		pc.Close(ctx)
 		return nil, fmt.Errorf("connect to shard %s: %w", p.opts.Shard, err)
 	}
+	nc := h.Conn
+	if p.opts.Loops != nil {
+		if ec, err := p.opts.Loops.Wrap(nc); err == nil {
+			nc = ec
+		}
+	}
 	c := &Conn{
 		Shard: p.opts.Shard,
-		Net:   h.Conn,
+		Net:   nc,
 		// A fresh Frontend straight on the socket: pgconn's own reads go
 		// through a background-reader wrapper that costs a goroutine hop.
 		// The counting wrappers add one atomic add per read or write call.
-		FE:       pgproto3.NewFrontend(countingReader{h.Conn, &p.received}, countingWriter{h.Conn, &p.sent}),
+		FE:       pgproto3.NewFrontend(countingReader{nc, &p.received}, countingWriter{nc, &p.sent}),
 		PID:      h.PID,
 		Secret:   h.SecretKey,
 		Params:   h.ParameterStatuses,
@@ -498,6 +538,9 @@ func (p *Pool) connect(ctx context.Context, prime string) (*Conn, error) {
 // Release hands c back. A broken connection, one not idle, or one past its
 // lifetime is closed instead of being reused.
 func (p *Pool) Release(c *Conn) {
+	if ec, ok := c.Net.(*evloop.Conn); ok {
+		ec.Bind(nil) // idle or closing: any goroutine may use it now
+	}
 	reuse := !c.Broken && c.TxStatus == 'I'
 	now := time.Now()
 	if reuse && p.opts.Lifetime > 0 && now.Sub(c.created) > p.opts.Lifetime {
@@ -546,9 +589,14 @@ func (p *Pool) DiscardIdle() {
 
 func (p *Pool) close(c *Conn) {
 	if (c.TxStatus != 'I' || c.Broken) && !c.CancelSent {
-		ctx, cancel := context.WithTimeout(context.Background(), time.Second)
-		_ = c.Cancel(ctx)
-		cancel()
+		// In the background: the cancel dials the shard and waits for it
+		// (up to a second), and the client releasing c should not wait;
+		// Close waits for these.
+		p.cancels.Go(func() {
+			ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+			_ = c.Cancel(ctx)
+			cancel()
+		})
 	}
 	c.FE.Send(&pgproto3.Terminate{})
 	_ = c.FE.Flush()
@@ -571,6 +619,7 @@ func (p *Pool) Close() {
 	for _, c := range idle {
 		p.close(c)
 	}
+	p.cancels.Wait()
 }
 
 // ServerInfo describes one open server connection (admin SHOW SERVERS).

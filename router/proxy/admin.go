@@ -67,6 +67,7 @@ func adminCommandList() string {
 // database, until it leaves. It always returns an error, so login's caller
 // ends the session.
 func (s *session) runAdmin() error {
+	s.co.Detach() // admin commands ask every shard and the catalog
 	if !s.admin {
 		s.sendErr(wire.Fatalf(pgcode.InsufficientPrivilege, "permission denied for database %q", AdminDatabase).
 			WithDetail(fmt.Sprintf("User %q may not use the pgshard admin console.", s.user)).

@@ -747,7 +747,7 @@ func (s *session) startOthers(sql string, noTxBlock bool) error {
 			s.finishOthers(false)
 			return fmt.Errorf("no pool for shard %s", m.Shards[i].Name)
 		}
-		sc, err := p.Acquire(ctx)
+		sc, err := s.acquire(ctx, p)
 		if err != nil {
 			s.finishOthers(false)
 			return err

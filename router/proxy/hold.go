@@ -51,6 +51,7 @@ func (s *session) holdFrozen(h *holdWait, mv *AppliedMap, f *FrozenBucket) *wire
 		h.timer = time.NewTimer(timeout)
 		s.srv.stats.held.Add(1)
 	}
+	s.co.Detach() // waits for the move's next map version
 	s.mu.Lock()
 	ctx := s.waitCtx
 	s.holding = true

@@ -37,6 +37,7 @@ const (
 // returning true or an error. Readers read their connection up to
 // ReadyForQuery in any case, discarding rows once stopped.
 func (m *merge) parallel(f func(vals [][]byte) (bool, *wire.Error)) *wire.Error {
+	m.s.co.Detach() // the readers are goroutines using the session's connections
 	ch := make(chan rowBatch, 2*len(m.srcs))
 	quit := make(chan struct{})
 	var wg sync.WaitGroup

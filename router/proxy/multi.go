@@ -33,7 +33,7 @@ func (s *session) borrow(i int) (*shardConn, error) {
 	if p == nil {
 		return nil, wire.Errorf(pgcode.ConnectionFailure, "shard %s has no connection pool", s.shardName(i))
 	}
-	sc, err := p.Acquire(context.Background())
+	sc, err := s.acquire(context.Background(), p)
 	if err != nil {
 		return nil, err
 	}

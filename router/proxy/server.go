@@ -20,6 +20,7 @@ import (
 	"github.com/pgshard/pgshard/router/pool"
 	"github.com/pgshard/pgshard/shardmap"
 	"github.com/pgshard/pgshard/wire"
+	"github.com/pgshard/pgshard/wire/evloop"
 	"github.com/pgshard/pgshard/wire/pgcode"
 )
 
@@ -171,7 +172,16 @@ type Server struct {
 	stats stats // counters for SHOW STATS and metrics (stats.go)
 
 	gidSeq atomic.Uint64 // numbers the transactions this proxy prepares
+
+	// loops, when set (UseLoops), runs client sessions as coroutines on
+	// epoll loops instead of one goroutine each (wire/evloop).
+	loops *evloop.Group
 }
+
+// UseLoops makes Serve run client sessions on g's loops. Call it before
+// Serve; the pools should be made with pool.Options.Loops = g, or every
+// statement's wait for its shard leaves the loop.
+func (s *Server) UseLoops(g *evloop.Group) { s.loops = g }
 
 // New returns a server for the given pools; the first pool is the default
 // shard until a map is set. Pools for shards that later maps add are made
@@ -250,10 +260,21 @@ func (s *Server) Serve(l net.Listener) error {
 			return err
 		}
 		backoff = 0
+		setSocketOptions(c)
 		s.wg.Add(1)
+		if s.loops != nil {
+			if ec, err := s.loops.Wrap(c); err == nil {
+				s.loops.Spawn(func(co *evloop.Co) {
+					defer s.wg.Done()
+					ec.Bind(co)
+					s.serveConn(ec, co)
+				})
+				continue
+			}
+		}
 		go func() {
 			defer s.wg.Done()
-			s.serveConn(c)
+			s.serveConn(c, nil)
 		}()
 	}
 }
@@ -330,7 +351,16 @@ func (s *Server) isClosing() bool { return s.closingFlag.Load() }
 // Clients returns the number of connected clients.
 func (s *Server) Clients() int { return int(s.clients.Load()) }
 
-func (s *Server) serveConn(c net.Conn) {
+func setSocketOptions(c net.Conn) {
+	if tc, ok := c.(*net.TCPConn); ok {
+		_ = tc.SetNoDelay(true)
+		_ = tc.SetKeepAlive(true)
+	}
+}
+
+// serveConn runs one client connection; co is its coroutine when it runs on
+// an event loop (nil: its own goroutine).
+func (s *Server) serveConn(c net.Conn, co *evloop.Co) {
 	id := s.nextID.Add(1)
 	log := s.log.With("conn_id", id, "remote", c.RemoteAddr().String())
 	n := s.clients.Add(1)
@@ -342,10 +372,6 @@ func (s *Server) serveConn(c net.Conn) {
 		}
 	}()
 	cfg := s.cfg.Load()
-	if tc, ok := c.(*net.TCPConn); ok {
-		_ = tc.SetNoDelay(true)
-		_ = tc.SetKeepAlive(true)
-	}
 	_ = c.SetDeadline(time.Now().Add(30 * time.Second)) // startup and authentication
 	st, err := wire.ReadStartup(c, cfg.TLS, cfg.MaxMessageLen)
 	if err != nil {
@@ -354,6 +380,7 @@ func (s *Server) serveConn(c net.Conn) {
 		return
 	}
 	if st.Cancel != nil {
+		co.Detach() // the cancel dials the shard and waits for it
 		s.cancel(st.Cancel)
 		_ = st.Conn.Close()
 		return
@@ -370,6 +397,7 @@ func (s *Server) serveConn(c net.Conn) {
 		return
 	}
 	ss := newSession(s, cfg, st, id, log)
+	ss.co = co
 	ss.run()
 }
 

@@ -22,6 +22,7 @@ import (
 	"github.com/pgshard/pgshard/router/plan"
 	"github.com/pgshard/pgshard/router/pool"
 	"github.com/pgshard/pgshard/wire"
+	"github.com/pgshard/pgshard/wire/evloop"
 	"github.com/pgshard/pgshard/wire/pgcode"
 )
 
@@ -35,6 +36,7 @@ const flushThreshold = 32 << 10
 // Cancel requests arrive on other connections and reach the server through
 // cancelServer, so a long query never needs this goroutine to notice them.
 type session struct {
+	co   *evloop.Co // its coroutine on an event loop; nil: a goroutine of its own
 	srv  *Server
 	cfg  *Config
 	conn net.Conn
@@ -209,6 +211,8 @@ func (s *session) run() {
 	}
 	_ = s.conn.SetDeadline(time.Time{})
 	for {
+		// Between messages: back on the loop if something took it off.
+		s.co.Attach()
 		if len(s.out) > 0 {
 			if err := s.flush(); err != nil {
 				return
@@ -434,6 +438,36 @@ func asWireErr(err error) *wire.Error {
 		WithHint("Check that the shard is running and reachable from pgshard.")
 }
 
+// acquire takes a connection from p for this session: an idle one at once
+// if there is one, otherwise off the event loop (waiting for a slot or
+// dialling blocks), and binds it to the session's coroutine.
+func (s *session) acquire(ctx context.Context, p *pool.Pool) (*pool.Conn, error) {
+	sc, ok := p.TryAcquire()
+	if !ok {
+		s.co.Detach()
+		var err error
+		if sc, err = p.Acquire(ctx); err != nil {
+			return nil, err
+		}
+	}
+	s.bind(sc)
+	return sc, nil
+}
+
+// bind lets the session's coroutine wait for sc through its loop; a
+// connection the loop cannot wait on (TLS to the shard) takes the session
+// off the loop until its next message.
+func (s *session) bind(sc *pool.Conn) {
+	if s.co == nil {
+		return
+	}
+	if ec, ok := sc.Net.(*evloop.Conn); ok {
+		ec.Bind(s.co)
+		return
+	}
+	s.co.Detach()
+}
+
 // attach makes sure a server connection to the target shard is attached,
 // with the client's session settings applied and a deferred BEGIN sent.
 func (s *session) attach() error {
@@ -482,7 +516,7 @@ func (s *session) attach() error {
 		s.waiting = true
 		s.mu.Unlock()
 		var err error
-		sc, err = p.Acquire(ctx)
+		sc, err = s.acquire(ctx, p)
 		s.mu.Lock()
 		s.waiting = false
 		if ctx.Err() != nil {
@@ -591,6 +625,7 @@ func (s *session) detach(force bool) {
 	// A cancel on its way to this server connection must land before the
 	// connection can serve another client, or it would cancel their query.
 	for s.cancels > 0 {
+		s.co.Detach() // the cancel runs on another goroutine
 		s.cancelDone.Wait()
 	}
 	sc := s.sc
@@ -669,6 +704,7 @@ func (s *session) endCancel() {
 // client's next message. The returned function stops it; only then may the
 // session use the server connection or write to the client again.
 func (s *session) watchServer() (stop func()) {
+	s.co.Detach() // another goroutine reads sc and writes the client
 	sc := s.sc
 	done := make(chan struct{})
 	go func() {

@@ -81,6 +81,7 @@ func (s *session) watchdog() (stop func()) {
 		if t.Stop() {
 			return
 		}
+		s.co.Detach() // the timer's cancels may still be running
 		<-fired
 		s.mu.Lock()
 		if s.sc != nil {
@@ -110,6 +111,7 @@ func (s *session) lend(c *pool.Conn) {
 func (s *session) unlend(c *pool.Conn) {
 	s.mu.Lock()
 	for s.cancels > 0 {
+		s.co.Detach() // the cancel runs on another goroutine
 		s.cancelDone.Wait()
 	}
 	delete(s.lent, c)

@@ -78,6 +78,7 @@ func errSpanTxControl() *wire.Error {
 func (s *session) takeServer() *pool.Conn {
 	s.mu.Lock()
 	for s.cancels > 0 {
+		s.co.Detach() // the cancel runs on another goroutine
 		s.cancelDone.Wait()
 	}
 	sc := s.sc

@@ -31,10 +31,15 @@ type Conn struct {
 	loop atomic.Pointer[Loop] // the epoll the fd is registered with, nil when none
 
 	rw, ww   atomic.Pointer[Co] // coroutine waiting to read / write (set by its loop)
-	wgen     atomic.Uint64      // bumped at every wait, to drop stale timers
+	// rt, wt: when the earliest timer queued for the read (write) side
+	// fires, 0 when none; a wait with a later deadline queues none, so a
+	// deadline moved forward at every wait (idle timeouts) keeps one timer
+	// per Conn, not one per wait.
+	rt, wt   atomic.Int64
 	rdl, wdl atomic.Int64       // deadlines, unix nanos; 0: none
 
 	mu     sync.Mutex
+	pfd    int  // eventfd that pokes wake a poll(2) through; 0 until one polls (guarded by mu)
 	refs   int  // Reads and Writes under way (guarded by mu)
 	closed bool // guarded by mu; also read atomically through isClosed
 	cflag  atomic.Bool
@@ -220,18 +225,43 @@ func (c *Conn) poll(write bool) error {
 		}
 	}
 	ms := int((slice + time.Millisecond - 1) / time.Millisecond)
-	fds := []unix.PollFd{{Fd: int32(c.fd), Events: ev}}
+	fds := []unix.PollFd{{Fd: int32(c.fd), Events: ev}, {Fd: -1, Events: unix.POLLIN}}
+	if pfd := c.pokeFD(); pfd > 0 {
+		fds[1].Fd = int32(pfd)
+	}
 	_, err := unix.Poll(fds, ms)
 	if err != nil && !errors.Is(err, unix.EINTR) {
 		return c.opError("poll", err.(syscall.Errno))
 	}
+	if fds[1].Revents != 0 {
+		var b [8]byte
+		_, _ = unix.Read(int(fds[1].Fd), b[:])
+	}
 	return nil
+}
+
+// pokeFD returns the eventfd that poke writes to, making it on first use.
+func (c *Conn) pokeFD() int {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.pfd == 0 && !c.closed {
+		if fd, err := unix.Eventfd(0, unix.EFD_NONBLOCK|unix.EFD_CLOEXEC); err == nil {
+			c.pfd = fd
+		}
+	}
+	return c.pfd
 }
 
 // poke makes a coroutine waiting on c look again (deadline change, Close).
 // A wait recorded after this sees the new deadline itself (Loop.handle
 // reads it after recording the waiter).
 func (c *Conn) poke() {
+	c.mu.Lock()
+	if c.pfd > 0 {
+		one := [8]byte{1}
+		_, _ = unix.Write(c.pfd, one[:])
+	}
+	c.mu.Unlock()
 	if l := c.loop.Load(); l != nil && (c.rw.Load() != nil || c.ww.Load() != nil) {
 		l.post(inItem{c: c})
 	}
@@ -263,6 +293,12 @@ func (c *Conn) destroy() {
 	if l := c.loop.Load(); l != nil {
 		l.conns.Delete(c.id)
 	}
+	c.mu.Lock()
+	if c.pfd > 0 {
+		_ = unix.Close(c.pfd)
+		c.pfd = -1
+	}
+	c.mu.Unlock()
 	_ = unix.Close(c.fd) // also leaves the epoll set
 }
 

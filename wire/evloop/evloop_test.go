@@ -371,3 +371,62 @@ func TestUnboundPolls(t *testing.T) {
 		t.Fatalf("got %q, %v", buf, err)
 	}
 }
+
+// A deadline set by another goroutine wakes a Conn waiting in poll(2) at
+// once, not at the end of its poll slice.
+func TestUnboundDeadlineWakes(t *testing.T) {
+	g := group(t, 1)
+	c, _ := pair(t, g)
+	done := make(chan error, 1)
+	go func() {
+		_, err := c.Read(make([]byte, 1))
+		done <- err
+	}()
+	time.Sleep(20 * time.Millisecond)
+	start := time.Now()
+	_ = c.SetReadDeadline(time.Now())
+	err := <-done
+	if !errors.Is(err, os.ErrDeadlineExceeded) {
+		t.Fatalf("err = %v, want a deadline error", err)
+	}
+	if d := time.Since(start); d > pollSlice/2 {
+		t.Fatalf("woke after %v", d)
+	}
+}
+
+// A deadline pushed later at every wait (an idle timeout) keeps one timer
+// queued, not one per wait.
+func TestTimersStayFew(t *testing.T) {
+	g := group(t, 1)
+	c, cli := pair(t, g)
+	done := make(chan error, 1)
+	g.Spawn(func(co *Co) {
+		c.Bind(co)
+		buf := make([]byte, 1)
+		for range 500 {
+			_ = c.SetReadDeadline(time.Now().Add(time.Hour))
+			if _, err := c.Read(buf); err != nil {
+				done <- err
+				return
+			}
+			if _, err := c.Write(buf); err != nil {
+				done <- err
+				return
+			}
+		}
+		done <- nil
+	})
+	for i := range 500 {
+		roundTrip(t, cli, string(rune('a'+i%26)))
+	}
+	if err := <-done; err != nil {
+		t.Fatal(err)
+	}
+	l := g.loops[0]
+	l.runMu.Lock()
+	n := len(l.timers)
+	l.runMu.Unlock()
+	if n > 2 {
+		t.Fatalf("%d timers queued after 500 waits, want at most 2", n)
+	}
+}

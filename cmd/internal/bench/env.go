@@ -132,7 +132,11 @@ func setUp(ctx context.Context, log *slog.Logger, o *options) (*env, error) {
 			return e, err
 		}
 		cfgPath := filepath.Join(sdir, "pgshard.yaml")
-		if err := os.WriteFile(cfgPath, []byte(pgshardConfig(p.shards, p.port, p.catalog)), 0o644); err != nil {
+		cfg := pgshardConfig(p.shards, p.port, p.catalog)
+		if o.loops != 0 {
+			cfg += fmt.Sprintf("event_loops: %d\n", o.loops)
+		}
+		if err := os.WriteFile(cfgPath, []byte(cfg), 0o644); err != nil {
 			return e, err
 		}
 		log.Info("starting pgshard", "target", p.name, "port", p.port, "shards", len(p.shards), "pool_size", poolSize, "config", cfgPath)

@@ -79,6 +79,7 @@ type options struct {
 	targets   []string // which of allTargets to run, in allTargets' order
 	pprof     string   // pgshard-1's --pprof address ("": none)
 	procs     int      // GOMAXPROCS for the pgshard processes (0: Go's default)
+	loops     int      // event_loops for the pgshard processes (0: pgshard's default)
 	// scatter runs only the scatter section (scatter.go).
 	scatter     bool
 	scatterRows int
@@ -158,6 +159,7 @@ func parseFlags(args []string) (options, error) {
 	fs.StringVar(&targets, "targets", strings.Join(allTargets, ","), "comma-separated targets to run (always in the order direct, pgbouncer, pgshard-1, pgshard-2)")
 	fs.StringVar(&o.pprof, "pprof", "", "serve pgshard-1's /debug/pprof on this address (e.g. 127.0.0.1:6060) for profiling during the run")
 	fs.IntVar(&o.procs, "gomaxprocs", 0, "GOMAXPROCS for the pgshard processes (0: Go's default, the number of CPUs)")
+	fs.IntVar(&o.loops, "event-loops", 0, "event_loops for the pgshard processes (0: pgshard's default, GOMAXPROCS/2; -1: a goroutine per client)")
 	fs.BoolVar(&o.scatter, "scatter", false, "run only the scatter section: single-key, count(*), ORDER BY/LIMIT and GROUP BY latency on 4 shards vs one shard directly")
 	fs.IntVar(&o.scatterRows, "scatter-rows", 200000, "rows in the scatter section's table (a quarter per shard)")
 	fs.IntVar(&o.scatterRuns, "scatter-runs", 2000, "runs per query and target in the scatter section")

@@ -45,6 +45,11 @@ type Config struct {
 	// default, a negative value ("-1s") turns the checks off.
 	HealthCheckInterval Duration `yaml:"health_check_interval"`
 
+	// EventLoops is how many epoll loops run client sessions (wire/evloop):
+	// 0 picks GOMAXPROCS/2, and none below GOMAXPROCS 2; -1 runs each
+	// client on a goroutine of its own.
+	EventLoops int `yaml:"event_loops"`
+
 	LogLevel string `yaml:"log_level"`
 	LogJSON  bool   `yaml:"log_json"`
 
