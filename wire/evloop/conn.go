@@ -30,13 +30,13 @@ type Conn struct {
 	co   atomic.Pointer[Co]   // bound coroutine, nil when none
 	loop atomic.Pointer[Loop] // the epoll the fd is registered with, nil when none
 
-	rw, ww   atomic.Pointer[Co] // coroutine waiting to read / write (set by its loop)
+	rw, ww atomic.Pointer[Co] // coroutine waiting to read / write (set by its loop)
 	// rt, wt: when the earliest timer queued for the read (write) side
 	// fires, 0 when none; a wait with a later deadline queues none, so a
 	// deadline moved forward at every wait (idle timeouts) keeps one timer
 	// per Conn, not one per wait.
 	rt, wt   atomic.Int64
-	rdl, wdl atomic.Int64       // deadlines, unix nanos; 0: none
+	rdl, wdl atomic.Int64 // deadlines, unix nanos; 0: none
 
 	mu     sync.Mutex
 	pfd    int  // eventfd that pokes wake a poll(2) through; 0 until one polls (guarded by mu)
