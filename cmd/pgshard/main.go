@@ -26,6 +26,7 @@ import (
 	"github.com/pgshard/pgshard/router/plan"
 	"github.com/pgshard/pgshard/router/pool"
 	"github.com/pgshard/pgshard/router/proxy"
+	"github.com/pgshard/pgshard/router/sqlparse"
 	"github.com/pgshard/pgshard/shardmap"
 	"github.com/pgshard/pgshard/wire"
 	"github.com/pgshard/pgshard/wire/evloop"
@@ -101,6 +102,7 @@ func run() error {
 		pools = append(pools, p)
 	}
 	pcfg.Router = proxy.PlanRouter{Planner: plan.NewPlanner(planCacheSize)}
+	sqlparse.Warm() // the first clients' statements do not pay the parser's set-up
 	srv := proxy.New(*pcfg, pools, log)
 	if loops != nil {
 		srv.UseLoops(loops)

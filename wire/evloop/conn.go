@@ -38,11 +38,12 @@ type Conn struct {
 	rt, wt   atomic.Int64
 	rdl, wdl atomic.Int64 // deadlines, unix nanos; 0: none
 
-	mu     sync.Mutex
-	pfd    int  // eventfd that pokes wake a poll(2) through; 0 until one polls (guarded by mu)
-	refs   int  // Reads and Writes under way (guarded by mu)
-	closed bool // guarded by mu; also read atomically through isClosed
-	cflag  atomic.Bool
+	mu      sync.Mutex
+	pfd     int  // eventfd that pokes wake a poll(2) through; 0 until one polls (guarded by mu)
+	polling int  // poll(2) calls under way (guarded by mu)
+	refs    int  // Reads and Writes under way (guarded by mu)
+	closed  bool // guarded by mu; also read atomically through isClosed
+	cflag   atomic.Bool
 }
 
 var _ net.Conn = (*Conn)(nil)
@@ -212,6 +213,14 @@ func (c *Conn) wait(write bool) error {
 
 // poll waits on the calling thread, for at most pollSlice.
 func (c *Conn) poll(write bool) error {
+	// Registered as polling before reading the deadline: a poke after the
+	// read finds it and writes to the eventfd.
+	pfd := c.pokeFD()
+	defer func() {
+		c.mu.Lock()
+		c.polling--
+		c.mu.Unlock()
+	}()
 	dl := c.rdl.Load()
 	ev := int16(unix.POLLIN)
 	if write {
@@ -226,7 +235,7 @@ func (c *Conn) poll(write bool) error {
 	}
 	ms := int((slice + time.Millisecond - 1) / time.Millisecond)
 	fds := []unix.PollFd{{Fd: int32(c.fd), Events: ev}, {Fd: -1, Events: unix.POLLIN}}
-	if pfd := c.pokeFD(); pfd > 0 {
+	if pfd > 0 {
 		fds[1].Fd = int32(pfd)
 	}
 	_, err := unix.Poll(fds, ms)
@@ -249,6 +258,7 @@ func (c *Conn) pokeFD() int {
 			c.pfd = fd
 		}
 	}
+	c.polling++
 	return c.pfd
 }
 
@@ -257,7 +267,7 @@ func (c *Conn) pokeFD() int {
 // reads it after recording the waiter).
 func (c *Conn) poke() {
 	c.mu.Lock()
-	if c.pfd > 0 {
+	if c.pfd > 0 && c.polling > 0 {
 		one := [8]byte{1}
 		_, _ = unix.Write(c.pfd, one[:])
 	}
@@ -310,23 +320,26 @@ func (c *Conn) RemoteAddr() net.Addr { return c.raddr }
 
 // SetDeadline implements net.Conn.
 func (c *Conn) SetDeadline(t time.Time) error {
-	c.rdl.Store(unixNano(t))
-	c.wdl.Store(unixNano(t))
-	c.poke()
+	d := unixNano(t)
+	if c.rdl.Swap(d) != d || c.wdl.Swap(d) != d {
+		c.poke()
+	}
 	return nil
 }
 
 // SetReadDeadline implements net.Conn.
 func (c *Conn) SetReadDeadline(t time.Time) error {
-	c.rdl.Store(unixNano(t))
-	c.poke()
+	if d := unixNano(t); c.rdl.Swap(d) != d {
+		c.poke()
+	}
 	return nil
 }
 
 // SetWriteDeadline implements net.Conn.
 func (c *Conn) SetWriteDeadline(t time.Time) error {
-	c.wdl.Store(unixNano(t))
-	c.poke()
+	if d := unixNano(t); c.wdl.Swap(d) != d {
+		c.poke()
+	}
 	return nil
 }
 

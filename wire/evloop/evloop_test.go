@@ -430,3 +430,32 @@ func TestTimersStayFew(t *testing.T) {
 		t.Fatalf("%d timers queued after 500 waits, want at most 2", n)
 	}
 }
+
+// Closing a group resumes the coroutines it holds: their Reads return
+// ErrStopped and they finish.
+func TestCloseStopsWaiters(t *testing.T) {
+	g, err := NewGroup(1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	c, _ := pair(t, g)
+	done := make(chan error, 1)
+	waiting := make(chan struct{})
+	g.Spawn(func(co *Co) {
+		c.Bind(co)
+		close(waiting)
+		_, err := c.Read(make([]byte, 1))
+		done <- err
+	})
+	<-waiting
+	time.Sleep(20 * time.Millisecond)
+	g.Close()
+	select {
+	case err := <-done:
+		if !errors.Is(err, ErrStopped) {
+			t.Fatalf("err = %v, want ErrStopped", err)
+		}
+	case <-time.After(2 * time.Second):
+		t.Fatal("a coroutine waiting on a closed loop was never resumed")
+	}
+}

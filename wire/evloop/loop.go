@@ -65,8 +65,8 @@ func (co *Co) Detach() {
 
 // Attach hands the coroutine back to its loop.
 func (co *Co) Attach() {
-	if co == nil || co.attached {
-		return
+	if co == nil || co.attached || co.loop.closed.Load() {
+		return // a closed loop resumes nothing: stay on this goroutine
 	}
 	co.attached = true
 	co.yield(req{kind: reqAttach})
@@ -219,6 +219,7 @@ func (l *Loop) run() {
 	l.runMu.Lock()
 	for {
 		if l.closed.Load() {
+			l.stop()
 			l.runMu.Unlock()
 			return
 		}
@@ -283,6 +284,32 @@ func (l *Loop) run() {
 			}
 			if ev.Events&(unix.EPOLLOUT|unix.EPOLLHUP|unix.EPOLLERR) != 0 {
 				l.wake(&c.ww)
+			}
+		}
+	}
+}
+
+// stop resumes every coroutine the closed loop still holds, so that their
+// Reads and Writes return ErrStopped and they can finish; the caller holds
+// runMu.
+func (l *Loop) stop() {
+	for {
+		l.conns.Range(func(_, v any) bool {
+			c := v.(*Conn)
+			l.wake(&c.rw)
+			l.wake(&c.ww)
+			return true
+		})
+		l.drainInbox()
+		if len(l.ready) == 0 {
+			return
+		}
+		for len(l.ready) > 0 {
+			co := l.ready[0]
+			l.ready = l.ready[1:]
+			if !l.resume(co) {
+				l.runMu.Lock() // resume returned without it: taken over
+				return
 			}
 		}
 	}

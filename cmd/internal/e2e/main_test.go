@@ -24,6 +24,7 @@ import (
 	"github.com/pgshard/pgshard/router/proxy"
 	"github.com/pgshard/pgshard/shardmap"
 	"github.com/pgshard/pgshard/wire"
+	"github.com/pgshard/pgshard/wire/evloop"
 )
 
 // basePort is this package's range of Postgres ports; other packages that
@@ -99,6 +100,11 @@ type proxyOpts struct {
 	shardDSN func(i int, dsn string) string
 	// connectTimeout bounds a dial to a shard (pool default 5s).
 	connectTimeout time.Duration
+	// loops runs the sessions on an event loop, as the pgshard binary does
+	// by default (in-process proxies otherwise run a goroutine per client).
+	loops bool
+	// group, if set, is the event loop group to use (the test owns it).
+	group *evloop.Group
 }
 
 // testRules: accounts/orders co-located on a bigint, users on text,
@@ -134,6 +140,12 @@ func startProxy(t testing.TB, o proxyOpts) string {
 	if err != nil {
 		t.Fatal(err)
 	}
+	loops := o.group
+	if o.loops && loops == nil {
+		if loops, err = evloop.NewGroup(1); err != nil {
+			t.Fatal(err)
+		}
+	}
 	var pools []*pool.Pool
 	var shards []shardmap.Shard
 	for i, in := range cluster.Instances[:o.shards] {
@@ -144,7 +156,7 @@ func startProxy(t testing.TB, o proxyOpts) string {
 		if o.shardDSN != nil {
 			dsn = o.shardDSN(i, dsn)
 		}
-		p, err := pool.New(pool.Options{Shard: in.Name, DSN: dsn, Size: o.poolSize, AcquireTimeout: o.waitTimeout, ConnectTimeout: o.connectTimeout})
+		p, err := pool.New(pool.Options{Shard: in.Name, DSN: dsn, Size: o.poolSize, AcquireTimeout: o.waitTimeout, ConnectTimeout: o.connectTimeout, Loops: loops})
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -174,6 +186,9 @@ func startProxy(t testing.TB, o proxyOpts) string {
 		o.configure(&pcfg)
 	}
 	srv := proxy.New(pcfg, pools, log)
+	if loops != nil {
+		srv.UseLoops(loops)
+	}
 	if smap != nil {
 		srv.SetMap(smap)
 	}
@@ -189,6 +204,9 @@ func startProxy(t testing.TB, o proxyOpts) string {
 		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 		defer cancel()
 		_ = srv.Shutdown(ctx)
+		if loops != nil && o.group == nil {
+			loops.Close()
+		}
 	})
 	return l.Addr().String()
 }

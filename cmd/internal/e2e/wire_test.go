@@ -207,7 +207,12 @@ func TestWireComparison(t *testing.T) {
 	for _, mode := range []struct {
 		name string
 		o    proxyOpts
-	}{{"transaction", proxyOpts{poolSize: 2}}, {"session", proxyOpts{mode: 1, poolSize: 2}}} {
+	}{
+		{"transaction", proxyOpts{poolSize: 2}},
+		{"session", proxyOpts{mode: 1, poolSize: 2}},
+		{"transaction-loop", proxyOpts{poolSize: 2, loops: true}},
+		{"session-loop", proxyOpts{mode: 1, poolSize: 2, loops: true}},
+	} {
 		addr := startProxy(t, mode.o)
 		for _, f := range files {
 			t.Run(mode.name+"/"+strings.TrimSuffix(filepath.Base(f), ".jsonl"), func(t *testing.T) {
