@@ -13,6 +13,8 @@
 //     turns any error (a *Error, a shard's *pgconn.PgError, anything else)
 //     into the ErrorResponse to send.
 //   - pgcode: the SQLSTATE codes pgshard uses, in one place.
+//   - evloop: epoll loops that run blocking-style connection code as
+//     coroutines (client sessions), and the net.Conn they wait through.
 //
 // The protocol messages themselves are github.com/jackc/pgx/v5/pgproto3's;
 // this package builds on them and defines none of its own.

@@ -6,7 +6,18 @@
 // routing decisions, the router's planner and the shard map. It never
 // imports rebalance.
 //
-// Life of a request: one goroutine per client reads a message with
+// Where a session runs: with Server.UseLoops (the pgshard binary's default),
+// each client's session is a coroutine on an epoll loop (wire/evloop): the
+// same blocking-style code below, but a wait for the client or the shard
+// goes back to the loop instead of parking a goroutine, which halves the
+// proxy's CPU per transaction. Before anything that waits on something
+// other than its own sockets (a full pool, a dial, goroutines reading a
+// merge's shards, a frozen bucket, a cancel in flight, LISTEN, the admin
+// console) the session calls Detach and runs on a goroutine of its own until
+// its next client message (Attach at the top of run). Without loops, each
+// session is a goroutine.
+//
+// Life of a request: the session reads a message with
 // pgproto3.Backend. Extended-protocol messages are buffered to the attached
 // server connection (attaching one from the pool on first need) and an
 // entry describing the answer the client expects is queued. Named prepared
