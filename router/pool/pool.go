@@ -342,18 +342,25 @@ func (p *Pool) TryAcquire() (*Conn, bool) {
 		return nil, false
 	}
 	p.mu.Lock()
-	n := len(p.idle)
-	if p.closed || n == 0 {
+	if p.closed || len(p.idle) == 0 {
 		p.mu.Unlock()
 		<-p.sem
 		return nil, false
 	}
+	c := p.popIdle()
+	p.mu.Unlock()
+	return c, true
+}
+
+// popIdle hands out the most recently used idle connection; the caller
+// holds mu and has checked that there is one.
+func (p *Pool) popIdle() *Conn {
+	n := len(p.idle)
 	c := p.idle[n-1]
 	p.idle[n-1] = nil
 	p.idle = p.idle[:n-1]
 	c.active, c.since = true, time.Now()
-	p.mu.Unlock()
-	return c, true
+	return c
 }
 
 // acquireSlow waits for the pool to be resumed and for a free slot, both
@@ -404,11 +411,8 @@ func (p *Pool) take(ctx context.Context) (*Conn, error) {
 		<-p.sem
 		return nil, ErrClosed
 	}
-	if n := len(p.idle); n > 0 {
-		c := p.idle[n-1]
-		p.idle[n-1] = nil
-		p.idle = p.idle[:n-1]
-		c.active, c.since = true, time.Now()
+	if len(p.idle) > 0 {
+		c := p.popIdle()
 		p.mu.Unlock()
 		return c, nil
 	}

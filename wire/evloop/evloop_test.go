@@ -89,6 +89,22 @@ func roundTrip(t *testing.T, cli net.Conn, msg string) time.Duration {
 	return time.Since(start)
 }
 
+// blockedReader starts a coroutine that reads c (bound to it) and returns
+// the channel its Read's error arrives on, once it is waiting.
+func blockedReader(g *Group, c *Conn) <-chan error {
+	done := make(chan error, 1)
+	waiting := make(chan struct{})
+	g.Spawn(func(co *Co) {
+		c.Bind(co)
+		close(waiting)
+		_, err := c.Read(make([]byte, 10))
+		done <- err
+	})
+	<-waiting
+	time.Sleep(20 * time.Millisecond)
+	return done
+}
+
 func TestEchoManyClients(t *testing.T) {
 	for _, loops := range []int{1, 2} {
 		t.Run(fmt.Sprintf("loops=%d", loops), func(t *testing.T) {
@@ -166,16 +182,7 @@ func TestReadDeadline(t *testing.T) {
 	})
 	t.Run("from another goroutine", func(t *testing.T) {
 		c, _ := pair(t, g)
-		done := make(chan error, 1)
-		waiting := make(chan struct{})
-		g.Spawn(func(co *Co) {
-			c.Bind(co)
-			close(waiting)
-			_, err := c.Read(make([]byte, 10))
-			done <- err
-		})
-		<-waiting
-		time.Sleep(20 * time.Millisecond)
+		done := blockedReader(g, c)
 		_ = c.SetReadDeadline(time.Now())
 		select {
 		case err := <-done:
@@ -207,16 +214,7 @@ func TestReadDeadline(t *testing.T) {
 func TestCloseWakesReader(t *testing.T) {
 	g := group(t, 1)
 	c, _ := pair(t, g)
-	done := make(chan error, 1)
-	waiting := make(chan struct{})
-	g.Spawn(func(co *Co) {
-		c.Bind(co)
-		close(waiting)
-		_, err := c.Read(make([]byte, 10))
-		done <- err
-	})
-	<-waiting
-	time.Sleep(20 * time.Millisecond)
+	done := blockedReader(g, c)
 	_ = c.Close()
 	select {
 	case err := <-done:
@@ -231,13 +229,7 @@ func TestCloseWakesReader(t *testing.T) {
 func TestPeerCloseIsEOF(t *testing.T) {
 	g := group(t, 1)
 	c, cli := pair(t, g)
-	done := make(chan error, 1)
-	g.Spawn(func(co *Co) {
-		c.Bind(co)
-		_, err := c.Read(make([]byte, 10))
-		done <- err
-	})
-	time.Sleep(20 * time.Millisecond)
+	done := blockedReader(g, c)
 	_ = cli.Close()
 	if err := <-done; !errors.Is(err, io.EOF) {
 		t.Fatalf("err = %v, want io.EOF", err)
@@ -439,16 +431,7 @@ func TestCloseStopsWaiters(t *testing.T) {
 		t.Fatal(err)
 	}
 	c, _ := pair(t, g)
-	done := make(chan error, 1)
-	waiting := make(chan struct{})
-	g.Spawn(func(co *Co) {
-		c.Bind(co)
-		close(waiting)
-		_, err := c.Read(make([]byte, 1))
-		done <- err
-	})
-	<-waiting
-	time.Sleep(20 * time.Millisecond)
+	done := blockedReader(g, c)
 	g.Close()
 	select {
 	case err := <-done:
