@@ -216,6 +216,7 @@ type Pool struct {
 	closed  bool
 
 	cancels sync.WaitGroup // cancel requests sent by close
+	parked  []*Parker      // waiters that Release hands connections to (guarded by mu)
 
 	// gate is non-nil while the pool is paused: Acquire waits until the
 	// channel is closed (Resume).
@@ -305,6 +306,7 @@ func (p *Pool) Stats() Stats {
 func (p *Pool) Pause() {
 	ch := make(chan struct{})
 	p.gate.CompareAndSwap(nil, &ch)
+	p.retryParked() // they wait in Acquire, which honours the pause
 }
 
 // Resume lets Acquire calls waiting because of Pause go on.
@@ -361,6 +363,110 @@ func (p *Pool) popIdle() *Conn {
 	p.idle = p.idle[:n-1]
 	c.active, c.since = true, time.Now()
 	return c
+}
+
+// A Parker waits for a connection without blocking a goroutine: Release
+// hands it one and calls Wake. It serves clients running as coroutines on an
+// event loop, which cannot block on the pool's semaphore.
+type Parker struct {
+	Wake  func() // called, from any goroutine, when Check has news
+	c     *Conn  // handed by Release (guarded by the pool's mu)
+	retry bool   // a slot came free, or the pool paused or closed: use Acquire
+	since time.Time
+}
+
+// ParkState is what Check found.
+type ParkState int
+
+const (
+	Waiting ParkState = iota // nothing yet
+	Handed                   // a connection: the caller holds it
+	Retry                    // no connection: call Acquire (it may dial or wait)
+)
+
+// Park queues w for the next connection a client releases, if every slot
+// is in use and the pool is neither paused nor closed; false otherwise (the
+// caller acquires another way).
+func (p *Pool) Park(w *Parker) bool {
+	if p.gate.Load() != nil {
+		return false
+	}
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.closed || len(p.idle) > 0 || len(p.sem) < cap(p.sem) {
+		return false
+	}
+	w.c, w.retry, w.since = nil, false, time.Now()
+	p.parked = append(p.parked, w)
+	p.waiting.Add(1)
+	p.waits.Add(1)
+	return true
+}
+
+// Check reports what happened to a parked w; with Handed it returns the
+// connection, which the caller now holds.
+func (p *Pool) Check(w *Parker) (*Conn, ParkState) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	switch {
+	case w.c != nil:
+		c := w.c
+		w.c = nil
+		return c, Handed
+	case w.retry:
+		return nil, Retry
+	}
+	return nil, Waiting
+}
+
+// Leave takes w out of the queue (timeout, cancel) and returns the
+// connection it was handed meanwhile, if any.
+func (p *Pool) Leave(w *Parker, timedOut bool) *Conn {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if c := w.c; c != nil {
+		w.c = nil
+		return c
+	}
+	if i := slices.Index(p.parked, w); i >= 0 {
+		p.parked = slices.Delete(p.parked, i, i+1)
+		p.waiting.Add(-1)
+		p.waitNs.Add(int64(time.Since(w.since)))
+		if timedOut {
+			p.timeouts.Add(1)
+		}
+	}
+	return nil
+}
+
+// unparkLocked takes the first parked waiter off the queue, giving it c (nil:
+// Retry); the caller holds mu and calls its Wake after unlocking.
+func (p *Pool) unparkLocked(c *Conn) *Parker {
+	w := p.parked[0]
+	p.parked[0] = nil
+	p.parked = p.parked[1:]
+	p.waiting.Add(-1)
+	p.waitNs.Add(int64(time.Since(w.since)))
+	if c != nil {
+		c.active, c.since = true, time.Now()
+		w.c = c
+	} else {
+		w.retry = true
+	}
+	return w
+}
+
+// retryParked wakes every parked waiter with Retry (pool paused or closed).
+func (p *Pool) retryParked() {
+	p.mu.Lock()
+	var ws []*Parker
+	for len(p.parked) > 0 {
+		ws = append(ws, p.unparkLocked(nil))
+	}
+	p.mu.Unlock()
+	for _, w := range ws {
+		w.Wake()
+	}
 }
 
 // acquireSlow waits for the pool to be resumed and for a free slot, both
@@ -560,14 +666,32 @@ func (p *Pool) Release(c *Conn) {
 		// next client.
 		_ = c.Net.SetDeadline(time.Time{})
 		c.CancelSent = false
+		p.lastOK.Store(now.UnixNano()) // the shard answered
+		if len(p.parked) > 0 && p.gate.Load() == nil {
+			// Straight to the first parked client, slot and all.
+			w := p.unparkLocked(c)
+			p.mu.Unlock()
+			w.Wake()
+			return
+		}
 		p.idle = append(p.idle, c)
 		p.mu.Unlock()
-		p.lastOK.Store(now.UnixNano()) // the shard answered
 	} else {
 		p.mu.Unlock()
 		p.close(c)
 	}
 	<-p.sem
+	// A slot came free without a connection to hand over (or the pool is
+	// paused): a parked client acquires the ordinary way.
+	p.mu.Lock()
+	var w *Parker
+	if len(p.parked) > 0 && (len(p.idle) == 0 || p.gate.Load() != nil) {
+		w = p.unparkLocked(nil)
+	}
+	p.mu.Unlock()
+	if w != nil {
+		w.Wake()
+	}
 }
 
 // Discard closes c (cancelling whatever it runs) and frees its slot.
@@ -620,6 +744,7 @@ func (p *Pool) Close() {
 	p.idle = nil
 	p.mu.Unlock()
 	p.Resume() // waiters see the pool closed
+	p.retryParked()
 	for _, c := range idle {
 		p.close(c)
 	}

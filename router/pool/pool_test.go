@@ -3,9 +3,12 @@ package pool
 import (
 	"context"
 	"errors"
+	"io"
 	"net"
 	"testing"
 	"time"
+
+	"github.com/jackc/pgx/v5/pgproto3"
 )
 
 // deadPool returns a pool whose shard refuses connections.
@@ -175,4 +178,77 @@ func TestWarmTakesNoSlot(t *testing.T) {
 	if st := p.Stats(); st.Open != 0 || st.InUse != 0 {
 		t.Fatalf("after Warm: %+v", st)
 	}
+}
+
+// A parked waiter gets the next released connection, slot and all; Leave
+// takes it out; Pause sends it to Acquire.
+func TestParkHandOver(t *testing.T) {
+	newConn := func(p *Pool) *Conn {
+		a, b := net.Pipe()
+		t.Cleanup(func() { _ = a.Close(); _ = b.Close() })
+		go func() { _, _ = io.Copy(io.Discard, b) }() // the "server" reads Terminate
+		c := &Conn{Net: a, FE: pgproto3.NewFrontend(a, a), TxStatus: 'I', owner: p, active: true}
+		p.mu.Lock()
+		p.all[c] = struct{}{}
+		p.mu.Unlock()
+		p.sem <- struct{}{} // its slot
+		return c
+	}
+	t.Run("handed on release", func(t *testing.T) {
+		p := deadPool(t, time.Minute)
+		c1, _ := newConn(p), newConn(p) // Size 2: full
+		woken := 0
+		w := &Parker{Wake: func() { woken++ }}
+		if !p.Park(w) {
+			t.Fatal("Park refused a full pool")
+		}
+		if _, st := p.Check(w); st != Waiting {
+			t.Fatalf("state %v before any release", st)
+		}
+		p.Release(c1)
+		got, st := p.Check(w)
+		if st != Handed || got != c1 || woken != 1 {
+			t.Fatalf("after release: %v %v woken %d", got, st, woken)
+		}
+		if s := p.Stats(); s.InUse != 2 || s.Idle != 0 || s.Waiting != 0 || s.Waits != 1 {
+			t.Fatalf("stats %+v: the slot must pass to the waiter", s)
+		}
+	})
+	t.Run("not when a slot is free", func(t *testing.T) {
+		p := deadPool(t, time.Minute)
+		newConn(p)
+		if p.Park(&Parker{Wake: func() {}}) {
+			t.Fatal("Park accepted with a slot free")
+		}
+	})
+	t.Run("leave", func(t *testing.T) {
+		p := deadPool(t, time.Minute)
+		c1, _ := newConn(p), newConn(p)
+		w := &Parker{Wake: func() {}}
+		p.Park(w)
+		if c := p.Leave(w, true); c != nil {
+			t.Fatal("Leave returned a connection never handed")
+		}
+		p.Release(c1)
+		if _, st := p.Check(w); st != Waiting {
+			t.Fatal("a waiter that left was handed a connection")
+		}
+		if s := p.Stats(); s.Idle != 1 || s.Timeouts != 1 || s.Waiting != 0 {
+			t.Fatalf("stats %+v", s)
+		}
+	})
+	t.Run("pause sends waiters to Acquire", func(t *testing.T) {
+		p := deadPool(t, time.Minute)
+		newConn(p)
+		newConn(p)
+		w := &Parker{Wake: func() {}}
+		p.Park(w)
+		p.Pause()
+		if _, st := p.Check(w); st != Retry {
+			t.Fatalf("state %v after Pause, want Retry", st)
+		}
+		if p.Park(&Parker{Wake: func() {}}) {
+			t.Fatal("Park accepted while paused")
+		}
+	})
 }

@@ -443,6 +443,12 @@ func asWireErr(err error) *wire.Error {
 // dialling blocks), and binds it to the session's coroutine.
 func (s *session) acquire(ctx context.Context, p *pool.Pool) (*pool.Conn, error) {
 	sc, ok := p.TryAcquire()
+	if !ok && s.co.Attached() {
+		var err error
+		if sc, ok, err = s.parkFor(ctx, p); err != nil {
+			return nil, err
+		}
+	}
 	if !ok {
 		s.co.Detach()
 		var err error
@@ -452,6 +458,39 @@ func (s *session) acquire(ctx context.Context, p *pool.Pool) (*pool.Conn, error)
 	}
 	s.bind(sc)
 	return sc, nil
+}
+
+// parkFor waits on the loop for a connection of a full pool: the client
+// releasing one hands it over (pool.Parker), with no goroutine involved.
+// false (and no error) means: acquire the ordinary way (the pool was not
+// full, or a slot came free without a connection, or it paused).
+func (s *session) parkFor(ctx context.Context, p *pool.Pool) (*pool.Conn, bool, error) {
+	w := &pool.Parker{Wake: s.co.Unpark}
+	if !p.Park(w) {
+		return nil, false, nil
+	}
+	deadline := time.Now().Add(p.Options().AcquireTimeout)
+	stop := context.AfterFunc(ctx, s.co.Unpark) // a CancelRequest ends the wait
+	defer stop()
+	for {
+		s.co.Park(deadline)
+		switch c, st := p.Check(w); st {
+		case pool.Handed:
+			return c, true, nil
+		case pool.Retry:
+			return nil, false, nil
+		}
+		if ctx.Err() == nil && time.Now().Before(deadline) {
+			continue // woken early: park again
+		}
+		if c := p.Leave(w, ctx.Err() == nil); c != nil {
+			return c, true, nil // handed over as the wait ended
+		}
+		if err := ctx.Err(); err != nil {
+			return nil, false, err
+		}
+		return nil, false, pool.ErrTimeout
+	}
 }
 
 // bind lets the session's coroutine wait for sc through its loop; a

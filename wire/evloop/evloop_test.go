@@ -442,3 +442,63 @@ func TestCloseStopsWaiters(t *testing.T) {
 		t.Fatal("a coroutine waiting on a closed loop was never resumed")
 	}
 }
+
+// Park waits for Unpark (from another goroutine, before or after the Park)
+// or its deadline, while the loop serves others.
+func TestPark(t *testing.T) {
+	g := group(t, 1)
+	c, cli := pair(t, g)
+	g.Spawn(echo(c, nil))
+	t.Run("unpark after", func(t *testing.T) {
+		var self *Co
+		parked := make(chan struct{})
+		done := make(chan time.Duration, 1)
+		g.Spawn(func(co *Co) {
+			self = co
+			close(parked)
+			start := time.Now()
+			co.Park(time.Now().Add(5 * time.Second))
+			done <- time.Since(start)
+		})
+		<-parked
+		time.Sleep(30 * time.Millisecond)
+		roundTrip(t, cli, "served while one is parked")
+		self.Unpark()
+		if d := <-done; d < 30*time.Millisecond || d > 2*time.Second {
+			t.Fatalf("Park returned after %v", d)
+		}
+	})
+	t.Run("unpark before", func(t *testing.T) {
+		done := make(chan time.Duration, 1)
+		g.Spawn(func(co *Co) {
+			co.Unpark()
+			start := time.Now()
+			co.Park(time.Now().Add(5 * time.Second))
+			done <- time.Since(start)
+		})
+		if d := <-done; d > time.Second {
+			t.Fatalf("Park after Unpark returned after %v", d)
+		}
+	})
+	t.Run("deadline", func(t *testing.T) {
+		done := make(chan time.Duration, 1)
+		g.Spawn(func(co *Co) {
+			start := time.Now()
+			co.Park(time.Now().Add(50 * time.Millisecond))
+			done <- time.Since(start)
+		})
+		if d := <-done; d < 50*time.Millisecond || d > 2*time.Second {
+			t.Fatalf("Park with a 50ms deadline returned after %v", d)
+		}
+	})
+	t.Run("detached", func(t *testing.T) {
+		done := make(chan bool, 1)
+		g.Spawn(func(co *Co) {
+			co.Detach()
+			done <- co.Park(time.Time{})
+		})
+		if <-done {
+			t.Fatal("Park of a detached coroutine reported true")
+		}
+	})
+}

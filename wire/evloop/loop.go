@@ -28,6 +28,7 @@ const (
 	reqWait   reqKind = iota // wait for c to be readable (or writable)
 	reqDetach                // run me on a goroutine of my own
 	reqAttach                // run me on the loop again
+	reqPark                  // wait until Unpark or the deadline in req.at
 )
 
 // req is what a coroutine yields to whoever resumed it.
@@ -35,6 +36,7 @@ type req struct {
 	kind  reqKind
 	c     *Conn
 	write bool
+	at    int64 // reqPark: deadline, unix nanos; 0: none
 }
 
 // Co is one coroutine. Its methods are no-ops on a nil *Co, so code can run
@@ -47,6 +49,59 @@ type Co struct {
 	// attached is read and written only by the coroutine's own code: it
 	// says whether the loop (rather than a goroutine of its own) resumes it.
 	attached bool
+	// park: parkRunning, parkParked (its loop holds it for Unpark or its
+	// deadline) or parkWoken (Unpark came before the loop recorded the
+	// park).
+	park atomic.Int32
+}
+
+const (
+	parkRunning int32 = iota
+	parkParked
+	parkWoken
+)
+
+// Park suspends an attached coroutine until Unpark is called (by anyone, at
+// any time after the coroutine made itself findable, even before Park) or
+// the deadline passes (zero: none). It may also return early (a deadline of
+// an earlier Park): the caller checks what it waits for and parks again. It
+// reports false if the coroutine is not attached: the caller must wait some
+// other way.
+func (co *Co) Park(deadline time.Time) bool {
+	if co == nil || !co.attached || co.loop.closed.Load() {
+		return false
+	}
+	co.yield(req{kind: reqPark, at: unixNano(deadline)})
+	return true
+}
+
+// Unpark resumes a parked coroutine, or makes its next Park return at once.
+func (co *Co) Unpark() {
+	for {
+		switch co.park.Load() {
+		case parkParked:
+			if co.park.CompareAndSwap(parkParked, parkRunning) {
+				co.loop.post(inItem{co: co})
+				return
+			}
+		case parkRunning:
+			if co.park.CompareAndSwap(parkRunning, parkWoken) {
+				return
+			}
+		default:
+			return // woken already
+		}
+	}
+}
+
+// parked records a Park; true if the coroutine must run again now (Unpark
+// came first).
+func (co *Co) parked() bool {
+	if co.park.CompareAndSwap(parkRunning, parkParked) {
+		return false
+	}
+	co.park.Store(parkRunning) // parkWoken: consume it
+	return true
 }
 
 // Attached reports whether co runs on its loop (false for nil).
@@ -301,6 +356,11 @@ func (l *Loop) stop() {
 			return true
 		})
 		l.drainInbox()
+		for len(l.timers) > 0 { // parked coroutines: their Park returns
+			if t := l.timers.pop(); t.co != nil && t.co.park.CompareAndSwap(parkParked, parkRunning) {
+				l.ready = append(l.ready, t.co)
+			}
+		}
 		if len(l.ready) == 0 {
 			return
 		}
@@ -349,6 +409,13 @@ func (l *Loop) drainInbox() {
 func (l *Loop) fireTimers(now int64) {
 	for len(l.timers) > 0 && l.timers[0].when <= now {
 		t := l.timers.pop()
+		if t.co != nil {
+			// A Park's deadline: resume it unless Unpark did.
+			if t.co.park.CompareAndSwap(parkParked, parkRunning) {
+				l.ready = append(l.ready, t.co)
+			}
+			continue
+		}
 		w, at := &t.c.rw, &t.c.rt
 		if t.write {
 			w, at = &t.c.ww, &t.c.wt
@@ -412,6 +479,12 @@ func (l *Loop) handle(co *Co, r req) {
 		go l.drive(co)
 	case reqAttach:
 		l.ready = append(l.ready, co)
+	case reqPark:
+		if co.parked() {
+			l.ready = append(l.ready, co)
+		} else if r.at != 0 {
+			l.timers.push(timer{when: r.at, co: co})
+		}
 	}
 }
 
@@ -424,6 +497,12 @@ func (l *Loop) handOver(co *Co, r req, ok bool) {
 	switch r.kind {
 	case reqDetach:
 		l.drive(co)
+	case reqPark:
+		// Parked from a goroutine that lost the loop: resumed at once, the
+		// coroutine finds nothing handed to it and parks again, through
+		// the loop this time.
+		co.park.Store(parkRunning)
+		l.post(inItem{co: co})
 	default:
 		// A wait: the loop resumes co once, and co, finding nothing to
 		// read, waits again through the loop itself.
@@ -488,6 +567,7 @@ type timer struct {
 	when  int64
 	c     *Conn
 	write bool
+	co    *Co // a Park's deadline (c is nil)
 }
 
 // timerHeap is a min-heap by when.

@@ -18,8 +18,8 @@ import (
 // clients (so sessions leave the loop to wait for the pool and come back),
 // a LISTEN session (its server connection watched by a goroutine), cancels
 // and a cross-shard merge (readers on goroutines), and requires correct
-// answers and no watchdog takeover: every wait that is not a socket's went
-// off the loop first.
+// answers and (almost) no watchdog takeover: every wait that is not a
+// socket's went off the loop first.
 func TestEventLoopSessions(t *testing.T) {
 	g, err := evloop.NewGroup(1)
 	if err != nil {
@@ -140,7 +140,11 @@ func TestEventLoopSessions(t *testing.T) {
 	if want := int64(clients * txs * (txs - 1) / 2); sum != want {
 		t.Errorf("sum(balance) = %d, want %d", sum, want)
 	}
-	if n := g.Takeovers() - warm; n != 0 {
-		t.Errorf("the loop's watchdog took over %d times: a wait stayed on the loop", n)
+	// A wait that stays on the loop (a missing Detach) shows as a takeover
+	// per wait: hundreds here. A few come from the loop's thread being
+	// descheduled for 10 ms on a loaded 2-core machine (seen: a coroutine
+	// between two socket waits in SCRAM for 6-9 ms of wall time).
+	if n := g.Takeovers() - warm; n > 5 {
+		t.Errorf("the loop's watchdog took over %d times: waits stayed on the loop", n)
 	}
 }
