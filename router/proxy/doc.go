@@ -10,12 +10,13 @@
 // each client's session is a coroutine on an epoll loop (wire/evloop): the
 // same blocking-style code below, but a wait for the client or the shard
 // goes back to the loop instead of parking a goroutine, which halves the
-// proxy's CPU per transaction. Before anything that waits on something
-// other than its own sockets (a full pool, a dial, goroutines reading a
-// merge's shards, a frozen bucket, a cancel in flight, LISTEN, the admin
-// console) the session calls Detach and runs on a goroutine of its own until
-// its next client message (Attach at the top of run). Without loops, each
-// session is a goroutine.
+// proxy's CPU per transaction. A full pool is waited for on the loop too
+// (session.parkFor: the client that releases a connection hands it over).
+// Before anything else that waits on something other than its own sockets
+// (a dial, a paused pool, goroutines reading a merge's shards, a frozen
+// bucket, a cancel in flight, LISTEN, the admin console) the session calls
+// Detach and runs on a goroutine of its own until its next client message
+// (Attach at the top of run). Without loops, each session is a goroutine.
 //
 // Life of a request: the session reads a message with
 // pgproto3.Backend. Extended-protocol messages are buffered to the attached

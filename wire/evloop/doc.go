@@ -25,8 +25,10 @@
 // coroutine itself may read or write the Conns bound to it, and it must not
 // block on anything but those Conns for long, since the loop cannot run
 // other coroutines meanwhile. Code that is about to wait on something else
-// (a pool, a channel, other goroutines reading its connections) calls
-// Detach first: the coroutine then runs on a goroutine of its own and its
+// (a channel, a dial, other goroutines reading its connections) calls
+// Detach first, or, for a wait another party ends, Park (and that party
+// calls Unpark, as a pool's Release does for a client waiting on a full
+// pool): the coroutine then runs on a goroutine of its own and its
 // Conns poll, until Attach hands it back to the loop. A watchdog covers a
 // missed Detach: when a coroutine has held its loop for longer than
 // stallLimit, a new goroutine takes the loop over and the stalled one
