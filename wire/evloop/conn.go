@@ -321,7 +321,8 @@ func (c *Conn) RemoteAddr() net.Addr { return c.raddr }
 // SetDeadline implements net.Conn.
 func (c *Conn) SetDeadline(t time.Time) error {
 	d := unixNano(t)
-	if c.rdl.Swap(d) != d || c.wdl.Swap(d) != d {
+	r, w := c.rdl.Swap(d), c.wdl.Swap(d) // both, whatever the first was
+	if r != d || w != d {
 		c.poke()
 	}
 	return nil

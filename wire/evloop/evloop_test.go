@@ -502,3 +502,17 @@ func TestPark(t *testing.T) {
 		}
 	})
 }
+
+// SetDeadline sets both deadlines, whichever of them changes.
+func TestSetDeadlineSetsBoth(t *testing.T) {
+	g := group(t, 1)
+	c, _ := pair(t, g)
+	_ = c.SetWriteDeadline(time.Now().Add(time.Hour))
+	_ = c.SetDeadline(time.Now().Add(-time.Second))
+	if _, err := c.Read(make([]byte, 1)); !errors.Is(err, os.ErrDeadlineExceeded) {
+		t.Fatalf("read: %v, want a deadline error", err)
+	}
+	if _, err := c.Write([]byte("x")); !errors.Is(err, os.ErrDeadlineExceeded) {
+		t.Fatalf("write: %v, want a deadline error", err)
+	}
+}
