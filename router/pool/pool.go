@@ -388,12 +388,11 @@ const (
 // is in use and the pool is neither paused nor closed; false otherwise (the
 // caller acquires another way).
 func (p *Pool) Park(w *Parker) bool {
-	if p.gate.Load() != nil {
-		return false
-	}
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	if p.closed || len(p.idle) > 0 || len(p.sem) < cap(p.sem) {
+	// The gate is read under mu: Pause sets it before retryParked takes
+	// mu, so a waiter is either refused here or sent back by Pause.
+	if p.gate.Load() != nil || p.closed || len(p.idle) > 0 || len(p.sem) < cap(p.sem) {
 		return false
 	}
 	w.c, w.retry, w.since = nil, false, time.Now()
@@ -667,25 +666,29 @@ func (p *Pool) Release(c *Conn) {
 		_ = c.Net.SetDeadline(time.Time{})
 		c.CancelSent = false
 		p.lastOK.Store(now.UnixNano()) // the shard answered
-		if len(p.parked) > 0 && p.gate.Load() == nil {
-			// Straight to the first parked client, slot and all.
+		if len(p.parked) > 0 {
+			// Straight to the first parked client, slot and all (none
+			// is parked while the pool is paused: Park, Pause).
 			w := p.unparkLocked(c)
 			p.mu.Unlock()
 			w.Wake()
 			return
 		}
 		p.idle = append(p.idle, c)
+		// The slot is freed under mu, with the connection idle: Park
+		// sees both or neither (a token is held, so this never blocks).
+		<-p.sem
 		p.mu.Unlock()
-	} else {
-		p.mu.Unlock()
-		p.close(c)
+		return
 	}
+	p.mu.Unlock()
+	p.close(c)
 	<-p.sem
-	// A slot came free without a connection to hand over (or the pool is
-	// paused): a parked client acquires the ordinary way.
+	// A slot came free without a connection to hand over: a parked client
+	// acquires the ordinary way (it dials).
 	p.mu.Lock()
 	var w *Parker
-	if len(p.parked) > 0 && (len(p.idle) == 0 || p.gate.Load() != nil) {
+	if len(p.parked) > 0 && len(p.idle) == 0 {
 		w = p.unparkLocked(nil)
 	}
 	p.mu.Unlock()

@@ -438,9 +438,10 @@ func asWireErr(err error) *wire.Error {
 		WithHint("Check that the shard is running and reachable from pgshard.")
 }
 
-// acquire takes a connection from p for this session: an idle one at once
-// if there is one, otherwise off the event loop (waiting for a slot or
-// dialling blocks), and binds it to the session's coroutine.
+// acquire takes a connection from p for this session and binds it to the
+// session's coroutine: an idle one at once if there is one; on a full pool,
+// waiting on the event loop (parkFor); otherwise (a dial, a paused pool)
+// off the loop, where Acquire may block.
 func (s *session) acquire(ctx context.Context, p *pool.Pool) (*pool.Conn, error) {
 	sc, ok := p.TryAcquire()
 	if !ok && s.co.Attached() {

@@ -30,20 +30,37 @@ type Conn struct {
 	co   atomic.Pointer[Co]   // bound coroutine, nil when none
 	loop atomic.Pointer[Loop] // the epoll the fd is registered with, nil when none
 
-	rw, ww atomic.Pointer[Co] // coroutine waiting to read / write (set by its loop)
-	// rt, wt: when the earliest timer queued for the read (write) side
-	// fires, 0 when none; a wait with a later deadline queues none, so a
-	// deadline moved forward at every wait (idle timeouts) keeps one timer
-	// per Conn, not one per wait.
-	rt, wt   atomic.Int64
-	rdl, wdl atomic.Int64 // deadlines, unix nanos; 0: none
+	r, w side // the read and the write half
 
 	mu      sync.Mutex
-	pfd     int  // eventfd that pokes wake a poll(2) through; 0 until one polls (guarded by mu)
-	polling int  // poll(2) calls under way (guarded by mu)
-	refs    int  // Reads and Writes under way (guarded by mu)
-	closed  bool // guarded by mu; also read atomically through isClosed
-	cflag   atomic.Bool
+	pfd     int         // eventfd that pokes wake a poll(2) through; 0 until one polls (guarded by mu)
+	polling int         // poll(2) calls under way (guarded by mu)
+	refs    int         // Reads and Writes under way (guarded by mu)
+	closed  atomic.Bool // set under mu (with refs), read anywhere
+}
+
+// side is the waiting state of one direction of a Conn.
+type side struct {
+	waiter   atomic.Pointer[Co] // coroutine waiting (set by its loop)
+	deadline atomic.Int64       // unix nanos; 0: none
+	// timerAt is when the earliest timer queued for this side fires, 0
+	// when none; a wait with a later deadline queues none, so a deadline
+	// moved forward at every wait (idle timeouts) keeps one timer per
+	// side, not one per wait.
+	timerAt atomic.Int64
+}
+
+// expired reports whether the side's deadline has passed.
+func (s *side) expired() bool {
+	d := s.deadline.Load()
+	return d != 0 && time.Now().UnixNano() >= d
+}
+
+func (c *Conn) side(write bool) *side {
+	if write {
+		return &c.w
+	}
+	return &c.r
 }
 
 var _ net.Conn = (*Conn)(nil)
@@ -105,13 +122,10 @@ func (c *Conn) Bind(co *Co) {
 	c.co.Store(co)
 }
 
-// Bound returns the coroutine c is bound to, or nil.
-func (c *Conn) Bound() *Co { return c.co.Load() }
-
 func (c *Conn) acquire() error {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	if c.closed {
+	if c.closed.Load() {
 		return net.ErrClosed
 	}
 	c.refs++
@@ -121,14 +135,12 @@ func (c *Conn) acquire() error {
 func (c *Conn) release() {
 	c.mu.Lock()
 	c.refs--
-	last := c.refs == 0 && c.closed
+	last := c.refs == 0 && c.closed.Load()
 	c.mu.Unlock()
 	if last {
 		c.destroy()
 	}
 }
-
-func (c *Conn) isClosed() bool { return c.cflag.Load() }
 
 // Read implements net.Conn.
 func (c *Conn) Read(b []byte) (int, error) {
@@ -140,7 +152,7 @@ func (c *Conn) Read(b []byte) (int, error) {
 	}
 	defer c.release()
 	for {
-		if d := c.rdl.Load(); d != 0 && time.Now().UnixNano() >= d {
+		if c.r.expired() {
 			return 0, os.ErrDeadlineExceeded
 		}
 		r, _, e := syscall.RawSyscall(syscall.SYS_READ, uintptr(c.fd), uintptr(unsafe.Pointer(&b[0])), uintptr(len(b)))
@@ -148,7 +160,7 @@ func (c *Conn) Read(b []byte) (int, error) {
 		switch {
 		case e == 0 && n > 0:
 			return n, nil
-		case c.isClosed():
+		case c.closed.Load():
 			return 0, net.ErrClosed
 		case e == 0:
 			return 0, io.EOF
@@ -171,7 +183,7 @@ func (c *Conn) Write(b []byte) (int, error) {
 	defer c.release()
 	off := 0
 	for off < len(b) {
-		if d := c.wdl.Load(); d != 0 && time.Now().UnixNano() >= d {
+		if c.w.expired() {
 			return off, os.ErrDeadlineExceeded
 		}
 		// send(2) with MSG_NOSIGNAL: a peer that went away is EPIPE, not
@@ -180,7 +192,7 @@ func (c *Conn) Write(b []byte) (int, error) {
 		switch {
 		case e == 0:
 			off += int(r)
-		case c.isClosed():
+		case c.closed.Load():
 			return off, net.ErrClosed
 		case e == unix.EINTR:
 		case e == unix.EAGAIN:
@@ -221,24 +233,22 @@ func (c *Conn) poll(write bool) error {
 		c.polling--
 		c.mu.Unlock()
 	}()
-	dl := c.rdl.Load()
 	ev := int16(unix.POLLIN)
 	if write {
-		dl, ev = c.wdl.Load(), unix.POLLOUT
+		ev = unix.POLLOUT
 	}
 	slice := pollSlice
-	if dl != 0 {
+	if dl := c.side(write).deadline.Load(); dl != 0 {
 		slice = min(slice, time.Duration(dl-time.Now().UnixNano()))
 		if slice <= 0 {
 			return nil // the caller sees the deadline
 		}
 	}
-	ms := int((slice + time.Millisecond - 1) / time.Millisecond)
 	fds := []unix.PollFd{{Fd: int32(c.fd), Events: ev}, {Fd: -1, Events: unix.POLLIN}}
 	if pfd > 0 {
 		fds[1].Fd = int32(pfd)
 	}
-	_, err := unix.Poll(fds, ms)
+	_, err := unix.Poll(fds, ceilMillis(slice))
 	if err != nil && !errors.Is(err, unix.EINTR) {
 		return c.opError("poll", err.(syscall.Errno))
 	}
@@ -253,7 +263,7 @@ func (c *Conn) poll(write bool) error {
 func (c *Conn) pokeFD() int {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	if c.pfd == 0 && !c.closed {
+	if c.pfd == 0 && !c.closed.Load() {
 		if fd, err := unix.Eventfd(0, unix.EFD_NONBLOCK|unix.EFD_CLOEXEC); err == nil {
 			c.pfd = fd
 		}
@@ -272,7 +282,7 @@ func (c *Conn) poke() {
 		_, _ = unix.Write(c.pfd, one[:])
 	}
 	c.mu.Unlock()
-	if l := c.loop.Load(); l != nil && (c.rw.Load() != nil || c.ww.Load() != nil) {
+	if l := c.loop.Load(); l != nil && (c.r.waiter.Load() != nil || c.w.waiter.Load() != nil) {
 		l.post(inItem{c: c})
 	}
 }
@@ -281,12 +291,11 @@ func (c *Conn) poke() {
 // net.ErrClosed; the descriptor is closed when the last of them returns.
 func (c *Conn) Close() error {
 	c.mu.Lock()
-	if c.closed {
+	if c.closed.Load() {
 		c.mu.Unlock()
 		return net.ErrClosed
 	}
-	c.closed = true
-	c.cflag.Store(true)
+	c.closed.Store(true)
 	busy := c.refs > 0
 	c.mu.Unlock()
 	if busy {
@@ -321,7 +330,7 @@ func (c *Conn) RemoteAddr() net.Addr { return c.raddr }
 // SetDeadline implements net.Conn.
 func (c *Conn) SetDeadline(t time.Time) error {
 	d := unixNano(t)
-	r, w := c.rdl.Swap(d), c.wdl.Swap(d) // both, whatever the first was
+	r, w := c.r.deadline.Swap(d), c.w.deadline.Swap(d) // both, whatever the first was
 	if r != d || w != d {
 		c.poke()
 	}
@@ -330,7 +339,7 @@ func (c *Conn) SetDeadline(t time.Time) error {
 
 // SetReadDeadline implements net.Conn.
 func (c *Conn) SetReadDeadline(t time.Time) error {
-	if d := unixNano(t); c.rdl.Swap(d) != d {
+	if d := unixNano(t); c.r.deadline.Swap(d) != d {
 		c.poke()
 	}
 	return nil
@@ -338,7 +347,7 @@ func (c *Conn) SetReadDeadline(t time.Time) error {
 
 // SetWriteDeadline implements net.Conn.
 func (c *Conn) SetWriteDeadline(t time.Time) error {
-	if d := unixNano(t); c.wdl.Swap(d) != d {
+	if d := unixNano(t); c.w.deadline.Swap(d) != d {
 		c.poke()
 	}
 	return nil
@@ -349,4 +358,9 @@ func unixNano(t time.Time) int64 {
 		return 0
 	}
 	return max(t.UnixNano(), 1)
+}
+
+// ceilMillis rounds d up to whole milliseconds, for epoll and poll timeouts.
+func ceilMillis(d time.Duration) int {
+	return int((d + time.Millisecond - 1) / time.Millisecond)
 }

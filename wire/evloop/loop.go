@@ -1,6 +1,7 @@
 package evloop
 
 import (
+	"container/heap"
 	"errors"
 	"fmt"
 	"iter"
@@ -44,7 +45,6 @@ type req struct {
 type Co struct {
 	loop  *Loop
 	next  func() (req, bool)
-	stop  func()
 	yield func(req) bool
 	// attached is read and written only by the coroutine's own code: it
 	// says whether the loop (rather than a goroutine of its own) resumes it.
@@ -145,8 +145,7 @@ type Loop struct {
 	timers timerHeap
 	evs    []unix.EpollEvent
 
-	conns  sync.Map // conn id -> *Conn registered in this epoll
-	nextID *atomic.Uint64
+	conns sync.Map // conn id -> *Conn registered in this epoll
 
 	inCo      atomic.Bool  // the runner is inside a coroutine
 	busySince atomic.Int64 // unix nanos when it went in
@@ -176,8 +175,8 @@ func NewGroup(n int) (*Group, error) {
 		return nil, fmt.Errorf("evloop: %d loops need GOMAXPROCS above %d (it is %d)", n, n, p)
 	}
 	g := &Group{}
-	for range max(n, 1) {
-		l, err := newLoop(&g.ids)
+	for range n {
+		l, err := newLoop()
 		if err != nil {
 			g.Close()
 			return nil, err
@@ -212,7 +211,7 @@ func (g *Group) Close() {
 	}
 }
 
-func newLoop(ids *atomic.Uint64) (*Loop, error) {
+func newLoop() (*Loop, error) {
 	ep, err := unix.EpollCreate1(unix.EPOLL_CLOEXEC)
 	if err != nil {
 		return nil, fmt.Errorf("evloop: epoll_create1: %w", err)
@@ -228,7 +227,7 @@ func newLoop(ids *atomic.Uint64) (*Loop, error) {
 		_ = unix.Close(efd)
 		return nil, fmt.Errorf("evloop: epoll_ctl: %w", err)
 	}
-	l := &Loop{ep: ep, efd: efd, nextID: ids, evs: make([]unix.EpollEvent, 256), stopped: make(chan struct{})}
+	l := &Loop{ep: ep, efd: efd, evs: make([]unix.EpollEvent, 256), stopped: make(chan struct{})}
 	l.runners.Add(1)
 	go l.run()
 	go l.watchdog()
@@ -238,7 +237,8 @@ func newLoop(ids *atomic.Uint64) (*Loop, error) {
 // Spawn runs fn as a coroutine on this loop.
 func (l *Loop) Spawn(fn func(co *Co)) {
 	co := &Co{loop: l, attached: true}
-	co.next, co.stop = iter.Pull(func(yield func(req) bool) {
+	// iter.Pull's stop is not kept: a coroutine ends by returning.
+	co.next, _ = iter.Pull(func(yield func(req) bool) {
 		co.yield = yield
 		fn(co)
 	})
@@ -285,22 +285,14 @@ func (l *Loop) run() {
 			l.fireTimers(time.Now().UnixNano())
 		}
 		if len(l.ready) > 0 {
-			co := l.ready[0]
-			l.ready[0] = nil
-			l.ready = l.ready[1:]
-			if len(l.ready) == 0 {
-				l.ready = l.ready[:0:cap(l.ready)]
-			}
-			if !l.resume(co) {
+			if !l.resume(l.popReady()) {
 				return
 			}
 			continue
 		}
 		timeout := -1
 		if len(l.timers) > 0 {
-			d := l.timers[0].when - time.Now().UnixNano()
-			timeout = int((d + int64(time.Millisecond) - 1) / int64(time.Millisecond))
-			timeout = max(timeout, 0)
+			timeout = max(ceilMillis(time.Duration(l.timers[0].when-time.Now().UnixNano())), 0)
 		}
 		// Goroutines that coroutines made runnable (a channel send, a
 		// Detach) sit in this P's run queue while it sleeps; the runtime
@@ -335,10 +327,10 @@ func (l *Loop) run() {
 			}
 			c := v.(*Conn)
 			if ev.Events&(unix.EPOLLIN|unix.EPOLLHUP|unix.EPOLLERR|unix.EPOLLRDHUP) != 0 {
-				l.wake(&c.rw)
+				l.wake(&c.r)
 			}
 			if ev.Events&(unix.EPOLLOUT|unix.EPOLLHUP|unix.EPOLLERR) != 0 {
-				l.wake(&c.ww)
+				l.wake(&c.w)
 			}
 		}
 	}
@@ -350,24 +342,20 @@ func (l *Loop) run() {
 func (l *Loop) stop() {
 	for {
 		l.conns.Range(func(_, v any) bool {
-			c := v.(*Conn)
-			l.wake(&c.rw)
-			l.wake(&c.ww)
+			l.wakeBoth(v.(*Conn))
 			return true
 		})
 		l.drainInbox()
 		for len(l.timers) > 0 { // parked coroutines: their Park returns
-			if t := l.timers.pop(); t.co != nil && t.co.park.CompareAndSwap(parkParked, parkRunning) {
-				l.ready = append(l.ready, t.co)
+			if t := heap.Pop(&l.timers).(timer); t.co != nil {
+				l.wakeParked(t.co)
 			}
 		}
 		if len(l.ready) == 0 {
 			return
 		}
 		for len(l.ready) > 0 {
-			co := l.ready[0]
-			l.ready = l.ready[1:]
-			if !l.resume(co) {
+			if !l.resume(l.popReady()) {
 				l.runMu.Lock() // resume returned without it: taken over
 				return
 			}
@@ -375,13 +363,38 @@ func (l *Loop) stop() {
 	}
 }
 
-// wake readies the coroutine waiting in w, if it is one of this loop's.
-func (l *Loop) wake(w *atomic.Pointer[Co]) {
-	co := w.Load()
-	if co == nil || co.loop != l || !w.CompareAndSwap(co, nil) {
+// popReady takes the first ready coroutine; the caller checked there is one.
+func (l *Loop) popReady() *Co {
+	co := l.ready[0]
+	l.ready[0] = nil
+	l.ready = l.ready[1:]
+	if len(l.ready) == 0 {
+		l.ready = l.ready[:0:cap(l.ready)]
+	}
+	return co
+}
+
+// wake readies the coroutine waiting on s, if it is one of this loop's.
+func (l *Loop) wake(s *side) {
+	co := s.waiter.Load()
+	if co == nil || co.loop != l || !s.waiter.CompareAndSwap(co, nil) {
 		return
 	}
 	l.ready = append(l.ready, co)
+}
+
+// wakeBoth readies whoever waits on either side of c.
+func (l *Loop) wakeBoth(c *Conn) {
+	l.wake(&c.r)
+	l.wake(&c.w)
+}
+
+// wakeParked readies co if it is parked (a Park's deadline, a closing
+// loop); Unpark may have done it already.
+func (l *Loop) wakeParked(co *Co) {
+	if co.park.CompareAndSwap(parkParked, parkRunning) {
+		l.ready = append(l.ready, co)
+	}
 }
 
 func (l *Loop) drainEventfd() {
@@ -400,30 +413,23 @@ func (l *Loop) drainInbox() {
 		case it.co != nil:
 			l.ready = append(l.ready, it.co)
 		case it.c != nil:
-			l.wake(&it.c.rw)
-			l.wake(&it.c.ww)
+			l.wakeBoth(it.c)
 		}
 	}
 }
 
 func (l *Loop) fireTimers(now int64) {
 	for len(l.timers) > 0 && l.timers[0].when <= now {
-		t := l.timers.pop()
+		t := heap.Pop(&l.timers).(timer)
 		if t.co != nil {
-			// A Park's deadline: resume it unless Unpark did.
-			if t.co.park.CompareAndSwap(parkParked, parkRunning) {
-				l.ready = append(l.ready, t.co)
-			}
+			l.wakeParked(t.co) // a Park's deadline
 			continue
 		}
-		w, at := &t.c.rw, &t.c.rt
-		if t.write {
-			w, at = &t.c.ww, &t.c.wt
-		}
-		at.CompareAndSwap(t.when, 0)
+		s := t.c.side(t.write)
+		s.timerAt.CompareAndSwap(t.when, 0)
 		// Whoever waits now looks at its deadline again: early (the
 		// deadline moved later) is harmless, it waits again.
-		l.wake(w)
+		l.wake(s)
 	}
 }
 
@@ -452,28 +458,18 @@ func (l *Loop) handle(co *Co, r req) {
 	switch r.kind {
 	case reqWait:
 		c := r.c
-		w := &c.rw
-		if r.write {
-			w = &c.ww
-		}
-		w.Store(co)
+		s := c.side(r.write)
+		s.waiter.Store(co)
 		// Read after the store: a deadline change or Close by another
 		// goroutine either is seen here or sees the waiter and pokes.
-		dl := c.rdl.Load()
-		if r.write {
-			dl = c.wdl.Load()
-		}
-		if c.isClosed() || c.loop.Load() != l {
-			l.wake(w)
+		dl := s.deadline.Load()
+		if c.closed.Load() || c.loop.Load() != l {
+			l.wake(s)
 			return
 		}
-		at := &c.rt
-		if r.write {
-			at = &c.wt
-		}
-		if dl != 0 && (at.Load() == 0 || dl < at.Load()) {
-			at.Store(dl)
-			l.timers.push(timer{when: dl, c: c, write: r.write})
+		if at := s.timerAt.Load(); dl != 0 && (at == 0 || dl < at) {
+			s.timerAt.Store(dl)
+			heap.Push(&l.timers, timer{when: dl, c: c, write: r.write})
 		}
 	case reqDetach:
 		go l.drive(co)
@@ -483,7 +479,7 @@ func (l *Loop) handle(co *Co, r req) {
 		if co.parked() {
 			l.ready = append(l.ready, co)
 		} else if r.at != 0 {
-			l.timers.push(timer{when: r.at, co: co})
+			heap.Push(&l.timers, timer{when: r.at, co: co})
 		}
 	}
 }
@@ -570,45 +566,17 @@ type timer struct {
 	co    *Co // a Park's deadline (c is nil)
 }
 
-// timerHeap is a min-heap by when.
+// timerHeap is a min-heap by when (container/heap).
 type timerHeap []timer
 
-func (h *timerHeap) push(t timer) {
-	*h = append(*h, t)
+func (h timerHeap) Len() int           { return len(h) }
+func (h timerHeap) Less(i, j int) bool { return h[i].when < h[j].when }
+func (h timerHeap) Swap(i, j int)      { h[i], h[j] = h[j], h[i] }
+func (h *timerHeap) Push(x any)        { *h = append(*h, x.(timer)) }
+func (h *timerHeap) Pop() any {
 	s := *h
-	i := len(s) - 1
-	for i > 0 {
-		p := (i - 1) / 2
-		if s[p].when <= s[i].when {
-			break
-		}
-		s[p], s[i] = s[i], s[p]
-		i = p
-	}
-}
-
-func (h *timerHeap) pop() timer {
-	s := *h
-	top := s[0]
-	n := len(s) - 1
-	s[0] = s[n]
-	s[n] = timer{}
-	s = s[:n]
-	i := 0
-	for {
-		l, r, m := 2*i+1, 2*i+2, i
-		if l < n && s[l].when < s[m].when {
-			m = l
-		}
-		if r < n && s[r].when < s[m].when {
-			m = r
-		}
-		if m == i {
-			break
-		}
-		s[m], s[i] = s[i], s[m]
-		i = m
-	}
-	*h = s
-	return top
+	t := s[len(s)-1]
+	s[len(s)-1] = timer{}
+	*h = s[:len(s)-1]
+	return t
 }
