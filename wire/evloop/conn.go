@@ -31,6 +31,14 @@ type Conn struct {
 	loop atomic.Pointer[Loop] // the epoll the fd is registered with, nil when none
 
 	r, w side // the read and the write half
+	// drained is r.edges as it was before the last read that left the
+	// socket empty (a short read, EAGAIN); only Read uses it. While
+	// r.edges still has that value, no data has arrived since: the next
+	// Read waits for the loop's event instead of spending a read(2) on
+	// EAGAIN. Data arriving after that read raises a new edge-triggered
+	// event, which the loop counts when it takes it.
+	drained uint64
+	eagain  atomic.Int64 // reads that found the socket empty (tests)
 
 	mu      sync.Mutex
 	pfd     int         // eventfd that pokes wake a poll(2) through; 0 until one polls (guarded by mu)
@@ -48,6 +56,9 @@ type side struct {
 	// moved forward at every wait (idle timeouts) keeps one timer per
 	// side, not one per wait.
 	timerAt atomic.Int64
+	// edges counts the epoll events the loop took for this side (read
+	// side only).
+	edges atomic.Uint64
 }
 
 // expired reports whether the side's deadline has passed.
@@ -93,7 +104,7 @@ func (g *Group) Wrap(nc net.Conn) (*Conn, error) {
 		_ = unix.Close(fd)
 		return nil, fmt.Errorf("evloop: set nonblocking: %w", err)
 	}
-	c := &Conn{fd: fd, id: g.ids.Add(1), laddr: nc.LocalAddr(), raddr: nc.RemoteAddr()}
+	c := &Conn{fd: fd, id: g.ids.Add(1), laddr: nc.LocalAddr(), raddr: nc.RemoteAddr(), drained: ^uint64(0)}
 	_ = nc.Close()
 	return c, nil
 }
@@ -151,14 +162,31 @@ func (c *Conn) Read(b []byte) (int, error) {
 		return 0, err
 	}
 	defer c.release()
+	// Nothing arrived since the socket was left empty: wait first. After
+	// any wake the read is tried (a wake may also be a deadline or Close).
+	empty := c.r.edges.Load() == c.drained
 	for {
 		if c.r.expired() {
 			return 0, os.ErrDeadlineExceeded
+		}
+		edges := c.r.edges.Load()
+		if empty {
+			empty = false
+			if c.closed.Load() {
+				return 0, net.ErrClosed
+			}
+			if err := c.wait(false); err != nil {
+				return 0, err
+			}
+			continue
 		}
 		r, _, e := syscall.RawSyscall(syscall.SYS_READ, uintptr(c.fd), uintptr(unsafe.Pointer(&b[0])), uintptr(len(b)))
 		n := int(r)
 		switch {
 		case e == 0 && n > 0:
+			if n < len(b) {
+				c.drained = edges
+			}
 			return n, nil
 		case c.closed.Load():
 			return 0, net.ErrClosed
@@ -166,6 +194,8 @@ func (c *Conn) Read(b []byte) (int, error) {
 			return 0, io.EOF
 		case e == unix.EINTR:
 		case e == unix.EAGAIN:
+			c.drained = edges
+			c.eagain.Add(1)
 			if err := c.wait(false); err != nil {
 				return 0, err
 			}

@@ -327,6 +327,7 @@ func (l *Loop) run() {
 			}
 			c := v.(*Conn)
 			if ev.Events&(unix.EPOLLIN|unix.EPOLLHUP|unix.EPOLLERR|unix.EPOLLRDHUP) != 0 {
+				c.r.edges.Add(1)
 				l.wake(&c.r)
 			}
 			if ev.Events&(unix.EPOLLOUT|unix.EPOLLHUP|unix.EPOLLERR) != 0 {
