@@ -132,17 +132,25 @@ func setUp(ctx context.Context, log *slog.Logger, o *options) (*env, error) {
 			return e, err
 		}
 		cfgPath := filepath.Join(sdir, "pgshard.yaml")
-		cfg := pgshardConfig(p.shards, p.port, p.catalog)
+		size := poolSize
+		if p.name == "pgshard-2" {
+			size = o.pool2
+		}
+		cfg := pgshardConfig(p.shards, p.port, p.catalog, size)
 		if o.loops != 0 {
 			cfg += fmt.Sprintf("event_loops: %d\n", o.loops)
 		}
 		if err := os.WriteFile(cfgPath, []byte(cfg), 0o644); err != nil {
 			return e, err
 		}
-		log.Info("starting pgshard", "target", p.name, "port", p.port, "shards", len(p.shards), "pool_size", poolSize, "config", cfgPath)
+		log.Info("starting pgshard", "target", p.name, "port", p.port, "shards", len(p.shards), "pool_size", size, "config", cfgPath)
 		args := []string{"--config", cfgPath}
-		if o.pprof != "" && p.name == "pgshard-1" {
-			args = append(args, "--pprof", o.pprof)
+		if o.pprof != "" {
+			addr := o.pprof
+			if p.name == "pgshard-2" {
+				addr = nextPort(addr)
+			}
+			args = append(args, "--pprof", addr)
 		}
 		var env []string
 		if o.procs > 0 {
@@ -282,8 +290,9 @@ log_disconnections = 0
 // pgshardConfig is pgshard's config for the benchmark: the README's shape,
 // with pgbench's tables as the sharding rules (accounts and history by aid,
 // branches and tellers copied to every shard: pgbench counts branches at
-// start), listening on port, its catalog at catalog ("": the first shard).
-func pgshardConfig(shards []localpg.Instance, port int, catalog string) string {
+// start), listening on port, its catalog at catalog ("": the first shard),
+// with pool server connections per shard.
+func pgshardConfig(shards []localpg.Instance, port int, catalog string, pool int) string {
 	var b strings.Builder
 	fmt.Fprintf(&b, `# written by pgshard's bench (cmd/internal/bench)
 listen: 127.0.0.1:%d
@@ -292,7 +301,7 @@ users: [{name: app, password: app}]
 max_client_conn: %d
 shutdown_timeout: 5s
 log_level: warn
-`, port, poolSize, maxClientConn)
+`, port, pool, maxClientConn)
 	if catalog != "" {
 		fmt.Fprintf(&b, "catalog: %q\n", catalog)
 	}
@@ -475,4 +484,18 @@ func clockTicks() float64 {
 		}
 	}
 	return 100
+}
+
+// nextPort is addr with its port one higher: pgshard-2's pprof address next
+// to pgshard-1's.
+func nextPort(addr string) string {
+	host, port, err := net.SplitHostPort(addr)
+	if err != nil {
+		return addr
+	}
+	n, err := strconv.Atoi(port)
+	if err != nil {
+		return addr
+	}
+	return net.JoinHostPort(host, strconv.Itoa(n+1))
 }

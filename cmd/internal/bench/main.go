@@ -80,6 +80,7 @@ type options struct {
 	pprof     string   // pgshard-1's --pprof address ("": none)
 	procs     int      // GOMAXPROCS for the pgshard processes (0: Go's default)
 	loops     int      // event_loops for the pgshard processes (0: pgshard's default)
+	pool2     int      // pgshard-2's pool size per shard
 	// scatter runs only the scatter section (scatter.go).
 	scatter     bool
 	scatterRows int
@@ -157,8 +158,9 @@ func parseFlags(args []string) (options, error) {
 	fs.StringVar(&o.pgbouncer, "pgbouncer", "/usr/sbin/pgbouncer", "PgBouncer binary")
 	fs.StringVar(&o.pgbench, "pgbench", "pgbench", "pgbench binary")
 	fs.StringVar(&targets, "targets", strings.Join(allTargets, ","), "comma-separated targets to run (always in the order direct, pgbouncer, pgshard-1, pgshard-2)")
-	fs.StringVar(&o.pprof, "pprof", "", "serve pgshard-1's /debug/pprof on this address (e.g. 127.0.0.1:6060) for profiling during the run")
+	fs.StringVar(&o.pprof, "pprof", "", "serve pgshard-1's /debug/pprof on this address (e.g. 127.0.0.1:6060) and pgshard-2's on the next port, for profiling during the run")
 	fs.IntVar(&o.procs, "gomaxprocs", 0, "GOMAXPROCS for the pgshard processes (0: Go's default, the number of CPUs)")
+	fs.IntVar(&o.pool2, "pool2", poolSize/2, "pgshard-2's pool size per shard: by default the same number of server connections in all as the other targets have in their one pool of 20, since both shards share the machine's cores")
 	fs.IntVar(&o.loops, "event-loops", 0, "event_loops for the pgshard processes (0: pgshard's default, GOMAXPROCS/2; -1: a goroutine per client)")
 	fs.BoolVar(&o.scatter, "scatter", false, "run only the scatter section: single-key, count(*), ORDER BY/LIMIT and GROUP BY latency on 4 shards vs one shard directly")
 	fs.IntVar(&o.scatterRows, "scatter-rows", 200000, "rows in the scatter section's table (a quarter per shard)")

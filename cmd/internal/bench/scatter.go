@@ -89,7 +89,7 @@ func runScatter(ctx context.Context, log *slog.Logger, o options) error {
 	if err != nil {
 		return fmt.Errorf("local cluster: %w", err)
 	}
-	cfg := strings.Replace(pgshardConfig(cluster.Instances, pgshardPort, ""),
+	cfg := strings.Replace(pgshardConfig(cluster.Instances, pgshardPort, "", poolSize),
 		"tables: [", "tables: [{name: items, key: id, type: bigint}, ", 1)
 	cfgPath := filepath.Join(dir, "pgshard.yaml")
 	if err := os.WriteFile(cfgPath, []byte(cfg), 0o644); err != nil {
