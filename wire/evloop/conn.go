@@ -164,22 +164,23 @@ func (c *Conn) Read(b []byte) (int, error) {
 	defer c.release()
 	// Nothing arrived since the socket was left empty: wait first. After
 	// any wake the read is tried (a wake may also be a deadline or Close).
-	empty := c.r.edges.Load() == c.drained
+	first := true
 	for {
 		if c.r.expired() {
 			return 0, os.ErrDeadlineExceeded
 		}
 		edges := c.r.edges.Load()
-		if empty {
-			empty = false
+		if first && edges == c.drained {
+			first = false
 			if c.closed.Load() {
 				return 0, net.ErrClosed
 			}
-			if err := c.wait(false); err != nil {
+			if err := c.wait(false, edges); err != nil {
 				return 0, err
 			}
 			continue
 		}
+		first = false
 		r, _, e := syscall.RawSyscall(syscall.SYS_READ, uintptr(c.fd), uintptr(unsafe.Pointer(&b[0])), uintptr(len(b)))
 		n := int(r)
 		switch {
@@ -196,7 +197,7 @@ func (c *Conn) Read(b []byte) (int, error) {
 		case e == unix.EAGAIN:
 			c.drained = edges
 			c.eagain.Add(1)
-			if err := c.wait(false); err != nil {
+			if err := c.wait(false, edges); err != nil {
 				return 0, err
 			}
 		default:
@@ -226,7 +227,7 @@ func (c *Conn) Write(b []byte) (int, error) {
 			return off, net.ErrClosed
 		case e == unix.EINTR:
 		case e == unix.EAGAIN:
-			if err := c.wait(true); err != nil {
+			if err := c.wait(true, 0); err != nil {
 				return off, err
 			}
 		default:
@@ -242,10 +243,10 @@ func (c *Conn) opError(op string, e syscall.Errno) error {
 
 // wait blocks until c may be ready for reading (or writing), its deadline
 // passed, or it was poked; the caller tries again and checks.
-func (c *Conn) wait(write bool) error {
+func (c *Conn) wait(write bool, seen uint64) error {
 	co := c.co.Load()
 	if co != nil && co.attached && c.loop.Load() == co.loop {
-		if co.loop.closed.Load() || !co.yield(req{kind: reqWait, c: c, write: write}) {
+		if co.loop.closed.Load() || !co.yield(req{kind: reqWait, c: c, write: write, seen: seen}) {
 			return ErrStopped
 		}
 		return nil

@@ -38,6 +38,9 @@ type req struct {
 	c     *Conn
 	write bool
 	at    int64 // reqPark: deadline, unix nanos; 0: none
+	// seen: reqWait for reading, c.r.edges as it was before the read that
+	// found nothing; an event taken since wakes the reader at once.
+	seen uint64
 }
 
 // Co is one coroutine. Its methods are no-ops on a nil *Co, so code can run
@@ -147,9 +150,18 @@ type Loop struct {
 
 	conns sync.Map // conn id -> *Conn registered in this epoll
 
-	inCo      atomic.Bool  // the runner is inside a coroutine
+	// owner is the id of the runner inside a coroutine, 0 when none. Each
+	// goroutine that runs the loop has its own id, so a runner whose loop
+	// was taken over cannot mistake the new runner's entry into a
+	// coroutine for its own and carry on: two runners at once would let
+	// one take a connection's edge-triggered event while the other's
+	// coroutine, between a read that found nothing and its wait, is not
+	// yet recorded as waiting, and that coroutine would wait forever.
+	owner     atomic.Uint64
+	runnerIDs atomic.Uint64
 	busySince atomic.Int64 // unix nanos when it went in
 	takeovers atomic.Int64
+	handovers atomic.Int64 // coroutines handed over by a runner that lost the loop (tests)
 	closed    atomic.Bool
 	stopped   chan struct{} // closed when the watchdog has stopped
 	runners   sync.WaitGroup
@@ -271,11 +283,13 @@ func (l *Loop) close() {
 // took it over.
 func (l *Loop) run() {
 	defer l.runners.Done()
+	me := l.runnerIDs.Add(1)
 	l.runMu.Lock()
 	for {
 		if l.closed.Load() {
-			l.stop()
-			l.runMu.Unlock()
+			if l.stop(me) {
+				l.runMu.Unlock()
+			}
 			return
 		}
 		if l.pending.Load() > 0 {
@@ -285,7 +299,7 @@ func (l *Loop) run() {
 			l.fireTimers(time.Now().UnixNano())
 		}
 		if len(l.ready) > 0 {
-			if !l.resume(l.popReady()) {
+			if !l.resume(me, l.popReady()) {
 				return
 			}
 			continue
@@ -338,9 +352,10 @@ func (l *Loop) run() {
 }
 
 // stop resumes every coroutine the closed loop still holds, so that their
-// Reads and Writes return ErrStopped and they can finish; the caller holds
-// runMu.
-func (l *Loop) stop() {
+// Reads and Writes return ErrStopped and they can finish; the caller, runner
+// me, holds runMu. It reports false if the loop was taken over meanwhile
+// (runMu is not held then).
+func (l *Loop) stop(me uint64) bool {
 	for {
 		l.conns.Range(func(_, v any) bool {
 			l.wakeBoth(v.(*Conn))
@@ -353,12 +368,11 @@ func (l *Loop) stop() {
 			}
 		}
 		if len(l.ready) == 0 {
-			return
+			return true
 		}
 		for len(l.ready) > 0 {
-			if !l.resume(l.popReady()) {
-				l.runMu.Lock() // resume returned without it: taken over
-				return
+			if !l.resume(me, l.popReady()) {
+				return false
 			}
 		}
 	}
@@ -434,14 +448,14 @@ func (l *Loop) fireTimers(now int64) {
 	}
 }
 
-// resume runs co until it yields; false if the loop was taken over
-// meanwhile (the caller must return: it no longer runs the loop).
-func (l *Loop) resume(co *Co) bool {
+// resume runs co until it yields, as runner me; false if the loop was
+// taken over meanwhile (the caller must return: it no longer runs the loop).
+func (l *Loop) resume(me uint64, co *Co) bool {
 	l.busySince.Store(time.Now().UnixNano())
-	l.inCo.Store(true)
+	l.owner.Store(me)
 	l.runMu.Unlock()
 	r, ok := co.next()
-	if !l.inCo.CompareAndSwap(true, false) {
+	if !l.owner.CompareAndSwap(me, 0) {
 		// The watchdog gave the loop to another goroutine while co held
 		// it: hand co over and stop being the loop.
 		l.handOver(co, r, ok)
@@ -464,7 +478,7 @@ func (l *Loop) handle(co *Co, r req) {
 		// Read after the store: a deadline change or Close by another
 		// goroutine either is seen here or sees the waiter and pokes.
 		dl := s.deadline.Load()
-		if c.closed.Load() || c.loop.Load() != l {
+		if c.closed.Load() || c.loop.Load() != l || !r.write && c.r.edges.Load() != r.seen {
 			l.wake(s)
 			return
 		}
@@ -491,6 +505,7 @@ func (l *Loop) handOver(co *Co, r req, ok bool) {
 	if !ok {
 		return
 	}
+	l.handovers.Add(1)
 	switch r.kind {
 	case reqDetach:
 		l.drive(co)
@@ -536,10 +551,11 @@ func (l *Loop) watchdog() {
 			return
 		case <-t.C:
 		}
-		if !l.inCo.Load() || time.Now().UnixNano()-l.busySince.Load() < int64(stallLimit) {
+		o := l.owner.Load()
+		if o == 0 || time.Now().UnixNano()-l.busySince.Load() < int64(stallLimit) {
 			continue
 		}
-		if l.inCo.CompareAndSwap(true, false) {
+		if l.owner.CompareAndSwap(o, 0) {
 			l.takeovers.Add(1)
 			l.runners.Add(1)
 			go l.run()
