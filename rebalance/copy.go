@@ -80,10 +80,12 @@ func (j *job) copyRows(ctx context.Context) error {
 		return err
 	}
 	err = j.eachStream(ctx, j.src, func(st copyStream) error {
+		t0 := time.Now()
 		n, sent, err := j.copyStream(ctx, snapshot, st, &copied)
 		if err != nil {
 			return fmt.Errorf("copy %s: %w", st.table, err)
 		}
+		j.mv.Log.Debug("stream copied", "move", j.id, "table", st.table, "pages", st.pages, "rows", n, "took", time.Since(t0).Round(time.Millisecond).String())
 		rows.Add(n)
 		src.add(st, sent)
 		return nil
@@ -95,9 +97,11 @@ func (j *job) copyRows(ctx context.Context) error {
 	}
 	// Any write to the target from here on is in the dirty set (the
 	// subscription starts later; this covers shardctl's own).
+	t0 := time.Now()
 	if err := j.installDirty(ctx, 0); err != nil {
 		return err
 	}
+	j.mv.Log.Debug("dirty set installed", "move", j.id, "took", time.Since(t0).Round(time.Millisecond).String())
 	if err := j.startReadBack(ctx, src.m, rows.Load()); err != nil {
 		return err
 	}

@@ -109,43 +109,49 @@ func run() error {
 	expr, _ := shardmap.BucketSQL("id", shardmap.KeyBigint, buckets)
 	filter := fmt.Sprintf("%s >= %d", expr, buckets/2)
 
-	// Baseline: the same rows, COPY out of s0 into a table on s1.
+	// Baseline: the same rows, COPY out of s0 into a table on s1; once
+	// before the load starts and once under it, side by side with the move.
 	c1, err := pgx.Connect(ctx, s1.DSN)
 	if err != nil {
 		return err
 	}
 	defer c1.Close(ctx)
-	if _, err := c1.Exec(ctx, strings.Replace(ddl, "items", "items_copy", 1)); err != nil {
-		return err
-	}
 	var moveRows, moveBytes int64
 	if err := c0.QueryRow(ctx, `SELECT count(*), sum(pg_column_size(t.*))::bigint FROM items t WHERE `+filter).Scan(&moveRows, &moveBytes); err != nil {
 		return err
 	}
-	t0 = time.Now()
-	pr, pw := io.Pipe()
-	errc := make(chan error, 1)
-	go func() {
-		// Buffered, as psql | psql is (libpq gathers COPY data into
-		// sends of 8 kB or more). Measured side by side: psql | psql
-		// 1.3-1.9 s, this 1.4-1.8 s; handing each row's message on
-		// unbuffered (this baseline before 0c6fcde) 3.1-4.3 s.
-		bw := bufio.NewWriterSize(pw, 64<<10)
-		_, err := c0.PgConn().CopyTo(ctx, bw, `COPY (SELECT * FROM items WHERE `+filter+`) TO STDOUT`)
-		if err == nil {
-			err = bw.Flush()
+	plainCopy := func() (time.Duration, error) {
+		if _, err := c1.Exec(ctx, strings.Replace(ddl, "items", "items_copy", 1)); err != nil {
+			return 0, err
 		}
-		pw.CloseWithError(err)
-		errc <- err
-	}()
-	if _, err := c1.PgConn().CopyFrom(ctx, pr, `COPY items_copy FROM STDIN`); err != nil {
-		return err
+		t0 := time.Now()
+		pr, pw := io.Pipe()
+		errc := make(chan error, 1)
+		go func() {
+			// Buffered, as psql | psql is (libpq gathers COPY data into
+			// sends of 8 kB or more). Measured side by side: psql | psql
+			// 1.3-1.9 s, this 1.4-1.8 s; handing each row's message on
+			// unbuffered (this baseline before 0c6fcde) 3.1-4.3 s.
+			bw := bufio.NewWriterSize(pw, 64<<10)
+			_, err := c0.PgConn().CopyTo(ctx, bw, `COPY (SELECT * FROM items WHERE `+filter+`) TO STDOUT`)
+			if err == nil {
+				err = bw.Flush()
+			}
+			pw.CloseWithError(err)
+			errc <- err
+		}()
+		if _, err := c1.PgConn().CopyFrom(ctx, pr, `COPY items_copy FROM STDIN`); err != nil {
+			return 0, err
+		}
+		if err := <-errc; err != nil {
+			return 0, err
+		}
+		took := time.Since(t0)
+		_, err := c1.Exec(ctx, `DROP TABLE items_copy`)
+		return took, err
 	}
-	if err := <-errc; err != nil {
-		return err
-	}
-	copyTook := time.Since(t0)
-	if _, err := c1.Exec(ctx, `DROP TABLE items_copy`); err != nil {
+	copyTook, err := plainCopy()
+	if err != nil {
 		return err
 	}
 	log.Info("plain COPY", "rows", moveRows, "took", copyTook.Round(time.Millisecond))
@@ -259,6 +265,13 @@ func run() error {
 		}()
 	}
 	time.Sleep(2 * time.Second)
+	loadedCopyTook, err := plainCopy()
+	if err != nil {
+		return err
+	}
+	log.Info("plain COPY under the load", "rows", moveRows, "took", loadedCopyTook.Round(time.Millisecond))
+	beforeFrom := time.Now()
+	time.Sleep(2 * time.Second)
 
 	var cutStart, cutEnd time.Time
 	type stepEnd struct {
@@ -297,20 +310,23 @@ func run() error {
 	mi := infos[0]
 	fmt.Printf("\nbench-move: %d of %d rows (%d buckets of %d, %.0f MB in pg_column_size terms; table %d MB)\n",
 		moveRows, *rows, len(half), buckets, float64(moveBytes)/(1<<20), size>>20)
-	fmt.Printf("%-34s %10s %12s %8s\n", "", "seconds", "rows/s", "MB/s")
+	fmt.Printf("%-44s %10s %12s %8s\n", "", "seconds", "rows/s", "MB/s")
 	line := func(name string, d time.Duration) {
-		fmt.Printf("%-34s %10.2f %12.0f %8.1f\n", name, d.Seconds(), float64(moveRows)/d.Seconds(), float64(moveBytes)/(1<<20)/d.Seconds())
+		fmt.Printf("%-44s %10.2f %12.0f %8.1f\n", name, d.Seconds(), float64(moveRows)/d.Seconds(), float64(moveBytes)/(1<<20)/d.Seconds())
 	}
+	load := fmt.Sprintf("pgbench -R %d writing", *rate)
 	line("plain COPY s0 -> s1 (no load)", copyTook)
-	line(fmt.Sprintf("online move (pgbench -R %d writing)", *rate), moveTook)
-	fmt.Printf("move rate / plain COPY rate: %.2f\n", copyTook.Seconds()/moveTook.Seconds())
+	line("plain COPY s0 -> s1 ("+load+")", loadedCopyTook)
+	line("online move ("+load+")", moveTook)
+	fmt.Printf("move rate / plain COPY rate: %.2f under the same load, %.2f against the COPY without load\n",
+		loadedCopyTook.Seconds()/moveTook.Seconds(), copyTook.Seconds()/moveTook.Seconds())
 	if !cutEnd.IsZero() {
 		// For comparison only: the rows serve from the new shard at the
 		// switch; the cleanup (deleting them from the source) comes after
 		// and is part of the move time above.
 		toSwitch := cutEnd.Sub(t0)
-		fmt.Printf("of which until switched: %.2f s (rate / plain COPY rate: %.2f); cleanup %.2f s\n",
-			toSwitch.Seconds(), copyTook.Seconds()/toSwitch.Seconds(), (moveTook - toSwitch).Seconds())
+		fmt.Printf("of which until switched: %.2f s (rate / plain COPY rate: %.2f under the same load, %.2f without); cleanup %.2f s\n",
+			toSwitch.Seconds(), loadedCopyTook.Seconds()/toSwitch.Seconds(), copyTook.Seconds()/toSwitch.Seconds(), (moveTook - toSwitch).Seconds())
 	}
 	fmt.Printf("write pause recorded by the move (frozen -> switched): %.1f ms\n", mi.PauseMS)
 	var mov, other, cutMov, before []time.Duration
@@ -321,7 +337,9 @@ func run() error {
 			continue
 		}
 		if s.at.Before(t0) {
-			before = append(before, s.took)
+			if !s.at.Before(beforeFrom) { // not during the loaded COPY
+				before = append(before, s.took)
+			}
 			continue
 		}
 		if s.at.After(t0.Add(moveTook)) {
