@@ -73,6 +73,22 @@ func echo(c *Conn, before func(co *Co)) func(co *Co) {
 	}
 }
 
+// eachClient runs exchange n times for every client, the clients at once,
+// each until exchange returns false.
+func eachClient(clis []net.Conn, n int, exchange func(i, j int, cli net.Conn) bool) {
+	var wg sync.WaitGroup
+	for i, cli := range clis {
+		wg.Go(func() {
+			for j := range n {
+				if !exchange(i, j, cli) {
+					return
+				}
+			}
+		})
+	}
+	wg.Wait()
+}
+
 func roundTrip(t *testing.T, cli net.Conn, msg string) time.Duration {
 	t.Helper()
 	start := time.Now()
@@ -135,15 +151,10 @@ func TestEchoManyClients(t *testing.T) {
 				g.Spawn(echo(c, nil))
 				clis = append(clis, cli)
 			}
-			var wg sync.WaitGroup
-			for i, cli := range clis {
-				wg.Go(func() {
-					for j := range 200 {
-						roundTrip(t, cli, fmt.Sprintf("client %d message %d", i, j))
-					}
-				})
-			}
-			wg.Wait()
+			eachClient(clis, 200, func(i, j int, cli net.Conn) bool {
+				roundTrip(t, cli, fmt.Sprintf("client %d message %d", i, j))
+				return true
+			})
 			// Under the race detector (slower by 5-10x) about one run in
 			// 20 had one takeover, without and with the read hint.
 			if n := g.Takeovers(); n != 0 && !(raceEnabled && n <= 2) {
@@ -562,25 +573,20 @@ func TestTakeoversLoseNoWakeup(t *testing.T) {
 		g.Spawn(echo(c, hog))
 		clis = append(clis, cli)
 	}
-	var wg sync.WaitGroup
-	for i, cli := range clis {
-		wg.Go(func() {
-			for j := range 40 {
-				_ = cli.SetDeadline(time.Now().Add(5 * time.Second))
-				msg := fmt.Sprintf("client %d message %d", i, j)
-				if _, err := cli.Write([]byte(msg)); err != nil {
-					t.Error(err)
-					return
-				}
-				got := make([]byte, len(msg))
-				if _, err := io.ReadFull(cli, got); err != nil {
-					t.Errorf("client %d, message %d: %v (a lost wakeup)", i, j, err)
-					return
-				}
-			}
-		})
-	}
-	wg.Wait()
+	eachClient(clis, 40, func(i, j int, cli net.Conn) bool {
+		_ = cli.SetDeadline(time.Now().Add(5 * time.Second))
+		msg := fmt.Sprintf("client %d message %d", i, j)
+		if _, err := cli.Write([]byte(msg)); err != nil {
+			t.Error(err)
+			return false
+		}
+		got := make([]byte, len(msg))
+		if _, err := io.ReadFull(cli, got); err != nil {
+			t.Errorf("client %d, message %d: %v (a lost wakeup)", i, j, err)
+			return false
+		}
+		return true
+	})
 	if g.Takeovers() == 0 {
 		t.Error("no takeover happened: the test tests nothing")
 	}
