@@ -106,6 +106,20 @@ func roundTrip(t *testing.T, cli net.Conn, msg string) time.Duration {
 	return time.Since(start)
 }
 
+// awaitErr waits at most timeout for the error a blocked reader's done
+// channel delivers, and fails unless it is want.
+func awaitErr(t *testing.T, done <-chan error, want error, timeout time.Duration, stuck string) {
+	t.Helper()
+	select {
+	case err := <-done:
+		if !errors.Is(err, want) {
+			t.Fatalf("err = %v, want %v", err, want)
+		}
+	case <-time.After(timeout):
+		t.Fatal(stuck)
+	}
+}
+
 // blockedReader starts a coroutine that reads c (bound to it) and returns
 // the channel its Read's error arrives on, once it is waiting.
 func blockedReader(g *Group, c *Conn) <-chan error {
@@ -217,14 +231,7 @@ func TestReadDeadline(t *testing.T) {
 		c, _ := pair(t, g)
 		done := blockedReader(g, c)
 		_ = c.SetReadDeadline(time.Now())
-		select {
-		case err := <-done:
-			if !errors.Is(err, os.ErrDeadlineExceeded) {
-				t.Fatalf("err = %v, want a deadline error", err)
-			}
-		case <-time.After(2 * time.Second):
-			t.Fatal("a deadline set by another goroutine did not wake the reader")
-		}
+		awaitErr(t, done, os.ErrDeadlineExceeded, 2*time.Second, "a deadline set by another goroutine did not wake the reader")
 	})
 	t.Run("cleared before it passes", func(t *testing.T) {
 		c, cli := pair(t, g)
@@ -249,14 +256,7 @@ func TestCloseWakesReader(t *testing.T) {
 	c, _ := pair(t, g)
 	done := blockedReader(g, c)
 	_ = c.Close()
-	select {
-	case err := <-done:
-		if !errors.Is(err, net.ErrClosed) {
-			t.Fatalf("err = %v, want net.ErrClosed", err)
-		}
-	case <-time.After(2 * time.Second):
-		t.Fatal("Close did not wake the reader")
-	}
+	awaitErr(t, done, net.ErrClosed, 2*time.Second, "Close did not wake the reader")
 }
 
 func TestPeerCloseIsEOF(t *testing.T) {
@@ -420,14 +420,7 @@ func TestIdlePollSleeps(t *testing.T) {
 	}()
 	time.Sleep(20 * time.Millisecond)
 	_ = c.Close()
-	select {
-	case err := <-done:
-		if !errors.Is(err, net.ErrClosed) {
-			t.Errorf("err = %v, want net.ErrClosed", err)
-		}
-	case <-time.After(time.Second):
-		t.Fatal("Close did not end the wait")
-	}
+	awaitErr(t, done, net.ErrClosed, time.Second, "Close did not end the wait")
 }
 
 // A deadline set by another goroutine wakes a Conn waiting in poll(2) at
@@ -499,14 +492,7 @@ func TestCloseStopsWaiters(t *testing.T) {
 	c, _ := pair(t, g)
 	done := blockedReader(g, c)
 	g.Close()
-	select {
-	case err := <-done:
-		if !errors.Is(err, ErrStopped) {
-			t.Fatalf("err = %v, want ErrStopped", err)
-		}
-	case <-time.After(2 * time.Second):
-		t.Fatal("a coroutine waiting on a closed loop was never resumed")
-	}
+	awaitErr(t, done, ErrStopped, 2*time.Second, "a coroutine waiting on a closed loop was never resumed")
 }
 
 // Park waits for Unpark (from another goroutine, before or after the Park)
