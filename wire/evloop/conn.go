@@ -16,8 +16,8 @@ import (
 )
 
 // Conn is a stream socket (TCP or Unix) as a net.Conn whose waits go
-// through the loop of the coroutine it is bound to (Bind), or poll(2) when
-// it is not bound to an attached coroutine.
+// through the loop of the coroutine it is bound to (Bind), or the Go
+// runtime's poller when it is not bound to an attached coroutine.
 type Conn struct {
 	fd           int
 	id           uint64
@@ -35,13 +35,13 @@ type Conn struct {
 	// event, which the loop counts when it takes it.
 	drained uint64
 	eagain  atomic.Int64 // reads that found the socket empty (tests)
-	polls   atomic.Int64 // poll(2) calls (tests)
+	polls   atomic.Int64 // waits off the loop (tests)
 
-	mu      sync.Mutex
-	pfd     int         // eventfd that pokes wake a poll(2) through; 0 until one polls (guarded by mu)
-	polling int         // poll(2) calls under way (guarded by mu)
-	refs    int         // Reads and Writes under way (guarded by mu)
-	closed  atomic.Bool // set under mu (with refs), read anywhere
+	mu     sync.Mutex
+	pokes  uint64      // pokes so far (guarded by mu)
+	waits  []*os.File  // the polls under way, which a poke wakes (guarded by mu)
+	refs   int         // Reads and Writes under way (guarded by mu)
+	closed atomic.Bool // set under mu (with refs), read anywhere
 }
 
 // side is the waiting state of one direction of a Conn.
@@ -251,73 +251,143 @@ func (c *Conn) wait(write bool, seen uint64) error {
 	return c.poll(write)
 }
 
-// poll waits on the calling thread until c is ready, its deadline passes
-// or another goroutine pokes it (SetDeadline, Close). It used to wake every
-// 100 ms as well, in case a poke went unseen: 60 idle LISTEN clients, each
-// with two such waits, then cost pgshard 22% of a core doing nothing.
+// poll waits until c may be ready, its deadline passes or another
+// goroutine pokes it (SetDeadline, Close), parked in the Go runtime's
+// poller on a duplicate of the descriptor: a parked goroutine, not a
+// thread. It used to wait in poll(2), on a thread of its own per wait: 60
+// idle LISTEN clients (each session waits off its loop twice) kept 127
+// threads, and Go stops a process at 10,000. Each wait costs a dup(2) and
+// an epoll_ctl(2) in and out, as waits off the loop are the rare ones
+// (dials, paused pools, idle LISTEN sessions); the duplicate does not
+// outlive the wait, or the runtime would take every later event of a busy
+// socket too.
 func (c *Conn) poll(write bool) error {
-	// Registered as polling before reading the deadline: a poke after the
-	// read finds it and writes to the eventfd.
-	pfd := c.pokeFD()
-	defer func() {
-		c.mu.Lock()
-		c.polling--
-		c.mu.Unlock()
-	}()
+	c.mu.Lock()
+	gen := c.pokes
+	c.mu.Unlock()
 	if c.closed.Load() {
 		return nil // the caller sees it (Close also shuts the socket down)
 	}
+	var dl time.Time
+	if d := c.side(write).deadline.Load(); d != 0 {
+		if d <= time.Now().UnixNano() {
+			return nil // the caller sees the deadline
+		}
+		dl = time.Unix(0, d)
+	}
+	c.polls.Add(1)
+	f, err := c.pollFile()
+	if err != nil {
+		// No descriptor to spare: poll(2) on this thread, looking again
+		// every 100 ms for pokes.
+		return c.pollThread(write, dl)
+	}
+	defer f.Close()
+	if write {
+		err = f.SetWriteDeadline(dl)
+	} else {
+		err = f.SetReadDeadline(dl)
+	}
+	if err != nil {
+		return c.pollThread(write, dl)
+	}
+	// A poke from here on sets f's deadlines in the past; one since gen
+	// was read ends the wait now.
+	c.mu.Lock()
+	if c.pokes != gen {
+		c.mu.Unlock()
+		return nil
+	}
+	c.waits = append(c.waits, f)
+	c.mu.Unlock()
+	defer func() {
+		c.mu.Lock()
+		for i, w := range c.waits {
+			if w == f {
+				c.waits = append(c.waits[:i], c.waits[i+1:]...)
+				break
+			}
+		}
+		c.mu.Unlock()
+	}()
+	rc, err := f.SyscallConn()
+	if err != nil {
+		return c.pollThread(write, dl)
+	}
+	// The runtime forgets readiness it saw before the wait began (its
+	// poller is edge-triggered, like the loop): each round looks at the
+	// socket itself before parking.
+	ready := func(fd uintptr) bool { return pollNow(int(fd), write) }
+	if write {
+		err = rc.Write(ready)
+	} else {
+		err = rc.Read(ready)
+	}
+	// A deadline (its own or a poke's) ends the wait as readiness does:
+	// the caller tries again and sees which.
+	_ = err
+	return nil
+}
+
+// pollFile returns a duplicate of c's descriptor in the runtime's poller.
+func (c *Conn) pollFile() (*os.File, error) {
+	fd, err := unix.FcntlInt(uintptr(c.fd), unix.F_DUPFD_CLOEXEC, 0)
+	if err != nil {
+		return nil, err
+	}
+	f := os.NewFile(uintptr(fd), "evloop")
+	if f == nil {
+		_ = unix.Close(fd)
+		return nil, errors.New("evloop: NewFile")
+	}
+	return f, nil
+}
+
+// pollNow reports whether fd is ready for reading (or writing), or has
+// an error or hang-up to report, without waiting.
+func pollNow(fd int, write bool) bool {
 	ev := int16(unix.POLLIN)
 	if write {
 		ev = unix.POLLOUT
 	}
-	timeout := -1
-	if dl := c.side(write).deadline.Load(); dl != 0 {
-		d := time.Duration(dl - time.Now().UnixNano())
-		if d <= 0 {
-			return nil // the caller sees the deadline
+	fds := []unix.PollFd{{Fd: int32(fd), Events: ev}}
+	for {
+		n, err := unix.Poll(fds, 0)
+		if errors.Is(err, unix.EINTR) {
+			continue
 		}
-		timeout = ceilMillis(d)
+		return err != nil || n > 0
 	}
-	fds := []unix.PollFd{{Fd: int32(c.fd), Events: ev}, {Fd: -1, Events: unix.POLLIN}}
-	if pfd > 0 {
-		fds[1].Fd = int32(pfd)
-	} else if timeout < 0 || timeout > 100 {
-		timeout = 100 // no eventfd (out of descriptors): look again now and then
+}
+
+// pollThread is poll without a descriptor to spare: poll(2) on the calling
+// thread for at most 100 ms (a poke does not reach it).
+func (c *Conn) pollThread(write bool, dl time.Time) error {
+	ev := int16(unix.POLLIN)
+	if write {
+		ev = unix.POLLOUT
 	}
-	c.polls.Add(1)
-	_, err := unix.Poll(fds, timeout)
-	if err != nil && !errors.Is(err, unix.EINTR) {
+	timeout := 100
+	if !dl.IsZero() {
+		timeout = min(timeout, ceilMillis(time.Until(dl)))
+	}
+	fds := []unix.PollFd{{Fd: int32(c.fd), Events: ev}}
+	if _, err := unix.Poll(fds, timeout); err != nil && !errors.Is(err, unix.EINTR) {
 		return c.opError("poll", err.(syscall.Errno))
-	}
-	if fds[1].Revents != 0 {
-		var b [8]byte
-		_, _ = unix.Read(int(fds[1].Fd), b[:])
 	}
 	return nil
 }
 
-// pokeFD returns the eventfd that poke writes to, making it on first use.
-func (c *Conn) pokeFD() int {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	if c.pfd == 0 && !c.closed.Load() {
-		if fd, err := unix.Eventfd(0, unix.EFD_NONBLOCK|unix.EFD_CLOEXEC); err == nil {
-			c.pfd = fd
-		}
-	}
-	c.polling++
-	return c.pfd
-}
-
-// poke makes a coroutine waiting on c look again (deadline change, Close).
-// A wait recorded after this sees the new deadline itself (Loop.handle
-// reads it after recording the waiter).
+// poke makes a coroutine or goroutine waiting on c look again (deadline
+// change, Close). A wait recorded after this sees the new deadline itself
+// (Loop.handle reads it after recording the waiter; poll after reading
+// pokes).
 func (c *Conn) poke() {
+	past := time.Unix(1, 0)
 	c.mu.Lock()
-	if c.pfd > 0 && c.polling > 0 {
-		one := [8]byte{1}
-		_, _ = unix.Write(c.pfd, one[:])
+	c.pokes++
+	for _, f := range c.waits {
+		_ = f.SetDeadline(past)
 	}
 	c.mu.Unlock()
 	if l := c.loop.Load(); l != nil && (c.r.waiter.Load() != nil || c.w.waiter.Load() != nil) {
@@ -350,12 +420,6 @@ func (c *Conn) destroy() {
 	if l := c.loop.Load(); l != nil {
 		l.conns.Delete(c.id)
 	}
-	c.mu.Lock()
-	if c.pfd > 0 {
-		_ = unix.Close(c.pfd)
-		c.pfd = -1
-	}
-	c.mu.Unlock()
 	_ = unix.Close(c.fd) // also leaves the epoll set
 }
 

@@ -22,8 +22,9 @@
 // for the next one without trying read(2) first, unless the count moved
 // (PgBouncer's reads find data every time; ours found none 1.2 times per
 // pgbench transaction before this). A Conn that is not bound
-// to an attached coroutine waits with poll(2) on its own thread instead, so
-// any goroutine may use it.
+// to an attached coroutine waits in the Go runtime's poller instead (on a
+// duplicate of its descriptor, for that wait only), so any goroutine may
+// use it and an idle one costs a parked goroutine, not a thread.
 //
 // The rule that makes this safe: while a coroutine is attached, only the
 // coroutine itself may read or write the Conns bound to it, and it must not
@@ -33,7 +34,7 @@
 // Detach first, or, for a wait another party ends, Park (and that party
 // calls Unpark, as a pool's Release does for a client waiting on a full
 // pool): the coroutine then runs on a goroutine of its own and its
-// Conns poll, until Attach hands it back to the loop. A watchdog covers a
+// Conns wait in the runtime's poller, until Attach hands it back to the loop. A watchdog covers a
 // missed Detach: when a coroutine has held its loop for longer than
 // stallLimit, a new goroutine takes the loop over and the stalled one
 // hands the coroutine back when it yields. Each runner has an id, so that

@@ -8,6 +8,8 @@ import (
 	"net"
 	"os"
 	"runtime"
+	"strconv"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -378,7 +380,7 @@ func TestRebindAcrossLoops(t *testing.T) {
 	}
 }
 
-// Unbound, a Conn serves plain goroutines with poll(2), deadlines included.
+// Unbound, a Conn serves plain goroutines, deadlines included.
 func TestUnboundPolls(t *testing.T) {
 	g := group(t, 1)
 	c, cli := pair(t, g)
@@ -397,7 +399,7 @@ func TestUnboundPolls(t *testing.T) {
 	}
 }
 
-// An idle Conn waiting in poll(2) sleeps until something happens: no
+// An idle Conn waiting off the loop sleeps until something happens: no
 // periodic wakeups (idle LISTEN sessions wait this way, two polls each).
 func TestIdlePollSleeps(t *testing.T) {
 	g := group(t, 1)
@@ -423,7 +425,67 @@ func TestIdlePollSleeps(t *testing.T) {
 	awaitErr(t, done, net.ErrClosed, time.Second, "Close did not end the wait")
 }
 
-// A deadline set by another goroutine wakes a Conn waiting in poll(2) at
+// Conns waiting off the loop park their goroutines in the runtime's
+// poller: 300 of them keep no thread each (they kept one each, waiting
+// in poll(2), before).
+func TestIdleWaitsKeepNoThreads(t *testing.T) {
+	g := group(t, 1)
+	before := threads(t)
+	const n = 300
+	done := make(chan error, n)
+	clis := make([]net.Conn, n)
+	for i := range n {
+		c, cli := pair(t, g)
+		clis[i] = cli
+		go func() {
+			buf := make([]byte, 1)
+			_, err := c.Read(buf)
+			if err == nil && buf[0] != 'x' {
+				err = fmt.Errorf("read %q", buf)
+			}
+			done <- err
+		}()
+	}
+	time.Sleep(300 * time.Millisecond)
+	if got := threads(t); got > before+n/10 {
+		t.Errorf("%d threads with %d Conns waiting (%d before)", got, n, before)
+	}
+	for _, cli := range clis {
+		_, _ = cli.Write([]byte("x"))
+	}
+	for range n {
+		select {
+		case err := <-done:
+			if err != nil {
+				t.Fatal(err)
+			}
+		case <-time.After(5 * time.Second):
+			t.Fatal("a waiting read did not see its data")
+		}
+	}
+}
+
+// threads is the process's thread count.
+func threads(t *testing.T) int {
+	t.Helper()
+	b, err := os.ReadFile("/proc/self/status")
+	if err != nil {
+		t.Skip(err)
+	}
+	for _, l := range strings.Split(string(b), "\n") {
+		if v, ok := strings.CutPrefix(l, "Threads:"); ok {
+			n, err := strconv.Atoi(strings.TrimSpace(v))
+			if err != nil {
+				t.Fatal(err)
+			}
+			return n
+		}
+	}
+	t.Skip("no Threads line in /proc/self/status")
+	return 0
+}
+
+// A deadline set by another goroutine wakes a Conn waiting off the loop at
 // once.
 func TestUnboundDeadlineWakes(t *testing.T) {
 	g := group(t, 1)

@@ -111,8 +111,8 @@ func (co *Co) parked() bool {
 func (co *Co) Attached() bool { return co != nil && co.attached }
 
 // Detach moves the coroutine off its loop before it waits for something
-// other than its Conns; until Attach its Conns wait with poll(2) and other
-// goroutines may use them.
+// other than its Conns; until Attach its Conns wait in the runtime's
+// poller and other goroutines may use them.
 func (co *Co) Detach() {
 	if co == nil || !co.attached {
 		return
@@ -535,7 +535,8 @@ func (l *Loop) drive(co *Co) {
 			l.post(inItem{co: co})
 			return
 		case reqWait:
-			// Not expected (a detached coroutine's Conns poll), but safe.
+			// Not expected (a detached coroutine's Conns wait in the
+			// runtime's poller themselves), but safe.
 			_ = r.c.poll(r.write)
 		}
 	}
