@@ -684,6 +684,8 @@ func (s *session) detach(force bool) {
 				s.held = map[string]*pool.Conn{}
 			}
 			s.held[sc.Shard] = sc
+		case force && (s.cfg.Mode == PoolSession || s.pinned):
+			s.releaseReset(sc)
 		default:
 			p.Release(sc)
 		}
@@ -691,13 +693,76 @@ func (s *session) detach(force bool) {
 	if force {
 		for k, h := range s.parts {
 			s.unlend(h)
-			h.Pool().Release(h) // closed (rolled back) unless idle
+			if s.cfg.Mode == PoolSession {
+				s.releaseReset(h)
+			} else {
+				h.Pool().Release(h) // closed (rolled back) unless idle
+			}
 			delete(s.parts, k)
 		}
 		for k, h := range s.held {
 			s.unlend(h)
-			h.Pool().Release(h)
+			s.releaseReset(h)
 			delete(s.held, k)
+		}
+	}
+}
+
+// resetTimeout bounds the DISCARD ALL of releaseReset.
+const resetTimeout = 5 * time.Second
+
+// releaseReset hands back a server connection that the departed client may
+// have left state on (pool.mode session: temporary tables, SQL-level
+// prepared statements, advisory locks, cursors WITH HOLD, settings; or a
+// LISTEN), after DISCARD ALL, as PgBouncer's server_reset_query does in
+// session mode. Without it the next client found the last one's temporary
+// tables, and a LISTEN connection kept listening for its next client. A
+// connection the reset fails on is closed; one not idle is closed anyway
+// by Release.
+func (s *session) releaseReset(sc *pool.Conn) {
+	p := sc.Pool()
+	if sc.Broken || sc.TxStatus != 'I' {
+		p.Release(sc)
+		return
+	}
+	if err := resetServer(sc); err != nil {
+		s.log.Debug("server reset failed; closing the connection", "shard", sc.Shard, "err", err)
+		p.Discard(sc)
+		return
+	}
+	p.Release(sc)
+}
+
+// resetServer runs DISCARD ALL on sc and forgets what it dropped: the
+// statements prepared on it, and the settings applied to it.
+func resetServer(sc *pool.Conn) error {
+	_ = sc.Net.SetDeadline(time.Now().Add(resetTimeout)) // Release clears it
+	sc.FE.Send(&pgproto3.Query{String: "DISCARD ALL"})
+	if err := sc.FE.Flush(); err != nil {
+		return err
+	}
+	var firstErr error
+	for {
+		m, err := sc.FE.Receive()
+		if err != nil {
+			return err
+		}
+		switch m := m.(type) {
+		case *pgproto3.ParameterStatus:
+			sc.Params[m.Name] = m.Value
+		case *pgproto3.ErrorResponse:
+			if firstErr == nil {
+				firstErr = fmt.Errorf("%s: %s", m.Code, m.Message)
+			}
+		case *pgproto3.ReadyForQuery:
+			sc.TxStatus = m.TxStatus
+			if firstErr != nil {
+				return firstErr
+			}
+			clear(sc.Prepared)
+			sc.Unnamed = 0
+			sc.ParamsKey = ""
+			return nil
 		}
 	}
 }
