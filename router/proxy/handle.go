@@ -13,6 +13,7 @@ import (
 	"github.com/jackc/pgx/v5/pgproto3"
 
 	"github.com/pgshard/pgshard/wire"
+	"github.com/pgshard/pgshard/wire/evloop"
 	"github.com/pgshard/pgshard/wire/pgcode"
 )
 
@@ -473,6 +474,11 @@ func (s *session) drive() error {
 		if len(s.queue) == 0 {
 			return s.flush()
 		}
+		if s.copyIn && !evloop.PeekPending(s.sc.Net) {
+			// COPY FROM STDIN under way: the server's early answer is
+			// taken, the rest comes after CopyDone.
+			return s.flush()
+		}
 		if len(s.out) >= flushThreshold {
 			if err := s.flush(); err != nil {
 				return err
@@ -753,7 +759,17 @@ func (s *session) handleCopy(msg pgproto3.FrontendMessage) error {
 		s.copyBytes += len(m.Data)
 		if s.copyBytes >= 64<<10 {
 			s.copyBytes = 0
-			return s.flushServer()
+			if err := s.flushServer(); err != nil {
+				return err
+			}
+			// An error the server sent mid-copy (a row it refused) goes
+			// to the client now, as it would straight from Postgres, not
+			// after the client has sent the rest: drivers stop sending
+			// when they see it. drive reads only what has arrived while
+			// copyIn is set.
+			if evloop.PeekPending(s.sc.Net) {
+				return s.drive()
+			}
 		}
 		return nil
 	case *pgproto3.CopyDone, *pgproto3.CopyFail:

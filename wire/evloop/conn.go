@@ -203,6 +203,53 @@ func (c *Conn) Read(b []byte) (int, error) {
 	}
 }
 
+// Pending reports, without waiting, whether c has unread data (or an end
+// of stream or error to report). Only the reader may call it. When the
+// loop has taken no event for c since a read left it empty it answers
+// without a system call; an event the loop has yet to take reads as
+// nothing pending.
+func (c *Conn) Pending() bool {
+	if c.r.edges.Load() == c.drained {
+		return false
+	}
+	return peekPending(c.fd)
+}
+
+// peekPending peeks at fd without waiting.
+func peekPending(fd int) bool {
+	var b [1]byte
+	n, _, err := unix.Recvfrom(fd, b[:], unix.MSG_PEEK|unix.MSG_DONTWAIT)
+	switch {
+	case n > 0:
+		return true
+	case err == nil:
+		return true // end of stream
+	case errors.Is(err, unix.EAGAIN), errors.Is(err, unix.EINTR):
+		return false
+	}
+	return true // the error, for the read that follows
+}
+
+// PeekPending is Pending for any net.Conn that exposes its descriptor
+// (*net.TCPConn, *net.UnixConn): one recv(2) with MSG_PEEK. Others (TLS,
+// whose bytes are not messages yet) report false.
+func PeekPending(nc net.Conn) bool {
+	if c, ok := nc.(*Conn); ok {
+		return c.Pending()
+	}
+	sc, ok := nc.(syscall.Conn)
+	if !ok {
+		return false
+	}
+	rc, err := sc.SyscallConn()
+	if err != nil {
+		return false
+	}
+	pending := false
+	_ = rc.Control(func(fd uintptr) { pending = peekPending(int(fd)) })
+	return pending
+}
+
 // Write implements net.Conn.
 func (c *Conn) Write(b []byte) (int, error) {
 	if err := c.acquire(); err != nil {
