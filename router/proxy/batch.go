@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"math"
+	"strings"
 	"time"
 
 	"github.com/jackc/pgx/v5/pgproto3"
@@ -209,6 +210,11 @@ func (s *session) routeQuery(m *pgproto3.Query) (done bool, err error) {
 	s.noteTxRoute(r, m.String)
 	if s.deferredFailed && !(r.Kind == RouteTx && (r.Tx == TxRollback || r.Tx == TxCommit || r.Tx == TxRollbackTo)) {
 		return true, s.refuseQuery(errTxAborted())
+	}
+	if s.clientDealloc(m.String) {
+		s.send(&pgproto3.CommandComplete{CommandTag: []byte("DEALLOCATE")})
+		s.send(&pgproto3.ReadyForQuery{TxStatus: s.clientTxStatus()})
+		return true, s.flush()
 	}
 	switch r.Kind {
 	case RouteRefuse:
@@ -450,6 +456,84 @@ func (s *session) deferBatch(batch []pgproto3.FrontendMessage) bool {
 	return true
 }
 
+// clientDealloc runs a lone "DEALLOCATE [PREPARE] name" without a
+// server when name is a statement the client prepared with the extended
+// protocol: the session forgets it (the server-side statement is
+// pgshard's, shared, under a name of its own). It reports whether it did.
+// Rails and psycopg 3 (before libpq 17) drop the statements they evict
+// from their caches this way; passed on, the server did not know the name
+// and answered 26000. A name the session does not know goes to the server
+// (a statement made with SQL PREPARE, or the error Postgres gives).
+func (s *session) clientDealloc(q string) bool {
+	name, ok := deallocName(q)
+	if !ok || s.deferredFailed || (s.sc != nil && s.sc.TxStatus == 'E') {
+		return false
+	}
+	if _, ok := s.stmts[name]; !ok {
+		return false
+	}
+	delete(s.stmts, name)
+	return true
+}
+
+// deallocName returns the statement name of "DEALLOCATE [PREPARE] name"
+// (an identifier, folded to lower case unless quoted, as Postgres does),
+// and false for anything else, DEALLOCATE ALL included.
+func deallocName(q string) (string, bool) {
+	q = strings.TrimSpace(q)
+	q = strings.TrimSpace(strings.TrimRight(q, "; \t\r\n"))
+	w, rest, _ := strings.Cut(q, " ")
+	if !strings.EqualFold(w, "deallocate") {
+		return "", false
+	}
+	rest = strings.TrimSpace(rest)
+	if w, r, _ := strings.Cut(rest, " "); strings.EqualFold(w, "prepare") {
+		rest = strings.TrimSpace(r)
+	}
+	if rest == "" || strings.EqualFold(rest, "all") {
+		return "", false
+	}
+	if rest[0] == '"' {
+		if len(rest) < 2 || rest[len(rest)-1] != '"' {
+			return "", false
+		}
+		body := rest[1 : len(rest)-1]
+		if strings.Contains(strings.ReplaceAll(body, `""`, ""), `"`) {
+			return "", false
+		}
+		return strings.ReplaceAll(body, `""`, `"`), true
+	}
+	for i := 0; i < len(rest); i++ {
+		c := rest[i]
+		if !(c == '_' || c == '$' || c >= '0' && c <= '9' || c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= 0x80) {
+			return "", false
+		}
+	}
+	return strings.ToLower(rest), true
+}
+
+// deallocBatch answers an extended-protocol batch that runs a DEALLOCATE
+// clientDealloc takes, without a server. It reports whether it did.
+func (s *session) deallocBatch(batch []pgproto3.FrontendMessage) bool {
+	q, _, ok := s.txBatch(batch)
+	if !ok {
+		return false
+	}
+	name, ok := deallocName(q)
+	if !ok || s.deferredFailed || (s.sc != nil && s.sc.TxStatus == 'E') {
+		return false
+	}
+	if _, ok := s.stmts[name]; !ok {
+		return false
+	}
+	s.answerTxBatch(batch, func() (string, *wire.Error) {
+		s.clientDealloc(q)
+		return "DEALLOCATE", nil
+	})
+	s.srv.stats.route(RouteAny)
+	return true
+}
+
 // txBatch returns the statement of a batch that binds exactly one
 // statement without parameters and holds nothing but Parse, Bind,
 // Describe, Execute and Close: the shape of a transaction-control batch.
@@ -534,6 +618,9 @@ func (s *session) runBatch(sync bool) error {
 		}
 	}()
 	if len(s.parts) > 0 && s.spanBatch(batch) {
+		return nil
+	}
+	if s.deallocBatch(batch) {
 		return nil
 	}
 	if s.deferBatch(batch) {

@@ -704,12 +704,37 @@ func (s *session) noteTag(tag []byte) {
 		s.tagCache = string(tag)
 	}
 	s.lastTag = s.tagCache
+	if t := s.lastTag; t == "DEALLOCATE ALL" || t == "DISCARD ALL" {
+		s.droppedAll(t == "DISCARD ALL")
+	}
 	if t := s.lastTag; (t == "SET" || t == "RESET") && s.setCandidate != "" {
 		if name := setName(s.setCandidate); name != "" {
 			s.pendingSets = append(s.pendingSets, kv{name, s.setCandidate})
 		}
 	}
 	s.setCandidate = ""
+}
+
+// droppedAll follows a DEALLOCATE ALL or DISCARD ALL the client ran on its
+// server connection: every statement prepared there is gone, pgshard's
+// shared ones too (they are prepared again when next needed, instead of
+// failing every client that used that connection with 26000), and so are
+// the client's, as Postgres would have them. DISCARD ALL also resets the
+// settings (it cannot run inside a transaction block, so it is final).
+func (s *session) droppedAll(discard bool) {
+	if sc := s.sc; sc != nil {
+		clear(sc.Prepared)
+		sc.Unnamed = 0
+		if discard {
+			sc.ParamsKey = ""
+		}
+	}
+	clear(s.stmts)
+	if discard && s.cfg.Mode == PoolTransaction {
+		s.sets = nil
+		s.pendingSets = s.pendingSets[:0]
+		s.paramsKey = paramsKey(s.startParams, s.sets)
+	}
 }
 
 // isDDLTag reports a command tag of DDL that may change what a statement

@@ -2,10 +2,12 @@ package e2e
 
 import (
 	"context"
+	"errors"
 	"testing"
 	"time"
 
 	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
 
 	"github.com/pgshard/pgshard/router/proxy"
 )
@@ -95,5 +97,84 @@ func TestServerResetBetweenClients(t *testing.T) {
 				}
 			}
 		})
+	}
+}
+
+// DEALLOCATE of a statement the client prepared with the extended protocol
+// (Rails and psycopg 3 drop evicted statements so) drops the client's
+// statement, in either protocol; before, the server got a name pgshard
+// never gave it and answered 26000. A DEALLOCATE ALL or DISCARD ALL run
+// by one client on a server connection no longer breaks the statements
+// other clients have prepared on it.
+func TestClientDeallocate(t *testing.T) {
+	addr := startProxy(t, proxyOpts{poolSize: 1, loops: true})
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+
+	for _, mode := range []pgx.QueryExecMode{pgx.QueryExecModeCacheStatement, pgx.QueryExecModeSimpleProtocol} {
+		cfg, err := pgx.ParseConfig(proxyURL(addr))
+		if err != nil {
+			t.Fatal(err)
+		}
+		cfg.DefaultQueryExecMode = mode
+		c, err := pgx.ConnectConfig(ctx, cfg)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := c.Prepare(ctx, "ps", "SELECT $1::text"); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := c.Exec(ctx, "DEALLOCATE ps"); err != nil {
+			t.Fatalf("%v: DEALLOCATE of a protocol-level statement: %v", mode, err)
+		}
+		// pgx's own Deallocate (a protocol Close) of a statement gone
+		// already is fine, as with Postgres.
+		if err := c.Deallocate(ctx, "ps"); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := c.Prepare(ctx, "ps", "SELECT $1::text, $2::text"); err != nil {
+			t.Fatalf("%v: prepare again under the name: %v", mode, err)
+		}
+		var a, b string
+		if err := c.QueryRow(ctx, "ps", "hello", "world").Scan(&a, &b); err != nil || a != "hello" || b != "world" {
+			t.Fatalf("%v: %q %q %v", mode, a, b, err)
+		}
+		// A name nobody prepared: Postgres's error.
+		_, err = c.Exec(ctx, "DEALLOCATE nosuch")
+		if pgErr := (*pgconn.PgError)(nil); !errors.As(err, &pgErr) || pgErr.Code != "26000" {
+			t.Fatalf("%v: DEALLOCATE nosuch: %v, want 26000", mode, err)
+		}
+		_ = c.Close(ctx)
+	}
+
+	// One server connection (pool of 1): b's statement lives on it while a
+	// drops everything prepared there.
+	for _, drop := range []string{"DEALLOCATE ALL", "DISCARD ALL"} {
+		a := connect(t, proxyURL(addr))
+		b := connect(t, proxyURL(addr))
+		if _, err := b.Prepare(ctx, "q", "SELECT $1::int + 1"); err != nil {
+			t.Fatal(err)
+		}
+		var n int
+		if err := b.QueryRow(ctx, "q", 1).Scan(&n); err != nil || n != 2 {
+			t.Fatalf("%d %v", n, err)
+		}
+		if _, err := a.Exec(ctx, drop, pgx.QueryExecModeSimpleProtocol); err != nil {
+			t.Fatalf("%s: %v", drop, err)
+		}
+		if err := b.QueryRow(ctx, "q", 2).Scan(&n); err != nil || n != 3 {
+			t.Fatalf("after another client's %s: %d %v", drop, n, err)
+		}
+		// The client that dropped them has none left, as with Postgres.
+		if _, err := a.Prepare(ctx, "mine", "SELECT 1"); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := a.Exec(ctx, drop); err != nil {
+			t.Fatal(err)
+		}
+		err := a.QueryRow(ctx, "mine").Scan(&n)
+		if pgErr := (*pgconn.PgError)(nil); !errors.As(err, &pgErr) || pgErr.Code != "26000" {
+			t.Fatalf("statement after its client's %s: %v, want 26000", drop, err)
+		}
 	}
 }
