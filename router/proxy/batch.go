@@ -626,6 +626,9 @@ func (s *session) runBatch(sync bool) error {
 	if s.deferBatch(batch) {
 		return nil
 	}
+	if done, err := s.everyShardBatch(batch); done {
+		return err
+	}
 	if s.deferredFailed && !s.onlyTxExit(batch) {
 		return s.proxyError(errTxAborted())
 	}
@@ -774,7 +777,7 @@ func (s *session) batchTarget(batch []pgproto3.FrontendMessage, m *AppliedMap) (
 			case RouteAll:
 				if s.inTxBlock() {
 					return 0, wire.Errorf(pgcode.FeatureNotSupported, "a statement that runs on every shard cannot run inside a transaction block").
-						WithHint("Run DDL and reference-table writes outside explicit transactions."), nil
+						WithHint("Run DDL and reference-table writes outside explicit transactions, or set two_phase_commit: true in the pgshard config (then statements without parameters run in the transaction)."), nil
 				}
 				s.srv.forgetCatalog() // DDL may change column positions and collations
 				var err error

@@ -191,6 +191,50 @@ func (s *session) spanBatch(batch []pgproto3.FrontendMessage) bool {
 	return true
 }
 
+// everyShardBatch runs an extended-protocol batch that binds one statement
+// without parameters for every shard (DDL; a reference-table write without
+// RETURNING) inside a transaction with two-phase commit on: each shard
+// joins the transaction, as runSplitTx does for the simple protocol, and
+// the batch is answered here (a statement with no rows: Describe gets
+// NoData). JDBC (and so Flyway and Liquibase) sends a migration's DDL
+// this way; it was refused with 0A000 before. It reports whether it answered
+// the batch, and the error that ends the session, if any.
+func (s *session) everyShardBatch(batch []pgproto3.FrontendMessage) (bool, error) {
+	if !s.inTxBlock() || !s.spanSplit() {
+		return false, nil
+	}
+	q, oids, ok := s.txBatch(batch)
+	if !ok || strings.Contains(strings.ToLower(q), "returning") {
+		return false, nil
+	}
+	r := s.srv.router.RouteBound(q, oids, nil, nil, s.useMap(), s.srv)
+	if r.Kind != RouteAll || r.NoTxBlock || r.TxControl {
+		return false, nil
+	}
+	s.srv.stats.route(RouteAll)
+	var ioErr error
+	s.answerTxBatch(batch, func() (string, *wire.Error) {
+		if !s.canSpanHere() {
+			return "", wire.Errorf(pgcode.FeatureNotSupported, "this statement needs several shards, which this transaction cannot span").
+				WithHint("A transaction that used savepoints or LISTEN stays on one shard; run the statement outside it or drop the savepoints.")
+		}
+		s.srv.forgetCatalog() // DDL may change column positions and collations
+		tag, qerr, _, err := s.execSplitTx(everyShard(s.useMap(), q), true)
+		s.srv.forgetCatalog()
+		if err != nil {
+			ioErr = err
+			return "", wire.Fatalf(pgcode.ConnectionFailure, "%v", err)
+		}
+		if qerr != nil {
+			s.failTx()
+			return "", qerr
+		}
+		return string(tag), nil
+	})
+	s.txStatus = s.clientTxStatus()
+	return true, ioErr
+}
+
 // endSpan ends a transaction that spans shards: ROLLBACK on every
 // participant, or two-phase commit. It returns the command tag, or the
 // error for the client; either way the transaction is over on every shard
@@ -580,11 +624,34 @@ func (s *session) runSplitTx(r Route, oneAnswer, implicit bool) error {
 		s.failTx()
 		return answer(nil, werr, 'E', mark)
 	}
+	tag, qerr, mark, err := s.execSplitTx(r, oneAnswer)
+	if err != nil {
+		return err
+	}
+	if qerr != nil {
+		return fail(qerr, max(mark, -1)) // -2: a shard could not join
+	}
+	if implicit {
+		if _, werr := s.endSpan(true); werr != nil {
+			return answer(nil, werr, 'I', mark)
+		}
+		return answer(tag, nil, 'I', -1)
+	}
+	return answer(tag, nil, 'T', -1)
+}
+
+// execSplitTx runs r's statements on their shards inside the session's
+// transaction (each shard joining it as needed), passes on their rows and
+// notices, and returns the command tag and the length of the output
+// before its rows (mark); or the statement's error and mark (-2 when a
+// shard could not join); or the error that ends the session (a shard
+// lost).
+func (s *session) execSplitTx(r Route, oneAnswer bool) (tag []byte, qerr *wire.Error, mark int, err error) {
 	conns := make([]*pool.Conn, len(r.Parts))
 	for i, part := range r.Parts {
 		sc, err := s.txConn(part.Shard)
 		if err != nil {
-			return fail(asWireErr(err), -1)
+			return nil, asWireErr(err), -2, nil
 		}
 		conns[i] = sc
 	}
@@ -594,14 +661,13 @@ func (s *session) runSplitTx(r Route, oneAnswer, implicit bool) error {
 		sc.Unnamed = 0
 		if err := sc.FE.Flush(); err != nil {
 			sc.Broken = true
-			return s.serverLostIn(sc, err)
+			return nil, nil, 0, s.serverLostIn(sc, err)
 		}
 	}
 	var sum tagSum
 	var first []byte
-	var qerr *wire.Error
 	sentDesc := false
-	mark := len(s.out)
+	mark = len(s.out)
 	for i := range r.Parts {
 		sc := conns[i]
 	read:
@@ -609,7 +675,7 @@ func (s *session) runSplitTx(r Route, oneAnswer, implicit bool) error {
 			m, err := sc.FE.Receive()
 			if err != nil {
 				sc.Broken = true
-				return s.serverLostIn(sc, err)
+				return nil, nil, 0, s.serverLostIn(sc, err)
 			}
 			switch m := m.(type) {
 			case *pgproto3.RowDescription:
@@ -622,7 +688,7 @@ func (s *session) runSplitTx(r Route, oneAnswer, implicit bool) error {
 					s.send(m)
 					if len(s.out) >= flushThreshold {
 						if err := s.flush(); err != nil {
-							return err
+							return nil, nil, 0, err
 						}
 						mark = 0
 					}
@@ -649,19 +715,13 @@ func (s *session) runSplitTx(r Route, oneAnswer, implicit bool) error {
 		}
 	}
 	if qerr != nil {
-		return fail(qerr, mark)
+		return nil, qerr, mark, nil
 	}
-	tag := sum.tag()
+	tag = sum.tag()
 	if oneAnswer && first != nil {
 		tag = first
 	}
-	if implicit {
-		if _, werr := s.endSpan(true); werr != nil {
-			return answer(nil, werr, 'I', mark)
-		}
-		return answer(tag, nil, 'I', -1)
-	}
-	return answer(tag, nil, 'T', -1)
+	return tag, nil, mark, nil
 }
 
 // serverLostIn ends the session after a participant's connection broke in

@@ -797,3 +797,99 @@ func BenchmarkTwoPhaseCommit(b *testing.B) {
 		})
 	}
 }
+
+// DDL inside a transaction, sent with the extended protocol (JDBC, and so
+// Flyway and Liquibase, send every statement so), runs on every shard in
+// the transaction with two-phase commit on: committed everywhere, or
+// rolled back everywhere, and a failing statement fails the transaction
+// as Postgres would. It was refused with 0A000 before, two-phase commit
+// or not (the simple protocol had it).
+func TestTwoPCExtendedDDLInTx(t *testing.T) {
+	ts := newTwoPCSetup(t, "twopc_ddl_e2e", true)
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	c := ts.conn(t)
+	shards := len(ts.m.Shards)
+	// pgx sends Exec without arguments with the simple protocol; JDBC and
+	// others use the extended one for everything: ExecParams does.
+	xexec := func(tx pgx.Tx, q string) error {
+		return tx.Conn().PgConn().ExecParams(ctx, q, nil, nil, nil, nil).Read().Err
+	}
+	onShards := func(sql string) int {
+		n := 0
+		for i := range shards {
+			n += ts.direct(t, i, sql)
+		}
+		return n
+	}
+
+	tx, err := c.Begin(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, q := range []string{
+		"CREATE TYPE ddl_tx_mood AS ENUM ('sad', 'ok', 'happy')",
+		"CREATE TABLE ddl_tx_t (id int PRIMARY KEY, m ddl_tx_mood)",
+	} {
+		if err := xexec(tx, q); err != nil {
+			t.Fatalf("%s: %v", q, err)
+		}
+	}
+	// The type is usable in the same transaction, through pgx's
+	// extended-protocol type loading.
+	if _, err := tx.Conn().LoadType(ctx, "ddl_tx_mood"); err != nil {
+		t.Fatalf("LoadType in the transaction: %v", err)
+	}
+	if err := tx.Commit(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if n := onShards("SELECT count(*) FROM pg_type WHERE typname = 'ddl_tx_mood'"); n != shards {
+		t.Fatalf("type on %d of %d shards after COMMIT", n, shards)
+	}
+	// An unsharded table lives on the default shard only.
+	if n := onShards("SELECT count(*) FROM pg_class WHERE relname = 'ddl_tx_t'"); n != 1 {
+		t.Fatalf("unsharded table on %d shards after COMMIT, want 1", n)
+	}
+
+	// Rolled back: on no shard.
+	tx, err = c.Begin(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := xexec(tx, "CREATE TYPE ddl_tx_gone AS (a int)"); err != nil {
+		t.Fatal(err)
+	}
+	if err := tx.Rollback(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if n := onShards("SELECT count(*) FROM pg_type WHERE typname = 'ddl_tx_gone'"); n != 0 {
+		t.Fatalf("rolled-back type on %d shards", n)
+	}
+
+	// A statement that fails on the shards fails the transaction.
+	tx, err = c.Begin(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := xexec(tx, "CREATE TYPE ddl_tx_after AS (a int)"); err != nil {
+		t.Fatal(err)
+	}
+	err = xexec(tx, "CREATE TYPE ddl_tx_mood AS ENUM ('x')")
+	if pgErr := (*pgconn.PgError)(nil); !errors.As(err, &pgErr) || pgErr.Code != "42710" {
+		t.Fatalf("CREATE TYPE of an existing type: %v, want 42710", err)
+	}
+	err = xexec(tx, "CREATE TYPE ddl_tx_after2 AS (a int)")
+	if pgErr := (*pgconn.PgError)(nil); !errors.As(err, &pgErr) || pgErr.Code != "25P02" {
+		t.Fatalf("statement after the failed one: %v, want 25P02", err)
+	}
+	if err := tx.Rollback(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if n := onShards("SELECT count(*) FROM pg_type WHERE typname LIKE 'ddl_tx_after%'"); n != 0 {
+		t.Fatalf("types of a failed transaction on %d shards", n)
+	}
+	var one int
+	if err := c.QueryRow(ctx, "SELECT 1").Scan(&one); err != nil || one != 1 {
+		t.Fatalf("session after the failed transaction: %d %v", one, err)
+	}
+}
