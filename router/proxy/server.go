@@ -410,15 +410,18 @@ func writeFatal(c net.Conn, e *wire.Error) {
 	_, _ = c.Write(buf)
 }
 
-// register gives the session a unique cancel key.
+// register gives the session a unique cancel key. Its upper half is the
+// process ID clients are told (BackendKeyData): positive in 32 bits, as a
+// Postgres PID is, since drivers hold it in an int (libpq, JDBC) or send it
+// as int4 (pgx: pg_terminate_backend($1) failed to encode a larger one).
 func (s *Server) register(ss *session) {
 	var b [8]byte
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	for {
 		_, _ = rand.Read(b[:])
-		k := binary.BigEndian.Uint64(b[:])
-		if k == 0 {
+		k := binary.BigEndian.Uint64(b[:]) &^ (1 << 63)
+		if k>>32 == 0 {
 			continue
 		}
 		if _, dup := s.sessions[k]; !dup {

@@ -3,6 +3,7 @@ package e2e
 import (
 	"context"
 	"errors"
+	"math"
 	"testing"
 	"time"
 
@@ -175,6 +176,27 @@ func TestClientDeallocate(t *testing.T) {
 		err := a.QueryRow(ctx, "mine").Scan(&n)
 		if pgErr := (*pgconn.PgError)(nil); !errors.As(err, &pgErr) || pgErr.Code != "26000" {
 			t.Fatalf("statement after its client's %s: %v, want 26000", drop, err)
+		}
+	}
+}
+
+// The process ID pgshard gives clients (BackendKeyData) is a positive int4,
+// as a Postgres PID is: drivers keep it in an int (libpq, JDBC) or send it
+// as int4 (pgx), and a random 32-bit value was negative or failed to
+// encode half of the time.
+func TestBackendPIDFitsInt4(t *testing.T) {
+	addr := startProxy(t, proxyOpts{})
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	for range 40 {
+		c, err := pgconn.Connect(ctx, proxyURL(addr))
+		if err != nil {
+			t.Fatal(err)
+		}
+		pid := c.PID()
+		_ = c.Close(ctx)
+		if pid == 0 || pid > math.MaxInt32 {
+			t.Fatalf("process ID %d: not a positive int4", pid)
 		}
 	}
 }
