@@ -228,7 +228,18 @@ func (w *walker) ddl(n *pg.Node) {
 		case pg.ObjectType_OBJECT_SEQUENCE:
 			st.Command = "ALTER SEQUENCE"
 			w.seen = map[*pg.RangeVar]bool{x.AlterTableStmt.Relation: true}
+		case pg.ObjectType_OBJECT_TYPE:
+			// ALTER TYPE ... ADD/DROP/ALTER ATTRIBUTE: a type, which every
+			// shard has, not a relation to route by.
+			st.Command = "ALTER TYPE"
+			w.seen = map[*pg.RangeVar]bool{x.AlterTableStmt.Relation: true}
 		}
+	case *pg.Node_CompositeTypeStmt:
+		// CREATE TYPE name AS (...): its name is a RangeVar, but it names a
+		// type for every shard (as CREATE TYPE ... AS ENUM does), not a
+		// table of the default shard.
+		st.Command = "CREATE TYPE"
+		w.seen = map[*pg.RangeVar]bool{x.CompositeTypeStmt.Typevar: true}
 	case *pg.Node_DropStmt:
 		st.Command = "DROP " + objectTypeName(x.DropStmt.RemoveType)
 		switch x.DropStmt.RemoveType {
