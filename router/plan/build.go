@@ -37,10 +37,14 @@ func BuildSQL(sql string, stmts []*sqlparse.Stmt, rules shardmap.Rules) Plan {
 		return a.dml()
 	}
 	plans := make([]Plan, len(stmts))
+	texts := make([]string, len(stmts))
 	for i, st := range stmts {
 		plans[i] = buildStmt(st, rules)
+		if sql != "" && st.Start >= 0 && st.Start <= st.End && st.End <= len(sql) {
+			texts[i] = sql[st.Start:st.End]
+		}
 	}
-	return combine(plans)
+	return combine(plans, texts)
 }
 
 func buildStmt(st *sqlparse.Stmt, rules shardmap.Rules) Plan {
@@ -63,13 +67,18 @@ func buildStmt(st *sqlparse.Stmt, rules shardmap.Rules) Plan {
 
 // combine merges the plans of a multi-statement string: the statements run
 // together, in one implicit transaction, so they must go to one place.
-func combine(ps []Plan) Plan {
+// texts are the statements' texts ("" when unknown). SET and SHOW may ride
+// along with other statements (SET statement_timeout = ...; SELECT ...):
+// the plan lists the texts of the SETs (Sets), which a pooler replays.
+func combine(ps []Plan, texts []string) Plan {
 	var (
 		out        Plan
 		have       bool
 		txs        []TxOp
 		sess       []SessionOp
+		sets       []string
 		nTx, nSess int
+		onlySet    = true
 	)
 	spans := func() Plan {
 		p := refuse("multi-statement query spans shards",
@@ -77,7 +86,7 @@ func combine(ps []Plan) Plan {
 		p.Statements = len(ps)
 		return p
 	}
-	for _, p := range ps {
+	for i, p := range ps {
 		switch p.Kind {
 		case Refuse:
 			p.Statements = len(ps)
@@ -89,6 +98,17 @@ func combine(ps []Plan) Plan {
 		case Session:
 			sess = append(sess, p.Session...)
 			nSess++
+			for _, op := range p.Session {
+				switch {
+				case op.Command == "SHOW":
+				case op.Command == "SET" && texts[i] != "":
+					if op.Op != "show" {
+						sets = append(sets, texts[i])
+					}
+				default:
+					onlySet = false
+				}
+			}
 			continue
 		}
 		if p.Copy != nil {
@@ -109,6 +129,15 @@ func combine(ps []Plan) Plan {
 	if nSess > 0 {
 		if nSess == len(ps) {
 			return Plan{Kind: Session, Session: sess, Statements: len(ps)}
+		}
+		if onlySet && have && (out.Kind == Single || out.Kind == Default || out.Kind == Any) {
+			// One server connection runs it all (a statement that runs on
+			// several would leave the SETs on connections the session
+			// does not keep).
+			out.Tx = txs
+			out.Sets = sets
+			out.Statements = len(ps)
+			return out
 		}
 		p := refuse("multi-statement query mixes session commands (SET, SHOW, LISTEN, ...) with other statements",
 			"send session commands in a query of their own")

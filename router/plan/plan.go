@@ -56,6 +56,11 @@ const (
 type Plan struct {
 	Kind  Kind `json:"kind"`
 	Write bool `json:"write,omitempty"`
+	// Sets are the texts of the SET statements of a multi-statement query
+	// whose other statements decide the route (SET x = 1; SELECT ...), in
+	// their order: they run on the server with the rest, and a pooler
+	// replays them on the session's later server connections.
+	Sets []string `json:"sets,omitempty"`
 	// Table, KeyColumn and KeyType name the sharded table whose key
 	// decides the route (the write target, or the first pinned table).
 	Table     string `json:"table,omitempty"`

@@ -208,6 +208,7 @@ func (s *session) routeQuery(m *pgproto3.Query) (done bool, err error) {
 		s.srv.stats.route(r.Kind)
 	}
 	s.noteTxRoute(r, m.String)
+	s.multiSets = r.Sets
 	if s.deferredFailed && !(r.Kind == RouteTx && (r.Tx == TxRollback || r.Tx == TxCommit || r.Tx == TxRollbackTo)) {
 		return true, s.refuseQuery(errTxAborted())
 	}

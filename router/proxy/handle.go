@@ -625,6 +625,7 @@ func (s *session) discardUntilSync() {
 // afterReady runs at each ReadyForQuery sent to the client: it settles SET
 // tracking and hands the server connection back in transaction mode.
 func (s *session) afterReady() {
+	s.multiSets = nil
 	st := s.idleStatus()
 	s.txStatus = st
 	if !s.hasReal() {
@@ -707,9 +708,16 @@ func (s *session) noteTag(tag []byte) {
 	if t := s.lastTag; t == "DEALLOCATE ALL" || t == "DISCARD ALL" {
 		s.droppedAll(t == "DISCARD ALL")
 	}
-	if t := s.lastTag; (t == "SET" || t == "RESET") && s.setCandidate != "" {
-		if name := setName(s.setCandidate); name != "" {
-			s.pendingSets = append(s.pendingSets, kv{name, s.setCandidate})
+	if t := s.lastTag; t == "SET" || t == "RESET" {
+		cand := s.setCandidate
+		if len(s.multiSets) > 0 {
+			// The next SET of a multi-statement query.
+			cand, s.multiSets = s.multiSets[0], s.multiSets[1:]
+		}
+		if cand != "" && s.cfg.Mode == PoolTransaction {
+			if name := setName(cand); name != "" {
+				s.pendingSets = append(s.pendingSets, kv{name, cand})
+			}
 		}
 	}
 	s.setCandidate = ""

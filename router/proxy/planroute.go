@@ -33,7 +33,11 @@ func (r PlanRouter) RouteSimple(sql string, m *AppliedMap, env Catalog) Route {
 	if err != nil {
 		return parseErrRoute(err)
 	}
-	return txControl(p, resolve(p, plan.Inputs{Literals: lits}, m, sql, env))
+	rt := txControl(p, resolve(p, plan.Inputs{Literals: lits}, m, sql, env))
+	if rt.Kind != RouteRefuse {
+		rt.Sets = p.Sets
+	}
+	return rt
 }
 
 // RouteBound implements Router.

@@ -91,6 +91,10 @@ type Route struct {
 	// freeze outlasts freeze_timeout; a session that can wait does so for
 	// the next map version and routes the statement again.
 	Frozen *FrozenBucket
+	// Sets are the texts of the SET statements of a multi-statement query
+	// that runs on one server connection (SET x = 1; SELECT ...), in
+	// order: under transaction pooling the session replays them later.
+	Sets []string
 }
 
 // MergeRoute is a SELECT that runs on several shards, merged by the proxy.

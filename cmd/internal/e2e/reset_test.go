@@ -200,3 +200,46 @@ func TestBackendPIDFitsInt4(t *testing.T) {
 		}
 	}
 }
+
+// A SET sent with other statements in one query (SET ...; SELECT ...) runs
+// with them on one server connection, and under transaction pooling the
+// session replays it on later connections like a SET sent alone; it does
+// not reach other clients, and a SET the query's failure rolled back is
+// not replayed. Such queries were refused with 0A000 before (pgx's
+// TestSendBatchStatementTimeout).
+func TestSetInMultiStatementQuery(t *testing.T) {
+	addr := startProxy(t, proxyOpts{sharded: true, shards: 2, poolSize: 1, loops: true})
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	a := connect(t, proxyURL(addr))
+	b := connect(t, proxyURL(addr))
+	show := func(c *pgx.Conn, name string) string {
+		t.Helper()
+		var v string
+		if err := c.QueryRow(ctx, "SHOW "+name, pgx.QueryExecModeSimpleProtocol).Scan(&v); err != nil {
+			t.Fatal(err)
+		}
+		return v
+	}
+	if _, err := a.Exec(ctx, "SET application_name = 'multi_set_a'; SELECT 1"); err != nil {
+		t.Fatalf("SET with a query: %v", err)
+	}
+	// b runs on the same server connection (a pool of 1) in between.
+	if got := show(b, "application_name"); got == "multi_set_a" {
+		t.Fatalf("another client sees the SET: application_name %q", got)
+	}
+	if got := show(a, "application_name"); got != "multi_set_a" {
+		t.Fatalf("the SET was not kept for its session: application_name %q", got)
+	}
+	// A failing query rolls its SET back, as Postgres does.
+	_, err := a.Exec(ctx, "SET statement_timeout = '1ms'; SELECT pg_sleep(1)")
+	if pgErr := (*pgconn.PgError)(nil); !errors.As(err, &pgErr) || pgErr.Code != "57014" {
+		t.Fatalf("SET statement_timeout; SELECT pg_sleep: %v, want 57014", err)
+	}
+	if got := show(b, "statement_timeout"); got == "1ms" {
+		t.Fatal("another client got the failed query's statement_timeout")
+	}
+	if got := show(a, "statement_timeout"); got == "1ms" {
+		t.Fatal("the failed query's SET was replayed")
+	}
+}
