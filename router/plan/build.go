@@ -136,6 +136,11 @@ func combine(ps []Plan, texts []string) Plan {
 			// does not keep).
 			out.Tx = txs
 			out.Sets = sets
+			if len(sets) > 0 {
+				// Not a read to run outside the transaction the client
+				// began: the SET belongs to it.
+				out.Write = true
+			}
 			out.Statements = len(ps)
 			return out
 		}
