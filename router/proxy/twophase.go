@@ -200,8 +200,8 @@ func (s *session) spanBatch(batch []pgproto3.FrontendMessage) bool {
 // this way; it was refused with 0A000 before. It reports whether it answered
 // the batch, and the error that ends the session, if any.
 func (s *session) everyShardBatch(batch []pgproto3.FrontendMessage) (bool, error) {
-	if !s.inTxBlock() || !s.spanSplit() {
-		return false, nil
+	if !s.inTxBlock() || !s.spanSplit() || s.deferredFailed || (s.sc != nil && s.sc.TxStatus == 'E') {
+		return false, nil // a failed transaction answers 25P02 the usual way
 	}
 	q, oids, ok := s.txBatch(batch)
 	if !ok || strings.Contains(strings.ToLower(q), "returning") {
