@@ -27,3 +27,29 @@ func TestDeallocName(t *testing.T) {
 		}
 	}
 }
+
+func TestCreatesTemp(t *testing.T) {
+	for q, want := range map[string]bool{
+		"CREATE TEMP TABLE t (x int)":                          true,
+		"create temporary table foo(id integer primary key)":   true,
+		"CREATE GLOBAL TEMPORARY TABLE t (x int)":              true,
+		"create local temp view v as select 1":                 true,
+		"CREATE TEMP SEQUENCE s":                               true,
+		"begin; create temp table t (x int); commit":           true,
+		"SELECT * INTO TEMP t FROM accounts":                   true,
+		"CREATE TEMP TABLE t AS SELECT 1":                      true,
+		"CREATE TABLE temp (x int)":                            false,
+		"SELECT temp FROM readings":                            false,
+		"CREATE TABLE templates (x int)":                       false,
+		"SELECT abalance FROM pgbench_accounts WHERE aid = $1": false,
+		"INSERT INTO temp VALUES (1)":                          false,
+		"insert into temp (a) values (1)":                      false,
+		"INSERT INTO temp SELECT 1":                            false,
+		"SELECT 1 INTO TEMP TABLE t":                           true,
+		"INSERT INTO t SELECT * FROM temp_data":                false,
+	} {
+		if got := createsTemp(q); got != want {
+			t.Errorf("createsTemp(%q) = %v, want %v", q, got, want)
+		}
+	}
+}

@@ -49,6 +49,9 @@ func (s *session) handle(msg pgproto3.FrontendMessage) error {
 	case *pgproto3.Parse, *pgproto3.Bind, *pgproto3.Describe, *pgproto3.Execute, *pgproto3.Close:
 		// Held until Sync or Flush: only then is it known which shard the
 		// batch goes to (Bind carries the key values).
+		if p, ok := m.(*pgproto3.Parse); ok && s.cfg.Mode == PoolTransaction && !s.pinned && createsTemp(p.Query) {
+			s.pinned = true // the temporary table stays on the connection
+		}
 		s.batch = append(s.batch, cloneMsg(msg))
 		return nil
 	case *pgproto3.Sync:
@@ -221,6 +224,42 @@ func (s *session) noteQuery(q string) {
 	case "set", "reset":
 		s.setCandidate = strings.TrimRight(strings.TrimSpace(q), "; \t\n")
 	}
+	if !s.pinned && createsTemp(q) {
+		s.pinned = true
+	}
+}
+
+// createsTemp reports whether q (one statement or several) creates a
+// temporary table, view or sequence: CREATE [GLOBAL|LOCAL] TEMP[ORARY] ...
+// or SELECT ... INTO TEMP[ORARY]. It lives on the server connection that
+// ran it, for the rest of the session: under transaction pooling the
+// session keeps that connection (as after LISTEN), where the next client
+// of the pool found it before ("relation already exists", or worse, its
+// rows), as with PgBouncer.
+func createsTemp(q string) bool {
+	if !hasTempWord(q) {
+		return false // the common case, without allocating
+	}
+	f := strings.Fields(strings.ToLower(q))
+	temp := func(w string) bool {
+		w = strings.TrimRight(w, ";")
+		return w == "temp" || w == "temporary"
+	}
+	for i, w := range f {
+		switch {
+		case w == "create" && i+1 < len(f):
+			if temp(f[i+1]) || (f[i+1] == "global" || f[i+1] == "local") && i+2 < len(f) && temp(f[i+2]) {
+				return true
+			}
+		case w == "into" && i+2 < len(f) && temp(f[i+1]):
+			// SELECT ... INTO TEMP [TABLE] name, not INSERT INTO temp
+			// VALUES / SELECT / (columns).
+			if n := f[i+2]; n != "values" && n != "select" && n != "default" && !strings.HasPrefix(n, "(") {
+				return true
+			}
+		}
+	}
+	return false
 }
 
 func firstWord(q string) string {
@@ -743,6 +782,16 @@ func (s *session) droppedAll(discard bool) {
 		s.pendingSets = s.pendingSets[:0]
 		s.paramsKey = paramsKey(s.startParams, s.sets)
 	}
+}
+
+// hasTempWord reports whether q contains "temp" in any case.
+func hasTempWord(q string) bool {
+	for i := 0; i+4 <= len(q); i++ {
+		if q[i]|0x20 == 't' && q[i+1]|0x20 == 'e' && q[i+2]|0x20 == 'm' && q[i+3]|0x20 == 'p' {
+			return true
+		}
+	}
+	return false
 }
 
 // isDDLTag reports a command tag of DDL that may change what a statement

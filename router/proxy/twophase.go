@@ -61,7 +61,7 @@ func (s *session) errSpan(from, to int) *wire.Error {
 	case s.txSavepoint:
 		return e.WithHint("A transaction that used savepoints stays on one shard: drop the savepoints or keep the transaction on one sharding key.")
 	case s.pinned:
-		return e.WithHint("A session that ran LISTEN stays on one shard.")
+		return e.WithHint("A session that ran LISTEN or created a temporary table stays on one shard (pool.mode: session has a connection to every shard).")
 	}
 	return e.WithHint("A pipeline cannot switch shards before its Sync: send a Sync before the statement for another shard.")
 }

@@ -3,6 +3,7 @@ package e2e
 import (
 	"context"
 	"errors"
+	"fmt"
 	"math"
 	"testing"
 	"time"
@@ -241,5 +242,66 @@ func TestSetInMultiStatementQuery(t *testing.T) {
 	}
 	if got := show(a, "statement_timeout"); got == "1ms" {
 		t.Fatal("the failed query's SET was replayed")
+	}
+}
+
+// Under transaction pooling a session that creates a temporary table keeps
+// its server connection (as after LISTEN): its own later statements find
+// the table, other clients never do, and the table is gone (DISCARD ALL)
+// before the connection serves anyone else. Before, the table stayed on
+// whichever connection created it, for the next client to find; pgx's own
+// test suite through pgshard in transaction mode failed 60-odd tests on
+// "relation foo already exists".
+func TestTempTablePinsConnection(t *testing.T) {
+	for _, extended := range []bool{false, true} {
+		t.Run(fmt.Sprintf("extended=%v", extended), func(t *testing.T) {
+			addr := startProxy(t, proxyOpts{poolSize: 2, loops: true})
+			ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+			defer cancel()
+			a, err := pgx.Connect(ctx, proxyURL(addr))
+			if err != nil {
+				t.Fatal(err)
+			}
+			b := connect(t, proxyURL(addr))
+			create := "CREATE TEMP TABLE pin_tmp (x int)"
+			if extended {
+				err = a.PgConn().ExecParams(ctx, create, nil, nil, nil, nil).Read().Err
+			} else {
+				_, err = a.Exec(ctx, create)
+			}
+			if err != nil {
+				t.Fatal(err)
+			}
+			mine := func(c *pgx.Conn) bool {
+				t.Helper()
+				var has bool
+				if err := c.QueryRow(ctx, "SELECT to_regclass('pg_temp.pin_tmp') IS NOT NULL").Scan(&has); err != nil {
+					t.Fatal(err)
+				}
+				return has
+			}
+			for i := range 10 {
+				if _, err := a.Exec(ctx, "INSERT INTO pin_tmp VALUES ($1)", i); err != nil {
+					t.Fatalf("insert %d into its own temporary table: %v", i, err)
+				}
+				if mine(b) {
+					t.Fatalf("round %d: another client sees the temporary table", i)
+				}
+			}
+			var n int
+			if err := a.QueryRow(ctx, "SELECT count(*) FROM pin_tmp").Scan(&n); err != nil || n != 10 {
+				t.Fatalf("count %d, %v", n, err)
+			}
+			if err := a.Close(ctx); err != nil {
+				t.Fatal(err)
+			}
+			// Both connections, from now on, without it.
+			c := connect(t, proxyURL(addr))
+			for range 4 {
+				if mine(b) || mine(c) {
+					t.Fatal("the temporary table outlived its session")
+				}
+			}
+		})
 	}
 }
