@@ -34,7 +34,11 @@ func BuildSQL(sql string, stmts []*sqlparse.Stmt, rules shardmap.Rules) Plan {
 		if sql != "" && st.End <= len(sql) {
 			a.sql = sql[st.Start:st.End]
 		}
-		return a.dml()
+		p := a.dml()
+		if p.Kind == Any && txDependent(st.Funcs) {
+			p.TxDependent = true
+		}
+		return p
 	}
 	plans := make([]Plan, len(stmts))
 	texts := make([]string, len(stmts))

@@ -729,6 +729,30 @@ var safeFuncSet = map[string]bool{
 	"decode": true, "count": true, "sum": true, "min": true, "max": true, "avg": true, "pg_sleep": true,
 	"pg_typeof": true, "quote_ident": true, "quote_literal": true, "quote_nullable": true,
 	"inet_server_addr": true, "inet_server_port": true, "txid_current": false,
+	// Written without parentheses (SQL value functions).
+	"current_date": true, "current_time": true, "current_timestamp": true, "localtime": true,
+	"localtimestamp": true, "current_role": true, "user": true, "current_catalog": true,
+}
+
+// txFuncs are safe functions whose answer depends on the transaction they
+// run in (its start time, isolation level, SET LOCAL values, role): a
+// SELECT calling one is not run outside a transaction the client began
+// (Plan.TxDependent).
+var txFuncs = map[string]bool{
+	"now": true, "transaction_timestamp": true, "current_setting": true,
+	"current_date": true, "current_time": true, "current_timestamp": true, "localtime": true,
+	"localtimestamp": true, "current_role": true, "current_user": true, "user": true,
+	"session_user": true, "current_schema": true, "current_schemas": true,
+}
+
+// txDependent reports whether fs calls one of txFuncs.
+func txDependent(fs []string) bool {
+	for _, f := range fs {
+		if txFuncs[f] {
+			return true
+		}
+	}
+	return false
 }
 
 func safeFuncs(fs []string) bool {

@@ -61,6 +61,10 @@ type Plan struct {
 	// their order: they run on the server with the rest, and a pooler
 	// replays them on the session's later server connections.
 	Sets []string `json:"sets,omitempty"`
+	// TxDependent marks an Any read whose answer depends on the
+	// transaction it runs in (now(), current_setting(...)): it must not
+	// run outside a transaction the client began.
+	TxDependent bool `json:"tx_dependent,omitempty"`
 	// Table, KeyColumn and KeyType name the sharded table whose key
 	// decides the route (the write target, or the first pinned table).
 	Table     string `json:"table,omitempty"`

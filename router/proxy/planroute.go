@@ -155,7 +155,7 @@ func resolveMap(p *plan.Plan, in plan.Inputs, m *AppliedMap, sql string, env Cat
 		}
 		return Route{Kind: RouteShard, Shard: shard}
 	case plan.Any:
-		return Route{Kind: RouteAny, Stateless: !p.Write && p.Lock == ""}
+		return Route{Kind: RouteAny, Stateless: !p.Write && p.Lock == "" && !p.TxDependent}
 	case plan.Session:
 		return Route{Kind: RouteAny}
 	case plan.Default:

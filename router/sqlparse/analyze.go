@@ -921,6 +921,12 @@ func (w *walker) expr(n *pg.Node, sc int) {
 		return
 	case *pg.Node_FuncCall:
 		w.funcCall(x.FuncCall, sc)
+	case *pg.Node_SqlvalueFunction:
+		// CURRENT_TIMESTAMP, CURRENT_USER, ...: functions without
+		// parentheses, recorded as such ("current_timestamp").
+		op := strings.TrimPrefix(x.SqlvalueFunction.Op.String(), "SVFOP_")
+		w.addFunc(strings.ToLower(strings.TrimSuffix(op, "_N")))
+		return
 	case *pg.Node_CurrentOfExpr:
 		w.st.CurrentOf = true
 	}

@@ -305,3 +305,45 @@ func TestTempTablePinsConnection(t *testing.T) {
 		})
 	}
 }
+
+// A read that touches no table but depends on the transaction (its
+// isolation level, its start time) runs in the transaction the client
+// began, even before the transaction has reached a shard; pgshard ran such
+// reads outside it (pgx's TestBeginIsoLevels: "read committed" inside
+// BEGIN ISOLATION LEVEL SERIALIZABLE).
+func TestTxDependentReadsInTx(t *testing.T) {
+	addr := startProxy(t, proxyOpts{sharded: true, shards: 2, loops: true})
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	c := connect(t, proxyURL(addr))
+	for _, iso := range []pgx.TxIsoLevel{pgx.Serializable, pgx.RepeatableRead, pgx.ReadCommitted} {
+		tx, err := c.BeginTx(ctx, pgx.TxOptions{IsoLevel: iso})
+		if err != nil {
+			t.Fatal(err)
+		}
+		var level string
+		if err := tx.QueryRow(ctx, "SELECT current_setting('transaction_isolation')").Scan(&level); err != nil {
+			t.Fatal(err)
+		}
+		if level != string(iso) {
+			t.Errorf("in BEGIN ISOLATION LEVEL %s: transaction_isolation %q", iso, level)
+		}
+		_ = tx.Rollback(ctx)
+	}
+	tx, err := c.Begin(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var t1, t2 time.Time
+	if err := tx.QueryRow(ctx, "SELECT now()").Scan(&t1); err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(20 * time.Millisecond)
+	if err := tx.QueryRow(ctx, "SELECT current_timestamp").Scan(&t2); err != nil {
+		t.Fatal(err)
+	}
+	if !t1.Equal(t2) {
+		t.Errorf("now() %v and current_timestamp %v differ in one transaction", t1, t2)
+	}
+	_ = tx.Rollback(ctx)
+}
