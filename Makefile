@@ -6,7 +6,7 @@ DIR        ?= .pgshard
 GOTESTFLAGS ?=
 export GOTOOLCHAIN := local
 
-.PHONY: build run test test-race bench bench-move fuzz soak lint fmt-check clean down
+.PHONY: build run test test-race bench bench-move compat fuzz soak lint fmt-check clean down
 
 build: ## build bin/pgshard and bin/shardctl
 	@echo "==> building $(BIN)/pgshard and $(BIN)/shardctl"
@@ -33,11 +33,13 @@ run: build ## start a local 2-shard cluster and pgshard on 127.0.0.1:6432 with d
 down: build ## stop the local cluster started by make run
 	$(BIN)/shardctl cluster down --dir $(DIR)
 
-test: ## unit and integration tests against real local Postgres instances, then every benchmark once
+test: build ## unit and integration tests against real local Postgres instances, every benchmark once, pgx's own suite through pgshard
 	@echo "==> go test (integration tests start their own Postgres shards)"
 	$(GO) test -count=1 -timeout 14m $(GOTESTFLAGS) ./...
 	@echo "==> benchmarks run once (-benchtime=1x) so they keep compiling and working"
 	@out=$$($(GO) test -run '^$$' -bench . -benchtime=1x ./... 2>&1) || { echo "$$out"; exit 1; }; echo "benchmarks ok"
+	@echo "==> pgx's own test suite through pgshard (make compat)"
+	@out=$$($(GO) run ./cmd/internal/compat 2>&1) || { echo "$$out"; exit 1; }; echo "$$out" | sed -n '/test suite through pgshard/,$$p'
 
 test-race: ## the same tests with the race detector
 	@echo "==> go test -race"
@@ -49,6 +51,9 @@ bench: build ## pgbench: direct Postgres vs PgBouncer vs pgshard, interleaved; s
 	$(GO) run ./cmd/internal/bench $(BENCHFLAGS)
 	@echo "==> scatter: 4-shard merges vs one shard's query of the same rows"
 	$(GO) run ./cmd/internal/bench -scatter $(SCATTERFLAGS)
+
+compat: build ## pgx's own test suite through pgshard (2 shards, transaction pooling; COMPATFLAGS=-mode=session)
+	$(GO) run ./cmd/internal/compat $(COMPATFLAGS)
 
 bench-move: build ## online move of half the buckets of a 1M-row table under pgbench writes vs a plain COPY
 	$(GO) run ./cmd/internal/benchmove $(BENCHMOVEFLAGS)
