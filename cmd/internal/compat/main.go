@@ -1,6 +1,6 @@
 // Command compat runs a driver's own test suite through pgshard: pgx's
-// (github.com/jackc/pgx/v5, the version go.mod names; the root package and
-// pgconn), against pgshard in front of two local Postgres shards with
+// (github.com/jackc/pgx/v5, the version go.mod names; the root package,
+// pgconn, pgtype, pgxpool and stdlib, the database/sql driver), against pgshard in front of two local Postgres shards with
 // two-phase commit on, in transaction (default) or session pooling.
 //
 //	go run ./cmd/internal/compat [-mode session] [-run REGEXP]
@@ -48,6 +48,11 @@ var knownFailures = map[string]string{
 	"TestFatalRxError":                     "terminates the backend by the PID in BackendKeyData",
 	"TestConnCopyFromConnectionTerminated": "terminates the backend by the PID in BackendKeyData (then waits 120 s)",
 	"TestConnExecPreparedTooManyParams":    "a ParameterDescription of 65,536 parameters (its count field overflows)",
+	"TestCheckIdleConn":                    "terminates the backends by the PIDs in BackendKeyData",
+	"TestPoolAcquireChecksIdleConns":       "terminates the backends by the PIDs in BackendKeyData",
+	// Counts the server's prepared statements: pgshard keeps the ones it
+	// prepared on a server connection for every client that runs them.
+	"TestConnMultiplePrepareAndDeallocate": "counts pg_prepared_statements on the server, where pgshard keeps its statements",
 }
 
 func main() {
@@ -157,7 +162,7 @@ func run() error {
 	if *runRe != "" {
 		args = append(args, "-run", *runRe)
 	}
-	args = append(args, ".", "./pgconn/...")
+	args = append(args, ".", "./pgconn/...", "./pgtype/...", "./pgxpool/...", "./stdlib/...")
 	log.Info("running pgx's test suite through pgshard", "pgx", version, "mode", *mode, "dsn", dsn)
 	t0 := time.Now()
 	gt := exec.Command("go", args...)
