@@ -228,6 +228,7 @@ type Pool struct {
 	waitNs   atomic.Int64 // time spent waiting, summed
 	timeouts atomic.Int64
 	dials    atomic.Int64
+	deadIdle atomic.Int64 // idle connections found ended by the server when handed out
 	sent     atomic.Int64 // bytes written to the shard
 	received atomic.Int64 // bytes read from the shard
 
@@ -282,7 +283,11 @@ type Stats struct {
 	Waits, Timeouts int64
 	WaitTime        time.Duration
 	Dials           int64 // connections opened since the start
-	Paused          bool
+	// DeadIdle counts idle connections found ended by the server (a
+	// terminated backend, a restart) when about to be handed out; they
+	// were closed and another used.
+	DeadIdle int64
+	Paused   bool
 	// BytesSent and BytesReceived count the bytes written to and read from
 	// the shard on the pool's connections.
 	BytesSent, BytesReceived int64
@@ -296,7 +301,7 @@ func (p *Pool) Stats() Stats {
 	return Stats{
 		Open: int(p.open.Load()), Idle: idle, Waiting: int(p.waiting.Load()), Size: p.opts.Size,
 		InUse: len(p.sem), Waits: p.waits.Load(), Timeouts: p.timeouts.Load(), WaitTime: time.Duration(p.waitNs.Load()),
-		Dials: p.dials.Load(), Paused: p.gate.Load() != nil,
+		Dials: p.dials.Load(), DeadIdle: p.deadIdle.Load(), Paused: p.gate.Load() != nil,
 		BytesSent: p.sent.Load(), BytesReceived: p.received.Load(),
 	}
 }
@@ -351,7 +356,24 @@ func (p *Pool) TryAcquire() (*Conn, bool) {
 	}
 	c := p.popIdle()
 	p.mu.Unlock()
+	if evloop.PeekPending(c.Net) { // ended while idle (see take)
+		p.dropDead(c)
+		<-p.sem
+		return nil, false
+	}
 	return c, true
+}
+
+// dropDead closes an idle connection the server ended, keeping its slot's
+// token with the caller.
+func (p *Pool) dropDead(c *Conn) {
+	c.Broken, c.CancelSent = true, true // nothing runs on it: no cancel
+	c.client.Store(0)
+	p.mu.Lock()
+	c.active = false
+	p.mu.Unlock()
+	p.deadIdle.Add(1)
+	p.close(c)
 }
 
 // popIdle hands out the most recently used idle connection; the caller
@@ -516,10 +538,22 @@ func (p *Pool) take(ctx context.Context) (*Conn, error) {
 		<-p.sem
 		return nil, ErrClosed
 	}
-	if len(p.idle) > 0 {
+	for len(p.idle) > 0 {
 		c := p.popIdle()
 		p.mu.Unlock()
-		return c, nil
+		if !evloop.PeekPending(c.Net) {
+			return c, nil
+		}
+		// Idle, yet the server spoke or hung up: it ended the connection
+		// (a terminated backend, a shutdown) and its last words are a
+		// FATAL no client asked for. Another one (the slot is kept).
+		p.dropDead(c)
+		p.mu.Lock()
+		if p.closed {
+			p.mu.Unlock()
+			<-p.sem
+			return nil, ErrClosed
+		}
 	}
 	p.mu.Unlock()
 	if p.checked.Load() {

@@ -585,6 +585,13 @@ func (s *session) drive() error {
 				s.pop()
 			}
 		case *pgproto3.ErrorResponse:
+			if isFatal(m) {
+				// The server ends the connection after this (a terminated
+				// backend, a shutdown): serverLost answers with it, once,
+				// when the connection's end is read.
+				s.serverFatal = &wire.Error{Severity: "ERROR", Code: m.Code, Message: m.Message, Detail: m.Detail, Hint: m.Hint}
+				continue
+			}
 			s.batchErr = true
 			s.setCandidate = ""
 			if s.deferred != "" {
@@ -634,6 +641,15 @@ func (s *session) drive() error {
 			s.log.Warn("unexpected server message", "shard", sc.Shard, "type", fmt.Sprintf("%T", msg))
 		}
 	}
+}
+
+// isFatal reports an ErrorResponse that ends the server connection.
+func isFatal(m *pgproto3.ErrorResponse) bool {
+	sev := m.SeverityUnlocalized
+	if sev == "" {
+		sev = m.Severity
+	}
+	return sev == "FATAL" || sev == "PANIC"
 }
 
 // discardUntilSync drops queued answers that the server will not send after
@@ -901,6 +917,26 @@ func (s *session) serverLost(err error) error {
 	s.clientSkipping = false
 	s.detach(true)
 	s.log.Warn("server connection lost", "shard", shard, "err", err)
+	if fe := s.serverFatal; fe != nil {
+		// The server said why before it hung up: that is the one error the
+		// client gets, as from Postgres. Inside a transaction the session
+		// ends with it (FATAL), as Postgres's would; outside one it is an
+		// ERROR, and the next statement gets another server connection.
+		s.serverFatal = nil
+		if inTx {
+			fe.Severity = "FATAL"
+			s.sendErr(fe)
+			_ = s.flush()
+			return errTerminate
+		}
+		if fe.Hint == "" {
+			fe.Hint = fmt.Sprintf("pgshard's connection to shard %s ended; the statement may not have run. Retry it.", shard)
+		}
+		s.sendErr(fe)
+		s.send(&pgproto3.ReadyForQuery{TxStatus: 'I'})
+		s.txStatus = 'I'
+		return s.flush()
+	}
 	if te := s.timeoutErr(shard, err); te != nil {
 		if inTx {
 			te.Severity = "FATAL"

@@ -49,18 +49,19 @@ type session struct {
 	admin          bool
 	cancelKey      uint64
 
-	startParams  []kv     // from the startup packet, applied on every server connection
-	sets         []kv     // SET statements the client ran (transaction pooling replays them)
-	pendingSets  []kv     // SETs inside the current transaction
-	multiSets    []string // SETs of the multi-statement query under way, not yet answered
-	paramsKey    string   // identifies startParams+sets
-	lastTag      string   // last CommandComplete tag in this transaction
-	tagCache     string   // last tag converted from bytes, kept across transactions (noteTag)
-	setCandidate string   // SET/RESET statement being run, recorded when it succeeds
-	batchErr     bool     // an error happened since the last ReadyForQuery
-	txStatus     byte     // as last told to the client
-	pinned       bool     // keep the server connection (LISTEN in transaction mode)
-	listening    bool     // LISTEN was issued: relay notifications while idle
+	startParams  []kv        // from the startup packet, applied on every server connection
+	sets         []kv        // SET statements the client ran (transaction pooling replays them)
+	pendingSets  []kv        // SETs inside the current transaction
+	multiSets    []string    // SETs of the multi-statement query under way, not yet answered
+	serverFatal  *wire.Error // the FATAL the attached server connection sent before it ends
+	paramsKey    string      // identifies startParams+sets
+	lastTag      string      // last CommandComplete tag in this transaction
+	tagCache     string      // last tag converted from bytes, kept across transactions (noteTag)
+	setCandidate string      // SET/RESET statement being run, recorded when it succeeds
+	batchErr     bool        // an error happened since the last ReadyForQuery
+	txStatus     byte        // as last told to the client
+	pinned       bool        // keep the server connection (LISTEN in transaction mode)
+	listening    bool        // LISTEN was issued: relay notifications while idle
 	mu           sync.Mutex
 	sc           *pool.Conn // attached server connection; guarded by mu for cancel
 

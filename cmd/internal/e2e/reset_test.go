@@ -347,3 +347,67 @@ func TestTxDependentReadsInTx(t *testing.T) {
 	}
 	_ = tx.Rollback(ctx)
 }
+
+// When the server ends a connection (pg_terminate_backend, a shutdown), its
+// FATAL reaches the client once: outside a transaction as an ERROR, the
+// session going on with another server connection; inside one as the FATAL
+// that ends the session, as Postgres's would. An idle pooled connection the
+// server ended is not handed to a client. Before, the client got the FATAL
+// and then pgshard's own 08006 for the same statement (node-postgres saw two
+// errors for one query), and the first client after backends were
+// terminated while idle got both.
+func TestServerEndsConnection(t *testing.T) {
+	for _, loops := range []bool{false, true} {
+		t.Run(fmt.Sprintf("loops=%v", loops), func(t *testing.T) {
+			addr := startProxy(t, proxyOpts{poolSize: 2, loops: loops})
+			ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+			defer cancel()
+			c := connect(t, proxyURL(addr))
+			one := func(c *pgx.Conn) error {
+				var n int
+				err := c.QueryRow(ctx, "SELECT 1").Scan(&n)
+				if err == nil && n != 1 {
+					err = fmt.Errorf("got %d", n)
+				}
+				return err
+			}
+
+			// Outside a transaction: one ERROR, and the session goes on.
+			_, err := c.Exec(ctx, "SELECT pg_terminate_backend(pg_backend_pid())")
+			var pgErr *pgconn.PgError
+			if !errors.As(err, &pgErr) || pgErr.Code != "57P01" || pgErr.Severity != "ERROR" {
+				t.Fatalf("terminated backend: %v (%#v), want one ERROR 57P01", err, pgErr)
+			}
+			for i := range 3 {
+				if err := one(c); err != nil {
+					t.Fatalf("statement %d after the backend ended: %v", i, err)
+				}
+			}
+
+			// Idle pooled connections ended behind pgshard's back.
+			admin := connect(t, cluster.Instances[0].AdminDSN)
+			if _, err := admin.Exec(ctx, "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE usename = 'app' AND state = 'idle'"); err != nil {
+				t.Fatal(err)
+			}
+			time.Sleep(100 * time.Millisecond)
+			for i := range 3 {
+				if err := one(c); err != nil {
+					t.Fatalf("statement %d after the idle connections were ended: %v", i, err)
+				}
+			}
+
+			// Inside a transaction: the FATAL ends the session.
+			tx, err := c.Begin(ctx)
+			if err != nil {
+				t.Fatal(err)
+			}
+			_, err = tx.Exec(ctx, "SELECT pg_terminate_backend(pg_backend_pid())")
+			if !errors.As(err, &pgErr) || pgErr.Code != "57P01" || pgErr.Severity != "FATAL" {
+				t.Fatalf("terminated backend in a transaction: %v, want FATAL 57P01", err)
+			}
+			if err := one(c); err == nil {
+				t.Fatal("the session went on after a FATAL in its transaction")
+			}
+		})
+	}
+}
