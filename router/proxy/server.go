@@ -46,7 +46,11 @@ type User struct {
 
 // Config is what a Server needs; cmd/pgshard builds it from the YAML file.
 type Config struct {
-	Mode              PoolMode
+	Mode PoolMode
+	// Databases are the database names clients may ask for (the shards'
+	// own); empty: any name. Another gets 3D000, as from Postgres. A
+	// client that names none asks for its user's name, as with Postgres.
+	Databases         []string
 	Auth              wire.AuthMethod
 	Users             map[string]User
 	TLS               *tls.Config // nil: clients cannot use TLS

@@ -1,6 +1,7 @@
 package proxy
 
 import (
+	"cmp"
 	"context"
 	"encoding/binary"
 	"errors"
@@ -11,6 +12,7 @@ import (
 	"maps"
 	"net"
 	"os"
+	"slices"
 	"sort"
 	"strings"
 	"sync"
@@ -332,6 +334,13 @@ func (s *session) login() error {
 	}
 	if s.database == AdminDatabase {
 		return s.runAdmin()
+	}
+	if db := cmp.Or(s.database, s.user); len(s.cfg.Databases) > 0 && !slices.Contains(s.cfg.Databases, db) {
+		// As Postgres answers, after authentication (the name of the
+		// database is nothing an unknown client learns).
+		s.sendErr(wire.Fatalf(pgcode.InvalidCatalogName, "database %q does not exist", db).
+			WithHint(fmt.Sprintf("pgshard serves database %s (and %s, its admin console).", strings.Join(s.cfg.Databases, ", "), AdminDatabase)))
+		return s.flush()
 	}
 	s.be.SetMaxBodyLen(s.cfg.MaxMessageLen)
 	s.paramsKey = paramsKey(s.startParams, nil)

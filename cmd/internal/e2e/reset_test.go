@@ -411,3 +411,27 @@ func TestServerEndsConnection(t *testing.T) {
 		})
 	}
 }
+
+// A client that asks for a database the shards do not hold is refused as
+// Postgres refuses it (3D000, after authentication); one that names none
+// asks for its user's name. pgshard used to serve any name it was given.
+func TestUnknownDatabase(t *testing.T) {
+	addr := startProxy(t, proxyOpts{configure: func(c *proxy.Config) { c.Databases = []string{"app"} }})
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	_, err := pgconn.Connect(ctx, fmt.Sprintf("postgres://app:app@%s/nosuchdb?sslmode=disable", addr))
+	if pgErr := (*pgconn.PgError)(nil); !errors.As(err, &pgErr) || pgErr.Code != "3D000" {
+		t.Fatalf("connect to nosuchdb: %v, want 3D000", err)
+	}
+	// No database named: the user's name (app here), as with Postgres.
+	c, err := pgconn.Connect(ctx, fmt.Sprintf("postgres://app:app@%s/?sslmode=disable", addr))
+	if err != nil {
+		t.Fatalf("connect without a database name: %v", err)
+	}
+	_ = c.Close(ctx)
+	cc := connect(t, proxyURL(addr))
+	var db string
+	if err := cc.QueryRow(ctx, "SELECT current_database()").Scan(&db); err != nil || db != "app" {
+		t.Fatalf("%q %v", db, err)
+	}
+}
