@@ -15,13 +15,10 @@ import (
 	"os"
 	"os/signal"
 	"runtime"
-	"slices"
 	"strings"
 	"sync"
 	"syscall"
 	"time"
-
-	"github.com/jackc/pgx/v5/pgconn"
 
 	"github.com/pgshard/pgshard/cmd/internal/config"
 	"github.com/pgshard/pgshard/cmd/internal/metrics"
@@ -351,13 +348,7 @@ func proxyConfig(cfg *config.Config) (*proxy.Config, error) {
 	if cfg.Pool.Mode == "session" {
 		pc.Mode = proxy.PoolSession
 	}
-	// Clients name the database the shards hold (as they would name it on
-	// one Postgres); another name is refused with 3D000.
-	for _, sh := range cfg.Shards {
-		if pcc, err := pgconn.ParseConfig(sh.DSN); err == nil && pcc.Database != "" && !slices.Contains(pc.Databases, pcc.Database) {
-			pc.Databases = append(pc.Databases, pcc.Database)
-		}
-	}
+	pc.Databases = cfg.Databases
 	for i, u := range cfg.Users {
 		sec, err := wire.NewSecret(u.Name, u.Password)
 		if err != nil {

@@ -588,8 +588,9 @@ func (s *session) drive() error {
 			if isFatal(m) {
 				// The server ends the connection after this (a terminated
 				// backend, a shutdown): serverLost answers with it, once,
-				// when the connection's end is read.
-				s.serverFatal = &wire.Error{Severity: "ERROR", Code: m.Code, Message: m.Message, Detail: m.Detail, Hint: m.Hint}
+				// when the connection's end is read, instead of adding its
+				// own 08006.
+				s.serverFatal = &wire.Error{Severity: "FATAL", Code: m.Code, Message: m.Message, Detail: m.Detail, Hint: m.Hint}
 				continue
 			}
 			s.batchErr = true
@@ -918,24 +919,14 @@ func (s *session) serverLost(err error) error {
 	s.detach(true)
 	s.log.Warn("server connection lost", "shard", shard, "err", err)
 	if fe := s.serverFatal; fe != nil {
-		// The server said why before it hung up: that is the one error the
-		// client gets, as from Postgres. Inside a transaction the session
-		// ends with it (FATAL), as Postgres's would; outside one it is an
-		// ERROR, and the next statement gets another server connection.
+		// The server said why before it hung up: the client gets that, and
+		// the session ends with it, as with Postgres (drivers close a
+		// connection on FATAL; pgx's own tests expect it).
 		s.serverFatal = nil
-		if inTx {
-			fe.Severity = "FATAL"
-			s.sendErr(fe)
-			_ = s.flush()
-			return errTerminate
-		}
-		if fe.Hint == "" {
-			fe.Hint = fmt.Sprintf("pgshard's connection to shard %s ended; the statement may not have run. Retry it.", shard)
-		}
+		fe.Severity = "FATAL"
 		s.sendErr(fe)
-		s.send(&pgproto3.ReadyForQuery{TxStatus: 'I'})
-		s.txStatus = 'I'
-		return s.flush()
+		_ = s.flush()
+		return errTerminate
 	}
 	if te := s.timeoutErr(shard, err); te != nil {
 		if inTx {

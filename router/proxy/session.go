@@ -339,7 +339,7 @@ func (s *session) login() error {
 		// As Postgres answers, after authentication (the name of the
 		// database is nothing an unknown client learns).
 		s.sendErr(wire.Fatalf(pgcode.InvalidCatalogName, "database %q does not exist", db).
-			WithHint(fmt.Sprintf("pgshard serves database %s (and %s, its admin console).", strings.Join(s.cfg.Databases, ", "), AdminDatabase)))
+			WithHint(fmt.Sprintf("pgshard serves database %s (the config's databases; %s is its admin console).", strings.Join(s.cfg.Databases, ", "), AdminDatabase)))
 		return s.flush()
 	}
 	s.be.SetMaxBodyLen(s.cfg.MaxMessageLen)

@@ -187,28 +187,12 @@ func run() error {
 	if err := os.WriteFile(cfgPath, []byte(cfg), 0o644); err != nil {
 		return err
 	}
-	plog, err := os.Create(filepath.Join(dir, "pgshard.log"))
+	proxyDSN := fmt.Sprintf("postgres://app:app@%s/app?sslmode=disable", listen)
+	stopPgshard, err := localpg.StartPgshard(ctx, bin, cfgPath, filepath.Join(dir, "pgshard.log"), proxyDSN)
 	if err != nil {
 		return err
 	}
-	ps := exec.Command(bin, "--config", cfgPath)
-	ps.Stdout, ps.Stderr = plog, plog
-	if err := ps.Start(); err != nil {
-		return err
-	}
-	defer func() { _ = ps.Process.Kill(); _ = ps.Wait() }()
-	proxyDSN := fmt.Sprintf("postgres://app:app@%s/app?sslmode=disable", listen)
-	for i := 0; ; i++ {
-		c, err := pgx.Connect(ctx, proxyDSN)
-		if err == nil {
-			_ = c.Close(ctx)
-			break
-		}
-		if i > 100 {
-			return fmt.Errorf("pgshard did not start: %w", err)
-		}
-		time.Sleep(100 * time.Millisecond)
-	}
+	defer stopPgshard()
 
 	// pgbench writes through pgshard for the whole move.
 	script := filepath.Join(dir, "write.sql")

@@ -122,28 +122,12 @@ func run() error {
 	if err := os.WriteFile(cl.ConfigPath, []byte(conf), 0o644); err != nil {
 		return err
 	}
-	plog, err := os.Create(filepath.Join(dir, "pgshard.log"))
+	dsn := fmt.Sprintf("postgres://app:app@%s/app?sslmode=disable", listen)
+	stop, err := localpg.StartPgshard(ctx, bin, cl.ConfigPath, filepath.Join(dir, "pgshard.log"), dsn)
 	if err != nil {
 		return err
 	}
-	ps := exec.Command(bin, "--config", cl.ConfigPath)
-	ps.Stdout, ps.Stderr = plog, plog
-	if err := ps.Start(); err != nil {
-		return err
-	}
-	defer func() { _ = ps.Process.Kill(); _ = ps.Wait() }()
-	dsn := fmt.Sprintf("postgres://app:app@%s/app?sslmode=disable", listen)
-	for i := 0; ; i++ {
-		c, err := pgx.Connect(ctx, dsn)
-		if err == nil {
-			_ = c.Close(ctx)
-			break
-		}
-		if i > 100 {
-			return fmt.Errorf("pgshard did not start: %w", err)
-		}
-		time.Sleep(100 * time.Millisecond)
-	}
+	defer stop()
 
 	// The suite, from a writable copy of the module.
 	suite := filepath.Join(dir, "pgx")

@@ -60,6 +60,12 @@ type Config struct {
 	// that needs a second shard is refused with 0A000.
 	TwoPhaseCommit bool `yaml:"two_phase_commit"`
 
+	// Databases are the database names clients may ask for in their
+	// startup packet; another gets 3D000 after authentication, as from
+	// Postgres. Empty (the default): any name, since pgshard serves one
+	// database whatever the client calls it.
+	Databases []string `yaml:"databases"`
+
 	// MetricsListen is the HTTP address of /metrics, /healthz and /readyz
 	// ("" = off).
 	MetricsListen string `yaml:"metrics_listen"`

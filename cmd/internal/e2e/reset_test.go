@@ -5,11 +5,13 @@ import (
 	"errors"
 	"fmt"
 	"math"
+	"net"
 	"testing"
 	"time"
 
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgconn"
+	"github.com/jackc/pgx/v5/pgproto3"
 
 	"github.com/pgshard/pgshard/router/proxy"
 )
@@ -349,20 +351,18 @@ func TestTxDependentReadsInTx(t *testing.T) {
 }
 
 // When the server ends a connection (pg_terminate_backend, a shutdown), its
-// FATAL reaches the client once: outside a transaction as an ERROR, the
-// session going on with another server connection; inside one as the FATAL
-// that ends the session, as Postgres's would. An idle pooled connection the
+// FATAL reaches the client once and ends the session, as with Postgres
+// (drivers close a connection on FATAL). An idle pooled connection the
 // server ended is not handed to a client. Before, the client got the FATAL
-// and then pgshard's own 08006 for the same statement (node-postgres saw two
-// errors for one query), and the first client after backends were
-// terminated while idle got both.
+// and then pgshard's 08006 for the same statement on a session left open
+// (node-postgres saw two errors for one query), and the first client after
+// idle backends were terminated got their FATAL.
 func TestServerEndsConnection(t *testing.T) {
 	for _, loops := range []bool{false, true} {
 		t.Run(fmt.Sprintf("loops=%v", loops), func(t *testing.T) {
 			addr := startProxy(t, proxyOpts{poolSize: 2, loops: loops})
 			ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 			defer cancel()
-			c := connect(t, proxyURL(addr))
 			one := func(c *pgx.Conn) error {
 				var n int
 				err := c.QueryRow(ctx, "SELECT 1").Scan(&n)
@@ -371,20 +371,53 @@ func TestServerEndsConnection(t *testing.T) {
 				}
 				return err
 			}
-
-			// Outside a transaction: one ERROR, and the session goes on.
-			_, err := c.Exec(ctx, "SELECT pg_terminate_backend(pg_backend_pid())")
-			var pgErr *pgconn.PgError
-			if !errors.As(err, &pgErr) || pgErr.Code != "57P01" || pgErr.Severity != "ERROR" {
-				t.Fatalf("terminated backend: %v (%#v), want one ERROR 57P01", err, pgErr)
-			}
-			for i := range 3 {
-				if err := one(c); err != nil {
-					t.Fatalf("statement %d after the backend ended: %v", i, err)
+			for _, inTx := range []bool{false, true} {
+				// The raw protocol: exactly one error, the server's FATAL,
+				// and then the end of the connection.
+				h := rawLogin(t, addr)
+				q := "SELECT pg_terminate_backend(pg_backend_pid())"
+				if inTx {
+					q = "BEGIN; " + q
+				}
+				buf, _ := (&pgproto3.Query{String: q}).Encode(nil)
+				if _, err := h.Conn.Write(buf); err != nil {
+					t.Fatal(err)
+				}
+				_ = h.Conn.SetReadDeadline(time.Now().Add(5 * time.Second))
+				fe := pgproto3.NewFrontend(h.Conn, h.Conn)
+				var errs []string
+				var after []string
+				for {
+					m, err := fe.Receive()
+					if err != nil {
+						var ne net.Error
+						if errors.As(err, &ne) && ne.Timeout() {
+							t.Fatalf("in a transaction %v: the connection stayed open after %v (then %v)", inTx, errs, after)
+						}
+						break
+					}
+					switch m := m.(type) {
+					case *pgproto3.ErrorResponse:
+						errs = append(errs, m.Severity+" "+m.Code)
+					default:
+						if len(errs) > 0 {
+							after = append(after, fmt.Sprintf("%T", m))
+						}
+					}
+				}
+				_ = h.Conn.Close()
+				if len(errs) != 1 || errs[0] != "FATAL 57P01" || len(after) > 0 {
+					t.Fatalf("in a transaction %v: errors %v, then %v; want one FATAL 57P01, then the end", inTx, errs, after)
 				}
 			}
 
 			// Idle pooled connections ended behind pgshard's back.
+			c := connect(t, proxyURL(addr))
+			for range 3 {
+				if err := one(c); err != nil {
+					t.Fatal(err)
+				}
+			}
 			admin := connect(t, cluster.Instances[0].AdminDSN)
 			if _, err := admin.Exec(ctx, "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE usename = 'app' AND state = 'idle'"); err != nil {
 				t.Fatal(err)
@@ -394,19 +427,6 @@ func TestServerEndsConnection(t *testing.T) {
 				if err := one(c); err != nil {
 					t.Fatalf("statement %d after the idle connections were ended: %v", i, err)
 				}
-			}
-
-			// Inside a transaction: the FATAL ends the session.
-			tx, err := c.Begin(ctx)
-			if err != nil {
-				t.Fatal(err)
-			}
-			_, err = tx.Exec(ctx, "SELECT pg_terminate_backend(pg_backend_pid())")
-			if !errors.As(err, &pgErr) || pgErr.Code != "57P01" || pgErr.Severity != "FATAL" {
-				t.Fatalf("terminated backend in a transaction: %v, want FATAL 57P01", err)
-			}
-			if err := one(c); err == nil {
-				t.Fatal("the session went on after a FATAL in its transaction")
 			}
 		})
 	}

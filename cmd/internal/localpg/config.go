@@ -17,6 +17,7 @@ func renderConfig(listen string, shards []Instance) string {
 	fmt.Fprintf(&b, "listen: %s\n", yamlScalar(listen))
 	b.WriteString("pool: {mode: transaction, size: 20}\n")
 	fmt.Fprintf(&b, "users: [{name: %s, password: %s}]\n", appUser, appPassword)
+	fmt.Fprintf(&b, "databases: [%s]\n", appDatabase)
 	b.WriteString("shards:\n")
 	for _, in := range shards {
 		fmt.Fprintf(&b, "  - {name: %s, dsn: %q, admin_dsn: %q}\n", in.Name,

@@ -129,8 +129,9 @@ func TestClusterLifecycle(t *testing.T) {
 				Mode string
 				Size int
 			}
-			Users  []struct{ Name, Password string }
-			Shards []struct {
+			Users     []struct{ Name, Password string }
+			Databases []string
+			Shards    []struct {
 				Name     string
 				DSN      string `yaml:"dsn"`
 				AdminDSN string `yaml:"admin_dsn"`
@@ -146,7 +147,7 @@ func TestClusterLifecycle(t *testing.T) {
 		if err := dec.Decode(&cfg); err != nil {
 			t.Fatalf("parse %s: %v\n%s", c.ConfigPath, err, b)
 		}
-		if cfg.Listen != DefaultListen || len(cfg.Shards) != 2 || cfg.Sharding.Buckets != 1024 {
+		if cfg.Listen != DefaultListen || len(cfg.Shards) != 2 || cfg.Sharding.Buckets != 1024 || len(cfg.Databases) != 1 || cfg.Databases[0] != "app" {
 			t.Errorf("unexpected config %+v", cfg)
 		}
 		for i, s := range cfg.Shards {
