@@ -613,6 +613,7 @@ func (s *session) runBatch(sync bool) error {
 	}
 	batch := s.batch
 	s.batch = s.batch[:0]
+	s.multiSets = nil // a refused query's must not reach this batch's SETs
 	defer func() {
 		for i := range batch {
 			batch[i] = nil

@@ -183,6 +183,7 @@ func (s *session) idleStatus() byte {
 }
 
 func (s *session) handleQuery(m *pgproto3.Query) error {
+	s.multiSets = nil // routeQuery sets this query's, if any
 	done, err := s.routeQuery(m)
 	defer func() { s.holdDeferred = false }()
 	if done || err != nil {
