@@ -422,7 +422,9 @@ func TestServerEndsConnection(t *testing.T) {
 			if _, err := admin.Exec(ctx, "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE usename = 'app' AND state = 'idle'"); err != nil {
 				t.Fatal(err)
 			}
-			time.Sleep(100 * time.Millisecond)
+			// Past the second after which goroutine-per-client pools check
+			// an idle connection (event-loop ones always do).
+			time.Sleep(1100 * time.Millisecond)
 			for i := range 3 {
 				if err := one(c); err != nil {
 					t.Fatalf("statement %d after the idle connections were ended: %v", i, err)
