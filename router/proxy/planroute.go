@@ -8,6 +8,7 @@ import (
 	"strings"
 	"sync"
 	"time"
+	"unicode/utf8"
 
 	"github.com/pgshard/pgshard/router/plan"
 	"github.com/pgshard/pgshard/router/sqlparse"
@@ -31,7 +32,7 @@ func (r PlanRouter) RouteSimple(sql string, m *AppliedMap, env Catalog) Route {
 	}
 	p, lits, err := r.Planner.PlanSimple(sql, m.Rules)
 	if err != nil {
-		return parseErrRoute(err)
+		return parseErrRoute(sql, err)
 	}
 	rt := txControl(p, resolve(p, plan.Inputs{Literals: lits}, m, sql, env))
 	if rt.Kind != RouteRefuse {
@@ -47,7 +48,7 @@ func (r PlanRouter) RouteBound(sql string, oids []uint32, formats []int16, param
 	}
 	p, err := r.Planner.PlanPrepared(sql, m.Rules)
 	if err != nil {
-		return parseErrRoute(err)
+		return parseErrRoute(sql, err)
 	}
 	return txControl(p, resolve(p, plan.Inputs{Params: params, Formats: formats, OIDs: oids}, m, sql, env))
 }
@@ -61,7 +62,13 @@ func txControl(p *plan.Plan, r Route) Route {
 	return r
 }
 
-func parseErrRoute(err error) Route {
+func parseErrRoute(sql string, err error) Route {
+	if !utf8.ValidString(sql) {
+		// The parser reads UTF-8 only; a client with another
+		// client_encoding (LATIN9, WIN1252, ...) sends other bytes.
+		return Route{Kind: RouteRefuse, Err: wire.Errorf(pgcode.CharacterNotInRepertoire, "pgshard reads SQL text as UTF-8, and this statement is not valid UTF-8").
+			WithHint("Set client_encoding to UTF8 (the text of statements must be UTF-8; the data Postgres stores is not affected).")}
+	}
 	var se *sqlparse.SyntaxError
 	if errors.As(err, &se) {
 		e := wire.Errorf(pgcode.SyntaxError, "%s", se.Message)

@@ -14,7 +14,8 @@ const (
 
 // Class 22: data exception.
 const (
-	InvalidParameterValue = "22023"
+	CharacterNotInRepertoire = "22021"
+	InvalidParameterValue    = "22023"
 )
 
 // Class 25: invalid transaction state.

@@ -457,3 +457,24 @@ func TestUnknownDatabase(t *testing.T) {
 		t.Fatalf("%q %v", db, err)
 	}
 }
+
+// A statement whose text is not UTF-8 (a client whose client_encoding is
+// LATIN9, say) gets a clear 22021 with what to do, and the session goes on;
+// it got the parser's XX000 "string field contains invalid UTF-8" (found by
+// psycopg's own suite).
+func TestNonUTF8Statement(t *testing.T) {
+	addr := startProxy(t, proxyOpts{sharded: true, shards: 2, loops: true})
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	c := connect(t, proxyURL(addr))
+	if _, err := c.Exec(ctx, "SET client_encoding TO latin9"); err != nil {
+		t.Fatal(err)
+	}
+	_, err := c.PgConn().Exec(ctx, "SELECT 'x' AS \"\xa4\"").ReadAll()
+	if pgErr := (*pgconn.PgError)(nil); !errors.As(err, &pgErr) || pgErr.Code != "22021" || pgErr.Hint == "" {
+		t.Fatalf("non-UTF-8 statement: %v, want 22021 with a hint", err)
+	}
+	if _, err := c.Exec(ctx, "SET client_encoding TO UTF8"); err != nil {
+		t.Fatalf("session after the refusal: %v", err)
+	}
+}
