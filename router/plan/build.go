@@ -134,6 +134,11 @@ func combine(ps []Plan, texts []string) Plan {
 		if nSess == len(ps) {
 			return Plan{Kind: Session, Session: sess, Statements: len(ps)}
 		}
+		if onlySet && !have {
+			// SETs with transaction control only ("BEGIN; SET ...",
+			// "SET ...; COMMIT"): one connection, any shard.
+			return Plan{Kind: Any, Write: len(sets) > 0, Sets: sets, Tx: txs, Statements: len(ps)}
+		}
 		if onlySet && have && (out.Kind == Single || out.Kind == Default || out.Kind == Any) {
 			// One server connection runs it all (a statement that runs on
 			// several would leave the SETs on connections the session

@@ -478,3 +478,34 @@ func TestNonUTF8Statement(t *testing.T) {
 		t.Fatalf("session after the refusal: %v", err)
 	}
 }
+
+// SETs sent with transaction control in one string ("BEGIN; SET ...",
+// "SET ...; COMMIT", as psycopg's tests and some ORMs send) run, and a SET
+// the transaction commits is kept for the session; both were refused with
+// 0A000.
+func TestSetWithTxControl(t *testing.T) {
+	addr := startProxy(t, proxyOpts{sharded: true, shards: 2, poolSize: 1, loops: true})
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	c := connect(t, proxyURL(addr))
+	other := connect(t, proxyURL(addr))
+	show := func(c *pgx.Conn) string {
+		t.Helper()
+		var v string
+		if err := c.QueryRow(ctx, "SHOW work_mem", pgx.QueryExecModeSimpleProtocol).Scan(&v); err != nil {
+			t.Fatal(err)
+		}
+		return v
+	}
+	for _, q := range []string{"BEGIN; SET work_mem = '8MB'", "SET work_mem = '9MB'; COMMIT"} {
+		if _, err := c.Exec(ctx, q); err != nil {
+			t.Fatalf("%s: %v", q, err)
+		}
+	}
+	if got := show(c); got != "9MB" {
+		t.Fatalf("work_mem %s after the committed SETs, want 9MB", got)
+	}
+	if got := show(other); got == "9MB" {
+		t.Fatal("another client got the SET")
+	}
+}
