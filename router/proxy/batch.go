@@ -188,7 +188,7 @@ func (s *session) routeQuery(m *pgproto3.Query) (done bool, err error) {
 		r = s.srv.router.RouteSimple(m.String, s.useMap(), s.srv)
 		s.srv.stats.route(r.Kind)
 		routed = true
-		if done, err := s.spanTxControl(r); done {
+		if done, err := s.spanTxControl(r, m.String); done {
 			return true, err
 		}
 	}
@@ -298,8 +298,37 @@ func (s *session) noteTxRoute(r Route, sql string) {
 		if !s.inTxBlock() {
 			s.txBegin = sql
 		}
+	case r.Kind == RouteTx && (r.Tx == TxSavepoint || r.Tx == TxRelease || r.Tx == TxRollbackTo) && r.Name != "" && s.cfg.TwoPhaseCommit:
+		// Replayed on shards that join later (joinSQL), and run on every
+		// participant once the transaction spans shards (spanSavepoint).
+		s.noteSavepoint(r.Tx, r.Name)
 	case r.Kind == RouteTx && (r.Tx == TxSavepoint || r.Tx == TxRelease || r.Tx == TxRollbackTo || r.Tx == TxNone), r.TxControl:
 		s.txSavepoint = true
+	}
+}
+
+// noteSavepoint keeps the savepoints in effect as Postgres does: SAVEPOINT
+// pushes its name, RELEASE pops it and those after it, ROLLBACK TO keeps it
+// and pops those after it (the latest of a repeated name). A SAVEPOINT in
+// a failed transaction fails, and is not kept.
+func (s *session) noteSavepoint(tx TxCmd, name string) {
+	i := len(s.txSavepoints) - 1
+	for i >= 0 && s.txSavepoints[i] != name {
+		i--
+	}
+	switch tx {
+	case TxSavepoint:
+		if !s.deferredFailed && (s.sc == nil || s.sc.TxStatus != 'E') {
+			s.txSavepoints = append(s.txSavepoints, name)
+		}
+	case TxRelease:
+		if i >= 0 {
+			s.txSavepoints = s.txSavepoints[:i]
+		}
+	case TxRollbackTo:
+		if i >= 0 {
+			s.txSavepoints = s.txSavepoints[:i+1]
+		}
 	}
 }
 
@@ -401,7 +430,9 @@ func (s *session) deferTx(cmd TxCmd, name, sql string) string {
 	case TxSavepoint:
 		s.deferred += ";\n" + sql
 		s.savepoints = append(s.savepoints, name)
-		s.txSavepoint = true
+		if !s.cfg.TwoPhaseCommit {
+			s.txSavepoint = true // with it, txSavepoints is replayed on joining shards
+		}
 		return "SAVEPOINT"
 	case TxRelease:
 		s.deferred += ";\n" + sql

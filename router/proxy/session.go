@@ -96,6 +96,7 @@ type session struct {
 	parts          map[int]*pool.Conn         // two-phase commit: parked participants of a transaction spanning shards (twophase.go)
 	txBegin        string                     // the BEGIN of the open transaction, replayed on shards joining it
 	txSets         []string                   // SET/RESET run in the open transaction, replayed on shards joining it
+	txSavepoints   []string                   // savepoints in effect in the open transaction (two-phase commit on), replayed on shards joining it
 	txSavepoint    bool                       // the open transaction used a savepoint: it cannot span shards
 	idle           atomic.Bool                // blocked reading the client between transactions
 	writing        atomic.Bool                // blocked writing to the client (flush)

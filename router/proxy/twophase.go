@@ -120,6 +120,9 @@ func (s *session) joinSQL() string {
 	if len(s.txSets) > 0 {
 		q += ";\n" + strings.Join(s.txSets, ";\n")
 	}
+	for _, sp := range s.txSavepoints {
+		q += ";\nSAVEPOINT " + quoteIdent(sp)
+	}
 	return q
 }
 
@@ -146,12 +149,29 @@ func (s *session) resetTx() {
 	s.txBegin = ""
 	s.txSavepoint = false
 	s.txSets = s.txSets[:0]
+	s.txSavepoints = s.txSavepoints[:0]
 }
 
 // spanTxControl handles transaction control in a transaction that spans
 // shards (simple protocol). done means the query was answered.
-func (s *session) spanTxControl(r Route) (done bool, err error) {
+func (s *session) spanTxControl(r Route, sql string) (done bool, err error) {
 	switch {
+	case r.Kind == RouteTx && (r.Tx == TxSavepoint || r.Tx == TxRelease || r.Tx == TxRollbackTo) && r.Name != "":
+		tag, werr, lost := s.spanSavepoint(r.Tx, r.Name, sql)
+		if lost {
+			s.sendErr(werr)
+			_ = s.flush()
+			return true, errTerminate // run's detach(true) closes every participant
+		}
+		s.txStatus = 'T'
+		if werr != nil {
+			s.sendErr(werr)
+			s.txStatus = 'E'
+		} else {
+			s.send(&pgproto3.CommandComplete{CommandTag: []byte(tag)})
+		}
+		s.send(&pgproto3.ReadyForQuery{TxStatus: s.txStatus})
+		return true, s.flush()
 	case r.Kind == RouteTx && (r.Tx == TxCommit || r.Tx == TxRollback):
 		tag, werr := s.endSpan(r.Tx == TxCommit)
 		if werr != nil {
@@ -172,6 +192,38 @@ func (s *session) spanTxControl(r Route) (done bool, err error) {
 		return true, s.refuseQuery(errSpanTxControl())
 	}
 	return false, nil
+}
+
+// spanSavepoint runs SAVEPOINT, RELEASE or ROLLBACK TO on every participant
+// of a transaction that spans shards: each has the transaction's savepoints
+// (those made before it joined were replayed when it did), so ROLLBACK TO
+// undoes the work after the savepoint on every shard, and a failed
+// transaction comes back on all of them. An error on any fails the
+// transaction everywhere; a lost participant (lost) ends the session.
+func (s *session) spanSavepoint(tx TxCmd, name, sql string) (tag string, werr *wire.Error, lost bool) {
+	conns := make([]*pool.Conn, 0, len(s.parts)+1)
+	if s.sc != nil {
+		conns = append(conns, s.sc)
+	}
+	for _, sc := range s.parts {
+		conns = append(conns, sc)
+	}
+	for i, r := range runAll(conns, sql) {
+		switch {
+		case r.io != nil:
+			return "", wire.Fatalf(pgcode.ConnectionFailure, "server connection to shard %s lost: %v", conns[i].Shard, r.io), true
+		case r.err != nil && werr == nil:
+			werr = r.err
+		case i == 0:
+			tag = r.tag
+		}
+	}
+	if werr != nil {
+		s.failTx()
+		return "", werr, false
+	}
+	s.noteSavepoint(tx, name)
+	return tag, nil, false
 }
 
 // spanBatch answers an extended-protocol batch that is a lone COMMIT or

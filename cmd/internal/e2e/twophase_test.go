@@ -893,3 +893,70 @@ func TestTwoPCExtendedDDLInTx(t *testing.T) {
 		t.Fatalf("session after the failed transaction: %d %v", one, err)
 	}
 }
+
+// Savepoints in a transaction that spans shards (two-phase commit on): a
+// shard that joins replays the savepoints in effect, and SAVEPOINT, RELEASE
+// and ROLLBACK TO run on every participant, so ROLLBACK TO undoes the work
+// after the savepoint on every shard, and a failed transaction comes back.
+// Both were refused with 0A000; psycopg's nested transactions and its
+// TypeInfo.fetch after CREATE TYPE (28 of its own tests) need them.
+func TestTwoPCSavepointsSpanShards(t *testing.T) {
+	ts := newTwoPCSetup(t, "twopc_savepoint_e2e", true)
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	c := ts.conn(t)
+	a, b, d := keysOn(ts.m, 0, 3), keysOn(ts.m, 1, 3), keysOn(ts.m, 2, 3)
+	exec := func(qs ...string) {
+		t.Helper()
+		for _, q := range qs {
+			if _, err := c.Exec(ctx, q); err != nil {
+				t.Fatalf("%s: %v", q, err)
+			}
+		}
+	}
+	ins := func(id int64) string { return fmt.Sprintf("INSERT INTO accounts (id, name) VALUES (%d, 'sp')", id) }
+	count := func(ids ...int64) int {
+		t.Helper()
+		var n int
+		if err := c.QueryRow(ctx, "SELECT count(*) FROM accounts WHERE id = ANY($1)", ids).Scan(&n); err != nil {
+			t.Fatal(err)
+		}
+		return n
+	}
+
+	// A savepoint made on one shard, a second shard joining after it.
+	exec("BEGIN", "SAVEPOINT s1", ins(a[0]), "SAVEPOINT s2", ins(b[0]), ins(d[0]), "ROLLBACK TO SAVEPOINT s2", ins(b[1]), "RELEASE SAVEPOINT s1", "COMMIT")
+	if n := count(a[0], b[1]); n != 2 {
+		t.Fatalf("%d of the 2 rows kept before and after the savepoint", n)
+	}
+	if n := count(b[0], d[0]); n != 0 {
+		t.Fatalf("%d rows rolled back to the savepoint are there", n)
+	}
+
+	// A failed transaction spanning shards comes back with ROLLBACK TO.
+	exec("BEGIN", ins(a[1]), "SAVEPOINT s", ins(b[2]))
+	if _, err := c.Exec(ctx, ins(b[2])); err == nil {
+		t.Fatal("a duplicate key went through")
+	}
+	if _, err := c.Exec(ctx, ins(d[1])); err == nil {
+		t.Fatal("a statement in the failed transaction went through")
+	}
+	exec("ROLLBACK TO s", ins(d[2]), "COMMIT")
+	if n := count(a[1], d[2]); n != 2 {
+		t.Fatalf("%d of the 2 rows of the recovered transaction", n)
+	}
+	if n := count(b[2], d[1]); n != 0 {
+		t.Fatalf("%d rows after the savepoint survived", n)
+	}
+
+	// DDL for every shard, then a savepoint (psycopg's CREATE TYPE then
+	// TypeInfo.fetch in a transaction).
+	exec("BEGIN", "CREATE TYPE sp_pair AS (x int, y int)", "SAVEPOINT type_fetch", "SELECT 'sp_pair'::regtype::oid", "RELEASE SAVEPOINT type_fetch", "COMMIT")
+	n := 0
+	for i := range len(ts.m.Shards) {
+		n += ts.direct(t, i, "SELECT count(*) FROM pg_type WHERE typname = 'sp_pair'")
+	}
+	if n != len(ts.m.Shards) {
+		t.Fatalf("type on %d of %d shards", n, len(ts.m.Shards))
+	}
+}
