@@ -231,8 +231,9 @@ func (s *session) noteQuery(q string) {
 }
 
 // createsTemp reports whether q (one statement or several) creates a
-// temporary table, view or sequence: CREATE [GLOBAL|LOCAL] TEMP[ORARY] ...
-// or SELECT ... INTO TEMP[ORARY]. It lives on the server connection that
+// temporary table, view or sequence: CREATE [GLOBAL|LOCAL] TEMP[ORARY] ...,
+// SELECT ... INTO TEMP[ORARY], or CREATE ... pg_temp.name (any object in
+// the session's temporary schema). It lives on the server connection that
 // ran it, for the rest of the session: under transaction pooling the
 // session keeps that connection (as after LISTEN), where the next client
 // of the pool found it before ("relation already exists", or worse, its
@@ -241,7 +242,11 @@ func createsTemp(q string) bool {
 	if !hasTempWord(q) {
 		return false // the common case, without allocating
 	}
-	f := strings.Fields(strings.ToLower(q))
+	lower := strings.ToLower(q)
+	if strings.Contains(lower, "pg_temp.") && strings.Contains(lower, "create") {
+		return true // CREATE ... pg_temp.name: a temporary table, type, function, ...
+	}
+	f := strings.Fields(lower)
 	temp := func(w string) bool {
 		w = strings.TrimRight(w, ";")
 		return w == "temp" || w == "temporary"
