@@ -216,14 +216,7 @@ func TestSetInMultiStatementQuery(t *testing.T) {
 	defer cancel()
 	a := connect(t, proxyURL(addr))
 	b := connect(t, proxyURL(addr))
-	show := func(c *pgx.Conn, name string) string {
-		t.Helper()
-		var v string
-		if err := c.QueryRow(ctx, "SHOW "+name, pgx.QueryExecModeSimpleProtocol).Scan(&v); err != nil {
-			t.Fatal(err)
-		}
-		return v
-	}
+	show := func(c *pgx.Conn, name string) string { return showSetting(ctx, t, c, name) }
 	if _, err := a.Exec(ctx, "SET application_name = 'multi_set_a'; SELECT 1"); err != nil {
 		t.Fatalf("SET with a query: %v", err)
 	}
@@ -489,14 +482,7 @@ func TestSetWithTxControl(t *testing.T) {
 	defer cancel()
 	c := connect(t, proxyURL(addr))
 	other := connect(t, proxyURL(addr))
-	show := func(c *pgx.Conn) string {
-		t.Helper()
-		var v string
-		if err := c.QueryRow(ctx, "SHOW work_mem", pgx.QueryExecModeSimpleProtocol).Scan(&v); err != nil {
-			t.Fatal(err)
-		}
-		return v
-	}
+	show := func(c *pgx.Conn) string { return showSetting(ctx, t, c, "work_mem") }
 	for _, q := range []string{"BEGIN; SET work_mem = '8MB'", "SET work_mem = '9MB'; COMMIT"} {
 		if _, err := c.Exec(ctx, q); err != nil {
 			t.Fatalf("%s: %v", q, err)
@@ -508,4 +494,14 @@ func TestSetWithTxControl(t *testing.T) {
 	if got := show(other); got == "9MB" {
 		t.Fatal("another client got the SET")
 	}
+}
+
+// showSetting is SHOW name on c (simple protocol).
+func showSetting(ctx context.Context, t *testing.T, c *pgx.Conn, name string) string {
+	t.Helper()
+	var v string
+	if err := c.QueryRow(ctx, "SHOW "+name, pgx.QueryExecModeSimpleProtocol).Scan(&v); err != nil {
+		t.Fatal(err)
+	}
+	return v
 }
