@@ -650,8 +650,10 @@ func (s *session) runBatch(sync bool) error {
 			batch[i] = nil
 		}
 	}()
-	if len(s.parts) > 0 && s.spanBatch(batch) {
-		return nil
+	if len(s.parts) > 0 {
+		if done, err := s.spanBatch(batch); done {
+			return err
+		}
 	}
 	if s.deallocBatch(batch) {
 		return nil

@@ -226,21 +226,40 @@ func (s *session) spanSavepoint(tx TxCmd, name, sql string) (tag string, werr *w
 	return tag, nil, false
 }
 
-// spanBatch answers an extended-protocol batch that is a lone COMMIT or
-// ROLLBACK of a transaction spanning shards. It reports whether it did.
-func (s *session) spanBatch(batch []pgproto3.FrontendMessage) bool {
+// spanBatch answers an extended-protocol batch that is a lone COMMIT,
+// ROLLBACK or savepoint command of a transaction spanning shards. It
+// reports whether it did, and the error that ends the session, if any.
+func (s *session) spanBatch(batch []pgproto3.FrontendMessage) (bool, error) {
 	q, oids, ok := s.txBatch(batch)
 	if !ok {
-		return false
+		return false, nil
 	}
 	r := s.srv.router.RouteBound(q, oids, nil, nil, s.useMap(), s.srv)
+	if r.Kind == RouteTx && (r.Tx == TxSavepoint || r.Tx == TxRelease || r.Tx == TxRollbackTo) && r.Name != "" {
+		// psycopg 3 sends its savepoints so (Parse/Bind/Execute).
+		s.srv.stats.route(RouteTx)
+		var lost *wire.Error
+		s.answerTxBatch(batch, func() (string, *wire.Error) {
+			tag, werr, isLost := s.spanSavepoint(r.Tx, r.Name, q)
+			if isLost {
+				lost = werr
+			}
+			return tag, werr
+		})
+		if lost != nil {
+			s.sendErr(lost)
+			_ = s.flush()
+			return true, errTerminate
+		}
+		return true, nil
+	}
 	if r.Kind != RouteTx || (r.Tx != TxCommit && r.Tx != TxRollback) {
-		return false
+		return false, nil
 	}
 	s.srv.stats.route(RouteTx)
 	s.answerTxBatch(batch, func() (string, *wire.Error) { return s.endSpan(r.Tx == TxCommit) })
 	s.txStatus = 'I'
-	return true
+	return true, nil
 }
 
 // everyShardBatch runs an extended-protocol batch that binds one statement

@@ -949,6 +949,31 @@ func TestTwoPCSavepointsSpanShards(t *testing.T) {
 		t.Fatalf("%d rows after the savepoint survived", n)
 	}
 
+	// The same with the extended protocol (psycopg 3 sends its savepoints
+	// as Parse/Bind/Execute).
+	xexec := func(q string) error {
+		return c.PgConn().ExecParams(ctx, q, nil, nil, nil, nil).Read().Err
+	}
+	exec("BEGIN", ins(a[2]))
+	for _, q := range []string{"SAVEPOINT x1", ins(b[2]), "ROLLBACK TO SAVEPOINT x1", ins(d[1]), "RELEASE SAVEPOINT x1"} {
+		var err error
+		if strings.HasPrefix(q, "INSERT") {
+			_, err = c.Exec(ctx, q)
+		} else {
+			err = xexec(q)
+		}
+		if err != nil {
+			t.Fatalf("%s (extended protocol for savepoints): %v", q, err)
+		}
+	}
+	exec("COMMIT")
+	if n := count(a[2], d[1]); n != 2 {
+		t.Fatalf("%d of the 2 rows kept (extended protocol)", n)
+	}
+	if n := count(b[2]); n != 0 {
+		t.Fatalf("the row rolled back to the savepoint is there (extended protocol)")
+	}
+
 	// DDL for every shard, then a savepoint (psycopg's CREATE TYPE then
 	// TypeInfo.fetch in a transaction).
 	exec("BEGIN", "CREATE TYPE sp_pair AS (x int, y int)", "SAVEPOINT type_fetch", "SELECT 'sp_pair'::regtype::oid", "RELEASE SAVEPOINT type_fetch", "COMMIT")
