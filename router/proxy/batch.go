@@ -482,6 +482,9 @@ func (s *session) deferBatch(batch []pgproto3.FrontendMessage) bool {
 	if r.Kind != RouteTx || !s.canDefer(r.Tx, r.Name) {
 		return false
 	}
+	// As routeQuery notes it: its BEGIN and savepoints are replayed on
+	// shards that join the transaction later.
+	s.noteTxRoute(r, q)
 	s.answerTxBatch(batch, func() (string, *wire.Error) { return s.deferTx(r.Tx, r.Name, q), nil })
 	s.srv.stats.route(RouteTx)
 	s.txStatus = s.clientTxStatus()

@@ -905,7 +905,7 @@ func TestTwoPCSavepointsSpanShards(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
 	c := ts.conn(t)
-	a, b, d := keysOn(ts.m, 0, 3), keysOn(ts.m, 1, 3), keysOn(ts.m, 2, 3)
+	a, b, d := keysOn(ts.m, 0, 5), keysOn(ts.m, 1, 5), keysOn(ts.m, 2, 5)
 	exec := func(qs ...string) {
 		t.Helper()
 		for _, q := range qs {
@@ -972,6 +972,22 @@ func TestTwoPCSavepointsSpanShards(t *testing.T) {
 	}
 	if n := count(b[2]); n != 0 {
 		t.Fatalf("the row rolled back to the savepoint is there (extended protocol)")
+	}
+
+	// A savepoint made before the transaction reached any shard, with the
+	// extended protocol (psycopg's nested transaction right after BEGIN):
+	// the shards that join replay it.
+	exec("BEGIN")
+	if err := xexec("SAVEPOINT early"); err != nil {
+		t.Fatal(err)
+	}
+	exec(ins(a[3]), ins(b[3]))
+	if err := xexec("ROLLBACK TO SAVEPOINT early"); err != nil {
+		t.Fatalf("ROLLBACK TO a savepoint made before any shard joined: %v", err)
+	}
+	exec("COMMIT")
+	if n := count(a[3], b[3]); n != 0 {
+		t.Fatalf("%d rows after the early savepoint survived", n)
 	}
 
 	// DDL for every shard, then a savepoint (psycopg's CREATE TYPE then
