@@ -106,9 +106,7 @@ func combine(ps []Plan, texts []string) Plan {
 				switch {
 				case op.Command == "SHOW":
 				case op.Command == "SET" && texts[i] != "":
-					if op.Op != "show" {
-						sets = append(sets, texts[i])
-					}
+					sets = append(sets, texts[i])
 				default:
 					onlySet = false
 				}

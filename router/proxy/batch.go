@@ -430,10 +430,7 @@ func (s *session) deferTx(cmd TxCmd, name, sql string) string {
 	case TxSavepoint:
 		s.deferred += ";\n" + sql
 		s.savepoints = append(s.savepoints, name)
-		if !s.cfg.TwoPhaseCommit {
-			s.txSavepoint = true // with it, txSavepoints is replayed on joining shards
-		}
-		return "SAVEPOINT"
+		return "SAVEPOINT" // noteTxRoute, called first, kept the savepoint
 	case TxRelease:
 		s.deferred += ";\n" + sql
 		s.savepoints = s.savepoints[:s.savepointIndex(name)]
@@ -500,15 +497,23 @@ func (s *session) deferBatch(batch []pgproto3.FrontendMessage) bool {
 // and answered 26000. A name the session does not know goes to the server
 // (a statement made with SQL PREPARE, or the error Postgres gives).
 func (s *session) clientDealloc(q string) bool {
+	name, ok := s.deallocTarget(q)
+	if ok {
+		delete(s.stmts, name)
+	}
+	return ok
+}
+
+// deallocTarget returns the statement q deallocates when clientDealloc
+// takes it: a DEALLOCATE of a statement the client prepared with the
+// extended protocol, outside a failed transaction (which answers 25P02).
+func (s *session) deallocTarget(q string) (string, bool) {
 	name, ok := deallocName(q)
 	if !ok || s.deferredFailed || (s.sc != nil && s.sc.TxStatus == 'E') {
-		return false
+		return "", false
 	}
-	if _, ok := s.stmts[name]; !ok {
-		return false
-	}
-	delete(s.stmts, name)
-	return true
+	_, ok = s.stmts[name]
+	return name, ok
 }
 
 // deallocName returns the statement name of "DEALLOCATE [PREPARE] name"
@@ -554,11 +559,7 @@ func (s *session) deallocBatch(batch []pgproto3.FrontendMessage) bool {
 	if !ok {
 		return false
 	}
-	name, ok := deallocName(q)
-	if !ok || s.deferredFailed || (s.sc != nil && s.sc.TxStatus == 'E') {
-		return false
-	}
-	if _, ok := s.stmts[name]; !ok {
+	if _, ok := s.deallocTarget(q); !ok {
 		return false
 	}
 	s.answerTxBatch(batch, func() (string, *wire.Error) {

@@ -47,8 +47,8 @@ type User struct {
 // Config is what a Server needs; cmd/pgshard builds it from the YAML file.
 type Config struct {
 	Mode PoolMode
-	// Databases are the database names clients may ask for (the shards'
-	// own); empty: any name. Another gets 3D000, as from Postgres. A
+	// Databases are the database names clients may ask for (the config's
+	// databases); empty: any name. Another gets 3D000, as from Postgres. A
 	// client that names none asks for its user's name, as with Postgres.
 	Databases         []string
 	Auth              wire.AuthMethod

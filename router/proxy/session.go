@@ -749,34 +749,12 @@ func (s *session) releaseReset(sc *pool.Conn) {
 // statements prepared on it, and the settings applied to it.
 func resetServer(sc *pool.Conn) error {
 	_ = sc.Net.SetDeadline(time.Now().Add(resetTimeout)) // Release clears it
-	sc.FE.Send(&pgproto3.Query{String: "DISCARD ALL"})
-	if err := sc.FE.Flush(); err != nil {
+	if err := execSimple(sc, "DISCARD ALL"); err != nil {
 		return err
 	}
-	var firstErr error
-	for {
-		m, err := sc.FE.Receive()
-		if err != nil {
-			return err
-		}
-		switch m := m.(type) {
-		case *pgproto3.ParameterStatus:
-			sc.Params[m.Name] = m.Value
-		case *pgproto3.ErrorResponse:
-			if firstErr == nil {
-				firstErr = fmt.Errorf("%s: %s", m.Code, m.Message)
-			}
-		case *pgproto3.ReadyForQuery:
-			sc.TxStatus = m.TxStatus
-			if firstErr != nil {
-				return firstErr
-			}
-			clear(sc.Prepared)
-			sc.Unnamed = 0
-			sc.ParamsKey = ""
-			return nil
-		}
-	}
+	clear(sc.Prepared)
+	sc.ParamsKey = ""
+	return nil
 }
 
 func (s *session) cancelServer() {

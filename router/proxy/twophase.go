@@ -66,6 +66,13 @@ func (s *session) errSpan(from, to int) *wire.Error {
 	return e.WithHint("A pipeline cannot switch shards before its Sync: send a Sync before the statement for another shard.")
 }
 
+// errCannotSpanHere refuses a statement for several shards in a
+// transaction that canSpanHere says cannot take them.
+func errCannotSpanHere() *wire.Error {
+	return wire.Errorf(pgcode.FeatureNotSupported, "this statement needs several shards, which this transaction cannot span").
+		WithHint("A transaction that used savepoints or LISTEN stays on one shard; run the statement outside it or drop the savepoints.")
+}
+
 // errSpanTxControl refuses transaction control that would end or split a
 // transaction on one participant only.
 func errSpanTxControl() *wire.Error {
@@ -201,13 +208,7 @@ func (s *session) spanTxControl(r Route, sql string) (done bool, err error) {
 // transaction comes back on all of them. An error on any fails the
 // transaction everywhere; a lost participant (lost) ends the session.
 func (s *session) spanSavepoint(tx TxCmd, name, sql string) (tag string, werr *wire.Error, lost bool) {
-	conns := make([]*pool.Conn, 0, len(s.parts)+1)
-	if s.sc != nil {
-		conns = append(conns, s.sc)
-	}
-	for _, sc := range s.parts {
-		conns = append(conns, sc)
-	}
+	conns := s.participants()
 	for i, r := range runAll(conns, sql) {
 		switch {
 		case r.io != nil:
@@ -286,8 +287,7 @@ func (s *session) everyShardBatch(batch []pgproto3.FrontendMessage) (bool, error
 	var ioErr error
 	s.answerTxBatch(batch, func() (string, *wire.Error) {
 		if !s.canSpanHere() {
-			return "", wire.Errorf(pgcode.FeatureNotSupported, "this statement needs several shards, which this transaction cannot span").
-				WithHint("A transaction that used savepoints or LISTEN stays on one shard; run the statement outside it or drop the savepoints.")
+			return "", errCannotSpanHere()
 		}
 		s.srv.forgetCatalog() // DDL may change column positions and collations
 		tag, qerr, _, err := s.execSplitTx(everyShard(s.useMap(), q), true)
@@ -633,9 +633,9 @@ func (s *session) txConn(i int) (*pool.Conn, error) {
 	return sc, nil
 }
 
-// failTx fails every participant's transaction, as Postgres fails a
-// transaction after an error: what follows gets 25P02 until ROLLBACK.
-func (s *session) failTx() {
+// participants are the server connections of the session's transaction:
+// the attached one first, then the parked ones.
+func (s *session) participants() []*pool.Conn {
 	conns := make([]*pool.Conn, 0, len(s.parts)+1)
 	if s.sc != nil {
 		conns = append(conns, s.sc)
@@ -643,8 +643,14 @@ func (s *session) failTx() {
 	for _, sc := range s.parts {
 		conns = append(conns, sc)
 	}
+	return conns
+}
+
+// failTx fails every participant's transaction, as Postgres fails a
+// transaction after an error: what follows gets 25P02 until ROLLBACK.
+func (s *session) failTx() {
 	var live []*pool.Conn
-	for _, sc := range conns {
+	for _, sc := range s.participants() {
 		if sc.TxStatus == 'T' && !sc.Broken {
 			live = append(live, sc)
 		}
@@ -667,8 +673,7 @@ func (s *session) runSplitTx(r Route, oneAnswer, implicit bool) error {
 		s.detach(false) // session mode: kept in held, its BEGIN sent by txConn
 	}
 	if !s.canSpanHere() {
-		return s.refuseQuery(wire.Errorf(pgcode.FeatureNotSupported, "this statement needs several shards, which this transaction cannot span").
-			WithHint("A transaction that used savepoints or LISTEN stays on one shard; run the statement outside it or drop the savepoints."))
+		return s.refuseQuery(errCannotSpanHere())
 	}
 	if implicit {
 		s.txBegin = "BEGIN"
