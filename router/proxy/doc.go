@@ -28,6 +28,7 @@
 // swallowed; answers pgshard produces itself (ParseComplete for a statement
 // the server already has, CloseComplete, errors) are queued as synthetic
 // entries so they reach the client in order. At Sync, Flush or a simple Query
+// (or when a client with messages held goes quiet: implicitFlushAfter)
 // the session reads server answers until the queue is drained; at a
 // ReadyForQuery with status idle the server connection goes back to the pool
 // (transaction mode). Cancel requests arrive on new connections and are

@@ -81,6 +81,7 @@ type session struct {
 	awaitSync      bool      // extended messages were sent since the last Sync
 
 	batch          []pgproto3.FrontendMessage // extended messages held until Sync/Flush
+	heldDeadline   bool                       // the read deadline is implicitFlushAfter's
 	mv             *AppliedMap                // the map the current statement is routed with (useMap)
 	target         int                        // shard the current statement or batch goes to (index in mv)
 	scShard        int                        // shard of sc (index in mv; guarded by mu for writes)
@@ -228,13 +229,18 @@ func (s *session) run() {
 		}
 		idle := s.sc == nil && s.clientTxStatus() == 'I' && len(s.batch) == 0
 		s.idle.Store(s.sc == nil || s.sc.TxStatus == 'I')
-		if t := s.cfg.IdleClientTimeout; t > 0 {
-			if idle {
-				_ = s.conn.SetReadDeadline(time.Now().Add(t))
-			} else {
-				_ = s.conn.SetReadDeadline(time.Time{})
-			}
+		// Messages held for a Sync or Flush that has not come: see
+		// implicitFlushAfter.
+		held := len(s.batch) > 0 && !s.clientSkipping
+		switch t := s.cfg.IdleClientTimeout; {
+		case held:
+			_ = s.conn.SetReadDeadline(time.Now().Add(implicitFlushAfter))
+		case t > 0 && idle:
+			_ = s.conn.SetReadDeadline(time.Now().Add(t))
+		case t > 0 || s.heldDeadline:
+			_ = s.conn.SetReadDeadline(time.Time{})
 		}
+		s.heldDeadline = held
 		var stopWatch func()
 		if s.listening && s.sc != nil && !s.hasReal() {
 			stopWatch = s.watchServer()
@@ -246,6 +252,17 @@ func (s *session) run() {
 			stopWatch()
 		}
 		s.idle.Store(false)
+		var ne net.Error
+		if held && errors.As(err, &ne) && ne.Timeout() && !s.srv.isClosing() {
+			// The client waits with messages held: run them as a Flush
+			// would. A partly received message stays buffered in s.be.
+			err = s.handle(&pgproto3.Flush{})
+			if err != nil {
+				s.log.Debug("session ended", "err", err)
+				return
+			}
+			continue
+		}
 		if err != nil {
 			s.onReadError(err)
 			return
@@ -260,6 +277,16 @@ func (s *session) run() {
 }
 
 var errTerminate = errors.New("client terminated")
+
+// implicitFlushAfter is how long a client may stay silent with extended-
+// protocol messages sent but no Sync or Flush before pgshard runs them as
+// if a Flush had come. Postgres runs each message as it arrives and sends
+// an error at once (its results otherwise wait for a Sync, a Flush or a
+// full buffer); pgshard holds a batch until it knows where the batch goes,
+// so a libpq pipeline that waits for an error before its Sync would hang.
+// Drivers send a batch's messages back to back: the wait never fires for
+// them.
+const implicitFlushAfter = 20 * time.Millisecond
 
 // closingNow reports whether the server is shutting down and this client
 // is between transactions; if so it tells the client, like Postgres does.

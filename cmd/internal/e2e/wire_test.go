@@ -134,6 +134,24 @@ func runScript(t *testing.T, url string, script []scriptLine) []string {
 		}
 	}
 	for i, l := range script {
+		if l.Type == "Wait" {
+			// Send what is buffered and read what comes within a moment,
+			// with no Sync or Flush: Postgres sends an error at once.
+			if err := fe.Flush(); err != nil {
+				t.Fatal(err)
+			}
+			_ = h.Conn.SetReadDeadline(time.Now().Add(500 * time.Millisecond))
+			for {
+				m, err := fe.Receive()
+				if err != nil {
+					break
+				}
+				got = append(got, normalise(m))
+			}
+			got = append(got, "(end of wait)")
+			_ = h.Conn.SetReadDeadline(time.Now().Add(20 * time.Second))
+			continue
+		}
 		m, err := l.message()
 		if err != nil {
 			t.Fatalf("line %d: %v", i, err)
