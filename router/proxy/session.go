@@ -168,6 +168,12 @@ func newSession(srv *Server, cfg *Config, st *wire.Startup, id uint64, log *slog
 					ps = append(ps, kv{k, v})
 				}
 			}
+			// A client that names no application sees Postgres's default,
+			// '', not the name pgshard gives its server connections (as
+			// PgBouncer does).
+			if !slices.ContainsFunc(ps, func(p kv) bool { return p.k == "application_name" }) {
+				ps = append(ps, kv{"application_name", ""})
+			}
 			sort.Slice(ps, func(i, j int) bool { return ps[i].k < ps[j].k })
 			return ps
 		}(),

@@ -458,7 +458,9 @@ func TestMapAddsShard(t *testing.T) {
 func testMapAddsShard(t *testing.T, db string, mode proxy.PoolMode) {
 	ms := newMovesSetup(t, db, 2, func(c *proxy.Config) { c.Mode = mode })
 	ctx := context.Background()
-	c := connect(t, ms.url())
+	// Named, so that its server connections can be told from the direct
+	// ones below.
+	c := connect(t, ms.url()+"&application_name=moves_add_shard")
 	const schema = "create table accounts (id bigint primary key, name text not null, balance int not null default 0)"
 	if _, err := c.Exec(ctx, schema); err != nil {
 		t.Fatal(err)
@@ -527,7 +529,7 @@ func testMapAddsShard(t *testing.T, db string, mode proxy.PoolMode) {
 	deadline := time.Now().Add(3 * time.Second)
 	for {
 		var open int
-		if err := admin.QueryRow(ctx, "select count(*) from pg_stat_activity where datname = $1 and application_name = 'pgshard'", db).Scan(&open); err != nil {
+		if err := admin.QueryRow(ctx, "select count(*) from pg_stat_activity where datname = $1 and application_name in ('pgshard', 'moves_add_shard')", db).Scan(&open); err != nil {
 			t.Fatal(err)
 		}
 		if open == 0 {

@@ -505,3 +505,34 @@ func showSetting(ctx context.Context, t *testing.T, c *pgx.Conn, name string) st
 	}
 	return v
 }
+
+// A client that names no application sees Postgres's default, '' (in its
+// ParameterStatus and in SHOW), not the name of pgshard's server
+// connections, even on a connection a named client used before it (pool
+// size 1). node-postgres's own suite checks it.
+func TestApplicationNameDefault(t *testing.T) {
+	for name, mode := range map[string]proxy.PoolMode{"transaction": proxy.PoolTransaction, "session": proxy.PoolSession} {
+		t.Run(name, func(t *testing.T) {
+			addr := startProxy(t, proxyOpts{mode: mode, poolSize: 1})
+			ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+			defer cancel()
+			named := connect(t, proxyURL(addr)+"&application_name=named_app")
+			if got := showSetting(ctx, t, named, "application_name"); got != "named_app" {
+				t.Fatalf("named client: application_name %q", got)
+			}
+			if mode == proxy.PoolSession {
+				named.Close(ctx) // the one server connection for the next
+			}
+			for i := 0; i < 2; i++ {
+				c := connect(t, proxyURL(addr))
+				if got := c.PgConn().ParameterStatus("application_name"); got != "" {
+					t.Fatalf("ParameterStatus application_name %q", got)
+				}
+				if got := showSetting(ctx, t, c, "application_name"); got != "" {
+					t.Fatalf("client %d without a name: application_name %q", i, got)
+				}
+				c.Close(ctx)
+			}
+		})
+	}
+}
