@@ -329,10 +329,15 @@ func (s *Server) Close() error {
 	for l := range s.listeners {
 		_ = l.Close()
 	}
+	sessions := make([]*session, 0, len(s.sessions))
 	for _, ss := range s.sessions {
 		_ = ss.conn.Close()
+		sessions = append(sessions, ss)
 	}
 	s.mu.Unlock()
+	for _, ss := range sessions { // outside s.mu: this takes the session's lock
+		ss.abortServerReads()
+	}
 	s.doneOnce.Do(func() { close(s.done) })
 	s.wg.Wait()
 	s.closePools()

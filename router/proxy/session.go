@@ -722,7 +722,11 @@ func (s *session) detach(force bool) {
 	if sc != nil {
 		p := sc.Pool()
 		switch {
-		case force && (sc.TxStatus != 'I' || s.hasReal() || s.copyIn):
+		case force && (sc.TxStatus != 'I' || s.hasReal() || s.copyIn || s.awaitSync):
+			// Not at a clean boundary. awaitSync: messages went to the
+			// server since the last Sync (a pipeline that sent Flush and
+			// left); after an error the server skips everything until a
+			// Sync, so the next client's query would go unanswered.
 			p.Discard(sc)
 		case !force && s.cfg.Mode == PoolSession:
 			if s.held == nil {

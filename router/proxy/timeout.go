@@ -95,6 +95,21 @@ func (s *session) watchdog() (stop func()) {
 	}
 }
 
+// abortServerReads makes the session's reads from its server connections
+// fail now: Server.Close, for a session waiting on a shard that does not
+// answer (closing the client's connection does not wake it).
+func (s *session) abortServerReads() {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	now := time.Now()
+	if s.sc != nil {
+		_ = s.sc.Net.SetReadDeadline(now)
+	}
+	for c := range s.lent {
+		_ = c.Net.SetReadDeadline(now)
+	}
+}
+
 // lend records a server connection borrowed for the current statement, so
 // query_timeout reaches it.
 func (s *session) lend(c *pool.Conn) {

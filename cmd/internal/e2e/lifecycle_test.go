@@ -153,3 +153,42 @@ func TestGracefulShutdown(t *testing.T) {
 	}
 	_, _ = d.Exec(ctx, "drop table shutdown_t")
 }
+
+// TestShutdownTimeoutEndsWaits: a statement still running when
+// shutdown_timeout runs out (here pg_sleep, as well a shard that never
+// answers) does not keep pgshard from exiting: its server reads are cut
+// off with the client. Before, pgshard waited for the statement to end.
+func TestShutdownTimeoutEndsWaits(t *testing.T) {
+	pgshard, _ := buildBinaries(t)
+	listen := freePort(t)
+	cfg := writeConfig(t, listen, freshDatabase(t, "catalog_shutdown_wait"), "shutdown_timeout: 1s\n")
+	cmd := startPgshard(t, pgshard, cfg)
+	ctx := context.Background()
+	url := "postgres://app:app@" + listen + "/app?sslmode=disable"
+	var c *pgx.Conn
+	var err error
+	for i := 0; i < 100; i++ {
+		if c, err = pgx.Connect(ctx, url); err == nil {
+			break
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close(ctx)
+	go func() { _, _ = c.Exec(context.Background(), "select pg_sleep(60)") }()
+	time.Sleep(300 * time.Millisecond)
+	t0 := time.Now()
+	if err := cmd.Process.Signal(syscall.SIGTERM); err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan error, 1)
+	go func() { done <- cmd.Wait() }()
+	select {
+	case <-done:
+		t.Logf("exited %v after SIGTERM", time.Since(t0).Round(time.Millisecond))
+	case <-time.After(10 * time.Second):
+		t.Fatal("pgshard did not exit 10 s after SIGTERM with shutdown_timeout 1s")
+	}
+}

@@ -536,3 +536,59 @@ func TestApplicationNameDefault(t *testing.T) {
 		})
 	}
 }
+
+// A client that leaves after a Flush without the Sync (a libpq pipeline
+// closed early) leaves its server connection between Syncs: after an error
+// the server skips everything until a Sync. The connection must not serve
+// the next client (pool size 1: it would get that very connection); before
+// the fix the next client's query never got an answer.
+func TestLeaveWithoutSync(t *testing.T) {
+	for _, q := range []string{"select 1/0", "select 1"} {
+		t.Run(q, func(t *testing.T) {
+			addr := startProxy(t, proxyOpts{poolSize: 1})
+			ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+			defer cancel()
+			pc, err := pgconn.Connect(ctx, proxyURL(addr))
+			if err != nil {
+				t.Fatal(err)
+			}
+			h, err := pc.Hijack()
+			if err != nil {
+				t.Fatal(err)
+			}
+			h.Frontend.Send(&pgproto3.Parse{Query: q})
+			h.Frontend.Send(&pgproto3.Bind{})
+			h.Frontend.Send(&pgproto3.Execute{})
+			h.Frontend.Send(&pgproto3.Flush{})
+			if err := h.Frontend.Flush(); err != nil {
+				t.Fatal(err)
+			}
+			_ = h.Conn.SetReadDeadline(time.Now().Add(5 * time.Second))
+			for done := false; !done; {
+				m, err := h.Frontend.Receive()
+				if err != nil {
+					t.Fatalf("answer to the Flush: %v", err)
+				}
+				switch m.(type) {
+				case *pgproto3.ErrorResponse, *pgproto3.CommandComplete:
+					done = true
+				}
+			}
+			_ = h.Conn.Close()
+
+			qctx, qcancel := context.WithTimeout(ctx, 5*time.Second)
+			defer qcancel()
+			c, err := pgx.Connect(qctx, proxyURL(addr))
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer c.Close(ctx)
+			for _, mode := range []pgx.QueryExecMode{pgx.QueryExecModeSimpleProtocol, pgx.QueryExecModeExec} {
+				var n int
+				if err := c.QueryRow(qctx, "select 42", mode).Scan(&n); err != nil || n != 42 {
+					t.Fatalf("next client (%v): %d, %v", mode, n, err)
+				}
+			}
+		})
+	}
+}
