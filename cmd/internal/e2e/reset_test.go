@@ -506,7 +506,7 @@ func showSetting(ctx context.Context, t *testing.T, c *pgx.Conn, name string) st
 	return v
 }
 
-// A client that names no application sees Postgres's default, ” (in its
+// A client that names no application sees Postgres's default, the empty string (in its
 // ParameterStatus and in SHOW), not the name of pgshard's server
 // connections, even on a connection a named client used before it (pool
 // size 1). node-postgres's own suite checks it.
