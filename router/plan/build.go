@@ -349,15 +349,42 @@ func utilityPlan(st *sqlparse.Stmt, rules shardmap.Rules) Plan {
 			p.Write = false
 		}
 		return p
-	case "PREPARE", "EXECUTE", "DEALLOCATE", "DEALLOCATE ALL", "LISTEN", "UNLISTEN", "NOTIFY", "DISCARD",
-		"DECLARE CURSOR", "FETCH", "MOVE", "CLOSE CURSOR", "CLOSE CURSOR ALL":
+	case "PREPARE", "EXECUTE", "DEALLOCATE", "DEALLOCATE ALL", "LISTEN", "UNLISTEN", "NOTIFY", "DISCARD":
 		return Plan{Kind: Session, Session: []SessionOp{{Command: st.Command, Name: u.Name}}}
+	case "DECLARE CURSOR":
+		return cursorPlan(u.Inner, rules)
+	case "FETCH", "MOVE", "CLOSE CURSOR", "CLOSE CURSOR ALL":
+		// The cursor lives in the transaction (or, WITH HOLD, the
+		// session) that declared it: on the connection that transaction
+		// runs on, wherever its DECLARE went.
+		return Plan{Kind: Any, TxDependent: true}
 	case "CHECKPOINT":
 		return Plan{Kind: All}
 	case "DO", "CALL", "LOAD":
 		return Plan{Kind: Default, Write: st.Command != "LOAD"}
 	}
 	return byObjects(st, rules, false)
+}
+
+// cursorPlan routes DECLARE CURSOR where its query goes: a cursor on one
+// shard reads that shard. (Routed anywhere, as a session command, a cursor
+// on a sharded table read whichever shard the transaction was on: rows of
+// other shards were silently missing.) A query that needs several shards
+// is refused: the rows would have to be merged through FETCHes.
+func cursorPlan(inner *sqlparse.Stmt, rules shardmap.Rules) Plan {
+	if inner == nil {
+		return Plan{Kind: Any, TxDependent: true}
+	}
+	p := buildStmt(inner, rules)
+	switch p.Kind {
+	case Refuse:
+		return p
+	case Single, Default, Any:
+		p.TxDependent = true // runs in the client's transaction, never beside it
+		return p
+	}
+	return refuse("DECLARE CURSOR for a query that reads several shards is not supported",
+		"declare the cursor for a query on one sharding key (WHERE key = ...), or run the query without a cursor: pgshard merges the shards' rows")
 }
 
 func copyPlan(st *sqlparse.Stmt, rules shardmap.Rules) Plan {

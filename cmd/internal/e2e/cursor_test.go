@@ -1,0 +1,128 @@
+package e2e
+
+import (
+	"context"
+	"fmt"
+	"testing"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+)
+
+// SQL cursors on a sharded table read the shard that holds the key: a
+// DECLARE routes like its query. Before, DECLARE was routed as a session
+// command, to whichever shard the transaction happened to be on: FETCH
+// silently missed the rows of the other shards (ids 1 and 5 of 20 came back
+// empty, and a count(*) cursor said 9 of 20). A cursor over several shards
+// is refused (0A000); one in a multi-statement string with its BEGIN and
+// FETCH works, as psycopg sends it.
+func TestCursors(t *testing.T) {
+	const db = "cursor_e2e"
+	databaseOnAll(t, db)
+	addr := startProxy(t, proxyOpts{sharded: true, shards: 3, database: db})
+	c := connect(t, fmt.Sprintf("postgres://app:app@%s/%s?sslmode=disable", addr, db))
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	for _, q := range []string{
+		"create table accounts (id bigint primary key, name text not null)",
+		"create table countries (code text primary key, name text not null)",
+		"insert into countries values ('fr', 'France'), ('jp', 'Japan')",
+	} {
+		if _, err := c.Exec(ctx, q); err != nil {
+			t.Fatalf("%s: %v", q, err)
+		}
+	}
+	const n = 30
+	for i := 1; i <= n; i++ {
+		if _, err := c.Exec(ctx, "insert into accounts (id, name) values ($1, $2)", i, fmt.Sprint("account ", i)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	fetchAll := func(t *testing.T, tx pgx.Tx) []string {
+		t.Helper()
+		rows, err := tx.Query(ctx, "fetch all from c", pgx.QueryExecModeSimpleProtocol)
+		if err != nil {
+			t.Fatal(err)
+		}
+		out, err := pgx.CollectRows(rows, pgx.RowTo[string])
+		if err != nil {
+			t.Fatal(err)
+		}
+		return out
+	}
+	for _, mode := range []pgx.QueryExecMode{pgx.QueryExecModeSimpleProtocol, pgx.QueryExecModeExec} {
+		t.Run(mode.String(), func(t *testing.T) {
+			for i := 1; i <= n; i++ {
+				tx, err := c.Begin(ctx)
+				if err != nil {
+					t.Fatal(err)
+				}
+				if _, err := tx.Exec(ctx, "declare c cursor for select name from accounts where id = $1", mode, i); err != nil {
+					t.Fatalf("declare for id %d: %v", i, err)
+				}
+				if got := fetchAll(t, tx); len(got) != 1 || got[0] != fmt.Sprint("account ", i) {
+					t.Errorf("cursor for id %d fetched %q", i, got)
+				}
+				if _, err := tx.Exec(ctx, "close c", mode); err != nil {
+					t.Fatal(err)
+				}
+				_ = tx.Rollback(ctx)
+			}
+		})
+	}
+	t.Run("reference and no table", func(t *testing.T) {
+		tx, err := c.Begin(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer tx.Rollback(ctx)
+		if _, err := tx.Exec(ctx, "declare c scroll cursor for select name from countries order by code"); err != nil {
+			t.Fatal(err)
+		}
+		if got := fetchAll(t, tx); len(got) != 2 || got[0] != "France" {
+			t.Errorf("countries cursor: %q", got)
+		}
+		if _, err := tx.Exec(ctx, "move absolute 0 in c"); err != nil {
+			t.Fatal(err)
+		}
+		if got := fetchAll(t, tx); len(got) != 2 {
+			t.Errorf("countries cursor after MOVE ABSOLUTE 0: %q", got)
+		}
+		if _, err := tx.Exec(ctx, "close c; declare c cursor for select g::text from generate_series(1, 5) g"); err != nil {
+			t.Fatal(err)
+		}
+		if got := fetchAll(t, tx); len(got) != 5 {
+			t.Errorf("generate_series cursor: %q", got)
+		}
+	})
+	t.Run("in one string", func(t *testing.T) {
+		rr := c.PgConn().Exec(ctx, "begin; declare c cursor for select name from accounts where id = 17; fetch all from c; commit")
+		res, err := rr.ReadAll()
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(res) != 4 || len(res[2].Rows) != 1 || string(res[2].Rows[0][0]) != "account 17" {
+			t.Fatalf("results: %+v", res)
+		}
+	})
+	t.Run("several shards refused", func(t *testing.T) {
+		for _, q := range []string{
+			"declare c cursor for select count(*) from accounts",
+			"declare c cursor for select name from accounts order by id",
+		} {
+			tx, err := c.Begin(ctx)
+			if err != nil {
+				t.Fatal(err)
+			}
+			_, err = tx.Exec(ctx, q)
+			if code := pgCode(err); code != "0A000" {
+				t.Errorf("%s: %v, want 0A000", q, err)
+			}
+			_ = tx.Rollback(ctx)
+		}
+		var one int
+		if err := c.QueryRow(ctx, "select 1").Scan(&one); err != nil || one != 1 {
+			t.Fatalf("connection after the refusals: %v", err)
+		}
+	})
+}
