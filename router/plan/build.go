@@ -350,7 +350,14 @@ func utilityPlan(st *sqlparse.Stmt, rules shardmap.Rules) Plan {
 		}
 		return p
 	case "PREPARE", "EXECUTE", "DEALLOCATE", "DEALLOCATE ALL", "LISTEN", "UNLISTEN", "NOTIFY", "DISCARD":
-		return Plan{Kind: Session, Session: []SessionOp{{Command: st.Command, Name: u.Name}}}
+		p := Plan{Kind: Session, Session: []SessionOp{{Command: st.Command, Name: u.Name}}}
+		if st.Command == "PREPARE" && u.Inner != nil {
+			switch buildStmt(u.Inner, rules).Kind {
+			case Single, Multi, Scatter, All, Copy, Refuse:
+				p.PrepareSharded = true
+			}
+		}
+		return p
 	case "DECLARE CURSOR":
 		return cursorPlan(u.Inner, rules)
 	case "FETCH", "MOVE", "CLOSE CURSOR", "CLOSE CURSOR ALL":

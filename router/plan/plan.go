@@ -65,6 +65,11 @@ type Plan struct {
 	// transaction it runs in (now(), current_setting(...)): it must not
 	// run outside a transaction the client began.
 	TxDependent bool `json:"tx_dependent,omitempty"`
+	// PrepareSharded marks an SQL-level PREPARE (Kind Session) of a
+	// statement that touches sharded tables or writes reference tables:
+	// its EXECUTE runs on whichever connection the session is on, so with
+	// more than one shard it would read or write the wrong one.
+	PrepareSharded bool `json:"prepare_sharded,omitempty"`
 	// Table, KeyColumn and KeyType name the sharded table whose key
 	// decides the route (the write target, or the first pinned table).
 	Table     string `json:"table,omitempty"`

@@ -164,6 +164,11 @@ func resolveMap(p *plan.Plan, in plan.Inputs, m *AppliedMap, sql string, env Cat
 	case plan.Any:
 		return Route{Kind: RouteAny, Stateless: !p.Write && p.Lock == "" && !p.TxDependent}
 	case plan.Session:
+		if p.PrepareSharded && len(m.Shards) > 1 {
+			return Route{Kind: RouteRefuse, Err: wire.Errorf(pgcode.FeatureNotSupported,
+				"SQL-level PREPARE of a statement on sharded tables is not supported with more than one shard").
+				WithHint("Prepare it through your driver (protocol-level prepared statements are routed by their parameters), or send the statement itself.")}
+		}
 		return Route{Kind: RouteAny}
 	case plan.Default:
 		return Route{Kind: RouteShard, Shard: m.Default}

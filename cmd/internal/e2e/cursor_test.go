@@ -126,3 +126,52 @@ func TestCursors(t *testing.T) {
 		}
 	})
 }
+
+// SQL-level PREPARE of a statement on sharded tables: its EXECUTE runs on
+// whichever server connection the session is on, so with several shards
+// it is refused (0A000) rather than reading the wrong shard. Before, in
+// session mode, EXECUTE q(1) returned no row for keys on another shard.
+// Without sharded tables, and on a cluster of one shard, it works.
+func TestSQLPrepare(t *testing.T) {
+	for _, shards := range []int{3, 1} {
+		t.Run(fmt.Sprint(shards, " shards"), func(t *testing.T) {
+			db := fmt.Sprint("sqlprepare_e2e_", shards)
+			databaseOnAll(t, db)
+			addr := startProxy(t, proxyOpts{sharded: true, shards: shards, database: db, mode: 1})
+			c := connect(t, fmt.Sprintf("postgres://app:app@%s/%s?sslmode=disable", addr, db))
+			ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+			defer cancel()
+			if _, err := c.Exec(ctx, "create table accounts (id bigint primary key, name text not null)"); err != nil {
+				t.Fatal(err)
+			}
+			for i := 1; i <= 10; i++ {
+				if _, err := c.Exec(ctx, "insert into accounts (id, name) values ($1, $2)", i, fmt.Sprint("account ", i)); err != nil {
+					t.Fatal(err)
+				}
+			}
+			_, err := c.Exec(ctx, "prepare q as select name from accounts where id = $1", pgx.QueryExecModeSimpleProtocol)
+			if shards > 1 {
+				if code := pgCode(err); code != "0A000" {
+					t.Fatalf("PREPARE on a sharded table with %d shards: %v, want 0A000", shards, err)
+				}
+			} else {
+				if err != nil {
+					t.Fatal(err)
+				}
+				for i := 1; i <= 10; i++ {
+					var name string
+					if err := c.QueryRow(ctx, fmt.Sprintf("execute q(%d)", i), pgx.QueryExecModeSimpleProtocol).Scan(&name); err != nil || name != fmt.Sprint("account ", i) {
+						t.Fatalf("execute q(%d): %q %v", i, name, err)
+					}
+				}
+			}
+			if _, err := c.Exec(ctx, "prepare one as select $1::int + 1", pgx.QueryExecModeSimpleProtocol); err != nil {
+				t.Fatalf("PREPARE without tables: %v", err)
+			}
+			var two int
+			if err := c.QueryRow(ctx, "execute one(1)", pgx.QueryExecModeSimpleProtocol).Scan(&two); err != nil || two != 2 {
+				t.Fatalf("execute one(1): %d %v", two, err)
+			}
+		})
+	}
+}
