@@ -169,6 +169,16 @@ func resolveMap(p *plan.Plan, in plan.Inputs, m *AppliedMap, sql string, env Cat
 				"SQL-level PREPARE of a statement on sharded tables is not supported with more than one shard").
 				WithHint("Prepare it through your driver (protocol-level prepared statements are routed by their parameters), or send the statement itself.")}
 		}
+		for _, op := range p.Session {
+			switch op.Command {
+			case "LISTEN", "UNLISTEN", "NOTIFY":
+				// Listeners and notifiers meet on the default shard: a
+				// NOTIFY sent on another shard reaches no listener. In a
+				// transaction on another shard it makes the transaction
+				// span shards, refused or failed loudly rather than lost.
+				return Route{Kind: RouteShard, Shard: m.Default}
+			}
+		}
 		return Route{Kind: RouteAny}
 	case plan.Default:
 		return Route{Kind: RouteShard, Shard: m.Default}

@@ -7,6 +7,8 @@ import (
 	"time"
 
 	"github.com/jackc/pgx/v5"
+
+	"github.com/pgshard/pgshard/router/proxy"
 )
 
 // SQL cursors on a sharded table read the shard that holds the key: a
@@ -171,6 +173,80 @@ func TestSQLPrepare(t *testing.T) {
 			var two int
 			if err := c.QueryRow(ctx, "execute one(1)", pgx.QueryExecModeSimpleProtocol).Scan(&two); err != nil || two != 2 {
 				t.Fatalf("execute one(1): %d %v", two, err)
+			}
+		})
+	}
+}
+
+// LISTEN and NOTIFY meet on the default shard: a NOTIFY sent by a client
+// whose last statement went to another shard reaches the listener, and one
+// inside a transaction on another shard makes it span shards, which fails
+// loudly (refused, or refused at COMMIT: Postgres cannot PREPARE a
+// transaction that notified) instead of committing a notification no
+// listener gets. Before, both were silently lost (routed to the
+// connection's shard).
+func TestNotifyAcrossShards(t *testing.T) {
+	for _, twoPC := range []bool{false, true} {
+		t.Run(fmt.Sprint("2pc=", twoPC), func(t *testing.T) {
+			db := fmt.Sprint("notify_e2e_", twoPC)
+			databaseOnAll(t, db)
+			addr := startProxy(t, proxyOpts{sharded: true, shards: 3, database: db, configure: func(c *proxy.Config) { c.TwoPhaseCommit = twoPC }})
+			url := fmt.Sprintf("postgres://app:app@%s/%s?sslmode=disable", addr, db)
+			ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+			defer cancel()
+			l, n := connect(t, url), connect(t, url)
+			if _, err := n.Exec(ctx, "create table accounts (id bigint primary key, name text not null)"); err != nil {
+				t.Fatal(err)
+			}
+			if _, err := l.Exec(ctx, "listen shard_ch"); err != nil {
+				t.Fatal(err)
+			}
+			wait := func(payload string) bool {
+				wctx, wcancel := context.WithTimeout(ctx, time.Second)
+				defer wcancel()
+				nt, err := l.WaitForNotification(wctx)
+				if err != nil {
+					return false
+				}
+				if nt.Payload != payload {
+					t.Errorf("notification %q, want %q", nt.Payload, payload)
+				}
+				return true
+			}
+			for i := 1; i <= 6; i++ { // keys on every shard
+				if _, err := n.Exec(ctx, "insert into accounts (id, name) values ($1, 'x')", i); err != nil {
+					t.Fatal(err)
+				}
+				payload := fmt.Sprint("after key ", i)
+				if _, err := n.Exec(ctx, "notify shard_ch, '"+payload+"'"); err != nil {
+					t.Fatal(err)
+				}
+				if !wait(payload) {
+					t.Fatalf("NOTIFY after a statement on key %d never reached the listener", i)
+				}
+			}
+			for i := 1; i <= 6; i++ {
+				payload := fmt.Sprint("in tx with key ", i)
+				tx, err := n.Begin(ctx)
+				if err != nil {
+					t.Fatal(err)
+				}
+				_, err = tx.Exec(ctx, "update accounts set name = 'y' where id = $1", i)
+				if err == nil {
+					_, err = tx.Exec(ctx, "notify shard_ch, '"+payload+"'")
+				}
+				if err == nil {
+					err = tx.Commit(ctx)
+				} else {
+					_ = tx.Rollback(ctx)
+				}
+				got := wait(payload)
+				if err == nil && !got {
+					t.Fatalf("key %d: the transaction committed its NOTIFY, and the listener got nothing", i)
+				}
+				if err != nil && got {
+					t.Fatalf("key %d: the transaction failed (%v), and its NOTIFY arrived", i, err)
+				}
 			}
 		})
 	}
