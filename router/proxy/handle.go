@@ -636,7 +636,10 @@ func (s *session) drive() error {
 		case *pgproto3.ParameterStatus:
 			sc.Params[m.Name] = m.Value
 			s.send(m)
-		case *pgproto3.NoticeResponse, *pgproto3.NotificationResponse:
+		case *pgproto3.NotificationResponse:
+			s.ownNotification(m, sc)
+			s.send(m)
+		case *pgproto3.NoticeResponse:
 			s.send(m)
 		case *pgproto3.FunctionCallResponse:
 			s.send(m)

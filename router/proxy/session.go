@@ -284,6 +284,16 @@ func (s *session) run() {
 
 var errTerminate = errors.New("client terminated")
 
+// ownNotification gives a notification the session sent itself (on the
+// connection it listens on) the process ID the client knows, its
+// BackendKeyData's, as Postgres does: clients tell their own notifications
+// by it (psycopg's and node-postgres's "skip my own" checks).
+func (s *session) ownNotification(m *pgproto3.NotificationResponse, sc *pool.Conn) {
+	if m.PID == sc.PID {
+		m.PID = uint32(s.cancelKey >> 32)
+	}
+}
+
 // implicitFlushAfter is how long a client may stay silent with extended-
 // protocol messages sent but no Sync or Flush before pgshard runs them as
 // if a Flush had come. Postgres runs each message as it arrives and sends
@@ -849,7 +859,9 @@ func (s *session) watchServer() (stop func()) {
 			switch m := m.(type) {
 			case *pgproto3.ParameterStatus:
 				sc.Params[m.Name] = m.Value
-			case *pgproto3.NotificationResponse, *pgproto3.NoticeResponse, *pgproto3.ErrorResponse:
+			case *pgproto3.NotificationResponse:
+				s.ownNotification(m, sc)
+			case *pgproto3.NoticeResponse, *pgproto3.ErrorResponse:
 			default:
 				continue
 			}
