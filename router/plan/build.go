@@ -113,7 +113,10 @@ func combine(ps []Plan, texts []string) Plan {
 			}
 			continue
 		}
-		if p.Copy != nil {
+		if p.Copy != nil && (p.Copy.From || (p.Kind != Single && p.Kind != Default && p.Kind != Any)) {
+			// COPY ... TO STDOUT of one shard rides along like a SELECT;
+			// COPY FROM, and COPY TO of several shards, need their own
+			// query.
 			q := refuse("COPY in a multi-statement query is not supported", "send COPY in a query of its own")
 			q.Statements = len(ps)
 			return q

@@ -3,6 +3,8 @@ package e2e
 import (
 	"context"
 	"fmt"
+	"os/exec"
+	"strings"
 	"testing"
 	"time"
 
@@ -249,5 +251,67 @@ func TestNotifyAcrossShards(t *testing.T) {
 				}
 			}
 		})
+	}
+}
+
+// A notification a client sent itself carries the process ID the client
+// was given (BackendKeyData), as on Postgres, so "skip my own
+// notifications" checks work; one from another client does not.
+func TestOwnNotificationPID(t *testing.T) {
+	addr := startProxy(t, proxyOpts{poolSize: 4})
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	a, b := connect(t, proxyURL(addr)), connect(t, proxyURL(addr))
+	if _, err := a.Exec(ctx, "listen own_pid"); err != nil {
+		t.Fatal(err)
+	}
+	for _, c := range []*pgx.Conn{a, b} {
+		if _, err := c.Exec(ctx, "notify own_pid"); err != nil {
+			t.Fatal(err)
+		}
+		n, err := a.WaitForNotification(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if own := c == a; (n.PID == a.PgConn().PID()) != own {
+			t.Errorf("notification from %s: pid %d, the listener's %d", map[bool]string{true: "itself", false: "another client"}[own], n.PID, a.PgConn().PID())
+		}
+	}
+}
+
+// COPY ... TO STDOUT with other statements in one query string (psql -c,
+// psycopg) runs where they all go, as on Postgres; COPY of every shard, or
+// COPY FROM, in such a string is refused with 0A000.
+func TestCopyToInMultiStatement(t *testing.T) {
+	const db = "copymulti_e2e"
+	databaseOnAll(t, db)
+	addr := startProxy(t, proxyOpts{sharded: true, shards: 3, database: db})
+	c := connect(t, fmt.Sprintf("postgres://app:app@%s/%s?sslmode=disable", addr, db))
+	ctx := context.Background()
+	if _, err := c.Exec(ctx, "create table accounts (id bigint primary key, name text not null)"); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := c.Exec(ctx, "insert into accounts (id, name) values (3, 'three')"); err != nil {
+		t.Fatal(err)
+	}
+	host, port, _ := strings.Cut(addr, ":")
+	psql := func(sql string) (string, error) {
+		cmd := exec.Command("psql", "-X", "-At", "-h", host, "-p", port, "-U", "app", "-d", db, "-c", sql)
+		cmd.Env = append(cmd.Environ(), "PGPASSWORD=app")
+		out, err := cmd.CombinedOutput()
+		return strings.TrimSpace(string(out)), err
+	}
+	for sql, want := range map[string]string{
+		"copy (select name from accounts where id = 3) to stdout; select id from accounts where id = 3": "three\n3",
+		"select 1; copy (select 2) to stdout": "1\n2",
+	} {
+		if got, err := psql(sql); err != nil || got != want {
+			t.Errorf("%s: %q %v, want %q", sql, got, err, want)
+		}
+	}
+	for _, sql := range []string{"copy accounts to stdout; select 1", "copy accounts from stdin; select 1"} {
+		if got, err := psql(sql); err == nil || !strings.Contains(got, "COPY in a multi-statement query is not supported") {
+			t.Errorf("%s: %q %v, want the refusal", sql, got, err)
+		}
 	}
 }
