@@ -154,7 +154,7 @@ func resolveMap(p *plan.Plan, in plan.Inputs, m *AppliedMap, sql string, env Cat
 			if m.ShardOf(b) != shard {
 				return Route{Kind: RouteRefuse, Err: wire.Errorf(pgcode.FeatureNotSupported,
 					"statement touches keys on more than one shard (%s and %s)", m.Shards[shard].Name, m.Shards[m.ShardOf(b)].Name).
-					WithHint("Send one statement per sharding key; multi-shard statements come with cross-shard execution.")}
+					WithHint("Send one statement per sharding key, or a single SELECT whose keys pgshard can merge (WHERE key IN (...)).")}
 			}
 		}
 		if shard < 0 {
