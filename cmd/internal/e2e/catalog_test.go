@@ -13,6 +13,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/jackc/pgx/v5"
+
 	"github.com/pgshard/pgshard/shardmap"
 )
 
@@ -73,6 +75,23 @@ func writeConfig(t *testing.T, listen, catalog string, extra string) string {
 		t.Fatal(err)
 	}
 	return p
+}
+
+// connectWhenUp connects to a pgshard that may still be starting (for up
+// to 10 s); the connection closes when the test ends.
+func connectWhenUp(t *testing.T, url string) *pgx.Conn {
+	t.Helper()
+	var c *pgx.Conn
+	var err error
+	for i := 0; i < 100; i++ {
+		if c, err = pgx.Connect(context.Background(), url); err == nil {
+			t.Cleanup(func() { _ = c.Close(context.Background()) })
+			return c
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	t.Fatal(err)
+	return nil
 }
 
 func startPgshard(t *testing.T, bin, cfg string) *exec.Cmd {

@@ -97,18 +97,9 @@ func TestGracefulShutdown(t *testing.T) {
 	cmd := startPgshard(t, pgshard, cfg)
 	ctx := context.Background()
 	url := "postgres://app:app@" + listen + "/app?sslmode=disable"
-	var busy, idle *pgx.Conn
-	var err error
-	for i := 0; i < 100; i++ {
-		if busy, err = pgx.Connect(ctx, url); err == nil {
-			break
-		}
-		time.Sleep(100 * time.Millisecond)
-	}
+	busy := connectWhenUp(t, url)
+	idle, err := pgx.Connect(ctx, url)
 	if err != nil {
-		t.Fatal(err)
-	}
-	if idle, err = pgx.Connect(ctx, url); err != nil {
 		t.Fatal(err)
 	}
 	if _, err := busy.Exec(ctx, "create table if not exists shutdown_t (v int)"); err != nil {
@@ -163,20 +154,8 @@ func TestShutdownTimeoutEndsWaits(t *testing.T) {
 	listen := freePort(t)
 	cfg := writeConfig(t, listen, freshDatabase(t, "catalog_shutdown_wait"), "shutdown_timeout: 1s\n")
 	cmd := startPgshard(t, pgshard, cfg)
-	ctx := context.Background()
 	url := "postgres://app:app@" + listen + "/app?sslmode=disable"
-	var c *pgx.Conn
-	var err error
-	for i := 0; i < 100; i++ {
-		if c, err = pgx.Connect(ctx, url); err == nil {
-			break
-		}
-		time.Sleep(100 * time.Millisecond)
-	}
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer c.Close(ctx)
+	c := connectWhenUp(t, url)
 	go func() { _, _ = c.Exec(context.Background(), "select pg_sleep(60)") }()
 	time.Sleep(300 * time.Millisecond)
 	t0 := time.Now()

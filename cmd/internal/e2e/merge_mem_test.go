@@ -63,18 +63,7 @@ func TestMergeMemory(t *testing.T) {
 	}
 	cmd := startPgshard(t, bin, cfg)
 	url := fmt.Sprintf("postgres://app:app@%s/%s?sslmode=disable", listen, db)
-	var c *pgx.Conn
-	var err error
-	for i := 0; i < 100; i++ {
-		if c, err = pgx.Connect(ctx, url); err == nil {
-			break
-		}
-		time.Sleep(100 * time.Millisecond)
-	}
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer c.Close(ctx)
+	c := connectWhenUp(t, url)
 	start := time.Now()
 	for _, mode := range []pgx.QueryExecMode{pgx.QueryExecModeSimpleProtocol, pgx.QueryExecModeExec} {
 		r, err := c.Query(ctx, "select id, name, balance from accounts order by balance desc, id", mode)

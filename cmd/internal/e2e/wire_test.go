@@ -133,23 +133,27 @@ func runScript(t *testing.T, url string, script []scriptLine) []string {
 			}
 		}
 	}
+	// readFor sends what is buffered and reads what arrives within d.
+	readFor := func(d time.Duration) {
+		if err := fe.Flush(); err != nil {
+			t.Fatal(err)
+		}
+		_ = h.Conn.SetReadDeadline(time.Now().Add(d))
+		for {
+			m, err := fe.Receive()
+			if err != nil {
+				break
+			}
+			got = append(got, normalise(m))
+		}
+		_ = h.Conn.SetReadDeadline(time.Now().Add(20 * time.Second))
+	}
 	for i, l := range script {
 		if l.Type == "Wait" {
 			// Send what is buffered and read what comes within a moment,
 			// with no Sync or Flush: Postgres sends an error at once.
-			if err := fe.Flush(); err != nil {
-				t.Fatal(err)
-			}
-			_ = h.Conn.SetReadDeadline(time.Now().Add(500 * time.Millisecond))
-			for {
-				m, err := fe.Receive()
-				if err != nil {
-					break
-				}
-				got = append(got, normalise(m))
-			}
+			readFor(500 * time.Millisecond)
 			got = append(got, "(end of wait)")
-			_ = h.Conn.SetReadDeadline(time.Now().Add(20 * time.Second))
 			continue
 		}
 		m, err := l.message()
@@ -178,20 +182,9 @@ func runScript(t *testing.T, url string, script []scriptLine) []string {
 				read(true)
 			}
 		case "Flush":
-			if err := fe.Flush(); err != nil {
-				t.Fatal(err)
-			}
 			// Answers to a Flush: read with a short deadline, there is no
 			// ReadyForQuery to wait for.
-			_ = h.Conn.SetReadDeadline(time.Now().Add(300 * time.Millisecond))
-			for {
-				m, err := fe.Receive()
-				if err != nil {
-					break
-				}
-				got = append(got, normalise(m))
-			}
-			_ = h.Conn.SetReadDeadline(time.Now().Add(20 * time.Second))
+			readFor(300 * time.Millisecond)
 			// A timed-out read may leave the frontend mid-message; the
 			// answers to a Flush are small and complete, so it is not.
 		}
