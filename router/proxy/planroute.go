@@ -151,6 +151,13 @@ func resolveMap(p *plan.Plan, in plan.Inputs, m *AppliedMap, sql string, env Cat
 				}
 				return mergeRoute(p, in, sql, bucketShards(m.Map, bs))
 			}
+			if m.ShardOf(b) != shard && p.Write && p.Insert == nil && p.Table != "" && concatenates(p.Merge) && p.Statements <= 1 {
+				// An UPDATE or DELETE whose keys (id IN (1, 2), id =
+				// ANY($1)) live on several shards runs whole on each of
+				// them, as a keyless one runs on every shard: its WHERE
+				// picks each shard's rows. Before, it was refused.
+				return sameOnShards(sql, bucketShards(m.Map, bs))
+			}
 			if m.ShardOf(b) != shard {
 				return Route{Kind: RouteRefuse, Err: wire.Errorf(pgcode.FeatureNotSupported,
 					"statement touches keys on more than one shard (%s and %s)", m.Shards[shard].Name, m.Shards[m.ShardOf(b)].Name).
@@ -464,8 +471,17 @@ func concatenates(mg *plan.Merge) bool {
 
 // everyShard runs the same statement on every shard (RouteSplit).
 func everyShard(m *AppliedMap, sql string) Route {
+	all := make([]int, len(m.Shards))
+	for i := range all {
+		all[i] = i
+	}
+	return sameOnShards(sql, all)
+}
+
+// sameOnShards runs the same statement on each of shards (RouteSplit).
+func sameOnShards(sql string, shards []int) Route {
 	r := Route{Kind: RouteSplit}
-	for i := range m.Shards {
+	for _, i := range shards {
 		r.Parts = append(r.Parts, Part{Shard: i, SQL: sql})
 	}
 	return r

@@ -9,8 +9,6 @@ import (
 	"time"
 
 	"github.com/jackc/pgx/v5"
-
-	"github.com/pgshard/pgshard/router/proxy"
 )
 
 // SQL cursors on a sharded table read the shard that holds the key: a
@@ -190,16 +188,10 @@ func TestSQLPrepare(t *testing.T) {
 func TestNotifyAcrossShards(t *testing.T) {
 	for _, twoPC := range []bool{false, true} {
 		t.Run(fmt.Sprint("2pc=", twoPC), func(t *testing.T) {
-			db := fmt.Sprint("notify_e2e_", twoPC)
-			databaseOnAll(t, db)
-			addr := startProxy(t, proxyOpts{sharded: true, shards: 3, database: db, configure: func(c *proxy.Config) { c.TwoPhaseCommit = twoPC }})
-			url := fmt.Sprintf("postgres://app:app@%s/%s?sslmode=disable", addr, db)
+			ts := newTwoPCSetup(t, fmt.Sprint("notify_e2e_", twoPC), twoPC)
 			ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 			defer cancel()
-			l, n := connect(t, url), connect(t, url)
-			if _, err := n.Exec(ctx, "create table accounts (id bigint primary key, name text not null)"); err != nil {
-				t.Fatal(err)
-			}
+			l, n := ts.conn(t), ts.conn(t)
 			if _, err := l.Exec(ctx, "listen shard_ch"); err != nil {
 				t.Fatal(err)
 			}
@@ -313,5 +305,78 @@ func TestCopyToInMultiStatement(t *testing.T) {
 		if got, err := psql(sql); err == nil || !strings.Contains(got, "COPY in a multi-statement query is not supported") {
 			t.Errorf("%s: %q %v, want the refusal", sql, got, err)
 		}
+	}
+}
+
+// An UPDATE or DELETE whose key list spans shards (id IN (...), id =
+// ANY($1)) runs on the shards that own the keys, in both protocols, with
+// RETURNING, and in a transaction with two-phase commit (simple protocol,
+// as keyless writes there); without it, in a
+// transaction, it is refused like any statement that needs several shards
+// there. Before, it was refused everywhere, while the same statement with
+// no key at all ran on every shard.
+func TestKeyListWrites(t *testing.T) {
+	for _, twoPC := range []bool{false, true} {
+		t.Run(fmt.Sprint("2pc=", twoPC), func(t *testing.T) {
+			ts := newTwoPCSetup(t, fmt.Sprint("keylist_e2e_", twoPC), twoPC)
+			c := ts.conn(t)
+			ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+			defer cancel()
+			for i := 1; i <= 12; i++ {
+				if _, err := c.Exec(ctx, "insert into accounts (id, name) values ($1, 'k')", i); err != nil {
+					t.Fatal(err)
+				}
+			}
+			sum := func() int {
+				var n int
+				if err := c.QueryRow(ctx, "select sum(balance) from accounts").Scan(&n); err != nil {
+					t.Fatal(err)
+				}
+				return n
+			}
+			// Simple protocol, literal list, RETURNING.
+			rows, err := c.Query(ctx, "update accounts set balance = balance + 1 where id in (1, 2, 3, 4, 5, 6) returning id", pgx.QueryExecModeSimpleProtocol)
+			if err != nil {
+				t.Fatal(err)
+			}
+			ids, err := pgx.CollectRows(rows, pgx.RowTo[int64])
+			if err != nil || len(ids) != 6 {
+				t.Fatalf("UPDATE ... IN (1..6) RETURNING: %v %v", ids, err)
+			}
+			// Extended protocol, an array parameter.
+			tag, err := c.Exec(ctx, "update accounts set balance = balance + 10 where id = any($1)", []int64{7, 8, 9, 10, 11, 12})
+			if err != nil || tag.RowsAffected() != 6 {
+				t.Fatalf("UPDATE ... = ANY($1): %v %v", tag, err)
+			}
+			if got := sum(); got != 66 {
+				t.Fatalf("sum after the updates: %d, want 66", got)
+			}
+			tx, err := c.Begin(ctx)
+			if err != nil {
+				t.Fatal(err)
+			}
+			// (With the extended protocol, in a transaction, statements on
+			// several shards are refused, keyless ones too: README.)
+			_, err = tx.Exec(ctx, "delete from accounts where id in (1, 7, 12)", pgx.QueryExecModeSimpleProtocol)
+			if twoPC {
+				if err != nil {
+					t.Fatalf("DELETE of keys on several shards in a transaction with two-phase commit: %v", err)
+				}
+				if err := tx.Commit(ctx); err != nil {
+					t.Fatal(err)
+				}
+				if got := sum(); got != 45 {
+					t.Fatalf("sum after the delete: %d, want 45", got)
+				}
+			} else {
+				if code := pgCode(err); code != "0A000" {
+					t.Fatalf("DELETE of keys on several shards in a transaction without two-phase commit: %v, want 0A000", err)
+				}
+				_ = tx.Rollback(ctx)
+				if got := sum(); got != 66 {
+					t.Fatalf("sum after the refused delete: %d, want 66", got)
+				}
+			}
+		})
 	}
 }
