@@ -528,6 +528,26 @@ func (p *Plan) InsertSubset(sql string, lits []sqlparse.Literal, rows []int) (st
 	return b.String(), nil
 }
 
+// InsertSubsetBound is InsertSubset for an extended-protocol statement:
+// the INSERT with only the rows listed, its parameters renumbered $1, $2,
+// ... in order of appearance, and for each new number n the client's
+// parameter number olds[n-1] (parameters of ON CONFLICT and RETURNING are
+// kept too).
+func (p *Plan) InsertSubsetBound(sql string, rows []int) (q string, olds []int, err error) {
+	q, err = p.InsertSubset(sql, nil, rows)
+	if err != nil {
+		return "", nil, err
+	}
+	q, olds, err = sqlparse.RenumberParams(q)
+	if err != nil {
+		return "", nil, &Refusal{Code: CodeInternal, Message: fmt.Sprintf("pgshard: renumbering the parameters of an INSERT's rows: %v", err)}
+	}
+	if olds == nil {
+		olds = []int{}
+	}
+	return q, olds, nil
+}
+
 // CopyBucket returns the bucket of a row of a Copy plan, given its key
 // field as COPY delivers it: the text of the field (after COPY's own
 // unescaping) for text and csv, the field's bytes for binary; null marks a

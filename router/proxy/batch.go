@@ -801,7 +801,7 @@ func (s *session) batchTarget(batch []pgproto3.FrontendMessage, m *AppliedMap) (
 				s.splitRoute = &rr
 				continue
 			case RouteSplit:
-				if everyShardSQL(r, q) {
+				if everyShardSQL(r, q) || boundParts(r) {
 					// Runs whole on each shard (runBatchSplit), if the batch
 					// is just this one statement and ends with Sync.
 					rr := r
@@ -1003,6 +1003,18 @@ func execSimple(sc *pool.Conn, sql string) error {
 
 // everyShardSQL reports whether a split route runs the statement q itself
 // on every shard (a scatter or a keyless write), not rewritten parts.
+// boundParts reports whether r's parts are cut-down statements that take
+// a subset of the client's parameters each (a multi-row INSERT split by
+// shard).
+func boundParts(r Route) bool {
+	for _, p := range r.Parts {
+		if p.Params == nil {
+			return false
+		}
+	}
+	return len(r.Parts) > 0
+}
+
 func everyShardSQL(r Route, q string) bool {
 	if r.Hidden {
 		return len(r.Parts) > 0 // q, leaving out a move's rows on some shards

@@ -5,6 +5,7 @@ import (
 	"context"
 	"encoding/binary"
 	"fmt"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -600,6 +601,40 @@ func unescapeText(f []byte) []byte {
 	return out
 }
 
+// subsetOIDs returns the parameter types of a part's parameters (olds,
+// the client's 1-based numbers) from the client's Parse.
+func subsetOIDs(all []uint32, olds []int) []uint32 {
+	out := make([]uint32, len(olds))
+	for i, o := range olds {
+		if o-1 < len(all) {
+			out[i] = all[o-1]
+		}
+	}
+	return out
+}
+
+// subsetParams returns the values and format codes of a part's parameters
+// (olds, the client's 1-based numbers) from the client's Bind.
+func subsetParams(b *pgproto3.Bind, olds []int) ([][]byte, []int16) {
+	vals := make([][]byte, len(olds))
+	var formats []int16
+	switch len(b.ParameterFormatCodes) {
+	case 0, 1: // all text, or one code for all
+		formats = b.ParameterFormatCodes
+	default:
+		formats = make([]int16, len(olds))
+	}
+	for i, o := range olds {
+		if o-1 < len(b.Parameters) {
+			vals[i] = b.Parameters[o-1]
+		}
+		if len(b.ParameterFormatCodes) > 1 && o-1 < len(b.ParameterFormatCodes) {
+			formats[i] = b.ParameterFormatCodes[o-1]
+		}
+	}
+	return vals, formats
+}
+
 // runBatchSplit runs an extended-protocol batch holding one statement
 // (Parse? Bind Describe? Execute, then the client's Sync) on every shard of
 // r: a keyless read that only concatenates, or a keyless write (in a
@@ -612,6 +647,15 @@ func (s *session) runBatchSplit(batch []pgproto3.FrontendMessage, r Route) error
 	parse, _, clientParsed, err := s.batchStatement(batch)
 	if err != nil {
 		return s.proxyError(err)
+	}
+	if boundParts(r) && slices.ContainsFunc(batch, func(m pgproto3.FrontendMessage) bool {
+		d, ok := m.(*pgproto3.Describe)
+		return ok && d.ObjectType == 'S'
+	}) {
+		// The shards' statements take fewer parameters than the client's:
+		// their descriptions are not the client statement's.
+		return s.proxyError(wire.Errorf(pgcode.FeatureNotSupported, "describing a multi-row INSERT whose rows go to several shards is not supported").
+			WithHint("Describe the statement in a batch of its own (Parse, Describe, Sync), or send the rows of each shard separately."))
 	}
 	var conns []*shardConn
 	fail := func(e error) error {
@@ -635,16 +679,23 @@ func (s *session) runBatchSplit(batch []pgproto3.FrontendMessage, r Route) error
 	mark := len(s.out)
 	for i, c := range conns {
 		fe := c.sc.FE
-		q := parse.Query
-		if r.Hidden {
-			q = r.Parts[i].SQL
+		part := r.Parts[i]
+		q, oids := parse.Query, parse.ParameterOIDs
+		if r.Hidden || part.Params != nil {
+			q = part.SQL
 		}
-		fe.Send(&pgproto3.Parse{Query: q, ParameterOIDs: parse.ParameterOIDs})
+		if part.Params != nil {
+			oids = subsetOIDs(parse.ParameterOIDs, part.Params)
+		}
+		fe.Send(&pgproto3.Parse{Query: q, ParameterOIDs: oids})
 		for _, m := range batch {
 			switch b := m.(type) {
 			case *pgproto3.Bind:
 				cp := *b
 				cp.PreparedStatement = ""
+				if part.Params != nil {
+					cp.Parameters, cp.ParameterFormatCodes = subsetParams(b, part.Params)
+				}
 				fe.Send(&cp)
 			case *pgproto3.Describe:
 				cp := *b

@@ -142,7 +142,7 @@ func resolveMap(p *plan.Plan, in plan.Inputs, m *AppliedMap, sql string, env Cat
 				shard = m.ShardOf(b)
 				continue
 			}
-			if m.ShardOf(b) != shard && p.Insert != nil && len(p.Insert.RowSpans) == len(bs) && in.Params == nil {
+			if m.ShardOf(b) != shard && p.Insert != nil && len(p.Insert.RowSpans) == len(bs) && p.Statements <= 1 {
 				return splitInsert(p, in, m, sql, bs)
 			}
 			if m.ShardOf(b) != shard && !p.Write && p.Merge != nil && p.Merge.Spec != nil && p.Statements <= 1 {
@@ -294,7 +294,16 @@ func splitInsert(p *plan.Plan, in plan.Inputs, m *AppliedMap, sql string, bs []i
 	}
 	r := Route{Kind: RouteSplit}
 	for _, sh := range order {
-		q, err := p.InsertSubset(sql, in.Literals, rows[sh])
+		var q string
+		var params []int
+		var err error
+		if in.Literals != nil {
+			q, err = p.InsertSubset(sql, in.Literals, rows[sh])
+		} else {
+			// Extended protocol: each shard's statement takes just the
+			// parameters of its rows (runBatchSplit binds them).
+			q, params, err = p.InsertSubsetBound(sql, rows[sh])
+		}
 		if err != nil {
 			var rf *plan.Refusal
 			if errors.As(err, &rf) {
@@ -302,7 +311,7 @@ func splitInsert(p *plan.Plan, in plan.Inputs, m *AppliedMap, sql string, bs []i
 			}
 			return Route{Kind: RouteRefuse, Err: wire.Errorf(pgcode.InternalError, "%v", err)}
 		}
-		r.Parts = append(r.Parts, Part{Shard: sh, SQL: q})
+		r.Parts = append(r.Parts, Part{Shard: sh, SQL: q, Params: params})
 	}
 	return r
 }

@@ -35,6 +35,12 @@ const (
 type Part struct {
 	Shard int
 	SQL   string
+	// Params, for a part of an extended-protocol statement whose text was
+	// cut down (one shard's rows of a multi-row INSERT, its parameters
+	// renumbered), are the client's parameter numbers the part's $1, $2,
+	// ... stand for; nil when the part takes the client's parameters as
+	// they are.
+	Params []int
 }
 
 // TxCmd is a transaction-control statement.

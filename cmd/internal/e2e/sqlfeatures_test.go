@@ -380,3 +380,43 @@ func TestKeyListWrites(t *testing.T) {
 		})
 	}
 }
+
+// A multi-row INSERT with bound parameters whose rows go to several shards
+// is split like the literal one: each shard gets its rows, with their
+// parameters renumbered ($4 becomes $1), text and binary, ON CONFLICT and
+// RETURNING parameters kept. Each row is then found by its key, which
+// reads only the shard that owns it. Before, it was refused with 0A000
+// (the extended protocol did not split).
+func TestBoundMultiRowInsert(t *testing.T) {
+	ts := newTwoPCSetup(t, "bound_insert_e2e", false)
+	c := ts.conn(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	for i, mode := range []pgx.QueryExecMode{pgx.QueryExecModeCacheStatement, pgx.QueryExecModeExec, pgx.QueryExecModeDescribeExec} {
+		base := int64(1000 * (i + 1))
+		rows, err := c.Query(ctx, "insert into accounts (id, name, balance) values ($1, $2, $3), ($4, $5, $6), ($7, 'literal', $8), ($9, $10, 0) returning id, balance",
+			mode, base+1, "a", 1, base+2, "b", 2, base+3, 3, base+4, "d")
+		if err != nil {
+			t.Fatalf("%v: %v", mode, err)
+		}
+		got, err := pgx.CollectRows(rows, pgx.RowToStructByPos[struct{ ID, Balance int64 }])
+		if err != nil || len(got) != 4 {
+			t.Fatalf("%v: RETURNING %v %v", mode, got, err)
+		}
+		tag, err := c.Exec(ctx, "insert into accounts (id, name) values ($1, $2), ($3, $4) on conflict (id) do update set balance = $5",
+			mode, base+1, "a", base+5, "e", 42)
+		if err != nil || tag.RowsAffected() != 2 {
+			t.Fatalf("%v: ON CONFLICT: %v %v", mode, tag, err)
+		}
+		for k, want := range map[int64]int64{base + 1: 42, base + 2: 2, base + 3: 3, base + 4: 0, base + 5: 0} {
+			var b int64
+			if err := c.QueryRow(ctx, "select balance from accounts where id = $1", k).Scan(&b); err != nil || b != want {
+				t.Fatalf("%v: key %d: balance %d, %v; want %d (on its shard)", mode, k, b, err, want)
+			}
+		}
+	}
+	var n int
+	if err := c.QueryRow(ctx, "select count(*) from accounts").Scan(&n); err != nil || n != 15 {
+		t.Fatalf("rows: %d %v, want 15", n, err)
+	}
+}
