@@ -574,6 +574,16 @@ func (s *session) deallocBatch(batch []pgproto3.FrontendMessage) bool {
 // statement without parameters and holds nothing but Parse, Bind,
 // Describe, Execute and Close: the shape of a transaction-control batch.
 func (s *session) txBatch(batch []pgproto3.FrontendMessage) (q string, oids []uint32, ok bool) {
+	q, oids, bind, ok := s.boundBatch(batch)
+	if bind != nil && len(bind.Parameters) > 0 {
+		return "", nil, false
+	}
+	return q, oids, ok
+}
+
+// boundBatch is txBatch that also accepts parameters: it returns the
+// batch's one Bind as well.
+func (s *session) boundBatch(batch []pgproto3.FrontendMessage) (q string, oids []uint32, bind *pgproto3.Bind, ok bool) {
 	binds := 0
 	local := map[string]*pgproto3.Parse{}
 	for _, msg := range batch {
@@ -581,7 +591,7 @@ func (s *session) txBatch(batch []pgproto3.FrontendMessage) (q string, oids []ui
 		case *pgproto3.Parse:
 			if b.Name != "" {
 				if _, dup := s.stmts[b.Name]; dup {
-					return "", nil, false
+					return "", nil, nil, false
 				}
 			}
 			local[b.Name] = b
@@ -592,17 +602,15 @@ func (s *session) txBatch(batch []pgproto3.FrontendMessage) (q string, oids []ui
 			} else if st, err := s.resolve(b.PreparedStatement); err == nil {
 				q, oids = st.query, st.oids
 			} else {
-				return "", nil, false
+				return "", nil, nil, false
 			}
-			if len(b.Parameters) > 0 {
-				return "", nil, false
-			}
+			bind = b
 		case *pgproto3.Describe, *pgproto3.Execute, *pgproto3.Close:
 		default:
-			return "", nil, false
+			return "", nil, nil, false
 		}
 	}
-	return q, oids, binds == 1
+	return q, oids, bind, binds == 1
 }
 
 // answerTxBatch answers a batch accepted by txBatch without a server: run

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"slices"
 	"sort"
 	"strings"
 	"time"
@@ -264,34 +265,67 @@ func (s *session) spanBatch(batch []pgproto3.FrontendMessage) (bool, error) {
 }
 
 // everyShardBatch runs an extended-protocol batch that binds one statement
-// without parameters for every shard (DDL; a reference-table write without
-// RETURNING) inside a transaction with two-phase commit on: each shard
-// joins the transaction, as runSplitTx does for the simple protocol, and
-// the batch is answered here (a statement with no rows: Describe gets
-// NoData). JDBC (and so Flyway and Liquibase) sends a migration's DDL
-// this way; it was refused with 0A000 before. It reports whether it answered
-// the batch, and the error that ends the session, if any.
+// needing several shards, without RETURNING, inside a transaction with
+// two-phase commit on: DDL and reference-table writes on every shard, and
+// writes split by shard (keyless or key-list UPDATE/DELETE, a multi-row
+// INSERT, each shard's rows with just their parameters). Each shard joins
+// the transaction, as runSplitTx does for the simple protocol, and the
+// batch is answered here (a statement with no rows: Describe gets NoData;
+// with parameters, a Describe of the statement is left to the refusal).
+// JDBC (and so Flyway and Liquibase) sends a migration's DDL this way, and
+// ORMs their bulk writes; both were refused with 0A000 before. It reports
+// whether it answered the batch, and the error that ends the session, if
+// any.
 func (s *session) everyShardBatch(batch []pgproto3.FrontendMessage) (bool, error) {
 	if !s.inTxBlock() || !s.spanSplit() || s.deferredFailed || (s.sc != nil && s.sc.TxStatus == 'E') {
 		return false, nil // a failed transaction answers 25P02 the usual way
 	}
-	q, oids, ok := s.txBatch(batch)
+	q, oids, bind, ok := s.boundBatch(batch)
 	if !ok || strings.Contains(strings.ToLower(q), "returning") {
 		return false, nil
 	}
-	r := s.srv.router.RouteBound(q, oids, nil, nil, s.useMap(), s.srv)
-	if r.Kind != RouteAll || r.NoTxBlock || r.TxControl {
+	var params [][]byte
+	var formats []int16
+	if bind != nil {
+		params, formats = bind.Parameters, bind.ParameterFormatCodes
+	}
+	if len(params) > 0 && slices.ContainsFunc(batch, func(m pgproto3.FrontendMessage) bool {
+		d, ok := m.(*pgproto3.Describe)
+		return ok && d.ObjectType == 'S'
+	}) {
+		return false, nil // answerTxBatch describes no parameters
+	}
+	r := s.srv.router.RouteBound(q, oids, formats, params, s.useMap(), s.srv)
+	var run Route
+	oneAnswer := false
+	switch {
+	case r.TxControl:
+		return false, nil
+	case r.Kind == RouteAll && !r.NoTxBlock:
+		// DDL, a reference-table write: the same on every shard.
+		run, oneAnswer = everyShard(s.useMap(), q), true
+	case r.Kind == RouteSplit && !r.ReadOnly:
+		// A write that needs several shards (a keyless or key-list
+		// UPDATE/DELETE, a multi-row INSERT split by shard).
+		run = r
+	default:
 		return false, nil
 	}
-	s.srv.stats.route(RouteAll)
+	s.srv.stats.route(r.Kind)
 	var ioErr error
 	s.answerTxBatch(batch, func() (string, *wire.Error) {
 		if !s.canSpanHere() {
 			return "", errCannotSpanHere()
 		}
-		s.srv.forgetCatalog() // DDL may change column positions and collations
-		tag, qerr, _, err := s.execSplitTx(everyShard(s.useMap(), q), true)
-		s.srv.forgetCatalog()
+		if oneAnswer {
+			s.srv.forgetCatalog() // DDL may change column positions and collations
+			defer s.srv.forgetCatalog()
+		}
+		var b *pgproto3.Bind
+		if len(params) > 0 {
+			b = bind
+		}
+		tag, qerr, _, err := s.execSplitTx(run, oneAnswer, b, oids)
 		if err != nil {
 			ioErr = err
 			return "", wire.Fatalf(pgcode.ConnectionFailure, "%v", err)
@@ -700,7 +734,7 @@ func (s *session) runSplitTx(r Route, oneAnswer, implicit bool) error {
 		s.failTx()
 		return answer(nil, werr, 'E', mark)
 	}
-	tag, qerr, mark, err := s.execSplitTx(r, oneAnswer)
+	tag, qerr, mark, err := s.execSplitTx(r, oneAnswer, nil, nil)
 	if err != nil {
 		return err
 	}
@@ -722,7 +756,11 @@ func (s *session) runSplitTx(r Route, oneAnswer, implicit bool) error {
 // before its rows (mark); or the statement's error and mark (-2 when a
 // shard could not join); or the error that ends the session (a shard
 // lost).
-func (s *session) execSplitTx(r Route, oneAnswer bool) (tag []byte, qerr *wire.Error, mark int, err error) {
+//
+// bind, for an extended-protocol statement, is the client's Bind (oids its
+// Parse's types): each shard gets Parse, Bind, Execute and Sync, a part
+// with Params just its parameters; nil sends each part's SQL as a Query.
+func (s *session) execSplitTx(r Route, oneAnswer bool, bind *pgproto3.Bind, oids []uint32) (tag []byte, qerr *wire.Error, mark int, err error) {
 	conns := make([]*pool.Conn, len(r.Parts))
 	for i, part := range r.Parts {
 		sc, err := s.txConn(part.Shard)
@@ -733,7 +771,20 @@ func (s *session) execSplitTx(r Route, oneAnswer bool) (tag []byte, qerr *wire.E
 	}
 	for i, part := range r.Parts {
 		sc := conns[i]
-		sc.FE.Send(&pgproto3.Query{String: part.SQL})
+		if bind == nil {
+			sc.FE.Send(&pgproto3.Query{String: part.SQL})
+		} else {
+			b, o := *bind, oids
+			b.PreparedStatement, b.DestinationPortal = "", ""
+			if part.Params != nil {
+				o = subsetOIDs(oids, part.Params)
+				b.Parameters, b.ParameterFormatCodes = subsetParams(bind, part.Params)
+			}
+			sc.FE.Send(&pgproto3.Parse{Query: part.SQL, ParameterOIDs: o})
+			sc.FE.Send(&b)
+			sc.FE.Send(&pgproto3.Execute{})
+			sc.FE.Send(&pgproto3.Sync{})
+		}
 		sc.Unnamed = 0
 		if err := sc.FE.Flush(); err != nil {
 			sc.Broken = true

@@ -420,3 +420,72 @@ func TestBoundMultiRowInsert(t *testing.T) {
 		t.Fatalf("rows: %d %v, want 15", n, err)
 	}
 }
+
+// With two-phase commit, in an explicit transaction, extended-protocol
+// writes with parameters that need several shards run there, each shard
+// joining the transaction: a multi-row INSERT split by shard, key-list and
+// keyless UPDATE/DELETE, a reference-table write (ORMs' bulk writes in a
+// transaction). A rollback undoes them on every shard. Before, they were
+// refused with 0A000.
+func TestBoundWritesInTx(t *testing.T) {
+	ts := newTwoPCSetup(t, "bound_tx_e2e", true)
+	c := ts.conn(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	writes := func(tx pgx.Tx, base int64) {
+		t.Helper()
+		for _, w := range []struct {
+			sql  string
+			args []any
+			n    int64
+		}{
+			{"insert into accounts (id, name, balance) values ($1, $2, $3), ($4, $5, $6), ($7, $8, $9)", []any{base + 1, "a", 1, base + 2, "b", 2, base + 3, "c", 3}, 3},
+			{"update accounts set balance = balance + $1 where id = any($2)", []any{10, []int64{base + 1, base + 2, base + 3}}, 3},
+			{"update accounts set name = $1 where balance > $2 and id > $3", []any{"big", 11, base}, 2},
+			{"insert into countries (code, name) values ($1, $2)", []any{fmt.Sprint("c", base), "Country"}, 1},
+		} {
+			tag, err := tx.Exec(ctx, w.sql, w.args...)
+			if err != nil || tag.RowsAffected() != w.n {
+				t.Fatalf("%s: %v %v, want %d rows", w.sql, tag, err, w.n)
+			}
+		}
+	}
+	tx, err := c.Begin(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	writes(tx, 100)
+	if err := tx.Commit(ctx); err != nil {
+		t.Fatal(err)
+	}
+	tx, err = c.Begin(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	writes(tx, 200)
+	if _, err := tx.Exec(ctx, "delete from accounts where id in ($1, $2)", 101, 102); err != nil {
+		t.Fatal(err)
+	}
+	if err := tx.Rollback(ctx); err != nil {
+		t.Fatal(err)
+	}
+	var n, sum, big, countries int
+	if err := c.QueryRow(ctx, "select count(*), sum(balance), count(*) filter (where name = 'big') from accounts").Scan(&n, &sum, &big); err != nil {
+		t.Fatal(err)
+	}
+	if n != 3 || sum != 36 || big != 2 {
+		t.Fatalf("after commit and rollback: %d rows, sum %d, %d big; want 3, 36, 2", n, sum, big)
+	}
+	for i := range ts.m.Shards {
+		d := connect(t, dbURL(cluster.Instances[i].DSN, ts.db))
+		if err := d.QueryRow(ctx, "select count(*) from countries").Scan(&countries); err != nil || countries != 1 {
+			t.Fatalf("shard %d: %d countries, %v; want the committed one", i, countries, err)
+		}
+	}
+	for k := int64(101); k <= 103; k++ {
+		var b int
+		if err := c.QueryRow(ctx, "select balance from accounts where id = $1", k).Scan(&b); err != nil {
+			t.Fatalf("key %d not on its shard: %v", k, err)
+		}
+	}
+}
