@@ -685,6 +685,13 @@ func (s *session) runBatch(sync bool) error {
 	}
 	if r := s.splitRoute; r != nil {
 		s.splitRoute = nil
+		if !sync && s.implicitFlush && singleStatement(batch) {
+			// It runs only at Sync, and the Flush is pgshard's idea, not
+			// the client's (implicitFlushAfter): keep holding it.
+			s.batch = append([]pgproto3.FrontendMessage(nil), batch...)
+			s.heldForSync = true
+			return nil
+		}
 		if r.Kind == RouteMerge && s.inTxBlock() {
 			if !sync || !s.spanSplit() {
 				return s.proxyError(s.errMergeInTx())

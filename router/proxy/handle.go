@@ -53,6 +53,7 @@ func (s *session) handle(msg pgproto3.FrontendMessage) error {
 			s.pinned = true // the temporary table stays on the connection
 		}
 		s.batch = append(s.batch, cloneMsg(msg))
+		s.heldForSync = false
 		return nil
 	case *pgproto3.Sync:
 		if err := s.runBatch(true); err != nil {

@@ -82,6 +82,8 @@ type session struct {
 
 	batch          []pgproto3.FrontendMessage // extended messages held until Sync/Flush
 	heldDeadline   bool                       // the read deadline is implicitFlushAfter's
+	implicitFlush  bool                       // handling the Flush of implicitFlushAfter
+	heldForSync    bool                       // the held batch runs only at Sync: no implicit Flush
 	mv             *AppliedMap                // the map the current statement is routed with (useMap)
 	target         int                        // shard the current statement or batch goes to (index in mv)
 	scShard        int                        // shard of sc (index in mv; guarded by mu for writes)
@@ -237,7 +239,7 @@ func (s *session) run() {
 		s.idle.Store(s.sc == nil || s.sc.TxStatus == 'I')
 		// Messages held for a Sync or Flush that has not come: see
 		// implicitFlushAfter.
-		held := len(s.batch) > 0 && !s.clientSkipping
+		held := len(s.batch) > 0 && !s.clientSkipping && !s.heldForSync
 		switch t := s.cfg.IdleClientTimeout; {
 		case held:
 			_ = s.conn.SetReadDeadline(time.Now().Add(implicitFlushAfter))
@@ -262,7 +264,9 @@ func (s *session) run() {
 		if held && errors.As(err, &ne) && ne.Timeout() && !s.srv.isClosing() {
 			// The client waits with messages held: run them as a Flush
 			// would. A partly received message stays buffered in s.be.
+			s.implicitFlush = true
 			err = s.handle(&pgproto3.Flush{})
+			s.implicitFlush = false
 			if err != nil {
 				s.log.Debug("session ended", "err", err)
 				return

@@ -9,6 +9,8 @@ import (
 	"time"
 
 	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
+	"github.com/jackc/pgx/v5/pgproto3"
 )
 
 // SQL cursors on a sharded table read the shard that holds the key: a
@@ -487,5 +489,84 @@ func TestBoundWritesInTx(t *testing.T) {
 		if err := c.QueryRow(ctx, "select balance from accounts where id = $1", k).Scan(&b); err != nil {
 			t.Fatalf("key %d not on its shard: %v", k, err)
 		}
+	}
+}
+
+// A statement that runs only at Sync (a merged read of every shard, alone
+// in its pipeline) whose Sync comes late is still held for it, not run by
+// the implicit flush of a quiet client and refused; one that can run
+// without Sync is run, and its error arrives before the Sync.
+func TestLateSync(t *testing.T) {
+	ts := newTwoPCSetup(t, "late_sync_e2e", false)
+	c := ts.conn(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	for i := 1; i <= 12; i++ {
+		if _, err := c.Exec(ctx, "insert into accounts (id, name, balance) values ($1, 'x', $2)", i, i); err != nil {
+			t.Fatal(err)
+		}
+	}
+	pc, err := pgconn.Connect(ctx, fmt.Sprintf("postgres://app:app@%s/%s?sslmode=disable", ts.addr, ts.db))
+	if err != nil {
+		t.Fatal(err)
+	}
+	h, err := pc.Hijack()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer h.Conn.Close()
+	_ = h.Conn.SetDeadline(time.Now().Add(10 * time.Second))
+	fe := h.Frontend
+	send := func(ms ...pgproto3.FrontendMessage) {
+		for _, m := range ms {
+			fe.Send(m)
+		}
+		if err := fe.Flush(); err != nil {
+			t.Fatal(err)
+		}
+	}
+	readUntilReady := func() (rows int, errs []string) {
+		for {
+			m, err := fe.Receive()
+			if err != nil {
+				t.Fatal(err)
+			}
+			switch m := m.(type) {
+			case *pgproto3.DataRow:
+				rows++
+			case *pgproto3.ErrorResponse:
+				errs = append(errs, m.Code+" "+m.Message)
+			case *pgproto3.ReadyForQuery:
+				return rows, errs
+			}
+		}
+	}
+	// The merged read, its Sync 150 ms later.
+	send(&pgproto3.Parse{Query: "select id from accounts order by id limit 5"}, &pgproto3.Bind{}, &pgproto3.Describe{ObjectType: 'P'}, &pgproto3.Execute{})
+	time.Sleep(150 * time.Millisecond)
+	send(&pgproto3.Sync{})
+	if rows, errs := readUntilReady(); rows != 5 || len(errs) > 0 {
+		t.Fatalf("merged read with a late Sync: %d rows, errors %v", rows, errs)
+	}
+	// A one-shard statement that fails: its error comes before the Sync.
+	send(&pgproto3.Parse{Query: "select 1/0 from accounts where id = 3"}, &pgproto3.Bind{}, &pgproto3.Execute{})
+	_ = h.Conn.SetReadDeadline(time.Now().Add(2 * time.Second))
+	var code string
+	for code == "" {
+		m, err := fe.Receive()
+		if err != nil {
+			t.Fatalf("no error before the Sync: %v", err)
+		}
+		if e, ok := m.(*pgproto3.ErrorResponse); ok {
+			code = e.Code
+		}
+	}
+	if code != "22012" {
+		t.Fatalf("error before the Sync: %s, want 22012", code)
+	}
+	_ = h.Conn.SetDeadline(time.Now().Add(10 * time.Second))
+	send(&pgproto3.Sync{})
+	if _, errs := readUntilReady(); len(errs) > 0 {
+		t.Fatalf("after the Sync: %v", errs)
 	}
 }
