@@ -6,7 +6,7 @@ DIR        ?= .pgshard
 GOTESTFLAGS ?=
 export GOTOOLCHAIN := local
 
-.PHONY: build run test test-race bench bench-move compat fuzz soak lint fmt-check clean down
+.PHONY: build run test test-race bench bench-move compat fuzz soak randdiff lint fmt-check clean down
 
 build: ## build bin/pgshard and bin/shardctl
 	@echo "==> building $(BIN)/pgshard and $(BIN)/shardctl"
@@ -70,6 +70,12 @@ DURATION ?= 30m
 soak: ## mixed workload through two pgshards while shards are added, drained and killed, every write checked (DURATION=30m)
 	@echo "==> soak: mixed workload, moves and kills for $(DURATION)"
 	@set -o pipefail; PGSHARD_SOAK=$(DURATION) $(GO) test ./cmd/internal/e2e -run '^TestSoakMixed$$' -count=1 -v -timeout 24h 2>&1 | grep -E '^(---|ok|FAIL|PASS|panic)|soak_test.go|move_test.go' | grep -vE '(move_test.go:[0-9]+: writer [0-9]|soak_test.go:[0-9]+: worker [0-9])'
+
+TXNS ?= 5000
+SEEDS ?= 1 2 3 4 5
+randdiff: ## random transactions through pgshard and against one Postgres, answers compared (TXNS=5000 per seed, SEEDS="1 2 3 4 5")
+	@for s in $(SEEDS); do echo "==> random differential: seed $$s, $(TXNS) transactions"; \
+		PGSHARD_RANDDIFF=$(TXNS) PGSHARD_RANDDIFF_SEED=$$s $(GO) test ./cmd/internal/e2e -run '^TestRandomDifferential$$' -count=1 -timeout 2h || exit 1; done
 
 lint: ## go vet
 	@echo "==> go vet"
