@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"math"
+	"slices"
 	"strings"
 	"time"
 
@@ -1018,6 +1019,16 @@ func execSimple(sc *pool.Conn, sql string) error {
 
 // everyShardSQL reports whether a split route runs the statement q itself
 // on every shard (a scatter or a keyless write), not rewritten parts.
+// describesStatement reports whether batch holds a Describe of a prepared
+// statement (its parameter types, which a cut-down shard statement does
+// not share).
+func describesStatement(batch []pgproto3.FrontendMessage) bool {
+	return slices.ContainsFunc(batch, func(m pgproto3.FrontendMessage) bool {
+		d, ok := m.(*pgproto3.Describe)
+		return ok && d.ObjectType == 'S'
+	})
+}
+
 // boundParts reports whether r's parts are cut-down statements that take
 // a subset of the client's parameters each (a multi-row INSERT split by
 // shard).

@@ -5,7 +5,6 @@ import (
 	"context"
 	"encoding/binary"
 	"fmt"
-	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -648,10 +647,7 @@ func (s *session) runBatchSplit(batch []pgproto3.FrontendMessage, r Route) error
 	if err != nil {
 		return s.proxyError(err)
 	}
-	if boundParts(r) && slices.ContainsFunc(batch, func(m pgproto3.FrontendMessage) bool {
-		d, ok := m.(*pgproto3.Describe)
-		return ok && d.ObjectType == 'S'
-	}) {
+	if boundParts(r) && describesStatement(batch) {
 		// The shards' statements take fewer parameters than the client's:
 		// their descriptions are not the client statement's.
 		return s.proxyError(wire.Errorf(pgcode.FeatureNotSupported, "describing a multi-row INSERT whose rows go to several shards is not supported").

@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"slices"
 	"sort"
 	"strings"
 	"time"
@@ -289,10 +288,7 @@ func (s *session) everyShardBatch(batch []pgproto3.FrontendMessage) (bool, error
 	if bind != nil {
 		params, formats = bind.Parameters, bind.ParameterFormatCodes
 	}
-	if len(params) > 0 && slices.ContainsFunc(batch, func(m pgproto3.FrontendMessage) bool {
-		d, ok := m.(*pgproto3.Describe)
-		return ok && d.ObjectType == 'S'
-	}) {
+	if len(params) > 0 && describesStatement(batch) {
 		return false, nil // answerTxBatch describes no parameters
 	}
 	r := s.srv.router.RouteBound(q, oids, formats, params, s.useMap(), s.srv)

@@ -548,14 +548,7 @@ func TestLeaveWithoutSync(t *testing.T) {
 			addr := startProxy(t, proxyOpts{poolSize: 1})
 			ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 			defer cancel()
-			pc, err := pgconn.Connect(ctx, proxyURL(addr))
-			if err != nil {
-				t.Fatal(err)
-			}
-			h, err := pc.Hijack()
-			if err != nil {
-				t.Fatal(err)
-			}
+			h := rawLoginURL(t, proxyURL(addr))
 			h.Frontend.Send(&pgproto3.Parse{Query: q})
 			h.Frontend.Send(&pgproto3.Bind{})
 			h.Frontend.Send(&pgproto3.Execute{})

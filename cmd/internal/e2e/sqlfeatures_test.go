@@ -9,7 +9,6 @@ import (
 	"time"
 
 	"github.com/jackc/pgx/v5"
-	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/jackc/pgx/v5/pgproto3"
 )
 
@@ -506,15 +505,7 @@ func TestLateSync(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	pc, err := pgconn.Connect(ctx, fmt.Sprintf("postgres://app:app@%s/%s?sslmode=disable", ts.addr, ts.db))
-	if err != nil {
-		t.Fatal(err)
-	}
-	h, err := pc.Hijack()
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer h.Conn.Close()
+	h := rawLoginURL(t, fmt.Sprintf("postgres://app:app@%s/%s?sslmode=disable", ts.addr, ts.db))
 	_ = h.Conn.SetDeadline(time.Now().Add(10 * time.Second))
 	fe := h.Frontend
 	send := func(ms ...pgproto3.FrontendMessage) {
