@@ -47,6 +47,10 @@ type merge struct {
 	checkedRow []rowCheck
 	nondet     map[string]bool
 	dbBytewise bool
+	// Expressions over aggregates (mergeexpr.go): the index of each
+	// "expr" column among them, and the evaluation's parameters.
+	exprAt   map[int]int
+	evalArgs []evalArg
 }
 
 type mergeSrc struct {
@@ -361,7 +365,7 @@ func (m *merge) layout(bind *pgproto3.Bind, ext bool) *wire.Error {
 		c := m.col(i)
 		oid := m.fields[i].DataTypeOID
 		switch {
-		case i < m.nvis && (c.Role == "value" || c.Agg == "min" || c.Agg == "max"):
+		case i < m.nvis && (c.Role == "value" || c.Role == "expr" || c.Agg == "min" || c.Agg == "max"):
 			m.sfmt[i] = m.cfmt[i]
 		case c.Role == "param" || c.Role == "coll":
 			m.sfmt[i] = 0
@@ -413,7 +417,7 @@ func (m *merge) layout(bind *pgproto3.Bind, ext bool) *wire.Error {
 			}
 		}
 	}
-	return nil
+	return m.exprLayout()
 }
 
 func (m *merge) keyable(i int) bool {

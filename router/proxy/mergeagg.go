@@ -32,6 +32,7 @@ type aggState struct {
 type group struct {
 	vals [][]byte // value and twin columns (copied), by shard column
 	aggs []aggState
+	ev   [][]byte // "expr" columns evaluated: client format, binary (mergeexpr.go)
 }
 
 // grouped combines partial groups from every shard, then filters (HAVING),
@@ -94,7 +95,7 @@ func (m *merge) grouped(mark *int) *wire.Error {
 		vals [][]byte
 		keys []sval
 	}
-	var rows []outRow
+	var kept []*group
 	for _, g := range order {
 		if m.spec.Having != nil {
 			t, werr := m.having(m.spec.Having, g)
@@ -105,18 +106,28 @@ func (m *merge) grouped(mark *int) *wire.Error {
 				continue
 			}
 		}
+		kept = append(kept, g)
+	}
+	if werr := m.evalExprs(kept); werr != nil {
+		return werr
+	}
+	var rows []outRow
+	for _, g := range kept {
 		vals := make([][]byte, m.nvis)
 		for i := 0; i < m.nvis; i++ {
 			c := m.col(i)
-			if c.Role != "agg" {
+			switch c.Role {
+			case "agg":
+				v, werr := m.final(g, i, m.cfmt[i])
+				if werr != nil {
+					return werr
+				}
+				vals[i] = v
+			case "expr":
+				vals[i], _ = m.exprVal(g, i)
+			default:
 				vals[i] = g.vals[i]
-				continue
 			}
-			v, werr := m.final(g, i, m.cfmt[i])
-			if werr != nil {
-				return werr
-			}
-			vals[i] = v
 		}
 		r := outRow{g: g, vals: vals}
 		for _, k := range m.spec.Order {
@@ -229,6 +240,10 @@ type sval struct {
 func (m *merge) sval(g *group, i int) (sval, *wire.Error) {
 	c := m.col(i)
 	oid := m.fields[i].DataTypeOID
+	if c.Role == "expr" {
+		_, v := m.exprVal(g, i)
+		return v, nil
+	}
 	if c.Role != "agg" {
 		v := g.vals[i]
 		if v == nil {

@@ -393,6 +393,26 @@ func mergeRoute(p *plan.Plan, in plan.Inputs, sql string, shards []int) Route {
 	} else {
 		mr.Params, mr.Formats = in.Params, in.Formats
 	}
+	if len(spec.EvalArgs) > 0 {
+		var cols []string
+		for _, c := range spec.Cols {
+			if c.Role == sqlparse.RoleExpr {
+				cols = append(cols, "("+c.Eval+")", "("+c.Eval+")")
+			}
+		}
+		q := "SELECT " + strings.Join(cols, ", ")
+		var ok bool
+		if in.Params == nil {
+			q, ok = sqlparse.ShiftParams(q, spec.ParamBase, sql, in.Literals, 0)
+		} else {
+			q, ok = sqlparse.ShiftParams(q, spec.ParamBase, "", nil, len(in.Params))
+			mr.EvalUser = true
+		}
+		if !ok {
+			return Route{Kind: RouteRefuse, Err: wire.Errorf(pgcode.InternalError, "merge: expression over aggregates has a parameter with no literal")}
+		}
+		mr.Eval = q
+	}
 	val := func(b *plan.Bound, what, code string) (int64, *wire.Error) {
 		if b == nil {
 			return -1, nil

@@ -118,6 +118,12 @@ type MergeRoute struct {
 	// literals as text), for HAVING.
 	Params  [][]byte
 	Formats []int16
+	// Eval is the statement that evaluates the expressions over
+	// aggregates (plan.RoleExpr), each twice (client format, binary): the
+	// statement's own parameters first if EvalUser, then the combined
+	// values (a simple query's literals put back instead).
+	Eval     string
+	EvalUser bool
 }
 
 // param returns parameter n (1-based) and its format.

@@ -329,3 +329,30 @@ func TestMultiStatementSpans(t *testing.T) {
 		t.Errorf("comment only: %v %v", stmts, err)
 	}
 }
+
+// TestShiftParams: a simple query's literals go back into the evaluation
+// statement, the extended protocol's parameters stay, and the combined
+// values follow the statement's own parameters.
+func TestShiftParams(t *testing.T) {
+	orig := "select coalesce(sum(x), 0) + 1.5 from t where y = 'a'"
+	lits := []Literal{{Start: 24, End: 25}, {Start: 29, End: 32}, {Start: 50, End: 53}}
+	for _, tc := range []struct {
+		sql, orig string
+		base      int
+		lits      []Literal
+		n         int
+		want      string
+		ok        bool
+	}{
+		{"SELECT (COALESCE($4, $1) + $2)", orig, 3, lits, 0, "SELECT (COALESCE($1, (0)) + (1.5))", true},
+		{"SELECT ($3 * $1), ($3 * $1)", "", 2, nil, 2, "SELECT ($3 * $1), ($3 * $1)", true},
+		{"SELECT ($3 * $1)", "", 2, nil, 4, "SELECT ($5 * $1)", true},
+		{"SELECT ($1 + $2)", "", 0, nil, 0, "SELECT ($1 + $2)", true},
+		{"SELECT ($2 + $3)", orig, 3, lits[:1], 0, "", false},
+	} {
+		got, ok := ShiftParams(tc.sql, tc.base, tc.orig, tc.lits, tc.n)
+		if got != tc.want || ok != tc.ok {
+			t.Errorf("ShiftParams(%q, %d, n=%d) = %q, %v; want %q, %v", tc.sql, tc.base, tc.n, got, ok, tc.want, tc.ok)
+		}
+	}
+}

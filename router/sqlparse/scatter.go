@@ -48,6 +48,12 @@ type MergeSpec struct {
 	// when x is a sharding key (each value lives on one shard); the
 	// planner checks.
 	KeyDistinct []ColRef `json:"key_distinct,omitempty"`
+	// ParamBase is the highest parameter number of the statement (after
+	// Normalize, its literals); EvalArgs are the columns (combined
+	// aggregates, grouping values) the "expr" columns' Eval read, as
+	// parameters ParamBase+1, ParamBase+2, ...
+	ParamBase int   `json:"param_base,omitempty"`
+	EvalArgs  []int `json:"eval_args,omitempty"`
 }
 
 // Column roles.
@@ -57,6 +63,11 @@ const (
 	RoleTwin  = "twin"  // binary copy of a value, for comparisons
 	RoleParam = "param" // keeps a parameter the shard query no longer uses typed; ignored
 	RoleColl  = "coll"  // collation probe: pg_collation_for of compared column Of
+	// RoleExpr is a select-list expression over aggregates (sum(x) + 1,
+	// coalesce(sum(x), 0)): the shards return only its type (the column is
+	// always NULL there), and the proxy has one shard evaluate Eval on the
+	// combined aggregates and grouping values it reads (MergeSpec.EvalArgs).
+	RoleExpr = "expr"
 )
 
 // MergeCol is one shard output column.
@@ -74,6 +85,9 @@ type MergeCol struct {
 	Expr string `json:"expr,omitempty"`
 	// Of is the compared column a "coll" column names the collation of.
 	Of int `json:"of,omitempty"`
+	// Eval is an "expr" column's expression with its aggregates and column
+	// references replaced by parameters: $(ParamBase+k) is EvalArgs[k-1].
+	Eval string `json:"eval,omitempty"`
 }
 
 // SortKey is one ORDER BY item: the shard column to compare (a binary
@@ -140,6 +154,7 @@ func AnalyzeMerge(sql string) (*MergeSpec, error) {
 	w := &walker{st: &Stmt{}, text: sql}
 	w.stmt(raw.Stmt)
 	b := &mergeBuilder{w: w, sel: proto.Clone(sel).(*pg.SelectStmt), version: tree.Version}
+	b.spec.ParamBase = maxParam(sel.ProtoReflect())
 	return b.build()
 }
 
@@ -223,8 +238,7 @@ func (b *mergeBuilder) build() (*MergeSpec, error) {
 						return nil, err
 					}
 				} else if hasAgg(rt.Val) {
-					return nil, mrefuse("select the aggregate itself (sum(x), not sum(x) + 1) and compute the expression in the application",
-						"expression %s over aggregates across shards is not supported", b.keys[i])
+					c = MergeCol{Role: RoleExpr, Twin: -1, Expr: b.keys[i]}
 				}
 			}
 			b.spec.Cols = append(b.spec.Cols, c)
@@ -237,6 +251,15 @@ func (b *mergeBuilder) build() (*MergeSpec, error) {
 			}
 			if a := b.spec.Cols[i].Agg; a == "min" || a == "max" {
 				b.spec.Cols[i].Twin = b.hide(MergeCol{Role: RoleTwin}, b.targets[i].Val)
+			}
+		}
+		for i := range b.spec.Cols {
+			if b.spec.Cols[i].Role == RoleExpr {
+				e, err := b.evalExpr(b.targets[i].Val)
+				if err != nil {
+					return nil, err
+				}
+				b.spec.Cols[i].Eval = e
 			}
 		}
 	}
@@ -291,6 +314,24 @@ func (b *mergeBuilder) build() (*MergeSpec, error) {
 		}
 	}
 	for i, rt := range b.targets {
+		if i < len(b.spec.Cols) && b.spec.Cols[i].Role == RoleExpr {
+			// Only the type and name: never evaluated on the partial
+			// aggregates (sum(a) / sum(b) could divide by a shard's zero).
+			// A cast on top stays outside, for its type modifier.
+			val, cast := rt.Val, (*pg.TypeCast)(nil)
+			if tc := val.GetTypeCast(); tc != nil {
+				val, cast = tc.Arg, proto.Clone(tc).(*pg.TypeCast)
+			}
+			probe := &pg.Node{Node: &pg.Node_CaseExpr{CaseExpr: &pg.CaseExpr{Args: []*pg.Node{{Node: &pg.Node_CaseWhen{CaseWhen: &pg.CaseWhen{
+				Expr:   &pg.Node{Node: &pg.Node_AConst{AConst: &pg.A_Const{Val: &pg.A_Const_Boolval{Boolval: &pg.Boolean{Boolval: false}}}}},
+				Result: val,
+			}}}}}}}
+			if cast != nil {
+				cast.Arg = probe
+				probe = &pg.Node{Node: &pg.Node_TypeCast{TypeCast: cast}}
+			}
+			s.TargetList[i] = pg.MakeResTargetNodeWithNameAndVal(b.names[i], probe, rt.Location)
+		}
 		if i < len(b.spec.Cols) && b.spec.Cols[i].Agg == "avg" {
 			f := proto.Clone(aggCall(rt.Val)).(*pg.FuncCall)
 			f.Funcname = []*pg.Node{pg.MakeStrNode("sum")}
@@ -315,6 +356,9 @@ func (b *mergeBuilder) build() (*MergeSpec, error) {
 		return nil, fmt.Errorf("rewritten shard query does not parse: %w", err)
 	}
 	b.spec.ShardSQL = out
+	if len(b.spec.EvalArgs) == 0 {
+		b.spec.ParamBase = 0
+	}
 	return &b.spec, nil
 }
 
@@ -405,6 +449,87 @@ func (b *mergeBuilder) aggCol(f *pg.FuncCall, rt *pg.ResTarget, i int) (MergeCol
 	}
 	c.Agg = name
 	return c, nil
+}
+
+// evalExpr turns a select-list expression over aggregates into the
+// expression the proxy has a shard evaluate: each aggregate call becomes a
+// hidden partial aggregate, each column reference outside them a hidden
+// grouping value (Postgres refuses the statement on the shards if it is
+// not grouped), and both parameters numbered after the statement's own.
+func (b *mergeBuilder) evalExpr(n *pg.Node) (string, error) {
+	const hint = "select the aggregates themselves and compute the expression in the application, or add a condition on the sharding key"
+	switch {
+	case hasSubLink(n):
+		return "", mrefuse(hint, "subquery in expression %s over aggregates across shards is not supported", deparseExpr(n))
+	case volatile(n):
+		return "", mrefuse(hint, "volatile function in expression %s over aggregates across shards is not supported", deparseExpr(n))
+	}
+	e := proto.Clone(n).(*pg.Node)
+	var err error
+	walkExpr(e, func(x *pg.Node) bool {
+		if err != nil {
+			return false
+		}
+		var ref int
+		if f := aggCall(x); f != nil {
+			if ref, err = b.hiddenAgg(x, f); err != nil {
+				return false
+			}
+		} else if cr := x.GetColumnRef(); cr != nil {
+			if hasStar(cr) {
+				err = mrefuse(hint, "%s in expression %s over aggregates across shards is not supported", deparseExpr(x), deparseExpr(n))
+				return false
+			}
+			ref = b.hide(MergeCol{Role: RoleValue}, proto.Clone(x).(*pg.Node))
+		} else {
+			return true
+		}
+		b.spec.EvalArgs = append(b.spec.EvalArgs, ref)
+		x.Node = pg.MakeParamRefNode(int32(b.spec.ParamBase+len(b.spec.EvalArgs)), -1).Node
+		return false
+	})
+	if err != nil {
+		return "", err
+	}
+	return deparseExpr(e), nil
+}
+
+// hiddenAgg adds aggregate call n as a hidden partial aggregate (with the
+// count of an avg, the binary twin of a min or max) and returns its
+// reference.
+func (b *mergeBuilder) hiddenAgg(n *pg.Node, f *pg.FuncCall) (int, error) {
+	name, err := b.aggName(f)
+	if err != nil {
+		return 0, err
+	}
+	node := proto.Clone(n).(*pg.Node)
+	if name == "avg" {
+		sum := proto.Clone(f).(*pg.FuncCall)
+		sum.Funcname = []*pg.Node{pg.MakeStrNode("sum")}
+		node = &pg.Node{Node: &pg.Node_FuncCall{FuncCall: sum}}
+	}
+	ref := b.hide(MergeCol{Role: RoleAgg, Agg: name}, node)
+	switch name {
+	case "avg":
+		cnt := b.hide(MergeCol{Role: RoleAgg, Agg: "count"}, countOf(f))
+		b.spec.Hidden[ref-len(b.spec.Cols)].Count = cnt
+	case "min", "max":
+		tw := b.hide(MergeCol{Role: RoleTwin}, proto.Clone(n).(*pg.Node))
+		b.spec.Hidden[ref-len(b.spec.Cols)].Twin = tw
+	}
+	return ref, nil
+}
+
+// maxParam is the highest $n parameter number anywhere in m.
+func maxParam(m protoreflect.Message) int {
+	top := 0
+	if p, ok := m.Interface().(*pg.ParamRef); ok {
+		top = int(p.Number)
+	}
+	rangeMessages(m, func(x protoreflect.Message) {
+		top = max(top, maxParam(x))
+	})
+	return top
 }
 
 // aggName checks an aggregate call can be combined and returns its
@@ -533,7 +658,7 @@ func (b *mergeBuilder) order(grouped bool) error {
 			return mrefuse("qualify the column or use its position", "ORDER BY %s is ambiguous", deparseExpr(expr))
 		}
 		switch {
-		case t >= 0 && grouped && b.spec.Cols[t].Role == RoleAgg:
+		case t >= 0 && grouped && (b.spec.Cols[t].Role == RoleAgg || b.spec.Cols[t].Role == RoleExpr):
 			k.Col = t
 		case t >= 0 && volatile(b.targets[t].Val):
 			return mrefuse("order by a column or a deterministic expression", "ORDER BY a volatile expression (%s) across shards is not supported", b.keys[t])
@@ -939,28 +1064,84 @@ func outputName(rt *pg.ResTarget) string {
 	return figureColname(rt.Val)
 }
 
+// figureColname is Postgres's FigureColname: the name of an unnamed
+// select-list entry.
 func figureColname(n *pg.Node) string {
+	name, strength := colnameOf(n)
+	if strength == 0 {
+		return "?column?"
+	}
+	return name
+}
+
+// colnameOf is Postgres's FigureColnameInternal: a name and its strength
+// (0: none, 1: a fallback a stronger name inside a cast or CASE wins over,
+// 2: a name).
+func colnameOf(n *pg.Node) (string, int) {
 	switch x := n.GetNode().(type) {
 	case *pg.Node_ColumnRef:
 		f := x.ColumnRef.Fields
 		if len(f) > 0 {
 			if s := f[len(f)-1].GetString_(); s != nil {
-				return s.Sval
+				return s.Sval, 2
 			}
 		}
+	case *pg.Node_AIndirection:
+		ind := x.AIndirection.Indirection
+		for k := len(ind) - 1; k >= 0; k-- {
+			if s := ind[k].GetString_(); s != nil {
+				return s.Sval, 2
+			}
+		}
+		return colnameOf(x.AIndirection.Arg)
 	case *pg.Node_FuncCall:
-		return lastName(x.FuncCall.Funcname)
+		return lastName(x.FuncCall.Funcname), 2
+	case *pg.Node_AExpr:
+		if x.AExpr.Kind == pg.A_Expr_Kind_AEXPR_NULLIF {
+			return "nullif", 2
+		}
 	case *pg.Node_TypeCast:
-		if name := figureColname(x.TypeCast.Arg); name != "?column?" {
-			return name
+		name, strength := colnameOf(x.TypeCast.Arg)
+		if strength <= 1 && x.TypeCast.TypeName != nil {
+			return lastName(x.TypeCast.TypeName.Names), 1
 		}
-		if x.TypeCast.TypeName != nil {
-			return lastName(x.TypeCast.TypeName.Names)
-		}
+		return name, strength
+	case *pg.Node_CollateClause:
+		return colnameOf(x.CollateClause.Arg)
+	case *pg.Node_GroupingFunc:
+		return "grouping", 2
 	case *pg.Node_CaseExpr:
-		return "case"
+		name, strength := colnameOf(x.CaseExpr.Defresult)
+		if strength <= 1 {
+			return "case", 1
+		}
+		return name, strength
+	case *pg.Node_AArrayExpr:
+		return "array", 2
+	case *pg.Node_RowExpr:
+		return "row", 2
+	case *pg.Node_CoalesceExpr:
+		return "coalesce", 2
+	case *pg.Node_MinMaxExpr:
+		if x.MinMaxExpr.Op == pg.MinMaxOp_IS_LEAST {
+			return "least", 2
+		}
+		return "greatest", 2
+	case *pg.Node_SubLink:
+		switch x.SubLink.SubLinkType {
+		case pg.SubLinkType_EXISTS_SUBLINK:
+			return "exists", 2
+		case pg.SubLinkType_ARRAY_SUBLINK:
+			return "array", 2
+		case pg.SubLinkType_EXPR_SUBLINK:
+			if sel := x.SubLink.Subselect.GetSelectStmt(); sel != nil && len(sel.TargetList) > 0 {
+				if rt := sel.TargetList[0].GetResTarget(); rt != nil {
+					return outputName(rt), 2
+				}
+			}
+		}
 	}
-	return "?column?"
+	return "", 0
 }
 
 // Substitute puts the literals Normalize took out of orig back into a
@@ -988,6 +1169,42 @@ func Substitute(sql, orig string, lits []Literal) (string, bool) {
 		b.WriteString(orig[lit.Start:lit.End])
 		b.WriteByte(')')
 		last = t.end
+	}
+	b.WriteString(sql[last:])
+	return b.String(), true
+}
+
+// ShiftParams makes the evaluation statement of a MergeSpec's expressions
+// over aggregates runnable: parameters up to base are the statement's own
+// (a simple query's literals, put back from orig as Substitute does, if
+// lits is not nil), those above base the combined values, renumbered to
+// follow the n parameters the statement is bound with.
+func ShiftParams(sql string, base int, orig string, lits []Literal, n int) (string, bool) {
+	var b strings.Builder
+	l := lexer{s: sql}
+	last := 0
+	for t := l.next(); t.kind != tEOF; t = l.next() {
+		if t.kind != tParam {
+			continue
+		}
+		k, err := strconv.Atoi(sql[t.start+1 : t.end])
+		if err != nil || k < 1 {
+			return "", false
+		}
+		b.WriteString(sql[last:t.start])
+		last = t.end
+		switch {
+		case k > base:
+			fmt.Fprintf(&b, "$%d", k-base+n)
+		case lits == nil:
+			b.WriteString(sql[t.start:t.end])
+		case k > len(lits):
+			return "", false
+		default:
+			b.WriteByte('(')
+			b.WriteString(orig[lits[k-1].Start:lits[k-1].End])
+			b.WriteByte(')')
+		}
 	}
 	b.WriteString(sql[last:])
 	return b.String(), true

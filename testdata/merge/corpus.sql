@@ -247,8 +247,8 @@ select distinct on (region) region, id from accounts order by region, id -- refu
 select distinct region from accounts order by balance
 select string_agg(name, ',') from accounts -- refuse
 select array_agg(id) from accounts -- refuse
-select sum(balance) + 1 from accounts -- refuse
-select coalesce(sum(balance), 0) from accounts -- refuse
+select sum(balance) + 1 from accounts
+select coalesce(sum(balance), 0) from accounts
 select region, rank() over (order by region) from accounts -- refuse
 select stddev(balance) from accounts -- refuse
 select region, count(*) from accounts group by rollup(region) -- refuse
@@ -263,7 +263,7 @@ select count(*) from accounts where id in (-992081, -984162, -976243)
 select id, name from accounts where id in (-992081, -984162, -976243) order by name, id -- ordered
 select sum(balance), count(*) from accounts where id = any(array[-992081, -984162]::bigint[])
 select count(*), avg(balance) from accounts where region = 'north' and balance > -100
-select max(balance) - min(balance) from accounts -- refuse
+select max(balance) - min(balance) from accounts
 select avg(balance::float8), avg(balance::numeric) from accounts
 select avg(ratio::real) from accounts -- refuse
 select sum(balance::smallint), sum(balance::bigint), avg(balance::smallint) from accounts
@@ -310,3 +310,38 @@ select id from accounts where balance > (select my_total(qty) from orders where 
 select twice(balance) from accounts
 select region, sum(twice(balance)) from accounts group by region
 select max(twice(balance)) from accounts
+-- Expressions over aggregates: the shards send the aggregates, one shard evaluates the expression on the combined values.
+select coalesce(sum(balance), 0) from accounts where balance > 100000
+select coalesce(sum(amount), 0.00) as total from orders where qty > 100
+select region, coalesce(sum(balance), 0) as total from accounts group by region
+select region, sum(balance) / count(*) from accounts group by region
+select region, sum(score) / nullif(count(score), 0) from accounts group by region
+select region, round(avg(score), 2) as mean from accounts group by region order by mean desc nulls last, region -- ordered
+select region, coalesce(sum(balance), 0) total from accounts group by region order by total desc, region -- ordered
+select region, coalesce(sum(balance), 0) total from accounts group by region order by 2, 1 limit 2 -- ordered
+select status, sum(amount)::numeric(14,1), count(*)::text || ' orders' from orders group by status
+select account_id, sum(qty) * 2 as q from orders group by account_id having sum(qty) > 3 order by q desc, account_id limit 5 -- ordered
+select region, case when count(*) > 50 then 'big' else 'small' end as size from accounts group by region
+select region || ':' || count(*) from accounts group by region
+select region, greatest(max(balance), 0), least(min(balance), 0) from accounts group by region
+select active, bool_and(balance > 0) or count(*) > 100 from accounts group by active
+select extract(month from created) m, sum(balance) - avg(balance) from accounts group by 1
+select max(created) - min(created), max(created) + 1 from accounts
+select sum(ratio) / 2, avg(ratio) * 4 from accounts
+select sum(balance) filter (where active) - sum(balance) filter (where not active) from accounts
+select count(*) filter (where balance > 0)::float8 / count(*) from accounts
+select region, twice(count(*)::int) from accounts group by region
+select sum(balance) / 0 from accounts
+select region, max(name) || '!' from accounts group by region
+select count(*) + 0, coalesce(sum(age), -1), coalesce(max(email), 'none') from users
+select coalesce(sum(balance), 0) + coalesce(sum(score), 0) as s, count(*) - count(balance) as nulls from accounts
+select region, sum(balance) * 1.5 as w from accounts group by region having count(*) > 1 order by w, region -- ordered
+select region, count(*) * 100.0 / sum(count(*)) over () from accounts group by region -- refuse
+select region, sum(balance) + (select 1) from accounts group by region -- refuse
+select region, sum(balance) + random() from accounts group by region -- refuse
+select count(*) + id from accounts
+select distinct count(*) % 2 from accounts group by region
+select region, case when count(*) > 1 then region else 'x' end from accounts group by region
+select region, case when count(*) > 1 then 'y' else region end from accounts group by region
+select nullif(count(*), 0), greatest(count(*), 1), least(sum(balance), 0), (count(*) > 0)::int, count(*)::text::varchar from accounts
+select coalesce(max(status), 'none') || '/' || count(*) from orders where qty > 1000

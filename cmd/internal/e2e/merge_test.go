@@ -192,6 +192,27 @@ func TestMergeDifferential(t *testing.T) {
 		}
 	}
 	t.Logf("merge corpus: %d queries × 2 protocols × 2 runs: identical %d, refused %d, differing %d", len(corpus), identical, refused, differing)
+	// Expressions over aggregates with parameters: the statement's own
+	// parameters reach the evaluation, in text (simple protocol: pgx puts
+	// them in the text) and in binary. (In transactions: TestRandomDifferential.)
+	withParams := []struct {
+		sql  string
+		args []any
+	}{
+		{"select coalesce(sum(balance), $1::int) from accounts where region = $2", []any{-7, "nowhere"}},
+		{"select coalesce(sum(balance), $1::int) from accounts where region = $2", []any{-7, "north"}},
+		{"select region, sum(balance) * $1 as w, count(*) from accounts where balance > $2 group by region order by w desc, region", []any{3, -500}},
+		{"select region, round(avg(score), $1) from accounts group by region having count(*) > $2 order by 2 nulls first, 1 limit 3", []any{1, 2}},
+		{"select sum(balance) / $1 from accounts", []any{0}},
+	}
+	for _, q := range withParams {
+		for _, mode := range []pgx.QueryExecMode{simple, pgx.QueryExecModeCacheStatement, pgx.QueryExecModeExec} {
+			got, want := query(ctx, sh, mode, q.sql, q.args), query(ctx, ref, mode, q.sql, q.args)
+			if got.String() != want.String() {
+				t.Errorf("%s %v (%v):\n  pgshard:  %s\n  postgres: %s", q.sql, q.args, mode, trim(got.String(), 600), trim(want.String(), 600))
+			}
+		}
+	}
 	// A merge that must hold more than merge_memory_limit fails with 54000.
 	small := startProxy(t, proxyOpts{sharded: true, shards: 3, database: db, configure: func(c *proxy.Config) { c.MergeMemoryLimit = 4096 }})
 	sc := connect(t, fmt.Sprintf("postgres://app:app@%s/%s?sslmode=disable", small, db))

@@ -72,8 +72,10 @@ func TestRandomDifferential(t *testing.T) {
 			o.sql, o.args = "update accounts set name = $1 where balance > $2", []any{fmt.Sprint("m", rng.IntN(10)), rng.IntN(13)}
 		case x < 15:
 			o.sql, o.args = "select id, name, balance from accounts where id = any($1) order by id", []any{keys(4)}
-		case x < 17:
+		case x < 16:
 			o.sql = "select count(*), sum(balance), min(id), max(id) from accounts"
+		case x < 17:
+			o.sql, o.args = "select coalesce(sum(balance), $1) + count(*), max(id) - min(id), balance % 3 b from accounts where balance > $2 group by 3 order by 3", []any{rng.IntN(5), rng.IntN(9) - 4}
 		case x < 19:
 			o.sql, o.args = "select id, balance from accounts where id = $1", []any{keys(1)[0]}
 		default:
