@@ -51,6 +51,7 @@ type merge struct {
 	// "expr" column among them, and the evaluation's parameters.
 	exprAt   map[int]int
 	evalArgs []evalArg
+	evalOn   bool // expressions or a HAVING condition to evaluate
 }
 
 type mergeSrc struct {

@@ -96,6 +96,17 @@ func (m *merge) grouped(mark *int) *wire.Error {
 		keys []sval
 	}
 	var kept []*group
+	if m.spec.HavingEval != "" {
+		if werr := m.evalExprs(order); werr != nil {
+			return werr
+		}
+		for _, g := range order {
+			if m.havingTrue(g) {
+				kept = append(kept, g)
+			}
+		}
+		order = nil
+	}
 	for _, g := range order {
 		if m.spec.Having != nil {
 			t, werr := m.having(m.spec.Having, g)
@@ -108,8 +119,10 @@ func (m *merge) grouped(mark *int) *wire.Error {
 		}
 		kept = append(kept, g)
 	}
-	if werr := m.evalExprs(kept); werr != nil {
-		return werr
+	if m.spec.HavingEval == "" {
+		if werr := m.evalExprs(kept); werr != nil {
+			return werr
+		}
 	}
 	var rows []outRow
 	for _, g := range kept {

@@ -40,7 +40,8 @@ func (m *merge) exprLayout() *wire.Error {
 			m.exprAt[i] = len(m.exprAt)
 		}
 	}
-	if m.exprAt == nil {
+	m.evalOn = m.exprAt != nil || m.spec.HavingEval != ""
+	if !m.evalOn {
 		return nil
 	}
 	m.evalArgs = m.evalArgs[:0]
@@ -70,7 +71,7 @@ func (m *merge) exprLayout() *wire.Error {
 // evalExprs evaluates the "expr" columns of groups on the first shard:
 // g.ev gets each one in the client's format and in binary (for ORDER BY).
 func (m *merge) evalExprs(groups []*group) *wire.Error {
-	if len(m.exprAt) == 0 || len(groups) == 0 {
+	if !m.evalOn || len(groups) == 0 {
 		return nil
 	}
 	sc := m.srcs[0].c.sc
@@ -96,6 +97,9 @@ func (m *merge) evalExprs(groups []*group) *wire.Error {
 		if _, ok := m.exprAt[i]; ok {
 			rfmt = append(rfmt, m.cfmt[i], 1)
 		}
+	}
+	if m.spec.HavingEval != "" {
+		rfmt = append(rfmt, 1)
 	}
 	fe := sc.FE
 	for start := 0; start < len(groups); start += evalChunk {
@@ -155,7 +159,7 @@ func (m *merge) readEvals(chunk []*group) *wire.Error {
 			if first != nil {
 				continue
 			}
-			if next >= len(chunk) || len(x.Values) != 2*len(m.exprAt) {
+			if next >= len(chunk) || len(x.Values) != len(m.evalFormats()) {
 				first = wire.Errorf("XX000", "merge: unexpected answer to an expression over aggregates")
 				continue
 			}
@@ -197,4 +201,23 @@ func (m *merge) exprVal(g *group, i int) ([]byte, sval) {
 		return nil, sval{null: true}
 	}
 	return g.ev[2*j], sval{kind: 'r', oid: m.fields[i].DataTypeOID, raw: g.ev[2*j+1]}
+}
+
+// evalFormats is how many columns an evaluation returns, by their formats.
+func (m *merge) evalFormats() []struct{} {
+	n := 2 * len(m.exprAt)
+	if m.spec.HavingEval != "" {
+		n++
+	}
+	return make([]struct{}, n)
+}
+
+// havingTrue reports whether g passes the evaluated HAVING condition (its
+// last evaluated column, a binary bool).
+func (m *merge) havingTrue(g *group) bool {
+	if len(g.ev) == 0 {
+		return false
+	}
+	v := g.ev[len(g.ev)-1]
+	return len(v) == 1 && v[0] == 1
 }

@@ -400,6 +400,9 @@ func mergeRoute(p *plan.Plan, in plan.Inputs, sql string, shards []int) Route {
 				cols = append(cols, "("+c.Eval+")", "("+c.Eval+")")
 			}
 		}
+		if spec.HavingEval != "" {
+			cols = append(cols, "("+spec.HavingEval+")")
+		}
 		q := "SELECT " + strings.Join(cols, ", ")
 		var ok bool
 		if in.Params == nil {

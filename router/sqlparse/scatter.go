@@ -1,6 +1,7 @@
 package sqlparse
 
 import (
+	"errors"
 	"fmt"
 	"strconv"
 	"strings"
@@ -54,6 +55,10 @@ type MergeSpec struct {
 	// parameters ParamBase+1, ParamBase+2, ...
 	ParamBase int   `json:"param_base,omitempty"`
 	EvalArgs  []int `json:"eval_args,omitempty"`
+	// HavingEval is a HAVING condition beyond Having's forms, evaluated
+	// like the "expr" columns (parameters after theirs); groups for which
+	// it is not true are left out.
+	HavingEval string `json:"having_eval,omitempty"`
 }
 
 // Column roles.
@@ -274,14 +279,26 @@ func (b *mergeBuilder) build() (*MergeSpec, error) {
 	}
 	if s.HavingClause != nil {
 		h, err := b.having(s.HavingClause)
-		if err != nil {
+		var mr *MergeRefusal
+		switch {
+		case err == nil:
+			b.spec.Having = h
+			if hasParam(s.HavingClause) {
+				// The shard no longer evaluates HAVING; keep its parameters
+				// typed as Postgres would type them.
+				b.hide(MergeCol{Role: RoleParam}, s.HavingClause)
+			}
+		case errors.As(err, &mr) && hasAgg(s.HavingClause) && !hasSubLink(s.HavingClause) && !volatile(s.HavingClause):
+			// Beyond what the proxy evaluates itself: a shard evaluates it
+			// on the combined groups, as the select list's expressions.
+			if b.spec.HavingEval, err = b.evalExpr(s.HavingClause); err != nil {
+				return nil, err
+			}
+			if hasParam(s.HavingClause) {
+				b.hide(MergeCol{Role: RoleParam}, neverEvaluated(s.HavingClause))
+			}
+		default:
 			return nil, err
-		}
-		b.spec.Having = h
-		if hasParam(s.HavingClause) {
-			// The shard no longer evaluates HAVING; keep its parameters
-			// typed as Postgres would type them.
-			b.hide(MergeCol{Role: RoleParam}, s.HavingClause)
 		}
 	}
 	b.collationProbes()
@@ -318,16 +335,10 @@ func (b *mergeBuilder) build() (*MergeSpec, error) {
 			// Only the type and name: never evaluated on the partial
 			// aggregates (sum(a) / sum(b) could divide by a shard's zero).
 			// A cast on top stays outside, for its type modifier.
-			val, cast := rt.Val, (*pg.TypeCast)(nil)
-			if tc := val.GetTypeCast(); tc != nil {
-				val, cast = tc.Arg, proto.Clone(tc).(*pg.TypeCast)
-			}
-			probe := &pg.Node{Node: &pg.Node_CaseExpr{CaseExpr: &pg.CaseExpr{Args: []*pg.Node{{Node: &pg.Node_CaseWhen{CaseWhen: &pg.CaseWhen{
-				Expr:   &pg.Node{Node: &pg.Node_AConst{AConst: &pg.A_Const{Val: &pg.A_Const_Boolval{Boolval: &pg.Boolean{Boolval: false}}}}},
-				Result: val,
-			}}}}}}}
-			if cast != nil {
-				cast.Arg = probe
+			probe := neverEvaluated(rt.Val)
+			if tc := rt.Val.GetTypeCast(); tc != nil {
+				cast := proto.Clone(tc).(*pg.TypeCast)
+				cast.Arg = neverEvaluated(tc.Arg)
 				probe = &pg.Node{Node: &pg.Node_TypeCast{TypeCast: cast}}
 			}
 			s.TargetList[i] = pg.MakeResTargetNodeWithNameAndVal(b.names[i], probe, rt.Location)
@@ -518,6 +529,15 @@ func (b *mergeBuilder) hiddenAgg(n *pg.Node, f *pg.FuncCall) (int, error) {
 		b.spec.Hidden[ref-len(b.spec.Cols)].Twin = tw
 	}
 	return ref, nil
+}
+
+// neverEvaluated is CASE WHEN false THEN n END: n's type (and its
+// parameters typed as in n), never its value.
+func neverEvaluated(n *pg.Node) *pg.Node {
+	return &pg.Node{Node: &pg.Node_CaseExpr{CaseExpr: &pg.CaseExpr{Args: []*pg.Node{{Node: &pg.Node_CaseWhen{CaseWhen: &pg.CaseWhen{
+		Expr:   &pg.Node{Node: &pg.Node_AConst{AConst: &pg.A_Const{Val: &pg.A_Const_Boolval{Boolval: &pg.Boolean{Boolval: false}}}}},
+		Result: n,
+	}}}}}}}
 }
 
 // maxParam is the highest $n parameter number anywhere in m.

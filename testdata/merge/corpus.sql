@@ -253,7 +253,7 @@ select region, rank() over (order by region) from accounts -- refuse
 select stddev(balance) from accounts -- refuse
 select region, count(*) from accounts group by rollup(region) -- refuse
 select id from accounts union select account_id from orders order by 1 -- refuse
-select region, count(*) from accounts group by region having count(*) + 1 > 5 -- refuse
+select region, count(*) from accounts group by region having count(*) + 1 > 5
 select id from accounts order by random() limit 3 -- count
 select id from accounts order by id limit (select 3) -- refuse
 select percentile_cont(0.5) within group (order by balance) from accounts -- refuse
@@ -345,3 +345,11 @@ select region, case when count(*) > 1 then region else 'x' end from accounts gro
 select region, case when count(*) > 1 then 'y' else region end from accounts group by region
 select nullif(count(*), 0), greatest(count(*), 1), least(sum(balance), 0), (count(*) > 0)::int, count(*)::text::varchar from accounts
 select coalesce(max(status), 'none') || '/' || count(*) from orders where qty > 1000
+-- HAVING beyond comparisons of aggregates: evaluated by a shard on the combined groups.
+select region, sum(balance) from accounts group by region having coalesce(sum(balance), 0) > 0 order by region -- ordered
+select region from accounts group by region having sum(balance) / count(*) > -10 and region is not null
+select account_id, count(*) from orders group by account_id having sum(qty) * 2 > avg(qty) + 10 order by 1 limit 5 -- ordered
+select region, round(avg(score), 1) from accounts group by region having abs(sum(balance)) > 100 or count(*) < 2
+select count(*) from accounts having sum(balance) / 0 > 1
+select count(*) from users having coalesce(max(age), 0) = 0
+select region, count(*) from accounts group by region having count(*) > (select 5) -- refuse

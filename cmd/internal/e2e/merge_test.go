@@ -204,6 +204,8 @@ func TestMergeDifferential(t *testing.T) {
 		{"select region, sum(balance) * $1 as w, count(*) from accounts where balance > $2 group by region order by w desc, region", []any{3, -500}},
 		{"select region, round(avg(score), $1) from accounts group by region having count(*) > $2 order by 2 nulls first, 1 limit 3", []any{1, 2}},
 		{"select sum(balance) / $1 from accounts", []any{0}},
+		{"select region, count(*) from accounts group by region having sum(balance) > $1 * 2 order by 1", []any{-300}},
+		{"select region, count(*) * $2 from accounts group by region having coalesce(sum(balance), $1) > 0 order by 1", []any{0, 10}},
 	}
 	for _, q := range withParams {
 		for _, mode := range []pgx.QueryExecMode{simple, pgx.QueryExecModeCacheStatement, pgx.QueryExecModeExec} {
