@@ -22,7 +22,7 @@ func TestBucketSQL(t *testing.T) {
 	ctx := context.Background()
 	c := connect(t, cluster.Instances[0].DSN)
 	rng := rand.New(rand.NewPCG(7, 8))
-	for _, n := range []int{1024, 7, 1} {
+	for _, n := range []int{1024, 7, 1, 2, 4096, 1000} {
 		ints := []int64{0, 1, -1, 1<<63 - 1, -1 << 63, 32767, -32768}
 		for i := 0; i < 2000; i++ {
 			ints = append(ints, rng.Int64()>>rng.IntN(63))
