@@ -390,6 +390,7 @@ func (s *Server) forgetCatalog() {
 	s.keyPos.Clear()
 	s.colColl.Clear()
 	s.nondet.Clear()
+	s.inputCols.Clear()
 	s.aggNames.Store(nil)
 	s.catGen.Add(1)
 	s.mergeDescs.clear()

@@ -274,6 +274,9 @@ func (m *merge) run(parse *pgproto3.Parse, bind *pgproto3.Bind, batch []pgproto3
 			m.srcs = append(m.srcs, &mergeSrc{c: c})
 		}
 	}
+	if werr := m.checkOutputKeys(); werr != nil {
+		return werr
+	}
 	var oids []uint32
 	if parse != nil {
 		oids = parse.ParameterOIDs

@@ -221,3 +221,34 @@ func (m *merge) havingTrue(g *group) bool {
 	v := g.ev[len(g.ev)-1]
 	return len(v) == 1 && v[0] == 1
 }
+
+// checkOutputKeys refuses a merge that groups by an output name that a
+// column of its FROM tables also has: Postgres groups by the column then,
+// the merge would group by the output value. Cached per shard until the
+// next DDL through pgshard.
+func (m *merge) checkOutputKeys() *wire.Error {
+	if len(m.spec.OutputKeys) == 0 {
+		return nil
+	}
+	sc := m.srcs[0].c.sc
+	for _, k := range m.spec.OutputKeys {
+		for _, t := range k.Tables {
+			ck := sc.Shard + "/" + t + "/" + k.Name
+			has, ok := m.s.srv.inputCols.Load(ck)
+			if !ok {
+				rows, err := queryRows(sc, fmt.Sprintf(`SELECT count(*) FROM pg_attribute WHERE attrelid = to_regclass(%s) AND attname = %s AND attnum > 0 AND NOT attisdropped`,
+					quoteLiteral(t), quoteLiteral(k.Name)))
+				if err != nil {
+					return asWireErr(err)
+				}
+				has = len(rows) == 1 && rows[0][0] != "0"
+				m.s.srv.inputCols.Store(ck, has)
+			}
+			if has.(bool) {
+				return errMerge("GROUP BY %s across shards is not supported: it names both a column of %s and an output column", k.Name, t).
+					WithHint("Group by the expression itself, or give the output column another name.")
+			}
+		}
+	}
+	return nil
+}

@@ -154,6 +154,9 @@ type Server struct {
 	// names of its nondeterministic collations (collation.go).
 	colColl sync.Map
 	nondet  sync.Map
+	// inputCols: "shard/table/column" -> bool, whether a FROM table has a
+	// column of a GROUP BY output name (merge.checkOutputKeys).
+	inputCols sync.Map
 	// aggNames: names of all aggregate functions (IsAggregate).
 	aggNames atomic.Pointer[map[string]bool]
 	// mergeDescs: what shards said about merge statements (mergesend.go),

@@ -59,6 +59,8 @@ type MergeSpec struct {
 	// like the "expr" columns (parameters after theirs); groups for which
 	// it is not true are left out.
 	HavingEval string `json:"having_eval,omitempty"`
+	// OutputKeys are GROUP BY items resolved to output columns.
+	OutputKeys []OutputKey `json:"output_keys,omitempty"`
 }
 
 // Column roles.
@@ -110,6 +112,13 @@ type SortKey struct {
 type Bound struct {
 	Param int   `json:"param,omitempty"`
 	Value int64 `json:"value"`
+}
+
+// OutputKey is a GROUP BY item naming an output column: right only if no
+// column of Tables (as written in FROM) has that name.
+type OutputKey struct {
+	Name   string   `json:"name"`
+	Tables []string `json:"tables"`
 }
 
 // HavingExpr is a HAVING condition the proxy evaluates on combined groups:
@@ -602,6 +611,46 @@ func (b *mergeBuilder) aggName(f *pg.FuncCall) (string, error) {
 	return name, nil
 }
 
+// fromTables lists the tables of the FROM clause as written (schema.name),
+// or reports false if it reads anything else (a subquery, a function, a
+// CTE, VALUES), whose columns the catalog does not list.
+func (b *mergeBuilder) fromTables() ([]string, bool) {
+	ctes := map[string]bool{}
+	if w := b.sel.WithClause; w != nil {
+		for _, c := range w.Ctes {
+			if ce := c.GetCommonTableExpr(); ce != nil {
+				ctes[ce.Ctename] = true
+			}
+		}
+	}
+	var out []string
+	var walk func(n *pg.Node) bool
+	walk = func(n *pg.Node) bool {
+		switch x := n.GetNode().(type) {
+		case *pg.Node_RangeVar:
+			rv := x.RangeVar
+			if rv.Schemaname == "" && ctes[rv.Relname] {
+				return false
+			}
+			name := quoteIdentSQL(rv.Relname)
+			if rv.Schemaname != "" {
+				name = quoteIdentSQL(rv.Schemaname) + "." + name
+			}
+			out = append(out, name)
+			return true
+		case *pg.Node_JoinExpr:
+			return walk(x.JoinExpr.Larg) && walk(x.JoinExpr.Rarg)
+		}
+		return false
+	}
+	for _, n := range b.sel.FromClause {
+		if !walk(n) {
+			return nil, false
+		}
+	}
+	return out, len(out) > 0
+}
+
 func (b *mergeBuilder) groupKeys() error {
 	for _, g := range b.sel.GroupClause {
 		switch g.GetNode().(type) {
@@ -630,11 +679,26 @@ func (b *mergeBuilder) groupKeys() error {
 			}
 		}
 		if found < 0 {
-			if cr := g.GetColumnRef(); cr != nil && len(cr.Fields) == 1 {
+			if cr := g.GetColumnRef(); cr != nil && len(cr.Fields) == 1 && cr.Fields[0].GetString_() != nil {
+				name := cr.Fields[0].GetString_().Sval
 				for i, nm := range b.names {
-					if nm == key && b.targets[i].Name != "" {
+					if nm != name || b.targets[i].Name == "" {
+						continue
+					}
+					// An output name, unless a column of the FROM
+					// tables has it (Postgres prefers the input column):
+					// the proxy checks their catalogs before running.
+					tables, ok := b.fromTables()
+					if !ok || b.spec.Cols[i].Role != RoleValue {
 						return mrefuse("group by the expression itself, not its output name", "GROUP BY output column %s across shards is not supported", key)
 					}
+					b.spec.OutputKeys = append(b.spec.OutputKeys, OutputKey{Name: name, Tables: tables})
+					found = i
+					break
+				}
+				if found >= 0 {
+					b.spec.GroupKeys = append(b.spec.GroupKeys, found)
+					continue
 				}
 			}
 			found = b.hide(MergeCol{Role: RoleValue}, g)

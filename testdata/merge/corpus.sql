@@ -353,3 +353,10 @@ select region, round(avg(score), 1) from accounts group by region having abs(sum
 select count(*) from accounts having sum(balance) / 0 > 1
 select count(*) from users having coalesce(max(age), 0) = 0
 select region, count(*) from accounts group by region having count(*) > (select 5) -- refuse
+-- GROUP BY an output name: grouped by that column once no FROM table has a column of the name (Postgres prefers the input column: refused then).
+select date_trunc('month', created) as month, count(*), sum(amount) from orders group by month order by month -- ordered
+select extract(month from created) m, sum(balance) - avg(balance) from accounts group by m
+select region as r, count(*) from accounts group by r order by r -- ordered
+select a.region as reg, count(o.id), coalesce(sum(o.amount), 0) from accounts a join orders o on o.account_id = a.id group by reg
+select lower(name) as name, count(*) from accounts group by name -- refuse
+with x as (select * from accounts) select region as r, count(*) from x group by r -- refuse
