@@ -159,7 +159,7 @@ func (m *merge) readEvals(chunk []*group) *wire.Error {
 			if first != nil {
 				continue
 			}
-			if next >= len(chunk) || len(x.Values) != len(m.evalFormats()) {
+			if next >= len(chunk) || len(x.Values) != m.evalCols() {
 				first = wire.Errorf("XX000", "merge: unexpected answer to an expression over aggregates")
 				continue
 			}
@@ -203,13 +203,14 @@ func (m *merge) exprVal(g *group, i int) ([]byte, sval) {
 	return g.ev[2*j], sval{kind: 'r', oid: m.fields[i].DataTypeOID, raw: g.ev[2*j+1]}
 }
 
-// evalFormats is how many columns an evaluation returns, by their formats.
-func (m *merge) evalFormats() []struct{} {
+// evalCols is how many columns an evaluation returns: each expression
+// twice, then the HAVING condition.
+func (m *merge) evalCols() int {
 	n := 2 * len(m.exprAt)
 	if m.spec.HavingEval != "" {
 		n++
 	}
-	return make([]struct{}, n)
+	return n
 }
 
 // havingTrue reports whether g passes the evaluated HAVING condition (its

@@ -1236,26 +1236,9 @@ func Substitute(sql, orig string, lits []Literal) (string, bool) {
 	if len(lits) == 0 {
 		return sql, true
 	}
-	var b strings.Builder
-	l := lexer{s: sql}
-	last := 0
-	for t := l.next(); t.kind != tEOF; t = l.next() {
-		if t.kind != tParam {
-			continue
-		}
-		k, err := strconv.Atoi(sql[t.start+1 : t.end])
-		if err != nil || k < 1 || k > len(lits) {
-			return "", false
-		}
-		lit := lits[k-1]
-		b.WriteString(sql[last:t.start])
-		b.WriteByte('(')
-		b.WriteString(orig[lit.Start:lit.End])
-		b.WriteByte(')')
-		last = t.end
-	}
-	b.WriteString(sql[last:])
-	return b.String(), true
+	return rewriteParams(sql, func(b *strings.Builder, k int) bool {
+		return k <= len(lits) && writeLiteral(b, orig, lits[k-1])
+	})
 }
 
 // ShiftParams makes the evaluation statement of a MergeSpec's expressions
@@ -1264,6 +1247,22 @@ func Substitute(sql, orig string, lits []Literal) (string, bool) {
 // lits is not nil), those above base the combined values, renumbered to
 // follow the n parameters the statement is bound with.
 func ShiftParams(sql string, base int, orig string, lits []Literal, n int) (string, bool) {
+	return rewriteParams(sql, func(b *strings.Builder, k int) bool {
+		switch {
+		case k > base:
+			fmt.Fprintf(b, "$%d", k-base+n)
+		case lits == nil:
+			fmt.Fprintf(b, "$%d", k)
+		default:
+			return k <= len(lits) && writeLiteral(b, orig, lits[k-1])
+		}
+		return true
+	})
+}
+
+// rewriteParams copies sql with each $k outside quotes and comments
+// replaced by what write writes for k; false if write or a number fails.
+func rewriteParams(sql string, write func(b *strings.Builder, k int) bool) (string, bool) {
 	var b strings.Builder
 	l := lexer{s: sql}
 	last := 0
@@ -1276,20 +1275,19 @@ func ShiftParams(sql string, base int, orig string, lits []Literal, n int) (stri
 			return "", false
 		}
 		b.WriteString(sql[last:t.start])
-		last = t.end
-		switch {
-		case k > base:
-			fmt.Fprintf(&b, "$%d", k-base+n)
-		case lits == nil:
-			b.WriteString(sql[t.start:t.end])
-		case k > len(lits):
+		if !write(&b, k) {
 			return "", false
-		default:
-			b.WriteByte('(')
-			b.WriteString(orig[lits[k-1].Start:lits[k-1].End])
-			b.WriteByte(')')
 		}
+		last = t.end
 	}
 	b.WriteString(sql[last:])
 	return b.String(), true
+}
+
+// writeLiteral writes literal lit of orig, in parentheses.
+func writeLiteral(b *strings.Builder, orig string, lit Literal) bool {
+	b.WriteByte('(')
+	b.WriteString(orig[lit.Start:lit.End])
+	b.WriteByte(')')
+	return true
 }
