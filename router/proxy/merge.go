@@ -49,7 +49,9 @@ type merge struct {
 	dbBytewise bool
 	// Expressions over aggregates (mergeexpr.go): the index of each
 	// "expr" column among them, and the evaluation's parameters.
-	exprAt   map[int]int
+	exprAt   map[int]int // index among the evaluation's columns
+	exprBin  map[int]int // of the binary copy of a sorted expression
+	exprCols int
 	evalArgs []evalArg
 	evalOn   bool // expressions or a HAVING condition to evaluate
 }

@@ -7,6 +7,7 @@ package proxy
 import (
 	"bytes"
 	"encoding/binary"
+	"fmt"
 	"math"
 	"math/big"
 	"sort"
@@ -97,13 +98,9 @@ func (m *merge) grouped(mark *int) *wire.Error {
 	}
 	var kept []*group
 	if m.spec.HavingEval != "" {
-		if werr := m.evalExprs(order); werr != nil {
+		var werr *wire.Error
+		if kept, werr = m.evalHaving(order); werr != nil {
 			return werr
-		}
-		for _, g := range order {
-			if m.havingTrue(g) {
-				kept = append(kept, g)
-			}
 		}
 		order = nil
 	}
@@ -119,10 +116,9 @@ func (m *merge) grouped(mark *int) *wire.Error {
 		}
 		kept = append(kept, g)
 	}
-	if m.spec.HavingEval == "" {
-		if werr := m.evalExprs(kept); werr != nil {
-			return werr
-		}
+	// Only for the groups HAVING keeps, as Postgres computes them.
+	if werr := m.evalExprs(kept); werr != nil {
+		return werr
 	}
 	var rows []outRow
 	for _, g := range kept {
@@ -520,6 +516,11 @@ func (m *merge) having(e *plan.HavingExpr, g *group) (int, *wire.Error) {
 		}
 		return 1 - t, nil
 	case "truth":
+		if a := e.Args[0]; a.Op == "col" {
+			if oid := m.resultOID(m.ref(a.Col)); oid != oidBool {
+				return 0, wire.Errorf("42804", "argument of HAVING must be type boolean, not type %s", typeName(oid))
+			}
+		}
 		v, werr := m.operand(e.Args[0], g)
 		if werr != nil {
 			return 0, werr
@@ -611,4 +612,51 @@ func (m *merge) operand(e *plan.HavingExpr, g *group) (sval, *wire.Error) {
 		return sval{kind: 'r', oid: oid, raw: v}, nil
 	}
 	return sval{}, errMerge("HAVING operand %s", e.Op)
+}
+
+// resultOID is the type of shard column i as the client sees it: an
+// aggregate's combined type.
+func (m *merge) resultOID(i int) uint32 {
+	oid := m.fields[i].DataTypeOID
+	switch c := m.col(i); {
+	case c.Role != "agg":
+	case c.Agg == "count":
+		return oidInt8
+	case c.Agg == "avg" && oid != oidFloat8:
+		return oidNumeric
+	case c.Agg == "min" || c.Agg == "max":
+		return m.fields[m.ref(c.Twin)].DataTypeOID
+	}
+	return oid
+}
+
+// typeName is the name Postgres's messages give type oid.
+func typeName(oid uint32) string {
+	switch oid {
+	case oidInt2:
+		return "smallint"
+	case oidInt4:
+		return "integer"
+	case oidInt8:
+		return "bigint"
+	case oidNumeric:
+		return "numeric"
+	case oidFloat4:
+		return "real"
+	case oidFloat8:
+		return "double precision"
+	case oidText:
+		return "text"
+	case oidVarchar:
+		return "character varying"
+	case oidBpchar:
+		return "character"
+	case oidDate:
+		return "date"
+	case oidTimestamp:
+		return "timestamp without time zone"
+	case oidTimestamptz:
+		return "timestamp with time zone"
+	}
+	return fmt.Sprintf("with OID %d", oid)
 }

@@ -10,39 +10,72 @@ package proxy
 
 import (
 	"fmt"
+	"strings"
 
 	"github.com/jackc/pgx/v5/pgproto3"
 
 	"github.com/pgshard/pgshard/wire"
+	"github.com/pgshard/pgshard/wire/pgcode"
 )
 
-// evalChunk is how many groups one round trip evaluates: their Binds and
-// answers stay far below what fills a socket buffer while the other side
-// is not reading.
-const evalChunk = 256
+// evalChunk is how many groups one round trip evaluates, and
+// evalChunkBytes how many bytes of parameters: the Binds are written
+// before any answer is read, so they stay far below what fills a socket
+// buffer while the server, writing answers, does not read.
+const (
+	evalChunk      = 256
+	evalChunkBytes = 32 << 10
+)
 
 // evalArg is a parameter of the evaluation: a combined aggregate or a
-// grouping value, with the type it is sent as (binary).
+// grouping value, with the type it is sent as (binary), and the shard
+// column naming its collation (-1: none).
 type evalArg struct {
-	col int // shard column
-	oid uint32
+	col  int
+	oid  uint32
+	coll int
 }
 
 // exprLayout lists the "expr" columns and the types of the evaluation's
 // parameters, once the shards' RowDescription is known.
 func (m *merge) exprLayout() *wire.Error {
-	m.exprAt = nil
+	m.exprAt, m.exprBin = nil, nil
+	sorted := map[int]bool{}
+	for _, k := range m.spec.Order {
+		sorted[m.ref(k.Col)] = true
+	}
+	n := 0
 	for i := 0; i < m.nvis && i < len(m.spec.Cols); i++ {
-		if m.spec.Cols[i].Role == "expr" {
-			if m.exprAt == nil {
-				m.exprAt = map[int]int{}
-			}
-			m.exprAt[i] = len(m.exprAt)
+		if m.spec.Cols[i].Role != "expr" {
+			continue
+		}
+		if m.exprAt == nil {
+			m.exprAt, m.exprBin = map[int]int{}, map[int]int{}
+		}
+		// The client's format, and binary as well to sort by it.
+		m.exprAt[i] = n
+		n++
+		switch {
+		case !sorted[i]:
+		case !comparable(m.fields[i].DataTypeOID):
+			return errMerge("ORDER BY %s (type %d) across shards is not supported", m.colName(i), m.fields[i].DataTypeOID)
+		case m.cfmt[i] == 1:
+			m.exprBin[i] = m.exprAt[i]
+		default:
+			m.exprBin[i] = n
+			n++
 		}
 	}
+	m.exprCols = n
 	m.evalOn = m.exprAt != nil || m.spec.HavingEval != ""
 	if !m.evalOn {
 		return nil
+	}
+	probes := map[string]int{}
+	for i := range m.fields {
+		if c := m.col(i); c.Role == "coll" {
+			probes[m.col(m.ref(c.Of)).Expr] = i
+		}
 	}
 	m.evalArgs = m.evalArgs[:0]
 	for _, ref := range m.spec.EvalArgs {
@@ -57,22 +90,72 @@ func (m *merge) exprLayout() *wire.Error {
 				oid = oidNumeric
 			}
 		}
-		m.evalArgs = append(m.evalArgs, evalArg{col: i, oid: oid})
-	}
-	for _, k := range m.spec.Order {
-		i := m.ref(k.Col)
-		if _, ok := m.exprAt[i]; ok && !comparable(m.fields[i].DataTypeOID) {
-			return errMerge("ORDER BY %s (type %d) across shards is not supported", m.colName(i), m.fields[i].DataTypeOID)
+		a := evalArg{col: i, oid: oid, coll: -1}
+		if textLike(oid) {
+			p, ok := probes[c.Expr]
+			if !ok {
+				return errMerge("expression over aggregates across shards: no collation for %s", m.colName(i))
+			}
+			a.coll = p
 		}
+		m.evalArgs = append(m.evalArgs, a)
 	}
 	return nil
 }
 
-// evalExprs evaluates the "expr" columns of groups on the first shard:
-// g.ev gets each one in the client's format and in binary (for ORDER BY).
+// evalExprs evaluates the "expr" columns of groups on the first shard
+// (g.ev: each in the client's format, then in binary if sorted by).
 func (m *merge) evalExprs(groups []*group) *wire.Error {
-	if !m.evalOn || len(groups) == 0 {
+	if m.exprAt == nil || len(groups) == 0 {
 		return nil
+	}
+	var cols []string
+	rfmt := make([]int16, m.exprCols)
+	for i := 0; i < m.nvis; i++ {
+		j, ok := m.exprAt[i]
+		if !ok {
+			continue
+		}
+		e := m.r.EvalExprs[len(cols)]
+		cols = append(cols, "("+e+")")
+		rfmt[j] = m.cfmt[i]
+		if b, ok := m.exprBin[i]; ok && b != j {
+			cols = append(cols, "("+e+")")
+			rfmt[b] = 1
+		}
+	}
+	sql := "SELECT " + strings.Join(cols, ", ")
+	return m.evaluate(sql, groups, rfmt, func(g *group, row [][]byte) *wire.Error {
+		if len(row) != m.exprCols {
+			return wire.Errorf(pgcode.InternalError, "merge: %d values for %d expressions over aggregates", len(row), m.exprCols)
+		}
+		g.ev = row
+		return nil
+	})
+}
+
+// evalHaving evaluates the HAVING condition on groups and returns those
+// it is true for. SELECT ... WHERE: a condition that is not boolean is
+// refused as Postgres refuses it (42804).
+func (m *merge) evalHaving(groups []*group) ([]*group, *wire.Error) {
+	var kept []*group
+	werr := m.evaluate("SELECT true WHERE ("+m.r.EvalHaving+")", groups, nil, func(g *group, _ [][]byte) *wire.Error {
+		kept = append(kept, g)
+		return nil
+	})
+	return kept, werr
+}
+
+// evaluate runs sql on the first shard once per group, with the
+// statement's own parameters and then the group's evaluation arguments,
+// in chunks of one round trip; row is called with each answer row and
+// the group it belongs to (groups without a row are skipped).
+func (m *merge) evaluate(sql string, groups []*group, rfmt []int16, row func(g *group, vals [][]byte) *wire.Error) *wire.Error {
+	if len(groups) == 0 {
+		return nil
+	}
+	if werr := m.checkEvalCollations(groups[0]); werr != nil {
+		return werr
 	}
 	sc := m.srcs[0].c.sc
 	var oids []uint32
@@ -92,20 +175,15 @@ func (m *merge) evalExprs(groups []*group) *wire.Error {
 	for _, a := range m.evalArgs {
 		oids = append(oids, a.oid)
 	}
-	rfmt := make([]int16, 0, 2*len(m.exprAt))
-	for i := 0; i < m.nvis; i++ {
-		if _, ok := m.exprAt[i]; ok {
-			rfmt = append(rfmt, m.cfmt[i], 1)
-		}
-	}
-	if m.spec.HavingEval != "" {
-		rfmt = append(rfmt, 1)
-	}
-	fe := sc.FE
-	for start := 0; start < len(groups); start += evalChunk {
-		chunk := groups[start:min(start+evalChunk, len(groups))]
-		fe.Send(&pgproto3.Parse{Query: m.r.Eval, ParameterOIDs: oids})
-		for _, g := range chunk {
+	binds := make([]*pgproto3.Bind, 0, evalChunk)
+	for start := 0; start < len(groups); {
+		// Every Bind of the chunk is made before anything is sent: an
+		// error leaves nothing half-sent on the connection.
+		binds = binds[:0]
+		size := 0
+		end := start
+		for end < len(groups) && len(binds) < evalChunk && (size < evalChunkBytes || len(binds) == 0) {
+			g := groups[end]
 			params := append(make([][]byte, 0, len(oids)), user...)
 			pfmt := append(make([]int16, 0, len(oids)), ufmt...)
 			for _, a := range m.evalArgs {
@@ -115,8 +193,15 @@ func (m *merge) evalExprs(groups []*group) *wire.Error {
 				}
 				params = append(params, v)
 				pfmt = append(pfmt, 1)
+				size += len(v)
 			}
-			fe.Send(&pgproto3.Bind{Parameters: params, ParameterFormatCodes: pfmt, ResultFormatCodes: rfmt})
+			binds = append(binds, &pgproto3.Bind{Parameters: params, ParameterFormatCodes: pfmt, ResultFormatCodes: rfmt})
+			end++
+		}
+		fe := sc.FE
+		fe.Send(&pgproto3.Parse{Query: sql, ParameterOIDs: oids})
+		for _, b := range binds {
+			fe.Send(b)
 			fe.Send(&pgproto3.Execute{})
 		}
 		fe.Send(&pgproto3.Sync{})
@@ -125,8 +210,26 @@ func (m *merge) evalExprs(groups []*group) *wire.Error {
 			sc.Broken = true
 			return asWireErr(fmt.Errorf("shard %s: %w", sc.Shard, err))
 		}
-		if werr := m.readEvals(chunk); werr != nil {
+		if werr := m.readEvals(groups[start:end], row); werr != nil {
 			return werr
+		}
+		start = end
+	}
+	return nil
+}
+
+// checkEvalCollations refuses an evaluation whose text arguments have a
+// collation other than the database default (a parameter of the
+// evaluation compares and sorts under the default).
+func (m *merge) checkEvalCollations(g *group) *wire.Error {
+	for _, a := range m.evalArgs {
+		if a.coll < 0 {
+			continue
+		}
+		name := strings.TrimPrefix(string(g.vals[a.coll]), "pg_catalog.")
+		if name != `"default"` && name != "" {
+			return errMerge("expression over aggregates across shards on %s of collation %s is not supported", m.colName(a.col), name).
+				WithHint("Select the aggregates themselves and compute the expression in the application, or add a condition on the sharding key.")
 		}
 	}
 	return nil
@@ -143,8 +246,9 @@ func (m *merge) evalValue(g *group, i int) ([]byte, *wire.Error) {
 }
 
 // readEvals reads the answers to one chunk's evaluations, up to
-// ReadyForQuery.
-func (m *merge) readEvals(chunk []*group) *wire.Error {
+// ReadyForQuery: each Execute's rows (at most one) end with its
+// CommandComplete.
+func (m *merge) readEvals(chunk []*group, row func(g *group, vals [][]byte) *wire.Error) *wire.Error {
 	sc := m.srcs[0].c.sc
 	var first *wire.Error
 	next := 0
@@ -159,23 +263,25 @@ func (m *merge) readEvals(chunk []*group) *wire.Error {
 			if first != nil {
 				continue
 			}
-			if next >= len(chunk) || len(x.Values) != m.evalCols() {
-				first = wire.Errorf("XX000", "merge: unexpected answer to an expression over aggregates")
+			if next >= len(chunk) {
+				first = wire.Errorf(pgcode.InternalError, "merge: unexpected answer to an expression over aggregates")
 				continue
 			}
-			g := chunk[next]
-			next++
-			g.ev = make([][]byte, len(x.Values))
+			vals := make([][]byte, len(x.Values))
 			n := 0
 			for k, v := range x.Values {
 				if v != nil {
-					g.ev[k] = append([]byte{}, v...)
+					vals[k] = append([]byte{}, v...)
 					n += len(v)
 				}
 			}
 			if werr := m.grow(int64(n + 24*len(x.Values))); werr != nil {
 				first = werr
+				continue
 			}
+			first = row(chunk[next], vals)
+		case *pgproto3.CommandComplete:
+			next++
 		case *pgproto3.ErrorResponse:
 			if first == nil {
 				first = &wire.Error{Severity: x.Severity, Code: x.Code, Message: x.Message, Detail: x.Detail, Hint: x.Hint}
@@ -186,7 +292,7 @@ func (m *merge) readEvals(chunk []*group) *wire.Error {
 		case *pgproto3.ReadyForQuery:
 			sc.TxStatus = x.TxStatus
 			if first == nil && next != len(chunk) {
-				first = wire.Errorf("XX000", "merge: %d answers to %d expressions over aggregates", next, len(chunk))
+				first = wire.Errorf(pgcode.InternalError, "merge: %d answers to %d evaluations of expressions over aggregates", next, len(chunk))
 			}
 			return first
 		}
@@ -194,33 +300,17 @@ func (m *merge) readEvals(chunk []*group) *wire.Error {
 }
 
 // exprVal is expression column i of g: in the client's format, and as a
-// comparable value.
+// comparable value (sorted by only if the binary copy was asked for).
 func (m *merge) exprVal(g *group, i int) ([]byte, sval) {
 	j := m.exprAt[i]
-	if g.ev == nil || g.ev[2*j] == nil {
+	if g.ev == nil || g.ev[j] == nil {
 		return nil, sval{null: true}
 	}
-	return g.ev[2*j], sval{kind: 'r', oid: m.fields[i].DataTypeOID, raw: g.ev[2*j+1]}
-}
-
-// evalCols is how many columns an evaluation returns: each expression
-// twice, then the HAVING condition.
-func (m *merge) evalCols() int {
-	n := 2 * len(m.exprAt)
-	if m.spec.HavingEval != "" {
-		n++
+	b, ok := m.exprBin[i]
+	if !ok {
+		return g.ev[j], sval{null: true}
 	}
-	return n
-}
-
-// havingTrue reports whether g passes the evaluated HAVING condition (its
-// last evaluated column, a binary bool).
-func (m *merge) havingTrue(g *group) bool {
-	if len(g.ev) == 0 {
-		return false
-	}
-	v := g.ev[len(g.ev)-1]
-	return len(v) == 1 && v[0] == 1
+	return g.ev[j], sval{kind: 'r', oid: m.fields[i].DataTypeOID, raw: g.ev[b]}
 }
 
 // checkOutputKeys refuses a merge that groups by an output name that a
@@ -234,10 +324,10 @@ func (m *merge) checkOutputKeys() *wire.Error {
 	sc := m.srcs[0].c.sc
 	for _, k := range m.spec.OutputKeys {
 		for _, t := range k.Tables {
-			ck := sc.Shard + "/" + t + "/" + k.Name
+			ck := sc.Shard + "/" + m.s.paramsKey + "/" + t + "/" + k.Name
 			has, ok := m.s.srv.inputCols.Load(ck)
 			if !ok {
-				rows, err := queryRows(sc, fmt.Sprintf(`SELECT count(*) FROM pg_attribute WHERE attrelid = to_regclass(%s) AND attname = %s AND attnum > 0 AND NOT attisdropped`,
+				rows, err := queryRows(sc, fmt.Sprintf(`SELECT count(*) FROM pg_attribute WHERE attrelid = to_regclass(%s) AND attname = %s AND NOT attisdropped`,
 					quoteLiteral(t), quoteLiteral(k.Name)))
 				if err != nil {
 					return asWireErr(err)

@@ -394,27 +394,33 @@ func mergeRoute(p *plan.Plan, in plan.Inputs, sql string, shards []int) Route {
 		mr.Params, mr.Formats = in.Params, in.Formats
 	}
 	if len(spec.EvalArgs) > 0 {
-		var cols []string
+		shift := func(e string) (string, bool) {
+			if in.Params == nil {
+				return sqlparse.ShiftParams(e, spec.ParamBase, sql, in.Literals, 0)
+			}
+			mr.EvalUser = true
+			return sqlparse.ShiftParams(e, spec.ParamBase, "", nil, len(in.Params))
+		}
+		evals := []string{spec.HavingEval}
 		for _, c := range spec.Cols {
 			if c.Role == sqlparse.RoleExpr {
-				cols = append(cols, "("+c.Eval+")", "("+c.Eval+")")
+				evals = append(evals, c.Eval)
 			}
 		}
-		if spec.HavingEval != "" {
-			cols = append(cols, "("+spec.HavingEval+")")
+		for k, e := range evals {
+			if e == "" {
+				continue
+			}
+			q, ok := shift(e)
+			if !ok {
+				return Route{Kind: RouteRefuse, Err: wire.Errorf(pgcode.InternalError, "merge: expression over aggregates has a parameter with no literal")}
+			}
+			if k == 0 {
+				mr.EvalHaving = q
+			} else {
+				mr.EvalExprs = append(mr.EvalExprs, q)
+			}
 		}
-		q := "SELECT " + strings.Join(cols, ", ")
-		var ok bool
-		if in.Params == nil {
-			q, ok = sqlparse.ShiftParams(q, spec.ParamBase, sql, in.Literals, 0)
-		} else {
-			q, ok = sqlparse.ShiftParams(q, spec.ParamBase, "", nil, len(in.Params))
-			mr.EvalUser = true
-		}
-		if !ok {
-			return Route{Kind: RouteRefuse, Err: wire.Errorf(pgcode.InternalError, "merge: expression over aggregates has a parameter with no literal")}
-		}
-		mr.Eval = q
 	}
 	val := func(b *plan.Bound, what, code string) (int64, *wire.Error) {
 		if b == nil {

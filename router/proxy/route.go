@@ -118,12 +118,13 @@ type MergeRoute struct {
 	// literals as text), for HAVING.
 	Params  [][]byte
 	Formats []int16
-	// Eval is the statement that evaluates the expressions over
-	// aggregates (plan.RoleExpr), each twice (client format, binary): the
-	// statement's own parameters first if EvalUser, then the combined
-	// values (a simple query's literals put back instead).
-	Eval     string
-	EvalUser bool
+	// EvalExprs are the expressions over aggregates (plan.RoleExpr) and
+	// EvalHaving the HAVING condition a shard evaluates: the statement's
+	// own parameters first if EvalUser, then the combined values (a simple
+	// query's literals put back instead).
+	EvalExprs  []string
+	EvalHaving string
+	EvalUser   bool
 }
 
 // param returns parameter n (1-based) and its format.

@@ -345,7 +345,7 @@ func TestShiftParams(t *testing.T) {
 		ok        bool
 	}{
 		{"SELECT (COALESCE($4, $1) + $2)", orig, 3, lits, 0, "SELECT (COALESCE($1, (0)) + (1.5))", true},
-		{"SELECT ($3 * $1), ($3 * $1)", "", 2, nil, 2, "SELECT ($3 * $1), ($3 * $1)", true},
+		{"SELECT ($3 * $1), ($4 * $2)", "", 2, nil, 3, "SELECT ($4 * $1), ($5 * $2)", true},
 		{"SELECT ($3 * $1)", "", 2, nil, 4, "SELECT ($5 * $1)", true},
 		{"SELECT ($1 + $2)", "", 0, nil, 0, "SELECT ($1 + $2)", true},
 		{"SELECT ($2 + $3)", orig, 3, lits[:1], 0, "", false},

@@ -287,6 +287,7 @@ func (b *mergeBuilder) build() (*MergeSpec, error) {
 		return nil, err
 	}
 	if s.HavingClause != nil {
+		nh, nkd := len(b.spec.Hidden), len(b.spec.KeyDistinct)
 		h, err := b.having(s.HavingClause)
 		var mr *MergeRefusal
 		switch {
@@ -299,7 +300,10 @@ func (b *mergeBuilder) build() (*MergeSpec, error) {
 			}
 		case errors.As(err, &mr) && hasAgg(s.HavingClause) && !hasSubLink(s.HavingClause) && !volatile(s.HavingClause):
 			// Beyond what the proxy evaluates itself: a shard evaluates it
-			// on the combined groups, as the select list's expressions.
+			// on the combined groups, as the select list's expressions
+			// (without the columns the attempt hid: the shards would
+			// compute them for every group).
+			b.spec.Hidden, b.hidden, b.spec.KeyDistinct = b.spec.Hidden[:nh], b.hidden[:nh], b.spec.KeyDistinct[:nkd]
 			if b.spec.HavingEval, err = b.evalExpr(s.HavingClause); err != nil {
 				return nil, err
 			}
@@ -418,14 +422,30 @@ func (b *mergeBuilder) collationProbes() {
 		add(g)
 	}
 	probed := map[string]bool{} // one probe per expression text
+	// The evaluation's text arguments take the default collation there:
+	// the proxy checks theirs is the default, plain columns included.
+	for _, ref := range b.spec.EvalArgs {
+		if !compared[ref] {
+			compared[ref] = true
+			order = append(order, ref)
+		}
+	}
+	evalArg := map[int]bool{}
+	for _, ref := range b.spec.EvalArgs {
+		evalArg[ref] = true
+	}
 	for _, i := range order {
 		var n *pg.Node
 		if i < len(b.spec.Cols) {
 			n = b.targets[i].Val
+			if b.spec.Cols[i].Role == RoleExpr {
+				// Its collation, never its value on partial aggregates.
+				n = neverEvaluated(n)
+			}
 		} else {
 			n = b.hidden[i-len(b.spec.Cols)]
 		}
-		if cr := n.GetColumnRef(); cr != nil && !hasStar(cr) {
+		if cr := n.GetColumnRef(); cr != nil && !hasStar(cr) && !evalArg[i] {
 			continue
 		}
 		if e := deparseExpr(n); probed[e] {
@@ -484,6 +504,20 @@ func (b *mergeBuilder) evalExpr(n *pg.Node) (string, error) {
 	case volatile(n):
 		return "", mrefuse(hint, "volatile function in expression %s over aggregates across shards is not supported", deparseExpr(n))
 	}
+	// Expressions grouped as a whole (GROUP BY lower(region)) are values
+	// of the group: their columns need not be grouped on their own.
+	grouped := map[string]bool{}
+	for _, g := range b.sel.GroupClause {
+		if c := g.GetAConst(); c != nil {
+			if iv, ok := c.Val.(*pg.A_Const_Ival); ok {
+				if k := int(iv.Ival.GetIval()); k >= 1 && k <= len(b.keys) {
+					grouped[b.keys[k-1]] = true
+				}
+				continue
+			}
+		}
+		grouped[deparseExpr(g)] = true
+	}
 	e := proto.Clone(n).(*pg.Node)
 	var err error
 	walkExpr(e, func(x *pg.Node) bool {
@@ -491,7 +525,9 @@ func (b *mergeBuilder) evalExpr(n *pg.Node) (string, error) {
 			return false
 		}
 		var ref int
-		if f := aggCall(x); f != nil {
+		if x.GetAConst() == nil && x.GetParamRef() == nil && !hasAgg(x) && grouped[deparseExpr(x)] {
+			ref = b.hide(MergeCol{Role: RoleValue}, proto.Clone(x).(*pg.Node))
+		} else if f := aggCall(x); f != nil {
 			if ref, err = b.hiddenAgg(x, f); err != nil {
 				return false
 			}
@@ -629,7 +665,7 @@ func (b *mergeBuilder) fromTables() ([]string, bool) {
 		switch x := n.GetNode().(type) {
 		case *pg.Node_RangeVar:
 			rv := x.RangeVar
-			if rv.Schemaname == "" && ctes[rv.Relname] {
+			if rv.Schemaname == "" && ctes[rv.Relname] || rv.Alias != nil && len(rv.Alias.Colnames) > 0 {
 				return false
 			}
 			name := quoteIdentSQL(rv.Relname)
@@ -1165,8 +1201,8 @@ func colnameOf(n *pg.Node) (string, int) {
 	switch x := n.GetNode().(type) {
 	case *pg.Node_ColumnRef:
 		f := x.ColumnRef.Fields
-		if len(f) > 0 {
-			if s := f[len(f)-1].GetString_(); s != nil {
+		for k := len(f) - 1; k >= 0; k-- {
+			if s := f[k].GetString_(); s != nil {
 				return s.Sval, 2
 			}
 		}
@@ -1206,6 +1242,10 @@ func colnameOf(n *pg.Node) (string, int) {
 		return "row", 2
 	case *pg.Node_CoalesceExpr:
 		return "coalesce", 2
+	case *pg.Node_SqlvalueFunction:
+		if name, ok := sqlValueNames[x.SqlvalueFunction.Op]; ok {
+			return name, 2
+		}
 	case *pg.Node_MinMaxExpr:
 		if x.MinMaxExpr.Op == pg.MinMaxOp_IS_LEAST {
 			return "least", 2
@@ -1226,6 +1266,18 @@ func colnameOf(n *pg.Node) (string, int) {
 		}
 	}
 	return "", 0
+}
+
+// sqlValueNames are the column names of the SQL value functions.
+var sqlValueNames = map[pg.SQLValueFunctionOp]string{
+	pg.SQLValueFunctionOp_SVFOP_CURRENT_DATE: "current_date", pg.SQLValueFunctionOp_SVFOP_CURRENT_TIME: "current_time",
+	pg.SQLValueFunctionOp_SVFOP_CURRENT_TIME_N: "current_time", pg.SQLValueFunctionOp_SVFOP_CURRENT_TIMESTAMP: "current_timestamp",
+	pg.SQLValueFunctionOp_SVFOP_CURRENT_TIMESTAMP_N: "current_timestamp", pg.SQLValueFunctionOp_SVFOP_LOCALTIME: "localtime",
+	pg.SQLValueFunctionOp_SVFOP_LOCALTIME_N: "localtime", pg.SQLValueFunctionOp_SVFOP_LOCALTIMESTAMP: "localtimestamp",
+	pg.SQLValueFunctionOp_SVFOP_LOCALTIMESTAMP_N: "localtimestamp", pg.SQLValueFunctionOp_SVFOP_CURRENT_ROLE: "current_role",
+	pg.SQLValueFunctionOp_SVFOP_CURRENT_USER: "current_user", pg.SQLValueFunctionOp_SVFOP_USER: "user",
+	pg.SQLValueFunctionOp_SVFOP_SESSION_USER: "session_user", pg.SQLValueFunctionOp_SVFOP_CURRENT_CATALOG: "current_catalog",
+	pg.SQLValueFunctionOp_SVFOP_CURRENT_SCHEMA: "current_schema",
 }
 
 // Substitute puts the literals Normalize took out of orig back into a

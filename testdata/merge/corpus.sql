@@ -360,3 +360,16 @@ select region as r, count(*) from accounts group by r order by r -- ordered
 select a.region as reg, count(o.id), coalesce(sum(o.amount), 0) from accounts a join orders o on o.account_id = a.id group by reg
 select lower(name) as name, count(*) from accounts group by name -- refuse
 with x as (select * from accounts) select region as r, count(*) from x group by r -- refuse
+-- Review cases: HAVING first (no division by zero for the groups it leaves out), no leftovers of a HAVING the proxy gave up on, grouped expressions kept whole, DISTINCT over expressions, collations.
+select active, sum(balance) / (count(*) - 100) from accounts group by active having count(*) - 100 <> 0 and coalesce(sum(balance), 0) <> 0
+select region, sum(balance) / count(*) from accounts group by region having region <> 'east' and 100 / (case when region = 'east' then 0 else 1 end) > coalesce(sum(balance), 0) / 1000
+select lower(region) || ':' || count(*) from accounts group by lower(region)
+select upper(region), upper(region) || count(*) from accounts group by 1
+select distinct sum(balance) / count(balance) > 0 from accounts group by region
+select max(code) < 'a', max(code) from people -- refuse
+select count(*) from accounts having sum(balance)
+select current_date - max(created) > 0, current_user = min(name) from accounts
+select account_id, sum(qty) * 2 as q from orders o(account_id, id, amount, qty, status, created) group by account_id order by q desc, account_id limit 3 -- ordered
+select q * 2 as q, count(*) from orders o(a, b, c, q) group by q -- refuse
+select id, length(repeat(max(name), 3000) || count(*)) from accounts group by id
+select region, left(max(repeat(coalesce(name, 'x'), 20000)), 3) || count(*), length(max(repeat(coalesce(name, 'x'), 20000))) from accounts group by region
