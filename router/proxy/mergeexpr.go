@@ -45,8 +45,8 @@ func (m *merge) exprLayout() *wire.Error {
 		sorted[m.ref(k.Col)] = true
 	}
 	n := 0
-	for i := 0; i < m.nvis && i < len(m.spec.Cols); i++ {
-		if m.spec.Cols[i].Role != "expr" {
+	for i := range m.fields {
+		if m.col(i).Role != "expr" {
 			continue
 		}
 		if m.exprAt == nil {
@@ -59,7 +59,7 @@ func (m *merge) exprLayout() *wire.Error {
 		case !sorted[i]:
 		case !comparable(m.fields[i].DataTypeOID):
 			return errMerge("ORDER BY %s (type %d) across shards is not supported", m.colName(i), m.fields[i].DataTypeOID)
-		case m.cfmt[i] == 1:
+		case i >= m.nvis || m.cfmt[i] == 1:
 			m.exprBin[i] = m.exprAt[i]
 		default:
 			m.exprBin[i] = n
@@ -111,14 +111,19 @@ func (m *merge) evalExprs(groups []*group) *wire.Error {
 	}
 	var cols []string
 	rfmt := make([]int16, m.exprCols)
-	for i := 0; i < m.nvis; i++ {
+	next := 0 // EvalExprs are in shard column order
+	for i := range m.fields {
 		j, ok := m.exprAt[i]
 		if !ok {
 			continue
 		}
-		e := m.r.EvalExprs[len(cols)]
+		e := m.r.EvalExprs[next]
+		next++
 		cols = append(cols, "("+e+")")
-		rfmt[j] = m.cfmt[i]
+		rfmt[j] = 1 // hidden: sorted by only
+		if i < m.nvis {
+			rfmt[j] = m.cfmt[i]
+		}
 		if b, ok := m.exprBin[i]; ok && b != j {
 			cols = append(cols, "("+e+")")
 			rfmt[b] = 1

@@ -402,7 +402,7 @@ func mergeRoute(p *plan.Plan, in plan.Inputs, sql string, shards []int) Route {
 			return sqlparse.ShiftParams(e, spec.ParamBase, "", nil, len(in.Params))
 		}
 		evals := []string{spec.HavingEval}
-		for _, c := range spec.Cols {
+		for _, c := range append(spec.Cols[:len(spec.Cols):len(spec.Cols)], spec.Hidden...) {
 			if c.Role == sqlparse.RoleExpr {
 				evals = append(evals, c.Eval)
 			}

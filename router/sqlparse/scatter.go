@@ -414,7 +414,7 @@ func (b *mergeBuilder) collationProbes() {
 		}
 	}
 	for j, h := range b.spec.Hidden {
-		if h.Role == RoleTwin {
+		if h.Role == RoleTwin || h.Role == RoleExpr {
 			add(b.ref(j))
 		}
 	}
@@ -815,7 +815,13 @@ func (b *mergeBuilder) order(grouped bool) error {
 				h.Twin = tw
 			}
 		case grouped && hasAgg(expr):
-			return mrefuse("order by an aggregate itself or by an output column", "ORDER BY expression %s over aggregates across shards is not supported", deparseExpr(expr))
+			// Evaluated like a select-list expression, in a hidden column
+			// (the shard sends its type only).
+			e, err := b.evalExpr(expr)
+			if err != nil {
+				return err
+			}
+			k.Col = b.hide(MergeCol{Role: RoleExpr, Eval: e}, neverEvaluated(expr))
 		default:
 			k.Col = b.hide(MergeCol{Role: RoleTwin}, expr)
 		}

@@ -373,3 +373,9 @@ select account_id, sum(qty) * 2 as q from orders o(account_id, id, amount, qty, 
 select q * 2 as q, count(*) from orders o(a, b, c, q) group by q -- refuse
 select id, length(repeat(max(name), 3000) || count(*)) from accounts group by id
 select region, left(max(repeat(coalesce(name, 'x'), 20000)), 3) || count(*), length(max(repeat(coalesce(name, 'x'), 20000))) from accounts group by region
+-- ORDER BY an expression over aggregates that is not selected: a hidden expression column.
+select region from accounts group by region order by sum(balance) / count(*) desc nulls last, region -- ordered
+select region, count(*) from accounts group by region order by coalesce(sum(balance), 0) limit 2 -- ordered
+select status from orders group by status order by min(status) || '!' nulls first -- ordered
+select account_id from orders group by account_id order by sum(qty) * 2 - count(*) desc, account_id limit 4 offset 2 -- ordered
+select region from accounts group by region order by sum(balance) + random() -- refuse
