@@ -493,6 +493,13 @@ func (a *analysis) dml() Plan {
 	if !p.Merge.Concatenates() && !write && a.sql != "" && st.Kind == sqlparse.KindSelect {
 		spec, err := sqlparse.AnalyzeMerge(a.sql)
 		var mr *sqlparse.MergeRefusal
+		if errors.As(err, &mr) {
+			// count(DISTINCT expr) is refused there; counted by the proxy
+			// here (any other refusal stays).
+			if s2, err2 := sqlparse.AnalyzeMergeDistinct(a.sql); err2 == nil {
+				spec, err = s2, nil
+			}
+		}
 		switch {
 		case errors.As(err, &mr):
 			if p.Kind == Multi {
@@ -504,12 +511,19 @@ func (a *analysis) dml() Plan {
 		default:
 			for _, c := range spec.KeyDistinct {
 				if a.keyRel(c) < 0 {
-					if p.Kind == Multi {
-						spec = nil
-						break
+					// Not a sharding key: the shards group by it too and
+					// the proxy counts the distinct values.
+					spec, err = sqlparse.AnalyzeMergeDistinct(a.sql)
+					if errors.As(err, &mr) {
+						if p.Kind == Multi {
+							spec = nil
+							break
+						}
+						return refuse(mr.Message, mr.Hint)
+					} else if err != nil {
+						return refuse(fmt.Sprintf("cannot merge the query across shards: %v", err), "add a condition on the sharding key so the query runs on one shard")
 					}
-					return refuse(fmt.Sprintf("count(DISTINCT %s) across shards is not supported: %s is not a sharding key", c.Column, c.Column),
-						"count(DISTINCT x) is merged only when x is the sharding key; count the distinct values in the application, or add a condition on the sharding key")
+					break
 				}
 			}
 			if spec != nil {

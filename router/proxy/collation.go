@@ -84,6 +84,11 @@ func (m *merge) collationNeeds() []collNeed {
 	for _, g := range m.spec.GroupKeys {
 		needs[m.ref(g)] |= needEq
 	}
+	for i := range m.fields {
+		if c := m.col(i); c.Agg == "count_distinct" {
+			needs[m.ref(c.Arg)] |= needEq
+		}
+	}
 	if m.spec.Distinct {
 		for i := 0; i < m.nvis; i++ {
 			needs[i] |= needEq

@@ -26,8 +26,9 @@ type aggState struct {
 	d    decimal
 	f    float64
 	b    bool
-	raw  []byte // min/max: the value as the client gets it
-	twin []byte // min/max: its binary form, compared
+	raw  []byte              // min/max: the value as the client gets it
+	twin []byte              // min/max: its binary form, compared
+	set  map[string]struct{} // count_distinct: the values seen
 }
 
 type group struct {
@@ -69,7 +70,10 @@ func (m *merge) grouped(mark *int) *wire.Error {
 				continue
 			}
 			var tw []byte
-			if c.Twin >= 0 {
+			switch {
+			case c.Agg == "count_distinct":
+				tw = vals[m.ref(c.Arg)]
+			case c.Twin >= 0:
 				tw = vals[m.ref(c.Twin)]
 			}
 			n0 := len(g.aggs[i].raw)
@@ -205,6 +209,24 @@ func (m *merge) combine(st *aggState, c plan.MergeCol, oid uint32, v, twin []byt
 			st.f = float64(float32(st.f) + math.Float32frombits(binary.BigEndian.Uint32(v)))
 		}
 		st.seen = true
+	case "count_distinct":
+		// v is the shard's count for one value of the argument (twin):
+		// 0 for NULL, which is not counted.
+		if twin == nil {
+			return nil
+		}
+		a := m.ref(c.Arg)
+		m.keybuf = appendKey(m.keybuf[:0], m.fields[a].DataTypeOID, m.sfmt[a], twin)
+		if _, ok := st.set[string(m.keybuf)]; !ok {
+			if st.set == nil {
+				st.set = map[string]struct{}{}
+			}
+			st.set[string(m.keybuf)] = struct{}{}
+			if werr := m.grow(int64(len(m.keybuf)) + 48); werr != nil {
+				return werr
+			}
+		}
+		st.seen = true
 	case "bool_and", "bool_or":
 		b := len(v) > 0 && v[0] != 0
 		switch {
@@ -264,6 +286,8 @@ func (m *merge) sval(g *group, i int) (sval, *wire.Error) {
 	switch c.Agg {
 	case "count":
 		return sval{kind: 'i', i: st.i}, nil
+	case "count_distinct":
+		return sval{kind: 'i', i: int64(len(st.set))}, nil
 	case "min", "max":
 		if !st.seen {
 			return sval{null: true}, nil
@@ -620,7 +644,7 @@ func (m *merge) resultOID(i int) uint32 {
 	oid := m.fields[i].DataTypeOID
 	switch c := m.col(i); {
 	case c.Role != "agg":
-	case c.Agg == "count":
+	case c.Agg == "count" || c.Agg == "count_distinct":
 		return oidInt8
 	case c.Agg == "avg" && oid != oidFloat8:
 		return oidNumeric

@@ -83,7 +83,7 @@ func (m *merge) exprLayout() *wire.Error {
 		c := m.col(i)
 		oid := m.fields[i].DataTypeOID
 		switch c.Agg {
-		case "count":
+		case "count", "count_distinct":
 			oid = oidInt8
 		case "avg":
 			if oid != oidFloat8 {

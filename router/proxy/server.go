@@ -9,6 +9,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
+	"runtime/debug"
 	"slices"
 	"strings"
 	"sync"
@@ -379,7 +380,7 @@ func (s *Server) serveConn(c net.Conn, co *evloop.Co) {
 	defer s.clients.Add(-1)
 	defer func() {
 		if r := recover(); r != nil {
-			log.Error("session panic", "panic", r)
+			log.Error("session panic", "panic", r, "stack", string(debug.Stack()))
 			_ = c.Close()
 		}
 	}()

@@ -92,6 +92,9 @@ type MergeCol struct {
 	Expr string `json:"expr,omitempty"`
 	// Of is the compared column a "coll" column names the collation of.
 	Of int `json:"of,omitempty"`
+	// Arg is the hidden value column with the argument of a
+	// count_distinct aggregate (AnalyzeMergeDistinct).
+	Arg int `json:"arg,omitempty"`
 	// Eval is an "expr" column's expression with its aggregates and column
 	// references replaced by parameters: $(ParamBase+k) is EvalArgs[k-1].
 	Eval string `json:"eval,omitempty"`
@@ -152,6 +155,17 @@ func mrefuse(hint, format string, args ...any) *MergeRefusal {
 // text analysed by Analyze; a single statement). It returns a
 // *MergeRefusal when the merged answer could differ from one Postgres's.
 func AnalyzeMerge(sql string) (*MergeSpec, error) {
+	return analyzeMerge(sql, false)
+}
+
+// AnalyzeMergeDistinct is AnalyzeMerge for a statement whose count(DISTINCT
+// x) counts something other than a sharding key: the shards group by x as
+// well and send each distinct x of a group, and the proxy counts them.
+func AnalyzeMergeDistinct(sql string) (*MergeSpec, error) {
+	return analyzeMerge(sql, true)
+}
+
+func analyzeMerge(sql string, anyDistinct bool) (*MergeSpec, error) {
 	tree, err := pg.Parse(sql)
 	if err != nil {
 		return nil, err
@@ -167,7 +181,7 @@ func AnalyzeMerge(sql string) (*MergeSpec, error) {
 	}
 	w := &walker{st: &Stmt{}, text: sql}
 	w.stmt(raw.Stmt)
-	b := &mergeBuilder{w: w, sel: proto.Clone(sel).(*pg.SelectStmt), version: tree.Version}
+	b := &mergeBuilder{w: w, sel: proto.Clone(sel).(*pg.SelectStmt), version: tree.Version, anyDistinct: anyDistinct}
 	b.spec.ParamBase = maxParam(sel.ProtoReflect())
 	return b.build()
 }
@@ -182,6 +196,13 @@ type mergeBuilder struct {
 	keys    []string        // deparsed target expressions
 	names   []string        // output column names
 	hidden  []*pg.Node      // hidden target expressions
+	// anyDistinct: count(DISTINCT x) of any x, by grouping the shards by x
+	// too (AnalyzeMergeDistinct); distinctRefs and distinctGroup are
+	// those x.
+	anyDistinct   bool
+	distinctRefs  map[string]int
+	distinctOrder []int
+	distinctGroup []*pg.Node
 }
 
 func (b *mergeBuilder) ref(hidden int) int { return len(b.spec.Cols) + hidden }
@@ -268,6 +289,11 @@ func (b *mergeBuilder) build() (*MergeSpec, error) {
 			}
 		}
 		for i := range b.spec.Cols {
+			if b.spec.Cols[i].Agg == "count_distinct" {
+				b.spec.Cols[i].Arg = b.distinctArg(aggCall(b.targets[i].Val).Args[0])
+			}
+		}
+		for i := range b.spec.Cols {
 			if b.spec.Cols[i].Role == RoleExpr {
 				e, err := b.evalExpr(b.targets[i].Val)
 				if err != nil {
@@ -324,6 +350,7 @@ func (b *mergeBuilder) build() (*MergeSpec, error) {
 	}
 	// The shard statement.
 	s.HavingClause = nil
+	s.GroupClause = append(s.GroupClause, b.distinctGroup...)
 	if grouped {
 		s.SortClause = nil
 		for _, bd := range []*Bound{b.spec.Limit, b.spec.Offset} {
@@ -422,6 +449,9 @@ func (b *mergeBuilder) collationProbes() {
 		add(g)
 	}
 	probed := map[string]bool{} // one probe per expression text
+	for _, ref := range b.distinctOrder {
+		add(ref)
+	}
 	// The evaluation's text arguments take the default collation there:
 	// the proxy checks theirs is the default, plain columns included.
 	for _, ref := range b.spec.EvalArgs {
@@ -572,8 +602,30 @@ func (b *mergeBuilder) hiddenAgg(n *pg.Node, f *pg.FuncCall) (int, error) {
 	case "min", "max":
 		tw := b.hide(MergeCol{Role: RoleTwin}, proto.Clone(n).(*pg.Node))
 		b.spec.Hidden[ref-len(b.spec.Cols)].Twin = tw
+	case "count_distinct":
+		arg := b.distinctArg(f.Args[0])
+		b.spec.Hidden[ref-len(b.spec.Cols)].Arg = arg
 	}
 	return ref, nil
+}
+
+// distinctArg makes the argument x of a count(DISTINCT x) a hidden value
+// and a grouping key of the shard statement (one each per expression
+// text): each shard sends every distinct x of a group once, and the proxy
+// counts the distinct values of the group over all shards.
+func (b *mergeBuilder) distinctArg(x *pg.Node) int {
+	key := deparseExpr(x)
+	if ref, ok := b.distinctRefs[key]; ok {
+		return ref
+	}
+	if b.distinctRefs == nil {
+		b.distinctRefs = map[string]int{}
+	}
+	ref := b.hide(MergeCol{Role: RoleValue}, proto.Clone(x).(*pg.Node))
+	b.distinctRefs[key] = ref
+	b.distinctOrder = append(b.distinctOrder, ref)
+	b.distinctGroup = append(b.distinctGroup, proto.Clone(x).(*pg.Node))
+	return ref
 }
 
 // neverEvaluated is CASE WHEN false THEN n END: n's type (and its
@@ -633,6 +685,13 @@ func (b *mergeBuilder) aggName(f *pg.FuncCall) (string, error) {
 		switch name {
 		case "min", "max":
 		case "count":
+			if b.anyDistinct {
+				if f.AggFilter != nil {
+					return "", mrefuse("count the distinct values without FILTER (in a subquery's WHERE), or add a condition on the sharding key",
+						"count(DISTINCT ...) FILTER across shards is not supported")
+				}
+				return "count_distinct", nil
+			}
 			cr := f.Args[0].GetColumnRef()
 			if cr == nil {
 				return "", mrefuse("count(DISTINCT x) is merged only when x is the sharding key; count the distinct values per sharding key, or in the application",
@@ -792,28 +851,11 @@ func (b *mergeBuilder) order(grouped bool) error {
 			// Postgres refuses this (42P10); let the shards say so.
 			k.Col = 0
 		case grouped && aggCall(expr) != nil:
-			f := aggCall(expr)
-			name, err := b.aggName(f)
+			col, err := b.hiddenAgg(expr, aggCall(expr))
 			if err != nil {
 				return err
 			}
-			c := MergeCol{Role: RoleAgg, Agg: name}
-			var node *pg.Node = expr
-			if name == "avg" {
-				sum := proto.Clone(f).(*pg.FuncCall)
-				sum.Funcname = []*pg.Node{pg.MakeStrNode("sum")}
-				node = &pg.Node{Node: &pg.Node_FuncCall{FuncCall: sum}}
-			}
-			k.Col = b.hide(c, node)
-			h := &b.spec.Hidden[k.Col-len(b.spec.Cols)]
-			if name == "avg" {
-				cnt := b.hide(MergeCol{Role: RoleAgg, Agg: "count"}, countOf(f))
-				b.spec.Hidden[k.Col-len(b.spec.Cols)].Count = cnt
-			} else if name == "min" || name == "max" {
-				tw := b.hide(MergeCol{Role: RoleTwin}, expr)
-				h = &b.spec.Hidden[k.Col-len(b.spec.Cols)]
-				h.Twin = tw
-			}
+			k.Col = col
 		case grouped && hasAgg(expr):
 			// Evaluated like a select-list expression, in a hidden column
 			// (the shard sends its type only).
@@ -948,29 +990,15 @@ func (b *mergeBuilder) operand(n *pg.Node) (*HavingExpr, error) {
 		return &HavingExpr{Op: "const", Text: v.Text, Num: v.Num}, nil
 	}
 	if f := aggCall(n); f != nil {
-		name, err := b.aggName(f)
-		if err != nil {
-			return nil, err
-		}
 		key := deparseExpr(n)
 		for i, k := range b.keys {
 			if k == key && b.spec.Cols[i].Role == RoleAgg {
 				return &HavingExpr{Op: "col", Col: i}, nil
 			}
 		}
-		var node *pg.Node = n
-		if name == "avg" {
-			sum := proto.Clone(f).(*pg.FuncCall)
-			sum.Funcname = []*pg.Node{pg.MakeStrNode("sum")}
-			node = &pg.Node{Node: &pg.Node_FuncCall{FuncCall: sum}}
-		}
-		col := b.hide(MergeCol{Role: RoleAgg, Agg: name}, node)
-		if name == "avg" {
-			cnt := b.hide(MergeCol{Role: RoleAgg, Agg: "count"}, countOf(f))
-			b.spec.Hidden[col-len(b.spec.Cols)].Count = cnt
-		} else if name == "min" || name == "max" {
-			tw := b.hide(MergeCol{Role: RoleTwin}, n)
-			b.spec.Hidden[col-len(b.spec.Cols)].Twin = tw
+		col, err := b.hiddenAgg(n, f)
+		if err != nil {
+			return nil, err
 		}
 		return &HavingExpr{Op: "col", Col: col}, nil
 	}

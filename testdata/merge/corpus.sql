@@ -219,7 +219,7 @@ select a.id, (select count(*) from orders o where o.account_id = a.id) n from ac
 select count(distinct o.account_id) from orders o
 select count(distinct a.id), count(*) from accounts a join orders o on o.account_id = a.id
 select region, count(distinct id) from accounts group by region order by region -- ordered
-select count(distinct name) from accounts -- refuse
+select count(distinct name) from accounts
 select sum(distinct balance) from accounts -- refuse
 select max(distinct balance) from accounts
 select distinct region from accounts
@@ -379,3 +379,17 @@ select region, count(*) from accounts group by region order by coalesce(sum(bala
 select status from orders group by status order by min(status) || '!' nulls first -- ordered
 select account_id from orders group by account_id order by sum(qty) * 2 - count(*) desc, account_id limit 4 offset 2 -- ordered
 select region from accounts group by region order by sum(balance) + random() -- refuse
+-- count(DISTINCT x) of a non-key x: the shards group by x too, the proxy counts the distinct values.
+select region, count(distinct name), count(*), sum(balance) from accounts group by region
+select count(distinct lower(name)), count(distinct region), count(distinct active) from accounts
+select region, count(distinct status) from accounts a join orders o on o.account_id = a.id group by region
+select count(distinct name) filter (where active) from accounts -- refuse
+select region from accounts group by region having count(distinct name) > 50 order by 1 -- ordered
+select region, count(distinct name) * 100 / count(*) from accounts group by region
+select region, count(distinct name) from accounts group by region order by count(distinct name) desc, region -- ordered
+select count(distinct name) from accounts where id < -5000000
+select count(distinct created), count(distinct score), count(distinct ratio) from accounts
+select count(distinct tag) from people -- refuse
+select count(distinct nick), count(distinct code) from people
+select count(distinct email) from users
+select avg(distinct balance) from accounts -- refuse

@@ -75,7 +75,7 @@ func TestRandomDifferential(t *testing.T) {
 		case x < 16:
 			o.sql = "select count(*), sum(balance), min(id), max(id) from accounts"
 		case x < 17:
-			o.sql, o.args = "select coalesce(sum(balance), $1) + count(*), max(id) - min(id), balance % 3 b from accounts where balance > $2 group by 3 order by 3", []any{rng.IntN(5), rng.IntN(9) - 4}
+			o.sql, o.args = "select coalesce(sum(balance), $1) + count(*), max(id) - min(id), balance % 3 b, count(distinct name) from accounts where balance > $2 group by 3 order by 3", []any{rng.IntN(5), rng.IntN(9) - 4}
 		case x < 19:
 			o.sql, o.args = "select id, balance from accounts where id = $1", []any{keys(1)[0]}
 		default:
