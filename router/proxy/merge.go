@@ -418,7 +418,7 @@ func (m *merge) layout(bind *pgproto3.Bind, ext bool) *wire.Error {
 	}
 	for _, g := range spec.GroupKeys {
 		i := m.ref(g)
-		if _, ok := canonicalKey(nil, m.fields[i].DataTypeOID, m.sfmt[i], nil); !ok && m.fields[i].DataTypeOID != oidNumeric && m.fields[i].DataTypeOID != oidFloat4 && m.fields[i].DataTypeOID != oidFloat8 {
+		if !m.keyable(i) {
 			return errMerge("GROUP BY on type %d across shards is not supported", m.fields[i].DataTypeOID)
 		}
 	}

@@ -393,3 +393,6 @@ select count(distinct tag) from people -- refuse
 select count(distinct nick), count(distinct code) from people
 select count(distinct email) from users
 select avg(distinct balance) from accounts -- refuse
+-- GROUP BY a float, visible (binary in the extended protocol) and hidden: the key check of a float column read a value it did not have (a panic).
+select ratio, count(*) from accounts group by ratio
+select count(*), sum(balance) from accounts group by score::float8
