@@ -84,11 +84,7 @@ func (m *merge) collationNeeds() []collNeed {
 	for _, g := range m.spec.GroupKeys {
 		needs[m.ref(g)] |= needEq
 	}
-	for i := range m.fields {
-		if c := m.col(i); c.Agg == "count_distinct" {
-			needs[m.ref(c.Arg)] |= needEq
-		}
-	}
+
 	if m.spec.Distinct {
 		for i := 0; i < m.nvis; i++ {
 			needs[i] |= needEq
@@ -148,6 +144,19 @@ func (m *merge) checkCollations() *wire.Error {
 			lookups = append(lookups, colReq{i, n})
 		default:
 			return errCollation(m.colName(i), "", n, "pgshard cannot tell its collation")
+		}
+	}
+	// count(DISTINCT x) compares x for equality: its probe (min(x)'s
+	// collation) is read on the first row.
+	for i := range m.fields {
+		c := m.col(i)
+		if c.Agg != "count_distinct" {
+			continue
+		}
+		for j := range m.fields {
+			if p := m.col(j); p.Role == "coll" && p.Of == c.Arg {
+				m.rowChecks = append(m.rowChecks, rowCheck{probe: j, col: m.ref(c.Arg), need: needEq})
+			}
 		}
 	}
 	if len(lookups) == 0 {

@@ -404,12 +404,6 @@ func (m *merge) layout(bind *pgproto3.Bind, ext bool) *wire.Error {
 				if oid != oidBool {
 					return errMerge("%s of type %d", c.Agg, oid)
 				}
-			case "count_distinct":
-				a := m.ref(c.Arg)
-				aoid := m.fields[a].DataTypeOID
-				if !m.keyable(a) {
-					return errMerge("count(DISTINCT ...) of type %d across shards is not supported", aoid)
-				}
 			}
 			if (oid == oidFloat8 || oid == oidFloat4) && i < m.nvis && m.cfmt[i] == 0 && !m.s.floatDigitsShortest() {
 				return errMerge("merging float aggregates across shards needs extra_float_digits > 0 (it is the default)")

@@ -210,19 +210,31 @@ func (m *merge) combine(st *aggState, c plan.MergeCol, oid uint32, v, twin []byt
 		}
 		st.seen = true
 	case "count_distinct":
-		// v is the shard's count for one value of the argument (twin):
-		// 0 for NULL, which is not counted.
+		// twin is the shard's array_agg(DISTINCT x) of the group (NULL
+		// when it had no row); NULL elements are not counted.
 		if twin == nil {
 			return nil
 		}
-		a := m.ref(c.Arg)
-		m.keybuf = appendKey(m.keybuf[:0], m.fields[a].DataTypeOID, m.sfmt[a], twin)
-		if _, ok := st.set[string(m.keybuf)]; !ok {
+		elem, vals, ok := binaryArray(twin)
+		if !ok {
+			return wire.Errorf(pgcode.InternalError, "merge: count(DISTINCT ...): unreadable array from a shard")
+		}
+		if !keyableOID(elem) {
+			return errMerge("count(DISTINCT ...) of type %d across shards is not supported", elem)
+		}
+		for _, x := range vals {
+			if x == nil {
+				continue
+			}
+			m.keybuf = appendKey(m.keybuf[:0], elem, 1, x)
+			if _, ok := st.set[string(m.keybuf)]; ok {
+				continue
+			}
 			if st.set == nil {
 				st.set = map[string]struct{}{}
 			}
 			st.set[string(m.keybuf)] = struct{}{}
-			if werr := m.grow(int64(len(m.keybuf)) + 48); werr != nil {
+			if werr := m.grow(int64(len(m.keybuf)) + 64); werr != nil {
 				return werr
 			}
 		}
@@ -683,4 +695,51 @@ func typeName(oid uint32) string {
 		return "timestamp with time zone"
 	}
 	return fmt.Sprintf("with OID %d", oid)
+}
+
+// binaryArray reads a one-dimensional array in binary format: its element
+// type and elements (nil for NULL).
+func binaryArray(v []byte) (uint32, [][]byte, bool) {
+	if len(v) < 12 {
+		return 0, nil, false
+	}
+	ndim := int(int32(binary.BigEndian.Uint32(v)))
+	elem := binary.BigEndian.Uint32(v[8:])
+	if ndim == 0 {
+		return elem, nil, true
+	}
+	if ndim != 1 || len(v) < 20 {
+		return 0, nil, false
+	}
+	n := int(int32(binary.BigEndian.Uint32(v[12:])))
+	p := 20
+	out := make([][]byte, 0, max(n, 0))
+	for k := 0; k < n; k++ {
+		if p+4 > len(v) {
+			return 0, nil, false
+		}
+		l := int(int32(binary.BigEndian.Uint32(v[p:])))
+		p += 4
+		if l < 0 {
+			out = append(out, nil)
+			continue
+		}
+		if p+l > len(v) {
+			return 0, nil, false
+		}
+		out = append(out, v[p:p+l])
+		p += l
+	}
+	return elem, out, p == len(v)
+}
+
+// keyableOID reports whether values of type oid (binary) have a
+// canonical key.
+func keyableOID(oid uint32) bool {
+	switch oid {
+	case oidNumeric, oidFloat4, oidFloat8:
+		return true
+	}
+	_, ok := canonicalKey(nil, oid, 1, nil)
+	return ok
 }

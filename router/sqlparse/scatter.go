@@ -3,6 +3,7 @@ package sqlparse
 import (
 	"errors"
 	"fmt"
+	"maps"
 	"strconv"
 	"strings"
 
@@ -92,7 +93,7 @@ type MergeCol struct {
 	Expr string `json:"expr,omitempty"`
 	// Of is the compared column a "coll" column names the collation of.
 	Of int `json:"of,omitempty"`
-	// Arg is the hidden value column with the argument of a
+	// Arg is the hidden column with a shard's array_agg(DISTINCT x) of a
 	// count_distinct aggregate (AnalyzeMergeDistinct).
 	Arg int `json:"arg,omitempty"`
 	// Eval is an "expr" column's expression with its aggregates and column
@@ -196,13 +197,11 @@ type mergeBuilder struct {
 	keys    []string        // deparsed target expressions
 	names   []string        // output column names
 	hidden  []*pg.Node      // hidden target expressions
-	// anyDistinct: count(DISTINCT x) of any x, by grouping the shards by x
-	// too (AnalyzeMergeDistinct); distinctRefs and distinctGroup are
-	// those x.
-	anyDistinct   bool
-	distinctRefs  map[string]int
-	distinctOrder []int
-	distinctGroup []*pg.Node
+	// anyDistinct: count(DISTINCT x) of any x, from each shard's
+	// array_agg(DISTINCT x) (AnalyzeMergeDistinct); distinctRefs are
+	// those hidden columns by expression text.
+	anyDistinct  bool
+	distinctRefs map[string]int
 }
 
 func (b *mergeBuilder) ref(hidden int) int { return len(b.spec.Cols) + hidden }
@@ -290,7 +289,7 @@ func (b *mergeBuilder) build() (*MergeSpec, error) {
 		}
 		for i := range b.spec.Cols {
 			if b.spec.Cols[i].Agg == "count_distinct" {
-				b.spec.Cols[i].Arg = b.distinctArg(aggCall(b.targets[i].Val).Args[0])
+				b.spec.Cols[i].Arg = b.distinctArg(aggCall(b.targets[i].Val))
 			}
 		}
 		for i := range b.spec.Cols {
@@ -314,6 +313,7 @@ func (b *mergeBuilder) build() (*MergeSpec, error) {
 	}
 	if s.HavingClause != nil {
 		nh, nkd := len(b.spec.Hidden), len(b.spec.KeyDistinct)
+		dr := maps.Clone(b.distinctRefs)
 		h, err := b.having(s.HavingClause)
 		var mr *MergeRefusal
 		switch {
@@ -329,7 +329,7 @@ func (b *mergeBuilder) build() (*MergeSpec, error) {
 			// on the combined groups, as the select list's expressions
 			// (without the columns the attempt hid: the shards would
 			// compute them for every group).
-			b.spec.Hidden, b.hidden, b.spec.KeyDistinct = b.spec.Hidden[:nh], b.hidden[:nh], b.spec.KeyDistinct[:nkd]
+			b.spec.Hidden, b.hidden, b.spec.KeyDistinct, b.distinctRefs = b.spec.Hidden[:nh], b.hidden[:nh], b.spec.KeyDistinct[:nkd], dr
 			if b.spec.HavingEval, err = b.evalExpr(s.HavingClause); err != nil {
 				return nil, err
 			}
@@ -350,7 +350,6 @@ func (b *mergeBuilder) build() (*MergeSpec, error) {
 	}
 	// The shard statement.
 	s.HavingClause = nil
-	s.GroupClause = append(s.GroupClause, b.distinctGroup...)
 	if grouped {
 		s.SortClause = nil
 		for _, bd := range []*Bound{b.spec.Limit, b.spec.Offset} {
@@ -449,9 +448,6 @@ func (b *mergeBuilder) collationProbes() {
 		add(g)
 	}
 	probed := map[string]bool{} // one probe per expression text
-	for _, ref := range b.distinctOrder {
-		add(ref)
-	}
 	// The evaluation's text arguments take the default collation there:
 	// the proxy checks theirs is the default, plain columns included.
 	for _, ref := range b.spec.EvalArgs {
@@ -603,28 +599,53 @@ func (b *mergeBuilder) hiddenAgg(n *pg.Node, f *pg.FuncCall) (int, error) {
 		tw := b.hide(MergeCol{Role: RoleTwin}, proto.Clone(n).(*pg.Node))
 		b.spec.Hidden[ref-len(b.spec.Cols)].Twin = tw
 	case "count_distinct":
-		arg := b.distinctArg(f.Args[0])
+		arg := b.distinctArg(f)
 		b.spec.Hidden[ref-len(b.spec.Cols)].Arg = arg
 	}
 	return ref, nil
 }
 
-// distinctArg makes the argument x of a count(DISTINCT x) a hidden value
-// and a grouping key of the shard statement (one each per expression
-// text): each shard sends every distinct x of a group once, and the proxy
-// counts the distinct values of the group over all shards.
-func (b *mergeBuilder) distinctArg(x *pg.Node) int {
-	key := deparseExpr(x)
+// distinctArg makes the distinct values of count(DISTINCT x) [FILTER
+// (WHERE c)] call f a hidden array_agg(DISTINCT x) [FILTER (WHERE c)]
+// column (one per expression text), and probes x's collation (through the
+// array's first element: the probe must be an aggregate too). The shard
+// statement stays as valid as the original; the proxy unites the arrays
+// of a group and counts.
+func (b *mergeBuilder) distinctArg(f *pg.FuncCall) int {
+	agg := proto.Clone(f).(*pg.FuncCall)
+	agg.Funcname = []*pg.Node{pg.MakeStrNode("pg_catalog"), pg.MakeStrNode("array_agg")}
+	if c := agg.Args[0].GetAConst(); c != nil && (c.Isnull || c.GetSval() != nil) {
+		// An untyped literal: text, as count resolves it.
+		agg.Args[0] = &pg.Node{Node: &pg.Node_TypeCast{TypeCast: &pg.TypeCast{
+			Arg:      agg.Args[0],
+			TypeName: &pg.TypeName{Names: []*pg.Node{pg.MakeStrNode("pg_catalog"), pg.MakeStrNode("text")}, Typemod: -1},
+		}}}
+	}
+	node := &pg.Node{Node: &pg.Node_FuncCall{FuncCall: agg}}
+	key := deparseExpr(node)
 	if ref, ok := b.distinctRefs[key]; ok {
 		return ref
 	}
 	if b.distinctRefs == nil {
 		b.distinctRefs = map[string]int{}
 	}
-	ref := b.hide(MergeCol{Role: RoleValue}, proto.Clone(x).(*pg.Node))
+	ref := b.hide(MergeCol{Role: RoleValue}, node)
 	b.distinctRefs[key] = ref
-	b.distinctOrder = append(b.distinctOrder, ref)
-	b.distinctGroup = append(b.distinctGroup, proto.Clone(x).(*pg.Node))
+	// (the same aggregate, computed once by Postgres)[1]: the element
+	// keeps x's collation.
+	first := &pg.Node{Node: &pg.Node_AIndirection{AIndirection: &pg.A_Indirection{
+		Arg:         proto.Clone(node).(*pg.Node),
+		Indirection: []*pg.Node{{Node: &pg.Node_AIndices{AIndices: &pg.A_Indices{Uidx: pg.MakeAConstIntNode(1, -1)}}}},
+	}}}
+	probe := &pg.Node{Node: &pg.Node_FuncCall{FuncCall: &pg.FuncCall{
+		Funcname: []*pg.Node{pg.MakeStrNode("pg_catalog"), pg.MakeStrNode("pg_collation_for")},
+		Args: []*pg.Node{{Node: &pg.Node_TypeCast{TypeCast: &pg.TypeCast{
+			Arg:      first,
+			TypeName: &pg.TypeName{Names: []*pg.Node{pg.MakeStrNode("pg_catalog"), pg.MakeStrNode("text")}, Typemod: -1},
+		}}}},
+		Funcformat: pg.CoercionForm_COERCE_EXPLICIT_CALL,
+	}}}
+	b.hide(MergeCol{Role: RoleColl, Of: ref}, probe)
 	return ref
 }
 
@@ -686,10 +707,6 @@ func (b *mergeBuilder) aggName(f *pg.FuncCall) (string, error) {
 		case "min", "max":
 		case "count":
 			if b.anyDistinct {
-				if f.AggFilter != nil {
-					return "", mrefuse("count the distinct values without FILTER (in a subquery's WHERE), or add a condition on the sharding key",
-						"count(DISTINCT ...) FILTER across shards is not supported")
-				}
 				return "count_distinct", nil
 			}
 			cr := f.Args[0].GetColumnRef()

@@ -383,7 +383,7 @@ select region from accounts group by region order by sum(balance) + random() -- 
 select region, count(distinct name), count(*), sum(balance) from accounts group by region
 select count(distinct lower(name)), count(distinct region), count(distinct active) from accounts
 select region, count(distinct status) from accounts a join orders o on o.account_id = a.id group by region
-select count(distinct name) filter (where active) from accounts -- refuse
+select count(distinct name) filter (where active) from accounts
 select region from accounts group by region having count(distinct name) > 50 order by 1 -- ordered
 select region, count(distinct name) * 100 / count(*) from accounts group by region
 select region, count(distinct name) from accounts group by region order by count(distinct name) desc, region -- ordered
@@ -396,3 +396,12 @@ select avg(distinct balance) from accounts -- refuse
 -- GROUP BY a float, visible (binary in the extended protocol) and hidden: the key check of a float column read a value it did not have (a panic).
 select ratio, count(*) from accounts group by ratio
 select count(*), sum(balance) from accounts group by score::float8
+-- Review cases of count(DISTINCT x): HAVING forms the proxy gives up on, ungrouped columns (42803 as in Postgres), no rows, constants, FILTER with a key and a non-key.
+select region, count(*) from accounts group by region having count(distinct name) > 1 and region like 'n%'
+select region, count(*) from accounts group by region having count(distinct name) > 1 and count(*) % 2 = 0
+select count(*) from accounts having count(distinct name) > 1 and true
+select name, count(distinct name) from accounts
+select 'n', count(distinct name), now() is not null from accounts where false
+select count(distinct 1), count(distinct 'a') from accounts
+select count(distinct id) filter (where active), count(distinct name) filter (where balance > 0) from accounts
+select region, count(distinct name) from accounts group by region order by name
