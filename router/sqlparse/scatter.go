@@ -479,16 +479,26 @@ func (b *mergeBuilder) collationProbes() {
 		} else {
 			probed[e] = true
 		}
-		probe := &pg.Node{Node: &pg.Node_FuncCall{FuncCall: &pg.FuncCall{
-			Funcname: []*pg.Node{pg.MakeStrNode("pg_catalog"), pg.MakeStrNode("pg_collation_for")},
-			Args: []*pg.Node{{Node: &pg.Node_TypeCast{TypeCast: &pg.TypeCast{
-				Arg:      n,
-				TypeName: &pg.TypeName{Names: []*pg.Node{pg.MakeStrNode("pg_catalog"), pg.MakeStrNode("text")}, Typemod: -1},
-			}}}},
-			Funcformat: pg.CoercionForm_COERCE_EXPLICIT_CALL,
-		}}}
-		b.hide(MergeCol{Role: RoleColl, Of: i}, probe)
+		b.hide(MergeCol{Role: RoleColl, Of: i}, collationProbe(n))
 	}
+}
+
+// collationProbe is pg_collation_for(n::text): the collation n compares
+// under ("default" for a type without one).
+func collationProbe(n *pg.Node) *pg.Node {
+	return &pg.Node{Node: &pg.Node_FuncCall{FuncCall: &pg.FuncCall{
+		Funcname:   []*pg.Node{pg.MakeStrNode("pg_catalog"), pg.MakeStrNode("pg_collation_for")},
+		Args:       []*pg.Node{textCast(n)},
+		Funcformat: pg.CoercionForm_COERCE_EXPLICIT_CALL,
+	}}}
+}
+
+// textCast is n::pg_catalog.text.
+func textCast(n *pg.Node) *pg.Node {
+	return &pg.Node{Node: &pg.Node_TypeCast{TypeCast: &pg.TypeCast{
+		Arg:      n,
+		TypeName: &pg.TypeName{Names: []*pg.Node{pg.MakeStrNode("pg_catalog"), pg.MakeStrNode("text")}, Typemod: -1},
+	}}}
 }
 
 // targetsLimit returns the original LIMIT and OFFSET (a negative constant:
@@ -616,10 +626,7 @@ func (b *mergeBuilder) distinctArg(f *pg.FuncCall) int {
 	agg.Funcname = []*pg.Node{pg.MakeStrNode("pg_catalog"), pg.MakeStrNode("array_agg")}
 	if c := agg.Args[0].GetAConst(); c != nil && (c.Isnull || c.GetSval() != nil) {
 		// An untyped literal: text, as count resolves it.
-		agg.Args[0] = &pg.Node{Node: &pg.Node_TypeCast{TypeCast: &pg.TypeCast{
-			Arg:      agg.Args[0],
-			TypeName: &pg.TypeName{Names: []*pg.Node{pg.MakeStrNode("pg_catalog"), pg.MakeStrNode("text")}, Typemod: -1},
-		}}}
+		agg.Args[0] = textCast(agg.Args[0])
 	}
 	node := &pg.Node{Node: &pg.Node_FuncCall{FuncCall: agg}}
 	key := deparseExpr(node)
@@ -637,15 +644,7 @@ func (b *mergeBuilder) distinctArg(f *pg.FuncCall) int {
 		Arg:         proto.Clone(node).(*pg.Node),
 		Indirection: []*pg.Node{{Node: &pg.Node_AIndices{AIndices: &pg.A_Indices{Uidx: pg.MakeAConstIntNode(1, -1)}}}},
 	}}}
-	probe := &pg.Node{Node: &pg.Node_FuncCall{FuncCall: &pg.FuncCall{
-		Funcname: []*pg.Node{pg.MakeStrNode("pg_catalog"), pg.MakeStrNode("pg_collation_for")},
-		Args: []*pg.Node{{Node: &pg.Node_TypeCast{TypeCast: &pg.TypeCast{
-			Arg:      first,
-			TypeName: &pg.TypeName{Names: []*pg.Node{pg.MakeStrNode("pg_catalog"), pg.MakeStrNode("text")}, Typemod: -1},
-		}}}},
-		Funcformat: pg.CoercionForm_COERCE_EXPLICIT_CALL,
-	}}}
-	b.hide(MergeCol{Role: RoleColl, Of: ref}, probe)
+	b.hide(MergeCol{Role: RoleColl, Of: ref}, collationProbe(first))
 	return ref
 }
 
