@@ -171,10 +171,20 @@ func TestEchoManyClients(t *testing.T) {
 				roundTrip(t, cli, fmt.Sprintf("client %d message %d", i, j))
 				return true
 			})
-			// Under the race detector (slower by 5-10x) about one run in
-			// 20 had one takeover, without and with the read hint.
-			if n := g.Takeovers(); n != 0 && !(raceEnabled && n <= 2) {
-				t.Errorf("takeovers = %d, want 0", n)
+			// A takeover means a coroutine held the loop past stallLimit
+			// (10 ms): an echo never does, but its thread can be
+			// descheduled that long. Under the race detector (slower by
+			// 5-10x) about one run in 20 had one takeover, without and
+			// with the read hint; without it, one fresh-clone make test of
+			// five on 2026-11-29 had one (the e2e package runs beside this
+			// one on 2 cores). A coroutine that blocked the loop would
+			// cause one per client.
+			limit := int64(1)
+			if raceEnabled {
+				limit = 2
+			}
+			if n := g.Takeovers(); n > limit {
+				t.Errorf("takeovers = %d, want at most %d", n, limit)
 			}
 		})
 	}
