@@ -53,7 +53,6 @@ type merge struct {
 	exprBin  map[int]int // of the binary copy of a sorted expression
 	exprCols int
 	evalArgs []evalArg
-	evalOn   bool // expressions or a HAVING condition to evaluate
 }
 
 type mergeSrc struct {

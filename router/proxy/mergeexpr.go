@@ -40,17 +40,18 @@ type evalArg struct {
 // parameters, once the shards' RowDescription is known.
 func (m *merge) exprLayout() *wire.Error {
 	m.exprAt, m.exprBin = nil, nil
-	sorted := map[int]bool{}
-	for _, k := range m.spec.Order {
-		sorted[m.ref(k.Col)] = true
-	}
+	var sorted map[int]bool
 	n := 0
 	for i := range m.fields {
 		if m.col(i).Role != "expr" {
 			continue
 		}
 		if m.exprAt == nil {
-			m.exprAt, m.exprBin = map[int]int{}, map[int]int{}
+			// Only merges with expressions pay for these.
+			m.exprAt, m.exprBin, sorted = map[int]int{}, map[int]int{}, map[int]bool{}
+			for _, k := range m.spec.Order {
+				sorted[m.ref(k.Col)] = true
+			}
 		}
 		// The client's format, and binary as well to sort by it.
 		m.exprAt[i] = n
@@ -67,8 +68,7 @@ func (m *merge) exprLayout() *wire.Error {
 		}
 	}
 	m.exprCols = n
-	m.evalOn = m.exprAt != nil || m.spec.HavingEval != ""
-	if !m.evalOn {
+	if m.exprAt == nil && m.spec.HavingEval == "" {
 		return nil
 	}
 	probes := map[string]int{}
@@ -80,19 +80,10 @@ func (m *merge) exprLayout() *wire.Error {
 	m.evalArgs = m.evalArgs[:0]
 	for _, ref := range m.spec.EvalArgs {
 		i := m.ref(ref)
-		c := m.col(i)
-		oid := m.fields[i].DataTypeOID
-		switch c.Agg {
-		case "count", "count_distinct":
-			oid = oidInt8
-		case "avg":
-			if oid != oidFloat8 {
-				oid = oidNumeric
-			}
-		}
+		oid := m.resultOID(i)
 		a := evalArg{col: i, oid: oid, coll: -1}
 		if textLike(oid) {
-			p, ok := probes[c.Expr]
+			p, ok := probes[m.col(i).Expr]
 			if !ok {
 				return errMerge("expression over aggregates across shards: no collation for %s", m.colName(i))
 			}
