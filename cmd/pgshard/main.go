@@ -20,6 +20,8 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
+
 	"github.com/pgshard/pgshard/cmd/internal/config"
 	"github.com/pgshard/pgshard/cmd/internal/metrics"
 	"github.com/pgshard/pgshard/cmd/internal/recovery"
@@ -204,7 +206,14 @@ func run() error {
 			_ = l.Close()
 			return fmt.Errorf("metrics_listen: %w", err)
 		}
-		hs := &http.Server{Handler: metrics.Handler(srv, metrics.Ready(srv, health, 10*time.Second), metrics.NewMovesCollector(moves)), ReadHeaderTimeout: 5 * time.Second}
+		extra := []prometheus.Collector{metrics.NewMovesCollector(moves)}
+		if loops != nil {
+			extra = append(extra, prometheus.NewCounterFunc(prometheus.CounterOpts{
+				Name: "pgshard_event_loop_takeovers_total",
+				Help: "Times a coroutine held an event loop for longer than the stall limit (10ms) and another goroutine took the loop over.",
+			}, func() float64 { return float64(loops.Takeovers()) }))
+		}
+		hs := &http.Server{Handler: metrics.Handler(srv, metrics.Ready(srv, health, 10*time.Second), extra...), ReadHeaderTimeout: 5 * time.Second}
 		go func() { _ = hs.Serve(ml) }()
 		defer func() {
 			sctx, cancel := context.WithTimeout(context.Background(), time.Second)

@@ -275,8 +275,25 @@ func firstWord(q string) string {
 	for i < len(q) && (q[i] >= 'a' && q[i] <= 'z' || q[i] >= 'A' && q[i] <= 'Z') {
 		i++
 	}
-	return strings.ToLower(q[:i])
+	w := q[:i]
+	for j := 0; j < len(w); j++ {
+		if w[j] <= 'Z' {
+			// Upper case, as most clients write keywords: the words the
+			// callers look for come back as constants (no allocation on
+			// every statement), the rest lowered.
+			for _, k := range firstWords {
+				if strings.EqualFold(w, k) {
+					return k
+				}
+			}
+			return strings.ToLower(w)
+		}
+	}
+	return w
 }
+
+// firstWords are the first words that callers of firstWord compare with.
+var firstWords = [...]string{"select", "set", "reset", "listen", "start", "insert", "update", "delete", "merge", "begin", "commit", "rollback"}
 
 // setName returns the parameter a session-level SET/RESET statement changes,
 // "*" for RESET ALL, or "" when the statement is not a session-level SET.
