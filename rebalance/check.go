@@ -320,16 +320,34 @@ func (j *job) dropDirty(ctx context.Context) error {
 // the keys changed since the copy are compared in rounds; first every row
 // again if very many changed, after a resume past the copy (the copy's
 // sums died with the process that made them), or with Mover.FullCheck.
+//
+// The first round runs while the read-back still does, if it does: the
+// two are independent (the read-back reads the target as the copy left
+// it; a round compares the keys changed since at a later snapshot of
+// both sides), and a round mostly waits (a marker's trip through the
+// subscription). In make bench-move the read-back ended about 0.45 s
+// after the catch-up and the first round took 0.35 s.
 func (j *job) preverify(ctx context.Context) error {
+	if j.readBackRunning() && !j.mv.FullCheck {
+		dirty, err := j.dirtyCount(ctx)
+		if err != nil {
+			return err
+		}
+		if dirty <= j.fullCheckAbove() {
+			if _, err := j.recheck(ctx); err != nil {
+				return err
+			}
+		}
+	}
 	compared, err := j.awaitReadBack(ctx)
 	if err != nil {
 		return err
 	}
-	var dirty int64
-	if err := j.dst.QueryRow(ctx, `SELECT count(*) FROM pgshard.dirty WHERE move = $1 AND gen >= $2`, j.info.ID, j.fromGen).Scan(&dirty); err != nil {
+	dirty, err := j.dirtyCount(ctx)
+	if err != nil {
 		return err
 	}
-	if j.mv.FullCheck || !compared || dirty > max(fullCheckKeys, j.info.RowsTotal/2) {
+	if j.mv.FullCheck || !compared || dirty > j.fullCheckAbove() {
 		if err := j.fullCheck(ctx); err != nil {
 			return err
 		}
@@ -431,6 +449,17 @@ func (j *job) fullCheck(ctx context.Context) error {
 	j.fromGen = gen // the older generations hold
 	return nil
 }
+
+// dirtyCount is the number of keys changed since the last comparison.
+func (j *job) dirtyCount(ctx context.Context) (int64, error) {
+	var n int64
+	err := j.dst.QueryRow(ctx, `SELECT count(*) FROM pgshard.dirty WHERE move = $1 AND gen >= $2`, j.info.ID, j.fromGen).Scan(&n)
+	return n, err
+}
+
+// fullCheckAbove is the number of changed keys above which comparing
+// every row is cheaper than comparing them key by key.
+func (j *job) fullCheckAbove() int64 { return max(fullCheckKeys, j.info.RowsTotal/2) }
 
 // The rounds of recheck after the full comparison, at most, and the number
 // of keys below which another round is not worth it.

@@ -384,6 +384,19 @@ func (j *job) startReadBack(ctx context.Context, src map[string]sums, rows int64
 	return nil
 }
 
+// readBackRunning reports whether the copy's comparison is still running.
+func (j *job) readBackRunning() bool {
+	if j.readBack == nil {
+		return false
+	}
+	select {
+	case <-j.readBack.done:
+		return false
+	default:
+		return true
+	}
+}
+
 // awaitReadBack waits for the copy's comparison. After a resume past the
 // copy, none ran in this process: it reports false, and step checked
 // compares every row instead.
