@@ -52,6 +52,10 @@ func (j *job) copyRows(ctx context.Context) error {
 	if err := j.deleteBuckets(ctx, j.dst); err != nil {
 		return fmt.Errorf("shard %s: %w", j.dstShard.Name, err)
 	}
+	before, err := relSizes(ctx, j.dst, j.tables())
+	if err != nil {
+		return err
+	}
 	rc, snapshot, err := j.exportSnapshot(ctx, j.name, false)
 	if err != nil {
 		return err
@@ -102,6 +106,17 @@ func (j *job) copyRows(ctx context.Context) error {
 		return err
 	}
 	j.mv.Log.Debug("dirty set installed", "move", j.id, "took", time.Since(t0).Round(time.Millisecond).String())
+	after, err := relSizes(ctx, j.dst, j.tables())
+	if err != nil {
+		return err
+	}
+	// The read-back filters by bucket in SQL only where the target holds
+	// many other rows: elsewhere reading them too and skipping them in Go
+	// costs less than the bucket expression on every row.
+	j.readBackFilter = map[string]bool{}
+	for name, b := range before {
+		j.readBackFilter[name] = b > (after[name]-b)/4
+	}
 	if err := j.startReadBack(ctx, src.m, rows.Load()); err != nil {
 		return err
 	}
@@ -112,6 +127,21 @@ func (j *job) copyRows(ctx context.Context) error {
 	}
 	j.copyProgress(ctx, rows.Load(), copied.Load())
 	return nil
+}
+
+// relSizes returns the size in bytes of each table present on c.
+func relSizes(ctx context.Context, c *pgx.Conn, tables []shardmap.Table) (map[string]int64, error) {
+	out := map[string]int64{}
+	for _, t := range tables {
+		var n *int64
+		if err := c.QueryRow(ctx, `SELECT pg_relation_size(to_regclass($1))`, quoteIdent(t.Name)).Scan(&n); err != nil {
+			return nil, err
+		}
+		if n != nil {
+			out[t.Name] = *n
+		}
+	}
+	return out, nil
 }
 
 // bucketSumSet gathers the streams' sums per "table bucket N".
@@ -271,9 +301,21 @@ func (j *job) exportSnapshot(ctx context.Context, slot string, temporary bool) (
 
 // copyQuery is the COPY of a stream's rows, with their bucket in front
 // (copySums takes it off).
-func (j *job) copyQuery(st copyStream) string {
+//
+// Without filter, the stream has every row of its pages (the caller skips
+// the other buckets' rows: see copySums.want).
+func (j *job) copyQuery(st copyStream, filter bool) string {
 	t := j.m.Rules.Tables[st.table]
-	return fmt.Sprintf(`COPY (SELECT %[2]s, t.* FROM %[1]s t WHERE %[3]s AND %[2]s %[4]s) TO STDOUT (FORMAT binary)`, quoteIdent(st.table), j.bucketExpr(t), st.pages, j.filter)
+	where := st.pages
+	if filter {
+		where += " AND " + j.bucketExpr(t) + " " + j.filter
+	}
+	return fmt.Sprintf(`COPY (SELECT %s, t.* FROM %s t WHERE %s) TO STDOUT (FORMAT binary)`, keyColumn(t), quoteIdent(st.table), where)
+}
+
+// streamSums returns the copySums of a stream of table's rows.
+func (j *job) streamSums(out io.Writer, table string) *copySums {
+	return newCopySums(out, keyBuckets(j.m.Rules.Tables[table].Type, j.m.Rules.Buckets))
 }
 
 // copyStream copies a stream's rows as of snapshot, and returns how many,
@@ -303,10 +345,10 @@ func (j *job) copyStream(ctx context.Context, snapshot string, st copyStream, co
 		return 0, nil, err
 	}
 	pr, pw := io.Pipe()
-	sent := newCopySums(pw)
+	sent := j.streamSums(pw, st.table)
 	errc := make(chan error, 1)
 	go func() {
-		_, err := sc.PgConn().CopyTo(ctx, &countingWriter{w: sent, n: copied}, j.copyQuery(st))
+		_, err := sc.PgConn().CopyTo(ctx, &countingWriter{w: sent, n: copied}, j.copyQuery(st, true))
 		if err == nil {
 			err = sent.finish()
 		}
@@ -434,8 +476,16 @@ func (j *job) readStream(ctx context.Context, st copyStream, snapshot string) (m
 	if _, err := tx.Exec(ctx, fmt.Sprintf(`SET TRANSACTION SNAPSHOT %s`, quoteLiteral(snapshot))); err != nil {
 		return nil, err
 	}
-	stored := newCopySums(nil)
-	if _, err := dc.PgConn().CopyTo(ctx, stored, j.copyQuery(st)); err != nil {
+	stored := j.streamSums(nil, st.table)
+	filter := j.readBackFilter[st.table]
+	if !filter {
+		moving := make(map[int]bool, len(j.info.Buckets))
+		for _, b := range j.info.Buckets {
+			moving[b] = true
+		}
+		stored.want = func(b int) bool { return moving[b] }
+	}
+	if _, err := dc.PgConn().CopyTo(ctx, stored, j.copyQuery(st, filter)); err != nil {
 		return nil, err
 	}
 	return stored.sums, stored.finish()

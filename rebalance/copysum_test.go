@@ -3,12 +3,17 @@ package rebalance
 import (
 	"bytes"
 	"encoding/binary"
+	"errors"
 	"strings"
 	"testing"
+
+	"github.com/pgshard/pgshard/shardmap"
 )
 
-// copyStreamBytes builds a binary COPY stream of rows; with bucket >= 0 each
-// row gets an int4 bucket field in front. A nil field is NULL.
+// copyStreamBytes builds a binary COPY stream of rows; with bucket not nil
+// each row gets an int4 field in front, which the tests' int4Bucket reads
+// as the row's bucket (the moves send the key there: keyBuckets). A nil
+// field is NULL.
 func copyStreamBytes(rows [][][]byte, bucket func(i int) int) []byte {
 	var b []byte
 	b = append(b, copySignature...)
@@ -54,7 +59,7 @@ func TestCopySums(t *testing.T) {
 	// split anywhere.
 	for size := 1; size <= len(in); size++ {
 		var out bytes.Buffer
-		c := newCopySums(&out)
+		c := newCopySums(&out, int4Bucket)
 		for off := 0; off < len(in); off += size {
 			p := in[off:min(off+size, len(in))]
 			if n, err := c.Write(p); err != nil || n != len(p) {
@@ -80,7 +85,7 @@ func TestCopySums(t *testing.T) {
 	// The read-back side sums alike, and any change of a value, a NULL, or
 	// a row's bucket shows.
 	sumOf := func(rows [][][]byte, bucket func(int) int) map[int]sums {
-		c := newCopySums(nil)
+		c := newCopySums(nil, int4Bucket)
 		if _, err := c.Write(copyStreamBytes(rows, bucket)); err != nil {
 			t.Fatal(err)
 		}
@@ -117,6 +122,14 @@ func TestCopySums(t *testing.T) {
 	}
 }
 
+// int4Bucket reads the first field of copyStreamBytes's rows.
+func int4Bucket(k []byte) (int, error) {
+	if len(k) != 4 {
+		return 0, errors.New("the first field is not the bucket")
+	}
+	return int(int32(binary.BigEndian.Uint32(k))), nil
+}
+
 func equalSums(a, b map[int]sums) bool {
 	if len(a) != len(b) {
 		return false
@@ -140,9 +153,10 @@ func TestCopySumsRejects(t *testing.T) {
 		"no bucket first": {copyStreamBytes(rows, nil), "not the bucket"},
 		"truncated row":   {good[:len(good)-4], ""},
 		"no end marker":   {good[:len(good)-2], ""},
+		"null key":        {copyStreamBytes([][][]byte{{nil, []byte("abc")}}, nil), "without its key"},
 		"after the end":   {append(append([]byte(nil), good...), 0, 1), "after the end"},
 	} {
-		c := newCopySums(nil)
+		c := newCopySums(nil, int4Bucket)
 		_, err := c.Write(tc.in)
 		if tc.writeErr != "" {
 			if err == nil || !strings.Contains(err.Error(), tc.writeErr) {
@@ -180,7 +194,7 @@ func TestCopySumsChunks(t *testing.T) {
 	in := copyStreamBytes(rows, func(i int) int { return i % 1024 })
 	want := copyStreamBytes(rows, nil)
 	var out writeCounter
-	c := newCopySums(&out)
+	c := newCopySums(&out, int4Bucket)
 	// The header, then a row per write, as pgconn's CopyTo hands them on.
 	off := len(copySignature) + 8 + 3
 	if _, err := c.Write(in[:off]); err != nil {
@@ -204,5 +218,69 @@ func TestCopySumsChunks(t *testing.T) {
 	}
 	if max := len(want)/copyOutChunk + 1; out.writes > max {
 		t.Fatalf("%d writes for %d bytes in %d rows, want at most %d", out.writes, len(want), len(rows), max)
+	}
+}
+
+// TestKeyBuckets: the bucket of a stream's key field, as keyColumn sends
+// it, is the router's; want skips other buckets' rows.
+func TestKeyBuckets(t *testing.T) {
+	const buckets = 1024
+	for _, v := range []int64{0, 1, -1, 42, 1 << 40, -(1 << 62)} {
+		got, err := keyBuckets(shardmap.KeyInteger, buckets)(binary.BigEndian.AppendUint64(nil, uint64(v)))
+		if err != nil || got != shardmap.BucketInt(v, buckets) {
+			t.Errorf("int key %d: bucket %d, %v; want %d", v, got, err, shardmap.BucketInt(v, buckets))
+		}
+	}
+	if got, _ := keyBuckets(shardmap.KeyText, buckets)([]byte("héllo")); got != shardmap.BucketText("héllo", buckets) {
+		t.Errorf("text key: bucket %d, want %d", got, shardmap.BucketText("héllo", buckets))
+	}
+	u := [16]byte{0xa0, 0xee, 0xbc, 0x99, 0x9c, 0x0b, 0x4e, 0xf8, 0xbb, 0x6d, 0x6b, 0xb9, 0xbd, 0x38, 0x0a, 0x11}
+	if got, _ := keyBuckets(shardmap.KeyUUID, buckets)(u[:]); got != shardmap.BucketUUID(u, buckets) {
+		t.Errorf("uuid key: bucket %d, want %d", got, shardmap.BucketUUID(u, buckets))
+	}
+	if _, err := keyBuckets(shardmap.KeyBigint, buckets)([]byte{1, 2, 3, 4}); err == nil {
+		t.Error("a 4-byte bigint key was accepted")
+	}
+	if _, err := keyBuckets(shardmap.KeyUUID, buckets)([]byte{1}); err == nil {
+		t.Error("a 1-byte uuid key was accepted")
+	}
+
+	// A stream keyed by bigint, every other bucket wanted.
+	var rows [][][]byte
+	wantRows := map[int]int64{}
+	for i := range 200 {
+		k := binary.BigEndian.AppendUint64(nil, uint64(i))
+		rows = append(rows, [][]byte{k, []byte("payload")})
+		if b := shardmap.BucketInt(int64(i), buckets); b%2 == 0 {
+			wantRows[b]++
+		}
+	}
+	var in []byte
+	in = append(in, copySignature...)
+	in = binary.BigEndian.AppendUint32(in, 0)
+	in = binary.BigEndian.AppendUint32(in, 0)
+	for _, r := range rows {
+		in = binary.BigEndian.AppendUint16(in, uint16(len(r)))
+		for _, f := range r {
+			in = binary.BigEndian.AppendUint32(in, uint32(len(f)))
+			in = append(in, f...)
+		}
+	}
+	in = binary.BigEndian.AppendUint16(in, 0xffff)
+	c := newCopySums(nil, keyBuckets(shardmap.KeyBigint, buckets))
+	c.want = func(b int) bool { return b%2 == 0 }
+	if _, err := c.Write(in); err != nil {
+		t.Fatal(err)
+	}
+	if err := c.finish(); err != nil {
+		t.Fatal(err)
+	}
+	if len(c.sums) != len(wantRows) {
+		t.Fatalf("%d buckets summed, want %d", len(c.sums), len(wantRows))
+	}
+	for b, n := range wantRows {
+		if c.sums[b].n != n {
+			t.Errorf("bucket %d: %d rows, want %d", b, c.sums[b].n, n)
+		}
 	}
 }
