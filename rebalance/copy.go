@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -83,6 +84,19 @@ func (j *job) copyRows(ctx context.Context) error {
 		close(done)
 		return err
 	}
+	// The source's own count of the buckets' rows at the snapshot, by an
+	// independent query, beside the streams: the comparison with what the
+	// target stored proves it stored what was sent; this proves what was
+	// sent is every row.
+	type counted struct {
+		n   map[string]int64
+		err error
+	}
+	countc := make(chan counted, 1)
+	go func() {
+		n, err := j.snapshotCounts(ctx, snapshot)
+		countc <- counted{n, err}
+	}()
 	err = j.eachStream(ctx, j.src, func(st copyStream) error {
 		t0 := time.Now()
 		n, sent, err := j.copyStream(ctx, snapshot, st, &copied)
@@ -96,7 +110,14 @@ func (j *job) copyRows(ctx context.Context) error {
 	})
 	release()
 	close(done)
+	cnt := <-countc
 	if err != nil {
+		return err
+	}
+	if cnt.err != nil {
+		return fmt.Errorf("counting the rows on %s: %w", j.srcShard.Name, cnt.err)
+	}
+	if err := compareCounts(cnt.n, src.m); err != nil {
 		return err
 	}
 	// Any write to the target from here on is in the dirty set (the
@@ -127,6 +148,72 @@ func (j *job) copyRows(ctx context.Context) error {
 	}
 	j.copyProgress(ctx, rows.Load(), copied.Load())
 	return nil
+}
+
+// snapshotCounts counts the rows of the move's buckets on the source at
+// snapshot, per "table bucket N", with the buckets computed by Postgres.
+func (j *job) snapshotCounts(ctx context.Context, snapshot string) (map[string]int64, error) {
+	c, err := shardConn(ctx, j.srcShard)
+	if err != nil {
+		return nil, err
+	}
+	defer c.Close(context.Background())
+	out := map[string]int64{}
+	err = pgx.BeginTxFunc(ctx, c, pgx.TxOptions{IsoLevel: pgx.RepeatableRead, AccessMode: pgx.ReadOnly}, func(tx pgx.Tx) error {
+		if _, err := tx.Exec(ctx, fmt.Sprintf(`SET TRANSACTION SNAPSHOT %s`, quoteLiteral(snapshot))); err != nil {
+			return err
+		}
+		for _, t := range j.tables() {
+			if ok, err := tableExists(ctx, tx, t.Name); err != nil {
+				return err
+			} else if !ok {
+				continue
+			}
+			rows, err := tx.Query(ctx, fmt.Sprintf(`SELECT b, count(*) FROM (SELECT %s AS b FROM %s t) x WHERE b %s GROUP BY b`, j.bucketExpr(t), quoteIdent(t.Name), j.filter))
+			if err != nil {
+				return fmt.Errorf("table %s: %w", t.Name, err)
+			}
+			for rows.Next() {
+				var b int
+				var n int64
+				if err := rows.Scan(&b, &n); err != nil {
+					rows.Close()
+					return err
+				}
+				out[fmt.Sprintf("%s bucket %d", t.Name, b)] = n
+			}
+			rows.Close()
+			if err := rows.Err(); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+	return out, err
+}
+
+// compareCounts compares the source's row counts with the rows the copy
+// sent, per "table bucket N".
+func compareCounts(counts map[string]int64, sent map[string]sums) error {
+	var diffs []string
+	for k, n := range counts {
+		if sent[k].n != n {
+			diffs = append(diffs, fmt.Sprintf("%s: %d rows on the source, %d sent", k, n, sent[k].n))
+		}
+	}
+	for k, s := range sent {
+		if _, ok := counts[k]; !ok && s.n != 0 {
+			diffs = append(diffs, fmt.Sprintf("%s: no rows on the source, %d sent", k, s.n))
+		}
+	}
+	if len(diffs) == 0 {
+		return nil
+	}
+	slices.Sort(diffs)
+	if len(diffs) > 5 {
+		diffs = append(diffs[:5], fmt.Sprintf("and %d more", len(diffs)-5))
+	}
+	return fmt.Errorf("the copy differs from the source: %s", strings.Join(diffs, "; "))
 }
 
 // relSizes returns the size in bytes of each table present on c.

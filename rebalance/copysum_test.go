@@ -284,3 +284,19 @@ func TestKeyBuckets(t *testing.T) {
 		}
 	}
 }
+
+func TestCompareCounts(t *testing.T) {
+	sent := map[string]sums{"t bucket 1": {n: 3, x: 9}, "t bucket 2": {n: 1}}
+	if err := compareCounts(map[string]int64{"t bucket 1": 3, "t bucket 2": 1}, sent); err != nil {
+		t.Fatal(err)
+	}
+	for name, counts := range map[string]map[string]int64{
+		"a row not sent":       {"t bucket 1": 4, "t bucket 2": 1},
+		"a bucket not sent":    {"t bucket 1": 3, "t bucket 2": 1, "t bucket 3": 2},
+		"a bucket not counted": {"t bucket 1": 3},
+	} {
+		if err := compareCounts(counts, sent); err == nil || !strings.Contains(err.Error(), "differs from the source") {
+			t.Errorf("%s: %v", name, err)
+		}
+	}
+}
