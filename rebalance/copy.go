@@ -85,17 +85,20 @@ func (j *job) copyRows(ctx context.Context) error {
 		return err
 	}
 	// The source's own count of the buckets' rows at the snapshot, by an
-	// independent query, beside the streams: the comparison with what the
-	// target stored proves it stored what was sent; this proves what was
-	// sent is every row.
-	type counted struct {
-		n   map[string]int64
-		err error
+	// independent query: the comparison with what the target stored proves
+	// it stored what was sent; this proves what was sent is every row. It
+	// runs beside the read-back (a source scan beside the copy's slowed
+	// the copy by a third): the snapshot is taken now, held open until then.
+	count, err := j.snapshotTx(ctx, snapshot)
+	if err != nil {
+		release()
+		close(done)
+		return err
 	}
-	countc := make(chan counted, 1)
-	go func() {
-		n, err := j.snapshotCounts(ctx, snapshot)
-		countc <- counted{n, err}
+	defer func() {
+		if count != nil {
+			count.close()
+		}
 	}()
 	err = j.eachStream(ctx, j.src, func(st copyStream) error {
 		t0 := time.Now()
@@ -110,14 +113,7 @@ func (j *job) copyRows(ctx context.Context) error {
 	})
 	release()
 	close(done)
-	cnt := <-countc
 	if err != nil {
-		return err
-	}
-	if cnt.err != nil {
-		return fmt.Errorf("counting the rows on %s: %w", j.srcShard.Name, cnt.err)
-	}
-	if err := compareCounts(cnt.n, src.m); err != nil {
 		return err
 	}
 	// Any write to the target from here on is in the dirty set (the
@@ -138,7 +134,9 @@ func (j *job) copyRows(ctx context.Context) error {
 	for name, b := range before {
 		j.readBackFilter[name] = b > (after[name]-b)/4
 	}
-	if err := j.startReadBack(ctx, src.m, rows.Load()); err != nil {
+	c := count
+	count = nil // the read-back's now
+	if err := j.startReadBack(ctx, src.m, rows.Load(), c); err != nil {
 		return err
 	}
 	// The count at the snapshot replaces the estimate.
@@ -150,19 +148,41 @@ func (j *job) copyRows(ctx context.Context) error {
 	return nil
 }
 
-// snapshotCounts counts the rows of the move's buckets on the source at
-// snapshot, per "table bucket N", with the buckets computed by Postgres.
-func (j *job) snapshotCounts(ctx context.Context, snapshot string) (map[string]int64, error) {
+// snapshotConn is a source session in a read-only transaction at the
+// copy's snapshot.
+type snapshotConn struct {
+	c  *pgx.Conn
+	tx pgx.Tx
+}
+
+func (s *snapshotConn) close() { _ = s.c.Close(context.Background()) }
+
+// snapshotTx opens a snapshotConn at snapshot (exported by the source).
+func (j *job) snapshotTx(ctx context.Context, snapshot string) (*snapshotConn, error) {
 	c, err := shardConn(ctx, j.srcShard)
 	if err != nil {
 		return nil, err
 	}
-	defer c.Close(context.Background())
+	tx, err := c.BeginTx(ctx, pgx.TxOptions{IsoLevel: pgx.RepeatableRead, AccessMode: pgx.ReadOnly})
+	if err == nil {
+		_, err = tx.Exec(ctx, fmt.Sprintf(`SET TRANSACTION SNAPSHOT %s`, quoteLiteral(snapshot)))
+	}
+	if err == nil {
+		// Held until the count: a table rewrite (VACUUM FULL) waits.
+		err = j.lockTables(ctx, tx)
+	}
+	if err != nil {
+		_ = c.Close(context.Background())
+		return nil, fmt.Errorf("snapshot of %s: %w", j.srcShard.Name, err)
+	}
+	return &snapshotConn{c: c, tx: tx}, nil
+}
+
+// countBuckets counts the rows of the move's buckets in tx, per "table
+// bucket N", with the buckets computed by Postgres.
+func (j *job) countBuckets(ctx context.Context, tx pgx.Tx) (map[string]int64, error) {
 	out := map[string]int64{}
-	err = pgx.BeginTxFunc(ctx, c, pgx.TxOptions{IsoLevel: pgx.RepeatableRead, AccessMode: pgx.ReadOnly}, func(tx pgx.Tx) error {
-		if _, err := tx.Exec(ctx, fmt.Sprintf(`SET TRANSACTION SNAPSHOT %s`, quoteLiteral(snapshot))); err != nil {
-			return err
-		}
+	err := func() error {
 		for _, t := range j.tables() {
 			if ok, err := tableExists(ctx, tx, t.Name); err != nil {
 				return err
@@ -188,7 +208,7 @@ func (j *job) snapshotCounts(ctx context.Context, snapshot string) (map[string]i
 			}
 		}
 		return nil
-	})
+	}()
 	return out, err
 }
 
@@ -470,10 +490,14 @@ type readBack struct {
 // read-back ends. Reading back while the subscription catches up, rather
 // than before it starts, made a 500,000-row move reach its switch in
 // 7.4-7.7 s instead of 8.4-9.6 s (2 runs each, side by side).
-func (j *job) startReadBack(ctx context.Context, src map[string]sums, rows int64) error {
+//
+// It also counts the buckets' rows on the source in count (at the copy's
+// snapshot), and closes count.
+func (j *job) startReadBack(ctx context.Context, src map[string]sums, rows int64, count *snapshotConn) error {
 	t0 := time.Now()
 	ec, err := shardConn(ctx, j.dstShard)
 	if err != nil {
+		count.close()
 		return err
 	}
 	var snapshot string
@@ -486,12 +510,24 @@ func (j *job) startReadBack(ctx context.Context, src map[string]sums, rows int64
 	}
 	if err != nil {
 		_ = ec.Close(context.Background())
+		count.close()
 		return fmt.Errorf("snapshot of %s after the copy: %w", j.dstShard.Name, err)
 	}
 	// Not ctx: the read-back outlives the step. close cancels it.
 	rctx, cancel := context.WithCancel(context.WithoutCancel(ctx))
 	rb := &readBack{cancel: cancel, done: make(chan struct{})}
 	j.readBack = rb
+	counted := make(chan error, 1)
+	go func() {
+		defer count.close()
+		n, err := j.countBuckets(rctx, count.tx)
+		if err != nil {
+			err = fmt.Errorf("counting the rows on %s: %w", j.srcShard.Name, err)
+		} else {
+			err = compareCounts(n, src)
+		}
+		counted <- err
+	}()
 	go func() {
 		defer close(rb.done)
 		defer ec.Close(context.Background())
@@ -506,6 +542,9 @@ func (j *job) startReadBack(ctx context.Context, src map[string]sums, rows int64
 		})
 		if err == nil {
 			err = compareSums(src, dst.m)
+		}
+		if cerr := <-counted; err == nil {
+			err = cerr
 		}
 		rb.err, rb.took = err, time.Since(t0)
 		j.mv.Log.Debug("copy compared", "move", j.id, "buckets_with_rows", len(src), "rows", rows, "read_back", rb.took.Round(time.Millisecond).String(), "err", err)
