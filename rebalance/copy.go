@@ -527,6 +527,10 @@ func (j *job) startReadBack(ctx context.Context, src map[string]sums, rows int64
 	rctx, cancel := context.WithCancel(context.WithoutCancel(ctx))
 	rb := &readBack{cancel: cancel, done: make(chan struct{})}
 	j.readBack = rb
+	moving := make(map[int]bool, len(j.info.Buckets))
+	for _, b := range j.info.Buckets {
+		moving[b] = true
+	}
 	counted := make(chan error, 1)
 	go func() {
 		if count == nil {
@@ -547,7 +551,7 @@ func (j *job) startReadBack(ctx context.Context, src map[string]sums, rows int64
 		defer ec.Close(context.Background())
 		dst := bucketSumSet{m: map[string]sums{}}
 		err := j.eachStream(rctx, ec, func(st copyStream) error {
-			stored, err := j.readStream(rctx, st, snapshot)
+			stored, err := j.readStream(rctx, st, snapshot, moving)
 			if err != nil {
 				return fmt.Errorf("reading %s back from %s: %w", st.table, j.dstShard.Name, err)
 			}
@@ -556,6 +560,8 @@ func (j *job) startReadBack(ctx context.Context, src map[string]sums, rows int64
 		})
 		if err == nil {
 			err = compareSums(src, dst.m)
+		} else {
+			cancel() // the count's too: the error is known
 		}
 		if cerr := <-counted; err == nil {
 			err = cerr
@@ -602,7 +608,10 @@ func (j *job) awaitReadBack(ctx context.Context) (bool, error) {
 
 // readStream returns the sums per bucket of a stream's rows as the target
 // stored them, at snapshot.
-func (j *job) readStream(ctx context.Context, st copyStream, snapshot string) (map[int]sums, error) {
+//
+// moving is the set of the move's buckets (the read-back runs beside the
+// steps, which replace j.info).
+func (j *job) readStream(ctx context.Context, st copyStream, snapshot string, moving map[int]bool) (map[int]sums, error) {
 	dc, err := shardConn(ctx, j.dstShard)
 	if err != nil {
 		return nil, err
@@ -619,10 +628,6 @@ func (j *job) readStream(ctx context.Context, st copyStream, snapshot string) (m
 	stored := j.streamSums(nil, st.table)
 	filter := j.readBackFilter[st.table]
 	if !filter {
-		moving := make(map[int]bool, len(j.info.Buckets))
-		for _, b := range j.info.Buckets {
-			moving[b] = true
-		}
 		stored.want = func(b int) bool { return moving[b] }
 	}
 	if _, err := dc.PgConn().CopyTo(ctx, stored, j.copyQuery(st, filter)); err != nil {

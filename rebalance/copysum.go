@@ -177,20 +177,22 @@ func (c *copySums) parse() (int, error) {
 		if !complete {
 			break
 		}
-		// The key: the first field, never NULL.
+		// The key: the first field. NULL is bucket 0, as BucketSQL and the
+		// router have it.
 		kl := int32(binary.BigEndian.Uint32(b[off+2:]))
-		if kl < 0 {
-			return 0, errors.New("binary COPY stream: a row without its key")
-		}
-		bucket, err := c.bucketOf(b[off+6 : off+6+int(kl)])
-		if err != nil {
-			return 0, err
+		rest := b[off+6 : end]
+		bucket := 0
+		if kl >= 0 {
+			var err error
+			if bucket, err = c.bucketOf(b[off+6 : off+6+int(kl)]); err != nil {
+				return 0, err
+			}
+			rest = b[off+6+int(kl) : end]
 		}
 		if c.want != nil && !c.want(bucket) {
 			off = end
 			continue
 		}
-		rest := b[off+6+int(kl) : end]
 		h := xxhash.Sum64(rest)
 		s := c.sums[bucket]
 		s.n++

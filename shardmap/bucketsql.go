@@ -22,7 +22,10 @@ const (
 //
 //	bucket = ((h mod B) + (C mod B) + (h < -C ? r : 0)) mod B
 //
-// where h mod B is the mathematical (non-negative) remainder. For B a power
+// where h mod B is the mathematical (non-negative) remainder. A NULL key is
+// bucket 0, as the router places it (where hash partitioning puts NULLs):
+// a move, its cleanup, the fence and verify then treat such rows like the
+// router does, where a NULL bucket left them out of all of them. For B a power
 // of two it is ((h & (B-1)) + (C mod B)) & (B-1).
 func BucketSQL(col string, t KeyType, buckets int) (string, error) {
 	var h string
@@ -46,9 +49,9 @@ func BucketSQL(col string, t KeyType, buckets int) (string, error) {
 		// its sign, and the sum wraps in them alone. One hash call instead
 		// of two, no division: a full scan of 1M rows (a move's copy, its
 		// cleanup DELETE) computed it in 150 ms against 180-260 ms.
-		return fmt.Sprintf("(((%s & %d) + %d) & %d)::int", h, b-1, c, b-1), nil
+		return fmt.Sprintf("coalesce((((%s & %d) + %d) & %d)::int, 0)", h, b-1, c, b-1), nil
 	}
 	r := (^uint64(0)%b + 1) % b // 2^64 mod B
-	return fmt.Sprintf("(((%[1]s %% %[2]d + %[2]d) %% %[2]d + %[3]d + CASE WHEN %[1]s < -%[4]s THEN %[5]d ELSE 0 END) %% %[2]d)::int",
+	return fmt.Sprintf("coalesce((((%[1]s %% %[2]d + %[2]d) %% %[2]d + %[3]d + CASE WHEN %[1]s < -%[4]s THEN %[5]d ELSE 0 END) %% %[2]d)::int, 0)",
 		h, buckets, c, combineConstSQL, r), nil
 }

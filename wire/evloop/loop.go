@@ -389,8 +389,15 @@ func (l *Loop) popReady() *Co {
 	co := l.ready[l.readyHead]
 	l.ready[l.readyHead] = nil
 	l.readyHead++
-	if l.readyHead == len(l.ready) {
+	switch {
+	case l.readyHead == len(l.ready):
 		l.ready, l.readyHead = l.ready[:0], 0
+	case l.readyHead >= 64 && 2*l.readyHead >= len(l.ready):
+		// A queue that never empties: move the live part down, or the
+		// array would grow by the popped prefix.
+		n := copy(l.ready, l.ready[l.readyHead:])
+		clear(l.ready[n:])
+		l.ready, l.readyHead = l.ready[:n], 0
 	}
 	return co
 }
@@ -557,11 +564,14 @@ func (l *Loop) watchdog() {
 	// running after stallLimit: the same resume count with the loop busy
 	// at every tick since. Counting costs the loop an atomic add per
 	// resumption where a timestamp cost a clock read.
+	// The watchdog's clock guards against ticks that come close together
+	// after a late one.
 	const ticks = 2
 	t := time.NewTicker(stallLimit / ticks)
 	defer t.Stop()
-	var seen uint64 // resume count at the last tick
-	same := 0       // ticks since, all with the loop busy in that resumption
+	var seen uint64     // resume count at the last tick
+	same := 0           // ticks since, all with the loop busy in that resumption
+	var since time.Time // when that resumption was first seen
 	for {
 		select {
 		case <-l.stopped:
@@ -571,10 +581,10 @@ func (l *Loop) watchdog() {
 		o := l.owner.Load()
 		n := l.resumes.Load()
 		if o == 0 || n != seen {
-			seen, same = n, 0
+			seen, same, since = n, 0, time.Now()
 			continue
 		}
-		if same++; same < ticks {
+		if same++; same < ticks || time.Since(since) < stallLimit {
 			continue
 		}
 		same = 0

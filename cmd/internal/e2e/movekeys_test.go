@@ -137,3 +137,77 @@ INSERT INTO sessions SELECT md5(g::text)::uuid, 'u' || g, '2026-01-01'::timestam
 		}
 	}
 }
+
+// TestMoveNullKeys: rows whose sharding key is NULL (a nullable key, under
+// REPLICA IDENTITY FULL) are in bucket 0, where the router puts them. A
+// move of bucket 0 takes them along, the cleanup removes them from the
+// source and verify finds them on the owner.
+func TestMoveNullKeys(t *testing.T) {
+	ctx := context.Background()
+	db := "move_null_keys"
+	databaseOnAll(t, db)
+	var shards []shardmap.Shard
+	for i, in := range cluster.Instances[:2] {
+		shards = append(shards, shardmap.Shard{Name: fmt.Sprintf("s%d", i), DSN: dbURL(in.DSN, db), AdminDSN: adminURL(in.AdminDSN, db)})
+	}
+	c0 := connect(t, shards[0].DSN)
+	if _, err := c0.Exec(ctx, `CREATE TABLE events (account_id bigint, note text); ALTER TABLE events REPLICA IDENTITY FULL;
+INSERT INTO events SELECT CASE WHEN g % 10 = 0 THEN NULL ELSE g END, 'e' || g FROM generate_series(1, 500) g`); err != nil {
+		t.Fatal(err)
+	}
+	rules := shardmap.Rules{Buckets: 1024, Tables: map[string]shardmap.Table{"events": {Name: "events", Key: "account_id", Type: shardmap.KeyBigint}}}
+	cat, err := shardmap.OpenCatalog(ctx, freshDatabase(t, db+"_catalog"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(cat.Close)
+	m, err := shardmap.Initial(rules, shards[:1])
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := cat.Bootstrap(ctx, m); err != nil {
+		t.Fatal(err)
+	}
+	pgDump, err := rebalance.FindPgDump()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if m, err = rebalance.AddShard(ctx, cat, shards[1], pgDump); err != nil {
+		t.Fatal(err)
+	}
+	var moving []int
+	for b := 0; b < 512; b++ {
+		moving = append(moving, b)
+	}
+	mv := &rebalance.Mover{Cat: cat, Log: testLogger(t), Attempts: 1}
+	if _, err := mv.Create(ctx, m, []rebalance.Move{{From: "s0", To: "s1", Buckets: moving}}); err != nil {
+		t.Fatal(err)
+	}
+	if err := mv.Resume(ctx); err != nil {
+		t.Fatalf("move: %v", err)
+	}
+	counts := func(c *pgx.Conn) (nulls, all int) {
+		if err := c.QueryRow(ctx, `SELECT count(*) FILTER (WHERE account_id IS NULL), count(*) FROM events`).Scan(&nulls, &all); err != nil {
+			t.Fatal(err)
+		}
+		return
+	}
+	n0, a0 := counts(c0)
+	n1, a1 := counts(connect(t, shards[1].DSN))
+	if n0 != 0 || n1 != 50 || a0+a1 != 500 {
+		t.Fatalf("after moving bucket 0: s0 has %d NULL-key rows of %d, s1 %d of %d; want the 50 on s1 and 500 rows in all", n0, a0, n1, a1)
+	}
+	m, err = cat.Current(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	rep, err := rebalance.Verify(ctx, m, func(ctx context.Context, i int) (*pgx.Conn, error) {
+		return pgx.Connect(ctx, m.Shards[i].DSN)
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !rep.OK {
+		t.Fatalf("verify after the move: %+v", rep)
+	}
+}
