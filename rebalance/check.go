@@ -603,6 +603,11 @@ func compareSums(src, dst map[string]sums) error {
 			diffs = append(diffs, fmt.Sprintf("%s: source none, target %s", k, w))
 		}
 	}
+	return diffError("source and target differ", diffs)
+}
+
+// diffError is nil without diffs, else an error listing the first five.
+func diffError(what string, diffs []string) error {
 	if len(diffs) == 0 {
 		return nil
 	}
@@ -610,5 +615,5 @@ func compareSums(src, dst map[string]sums) error {
 	if len(diffs) > 5 {
 		diffs = append(diffs[:5], fmt.Sprintf("and %d more", len(diffs)-5))
 	}
-	return fmt.Errorf("source and target differ: %s", strings.Join(diffs, "; "))
+	return fmt.Errorf("%s: %s", what, strings.Join(diffs, "; "))
 }

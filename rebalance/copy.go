@@ -5,7 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -236,14 +235,7 @@ func compareCounts(counts map[string]int64, sent map[string]sums) error {
 			diffs = append(diffs, fmt.Sprintf("%s: no rows on the source, %d sent", k, s.n))
 		}
 	}
-	if len(diffs) == 0 {
-		return nil
-	}
-	slices.Sort(diffs)
-	if len(diffs) > 5 {
-		diffs = append(diffs[:5], fmt.Sprintf("and %d more", len(diffs)-5))
-	}
-	return fmt.Errorf("the copy differs from the source: %s", strings.Join(diffs, "; "))
+	return diffError("the copy differs from the source", diffs)
 }
 
 // relSizes returns the size in bytes of each table present on c.

@@ -30,47 +30,17 @@ func testMoveKeys(t *testing.T, tamper bool) {
 	if tamper {
 		db += "_tamper"
 	}
-	databaseOnAll(t, db)
-	var shards []shardmap.Shard
-	for i, in := range cluster.Instances[:2] {
-		shards = append(shards, shardmap.Shard{Name: fmt.Sprintf("s%d", i), DSN: dbURL(in.DSN, db), AdminDSN: adminURL(in.AdminDSN, db)})
-	}
-	const schema = `CREATE TABLE users (email text PRIMARY KEY, name text, n int);
-CREATE TABLE sessions (token uuid PRIMARY KEY, email text NOT NULL, started timestamptz NOT NULL DEFAULT '2026-01-01')`
-	if _, err := connect(t, shards[0].DSN).Exec(ctx, schema); err != nil {
-		t.Fatal(err)
-	}
 	rules := shardmap.Rules{Buckets: 1024, Tables: map[string]shardmap.Table{
 		"users":    {Name: "users", Key: "email", Type: shardmap.KeyText},
 		"sessions": {Name: "sessions", Key: "token", Type: shardmap.KeyUUID},
 	}}
-	cat, err := shardmap.OpenCatalog(ctx, freshDatabase(t, db+"_catalog"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(cat.Close)
-	m, err := shardmap.Initial(rules, shards[:1])
-	if err != nil {
-		t.Fatal(err)
-	}
-	if _, err := cat.Bootstrap(ctx, m); err != nil {
-		t.Fatal(err)
-	}
 	// Keys that exercise the hash: multi-byte UTF-8, an empty string,
 	// long ones; uuids from md5.
 	const rows = 3000
-	if _, err := connect(t, shards[0].DSN).Exec(ctx, fmt.Sprintf(`
+	cat, shards, m := newTwoShards(t, db, rules, fmt.Sprintf(`CREATE TABLE users (email text PRIMARY KEY, name text, n int);
+CREATE TABLE sessions (token uuid PRIMARY KEY, email text NOT NULL, started timestamptz NOT NULL DEFAULT '2026-01-01');
 INSERT INTO users SELECT CASE WHEN g = 1 THEN '' WHEN g %% 7 = 0 THEN 'üser-' || g || '-ß∂' ELSE repeat('u', g %% 40) || g || '@example.com' END, 'name ' || g, g FROM generate_series(1, %[1]d) g;
-INSERT INTO sessions SELECT md5(g::text)::uuid, 'u' || g, '2026-01-01'::timestamptz + g * interval '1 minute' FROM generate_series(1, %[1]d) g`, rows)); err != nil {
-		t.Fatal(err)
-	}
-	pgDump, err := rebalance.FindPgDump()
-	if err != nil {
-		t.Fatal(err)
-	}
-	if m, err = rebalance.AddShard(ctx, cat, shards[1], pgDump); err != nil {
-		t.Fatal(err)
-	}
+INSERT INTO sessions SELECT md5(g::text)::uuid, 'u' || g, '2026-01-01'::timestamptz + g * interval '1 minute' FROM generate_series(1, %[1]d) g`, rows))
 	if tamper {
 		c := connect(t, shards[1].AdminDSN)
 		for _, q := range []string{
@@ -94,7 +64,7 @@ INSERT INTO sessions SELECT md5(g::text)::uuid, 'u' || g, '2026-01-01'::timestam
 	if _, err := mv.Create(ctx, m, []rebalance.Move{{From: "s0", To: "s1", Buckets: half}}); err != nil {
 		t.Fatal(err)
 	}
-	err = mv.Resume(ctx)
+	err := mv.Resume(ctx)
 	if tamper {
 		if err == nil || !strings.Contains(err.Error(), "after the copy") || !strings.Contains(err.Error(), "differ") {
 			t.Fatalf("move onto a target that changes a row: %v, want the copy's comparison to fail", err)
@@ -107,19 +77,10 @@ INSERT INTO sessions SELECT md5(g::text)::uuid, 'u' || g, '2026-01-01'::timestam
 	if err != nil {
 		t.Fatalf("move: %v", err)
 	}
-	m, err = cat.Current(ctx)
-	if err != nil {
+	if m, err = cat.Current(ctx); err != nil {
 		t.Fatal(err)
 	}
-	rep, err := rebalance.Verify(ctx, m, func(ctx context.Context, i int) (*pgx.Conn, error) {
-		return pgx.Connect(ctx, m.Shards[i].DSN)
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	if !rep.OK {
-		t.Fatalf("verify after the move: %+v", rep)
-	}
+	verifyMap(t, m)
 	for _, table := range []string{"users", "sessions"} {
 		total := 0
 		for i, s := range shards {
@@ -145,36 +106,10 @@ INSERT INTO sessions SELECT md5(g::text)::uuid, 'u' || g, '2026-01-01'::timestam
 func TestMoveNullKeys(t *testing.T) {
 	ctx := context.Background()
 	db := "move_null_keys"
-	databaseOnAll(t, db)
-	var shards []shardmap.Shard
-	for i, in := range cluster.Instances[:2] {
-		shards = append(shards, shardmap.Shard{Name: fmt.Sprintf("s%d", i), DSN: dbURL(in.DSN, db), AdminDSN: adminURL(in.AdminDSN, db)})
-	}
-	c0 := connect(t, shards[0].DSN)
-	if _, err := c0.Exec(ctx, `CREATE TABLE events (account_id bigint, note text); ALTER TABLE events REPLICA IDENTITY FULL;
-INSERT INTO events SELECT CASE WHEN g % 10 = 0 THEN NULL ELSE g END, 'e' || g FROM generate_series(1, 500) g`); err != nil {
-		t.Fatal(err)
-	}
 	rules := shardmap.Rules{Buckets: 1024, Tables: map[string]shardmap.Table{"events": {Name: "events", Key: "account_id", Type: shardmap.KeyBigint}}}
-	cat, err := shardmap.OpenCatalog(ctx, freshDatabase(t, db+"_catalog"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(cat.Close)
-	m, err := shardmap.Initial(rules, shards[:1])
-	if err != nil {
-		t.Fatal(err)
-	}
-	if _, err := cat.Bootstrap(ctx, m); err != nil {
-		t.Fatal(err)
-	}
-	pgDump, err := rebalance.FindPgDump()
-	if err != nil {
-		t.Fatal(err)
-	}
-	if m, err = rebalance.AddShard(ctx, cat, shards[1], pgDump); err != nil {
-		t.Fatal(err)
-	}
+	cat, shards, m := newTwoShards(t, db, rules, `CREATE TABLE events (account_id bigint, note text); ALTER TABLE events REPLICA IDENTITY FULL;
+INSERT INTO events SELECT CASE WHEN g % 10 = 0 THEN NULL ELSE g END, 'e' || g FROM generate_series(1, 500) g`)
+	c0 := connect(t, shards[0].DSN)
 	var moving []int
 	for b := 0; b < 512; b++ {
 		moving = append(moving, b)
@@ -197,17 +132,45 @@ INSERT INTO events SELECT CASE WHEN g % 10 = 0 THEN NULL ELSE g END, 'e' || g FR
 	if n0 != 0 || n1 != 50 || a0+a1 != 500 {
 		t.Fatalf("after moving bucket 0: s0 has %d NULL-key rows of %d, s1 %d of %d; want the 50 on s1 and 500 rows in all", n0, a0, n1, a1)
 	}
-	m, err = cat.Current(ctx)
+	m, err := cat.Current(ctx)
 	if err != nil {
 		t.Fatal(err)
 	}
-	rep, err := rebalance.Verify(ctx, m, func(ctx context.Context, i int) (*pgx.Conn, error) {
-		return pgx.Connect(ctx, m.Shards[i].DSN)
-	})
+	verifyMap(t, m)
+}
+
+// newTwoShards makes database db on the first two instances, runs setup
+// on s0, bootstraps a catalog whose map has s0 only, with rules, and adds
+// s1 (owning no bucket).
+func newTwoShards(t *testing.T, db string, rules shardmap.Rules, setup string) (*shardmap.Catalog, []shardmap.Shard, *shardmap.Map) {
+	t.Helper()
+	ctx := context.Background()
+	databaseOnAll(t, db)
+	var shards []shardmap.Shard
+	for i, in := range cluster.Instances[:2] {
+		shards = append(shards, shardmap.Shard{Name: fmt.Sprintf("s%d", i), DSN: dbURL(in.DSN, db), AdminDSN: adminURL(in.AdminDSN, db)})
+	}
+	if _, err := connect(t, shards[0].DSN).Exec(ctx, setup); err != nil {
+		t.Fatal(err)
+	}
+	cat, err := shardmap.OpenCatalog(ctx, freshDatabase(t, db+"_catalog"))
 	if err != nil {
 		t.Fatal(err)
 	}
-	if !rep.OK {
-		t.Fatalf("verify after the move: %+v", rep)
+	t.Cleanup(cat.Close)
+	m, err := shardmap.Initial(rules, shards[:1])
+	if err != nil {
+		t.Fatal(err)
 	}
+	if _, err := cat.Bootstrap(ctx, m); err != nil {
+		t.Fatal(err)
+	}
+	pgDump, err := rebalance.FindPgDump()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if m, err = rebalance.AddShard(ctx, cat, shards[1], pgDump); err != nil {
+		t.Fatal(err)
+	}
+	return cat, shards, m
 }
