@@ -28,9 +28,9 @@ import (
 // copySignature starts every binary COPY stream.
 const copySignature = "PGCOPY\n\xff\r\n\x00"
 
-// copySums parses a binary COPY stream whose rows begin with their bucket,
-// sums the rows per bucket, and writes the stream without the bucket
-// field to out (if not nil).
+// copySums parses a binary COPY stream whose rows begin with their
+// sharding key, sums the rows per bucket, and writes the stream without
+// the key field to out (if not nil).
 type copySums struct {
 	out io.Writer
 	// bucketOf is the bucket of a row's first field, the key.

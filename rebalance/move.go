@@ -355,9 +355,6 @@ type job struct {
 	// then says whether this process compared it).
 	readBack     *readBack
 	copyCompared bool
-	// readBackFilter: per table, whether the read-back filters by bucket
-	// in SQL (the target holds many rows of other buckets).
-	readBackFilter map[string]bool
 }
 
 func (mv *Mover) open(ctx context.Context, info shardmap.MoveInfo) (*job, error) {

@@ -561,17 +561,15 @@ func (l *Loop) drive(co *Co) {
 // watchdog takes the loop over from a coroutine that holds it too long.
 func (l *Loop) watchdog() {
 	// A resumption is seen to stall when the watchdog finds it still
-	// running after stallLimit: the same resume count with the loop busy
-	// at every tick since. Counting costs the loop an atomic add per
-	// resumption where a timestamp cost a clock read.
-	// The watchdog's clock guards against ticks that come close together
-	// after a late one.
-	const ticks = 2
-	t := time.NewTicker(stallLimit / ticks)
+	// running stallLimit after it first saw it: the same resume count
+	// with the loop busy at every tick since. Counting costs the loop an
+	// atomic add per resumption where a timestamp cost a clock read; the
+	// watchdog reads the clock instead (its ticks can come close together
+	// after a late one).
+	t := time.NewTicker(stallLimit / 2)
 	defer t.Stop()
 	var seen uint64     // resume count at the last tick
-	same := 0           // ticks since, all with the loop busy in that resumption
-	var since time.Time // when that resumption was first seen
+	var since time.Time // when that resumption was first seen busy
 	for {
 		select {
 		case <-l.stopped:
@@ -581,13 +579,12 @@ func (l *Loop) watchdog() {
 		o := l.owner.Load()
 		n := l.resumes.Load()
 		if o == 0 || n != seen {
-			seen, same, since = n, 0, time.Now()
+			seen, since = n, time.Now()
 			continue
 		}
-		if same++; same < ticks || time.Since(since) < stallLimit {
+		if time.Since(since) < stallLimit {
 			continue
 		}
-		same = 0
 		if l.owner.CompareAndSwap(o, 0) {
 			l.takeovers.Add(1)
 			l.runners.Add(1)
