@@ -84,7 +84,6 @@ func (m *merge) collationNeeds() []collNeed {
 	for _, g := range m.spec.GroupKeys {
 		needs[m.ref(g)] |= needEq
 	}
-
 	if m.spec.Distinct {
 		for i := 0; i < m.nvis; i++ {
 			needs[i] |= needEq
@@ -146,8 +145,9 @@ func (m *merge) checkCollations() *wire.Error {
 			return errCollation(m.colName(i), "", n, "pgshard cannot tell its collation")
 		}
 	}
-	// count(DISTINCT x) compares x for equality: its probe (min(x)'s
-	// collation) is read on the first row.
+	// count(DISTINCT x) compares x for equality: its probe (the collation
+	// of the first element of the shard's array_agg(DISTINCT x)) is read
+	// on the first row.
 	for i := range m.fields {
 		c := m.col(i)
 		if c.Agg != "count_distinct" {
