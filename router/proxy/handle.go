@@ -113,41 +113,44 @@ func (s *session) handle(msg pgproto3.FrontendMessage) error {
 // dispatch runs one held extended-protocol message against the attached
 // server (attaching the batch's target shard on first need).
 func (s *session) dispatch(msg pgproto3.FrontendMessage) error {
+	if s.serverSkipping {
+		// The server failed an earlier message and discards the rest up
+		// to Sync: so does pgshard (no statement is created or closed).
+		return nil
+	}
 	switch m := msg.(type) {
 	case *pgproto3.Parse:
 		return s.handleParse(m)
 	case *pgproto3.Bind:
 		st, err := s.resolve(m.PreparedStatement)
+		var name string
 		if err == nil {
-			err = s.ensurePrepared(st, m.PreparedStatement == "")
+			name, err = s.ensurePrepared(st)
 		}
 		if err != nil {
 			return s.proxyError(err)
 		}
-		if m.PreparedStatement != "" {
-			m.PreparedStatement = st.srvName
-		}
+		m.PreparedStatement = name
 		if st.isSet && s.cfg.Mode == PoolTransaction {
 			s.setCandidate = st.query
 		}
-		s.toServer(m, pending{kind: pBind})
+		s.toServer(m, pending{kind: pBind, srvName: name})
 		return nil
 	case *pgproto3.Describe:
+		var name string // the statement's server name
 		if m.ObjectType == 'S' {
 			st, err := s.resolve(m.Name)
 			if err == nil {
-				err = s.ensurePrepared(st, m.Name == "")
+				name, err = s.ensurePrepared(st)
 			}
 			if err != nil {
 				return s.proxyError(err)
 			}
-			if m.Name != "" {
-				m.Name = st.srvName
-			}
+			m.Name = name
 		} else if err := s.attach(); err != nil {
 			return s.proxyError(err)
 		}
-		s.toServer(m, pending{kind: pDescribe})
+		s.toServer(m, pending{kind: pDescribe, srvName: name})
 		return nil
 	case *pgproto3.Execute:
 		if err := s.attach(); err != nil {
@@ -339,31 +342,41 @@ func (s *session) handleParse(m *pgproto3.Parse) error {
 			return s.proxyError(wire.Errorf("42P05", "prepared statement %q already exists", m.Name))
 		}
 	}
-	if m.Name != "" && s.sc == nil && s.srv.isKnown(st.srvName) {
+	if st.srvName != "" && s.sc == nil && s.srv.isKnown(st.srvName) {
 		// A statement some shard already accepted: no need to hold a
 		// server connection just to parse it; Bind prepares it where it runs.
-		s.stmts[m.Name] = st
-		s.push(pending{kind: pSynth, synth: &pgproto3.ParseComplete{}})
+		s.keep(m.Name, st)
+		s.push(pending{kind: pSynth, synth: &pgproto3.ParseComplete{}, cliName: m.Name, cliUnnamed: m.Name == ""})
 		return nil
 	}
 	if err := s.attach(); err != nil {
 		return s.proxyError(err)
 	}
-	if m.Name == "" {
-		s.unnamed = st
-		s.sc.Unnamed = st.id
-		s.toServer(m, pending{kind: pParse, unnamed: true})
-		return nil
+	s.keep(m.Name, st)
+	if st.srvName != "" {
+		if _, ok := s.sc.Prepared[st.srvName]; ok {
+			s.push(pending{kind: pSynth, synth: &pgproto3.ParseComplete{}, cliName: m.Name, cliUnnamed: m.Name == ""})
+			return nil
+		}
+		if m.Name != "" || len(s.sc.Prepared) < maxConnStmts {
+			s.sc.Prepared[st.srvName] = struct{}{}
+			s.toServer(&pgproto3.Parse{Name: st.srvName, Query: m.Query, ParameterOIDs: m.ParameterOIDs},
+				pending{kind: pParse, srvName: st.srvName, cliName: m.Name, cliUnnamed: m.Name == ""})
+			return nil
+		}
 	}
-	s.stmts[m.Name] = st
-	if _, ok := s.sc.Prepared[st.srvName]; ok {
-		s.push(pending{kind: pSynth, synth: &pgproto3.ParseComplete{}})
-		return nil
-	}
-	s.sc.Prepared[st.srvName] = struct{}{}
-	s.toServer(&pgproto3.Parse{Name: st.srvName, Query: m.Query, ParameterOIDs: m.ParameterOIDs},
-		pending{kind: pParse, srvName: st.srvName, cliName: m.Name})
+	s.sc.Unnamed = st.id
+	s.toServer(m, pending{kind: pParse, unnamed: true})
 	return nil
+}
+
+// keep stores a client's statement under its name ("" is the unnamed one).
+func (s *session) keep(name string, st *stmt) {
+	if name == "" {
+		s.unnamed = st
+	} else {
+		s.stmts[name] = st
+	}
 }
 
 // unnamedIDs numbers unnamed statements process-wide, so a server
@@ -378,13 +391,37 @@ var unnamedIDs atomic.Uint64
 // single Postgres would not). Statements prepared before the DDL keep
 // theirs and fail as they would in Postgres.
 func (s *session) newStmt(query string, oids []uint32, unnamed bool) *stmt {
-	return newStmtGen(query, oids, unnamed, s.srv.catGen.Load())
+	return newStmtGen(query, oids, unnamed, s.srv.catGen.Load(), s.srv.isStale)
 }
 
-func newStmtGen(query string, oids []uint32, unnamed bool, gen uint64) *stmt {
-	if unnamed {
-		return &stmt{id: unnamedIDs.Add(1), query: query, oids: oids, isSet: setName(query) != ""}
+// newStmtGen makes a statement for catalog generation gen; stale reports
+// server names that must not be used again (nil: none).
+func newStmtGen(query string, oids []uint32, unnamed bool, gen uint64, stale func(string) bool) *stmt {
+	name, sum := stmtName(query, oids, gen, 0)
+	for salt := uint64(1); stale != nil && stale(name); salt++ {
+		name, _ = stmtName(query, oids, gen, salt)
 	}
+	st := &stmt{query: query, isSet: setName(query) != ""}
+	if unnamed {
+		// A text seen unnamed before gets its server name too: the
+		// server then parses and plans it once per connection (see
+		// ensurePrepared), not at every Parse.
+		st.id = unnamedIDs.Add(1)
+		st.oids = oids
+		if seenUnnamed(sum) {
+			st.srvName = name
+		}
+		return st
+	}
+	st.srvName = name
+	st.oids = append([]uint32(nil), oids...)
+	return st
+}
+
+// stmtName is a statement's content-addressed server name, and the first
+// eight bytes of the hash behind it. A salt other than 0 makes another
+// name for the same statement (after a stale one, see Server.markStale).
+func stmtName(query string, oids []uint32, gen, salt uint64) (string, uint64) {
 	h := sha256.New()
 	h.Write([]byte(query))
 	var b [8]byte
@@ -397,14 +434,35 @@ func newStmtGen(query string, oids []uint32, unnamed bool, gen uint64) *stmt {
 		h.Write([]byte{0})
 		h.Write(b[:])
 	}
-	sum := h.Sum(nil)
-	key := hex.EncodeToString(sum[:12])
-	return &stmt{
-		srvName: "pgs_" + key,
-		query:   query,
-		oids:    append([]uint32(nil), oids...),
-		isSet:   setName(query) != "",
+	if salt != 0 {
+		binary.BigEndian.PutUint64(b[:], salt)
+		h.Write([]byte{1})
+		h.Write(b[:])
 	}
+	var sum [sha256.Size]byte
+	h.Sum(sum[:0])
+	return "pgs_" + hex.EncodeToString(sum[:12]), binary.BigEndian.Uint64(sum[:8])
+}
+
+// unnamedSeen remembers, lossily, the hashes of recent unnamed statement
+// texts: a slot per hash value, overwritten by whichever text lands on it.
+// A text that repeats (a driver's parameterised query) is found on its
+// second Parse; one-off texts only ever overwrite slots, so they never
+// fill a server connection's named statements.
+var unnamedSeen [4096]atomic.Uint64
+
+// seenUnnamed reports whether the text hashed to sum was seen unnamed
+// before, and remembers it.
+func seenUnnamed(sum uint64) bool {
+	if sum == 0 {
+		sum = 1 // 0 marks an empty slot
+	}
+	slot := &unnamedSeen[sum%uint64(len(unnamedSeen))]
+	if slot.Load() == sum {
+		return true
+	}
+	slot.Store(sum)
+	return false
 }
 
 // resolve finds the statement a client names ("" is the unnamed one).
@@ -423,26 +481,30 @@ func (s *session) resolve(name string) (*stmt, error) {
 }
 
 // ensurePrepared attaches a server and, if that server does not have st,
-// prepares it there first with the answer hidden from the client.
-func (s *session) ensurePrepared(st *stmt, unnamed bool) error {
+// prepares it there first with the answer hidden from the client. It
+// returns the statement's name on that server: its content-addressed name,
+// or "" where it lives in the server's unnamed slot (an unnamed statement
+// without a server name, or one the connection has no room to name).
+func (s *session) ensurePrepared(st *stmt) (string, error) {
 	if err := s.attach(); err != nil {
-		return err
+		return "", err
 	}
-	if unnamed {
-		// The unnamed statement lives in the server's unnamed slot.
-		if s.sc.Unnamed == st.id {
-			return nil
+	if st.srvName != "" {
+		if _, ok := s.sc.Prepared[st.srvName]; ok {
+			return st.srvName, nil
 		}
+		if st.id == 0 || len(s.sc.Prepared) < maxConnStmts {
+			s.sc.Prepared[st.srvName] = struct{}{}
+			s.toServer(&pgproto3.Parse{Name: st.srvName, Query: st.query, ParameterOIDs: st.oids}, pending{kind: pParseHidden, srvName: st.srvName})
+			return st.srvName, nil
+		}
+	}
+	// The server's unnamed slot.
+	if s.sc.Unnamed != st.id {
 		s.sc.Unnamed = st.id
 		s.toServer(&pgproto3.Parse{Query: st.query, ParameterOIDs: st.oids}, pending{kind: pParseHidden, unnamed: true})
-		return nil
 	}
-	if _, ok := s.sc.Prepared[st.srvName]; ok {
-		return nil
-	}
-	s.sc.Prepared[st.srvName] = struct{}{}
-	s.toServer(&pgproto3.Parse{Name: st.srvName, Query: st.query, ParameterOIDs: st.oids}, pending{kind: pParseHidden, srvName: st.srvName})
-	return nil
+	return "", nil
 }
 
 // proxyError reports an error raised by pgshard itself inside an
@@ -631,6 +693,9 @@ func (s *session) drive() error {
 			if head.kind == pQuery || head.kind == pQueryAbort {
 				break // ReadyForQuery follows
 			}
+			if head.srvName != "" && (head.kind == pBind || head.kind == pDescribe) && isStalePlan(m) {
+				s.srv.markStale(head.srvName)
+			}
 			s.discardUntilSync()
 		case *pgproto3.ReadyForQuery:
 			s.pop()
@@ -686,6 +751,15 @@ func (s *session) discardUntilSync() {
 	for len(s.queue) > 0 && s.queue[0].kind != pSync {
 		p := s.pop()
 		switch p.kind {
+		case pSynth:
+			// A Parse pgshard answered itself: the server would have
+			// skipped it, so the statement was never made.
+			if p.cliName != "" {
+				delete(s.stmts, p.cliName)
+			}
+			if p.cliUnnamed {
+				s.unnamed = nil
+			}
 		case pParse, pParseHidden:
 			if p.unnamed {
 				s.sc.Unnamed = 0
@@ -696,6 +770,9 @@ func (s *session) discardUntilSync() {
 				delete(s.sc.Prepared, p.srvName)
 				if p.cliName != "" {
 					delete(s.stmts, p.cliName)
+				}
+				if p.cliUnnamed {
+					s.unnamed = nil
 				}
 			}
 		}

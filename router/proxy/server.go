@@ -170,6 +170,7 @@ type Server struct {
 	// a server connection (it is prepared lazily where it runs).
 	known  sync.Map
 	nKnown atomic.Int64
+	stale  sync.Map // server statement names not to use again (markStale)
 
 	paramsMu sync.Mutex
 	params   map[string]map[string]string // reported ParameterStatus by client params key
@@ -775,4 +776,25 @@ func (s *Server) markKnown(name string) {
 func (s *Server) isKnown(name string) bool {
 	_, ok := s.known.Load(name)
 	return ok
+}
+
+// markStale retires a server statement name after a shard refused to run
+// it because its result columns changed (DDL sent to the shard directly,
+// which the catalog generation in the name does not see). Statements made
+// from then on get another name, so they are parsed anew as in a new
+// Postgres session; the client statement that hit the error keeps failing,
+// as it would in Postgres.
+func (s *Server) markStale(name string) {
+	s.stale.Store(name, struct{}{})
+}
+
+func (s *Server) isStale(name string) bool {
+	_, ok := s.stale.Load(name)
+	return ok
+}
+
+// isStalePlan tells Postgres's refusal to run a prepared statement whose
+// result columns changed since it was prepared.
+func isStalePlan(m *pgproto3.ErrorResponse) bool {
+	return m.Code == pgcode.FeatureNotSupported && strings.Contains(m.Message, "must not change result type")
 }

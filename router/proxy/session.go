@@ -117,7 +117,7 @@ type kv struct{ k, v string }
 
 // stmt is a prepared statement as the client named it and as servers know it.
 type stmt struct {
-	srvName string // content-addressed name on servers: pgs_<hash>; "" for unnamed
+	srvName string // content-addressed name on servers: pgs_<hash>; "" for an unnamed one not seen before
 	id      uint64 // unnamed statements: identity in a server's unnamed slot
 	query   string
 	oids    []uint32
@@ -145,8 +145,11 @@ type pending struct {
 	kind    pendKind
 	synth   pgproto3.BackendMessage
 	srvName string // pParse/pParseHidden: statement being created on the server
-	unnamed bool
-	cliName string
+	unnamed bool   // in the server's unnamed slot
+	// cliName, cliUnnamed: the client statement a Parse creates (named,
+	// or the unnamed one), undone if the server skips the Parse.
+	cliName    string
+	cliUnnamed bool
 }
 
 func newSession(srv *Server, cfg *Config, st *wire.Startup, id uint64, log *slog.Logger) *session {
