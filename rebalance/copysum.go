@@ -53,24 +53,16 @@ func newCopySums(out io.Writer, bucketOf func(key []byte) (int, error)) *copySum
 // a key of type t in keyColumn's form (binary COPY).
 func keyBuckets(t shardmap.KeyType, buckets int) func(key []byte) (int, error) {
 	switch t {
-	case shardmap.KeySmallint, shardmap.KeyInteger, shardmap.KeyBigint:
-		return func(k []byte) (int, error) {
-			if len(k) != 8 {
-				return 0, fmt.Errorf("binary COPY stream: a bigint key of %d bytes", len(k))
-			}
-			return shardmap.BucketInt(int64(binary.BigEndian.Uint64(k)), buckets), nil
-		}
-	case shardmap.KeyText:
-		return func(k []byte) (int, error) { return shardmap.BucketText(string(k), buckets), nil }
-	case shardmap.KeyUUID:
-		return func(k []byte) (int, error) {
-			if len(k) != 16 {
-				return 0, fmt.Errorf("binary COPY stream: a uuid key of %d bytes", len(k))
-			}
-			return shardmap.BucketUUID([16]byte(k), buckets), nil
-		}
+	case shardmap.KeySmallint, shardmap.KeyInteger:
+		t = shardmap.KeyBigint // keyColumn casts to bigint
 	}
-	return func([]byte) (int, error) { return 0, fmt.Errorf("bucket of key type %v: unsupported", t) }
+	return func(k []byte) (int, error) {
+		b, err := shardmap.BucketFromBinary(t, k, buckets)
+		if err != nil {
+			return 0, fmt.Errorf("binary COPY stream: %w", err)
+		}
+		return b, nil
+	}
 }
 
 // keyColumn is the key column of t in the form keyBuckets reads.

@@ -1,12 +1,14 @@
 package shardmap
 
 import (
+	"encoding/binary"
 	"errors"
 	"fmt"
 	"math"
 	"math/bits"
 	"strings"
 	"unicode/utf8"
+	"unsafe"
 )
 
 // KeyType is the SQL type of a sharding-key column. It decides which of
@@ -179,6 +181,41 @@ func BucketFromText(t KeyType, s string, buckets int) (int, error) {
 		return BucketUUID(u, buckets), nil
 	}
 	return 0, fmt.Errorf("bucket of %q: invalid key type %v", s, t)
+}
+
+// BucketFromBinary returns the bucket of a key in the binary format of
+// its type (what a binary Bind parameter or a binary COPY field holds): 2,
+// 4 or 8 bytes big-endian for smallint, integer and bigint, 16 for uuid,
+// the bytes themselves for text (hashed as the server hashes them, without
+// an encoding check). A value of the wrong length is an error.
+func BucketFromBinary(t KeyType, v []byte, buckets int) (int, error) {
+	want := 0
+	switch t {
+	case KeySmallint:
+		want = 2
+	case KeyInteger:
+		want = 4
+	case KeyBigint:
+		want = 8
+	case KeyUUID:
+		want = 16
+	case KeyText:
+		return BucketText(unsafe.String(unsafe.SliceData(v), len(v)), buckets), nil
+	default:
+		return 0, fmt.Errorf("bucket of a binary key: invalid key type %v", t)
+	}
+	if len(v) != want {
+		return 0, fmt.Errorf("binary %s key of %d bytes, want %d", t, len(v), want)
+	}
+	switch t {
+	case KeySmallint:
+		return BucketInt(int64(int16(binary.BigEndian.Uint16(v))), buckets), nil
+	case KeyInteger:
+		return BucketInt(int64(int32(binary.BigEndian.Uint32(v))), buckets), nil
+	case KeyBigint:
+		return BucketInt(int64(binary.BigEndian.Uint64(v)), buckets), nil
+	}
+	return BucketUUID([16]byte(v), buckets), nil
 }
 
 func bucketOf(h uint64, buckets int) int {

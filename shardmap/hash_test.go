@@ -1,6 +1,7 @@
 package shardmap
 
 import (
+	"encoding/binary"
 	"errors"
 	"fmt"
 	"math"
@@ -603,4 +604,48 @@ func FuzzBucketFromText(f *testing.F) {
 			}
 		}
 	})
+}
+
+func TestBucketFromBinary(t *testing.T) {
+	const n = 1024
+	be := func(v uint64, size int) []byte {
+		b := binary.BigEndian.AppendUint64(nil, v)
+		return b[8-size:]
+	}
+	for _, tc := range []struct {
+		t    KeyType
+		v    []byte
+		text string // the same key as text
+	}{
+		{KeySmallint, be(uint64(0xffff), 2), "-1"},
+		{KeyInteger, be(uint64(0x80000000), 4), "-2147483648"},
+		{KeyBigint, be(42, 8), "42"},
+		{KeyUUID, []byte{0x12, 0x3e, 0x45, 0x67, 0xe8, 0x9b, 0x12, 0xd3, 0xa4, 0x56, 0x42, 0x66, 0x14, 0x17, 0x40, 0x00}, "123e4567-e89b-12d3-a456-426614174000"},
+		{KeyText, []byte("héllo"), "héllo"},
+	} {
+		got, err := BucketFromBinary(tc.t, tc.v, n)
+		if err != nil {
+			t.Fatalf("%v %x: %v", tc.t, tc.v, err)
+		}
+		want, err := BucketFromText(tc.t, tc.text, n)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got != want {
+			t.Errorf("%v %s: binary bucket %d, text bucket %d", tc.t, tc.text, got, want)
+		}
+	}
+	for _, tc := range []struct {
+		t KeyType
+		v []byte
+	}{
+		{KeySmallint, be(1, 4)},
+		{KeyInteger, be(1, 8)},
+		{KeyBigint, be(1, 4)},
+		{KeyUUID, make([]byte, 15)},
+	} {
+		if _, err := BucketFromBinary(tc.t, tc.v, n); err == nil {
+			t.Errorf("%v of %d bytes: no error", tc.t, len(tc.v))
+		}
+	}
 }

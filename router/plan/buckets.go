@@ -1,7 +1,6 @@
 package plan
 
 import (
-	"encoding/binary"
 	"errors"
 	"fmt"
 	"strings"
@@ -410,28 +409,9 @@ func appendBinary(dst []int, ks KeySource, v []byte, oid uint32, param int, n in
 }
 
 func binaryBucket(t shardmap.KeyType, v []byte, param, n int) (int, error) {
-	switch t {
-	case shardmap.KeySmallint:
-		if len(v) != 2 {
-			return 0, binaryFormatError(param)
-		}
-		return shardmap.BucketInt(int64(int16(binary.BigEndian.Uint16(v))), n), nil
-	case shardmap.KeyInteger:
-		if len(v) != 4 {
-			return 0, binaryFormatError(param)
-		}
-		return shardmap.BucketInt(int64(int32(binary.BigEndian.Uint32(v))), n), nil
-	case shardmap.KeyBigint:
-		if len(v) != 8 {
-			return 0, binaryFormatError(param)
-		}
-		return shardmap.BucketInt(int64(binary.BigEndian.Uint64(v)), n), nil
-	case shardmap.KeyUUID:
-		if len(v) != 16 {
-			return 0, binaryFormatError(param)
-		}
-		return shardmap.BucketUUID([16]byte(v), n), nil
-	case shardmap.KeyText:
+	if t == shardmap.KeyText {
+		// Text is checked as a text parameter is: bytes the server would
+		// refuse are refused here too.
 		s := unsafe.String(unsafe.SliceData(v), len(v))
 		b, err := shardmap.BucketFromText(shardmap.KeyText, s, n)
 		if err != nil {
@@ -439,61 +419,44 @@ func binaryBucket(t shardmap.KeyType, v []byte, param, n int) (int, error) {
 		}
 		return b, nil
 	}
-	return 0, binaryFormatError(param)
+	b, err := shardmap.BucketFromBinary(t, v, n)
+	if err != nil {
+		return 0, binaryFormatError(param)
+	}
+	return b, nil
 }
 
-// appendArrayBinary reads Postgres's binary array format: ndim, has-null
-// flag, element type OID, ndim × (length, lower bound), then each element
-// as a length (-1 for NULL) and its bytes.
+// appendArrayBinary adds the buckets of an array parameter in binary
+// format, a NULL element's being bucket 0 (as a NULL key's).
 func appendArrayBinary(dst []int, ks KeySource, v []byte, param, n int) ([]int, error) {
-	if len(v) < 12 {
+	r, err := NewArrayReader(v)
+	if err != nil {
 		return dst, binaryFormatError(param)
 	}
-	ndim := int(int32(binary.BigEndian.Uint32(v)))
-	elemOID := binary.BigEndian.Uint32(v[8:])
-	v = v[12:]
-	if ndim < 0 || ndim > 6 || len(v) < 8*ndim {
-		return dst, binaryFormatError(param)
-	}
-	count := 1
-	if ndim == 0 {
-		count = 0
-	}
-	for d := 0; d < ndim; d++ {
-		l := int(int32(binary.BigEndian.Uint32(v[8*d:])))
-		if l < 0 {
-			return dst, binaryFormatError(param)
-		}
-		count *= l
-	}
-	v = v[8*ndim:]
-	t, ok := oidType(elemOID, false)
+	t, ok := oidType(r.Elem, false)
 	if !ok || keyFamily(t) != keyFamily(ks.Type) {
 		return dst, &Refusal{Code: CodeFeatureNotSupported,
-			Message: fmt.Sprintf("array parameter $%d with elements of type OID %d cannot route a sharding key of type %s", param, elemOID, ks.Type),
+			Message: fmt.Sprintf("array parameter $%d with elements of type OID %d cannot route a sharding key of type %s", param, r.Elem, ks.Type),
 			Hint:    fmt.Sprintf("pass a %s[] array", ks.Type)}
 	}
-	for i := 0; i < count; i++ {
-		if len(v) < 4 {
+	for {
+		e, done, err := r.Next()
+		if err != nil {
 			return dst, binaryFormatError(param)
 		}
-		l := int(int32(binary.BigEndian.Uint32(v)))
-		v = v[4:]
-		if l < 0 {
+		if done {
+			return dst, nil
+		}
+		if e == nil {
 			dst = append(dst, 0)
 			continue
 		}
-		if len(v) < l {
-			return dst, binaryFormatError(param)
-		}
-		b, err := binaryBucket(t, v[:l], param, n)
+		b, err := binaryBucket(t, e, param, n)
 		if err != nil {
 			return dst, err
 		}
 		dst = append(dst, b)
-		v = v[l:]
 	}
-	return dst, nil
 }
 
 // InsertSubset rebuilds a multi-row INSERT with only the given VALUES rows

@@ -215,18 +215,25 @@ func (m *merge) combine(st *aggState, c plan.MergeCol, oid uint32, v, twin []byt
 		if twin == nil {
 			return nil
 		}
-		elem, vals, ok := binaryArray(twin)
-		if !ok {
+		r, err := plan.NewArrayReader(twin)
+		if err != nil {
 			return wire.Errorf(pgcode.InternalError, "merge: count(DISTINCT ...): unreadable array from a shard")
 		}
-		if !keyableOID(elem) {
-			return errMerge("count(DISTINCT ...) of type %d across shards is not supported", elem)
+		if !keyableOID(r.Elem) {
+			return errMerge("count(DISTINCT ...) of type %d across shards is not supported", r.Elem)
 		}
-		for _, x := range vals {
+		for {
+			x, done, err := r.Next()
+			if err != nil {
+				return wire.Errorf(pgcode.InternalError, "merge: count(DISTINCT ...): unreadable array from a shard")
+			}
+			if done {
+				break
+			}
 			if x == nil {
 				continue
 			}
-			m.keybuf = appendKey(m.keybuf[:0], elem, 1, x)
+			m.keybuf = appendKey(m.keybuf[:0], r.Elem, 1, x)
 			if _, ok := st.set[string(m.keybuf)]; ok {
 				continue
 			}
@@ -695,42 +702,6 @@ func typeName(oid uint32) string {
 		return "timestamp with time zone"
 	}
 	return fmt.Sprintf("with OID %d", oid)
-}
-
-// binaryArray reads a one-dimensional array in binary format: its element
-// type and elements (nil for NULL).
-func binaryArray(v []byte) (uint32, [][]byte, bool) {
-	if len(v) < 12 {
-		return 0, nil, false
-	}
-	ndim := int(int32(binary.BigEndian.Uint32(v)))
-	elem := binary.BigEndian.Uint32(v[8:])
-	if ndim == 0 {
-		return elem, nil, true
-	}
-	if ndim != 1 || len(v) < 20 {
-		return 0, nil, false
-	}
-	n := int(int32(binary.BigEndian.Uint32(v[12:])))
-	p := 20
-	out := make([][]byte, 0, max(n, 0))
-	for k := 0; k < n; k++ {
-		if p+4 > len(v) {
-			return 0, nil, false
-		}
-		l := int(int32(binary.BigEndian.Uint32(v[p:])))
-		p += 4
-		if l < 0 {
-			out = append(out, nil)
-			continue
-		}
-		if p+l > len(v) {
-			return 0, nil, false
-		}
-		out = append(out, v[p:p+l])
-		p += l
-	}
-	return elem, out, p == len(v)
 }
 
 // keyableOID reports whether values of type oid (binary) have a
