@@ -352,6 +352,7 @@ func proxyConfig(cfg *config.Config) (*proxy.Config, error) {
 		// for those later maps add.
 		HealthCheckInterval: cfg.HealthCheckInterval.D(),
 		MergeMemoryLimit:    cfg.MergeMemoryLimit,
+		KeepUnnamed:         !*cfg.Pool.PrepareUnnamed,
 		TwoPhaseCommit:      cfg.TwoPhaseCommit,
 	}
 	if cfg.Pool.Mode == "session" {

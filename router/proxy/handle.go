@@ -29,13 +29,15 @@ func (s *session) handle(msg pgproto3.FrontendMessage) error {
 		}
 		s.dropCopy = false
 	}
-	if s.clientSkipping {
+	if s.clientSkipping || s.serverSkipping {
+		// After an error, pgshard's or the server's, Postgres ignores
+		// every message up to Sync.
 		switch msg.(type) {
 		case *pgproto3.Sync:
 		case *pgproto3.Terminate:
 			return errTerminate
 		default:
-			return nil // discarded until Sync, as Postgres does after an error
+			return nil
 		}
 	}
 	switch msg.(type) {
@@ -60,10 +62,11 @@ func (s *session) handle(msg pgproto3.FrontendMessage) error {
 			return err
 		}
 		s.clientSkipping = false
+		s.serverSkipping = false
+		s.batchUtility = false
 		if s.sc != nil {
 			s.sc.FE.Send(m)
 			s.push(pending{kind: pSync})
-			s.serverSkipping = false
 			if err := s.flushServer(); err != nil {
 				return err
 			}
@@ -337,6 +340,9 @@ func setName(q string) string {
 
 func (s *session) handleParse(m *pgproto3.Parse) error {
 	st := s.newStmt(m.Query, m.ParameterOIDs, m.Name == "")
+	if changesStatements(m.Query) {
+		s.batchUtility = true
+	}
 	if m.Name != "" {
 		if _, dup := s.stmts[m.Name]; dup {
 			return s.proxyError(wire.Errorf("42P05", "prepared statement %q already exists", m.Name))
@@ -370,6 +376,18 @@ func (s *session) handleParse(m *pgproto3.Parse) error {
 	return nil
 }
 
+// changesStatements reports whether a statement may change what the
+// server's prepared statements mean or whether they exist: DDL,
+// DEALLOCATE, DISCARD, SET (search_path).
+func changesStatements(query string) bool {
+	switch firstWord(query) {
+	case "create", "alter", "drop", "truncate", "comment", "grant", "revoke",
+		"deallocate", "discard", "set", "reset", "reindex", "cluster", "vacuum", "do", "call":
+		return true
+	}
+	return false
+}
+
 // keep stores a client's statement under its name ("" is the unnamed one).
 func (s *session) keep(name string, st *stmt) {
 	if name == "" {
@@ -391,15 +409,41 @@ var unnamedIDs atomic.Uint64
 // single Postgres would not). Statements prepared before the DDL keep
 // theirs and fail as they would in Postgres.
 func (s *session) newStmt(query string, oids []uint32, unnamed bool) *stmt {
-	return newStmtGen(query, oids, unnamed, s.srv.catGen.Load(), s.srv.isStale)
+	st := newStmtGen(query, oids, unnamed, s.srv.catGen.Load(), s.searchPath(), s.srv.isStale)
+	if unnamed && (s.cfg.KeepUnnamed || s.batchUtility) {
+		// Kept unnamed: by configuration, or after DDL, DEALLOCATE or
+		// DISCARD earlier in the batch, whose effect on the server's
+		// statements pgshard learns only from their answers.
+		st.srvName = ""
+	}
+	return st
 }
 
-// newStmtGen makes a statement for catalog generation gen; stale reports
-// server names that must not be used again (nil: none).
-func newStmtGen(query string, oids []uint32, unnamed bool, gen uint64, stale func(string) bool) *stmt {
-	name, sum := stmtName(query, oids, gen, 0)
+// searchPath is what the client set search_path to (at startup or with
+// SET), "" if nothing: it decides which tables a statement's names mean,
+// so it is part of a statement's server name.
+func (s *session) searchPath() string {
+	sp := ""
+	for _, p := range s.startParams {
+		if strings.EqualFold(p.k, "search_path") {
+			sp = p.v
+		}
+	}
+	for _, p := range s.sets {
+		if p.k == "search_path" {
+			sp = p.v
+		}
+	}
+	return sp
+}
+
+// newStmtGen makes a statement for catalog generation gen and the given
+// search_path; stale reports server names that must not be used again
+// (nil: none).
+func newStmtGen(query string, oids []uint32, unnamed bool, gen uint64, searchPath string, stale func(string) bool) *stmt {
+	name, sum := stmtName(query, oids, gen, searchPath, 0)
 	for salt := uint64(1); stale != nil && stale(name); salt++ {
-		name, _ = stmtName(query, oids, gen, salt)
+		name, _ = stmtName(query, oids, gen, searchPath, salt)
 	}
 	st := &stmt{query: query, isSet: setName(query) != ""}
 	if unnamed {
@@ -421,7 +465,7 @@ func newStmtGen(query string, oids []uint32, unnamed bool, gen uint64, stale fun
 // stmtName is a statement's content-addressed server name, and the first
 // eight bytes of the hash behind it. A salt other than 0 makes another
 // name for the same statement (after a stale one, see Server.markStale).
-func stmtName(query string, oids []uint32, gen, salt uint64) (string, uint64) {
+func stmtName(query string, oids []uint32, gen uint64, searchPath string, salt uint64) (string, uint64) {
 	h := sha256.New()
 	h.Write([]byte(query))
 	var b [8]byte
@@ -433,6 +477,10 @@ func stmtName(query string, oids []uint32, gen, salt uint64) (string, uint64) {
 		binary.BigEndian.PutUint64(b[:], gen)
 		h.Write([]byte{0})
 		h.Write(b[:])
+	}
+	if searchPath != "" {
+		h.Write([]byte{2})
+		h.Write([]byte(searchPath))
 	}
 	if salt != 0 {
 		binary.BigEndian.PutUint64(b[:], salt)

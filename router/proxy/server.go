@@ -84,6 +84,10 @@ type Config struct {
 	// (groups, DISTINCT sets); 0 means DefaultMergeMemoryLimit. Beyond it
 	// the query fails with 54000.
 	MergeMemoryLimit int64
+	// KeepUnnamed keeps clients' unnamed statements unnamed on the
+	// servers; by default one seen again is prepared under its server
+	// name (pool.prepare_unnamed).
+	KeepUnnamed bool
 
 	// TwoPhaseCommit lets a transaction span shards: each shard it touches
 	// joins it, and COMMIT runs two-phase commit (twophase.go). Off, a

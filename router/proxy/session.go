@@ -74,11 +74,14 @@ type session struct {
 	qbuf           []pending // queue's reusable backing array (push, pop)
 	clientSkipping bool      // pgshard raised an error: ignore client messages until Sync
 	serverSkipping bool      // the server raised an error with no Sync queued yet
-	copyIn         bool
-	copyBytes      int
-	copyStart      time.Time // when the current COPY FROM STDIN began (query_timeout)
-	dropCopy       bool      // a COPY pgshard ended: drop the client's COPY messages, as Postgres does
-	awaitSync      bool      // extended messages were sent since the last Sync
+	// batchUtility: a statement parsed since the last Sync may change the
+	// server's prepared statements; unnamed ones stay unnamed until Sync.
+	batchUtility bool
+	copyIn       bool
+	copyBytes    int
+	copyStart    time.Time // when the current COPY FROM STDIN began (query_timeout)
+	dropCopy     bool      // a COPY pgshard ended: drop the client's COPY messages, as Postgres does
+	awaitSync    bool      // extended messages were sent since the last Sync
 
 	batch          []pgproto3.FrontendMessage // extended messages held until Sync/Flush
 	heldDeadline   bool                       // the read deadline is implicitFlushAfter's

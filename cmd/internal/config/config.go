@@ -90,6 +90,11 @@ type Pool struct {
 	Mode        string   `yaml:"mode"` // transaction | session
 	Size        int      `yaml:"size"` // per shard
 	WaitTimeout Duration `yaml:"wait_timeout"`
+	// PrepareUnnamed (default true) prepares an unnamed statement that
+	// clients send again and again under a name on the server connections,
+	// so the shards parse it once per connection; false keeps every
+	// unnamed statement unnamed on the servers, as PgBouncer does.
+	PrepareUnnamed *bool `yaml:"prepare_unnamed"`
 }
 
 // User is a client login. Password may be plaintext, a SCRAM verifier or an
@@ -204,6 +209,10 @@ func (c *Config) fill() {
 	}
 	if c.Pool.WaitTimeout == 0 {
 		c.Pool.WaitTimeout = Duration(DefaultWaitTimeout)
+	}
+	if c.Pool.PrepareUnnamed == nil {
+		on := true
+		c.Pool.PrepareUnnamed = &on
 	}
 	if c.ConnectTimeout == 0 {
 		c.ConnectTimeout = Duration(DefaultConnectTimeout)

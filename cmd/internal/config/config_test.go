@@ -59,3 +59,22 @@ func TestRebalanceCopyStreams(t *testing.T) {
 		}
 	}
 }
+
+func TestPoolPrepareUnnamed(t *testing.T) {
+	for _, tc := range []struct {
+		yaml string
+		want bool
+	}{
+		{minimal, true},
+		{minimal + "pool: {prepare_unnamed: false}\n", false},
+		{minimal + "pool: {prepare_unnamed: true}\n", true},
+	} {
+		c, err := Parse([]byte(tc.yaml))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got := *c.Pool.PrepareUnnamed; got != tc.want {
+			t.Errorf("%q: prepare_unnamed %v, want %v", tc.yaml, got, tc.want)
+		}
+	}
+}

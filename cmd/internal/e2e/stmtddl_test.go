@@ -178,3 +178,120 @@ func TestPipelineErrorSkipsKnownStatements(t *testing.T) {
 		t.Fatal(err)
 	}
 }
+
+// TestPipelineErrorSkipsSplitWrite: a write for every shard sent in a
+// pipeline after a failed statement, before Sync, must not run: Postgres
+// ignores it, and so must pgshard, which runs such writes itself.
+func TestPipelineErrorSkipsSplitWrite(t *testing.T) {
+	addr := startProxy(t, proxyOpts{shards: 2, sharded: true})
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	c := connect(t, proxyURL(addr))
+	for _, q := range []string{
+		"drop table if exists sessions",
+		"create table sessions (token uuid primary key, n int not null)",
+		"insert into sessions values ('00000000-0000-0000-0000-000000000001', 0), ('00000000-0000-0000-0000-000000000002', 0), ('00000000-0000-0000-0000-000000000003', 0)",
+	} {
+		if _, err := c.Exec(ctx, q); err != nil {
+			t.Fatalf("%s: %v", q, err)
+		}
+	}
+	defer c.Exec(context.Background(), "drop table if exists sessions")
+	p := c.PgConn().StartPipeline(ctx)
+	p.SendQueryParams("select 1/0", nil, nil, nil, nil)
+	p.SendFlushRequest()
+	if err := p.Flush(); err != nil {
+		t.Fatal(err)
+	}
+	var pe *pgconn.PgError
+	res, err := p.GetResults()
+	if rr, ok := res.(*pgconn.ResultReader); ok && err == nil {
+		err = rr.Read().Err
+	}
+	if !errors.As(err, &pe) || pe.Code != "22012" {
+		t.Fatalf("first query: %v, want 22012", err)
+	}
+	p.SendQueryParams("update sessions set n = n + 1", nil, nil, nil, nil) // every shard
+	p.SendPipelineSync()
+	if err := p.Flush(); err != nil {
+		t.Fatal(err)
+	}
+	if res, err := p.GetResults(); err != nil {
+		t.Fatal(err)
+	} else if _, ok := res.(*pgconn.PipelineSync); !ok {
+		t.Fatalf("got %T after the error, want only the PipelineSync", res)
+	}
+	if err := p.Close(); err != nil {
+		t.Fatal(err)
+	}
+	var sum int
+	if err := c.QueryRow(ctx, "select sum(n) from sessions").Scan(&sum); err != nil {
+		t.Fatal(err)
+	}
+	if sum != 0 {
+		t.Fatalf("the update skipped by the pipeline's error ran: sum(n) = %d", sum)
+	}
+}
+
+// TestUnnamedBySearchPath: clients with different search_paths send the
+// same unnamed statement text over one server connection; each reads its
+// own schema's table, with its columns, as from a Postgres of its own.
+func TestUnnamedBySearchPath(t *testing.T) {
+	addr := startProxy(t, proxyOpts{poolSize: 1})
+	ctx := context.Background()
+	setup := connect(t, proxyURL(addr))
+	if _, err := setup.Exec(ctx, `drop schema if exists sp_a cascade; drop schema if exists sp_b cascade;
+create schema sp_a; create schema sp_b;
+create table sp_a.items (id int primary key, a text); insert into sp_a.items values (1, 'from a');
+create table sp_b.items (id int primary key, b text, extra int); insert into sp_b.items values (1, 'from b', 7)`); err != nil {
+		t.Fatal(err)
+	}
+	defer setup.Exec(ctx, "drop schema if exists sp_a cascade; drop schema if exists sp_b cascade")
+	a := connect(t, proxyURL(addr)+"&search_path=sp_a")
+	b := connect(t, proxyURL(addr)+"&search_path=sp_b")
+	const q = "select * from items where id = $1"
+	for i := range 4 {
+		var id int
+		var s string
+		if err := a.QueryRow(ctx, q, pgx.QueryExecModeExec, 1).Scan(&id, &s); err != nil || s != "from a" {
+			t.Fatalf("run %d, search_path sp_a: %q %v", i, s, err)
+		}
+		var extra int
+		if err := b.QueryRow(ctx, q, pgx.QueryExecModeExec, 1).Scan(&id, &s, &extra); err != nil || s != "from b" || extra != 7 {
+			t.Fatalf("run %d, search_path sp_b: %q %d %v", i, s, extra, err)
+		}
+	}
+}
+
+// TestUnnamedAfterDDLInBatch: DDL and then a repeated unnamed statement
+// over the changed table, in one pipeline (one Sync): the statement sees
+// the new columns, as in Postgres, though the server connection holds the
+// statement prepared before the DDL.
+func TestUnnamedAfterDDLInBatch(t *testing.T) {
+	addr := startProxy(t, proxyOpts{poolSize: 1})
+	ctx := context.Background()
+	c := connect(t, proxyURL(addr)+"&default_query_exec_mode=exec") // unnamed statements, batches too
+	if _, err := c.Exec(ctx, "drop table if exists stmt_batch; create table stmt_batch (id int primary key, v text); insert into stmt_batch values (1, 'a')"); err != nil {
+		t.Fatal(err)
+	}
+	defer c.Exec(ctx, "drop table if exists stmt_batch")
+	const q = "select * from stmt_batch where id = $1"
+	for range 3 {
+		var id int
+		var v string
+		if err := c.QueryRow(ctx, q, 1).Scan(&id, &v); err != nil {
+			t.Fatal(err)
+		}
+	}
+	b := &pgx.Batch{}
+	b.Queue("alter table stmt_batch add column w int default 7")
+	var id, w int
+	var v string
+	b.Queue(q, 1).QueryRow(func(r pgx.Row) error { return r.Scan(&id, &v, &w) })
+	if err := c.SendBatch(ctx, b).Close(); err != nil {
+		t.Fatalf("DDL and the statement in one batch: %v", err)
+	}
+	if w != 7 {
+		t.Fatalf("w = %d", w)
+	}
+}
