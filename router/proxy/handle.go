@@ -299,7 +299,7 @@ func firstWord(q string) string {
 }
 
 // firstWords are the first words that callers of firstWord compare with.
-var firstWords = [...]string{"select", "set", "reset", "listen", "start", "insert", "update", "delete", "merge", "begin", "commit", "rollback"}
+var firstWords = [...]string{"select", "set", "reset", "listen", "start", "insert", "update", "delete", "merge", "begin", "commit", "rollback", "with", "values"}
 
 // setName returns the parameter a session-level SET/RESET statement changes,
 // "*" for RESET ALL, or "" when the statement is not a session-level SET.
@@ -410,13 +410,29 @@ var unnamedIDs atomic.Uint64
 // theirs and fail as they would in Postgres.
 func (s *session) newStmt(query string, oids []uint32, unnamed bool) *stmt {
 	st := newStmtGen(query, oids, unnamed, s.srv.catGen.Load(), s.searchPath(), s.srv.isStale)
-	if unnamed && (s.cfg.KeepUnnamed || s.batchUtility) {
-		// Kept unnamed: by configuration, or after DDL, DEALLOCATE or
+	if unnamed && (s.cfg.KeepUnnamed || s.batchUtility || !plannable(query)) {
+		// Kept unnamed: by configuration; after DDL, DEALLOCATE or
 		// DISCARD earlier in the batch, whose effect on the server's
-		// statements pgshard learns only from their answers.
+		// statements pgshard learns only from their answers; or a
+		// statement the server does not plan, which gains nothing from a
+		// name and may lose: a named FETCH whose cursor existed when it
+		// was parsed crashes a Postgres 15 backend when it is described
+		// after the cursor closed (FetchStatementTargetList), which an
+		// unnamed one, parsed anew each time, never is.
 		st.srvName = ""
 	}
 	return st
+}
+
+// plannable reports whether a statement is one the server plans (and so
+// caches a plan for): SELECT, INSERT, UPDATE, DELETE, MERGE, WITH, VALUES,
+// TABLE. Anything else, or a text that starts with a comment, is not.
+func plannable(query string) bool {
+	switch firstWord(query) {
+	case "select", "insert", "update", "delete", "merge", "with", "values", "table":
+		return true
+	}
+	return false
 }
 
 // searchPath is what the client set search_path to (at startup or with
