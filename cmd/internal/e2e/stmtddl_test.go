@@ -140,12 +140,7 @@ func TestPipelineErrorSkipsKnownStatements(t *testing.T) {
 	if err := p.Flush(); err != nil {
 		t.Fatal(err)
 	}
-	var pe *pgconn.PgError
-	res, err := p.GetResults()
-	if rr, ok := res.(*pgconn.ResultReader); ok && err == nil {
-		err = rr.Read().Err
-	}
-	if !errors.As(err, &pe) || pe.Code != "22012" {
+	if err := nextResultErr(p); pgCode(err) != "22012" {
 		t.Fatalf("first query: %v, want 22012", err)
 	}
 	if res, err := p.GetResults(); err != nil || res != nil {
@@ -157,23 +152,11 @@ func TestPipelineErrorSkipsKnownStatements(t *testing.T) {
 	if err := p.Flush(); err != nil {
 		t.Fatal(err)
 	}
-	if res, err := p.GetResults(); err != nil {
-		t.Fatal(err)
-	} else if _, ok := res.(*pgconn.PipelineSync); !ok {
-		t.Fatalf("got %T, want PipelineSync", res)
-	}
-	res, err = p.GetResults()
-	if rr, ok := res.(*pgconn.ResultReader); ok && err == nil {
-		err = rr.Read().Err
-	}
-	if !errors.As(err, &pe) || pe.Code != "26000" {
+	wantPipelineSync(t, p)
+	if err := nextResultErr(p); pgCode(err) != "26000" {
 		t.Fatalf("statement parsed after the error: %v, want 26000", err)
 	}
-	if res, err := p.GetResults(); err != nil {
-		t.Fatal(err)
-	} else if _, ok := res.(*pgconn.PipelineSync); !ok {
-		t.Fatalf("got %T, want PipelineSync", res)
-	}
+	wantPipelineSync(t, p)
 	if err := p.Close(); err != nil {
 		t.Fatal(err)
 	}
@@ -203,12 +186,7 @@ func TestPipelineErrorSkipsSplitWrite(t *testing.T) {
 	if err := p.Flush(); err != nil {
 		t.Fatal(err)
 	}
-	var pe *pgconn.PgError
-	res, err := p.GetResults()
-	if rr, ok := res.(*pgconn.ResultReader); ok && err == nil {
-		err = rr.Read().Err
-	}
-	if !errors.As(err, &pe) || pe.Code != "22012" {
+	if err := nextResultErr(p); pgCode(err) != "22012" {
 		t.Fatalf("first query: %v, want 22012", err)
 	}
 	p.SendQueryParams("update sessions set n = n + 1", nil, nil, nil, nil) // every shard
@@ -216,11 +194,7 @@ func TestPipelineErrorSkipsSplitWrite(t *testing.T) {
 	if err := p.Flush(); err != nil {
 		t.Fatal(err)
 	}
-	if res, err := p.GetResults(); err != nil {
-		t.Fatal(err)
-	} else if _, ok := res.(*pgconn.PipelineSync); !ok {
-		t.Fatalf("got %T after the error, want only the PipelineSync", res)
-	}
+	wantPipelineSync(t, p)
 	if err := p.Close(); err != nil {
 		t.Fatal(err)
 	}
@@ -293,5 +267,29 @@ func TestUnnamedAfterDDLInBatch(t *testing.T) {
 	}
 	if w != 7 {
 		t.Fatalf("w = %d", w)
+	}
+}
+
+// nextResultErr reads a pipeline's next result and returns its error
+// (pgconn reports an error at Bind from GetResults, a later one from the
+// rows).
+func nextResultErr(p *pgconn.Pipeline) error {
+	res, err := p.GetResults()
+	if rr, ok := res.(*pgconn.ResultReader); ok && err == nil {
+		err = rr.Read().Err
+	}
+	return err
+}
+
+// wantPipelineSync reads a pipeline's next result, which must be the end
+// of a Sync (nothing else before it).
+func wantPipelineSync(t *testing.T, p *pgconn.Pipeline) {
+	t.Helper()
+	res, err := p.GetResults()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, ok := res.(*pgconn.PipelineSync); !ok {
+		t.Fatalf("got %T, want PipelineSync", res)
 	}
 }
