@@ -348,11 +348,14 @@ func (s *session) handleParse(m *pgproto3.Parse) error {
 			return s.proxyError(wire.Errorf("42P05", "prepared statement %q already exists", m.Name))
 		}
 	}
+	// What the client's Parse replaces: put back if the server skips it.
+	undo := pending{cliName: m.Name, cliUnnamed: m.Name == "", prev: s.unnamed}
 	if st.srvName != "" && s.sc == nil && s.srv.isKnown(st.srvName) {
 		// A statement some shard already accepted: no need to hold a
 		// server connection just to parse it; Bind prepares it where it runs.
 		s.keep(m.Name, st)
-		s.push(pending{kind: pSynth, synth: &pgproto3.ParseComplete{}, cliName: m.Name, cliUnnamed: m.Name == ""})
+		undo.kind, undo.synth = pSynth, &pgproto3.ParseComplete{}
+		s.push(undo)
 		return nil
 	}
 	if err := s.attach(); err != nil {
@@ -361,18 +364,20 @@ func (s *session) handleParse(m *pgproto3.Parse) error {
 	s.keep(m.Name, st)
 	if st.srvName != "" {
 		if _, ok := s.sc.Prepared[st.srvName]; ok {
-			s.push(pending{kind: pSynth, synth: &pgproto3.ParseComplete{}, cliName: m.Name, cliUnnamed: m.Name == ""})
+			undo.kind, undo.synth = pSynth, &pgproto3.ParseComplete{}
+			s.push(undo)
 			return nil
 		}
 		if m.Name != "" || len(s.sc.Prepared) < maxConnStmts {
 			s.sc.Prepared[st.srvName] = struct{}{}
-			s.toServer(&pgproto3.Parse{Name: st.srvName, Query: m.Query, ParameterOIDs: m.ParameterOIDs},
-				pending{kind: pParse, srvName: st.srvName, cliName: m.Name, cliUnnamed: m.Name == ""})
+			undo.kind, undo.srvName = pParse, st.srvName
+			s.toServer(&pgproto3.Parse{Name: st.srvName, Query: m.Query, ParameterOIDs: m.ParameterOIDs}, undo)
 			return nil
 		}
 	}
 	s.sc.Unnamed = st.id
-	s.toServer(m, pending{kind: pParse, unnamed: true})
+	undo.kind, undo.unnamed = pParse, true
+	s.toServer(m, undo)
 	return nil
 }
 
@@ -812,8 +817,20 @@ func isFatal(m *pgproto3.ErrorResponse) bool {
 // discardUntilSync drops queued answers that the server will not send after
 // an error, up to the next Sync.
 func (s *session) discardUntilSync() {
-	for len(s.queue) > 0 && s.queue[0].kind != pSync {
+	restored := false
+	for i := 0; len(s.queue) > 0 && s.queue[0].kind != pSync; i++ {
 		p := s.pop()
+		if p.cliUnnamed && !restored {
+			// The client's unnamed statement is what it was before the
+			// first Parse the server skipped; none if the failing message
+			// is that Parse (Postgres drops the old one before parsing).
+			restored = true
+			if i == 0 {
+				s.unnamed = nil
+			} else {
+				s.unnamed = p.prev
+			}
+		}
 		switch p.kind {
 		case pSynth:
 			// A Parse pgshard answered itself: the server would have
@@ -821,22 +838,13 @@ func (s *session) discardUntilSync() {
 			if p.cliName != "" {
 				delete(s.stmts, p.cliName)
 			}
-			if p.cliUnnamed {
-				s.unnamed = nil
-			}
 		case pParse, pParseHidden:
 			if p.unnamed {
 				s.sc.Unnamed = 0
-				if p.kind == pParse {
-					s.unnamed = nil
-				}
 			} else {
 				delete(s.sc.Prepared, p.srvName)
 				if p.cliName != "" {
 					delete(s.stmts, p.cliName)
-				}
-				if p.cliUnnamed {
-					s.unnamed = nil
 				}
 			}
 		}

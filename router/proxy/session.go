@@ -153,6 +153,7 @@ type pending struct {
 	// or the unnamed one), undone if the server skips the Parse.
 	cliName    string
 	cliUnnamed bool
+	prev       *stmt // cliUnnamed: the client's unnamed statement before
 }
 
 func newSession(srv *Server, cfg *Config, st *wire.Startup, id uint64, log *slog.Logger) *session {

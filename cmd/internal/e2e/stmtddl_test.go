@@ -293,3 +293,54 @@ func wantPipelineSync(t *testing.T, p *pgconn.Pipeline) {
 		t.Fatalf("got %T, want PipelineSync", res)
 	}
 }
+
+// TestPipelineErrorKeepsUnnamed: a Parse of the unnamed statement that the
+// server skips after an error leaves the previous unnamed statement in
+// place, as in Postgres: a later Bind of "" runs that one.
+func TestPipelineErrorKeepsUnnamed(t *testing.T) {
+	addr := startProxy(t, proxyOpts{poolSize: 1})
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	pc, err := pgconn.Connect(ctx, proxyURL(addr))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer pc.Close(ctx)
+	p := pc.StartPipeline(ctx)
+	p.SendPrepare("", "select $1::int + 1", nil)
+	p.SendPipelineSync()
+	p.SendQueryPrepared("", [][]byte{[]byte("x")}, nil, nil) // 22P02 at Bind
+	p.SendPrepare("", "select $1::text || ' from the skipped statement'", nil)
+	p.SendPipelineSync()
+	p.SendQueryPrepared("", [][]byte{[]byte("5")}, nil, nil)
+	p.SendPipelineSync()
+	if err := p.Flush(); err != nil {
+		t.Fatal(err)
+	}
+	if res, err := p.GetResults(); err != nil {
+		t.Fatal(err)
+	} else if _, ok := res.(*pgconn.StatementDescription); !ok {
+		t.Fatalf("got %T, want the statement's description", res)
+	}
+	wantPipelineSync(t, p)
+	if err := nextResultErr(p); pgCode(err) != "22P02" {
+		t.Fatalf("bad parameter: %v, want 22P02", err)
+	}
+	wantPipelineSync(t, p)
+	res, err := p.GetResults()
+	if err != nil {
+		t.Fatal(err)
+	}
+	rr, ok := res.(*pgconn.ResultReader)
+	if !ok {
+		t.Fatalf("got %T, want rows", res)
+	}
+	r := rr.Read()
+	if r.Err != nil || len(r.Rows) != 1 || string(r.Rows[0][0]) != "6" {
+		t.Fatalf("the unnamed statement after the skipped Parse: %q %v, want 6 (the first statement)", r.Rows, r.Err)
+	}
+	wantPipelineSync(t, p)
+	if err := p.Close(); err != nil {
+		t.Fatal(err)
+	}
+}
