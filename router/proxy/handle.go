@@ -377,7 +377,7 @@ func (s *session) handleParse(m *pgproto3.Parse) error {
 	}
 	s.sc.Unnamed = st.id
 	undo.kind, undo.unnamed = pParse, true
-	s.toServer(m, undo)
+	s.toServer(&pgproto3.Parse{Query: m.Query, ParameterOIDs: m.ParameterOIDs}, undo)
 	return nil
 }
 
@@ -415,15 +415,26 @@ var unnamedIDs atomic.Uint64
 // theirs and fail as they would in Postgres.
 func (s *session) newStmt(query string, oids []uint32, unnamed bool) *stmt {
 	st := newStmtGen(query, oids, unnamed, s.srv.catGen.Load(), s.searchPath(), s.srv.isStale)
-	if unnamed && (s.cfg.KeepUnnamed || s.batchUtility || !plannable(query)) {
-		// Kept unnamed: by configuration; after DDL, DEALLOCATE or
+	if !plannable(query) {
+		// A statement the server does not plan (FETCH, SHOW, CALL, DDL
+		// ...), named by the client or not, is parsed anew in the
+		// server's unnamed slot wherever it runs. It gains nothing from a
+		// plan cache, and its description can depend on the session: a
+		// named FETCH keeps the columns of the cursor it was parsed with
+		// (wrong for another client's cursor of that name), and one whose
+		// cursor closed crashes a Postgres 15 backend when described
+		// (FetchStatementTargetList), which pgx's suite did through
+		// pgshard.
+		st.srvName = ""
+		if st.id == 0 {
+			st.id = unnamedIDs.Add(1)
+		}
+		return st
+	}
+	if unnamed && (s.cfg.KeepUnnamed || s.batchUtility) {
+		// Kept unnamed: by configuration, or after DDL, DEALLOCATE or
 		// DISCARD earlier in the batch, whose effect on the server's
-		// statements pgshard learns only from their answers; or a
-		// statement the server does not plan, which gains nothing from a
-		// name and may lose: a named FETCH whose cursor existed when it
-		// was parsed crashes a Postgres 15 backend when it is described
-		// after the cursor closed (FetchStatementTargetList), which an
-		// unnamed one, parsed anew each time, never is.
+		// statements pgshard learns only from their answers.
 		st.srvName = ""
 	}
 	return st
@@ -843,9 +854,9 @@ func (s *session) discardUntilSync() {
 				s.sc.Unnamed = 0
 			} else {
 				delete(s.sc.Prepared, p.srvName)
-				if p.cliName != "" {
-					delete(s.stmts, p.cliName)
-				}
+			}
+			if p.cliName != "" {
+				delete(s.stmts, p.cliName)
 			}
 		}
 	}

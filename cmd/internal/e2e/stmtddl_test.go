@@ -3,6 +3,7 @@ package e2e
 import (
 	"context"
 	"errors"
+	"fmt"
 	"testing"
 	"time"
 
@@ -342,5 +343,60 @@ func TestPipelineErrorKeepsUnnamed(t *testing.T) {
 	wantPipelineSync(t, p)
 	if err := p.Close(); err != nil {
 		t.Fatal(err)
+	}
+}
+
+// TestNamedFetchPerCursor: two clients prepare the same FETCH text, by
+// name, over one server connection, each for a cursor of its own with
+// other columns: each gets its own cursor's columns and rows, as from a
+// Postgres session of its own.
+func TestNamedFetchPerCursor(t *testing.T) {
+	addr := startProxy(t, proxyOpts{poolSize: 1})
+	ctx := context.Background()
+	const fetch = "fetch all from stmt_cur"
+	for i, decl := range []string{
+		"declare stmt_cur cursor for select 1 as a",
+		"declare stmt_cur cursor for select 'x'::text as b, 2 as c",
+		"declare stmt_cur cursor for select 1 as a",
+	} {
+		c := connect(t, proxyURL(addr))
+		tx, err := c.Begin(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := tx.Exec(ctx, decl); err != nil {
+			t.Fatal(err)
+		}
+		sd, err := tx.Prepare(ctx, "f", fetch)
+		if err != nil {
+			t.Fatalf("client %d: %v", i, err)
+		}
+		rows, err := tx.Query(ctx, "f")
+		if err != nil {
+			t.Fatalf("client %d: %v", i, err)
+		}
+		vals, err := pgx.CollectRows(rows, func(r pgx.CollectableRow) ([]any, error) { return r.Values() })
+		if err != nil {
+			t.Fatalf("client %d: %v", i, err)
+		}
+		got := fmt.Sprint(len(sd.Fields), vals)
+		want := "1 [[1]]"
+		if i == 1 {
+			want = "2 [[x 2]]"
+		}
+		if got != want {
+			t.Fatalf("client %d: %s, want %s", i, got, want)
+		}
+		if err := tx.Commit(ctx); err != nil {
+			t.Fatal(err)
+		}
+		// The cursor is gone: describing the statement again is an
+		// error, not a crash of the shard.
+		if _, err := c.Prepare(ctx, "g", fetch); err != nil {
+			t.Fatalf("client %d, prepare after the cursor closed: %v", i, err)
+		}
+		if _, err := c.Exec(ctx, "g"); pgCode(err) != "34000" {
+			t.Fatalf("client %d, FETCH after the cursor closed: %v, want 34000", i, err)
+		}
 	}
 }
