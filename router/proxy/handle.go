@@ -350,9 +350,11 @@ func (s *session) handleParse(m *pgproto3.Parse) error {
 	}
 	// What the client's Parse replaces: put back if the server skips it.
 	undo := pending{cliName: m.Name, cliUnnamed: m.Name == "", prev: s.unnamed}
-	if st.srvName != "" && s.sc == nil && s.srv.isKnown(st.srvName) {
+	if st.key != "" && s.sc == nil && s.srv.isKnown(st.key) {
 		// A statement some shard already accepted: no need to hold a
-		// server connection just to parse it; Bind prepares it where it runs.
+		// server connection just to parse it; Bind prepares it where it
+		// runs. (pgbench prepares BEGIN with a synchronous Parse while
+		// another client of its thread holds the only server connection.)
 		s.keep(m.Name, st)
 		undo.kind, undo.synth = pSynth, &pgproto3.ParseComplete{}
 		s.push(undo)
@@ -376,7 +378,7 @@ func (s *session) handleParse(m *pgproto3.Parse) error {
 		}
 	}
 	s.sc.Unnamed = st.id
-	undo.kind, undo.unnamed = pParse, true
+	undo.kind, undo.unnamed, undo.srvName = pParse, true, st.key // parsed: known
 	s.toServer(&pgproto3.Parse{Query: m.Query, ParameterOIDs: m.ParameterOIDs}, undo)
 	return nil
 }
@@ -425,7 +427,7 @@ func (s *session) newStmt(query string, oids []uint32, unnamed bool) *stmt {
 		// cursor closed crashes a Postgres 15 backend when described
 		// (FetchStatementTargetList), which pgx's suite did through
 		// pgshard.
-		st.srvName = ""
+		st.srvName = "" // st.key stays: a statement parsed once is known
 		if st.id == 0 {
 			st.id = unnamedIDs.Add(1)
 		}
@@ -485,11 +487,11 @@ func newStmtGen(query string, oids []uint32, unnamed bool, gen uint64, searchPat
 		st.id = unnamedIDs.Add(1)
 		st.oids = oids
 		if seenUnnamed(sum) {
-			st.srvName = name
+			st.srvName, st.key = name, name
 		}
 		return st
 	}
-	st.srvName = name
+	st.srvName, st.key = name, name
 	st.oids = append([]uint32(nil), oids...)
 	return st
 }

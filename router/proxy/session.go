@@ -122,9 +122,14 @@ type kv struct{ k, v string }
 type stmt struct {
 	srvName string // content-addressed name on servers: pgs_<hash>; "" for an unnamed one not seen before
 	id      uint64 // unnamed statements: identity in a server's unnamed slot
-	query   string
-	oids    []uint32
-	isSet   bool
+	// key is the content-addressed name (as srvName would be) of a
+	// statement parsed in the unnamed slot that pgshard still recognises
+	// once some shard accepted it (Server.isKnown); "" for an unnamed one
+	// not seen before.
+	key   string
+	query string
+	oids  []uint32
+	isSet bool
 }
 
 type pendKind uint8
@@ -147,7 +152,7 @@ const (
 type pending struct {
 	kind    pendKind
 	synth   pgproto3.BackendMessage
-	srvName string // pParse/pParseHidden: statement being created on the server
+	srvName string // pParse/pParseHidden: statement being created on the server (its key in the unnamed slot)
 	unnamed bool   // in the server's unnamed slot
 	// cliName, cliUnnamed: the client statement a Parse creates (named,
 	// or the unnamed one), undone if the server skips the Parse.
