@@ -383,11 +383,48 @@ func (s *session) handleParse(m *pgproto3.Parse) error {
 	return nil
 }
 
+// skipComments drops the whitespace and comments (-- to the end of the
+// line, /* */ nested as Postgres nests them) that a statement starts with;
+// an unterminated comment leaves "".
+func skipComments(q string) string {
+	for {
+		q = strings.TrimLeft(q, " \t\r\n\f")
+		switch {
+		case strings.HasPrefix(q, "--"):
+			i := strings.IndexByte(q, '\n')
+			if i < 0 {
+				return ""
+			}
+			q = q[i+1:]
+		case strings.HasPrefix(q, "/*"):
+			depth, i := 1, 2
+			for depth > 0 {
+				if i+1 >= len(q) {
+					return ""
+				}
+				switch q[i : i+2] {
+				case "/*":
+					depth++
+					i += 2
+				case "*/":
+					depth--
+					i += 2
+				default:
+					i++
+				}
+			}
+			q = q[i:]
+		default:
+			return q
+		}
+	}
+}
+
 // changesStatements reports whether a statement may change what the
 // server's prepared statements mean or whether they exist: DDL,
 // DEALLOCATE, DISCARD, SET (search_path).
 func changesStatements(query string) bool {
-	switch firstWord(query) {
+	switch firstWord(skipComments(query)) {
 	case "create", "alter", "drop", "truncate", "comment", "grant", "revoke",
 		"deallocate", "discard", "set", "reset", "reindex", "cluster", "vacuum", "do", "call":
 		return true
@@ -444,9 +481,9 @@ func (s *session) newStmt(query string, oids []uint32, unnamed bool) *stmt {
 
 // plannable reports whether a statement is one the server plans (and so
 // caches a plan for): SELECT, INSERT, UPDATE, DELETE, MERGE, WITH, VALUES,
-// TABLE. Anything else, or a text that starts with a comment, is not.
+// TABLE, after any leading comments.
 func plannable(query string) bool {
-	switch firstWord(query) {
+	switch firstWord(skipComments(query)) {
 	case "select", "insert", "update", "delete", "merge", "with", "values", "table":
 		return true
 	}

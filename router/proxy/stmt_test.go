@@ -35,3 +35,27 @@ func TestUnnamedStatementNames(t *testing.T) {
 		t.Fatalf("a second stale name is used again: %q", third.srvName)
 	}
 }
+
+func TestPlannable(t *testing.T) {
+	for q, want := range map[string]bool{
+		"select 1": true,
+		"  SELECT abalance FROM t WHERE aid = $1;":      true,
+		"(select 1) union (select 2)":                   true,
+		"WITH x AS (select 1) select * from x":          true,
+		"insert into t values ($1)":                     true,
+		"/* app:web */ SELECT 1":                        true,
+		"-- note\nupdate t set x = 1":                   true,
+		"/* a /* nested */ comment */\n\tdelete from t": true,
+		"/* unterminated select 1":                      false,
+		"-- only a comment":                             false,
+		"fetch all from c":                              false,
+		"BEGIN":                                         false,
+		"/* x */ show search_path":                      false,
+		"create table t (x int)":                        false,
+		"":                                              false,
+	} {
+		if got := plannable(q); got != want {
+			t.Errorf("plannable(%q) = %v, want %v", q, got, want)
+		}
+	}
+}
