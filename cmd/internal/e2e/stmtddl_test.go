@@ -113,14 +113,7 @@ func TestUnnamedRepeatPrepared(t *testing.T) {
 // already has); those must stay unanswered too, and the statement must not
 // be created.
 func TestPipelineErrorSkipsKnownStatements(t *testing.T) {
-	addr := startProxy(t, proxyOpts{poolSize: 1})
-	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
-	defer cancel()
-	pc, err := pgconn.Connect(ctx, proxyURL(addr))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer pc.Close(ctx)
+	ctx, pc := rawConn(t)
 	const q = "select 41 + 1"
 	// Unnamed twice (a repeat gets a server name), then named: the server
 	// connection has both.
@@ -299,14 +292,7 @@ func wantPipelineSync(t *testing.T, p *pgconn.Pipeline) {
 // server skips after an error leaves the previous unnamed statement in
 // place, as in Postgres: a later Bind of "" runs that one.
 func TestPipelineErrorKeepsUnnamed(t *testing.T) {
-	addr := startProxy(t, proxyOpts{poolSize: 1})
-	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
-	defer cancel()
-	pc, err := pgconn.Connect(ctx, proxyURL(addr))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer pc.Close(ctx)
+	ctx, pc := rawConn(t)
 	p := pc.StartPipeline(ctx)
 	p.SendPrepare("", "select $1::int + 1", nil)
 	p.SendPipelineSync()
@@ -399,4 +385,18 @@ func TestNamedFetchPerCursor(t *testing.T) {
 			t.Fatalf("client %d, FETCH after the cursor closed: %v, want 34000", i, err)
 		}
 	}
+}
+
+// rawConn starts a proxy with one server connection and connects a
+// pgconn to it, for tests that send protocol messages one by one.
+func rawConn(t *testing.T) (context.Context, *pgconn.PgConn) {
+	addr := startProxy(t, proxyOpts{poolSize: 1})
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	t.Cleanup(cancel)
+	pc, err := pgconn.Connect(ctx, proxyURL(addr))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = pc.Close(context.Background()) })
+	return ctx, pc
 }
