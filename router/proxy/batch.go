@@ -724,8 +724,8 @@ func (s *session) runBatch(sync bool) error {
 	}
 	defer func() { s.holdDeferred = false }()
 	for _, m := range batch {
-		if s.clientSkipping {
-			break
+		if s.clientSkipping || s.serverSkipping {
+			break // after an error Postgres ignores the rest up to Sync
 		}
 		if err := s.dispatch(m); err != nil {
 			return err

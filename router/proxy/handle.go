@@ -116,11 +116,6 @@ func (s *session) handle(msg pgproto3.FrontendMessage) error {
 // dispatch runs one held extended-protocol message against the attached
 // server (attaching the batch's target shard on first need).
 func (s *session) dispatch(msg pgproto3.FrontendMessage) error {
-	if s.serverSkipping {
-		// The server failed an earlier message and discards the rest up
-		// to Sync: so does pgshard (no statement is created or closed).
-		return nil
-	}
 	switch m := msg.(type) {
 	case *pgproto3.Parse:
 		return s.handleParse(m)
