@@ -22,6 +22,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"runtime/pprof"
 	"sort"
 	"strings"
 	"sync"
@@ -52,6 +53,7 @@ func run() error {
 	clients := flag.Int("clients", 4, "pgbench clients writing during the move")
 	rate := flag.Int("rate", 500, "pgbench write rate (transactions/s, all clients; 0: as fast as possible)")
 	port := flag.Int("pg-port", 25832, "first Postgres port")
+	cpuProfile := flag.String("cpuprofile", "", "write a CPU profile of shardctl's side of the move (the Mover runs in this process) to this file")
 	streams := flag.Int("copy-streams", 0, "COPY streams per table (rebalance.copy_streams; 0: the default, 1)")
 	flag.Parse()
 	log := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelDebug}))
@@ -276,11 +278,25 @@ func run() error {
 	if _, err := mv.Create(ctx, m, []rebalance.Move{{From: s0.Name, To: s1.Name, Buckets: half}}); err != nil {
 		return err
 	}
+	if *cpuProfile != "" {
+		f, err := os.Create(*cpuProfile)
+		if err != nil {
+			return err
+		}
+		defer f.Close()
+		if err := pprof.StartCPUProfile(f); err != nil {
+			return err
+		}
+	}
 	t0 = time.Now()
-	if err := mv.Resume(ctx); err != nil {
+	err = mv.Resume(ctx)
+	moveTook := time.Since(t0)
+	if *cpuProfile != "" {
+		pprof.StopCPUProfile()
+	}
+	if err != nil {
 		return err
 	}
-	moveTook := time.Since(t0)
 	time.Sleep(2 * time.Second)
 	probeStop.Store(true)
 	wg.Wait()
