@@ -353,6 +353,7 @@ func proxyConfig(cfg *config.Config) (*proxy.Config, error) {
 		HealthCheckInterval: cfg.HealthCheckInterval.D(),
 		MergeMemoryLimit:    cfg.MergeMemoryLimit,
 		KeepUnnamed:         !*cfg.Pool.PrepareUnnamed,
+		SimpleText:          !*cfg.Pool.PrepareSimple,
 		TwoPhaseCommit:      cfg.TwoPhaseCommit,
 	}
 	if cfg.Pool.Mode == "session" {

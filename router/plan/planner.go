@@ -64,8 +64,35 @@ func (p *Planner) PlanPrepared(sql string, rules shardmap.Rules) (*Plan, error) 
 // Buckets and InsertSubset (the plan's $n is the n-th literal). The slice
 // is never nil: empty when the text had no literals to take out, or when
 // the normalised text did not parse and the original was planned instead.
-// The text sent to the shard is always the original.
+// The text sent to the shard is the original, or (Simple.Preparable) the
+// normalised one with the literals as parameters.
 func (p *Planner) PlanSimple(sql string, rules shardmap.Rules) (*Plan, []sqlparse.Literal, error) {
+	s, err := p.PlanSimpleText(sql, rules)
+	return s.Plan, s.Lits, err
+}
+
+// Simple is a simple-protocol statement as PlanSimpleText planned it.
+type Simple struct {
+	Plan *Plan
+	Lits []sqlparse.Literal
+	// Text is the text planned: the normalised one, where $k stands for
+	// Lits[k-1], or the original.
+	Text string
+	// Preparable marks one SELECT, INSERT, UPDATE, DELETE or MERGE for
+	// one shard (or any) whose Text, with Lits as its parameters, means
+	// what the original does: every $n is a literal's, and none stands
+	// where a constant is not a value (ORDER BY 2, varchar(10)). Such a
+	// statement can run as a prepared statement on the server. Whether
+	// Postgres infers each parameter's type as it would the literal's is
+	// for the server to say (a Parse that fails: "could not determine data
+	// type of parameter $1"); the caller must fall back to the original
+	// text then.
+	Preparable bool
+}
+
+// PlanSimpleText is PlanSimple, with the text it planned and whether it
+// can be prepared.
+func (p *Planner) PlanSimpleText(sql string, rules shardmap.Rules) (Simple, error) {
 	norm, lits := sqlparse.Normalize(sql)
 	res := p.cache.Analyze(norm)
 	text := norm
@@ -73,7 +100,7 @@ func (p *Planner) PlanSimple(sql string, rules shardmap.Rules) (*Plan, []sqlpars
 		res, lits, text = p.cache.Analyze(sql), nil, sql
 	}
 	if res.Err != nil {
-		return nil, nil, res.Err
+		return Simple{}, res.Err
 	}
 	if lits == nil {
 		lits = []sqlparse.Literal{}
@@ -84,8 +111,16 @@ func (p *Planner) PlanSimple(sql string, rules shardmap.Rules) (*Plan, []sqlpars
 		// keeps the constants (ORDER BY 1 is a position, $1 would not
 		// be) and LIMIT/OFFSET are known.
 		if orig := p.cache.Analyze(sql); orig.Err == nil {
-			return p.plan(orig, sql, rules), []sqlparse.Literal{}, nil
+			return Simple{Plan: p.plan(orig, sql, rules), Lits: []sqlparse.Literal{}, Text: sql}, nil
 		}
 	}
-	return pl, lits, nil
+	out := Simple{Plan: pl, Lits: lits, Text: text}
+	if len(res.Stmts) == 1 && (pl.Kind == Single || pl.Kind == Any) {
+		st := res.Stmts[0]
+		switch st.Kind {
+		case sqlparse.KindSelect, sqlparse.KindInsert, sqlparse.KindUpdate, sqlparse.KindDelete, sqlparse.KindMerge:
+			out.Preparable = !st.PositionalParam && st.MaxParam == len(lits)
+		}
+	}
+	return out, nil
 }

@@ -10,6 +10,7 @@ import (
 
 	"github.com/jackc/pgx/v5/pgproto3"
 
+	"github.com/pgshard/pgshard/router/plan"
 	"github.com/pgshard/pgshard/router/pool"
 	"github.com/pgshard/pgshard/wire"
 	"github.com/pgshard/pgshard/wire/pgcode"
@@ -181,6 +182,7 @@ func (s *session) txShard() int {
 // statements the session answers itself. done means the query was fully
 // answered.
 func (s *session) routeQuery(m *pgproto3.Query) (done bool, err error) {
+	s.simple = plan.Simple{}
 	var r Route
 	routed := false
 	if len(s.parts) > 0 {
@@ -270,6 +272,7 @@ func (s *session) routeQuery(m *pgproto3.Query) (done bool, err error) {
 	if p := s.pinnedShard(); p >= 0 && p != s.target && !s.canSpan() {
 		return true, s.refuseQuery(s.errSpan(p, s.target))
 	}
+	s.simple = r.Simple
 	return false, nil
 }
 

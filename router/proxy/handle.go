@@ -51,8 +51,11 @@ func (s *session) handle(msg pgproto3.FrontendMessage) error {
 	case *pgproto3.Parse, *pgproto3.Bind, *pgproto3.Describe, *pgproto3.Execute, *pgproto3.Close:
 		// Held until Sync or Flush: only then is it known which shard the
 		// batch goes to (Bind carries the key values).
-		if p, ok := m.(*pgproto3.Parse); ok && s.cfg.Mode == PoolTransaction && !s.pinned && createsTemp(p.Query) {
-			s.pinned = true // the temporary table stays on the connection
+		if p, ok := m.(*pgproto3.Parse); ok && (!s.madeTemp || s.cfg.Mode == PoolTransaction && !s.pinned) && createsTemp(p.Query) {
+			s.madeTemp = true
+			if s.cfg.Mode == PoolTransaction {
+				s.pinned = true // the temporary table stays on the connection
+			}
 		}
 		s.batch = append(s.batch, cloneMsg(msg))
 		s.heldForSync = false
@@ -201,8 +204,14 @@ func (s *session) handleQuery(m *pgproto3.Query) error {
 	}
 	s.noteTxSet(m.String)
 	s.noteQuery(m.String)
-	s.sc.Unnamed = 0 // a simple Query destroys the unnamed statement
-	s.unnamed = nil
+	s.unnamed = nil // a simple Query destroys the unnamed statement
+	if s.runSimplePrepared(m) {
+		if err := s.flushServer(); err != nil {
+			return err
+		}
+		return s.drive()
+	}
+	s.sc.Unnamed = 0
 	s.toServer(m, pending{kind: pQuery})
 	if err := s.flushServer(); err != nil {
 		return err
@@ -215,6 +224,9 @@ func (s *session) handleQuery(m *pgproto3.Query) error {
 // connections) and LISTEN (pins the server connection).
 func (s *session) noteQuery(q string) {
 	w := firstWord(q)
+	if !s.madeTemp && createsTemp(q) {
+		s.madeTemp = true
+	}
 	if w == "listen" {
 		s.listening = true
 	}
@@ -751,18 +763,21 @@ func (s *session) drive() error {
 				s.srv.markKnown(p.srvName)
 			}
 		case *pgproto3.BindComplete, *pgproto3.CloseComplete:
-			s.pop()
-			s.send(m)
+			if p := s.pop(); p.kind != pBindHidden {
+				s.send(m)
+			}
 		case *pgproto3.ParameterDescription:
 			s.send(m)
 		case *pgproto3.RowDescription:
 			s.send(m)
-			if head.kind == pDescribe {
+			if head.kind == pDescribe || head.kind == pDescribeSimple {
 				s.pop()
 			}
 		case *pgproto3.NoData:
-			s.send(m)
-			if head.kind == pDescribe {
+			if head.kind != pDescribeSimple {
+				s.send(m) // a simple query has no NoData
+			}
+			if head.kind == pDescribe || head.kind == pDescribeSimple {
 				s.pop()
 			}
 		case *pgproto3.DataRow:
@@ -793,6 +808,10 @@ func (s *session) drive() error {
 				s.serverFatal = &wire.Error{Severity: "FATAL", Code: m.Code, Message: m.Message, Detail: m.Detail, Hint: m.Hint}
 				continue
 			}
+			if s.simpleQ != nil && (head.kind == pParseHidden || head.kind == pBindHidden || head.kind == pDescribeSimple) && s.simpleRefused(*head, m) {
+				s.discardUntilSync()
+				continue
+			}
 			s.batchErr = true
 			s.setCandidate = ""
 			if s.deferred != "" {
@@ -814,6 +833,13 @@ func (s *session) drive() error {
 		case *pgproto3.ReadyForQuery:
 			s.pop()
 			sc.TxStatus = m.TxStatus
+			if s.simpleRetry {
+				if err := s.simpleResend(); err != nil {
+					return err
+				}
+				continue
+			}
+			s.simpleQ = nil
 			s.statReady(sc, m.TxStatus)
 			if s.deferred != "" && m.TxStatus == 'I' {
 				// The client is in a transaction that has not reached a shard yet.

@@ -30,13 +30,17 @@ func (r PlanRouter) RouteSimple(sql string, m *AppliedMap, env Catalog) Route {
 	if m == nil || m.Map == nil {
 		return Route{Kind: RouteAny}
 	}
-	p, lits, err := r.Planner.PlanSimple(sql, m.Rules)
+	sp, err := r.Planner.PlanSimpleText(sql, m.Rules)
 	if err != nil {
 		return parseErrRoute(sql, err)
 	}
-	rt := txControl(p, resolve(p, plan.Inputs{Literals: lits}, m, sql, env))
+	p := sp.Plan
+	rt := txControl(p, resolve(p, plan.Inputs{Literals: sp.Lits}, m, sql, env))
 	if rt.Kind != RouteRefuse {
 		rt.Sets = p.Sets
+	}
+	if (rt.Kind == RouteShard || rt.Kind == RouteAny) && !rt.TxControl {
+		rt.Simple = sp
 	}
 	return rt
 }

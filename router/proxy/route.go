@@ -101,6 +101,10 @@ type Route struct {
 	// that runs on one server connection (SET x = 1; SELECT ...), in
 	// order: under transaction pooling the session replays them later.
 	Sets []string
+	// Simple is a simple query's normalised text and literals; with
+	// Simple.Preparable on a RouteShard or RouteAny route, the session may
+	// run it as a prepared statement (simple.go).
+	Simple plan.Simple
 }
 
 // MergeRoute is a SELECT that runs on several shards, merged by the proxy.

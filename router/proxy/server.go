@@ -88,6 +88,10 @@ type Config struct {
 	// servers; by default one seen again is prepared under its server
 	// name (pool.prepare_unnamed).
 	KeepUnnamed bool
+	// SimpleText leaves simple-protocol queries as the client sent them;
+	// by default one seen again runs as a prepared statement on the
+	// server, its literals as parameters (pool.prepare_simple; simple.go).
+	SimpleText bool
 
 	// TwoPhaseCommit lets a transaction span shards: each shard it touches
 	// joins it, and COMMIT runs two-phase commit (twophase.go). Off, a

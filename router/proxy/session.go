@@ -114,6 +114,17 @@ type session struct {
 	waitCtx        context.Context
 	waitCancel     context.CancelFunc
 	stat           sessionStats // counters (stats.go)
+
+	// simple is the simple query under way as routeQuery planned it;
+	// simpleQ is one running as a prepared statement (simple.go), sent as
+	// the client wrote it if the server refuses the prepared form before
+	// running it (simpleRetry, at the ReadyForQuery that ends the try).
+	simple         plan.Simple
+	simpleQ        *pgproto3.Query
+	simpleSum      uint64 // simpleQ's hash (simpleFailed)
+	simpleCanRetry bool   // simpleQ started outside a transaction block
+	simpleRetry    bool
+	madeTemp       bool // the session created a temporary object (its names may shadow others)
 }
 
 type kv struct{ k, v string }
@@ -141,12 +152,14 @@ const (
 	pDescribe // ends at RowDescription or NoData
 	pExecute  // ends at CommandComplete, EmptyQueryResponse or PortalSuspended
 	pClose
-	pSync       // ReadyForQuery
-	pQuery      // simple query: ends at ReadyForQuery
-	pAbort      // a deliberately failing Parse whose ErrorResponse is swallowed
-	pSynth      // no server message: emit synth when it reaches the head
-	pHidden     // a query pgshard sent (deferred BEGIN): its answers are swallowed
-	pQueryAbort // a failing simple query: ErrorResponse swallowed, ReadyForQuery forwarded
+	pSync           // ReadyForQuery
+	pQuery          // simple query: ends at ReadyForQuery
+	pAbort          // a deliberately failing Parse whose ErrorResponse is swallowed
+	pSynth          // no server message: emit synth when it reaches the head
+	pHidden         // a query pgshard sent (deferred BEGIN): its answers are swallowed
+	pQueryAbort     // a failing simple query: ErrorResponse swallowed, ReadyForQuery forwarded
+	pBindHidden     // BindComplete swallowed (a simple query run prepared)
+	pDescribeSimple // a simple query run prepared: RowDescription forwarded, NoData swallowed
 )
 
 type pending struct {

@@ -153,6 +153,12 @@ type cteEntry struct {
 func analyzeStmt(n *pg.Node, text string, start, end int) *Stmt {
 	w := &walker{st: &Stmt{Start: start, End: end}, text: text}
 	w.stmt(n)
+	switch w.st.Kind {
+	case KindSelect, KindInsert, KindUpdate, KindDelete, KindMerge:
+		var u paramUse
+		simpleParams(n.ProtoReflect(), &u)
+		w.st.MaxParam, w.st.PositionalParam = u.max, u.positional
+	}
 	return w.st
 }
 

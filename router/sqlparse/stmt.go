@@ -54,6 +54,12 @@ type Stmt struct {
 	Write bool `json:"write,omitempty"`
 	// CurrentOf is set for UPDATE/DELETE ... WHERE CURRENT OF cursor.
 	CurrentOf bool `json:"current_of,omitempty"`
+	// MaxParam is the highest $n of a SELECT, INSERT, UPDATE, DELETE or
+	// MERGE; PositionalParam marks one with a $n where a constant would
+	// not be a value (ORDER BY 2, GROUP BY 1, varchar(10)): there the
+	// statement's constants must stay in its text. Not set for others.
+	MaxParam        int  `json:"-"`
+	PositionalParam bool `json:"-"`
 
 	Copy *Copy    `json:"copy,omitempty"` // KindCopy
 	Tx   *Tx      `json:"tx,omitempty"`   // KindTx

@@ -95,6 +95,11 @@ type Pool struct {
 	// so the shards parse it once per connection; false keeps every
 	// unnamed statement unnamed on the servers, as PgBouncer does.
 	PrepareUnnamed *bool `yaml:"prepare_unnamed"`
+	// PrepareSimple (default true) runs a simple-protocol query that
+	// clients send again (with other constants) as a prepared statement
+	// on the server connections, its constants as parameters; false sends
+	// every simple query as written.
+	PrepareSimple *bool `yaml:"prepare_simple"`
 }
 
 // User is a client login. Password may be plaintext, a SCRAM verifier or an
@@ -213,6 +218,10 @@ func (c *Config) fill() {
 	if c.Pool.PrepareUnnamed == nil {
 		on := true
 		c.Pool.PrepareUnnamed = &on
+	}
+	if c.Pool.PrepareSimple == nil {
+		on := true
+		c.Pool.PrepareSimple = &on
 	}
 	if c.ConnectTimeout == 0 {
 		c.ConnectTimeout = Duration(DefaultConnectTimeout)

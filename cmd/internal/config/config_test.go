@@ -78,3 +78,22 @@ func TestPoolPrepareUnnamed(t *testing.T) {
 		}
 	}
 }
+
+func TestPoolPrepareSimple(t *testing.T) {
+	for _, tc := range []struct {
+		yaml string
+		want bool
+	}{
+		{minimal, true},
+		{minimal + "pool: {prepare_simple: false}\n", false},
+		{minimal + "pool: {prepare_simple: true, prepare_unnamed: false}\n", true},
+	} {
+		c, err := Parse([]byte(tc.yaml))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got := *c.Pool.PrepareSimple; got != tc.want {
+			t.Errorf("%q: prepare_simple %v, want %v", tc.yaml, got, tc.want)
+		}
+	}
+}
