@@ -79,7 +79,7 @@ type Simple struct {
 	// Lits[k-1], or the original.
 	Text string
 	// Preparable marks one SELECT, INSERT, UPDATE, DELETE or MERGE for
-	// one shard (or any) whose Text, with Lits as its parameters, means
+	// one shard (Single, Default, Any) whose Text, with Lits as its parameters, means
 	// what the original does: every $n is a literal's, and none stands
 	// where a constant is not a value (ORDER BY 2, varchar(10)). Such a
 	// statement can run as a prepared statement on the server. Whether
@@ -115,7 +115,7 @@ func (p *Planner) PlanSimpleText(sql string, rules shardmap.Rules) (Simple, erro
 		}
 	}
 	out := Simple{Plan: pl, Lits: lits, Text: text}
-	if len(res.Stmts) == 1 && (pl.Kind == Single || pl.Kind == Any) {
+	if len(res.Stmts) == 1 && (pl.Kind == Single || pl.Kind == Any || pl.Kind == Default) {
 		st := res.Stmts[0]
 		switch st.Kind {
 		case sqlparse.KindSelect, sqlparse.KindInsert, sqlparse.KindUpdate, sqlparse.KindDelete, sqlparse.KindMerge:

@@ -16,7 +16,8 @@ type paramUse struct {
 // than a value, so that putting $n for the constant would change what the
 // statement means or make it fail: a bare ORDER BY item (in SQL-92 form a
 // column position: ORDER BY 2), a bare GROUP BY or DISTINCT ON item (the
-// same), or a type modifier (varchar(10)). Window and aggregate ORDER BY
+// same), or a type modifier (varchar(10): the grammar takes no $n
+// there, so the text would not parse). Window and aggregate ORDER BY
 // items read a constant as a value, but are counted too: nothing is lost
 // by leaving such rare statements as they are.
 func simpleParams(m protoreflect.Message, u *paramUse) {
@@ -66,7 +67,14 @@ func bareGroupParam(n *pg.Node) bool {
 			}
 		}
 	}
-	if l := n.GetList(); l != nil { // a row in a grouping set: (a, b)
+	if r := n.GetRowExpr(); r != nil { // a row in a grouping set: (a, b)
+		for _, c := range r.Args {
+			if bareGroupParam(c) {
+				return true
+			}
+		}
+	}
+	if l := n.GetList(); l != nil {
 		for _, c := range l.Items {
 			if bareGroupParam(c) {
 				return true

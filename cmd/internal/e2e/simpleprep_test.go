@@ -1,0 +1,323 @@
+package e2e
+
+import (
+	"context"
+	"fmt"
+	"strings"
+	"testing"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
+
+	"github.com/pgshard/pgshard/router/proxy"
+)
+
+// simpleAnswer is what a client sees of one simple query: columns (name,
+// type, modifier, format), rows as text, command tag, and the error's
+// SQLSTATE, message and position.
+func simpleAnswer(ctx context.Context, c *pgconn.PgConn, sql string) string {
+	var b strings.Builder
+	results, err := c.Exec(ctx, sql).ReadAll()
+	for _, r := range results {
+		for _, f := range r.FieldDescriptions {
+			fmt.Fprintf(&b, "col %s %d %d %d; ", f.Name, f.DataTypeOID, f.TypeModifier, f.Format)
+		}
+		for _, row := range r.Rows {
+			b.WriteString("row")
+			for _, v := range row {
+				if v == nil {
+					b.WriteString(" NULL")
+				} else {
+					fmt.Fprintf(&b, " %q", v)
+				}
+			}
+			b.WriteString("; ")
+		}
+		fmt.Fprintf(&b, "tag %s; ", r.CommandTag)
+	}
+	if err != nil {
+		if pe, ok := err.(*pgconn.PgError); ok {
+			fmt.Fprintf(&b, "error %s %s at %d", pe.Code, pe.Message, pe.Position)
+		} else {
+			fmt.Fprintf(&b, "error %v", err)
+		}
+	}
+	return b.String()
+}
+
+// simpleCases are simple queries with %v for constants; each runs with
+// several sets of values through pgshard (the first of a text as sent,
+// later ones prepared where pgshard can) and straight on the shard, and
+// must be answered alike. They cover how Postgres types a constant (an
+// integer int4 or int8, a string unknown until its place decides),
+// constants that are not values (ORDER BY 1, GROUP BY 1), and refusals
+// before and during execution.
+var simpleCases = []struct {
+	sql  string
+	args [][]any
+}{
+	{"select * from simple_t where id = %v", [][]any{{1}, {2}, {3}, {-1}}},
+	{"select id, s from simple_t where s = '%v'", [][]any{{"a"}, {"b"}, {"it''s"}}},
+	{"select %v as x, '%v' as y, %v as z", [][]any{{1, "a", 5000000000}, {2, "b", 5000000001}, {-3, "", 7}}},
+	{"select '%v'::varchar(2)", [][]any{{"x"}, {"xyz"}, {"ab"}}},
+	{"select concat('%v', 'x')", [][]any{{"a"}, {"b"}, {"c"}}},
+	{"select pg_typeof('%v')", [][]any{{"a"}, {"b"}, {"c"}}},
+	{"select format('%%s-%%s', '%v', %v)", [][]any{{"a", 1}, {"b", 2}, {"c", 3}}},
+	{"select '%v' is null", [][]any{{"a"}, {"b"}, {"c"}}},
+	{"select id from simple_t order by 1 desc limit %v", [][]any{{1}, {2}, {3}}},
+	{"select s, count(*) from simple_t where id > %v group by 1 order by 1", [][]any{{0}, {1}, {2}}},
+	{"select distinct on (1) s, id from simple_t where id < %v order by 1, 2", [][]any{{9}, {3}, {2}}},
+	{"select n + %v, n * %v from simple_t where id = %v", [][]any{{1, 2, 1}, {5, 3, 2}, {-7, 1, 3}}},
+	{"select n from simple_t where n > %v.5 order by n", [][]any{{1}, {2}, {0}}},
+	{"select s || %v from simple_t where id = %v", [][]any{{1, 1}, {2, 2}, {3, 3}}},
+	{"select %v / 2, -%v, %v::int8 * 2", [][]any{{7, 3, 4}, {9, 1, 2}, {1, 1, 1}}},
+	{"select 2147483647 + %v", [][]any{{0}, {1}, {0}}},
+	{"select * from simple_t where d = '%v'", [][]any{{"2024-01-02"}, {"2024-13-01"}, {"2024-01-03"}, {"nonsense"}}},
+	{"select id from simple_t where n = '%v'", [][]any{{"1.5"}, {"abc"}, {"2"}}},
+	{"select array[%v, %v], array['%v', 'x']", [][]any{{1, 2, "a"}, {3, 4, "b"}, {5, 6, "c"}}},
+	{"select coalesce(null, '%v'), case when %v > 1 then 'a' else 'b' end", [][]any{{"x", 1}, {"y", 2}, {"z", 3}}},
+	{"select * from generate_series(1, %v) g", [][]any{{2}, {3}, {1}}},
+	{"select '%v'::jsonb -> 'a'", [][]any{{`{"a":1}`}, {`{"a":[2]}`}, {`{"b":3}`}, {`{bad`}}},
+	{"select length('%v'), upper('%v')", [][]any{{"abc", "d"}, {"", "e"}, {"xy", "f"}}},
+	{"values (%v, '%v'), (%v, 'y')", [][]any{{1, "a", 2}, {3, "b", 4}, {5, "c", 6}}},
+	{"select %v union select %v order by 1", [][]any{{1, 2}, {3, 3}, {5, 4}}},
+	{"select '%v' union all select '%v'", [][]any{{"a", "b"}, {"c", "d"}, {"e", "f"}}},
+	{"select id from simple_t where id in (%v, %v, %v) order by id", [][]any{{1, 2, 3}, {2, 9, 1}, {3, 3, 3}}},
+	{"select id from simple_t order by id limit %v offset %v", [][]any{{1, 1}, {2, 0}, {1, 2}}},
+	{"select now() - interval '1 day' > '%v'", [][]any{{"2000-01-01"}, {"2999-01-01"}, {"2001-01-01"}}},
+	{"with x(v) as (values (%v)) select v + 1 from x", [][]any{{1}, {2}, {3}}},
+	{"select sum(id) filter (where id > %v), count(*) from simple_t", [][]any{{0}, {1}, {2}}},
+	{"select id, rank() over (order by n desc) from simple_t where id < %v order by id", [][]any{{9}, {3}, {2}}},
+	{"select * from simple_missing where id = %v", [][]any{{1}, {2}, {3}}},
+	{"select a[%v] from simple_t where id = %v", [][]any{{1, 1}, {2, 1}, {1, 2}}},
+	{"select %v from simple_t where v like '%v%%' order by id", [][]any{{1, "a"}, {2, "b"}, {3, "c"}}},
+	{"select 'a' %v 'b'", [][]any{{"<"}, {">"}, {"="}}},
+	{"select e'tab\\t%v', $$dollar %v$$", [][]any{{"a", 1}, {"b", 2}, {"c", 3}}},
+}
+
+const simpleSetup = `drop table if exists simple_t;
+create table simple_t (id int primary key, n numeric, s text, d date, v varchar(5), a int[]);
+insert into simple_t values (1, 1.5, 'a', '2024-01-02', 'abc', '{1,2}'), (2, 2, 'b', '2024-01-03', 'bcd', '{3}'), (3, -4, 'it''s', null, 'cab', null)`
+
+// TestSimplePreparedDifferential: simple queries answered through pgshard,
+// which runs repeated ones as prepared statements, alike to Postgres's
+// own answers (columns and their types, rows, tags, errors with their
+// positions).
+func TestSimplePreparedDifferential(t *testing.T) {
+	addr := startProxy(t, proxyOpts{poolSize: 1, sharded: true, loops: true})
+	ctx := context.Background()
+	c := connect(t, proxyURL(addr))
+	if _, err := c.Exec(ctx, simpleSetup); err != nil {
+		t.Fatal(err)
+	}
+	defer c.Exec(ctx, "drop table if exists simple_t")
+	direct := connect(t, cluster.Instances[0].DSN)
+	for _, tc := range simpleCases {
+		for round := range 2 {
+			for _, args := range tc.args {
+				sql := fmt.Sprintf(tc.sql, args...)
+				want := simpleAnswer(ctx, direct.PgConn(), sql)
+				got := simpleAnswer(ctx, c.PgConn(), sql)
+				if got != want {
+					t.Errorf("%s (round %d):\n pgshard: %s\nPostgres: %s", sql, round, got, want)
+				}
+			}
+		}
+	}
+	// Prepared on the (one) server connection: the repeated statements
+	// that can be, and no other.
+	rows, err := c.Query(ctx, "select statement from pg_prepared_statements where name like 'pgs_%'", pgx.QueryExecModeSimpleProtocol)
+	if err != nil {
+		t.Fatal(err)
+	}
+	stmts, err := pgx.CollectRows(rows, pgx.RowTo[string])
+	if err != nil {
+		t.Fatal(err)
+	}
+	prepared := strings.Join(stmts, "\n")
+	for _, want := range []string{"select * from simple_t where id = $1", "select $1 as x, $2 as y, $3 as z", "select * from simple_t where d = $1"} {
+		if !strings.Contains(prepared, want) {
+			t.Errorf("%q not prepared on the server; prepared:\n%s", want, prepared)
+		}
+	}
+	for _, not := range []string{"order by $", "group by $", "distinct on ($", "concat(", "pg_typeof(", "simple_missing"} {
+		if strings.Contains(prepared, not) {
+			t.Errorf("a statement with %q prepared on the server:\n%s", not, prepared)
+		}
+	}
+}
+
+// TestSimplePreparedSharded: simple queries on a sharded table, routed by
+// key to two shards and run prepared there, return each key's row; DML
+// keeps its tags.
+func TestSimplePreparedSharded(t *testing.T) {
+	addr := startProxy(t, proxyOpts{poolSize: 2, sharded: true, shards: 2, loops: true})
+	ctx := context.Background()
+	c := connect(t, proxyURL(addr)).PgConn()
+	if _, err := c.Exec(ctx, "drop table if exists people; create table people (id bigint primary key, name text)").ReadAll(); err != nil {
+		t.Fatal(err)
+	}
+	defer func() { _, _ = c.Exec(ctx, "drop table if exists people").ReadAll() }()
+	for i := 1; i <= 40; i++ {
+		if got := simpleAnswer(ctx, c, fmt.Sprintf("insert into people values (%d, 'p%d')", i, i)); got != "tag INSERT 0 1; " {
+			t.Fatalf("insert %d: %s", i, got)
+		}
+	}
+	for round := range 2 {
+		for i := 1; i <= 40; i++ {
+			want := fmt.Sprintf("col name 25 -1 0; row %q; tag SELECT 1; ", fmt.Sprintf("p%d", i))
+			if got := simpleAnswer(ctx, c, fmt.Sprintf("select name from people where id = %d", i)); got != want {
+				t.Fatalf("round %d, id %d: %s", round, i, got)
+			}
+			if got := simpleAnswer(ctx, c, fmt.Sprintf("update people set name = name where id = %d", i)); got != "tag UPDATE 1; " {
+				t.Fatalf("update %d: %s", i, got)
+			}
+		}
+	}
+	for i := 1; i <= 40; i++ {
+		if got := simpleAnswer(ctx, c, fmt.Sprintf("delete from people where id = %d", i)); got != "tag DELETE 1; " {
+			t.Fatalf("delete %d: %s", i, got)
+		}
+	}
+}
+
+// serverStmts counts the server statements (on the session's server
+// connection) whose text is sql.
+func serverStmts(t *testing.T, c *pgx.Conn, sql string) int {
+	t.Helper()
+	var n int
+	if err := c.QueryRow(context.Background(), "select count(*) from pg_prepared_statements where name like 'pgs_%' and statement = $1", pgx.QueryExecModeSimpleProtocol, sql).Scan(&n); err != nil {
+		t.Fatal(err)
+	}
+	return n
+}
+
+// TestSimplePreparedTx: in a transaction block a refusal cannot be undone
+// by sending the text instead (the transaction has failed), so only texts
+// already prepared somewhere run prepared; a value the type refuses fails
+// the transaction with Postgres's SQLSTATE.
+func TestSimplePreparedTx(t *testing.T) {
+	addr := startProxy(t, proxyOpts{poolSize: 1, sharded: true, loops: true})
+	ctx := context.Background()
+	c := connect(t, proxyURL(addr))
+	if _, err := c.Exec(ctx, simpleSetup); err != nil {
+		t.Fatal(err)
+	}
+	defer c.Exec(ctx, "drop table if exists simple_t")
+	p := c.PgConn()
+	mustOK := func(sql string) string {
+		t.Helper()
+		r, err := p.Exec(ctx, sql).ReadAll()
+		if err != nil {
+			t.Fatalf("%s: %v", sql, err)
+		}
+		if len(r[0].Rows) > 0 {
+			return string(r[0].Rows[0][0])
+		}
+		return r[0].CommandTag.String()
+	}
+	// Seen twice outside a transaction: prepared.
+	mustOK("select s from simple_t where id = 1")
+	mustOK("select s from simple_t where id = 2")
+	if n := serverStmts(t, c, "select s from simple_t where id = $1"); n != 1 {
+		t.Fatalf("%d server statements, want 1", n)
+	}
+	mustOK("begin")
+	if got := mustOK("select s from simple_t where id = 2"); got != "b" {
+		t.Fatalf("in the transaction: %q", got)
+	}
+	// New in the transaction: sent as written, twice.
+	mustOK("select v from simple_t where id = 1")
+	mustOK("select v from simple_t where id = 2")
+	if n := serverStmts(t, c, "select v from simple_t where id = $1"); n != 0 {
+		t.Fatalf("a text first seen in a transaction prepared (%d)", n)
+	}
+	// The prepared date comparison with a date Postgres refuses: 22008,
+	// and the transaction fails as it would.
+	mustOK("select id from simple_t where d = '2024-01-02'")
+	_, err := p.Exec(ctx, "select id from simple_t where d = '2024-13-40'").ReadAll()
+	if pe, ok := err.(*pgconn.PgError); !ok || pe.Code != "22008" {
+		t.Fatalf("bad date in the transaction: %v", err)
+	}
+	_, err = p.Exec(ctx, "select s from simple_t where id = 1").ReadAll()
+	if pe, ok := err.(*pgconn.PgError); !ok || pe.Code != "25P02" {
+		t.Fatalf("after the error: %v, want 25P02", err)
+	}
+	mustOK("rollback")
+	if got := mustOK("select s from simple_t where id = 1"); got != "a" {
+		t.Fatalf("after the rollback: %q", got)
+	}
+}
+
+// TestSimplePreparedStale: DDL sent to the shard directly that changes a
+// prepared statement's columns does not reach the simple-protocol client
+// as "cached plan must not change result type": the text runs instead,
+// and later runs prepare it anew.
+func TestSimplePreparedStale(t *testing.T) {
+	addr := startProxy(t, proxyOpts{poolSize: 1, sharded: true, loops: true})
+	ctx := context.Background()
+	c := connect(t, proxyURL(addr))
+	if _, err := c.Exec(ctx, simpleSetup); err != nil {
+		t.Fatal(err)
+	}
+	defer c.Exec(ctx, "drop table if exists simple_t")
+	q := "select * from simple_t where id = %d"
+	for i := 1; i <= 3; i++ {
+		if _, err := c.PgConn().Exec(ctx, fmt.Sprintf(q, i)).ReadAll(); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if n := serverStmts(t, c, "select * from simple_t where id = $1"); n != 1 {
+		t.Fatalf("%d server statements, want 1", n)
+	}
+	direct := connect(t, cluster.Instances[0].DSN)
+	if _, err := direct.Exec(ctx, "alter table simple_t add column w int default 7"); err != nil {
+		t.Fatal(err)
+	}
+	for i := 1; i <= 3; i++ {
+		r, err := c.PgConn().Exec(ctx, fmt.Sprintf(q, i)).ReadAll()
+		if err != nil {
+			t.Fatalf("run %d after the DDL: %v", i, err)
+		}
+		if f := r[0].FieldDescriptions; len(f) != 7 || f[6].Name != "w" || string(r[0].Rows[0][6]) != "7" {
+			t.Fatalf("run %d after the DDL: %d columns", i, len(f))
+		}
+	}
+}
+
+// TestSimplePreparedOff: pool.prepare_simple: false (Config.SimpleText)
+// sends simple queries as written; so does a session that created a
+// temporary table (its names may shadow others).
+func TestSimplePreparedOff(t *testing.T) {
+	for _, tc := range []struct {
+		name  string
+		off   bool
+		setup string
+	}{
+		{"config", true, ""},
+		{"temp", false, "create temp table simple_tmp (x int)"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			addr := startProxy(t, proxyOpts{poolSize: 1, sharded: true, loops: true, configure: func(c *proxy.Config) { c.SimpleText = tc.off }})
+			ctx := context.Background()
+			c := connect(t, proxyURL(addr))
+			if _, err := c.Exec(ctx, simpleSetup); err != nil {
+				t.Fatal(err)
+			}
+			defer c.Exec(ctx, "drop table if exists simple_t")
+			if tc.setup != "" {
+				if _, err := c.PgConn().Exec(ctx, tc.setup).ReadAll(); err != nil {
+					t.Fatal(err)
+				}
+			}
+			for i := 1; i <= 3; i++ {
+				if _, err := c.PgConn().Exec(ctx, fmt.Sprintf("select n from simple_t where id = %d", i)).ReadAll(); err != nil {
+					t.Fatal(err)
+				}
+			}
+			if n := serverStmts(t, c, "select n from simple_t where id = $1"); n != 0 {
+				t.Fatalf("prepared (%d)", n)
+			}
+		})
+	}
+}
