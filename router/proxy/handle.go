@@ -19,6 +19,9 @@ import (
 
 // handle processes one client message.
 func (s *session) handle(msg pgproto3.FrontendMessage) error {
+	// A simple query's prepared try ends with its answers (drive), or
+	// with the server connection: none outlives the message that began it.
+	s.simpleQ, s.simpleRetry = nil, false
 	if s.copyIn {
 		return s.handleCopy(msg)
 	}

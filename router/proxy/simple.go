@@ -72,9 +72,13 @@ func (s *session) runSimplePrepared(m *pgproto3.Query) bool {
 			}
 		}
 	}
-	name, sum := stmtName(sp.Text, oids, s.srv.catGen.Load(), s.searchPath(), 0)
+	gen, path := s.srv.catGen.Load(), s.searchPath()
+	name, sum := stmtName(sp.Text, oids, gen, path, 0)
 	if simpleFailedSlot(sum).Load() == sum {
 		return false
+	}
+	for salt := uint64(1); s.srv.isStale(name); salt++ {
+		name, _ = stmtName(sp.Text, oids, gen, path, salt)
 	}
 	inTx := s.inTxBlock()
 	if inTx && !s.srv.isKnown(name) {
@@ -82,11 +86,10 @@ func (s *session) runSimplePrepared(m *pgproto3.Query) bool {
 	}
 	// A text seen for the first time runs as sent: one-off statements do
 	// not fill the server connections' statements (as for unnamed ones).
-	st := newStmtGen(sp.Text, oids, true, s.srv.catGen.Load(), s.searchPath(), s.srv.isStale)
-	if st.srvName == "" {
+	if !seenUnnamed(sum) {
 		return false
 	}
-	st.key = st.srvName
+	st := &stmt{query: sp.Text, oids: oids, srvName: name, key: name, id: unnamedIDs.Add(1)}
 	srvName, err := s.ensurePrepared(st)
 	if err != nil {
 		return false // attached already: not reached
