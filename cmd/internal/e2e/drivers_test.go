@@ -130,7 +130,7 @@ func churn(t testing.TB, addr string, n int) (stop func()) {
 // cancels its own short statements while client b runs statements on the
 // same (only) server connection; b must never see 57014.
 func TestCancelStaysWithItsClient(t *testing.T) {
-	addr := startProxy(t, proxyOpts{poolSize: 1})
+	addr := startProxy(t, proxyOpts{poolSize: 1, sharded: true})
 	ctx := context.Background()
 	a := connect(t, proxyURL(addr))
 	b := connect(t, proxyURL(addr))
@@ -207,7 +207,7 @@ func openPQ(t testing.TB, dsn string) *sql.DB {
 // on another server connection, where pgshard must parse the statement
 // again.
 func TestLibPQ(t *testing.T) {
-	addr := startProxy(t, proxyOpts{poolSize: 2})
+	addr := startProxy(t, proxyOpts{poolSize: 2, sharded: true})
 	ctx := context.Background()
 	db := openPQ(t, proxyURL(addr))
 	// One client connection for the whole test, as the other drivers have.
@@ -397,7 +397,7 @@ func TestLibPQ(t *testing.T) {
 // before each of them runs (a simple query, which also drops the server's
 // unnamed statement). The Bind must still find the statement.
 func TestUnnamedStatementAcrossSyncs(t *testing.T) {
-	addr := startProxy(t, proxyOpts{poolSize: 1})
+	addr := startProxy(t, proxyOpts{poolSize: 1, sharded: true})
 	ctx := context.Background()
 	x := connect(t, proxyURL(addr))
 	y := connect(t, proxyURL(addr)+"&application_name=other_client")
@@ -436,7 +436,7 @@ func requirePythonModule(t testing.TB, module, pkg string) {
 // the client, no protocol-level prepared statements).
 func TestPsycopg2(t *testing.T) {
 	requirePythonModule(t, "psycopg2", "python3-psycopg2")
-	addr := startProxy(t, proxyOpts{poolSize: 2})
+	addr := startProxy(t, proxyOpts{poolSize: 2, sharded: true})
 	runTool(t, 60*time.Second, driversDir(t), proxyURL(addr), debianPython, "-u", "psycopg2_check.py")
 }
 
@@ -444,7 +444,7 @@ func TestPsycopg2(t *testing.T) {
 // statements, pipeline mode).
 func TestPsycopg3(t *testing.T) {
 	requirePythonModule(t, "psycopg", "python3-psycopg")
-	addr := startProxy(t, proxyOpts{poolSize: 2})
+	addr := startProxy(t, proxyOpts{poolSize: 2, sharded: true})
 	// Go clients compete for the 2 server connections too, so the driver's
 	// transactions land on both even when its own helper threads are slow
 	// to get CPU on a loaded machine.
@@ -467,7 +467,7 @@ func TestNodePostgres(t *testing.T) {
 	if nodeModulesStale(dir) {
 		runTool(t, 5*time.Minute, dir, "", npm, "ci", "--no-audit", "--no-fund")
 	}
-	addr := startProxy(t, proxyOpts{poolSize: 2})
+	addr := startProxy(t, proxyOpts{poolSize: 2, sharded: true})
 	// Go clients compete for the 2 server connections too, so the driver's
 	// transactions land on both even when its own helper threads are slow
 	// to get CPU on a loaded machine.
@@ -502,7 +502,7 @@ func TestJDBC(t *testing.T) {
 	src := filepath.Join(driversDir(t), "jdbc", "Check.java")
 	classes := t.TempDir()
 	runTool(t, 2*time.Minute, classes, "", javac, "-encoding", "UTF-8", "-cp", jar, "-d", classes, src)
-	addr := startProxy(t, proxyOpts{poolSize: 2})
+	addr := startProxy(t, proxyOpts{poolSize: 2, sharded: true})
 	// Go clients compete for the 2 server connections too, so the driver's
 	// transactions land on both even when its own helper threads are slow
 	// to get CPU on a loaded machine.
