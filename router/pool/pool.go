@@ -179,13 +179,14 @@ func (p *Pool) warmOne(ctx context.Context, prime string) {
 		p.mu.Unlock()
 		return
 	}
+	start := time.Now()
 	c, err := p.connect(ctx, prime)
 	p.mu.Lock()
 	p.warming--
 	if err != nil {
 		p.mu.Unlock()
 		if !errors.Is(err, errPrime) && ctx.Err() == nil {
-			p.lastErr.Store(&dialError{err: err, at: time.Now()})
+			p.failed(err, start)
 		}
 		return
 	}
@@ -246,6 +247,7 @@ type dialError struct {
 
 // New validates the DSN and returns a pool; it does not connect.
 func New(o Options) (*Pool, error) {
+	watchPauses()
 	cfg, err := pgconn.ParseConfig(o.DSN)
 	if err != nil {
 		return nil, fmt.Errorf("shard %s: %w", o.Shard, err)
@@ -620,9 +622,10 @@ func (p *Pool) Watch(ctx context.Context, interval time.Duration) {
 
 // dial opens a connection for a client (who holds a slot for it).
 func (p *Pool) dial(ctx context.Context) (*Conn, error) {
+	start := time.Now()
 	c, err := p.connect(ctx, "")
 	if err != nil {
-		p.lastErr.Store(&dialError{err: err, at: time.Now()})
+		p.failed(err, start)
 		return nil, err
 	}
 	now := time.Now()
@@ -848,13 +851,24 @@ func (p *Pool) Health() Health {
 	return Health{State: "unknown"}
 }
 
+// failed records a connection attempt begun at start that failed with err
+// as the shard's state (Health), unless the process was paused during it
+// (pause.go): then the attempt says nothing about the shard.
+func (p *Pool) failed(err error, start time.Time) {
+	if pausedSince(start) {
+		return
+	}
+	p.lastErr.Store(&dialError{err: err, at: time.Now()})
+}
+
 // Probe opens and closes one connection outside the pool's limit to find
 // out whether the shard answers; the result updates Health.
 func (p *Pool) Probe(ctx context.Context) error {
+	start := time.Now()
 	pc, err := pgconn.ConnectConfig(ctx, p.cfg)
 	if err != nil {
 		err = fmt.Errorf("connect to shard %s: %w", p.opts.Shard, err)
-		p.lastErr.Store(&dialError{err: err, at: time.Now()})
+		p.failed(err, start)
 		return err
 	}
 	p.lastOK.Store(time.Now().UnixNano())
