@@ -81,7 +81,10 @@ type Simple struct {
 	// Preparable marks one SELECT, INSERT, UPDATE, DELETE or MERGE for
 	// one shard (Single, Default, Any) whose Text, with Lits as its parameters, means
 	// what the original does: every $n is a literal's, and none stands
-	// where a constant is not a value (ORDER BY 2, varchar(10)). Such a
+	// where a constant is not a value (ORDER BY 2, varchar(10)), no string
+	// constant left in Text (a typed one, date 'today', is read when the
+	// statement is parsed), and, for a write, no string literal among
+	// Lits (an assignment reads it with the column's type modifier). Such a
 	// statement can run as a prepared statement on the server. Whether
 	// Postgres infers each parameter's type as it would the literal's is
 	// for the server to say (a Parse that fails: "could not determine data
@@ -89,6 +92,9 @@ type Simple struct {
 	// text then.
 	Preparable bool
 }
+
+// maxSimpleParams is the most parameters a Parse message can declare.
+const maxSimpleParams = 65535
 
 // PlanSimpleText is PlanSimple, with the text it planned and whether it
 // can be prepared.
@@ -119,7 +125,19 @@ func (p *Planner) PlanSimpleText(sql string, rules shardmap.Rules) (Simple, erro
 		st := res.Stmts[0]
 		switch st.Kind {
 		case sqlparse.KindSelect, sqlparse.KindInsert, sqlparse.KindUpdate, sqlparse.KindDelete, sqlparse.KindMerge:
-			out.Preparable = !st.PositionalParam && st.MaxParam == len(lits)
+			out.Preparable = !st.PositionalParam && !st.StringConst && st.MaxParam == len(lits) && len(lits) <= maxSimpleParams
+			if st.Write && out.Preparable {
+				// A string literal assigned to a column is read with the
+				// column's type modifier (an interval day column takes
+				// '5' as 5 days), a parameter without it (5 seconds,
+				// then cut to the day: 0): writes keep their strings.
+				for _, l := range lits {
+					if l.Quoted {
+						out.Preparable = false
+						break
+					}
+				}
+			}
 		}
 	}
 	return out, nil

@@ -18,23 +18,28 @@ const (
 	pauseGap  = time.Second
 )
 
+// Times are nanoseconds since pauseBase on the monotonic clock (a step of
+// the wall clock is not a pause).
 var (
 	pauseOnce sync.Once
-	lastTick  atomic.Int64 // UnixNano of the watcher's last tick
-	lastPause atomic.Int64 // UnixNano at which the last pause ended
+	pauseBase = time.Now()
+	lastTick  atomic.Int64 // the watcher's last tick
+	lastPause atomic.Int64 // when the last pause ended
 )
+
+func sinceBase(t time.Time) int64 { return int64(t.Sub(pauseBase)) }
 
 // watchPauses starts the process's pause watcher, once.
 func watchPauses() {
 	pauseOnce.Do(func() {
-		lastTick.Store(time.Now().UnixNano())
+		lastTick.Store(max(sinceBase(time.Now()), 1))
 		go func() {
 			t := time.NewTicker(pauseTick)
 			defer t.Stop()
-			for now := range t.C {
-				prev := lastTick.Swap(now.UnixNano())
-				if now.UnixNano()-prev > int64(pauseGap) {
-					lastPause.Store(now.UnixNano())
+			for range t.C {
+				now := sinceBase(time.Now())
+				if prev := lastTick.Swap(now); now-prev > int64(pauseGap) {
+					lastPause.Store(now)
 				}
 			}
 		}()
@@ -50,8 +55,8 @@ func pausedSince(start time.Time) bool {
 	if tick == 0 {
 		return false // not watching
 	}
-	if time.Now().UnixNano()-tick > int64(pauseGap) {
+	if sinceBase(time.Now())-tick > int64(pauseGap) {
 		return true
 	}
-	return lastPause.Load() > start.UnixNano()
+	return lastPause.Load() > sinceBase(start)
 }

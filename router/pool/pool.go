@@ -852,13 +852,20 @@ func (p *Pool) Health() Health {
 }
 
 // failed records a connection attempt begun at start that failed with err
-// as the shard's state (Health), unless the process was paused during it
-// (pause.go): then the attempt says nothing about the shard.
+// as the shard's state (Health), unless it timed out and the process was
+// paused during it (pause.go): then the attempt says nothing about the
+// shard. A refusal is the shard's, paused or not.
 func (p *Pool) failed(err error, start time.Time) {
-	if pausedSince(start) {
+	if isTimeout(err) && pausedSince(start) {
 		return
 	}
 	p.lastErr.Store(&dialError{err: err, at: time.Now()})
+}
+
+// isTimeout reports an error that a deadline caused.
+func isTimeout(err error) bool {
+	var ne net.Error
+	return errors.Is(err, context.DeadlineExceeded) || errors.As(err, &ne) && ne.Timeout()
 }
 
 // Probe opens and closes one connection outside the pool's limit to find

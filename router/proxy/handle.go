@@ -21,7 +21,7 @@ import (
 func (s *session) handle(msg pgproto3.FrontendMessage) error {
 	// A simple query's prepared try ends with its answers (drive), or
 	// with the server connection: none outlives the message that began it.
-	s.simpleQ, s.simpleRetry = nil, false
+	s.simpleQ, s.simpleRetry, s.simpleHeld = nil, false, s.simpleHeld[:0]
 	if s.copyIn {
 		return s.handleCopy(msg)
 	}
@@ -500,22 +500,43 @@ func plannable(query string) bool {
 	return false
 }
 
-// searchPath is what the client set search_path to (at startup or with
-// SET), "" if nothing: it decides which tables a statement's names mean,
-// so it is part of a statement's server name.
+// parseSettings are the settings that decide what a statement's text
+// means when the server parses it: which tables its names are
+// (search_path), and the values of typed literals, which Postgres reads
+// at parse time (timestamptz '2024-01-01 00:00' by TimeZone, date
+// '03/04/2024' by DateStyle, interval literals by IntervalStyle, strings
+// by standard_conforming_strings).
+var parseSettings = [...]string{"search_path", "timezone", "datestyle", "intervalstyle", "standard_conforming_strings"}
+
+// searchPath is what the client set the parseSettings to (at startup or
+// with SET), "" if nothing: part of a statement's server name, so clients
+// that set them differently never share a statement.
 func (s *session) searchPath() string {
-	sp := ""
-	for _, p := range s.startParams {
-		if strings.EqualFold(p.k, "search_path") {
-			sp = p.v
+	if s.parseKeyOf == s.paramsKey && s.parseKeyOf != "" {
+		return s.parseKey
+	}
+	var b strings.Builder
+	for _, name := range parseSettings {
+		v, ok := "", false
+		for _, p := range s.startParams {
+			if strings.EqualFold(p.k, name) {
+				v, ok = p.v, true
+			}
+		}
+		for _, p := range s.sets {
+			if p.k == name {
+				v, ok = p.v, true
+			}
+		}
+		if ok {
+			b.WriteString(name)
+			b.WriteByte('=')
+			b.WriteString(v)
+			b.WriteByte(0)
 		}
 	}
-	for _, p := range s.sets {
-		if p.k == "search_path" {
-			sp = p.v
-		}
-	}
-	return sp
+	s.parseKeyOf, s.parseKey = s.paramsKey, b.String()
+	return s.parseKey
 }
 
 // newStmtGen makes a statement for catalog generation gen and the given
@@ -772,7 +793,11 @@ func (s *session) drive() error {
 		case *pgproto3.ParameterDescription:
 			s.send(m)
 		case *pgproto3.RowDescription:
-			s.send(m)
+			if head.kind == pDescribeSimple && s.simpleHoldDesc {
+				s.holdSimple(m)
+			} else {
+				s.send(m)
+			}
 			if head.kind == pDescribe || head.kind == pDescribeSimple {
 				s.pop()
 			}
@@ -784,9 +809,16 @@ func (s *session) drive() error {
 				s.pop()
 			}
 		case *pgproto3.DataRow:
+			if len(s.simpleHeld) > 0 {
+				s.releaseSimple()
+			}
 			s.send(m)
 		case *pgproto3.CommandComplete:
-			s.send(m)
+			if s.simpleQ != nil && head.kind == pExecute {
+				s.holdSimple(m) // until ReadyForQuery: the commit may fail
+			} else {
+				s.send(m)
+			}
 			s.statDone(sc)
 			s.noteTag(m.CommandTag)
 			if head.kind == pExecute {
@@ -815,6 +847,9 @@ func (s *session) drive() error {
 				s.discardUntilSync()
 				continue
 			}
+			// A simple query's failure drops what Postgres would not have
+			// sent before it (simple.go).
+			s.simpleHeld = s.simpleHeld[:0]
 			s.batchErr = true
 			s.setCandidate = ""
 			if s.deferred != "" {
@@ -841,6 +876,9 @@ func (s *session) drive() error {
 					return err
 				}
 				continue
+			}
+			if len(s.simpleHeld) > 0 {
+				s.releaseSimple()
 			}
 			s.simpleQ = nil
 			s.statReady(sc, m.TxStatus)

@@ -122,8 +122,11 @@ type session struct {
 	simple         plan.Simple
 	simpleQ        *pgproto3.Query
 	simpleSum      uint64 // simpleQ's hash (simpleFailed)
-	simpleCanRetry bool   // simpleQ started outside a transaction block
 	simpleRetry    bool
+	simpleHoldDesc bool   // simpleQ writes: its RowDescription waits for its first row or tag
+	simpleHeld     []byte // answers of simpleQ held back, encoded (holdSimple)
+	parseKey       string // searchPath's value, for paramsKey parseKeyOf
+	parseKeyOf     string
 	madeTemp       bool // the session created a temporary object (its names may shadow others)
 }
 

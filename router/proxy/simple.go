@@ -2,9 +2,12 @@ package proxy
 
 import (
 	"strconv"
+	"strings"
 	"sync/atomic"
 
 	"github.com/jackc/pgx/v5/pgproto3"
+
+	"github.com/pgshard/pgshard/wire/pgcode"
 )
 
 // A simple-protocol query makes the server parse and plan its text every
@@ -22,19 +25,36 @@ import (
 // It keeps what the client would see, by these rules:
 //   - only one SELECT, INSERT, UPDATE, DELETE or MERGE for one shard, with
 //     no literal where a constant is not a value (ORDER BY 2, GROUP BY 1,
-//     varchar(10): plan.Simple.Preparable);
-//   - if the server refuses the prepared form before running it (Parse or
-//     Bind fails: "could not determine data type of parameter $1" where a
-//     string literal's type is not inferred from its place, a value the
-//     type rejects, a plan stale after DDL), the client's text runs
-//     instead, and gets Postgres's own answer. A text whose Parse failed
-//     is not prepared again (a lossy record, simpleFailed);
-//   - inside a transaction block an error would abort the transaction,
-//     so there only texts some shard already parsed prepared run
-//     prepared (Server.isKnown);
-//   - not in a session that created temporary objects (a prepared
-//     statement keeps the table it resolved, a new temporary table of the
-//     same name would not shadow it).
+//     DISTINCT ON (1), a cast with type modifiers), no string constant
+//     left in its text (a typed literal, date 'today', is read at parse
+//     time), and, for a write, no string literal at all (assigned to a
+//     column, a literal is read with the column's type modifier, a
+//     parameter without it): plan.Simple.Preparable;
+//   - only outside a transaction block, where nothing the try does can
+//     change what the client's text would do: if the server refuses the
+//     prepared form before running it (its Parse, Bind or Describe fails
+//     with an error the text would meet at parse time too, or not at all:
+//     SQLSTATE class 42, a class 22 value error at Bind, a plan stale
+//     after DDL sent to the shard directly), the client's text runs
+//     instead and gets Postgres's own answer. Other errors (a cancel, a
+//     lock or statement timeout) reach the client as they are. A text
+//     whose Parse failed for its parameters' types is not prepared again
+//     (a lossy record, simpleFailed);
+//   - the answers come in a simple query's order: a write's RowDescription
+//     (RETURNING) waits for its first row or its tag, as Postgres sends it
+//     after running the statement, and the CommandComplete waits for the
+//     ReadyForQuery, since Postgres commits a simple query's implicit
+//     transaction before its tag (a deferred constraint failing at commit
+//     gives the error and no tag);
+//   - not with standard_conforming_strings off (Normalize reads strings
+//     as standard ones), nor in a session that created temporary objects
+//     (a prepared statement keeps the table it resolved, a new temporary
+//     table of the same name would not shadow it).
+//
+// Left different: a notice raised while parsing (an identifier truncated)
+// comes on the first run on each server connection only; current_query()
+// shows the parameterised text; after five runs Postgres may keep a
+// generic plan (plan_cache_mode decides), as for any prepared statement.
 //
 // pool.prepare_simple: false turns it off.
 
@@ -55,7 +75,10 @@ func simpleFailedSlot(sum uint64) *atomic.Uint64 {
 // if not, the caller sends m itself.
 func (s *session) runSimplePrepared(m *pgproto3.Query) bool {
 	sp := s.simple
-	if s.cfg.SimpleText || !sp.Preparable || s.madeTemp || len(s.batch) > 0 || s.awaitSync || s.sc == nil || s.sc.TxStatus == 'E' {
+	if s.cfg.SimpleText || !sp.Preparable || s.madeTemp || len(s.batch) > 0 || s.awaitSync || s.sc == nil || s.inTxBlock() {
+		return false
+	}
+	if s.sc.Params["standard_conforming_strings"] == "off" {
 		return false
 	}
 	var oids []uint32
@@ -80,16 +103,15 @@ func (s *session) runSimplePrepared(m *pgproto3.Query) bool {
 	for salt := uint64(1); s.srv.isStale(name); salt++ {
 		name, _ = stmtName(sp.Text, oids, gen, path, salt)
 	}
-	inTx := s.inTxBlock()
-	if inTx && !s.srv.isKnown(name) {
-		return false
-	}
 	// A text seen for the first time runs as sent: one-off statements do
 	// not fill the server connections' statements (as for unnamed ones).
 	if !seenUnnamed(sum) {
 		return false
 	}
 	st := &stmt{query: sp.Text, oids: oids, srvName: name, key: name, id: unnamedIDs.Add(1)}
+	if _, ok := s.sc.Prepared[name]; !ok && len(s.sc.Prepared) >= maxConnStmts {
+		return false // no room: the server's unnamed slot gains nothing
+	}
 	srvName, err := s.ensurePrepared(st)
 	if err != nil {
 		return false // attached already: not reached
@@ -101,7 +123,8 @@ func (s *session) runSimplePrepared(m *pgproto3.Query) bool {
 			params[i] = []byte(l.Text)
 		}
 	}
-	s.simpleQ, s.simpleSum, s.simpleCanRetry, s.simpleRetry = m, sum, !inTx, false
+	s.simpleQ, s.simpleSum, s.simpleRetry = m, sum, false
+	s.simpleHoldDesc = sp.Plan.Write
 	s.toServer(&pgproto3.Bind{PreparedStatement: srvName, Parameters: params}, pending{kind: pBindHidden, srvName: srvName})
 	s.toServer(&pgproto3.Describe{ObjectType: 'P'}, pending{kind: pDescribeSimple})
 	s.toServer(&pgproto3.Execute{}, pending{kind: pExecute})
@@ -111,22 +134,45 @@ func (s *session) runSimplePrepared(m *pgproto3.Query) bool {
 
 // simpleRefused handles an ErrorResponse that answers the prepared form of
 // a simple query before it ran (its Parse, Bind or Describe), and reports
-// whether the error is kept from the client: outside a transaction block
-// the client's own text runs instead once the server is ready again.
+// whether the error is kept from the client, whose own text then runs
+// once the server is ready again: an error the text would meet at parse
+// time too (class 42: names, types, privileges), or not at all (a class 22
+// value the parameter's type rejects at Bind, where the literal would be
+// read in place; a plan stale after DDL). Any other error (a cancel, a
+// lock or statement timeout, a shutdown) is the client's, as it is.
 func (s *session) simpleRefused(head pending, m *pgproto3.ErrorResponse) bool {
-	switch head.kind {
-	case pParseHidden:
-		simpleFailedSlot(s.simpleSum).Store(s.simpleSum)
-	case pBindHidden:
-		if head.srvName != "" && isStalePlan(m) {
-			s.srv.markStale(head.srvName)
+	stale := head.kind == pBindHidden && isStalePlan(m)
+	if stale && head.srvName != "" {
+		s.srv.markStale(head.srvName)
+	}
+	if head.kind == pParseHidden {
+		switch m.Code {
+		case pgcode.IndeterminateDatatype, pgcode.DatatypeMismatch, pgcode.UndefinedFunction,
+			pgcode.AmbiguousFunction, pgcode.SyntaxError, pgcode.UndefinedParameter, pgcode.CannotCoerce:
+			// The text itself, not the moment: never again.
+			simpleFailedSlot(s.simpleSum).Store(s.simpleSum)
 		}
 	}
-	if !s.simpleCanRetry {
+	if !stale && !strings.HasPrefix(m.Code, "42") && !(head.kind == pBindHidden && strings.HasPrefix(m.Code, "22")) {
 		return false
 	}
 	s.simpleRetry = true
 	return true
+}
+
+// holdSimple keeps an answer of the simple query under way from the client
+// until releaseSimple (or drops it if an error comes first).
+func (s *session) holdSimple(m pgproto3.BackendMessage) {
+	s.statSent(m)
+	if b, err := m.Encode(s.simpleHeld); err == nil {
+		s.simpleHeld = b
+	}
+}
+
+// releaseSimple sends the held answers.
+func (s *session) releaseSimple() {
+	s.out = append(s.out, s.simpleHeld...)
+	s.simpleHeld = s.simpleHeld[:0]
 }
 
 // simpleResend sends the client's text of a simple query whose prepared
@@ -134,7 +180,7 @@ func (s *session) simpleRefused(head pending, m *pgproto3.ErrorResponse) bool {
 // ReadyForQuery the client does not see.
 func (s *session) simpleResend() error {
 	q := s.simpleQ
-	s.simpleQ, s.simpleRetry = nil, false
+	s.simpleQ, s.simpleRetry, s.simpleHeld = nil, false, s.simpleHeld[:0]
 	s.sc.Unnamed = 0 // a simple Query destroys the unnamed statement
 	s.toServer(q, pending{kind: pQuery})
 	return s.flushServer()

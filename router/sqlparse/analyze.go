@@ -157,7 +157,7 @@ func analyzeStmt(n *pg.Node, text string, start, end int) *Stmt {
 	case KindSelect, KindInsert, KindUpdate, KindDelete, KindMerge:
 		var u paramUse
 		simpleParams(n.ProtoReflect(), &u)
-		w.st.MaxParam, w.st.PositionalParam = u.max, u.positional
+		w.st.MaxParam, w.st.PositionalParam, w.st.StringConst = u.max, u.positional, u.strings
 	}
 	return w.st
 }

@@ -48,7 +48,8 @@ const maxIntDigits = 18
 // expression keyword such as WHERE, AND, SELECT, LIMIT).
 //
 // A unary minus or plus directly before an integer becomes part of the
-// literal ("id = -5" → "id = $1" with Text "-5").
+// literal ("id = -5" → "id = $1" with Text "-5"), unless a cast or a
+// subscript follows ("-5::text" is "-(5::text)": "-$1::text").
 func Normalize(sql string) (string, []Literal) {
 	l := lexer{s: sql}
 	first := l.next()
@@ -88,6 +89,10 @@ func Normalize(sql string) (string, []Literal) {
 				break
 			}
 			start, neg := t.start, false
+			if haveSign && t.kind == tInteger && castFollows(sql, l) {
+				// -5::text is -(5::text): the sign is not the constant's.
+				haveSign = false
+			}
 			if haveSign && t.kind == tInteger {
 				start = sign.start
 				neg = sql[sign.start] == '-'
@@ -148,6 +153,16 @@ func Normalize(sql string) (string, []Literal) {
 	}
 	b.WriteString(sql[last:])
 	return b.String(), lits
+}
+
+// castFollows reports whether the token after l's position is '::' or
+// '[', which bind tighter than a unary minus.
+func castFollows(sql string, l lexer) bool {
+	t := l.next()
+	if t.kind != tPunct {
+		return false
+	}
+	return sql[t.start] == '[' || (sql[t.start] == ':' && t.end-t.start == 2)
 }
 
 func writeInt(b *strings.Builder, n int) {

@@ -36,6 +36,7 @@ func TestNormalize(t *testing.T) {
 		{"select e'\\0'", "select e'\\0'", nil}, // NUL: Postgres refuses, leave it to it
 		{"with x as (select 1) select * from x where y = 'z'", "with x as (select $1) select * from x where y = $2", []string{"1", "z"}},
 		{"(select 1)", "(select $1)", []string{"1"}},
+		{"select -5::text, - 6::int8, -7 [1], -8", "select -$1::text, - $2::int8, -$3 [$4], $5", []string{"5", "6", "7", "1", "-8"}},
 		{"select 'unterminated", "select 'unterminated", nil},
 		{"select 0x1F, 1_000", "select 0x1F, 1_000", nil},
 		{"", "", nil},

@@ -9,6 +9,7 @@ import (
 type paramUse struct {
 	max        int  // the highest $n
 	positional bool // a $n stands where a constant is not a value
+	strings    bool // a string constant is left in the text
 }
 
 // simpleParams walks a statement for its parameters. A parameter is
@@ -41,6 +42,17 @@ func simpleParams(m protoreflect.Message, u *paramUse) {
 			if bareGroupParam(n) {
 				u.positional = true
 			}
+		}
+	case *pg.A_Const:
+		if x.GetSval() != nil || x.GetBsval() != nil {
+			u.strings = true
+		}
+	case *pg.TypeCast:
+		// $1::interval day, $1::varchar(2): a string literal cast to a
+		// type with modifiers is read with them (interval '1' day is a
+		// day), a parameter is read without and then cast (a second).
+		if x.Arg.GetParamRef() != nil && x.TypeName != nil && len(x.TypeName.Typmods) > 0 {
+			u.positional = true
 		}
 	case *pg.TypeName:
 		var in paramUse

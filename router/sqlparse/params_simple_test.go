@@ -22,7 +22,9 @@ func TestSimpleParams(t *testing.T) {
 		{"select a from t group by a having count(*) > $1", 1, false},
 		{"select distinct on ($1) a from t", 1, true},
 		{"select distinct on (a) a from t where b = $1", 1, false},
-		{"select cast($1 as numeric(10, 2))", 1, false},
+		{"select cast($1 as numeric(10, 2))", 1, true}, // read with the modifier
+		{"select $1::interval day", 1, true},
+		{"select $1::interval", 1, false},
 		{"select a from (select a from t order by $1) s", 1, true},
 		{"select rank() over (order by $1) from t", 1, true}, // counted too (see simpleParams)
 		{"insert into t values ($1, $2) returning id", 2, false},
@@ -38,6 +40,24 @@ func TestSimpleParams(t *testing.T) {
 		}
 		if st := stmts[0]; st.MaxParam != c.max || st.PositionalParam != c.positional {
 			t.Errorf("%s: MaxParam %d, PositionalParam %v; want %d, %v", c.sql, st.MaxParam, st.PositionalParam, c.max, c.positional)
+		}
+	}
+	for _, c := range []struct {
+		sql  string
+		want bool
+	}{
+		{"select * from t where d = date 'today' and id = $1", true},
+		{"select now() - interval '1 day'", true},
+		{"select $$x$$ || $1", true},
+		{"select b'101'", true},
+		{"select 1.5 + $1, true, null", false},
+	} {
+		stmts, err := Analyze(c.sql)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got := stmts[0].StringConst; got != c.want {
+			t.Errorf("%s: StringConst %v, want %v", c.sql, got, c.want)
 		}
 	}
 	// Only queries and DML: a utility statement's are not looked at.

@@ -60,6 +60,12 @@ type Stmt struct {
 	// statement's constants must stay in its text. Not set for others.
 	MaxParam        int  `json:"-"`
 	PositionalParam bool `json:"-"`
+	// StringConst marks a SELECT, INSERT, UPDATE, DELETE or MERGE with a
+	// string constant in its text (date 'today', interval '1 day', $$x$$):
+	// Postgres reads a typed one when it parses the statement, with the
+	// session's TimeZone and DateStyle, and a prepared statement keeps
+	// that value.
+	StringConst bool `json:"-"`
 
 	Copy *Copy    `json:"copy,omitempty"` // KindCopy
 	Tx   *Tx      `json:"tx,omitempty"`   // KindTx

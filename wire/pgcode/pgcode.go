@@ -52,6 +52,12 @@ const (
 	InsufficientPrivilege = "42501"
 	SyntaxError           = "42601"
 	UndefinedObject       = "42704"
+	DatatypeMismatch      = "42804"
+	CannotCoerce          = "42846"
+	UndefinedFunction     = "42883"
+	AmbiguousFunction     = "42725"
+	UndefinedParameter    = "42P02"
+	IndeterminateDatatype = "42P18"
 )
 
 // Class 53: insufficient resources.
