@@ -325,3 +325,42 @@ func TestSimplePreparedOff(t *testing.T) {
 		})
 	}
 }
+
+// TestStatementNameTimeZone: a typed literal is read when the server
+// parses the statement, with the session's TimeZone; two clients with
+// different TimeZones sharing a server connection must not share the
+// statement (extended protocol, repeated unnamed statements, and simple
+// queries alike).
+func TestStatementNameTimeZone(t *testing.T) {
+	addr := startProxy(t, proxyOpts{poolSize: 1, sharded: true, loops: true})
+	ctx := context.Background()
+	connectTZ := func(tz string) *pgx.Conn {
+		cfg, err := pgx.ParseConfig(proxyURL(addr))
+		if err != nil {
+			t.Fatal(err)
+		}
+		cfg.RuntimeParams["timezone"] = tz
+		c, err := pgx.ConnectConfig(ctx, cfg)
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { _ = c.Close(context.Background()) })
+		return c
+	}
+	utc, tokyo := connectTZ("UTC"), connectTZ("Asia/Tokyo")
+	q := "select extract(epoch from timestamptz '2024-01-01 00:00')::bigint + $1"
+	for i := range 3 {
+		for _, tc := range []struct {
+			c    *pgx.Conn
+			want int64
+		}{{utc, 1704067200}, {tokyo, 1704067200 - 9*3600}} {
+			var got int64
+			if err := tc.c.QueryRow(ctx, q, pgx.QueryExecModeExec, int64(0)).Scan(&got); err != nil {
+				t.Fatal(err)
+			}
+			if got != tc.want {
+				t.Fatalf("run %d: %d, want %d", i, got, tc.want)
+			}
+		}
+	}
+}
