@@ -113,18 +113,28 @@ insert into simple_u values (1), (2), (3);
 create table simple_d (id int, constraint simple_d_u unique (id) deferrable initially deferred);
 insert into simple_d values (1)`
 
-// TestSimplePreparedDifferential: simple queries answered through pgshard,
-// which runs repeated ones as prepared statements, alike to Postgres's
-// own answers (columns and their types, rows, tags, errors with their
-// positions).
-func TestSimplePreparedDifferential(t *testing.T) {
-	addr := startProxy(t, proxyOpts{poolSize: 1, sharded: true, loops: true})
+// simpleClient starts pgshard (one shard, one server connection, the
+// planner as in the binary), creates simpleSetup's tables through it and
+// returns a client; the tables are dropped when the test ends.
+func simpleClient(t *testing.T, configure func(*proxy.Config)) *pgx.Conn {
+	t.Helper()
+	addr := startProxy(t, proxyOpts{poolSize: 1, sharded: true, loops: true, configure: configure})
 	ctx := context.Background()
 	c := connect(t, proxyURL(addr))
 	if _, err := c.Exec(ctx, simpleSetup); err != nil {
 		t.Fatal(err)
 	}
-	defer c.Exec(ctx, "drop table if exists simple_t, simple_iv, simple_u, simple_d")
+	t.Cleanup(func() { _, _ = c.Exec(context.Background(), "drop table if exists simple_t, simple_iv, simple_u, simple_d") })
+	return c
+}
+
+// TestSimplePreparedDifferential: simple queries answered through pgshard,
+// which runs repeated ones as prepared statements, alike to Postgres's
+// own answers (columns and their types, rows, tags, errors with their
+// positions).
+func TestSimplePreparedDifferential(t *testing.T) {
+	ctx := context.Background()
+	c := simpleClient(t, nil)
 	direct := connect(t, cluster.Instances[0].DSN)
 	for _, tc := range simpleCases {
 		for round := range 2 {
@@ -211,13 +221,8 @@ func serverStmts(t *testing.T, c *pgx.Conn, sql string) int {
 // simple queries run as written, even one prepared outside: a value the
 // type refuses fails with Postgres's error, position included.
 func TestSimplePreparedTx(t *testing.T) {
-	addr := startProxy(t, proxyOpts{poolSize: 1, sharded: true, loops: true})
 	ctx := context.Background()
-	c := connect(t, proxyURL(addr))
-	if _, err := c.Exec(ctx, simpleSetup); err != nil {
-		t.Fatal(err)
-	}
-	defer c.Exec(ctx, "drop table if exists simple_t")
+	c := simpleClient(t, nil)
 	p := c.PgConn()
 	mustOK := func(sql string) string {
 		t.Helper()
@@ -258,13 +263,8 @@ func TestSimplePreparedTx(t *testing.T) {
 // as "cached plan must not change result type": the text runs instead,
 // and later runs prepare it anew.
 func TestSimplePreparedStale(t *testing.T) {
-	addr := startProxy(t, proxyOpts{poolSize: 1, sharded: true, loops: true})
 	ctx := context.Background()
-	c := connect(t, proxyURL(addr))
-	if _, err := c.Exec(ctx, simpleSetup); err != nil {
-		t.Fatal(err)
-	}
-	defer c.Exec(ctx, "drop table if exists simple_t")
+	c := simpleClient(t, nil)
 	q := "select * from simple_t where id = %d"
 	for i := 1; i <= 3; i++ {
 		if _, err := c.PgConn().Exec(ctx, fmt.Sprintf(q, i)).ReadAll(); err != nil {
@@ -302,13 +302,8 @@ func TestSimplePreparedOff(t *testing.T) {
 		{"temp", false, "create temp table simple_tmp (x int)"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			addr := startProxy(t, proxyOpts{poolSize: 1, sharded: true, loops: true, configure: func(c *proxy.Config) { c.SimpleText = tc.off }})
 			ctx := context.Background()
-			c := connect(t, proxyURL(addr))
-			if _, err := c.Exec(ctx, simpleSetup); err != nil {
-				t.Fatal(err)
-			}
-			defer c.Exec(ctx, "drop table if exists simple_t")
+			c := simpleClient(t, func(c *proxy.Config) { c.SimpleText = tc.off })
 			if tc.setup != "" {
 				if _, err := c.PgConn().Exec(ctx, tc.setup).ReadAll(); err != nil {
 					t.Fatal(err)
