@@ -24,7 +24,7 @@ var (
 	pauseOnce sync.Once
 	pauseBase = time.Now()
 	lastTick  atomic.Int64 // the watcher's last tick
-	lastPause atomic.Int64 // when the last pause ended
+	lastPause atomic.Int64 // the last tick before the last pause
 )
 
 func sinceBase(t time.Time) int64 { return int64(t.Sub(pauseBase)) }
@@ -39,7 +39,7 @@ func watchPauses() {
 			for range t.C {
 				now := sinceBase(time.Now())
 				if prev := lastTick.Swap(now); now-prev > int64(pauseGap) {
-					lastPause.Store(now)
+					lastPause.Store(prev)
 				}
 			}
 		}()
@@ -47,7 +47,8 @@ func watchPauses() {
 }
 
 // pausedSince reports whether the process stopped running at some point
-// after start: a pause the watcher saw end after start, or one under way
+// after start: a pause the watcher saw begin after start (an attempt
+// begun after a pause ended is not forgiven), or one under way
 // (the watcher has not ticked for pauseGap: it is resuming now, the
 // failure that asks being the first thing to run).
 func pausedSince(start time.Time) bool {
@@ -58,5 +59,8 @@ func pausedSince(start time.Time) bool {
 	if sinceBase(time.Now())-tick > int64(pauseGap) {
 		return true
 	}
-	return lastPause.Load() > sinceBase(start)
+	// The pause began after the tick before it, before the next one was
+	// due: an attempt begun before that was under way when it began.
+	lp := lastPause.Load()
+	return lp != 0 && lp+int64(pauseTick) > sinceBase(start)
 }

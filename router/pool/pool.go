@@ -625,7 +625,9 @@ func (p *Pool) dial(ctx context.Context) (*Conn, error) {
 	start := time.Now()
 	c, err := p.connect(ctx, "")
 	if err != nil {
-		p.failed(err, start)
+		if ctx.Err() == nil { // not the client's cancel or its wait's end
+			p.failed(err, start)
+		}
 		return nil, err
 	}
 	now := time.Now()

@@ -21,7 +21,7 @@ import (
 func (s *session) handle(msg pgproto3.FrontendMessage) error {
 	// A simple query's prepared try ends with its answers (drive), or
 	// with the server connection: none outlives the message that began it.
-	s.simpleQ, s.simpleRetry, s.simpleHeld = nil, false, s.simpleHeld[:0]
+	s.simpleQ, s.simpleRetry, s.simpleHeld, s.simpleNotices, s.simpleTagHeld = nil, false, s.simpleHeld[:0], s.simpleNotices[:0], false
 	if s.copyIn {
 		return s.handleCopy(msg)
 	}
@@ -325,6 +325,9 @@ func setName(q string) string {
 		if f[1] == "all" {
 			return "*"
 		}
+		if f[1] == "time" && len(f) > 2 && f[2] == "zone" {
+			return "timezone"
+		}
 		return f[1]
 	}
 	if f[0] != "set" {
@@ -343,6 +346,9 @@ func setName(q string) string {
 	switch f[i] {
 	case "local", "transaction", "constraints":
 		return ""
+	}
+	if f[i] == "time" && i+1 < len(f) && f[i+1] == "zone" {
+		return "timezone" // SET TIME ZONE 'UTC'
 	}
 	name, _, _ := strings.Cut(f[i], "=")
 	return strings.Trim(name, `"`)
@@ -789,6 +795,9 @@ func (s *session) drive() error {
 		case *pgproto3.BindComplete, *pgproto3.CloseComplete:
 			if p := s.pop(); p.kind != pBindHidden {
 				s.send(m)
+			} else if len(s.simpleNotices) > 0 {
+				s.out = append(s.out, s.simpleNotices...) // the try stands
+				s.simpleNotices = s.simpleNotices[:0]
 			}
 		case *pgproto3.ParameterDescription:
 			s.send(m)
@@ -816,6 +825,7 @@ func (s *session) drive() error {
 		case *pgproto3.CommandComplete:
 			if s.simpleQ != nil && head.kind == pExecute {
 				s.holdSimple(m) // until ReadyForQuery: the commit may fail
+				s.simpleTagHeld = true
 			} else {
 				s.send(m)
 			}
@@ -848,8 +858,12 @@ func (s *session) drive() error {
 				continue
 			}
 			// A simple query's failure drops what Postgres would not have
-			// sent before it (simple.go).
-			s.simpleHeld = s.simpleHeld[:0]
+			// sent before it (simple.go), not its notices.
+			s.simpleHeld, s.simpleTagHeld = s.simpleHeld[:0], false
+			if len(s.simpleNotices) > 0 {
+				s.out = append(s.out, s.simpleNotices...)
+				s.simpleNotices = s.simpleNotices[:0]
+			}
 			s.batchErr = true
 			s.setCandidate = ""
 			if s.deferred != "" {
@@ -880,7 +894,7 @@ func (s *session) drive() error {
 			if len(s.simpleHeld) > 0 {
 				s.releaseSimple()
 			}
-			s.simpleQ = nil
+			s.simpleQ, s.simpleTagHeld = nil, false
 			s.statReady(sc, m.TxStatus)
 			if s.deferred != "" && m.TxStatus == 'I' {
 				// The client is in a transaction that has not reached a shard yet.
@@ -899,12 +913,26 @@ func (s *session) drive() error {
 			s.send(m)
 		case *pgproto3.ParameterStatus:
 			sc.Params[m.Name] = m.Value
-			s.send(m)
+			if s.simpleTagHeld {
+				s.holdSimple(m) // after the held CommandComplete, as Postgres orders them
+			} else {
+				s.send(m)
+			}
 		case *pgproto3.NotificationResponse:
 			s.ownNotification(m, sc)
-			s.send(m)
+			if s.simpleTagHeld {
+				s.holdSimple(m)
+			} else {
+				s.send(m)
+			}
 		case *pgproto3.NoticeResponse:
-			s.send(m)
+			if s.simpleQ != nil && (head.kind == pParseHidden || head.kind == pBindHidden) {
+				// Raised while the prepared form is tried: the client's
+				// text raises it again if the try is refused.
+				s.simpleNotices, _ = m.Encode(s.simpleNotices)
+			} else {
+				s.send(m)
+			}
 		case *pgproto3.FunctionCallResponse:
 			s.send(m)
 		case *pgproto3.CopyBothResponse:

@@ -125,6 +125,8 @@ type session struct {
 	simpleRetry    bool
 	simpleHoldDesc bool   // simpleQ writes: its RowDescription waits for its first row or tag
 	simpleHeld     []byte // answers of simpleQ held back, encoded (holdSimple)
+	simpleTagHeld  bool   // simpleHeld has its CommandComplete: later status messages follow it
+	simpleNotices  []byte // notices raised before simpleQ's Bind completed, encoded
 	parseKey       string // searchPath's value, for paramsKey parseKeyOf
 	parseKeyOf     string
 	madeTemp       bool // the session created a temporary object (its names may shadow others)

@@ -47,14 +47,20 @@ import (
 //     transaction before its tag (a deferred constraint failing at commit
 //     gives the error and no tag);
 //   - not with standard_conforming_strings off (Normalize reads strings
-//     as standard ones), nor in a session that created temporary objects
+//     as standard ones) or a client_encoding other than UTF8, nor in a session that created temporary objects
 //     (a prepared statement keeps the table it resolved, a new temporary
 //     table of the same name would not shadow it).
+//
+// Notices raised before the Bind completes are held: if the try is
+// refused, the client's text raises them again. ParameterStatus and
+// NotificationResponse that follow a held CommandComplete stay after it.
 //
 // Left different: a notice raised while parsing (an identifier truncated)
 // comes on the first run on each server connection only; current_query()
 // shows the parameterised text; after five runs Postgres may keep a
-// generic plan (plan_cache_mode decides), as for any prepared statement.
+// generic plan (plan_cache_mode decides), as for any prepared statement,
+// and a generic plan does not fold constants: an error Postgres raises
+// while planning (100/0 in a CASE branch not taken) is then not raised.
 //
 // pool.prepare_simple: false turns it off.
 
@@ -78,7 +84,10 @@ func (s *session) runSimplePrepared(m *pgproto3.Query) bool {
 	if s.cfg.SimpleText || !sp.Preparable || s.madeTemp || len(s.batch) > 0 || s.awaitSync || s.sc == nil || s.inTxBlock() {
 		return false
 	}
-	if s.sc.Params["standard_conforming_strings"] == "off" {
+	if s.sc.Params["standard_conforming_strings"] == "off" || s.sc.Params["client_encoding"] != "UTF8" {
+		// Normalize reads strings as standard ones, and decodes E''
+		// escapes to UTF-8, where the server reads parameters in the
+		// client's encoding.
 		return false
 	}
 	var oids []uint32
@@ -180,7 +189,7 @@ func (s *session) releaseSimple() {
 // ReadyForQuery the client does not see.
 func (s *session) simpleResend() error {
 	q := s.simpleQ
-	s.simpleQ, s.simpleRetry, s.simpleHeld = nil, false, s.simpleHeld[:0]
+	s.simpleQ, s.simpleRetry, s.simpleHeld, s.simpleNotices = nil, false, s.simpleHeld[:0], s.simpleNotices[:0]
 	s.sc.Unnamed = 0 // a simple Query destroys the unnamed statement
 	s.toServer(q, pending{kind: pQuery})
 	return s.flushServer()

@@ -48,10 +48,18 @@ func simpleParams(m protoreflect.Message, u *paramUse) {
 			u.strings = true
 		}
 	case *pg.TypeCast:
-		// $1::interval day, $1::varchar(2): a string literal cast to a
-		// type with modifiers is read with them (interval '1' day is a
-		// day), a parameter is read without and then cast (a second).
-		if x.Arg.GetParamRef() != nil && x.TypeName != nil && len(x.TypeName.Typmods) > 0 {
+		// A string literal cast to a type with modifiers is read with
+		// them ('1'::interval day is a day), a parameter is read without
+		// and then cast (a second, cut to 0 days); so is one in an array
+		// cast element by element (array['1']::interval day[]) or a row
+		// cast to a composite type field by field, whose fields may have
+		// modifiers. Only a bare parameter cast to a built-in type without
+		// modifiers keeps its meaning.
+		var in paramUse
+		if x.Arg != nil {
+			simpleParams(x.Arg.ProtoReflect(), &in)
+		}
+		if in.max > 0 && (x.Arg.GetParamRef() == nil || !plainCast(x.TypeName)) {
 			u.positional = true
 		}
 	case *pg.TypeName:
@@ -64,6 +72,27 @@ func simpleParams(m protoreflect.Message, u *paramUse) {
 		}
 	}
 	rangeMessages(m, func(c protoreflect.Message) { simpleParams(c, u) })
+}
+
+// plainCasts are built-in types without modifiers that read a text
+// parameter as they read a literal (the last part of the type's name, as
+// the parser writes it).
+var plainCasts = map[string]bool{
+	"text": true, "varchar": true, "bpchar": true, "name": true, "int2": true, "int4": true,
+	"int8": true, "numeric": true, "float4": true, "float8": true, "bool": true,
+	"date": true, "time": true, "timetz": true, "timestamp": true, "timestamptz": true,
+	"interval": true, "json": true, "jsonb": true, "uuid": true, "bytea": true, "inet": true,
+	"cidr": true, "macaddr": true, "oid": true, "regclass": true, "money": true, "xml": true,
+	"tsquery": true, "tsvector": true,
+}
+
+// plainCast reports a cast to one of plainCasts (or an array of one),
+// without type modifiers.
+func plainCast(t *pg.TypeName) bool {
+	if t == nil || len(t.Typmods) > 0 || len(t.Names) == 0 || t.Setof {
+		return false
+	}
+	return plainCasts[t.Names[len(t.Names)-1].GetString_().GetSval()]
 }
 
 // bareGroupParam reports a GROUP BY item that is a parameter, or a

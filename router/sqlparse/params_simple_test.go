@@ -25,6 +25,12 @@ func TestSimpleParams(t *testing.T) {
 		{"select cast($1 as numeric(10, 2))", 1, true}, // read with the modifier
 		{"select $1::interval day", 1, true},
 		{"select $1::interval", 1, false},
+		{"select $1::date, $2::int[], cast($3 as timestamp with time zone)", 3, false},
+		{"select array[$1]::interval day[]", 1, true},
+		{"select row($1, 2)::mytype", 1, true},
+		{"select $1::mydomain", 1, true},
+		{"select ($1 || ' days')::interval", 1, true},
+		{"select count(*)::int from t where id = $1", 1, false},
 		{"select a from (select a from t order by $1) s", 1, true},
 		{"select rank() over (order by $1) from t", 1, true}, // counted too (see simpleParams)
 		{"insert into t values ($1, $2) returning id", 2, false},

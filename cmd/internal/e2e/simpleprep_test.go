@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"strings"
+	"sync"
 	"testing"
 
 	"github.com/jackc/pgx/v5"
@@ -14,9 +15,14 @@ import (
 
 // simpleAnswer is what a client sees of one simple query: columns (name,
 // type, modifier, format), rows as text, command tag, and the error's
-// SQLSTATE, message and position.
+// SQLSTATE, message and position; and the notices, if c was connected by
+// noticeConn.
 func simpleAnswer(ctx context.Context, c *pgconn.PgConn, sql string) string {
 	var b strings.Builder
+	sink, _ := noticeSinks.Load(c)
+	if sink != nil {
+		sink.(*noticeSink).take() // an earlier query's
+	}
 	results, err := c.Exec(ctx, sql).ReadAll()
 	for _, r := range results {
 		for _, f := range r.FieldDescriptions {
@@ -42,7 +48,49 @@ func simpleAnswer(ctx context.Context, c *pgconn.PgConn, sql string) string {
 			fmt.Fprintf(&b, "error %v", err)
 		}
 	}
+	if sink != nil {
+		fmt.Fprintf(&b, "; notices %q", sink.(*noticeSink).take())
+	}
 	return b.String()
+}
+
+// noticeSink gathers a connection's notices.
+type noticeSink struct {
+	mu   sync.Mutex
+	msgs []string
+}
+
+func (n *noticeSink) take() []string {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	m := n.msgs
+	n.msgs = nil
+	return m
+}
+
+var noticeSinks sync.Map // *pgconn.PgConn -> *noticeSink
+
+// noticeConn connects to url with the connection's notices gathered for
+// simpleAnswer.
+func noticeConn(t *testing.T, url string) *pgconn.PgConn {
+	t.Helper()
+	cfg, err := pgconn.ParseConfig(url)
+	if err != nil {
+		t.Fatal(err)
+	}
+	sink := &noticeSink{}
+	cfg.OnNotice = func(_ *pgconn.PgConn, n *pgconn.Notice) {
+		sink.mu.Lock()
+		sink.msgs = append(sink.msgs, n.Severity+" "+n.Message)
+		sink.mu.Unlock()
+	}
+	c, err := pgconn.ConnectConfig(context.Background(), cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	noticeSinks.Store(c, sink)
+	t.Cleanup(func() { noticeSinks.Delete(c); _ = c.Close(context.Background()) })
+	return c
 }
 
 // simpleCases are simple queries with %v for constants; each runs with
@@ -101,6 +149,11 @@ var simpleCases = []struct {
 	{"insert into simple_u values (%v) returning id", [][]any{{1}, {2}, {3}}},
 	{"insert into simple_d values (%v) returning id", [][]any{{1}, {1}, {1}}},
 	{"update simple_d set id = id where id = %v", [][]any{{1}, {2}, {1}}},
+	{"select array['%v']::interval day[]", [][]any{{"1"}, {"2"}, {"3"}}},
+	{"select row('%v', 2)::simple_ty", [][]any{{"1"}, {"2"}, {"3"}}},
+	{"select ('%v' || ' days')::interval", [][]any{{"1"}, {"2"}, {"3"}}},
+	{"select simple_nf(%v)", [][]any{{1}, {0}, {2}, {0}}},
+	{"select -%v::int8, (%v)::int8", [][]any{{9}, {8}, {7}}},
 }
 
 const simpleSetup = `drop table if exists simple_t;
@@ -111,7 +164,10 @@ create table simple_iv (iv interval day);
 create table simple_u (id int primary key);
 insert into simple_u values (1), (2), (3);
 create table simple_d (id int, constraint simple_d_u unique (id) deferrable initially deferred);
-insert into simple_d values (1)`
+insert into simple_d values (1);
+drop type if exists simple_ty;
+create type simple_ty as (iv interval day, n int);
+create or replace function simple_nf(int) returns int immutable language plpgsql as $$ begin raise notice 'nf %', $1; return 10 / $1; end $$`
 
 // simpleClient starts pgshard (one shard, one server connection, the
 // planner as in the binary), creates simpleSetup's tables through it and
@@ -121,11 +177,23 @@ func simpleClient(t *testing.T, configure func(*proxy.Config)) *pgx.Conn {
 	addr := startProxy(t, proxyOpts{poolSize: 1, sharded: true, loops: true, configure: configure})
 	ctx := context.Background()
 	c := connect(t, proxyURL(addr))
-	if _, err := c.Exec(ctx, simpleSetup); err != nil {
-		t.Fatal(err)
+	for _, q := range strings.Split(simpleSetup, ";\n") { // DDL for every shard runs alone
+		if _, err := c.Exec(ctx, q); err != nil {
+			t.Fatalf("%s: %v", q, err)
+		}
 	}
-	t.Cleanup(func() { _, _ = c.Exec(context.Background(), "drop table if exists simple_t, simple_iv, simple_u, simple_d") })
+	t.Cleanup(func() {
+		for _, q := range []string{"drop table if exists simple_t, simple_iv, simple_u, simple_d", "drop type if exists simple_ty", "drop function if exists simple_nf"} {
+			_, _ = c.Exec(context.Background(), q)
+		}
+	})
 	return c
+}
+
+// simpleURL is the URL c connected to pgshard with.
+func simpleURL(t *testing.T, c *pgx.Conn) string {
+	cfg := c.Config()
+	return fmt.Sprintf("postgres://%s:%s@%s:%d/%s?sslmode=disable", cfg.User, cfg.Password, cfg.Host, cfg.Port, cfg.Database)
 }
 
 // TestSimplePreparedDifferential: simple queries answered through pgshard,
@@ -135,13 +203,14 @@ func simpleClient(t *testing.T, configure func(*proxy.Config)) *pgx.Conn {
 func TestSimplePreparedDifferential(t *testing.T) {
 	ctx := context.Background()
 	c := simpleClient(t, nil)
-	direct := connect(t, cluster.Instances[0].DSN)
+	via := noticeConn(t, simpleURL(t, c))
+	direct := noticeConn(t, cluster.Instances[0].DSN)
 	for _, tc := range simpleCases {
 		for round := range 2 {
 			for _, args := range tc.args {
 				sql := fmt.Sprintf(tc.sql, args...)
-				want := simpleAnswer(ctx, direct.PgConn(), sql)
-				got := simpleAnswer(ctx, c.PgConn(), sql)
+				want := simpleAnswer(ctx, direct, sql)
+				got := simpleAnswer(ctx, via, sql)
 				if got != want {
 					t.Errorf("%s (round %d):\n pgshard: %s\nPostgres: %s", sql, round, got, want)
 				}
@@ -210,7 +279,7 @@ func TestSimplePreparedSharded(t *testing.T) {
 func serverStmts(t *testing.T, c *pgx.Conn, sql string) int {
 	t.Helper()
 	var n int
-	if err := c.QueryRow(context.Background(), "select count(*) from pg_prepared_statements where name like 'pgs_%' and statement = $1", pgx.QueryExecModeSimpleProtocol, sql).Scan(&n); err != nil {
+	if err := c.QueryRow(context.Background(), "select count(*) from pg_prepared_statements where name like 'pgs_%' and statement = $1", pgx.QueryExecModeExec, sql).Scan(&n); err != nil {
 		t.Fatal(err)
 	}
 	return n
@@ -291,7 +360,8 @@ func TestSimplePreparedStale(t *testing.T) {
 
 // TestSimplePreparedOff: pool.prepare_simple: false (Config.SimpleText)
 // sends simple queries as written; so does a session that created a
-// temporary table (its names may shadow others).
+// temporary table (its names may shadow others), and one whose
+// client_encoding is not UTF8.
 func TestSimplePreparedOff(t *testing.T) {
 	for _, tc := range []struct {
 		name  string
@@ -300,6 +370,7 @@ func TestSimplePreparedOff(t *testing.T) {
 	}{
 		{"config", true, ""},
 		{"temp", false, "create temp table simple_tmp (x int)"},
+		{"latin1", false, "set client_encoding = 'LATIN1'"}, // E'' escapes would be decoded to UTF-8
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			ctx := context.Background()
