@@ -67,9 +67,10 @@ fuzz: ## run every Fuzz* target for FUZZTIME each (default 30s); CI runs their s
 	done
 
 DURATION ?= 30m
-soak: ## mixed workload through two pgshards while shards are added, drained and killed, every write checked (DURATION=30m)
-	@echo "==> soak: mixed workload, moves and kills for $(DURATION)"
-	@set -o pipefail; PGSHARD_SOAK=$(DURATION) $(GO) test ./cmd/internal/e2e -run '^TestSoakMixed$$' -count=1 -v -timeout 24h 2>&1 | grep -E '^(---|ok|FAIL|PASS|panic)|soak_test.go|move_test.go' | grep -vE '(move_test.go:[0-9]+: writer [0-9]|soak_test.go:[0-9]+: worker [0-9])'
+soak: ## mixed workload through two pgshards while shards are added, drained and killed, every write checked (DURATION=30m; the whole log in bench/results/soak.log)
+	@echo "==> soak: mixed workload, moves and kills for $(DURATION) (whole log: bench/results/soak.log)"
+	@mkdir -p bench/results
+	@set -o pipefail; PGSHARD_SOAK=$(DURATION) $(GO) test ./cmd/internal/e2e -run '^TestSoakMixed$$' -count=1 -v -timeout 24h 2>&1 | tee bench/results/soak.log | grep -E '^(---|ok|FAIL|PASS|panic)|soak_test.go|move_test.go' | grep -vE '(move_test.go:[0-9]+: writer [0-9]|soak_test.go:[0-9]+: worker [0-9])'
 
 TXNS ?= 5000
 SEEDS ?= 1 2 3 4 5
