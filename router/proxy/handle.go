@@ -514,15 +514,54 @@ func plannable(query string) bool {
 // by standard_conforming_strings).
 var parseSettings = [...]string{"search_path", "timezone", "datestyle", "intervalstyle", "standard_conforming_strings"}
 
-// searchPath is what the client set the parseSettings to (at startup or
-// with SET), "" if nothing: part of a statement's server name, so clients
-// that set them differently never share a statement.
+// reportedSettings are the parseSettings the server reports
+// (ParameterStatus) as they change, by their reported names; search_path
+// is not among them.
+var reportedSettings = [...]string{"TimeZone", "DateStyle", "IntervalStyle", "standard_conforming_strings"}
+
+// searchPath is what the parseSettings are for the client, "" if it set
+// none: part of a statement's server name, so clients for which they
+// differ never share a statement. search_path is what the client set (at
+// startup or with SET). The others, while a server connection is
+// attached, are what it reports, which follows any way of changing them
+// (set_config, SET LOCAL, SET in session pooling); otherwise what the
+// client set, which the next server connection will have.
 func (s *session) searchPath() string {
-	if s.parseKeyOf == s.paramsKey && s.parseKeyOf != "" {
+	if s.sc != nil {
+		tracked := s.trackedSettings()
+		same := s.reportedKey != "" && s.reportedFor == tracked
+		var vals [len(reportedSettings)]string
+		for i, name := range reportedSettings {
+			vals[i] = s.sc.Params[name]
+			same = same && vals[i] == s.reportedVals[i]
+		}
+		if same {
+			return s.reportedKey
+		}
+		b := make([]byte, 0, 96)
+		b = append(b, tracked...)
+		for _, v := range vals {
+			b = append(b, 1)
+			b = append(b, v...)
+		}
+		s.reportedKey, s.reportedFor, s.reportedVals = string(b), tracked, vals
+		return s.reportedKey
+	}
+	return s.trackedSettings()
+}
+
+// trackedSettings is searchPath from what the client set alone, cached
+// per paramsKey; with a server connection, search_path only.
+func (s *session) trackedSettings() string {
+	attached := s.sc != nil
+	if s.parseKeyOf == s.paramsKey && s.parseKeyOf != "" && s.parseKeyAttached == attached {
 		return s.parseKey
 	}
 	var b strings.Builder
-	for _, name := range parseSettings {
+	for i, name := range parseSettings {
+		if attached && i > 0 {
+			break // the server reports the others
+		}
 		v, ok := "", false
 		for _, p := range s.startParams {
 			if strings.EqualFold(p.k, name) {
@@ -541,7 +580,7 @@ func (s *session) searchPath() string {
 			b.WriteByte(0)
 		}
 	}
-	s.parseKeyOf, s.parseKey = s.paramsKey, b.String()
+	s.parseKeyOf, s.parseKey, s.parseKeyAttached = s.paramsKey, b.String(), attached
 	return s.parseKey
 }
 

@@ -119,17 +119,21 @@ type session struct {
 	// simpleQ is one running as a prepared statement (simple.go), sent as
 	// the client wrote it if the server refuses the prepared form before
 	// running it (simpleRetry, at the ReadyForQuery that ends the try).
-	simple         plan.Simple
-	simpleQ        *pgproto3.Query
-	simpleSum      uint64 // simpleQ's hash (simpleFailed)
-	simpleRetry    bool
-	simpleHoldDesc bool   // simpleQ writes: its RowDescription waits for its first row or tag
-	simpleHeld     []byte // answers of simpleQ held back, encoded (holdSimple)
-	simpleTagHeld  bool   // simpleHeld has its CommandComplete: later status messages follow it
-	simpleNotices  []byte // notices raised before simpleQ's Bind completed, encoded
-	parseKey       string // searchPath's value, for paramsKey parseKeyOf
-	parseKeyOf     string
-	madeTemp       bool // the session created a temporary object (its names may shadow others)
+	simple           plan.Simple
+	simpleQ          *pgproto3.Query
+	simpleSum        uint64 // simpleQ's hash (simpleFailed)
+	simpleRetry      bool
+	simpleHoldDesc   bool   // simpleQ writes: its RowDescription waits for its first row or tag
+	simpleHeld       []byte // answers of simpleQ held back, encoded (holdSimple)
+	simpleTagHeld    bool   // simpleHeld has its CommandComplete: later status messages follow it
+	simpleNotices    []byte // notices raised before simpleQ's Bind completed, encoded
+	parseKey         string // trackedSettings' value, for paramsKey parseKeyOf
+	parseKeyOf       string
+	parseKeyAttached bool
+	reportedKey      string    // searchPath's value with a server connection, for reportedFor and reportedVals
+	reportedFor      string    // trackedSettings when reportedKey was made
+	reportedVals     [4]string // the reportedSettings then
+	madeTemp         bool      // the session created a temporary object (its names may shadow others)
 }
 
 type kv struct{ k, v string }

@@ -430,3 +430,48 @@ func TestStatementNameTimeZone(t *testing.T) {
 		}
 	}
 }
+
+// TestStatementNameReportedTimeZone: a TimeZone changed in a way pgshard's
+// tracking of SET does not see (set_config, local to a transaction) still
+// keeps a statement with a typed literal apart: the name follows what the
+// server reports.
+func TestStatementNameReportedTimeZone(t *testing.T) {
+	addr := startProxy(t, proxyOpts{poolSize: 1, sharded: true, loops: true})
+	ctx := context.Background()
+	cfg, err := pgx.ParseConfig(proxyURL(addr))
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg.RuntimeParams["timezone"] = "UTC"
+	c, err := pgx.ConnectConfig(ctx, cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close(ctx)
+	q := "select extract(epoch from timestamptz '2024-01-01 00:00')::bigint + $1"
+	run := func(want int64) {
+		t.Helper()
+		for range 3 { // the second Parse of the text prepares it
+			var got int64
+			if err := c.QueryRow(ctx, q, pgx.QueryExecModeExec, int64(0)).Scan(&got); err != nil {
+				t.Fatal(err)
+			}
+			if got != want {
+				t.Fatalf("%d, want %d", got, want)
+			}
+		}
+	}
+	run(1704067200)
+	tx, err := c.Begin(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := tx.Exec(ctx, "select set_config('TimeZone', 'Asia/Tokyo', true)"); err != nil {
+		t.Fatal(err)
+	}
+	run(1704067200 - 9*3600)
+	if err := tx.Commit(ctx); err != nil {
+		t.Fatal(err)
+	}
+	run(1704067200)
+}
