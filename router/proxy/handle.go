@@ -588,10 +588,7 @@ func (s *session) trackedSettings() string {
 // search_path; stale reports server names that must not be used again
 // (nil: none).
 func newStmtGen(query string, oids []uint32, unnamed bool, gen uint64, searchPath string, stale func(string) bool) *stmt {
-	name, sum := stmtName(query, oids, gen, searchPath, 0)
-	for salt := uint64(1); stale != nil && stale(name); salt++ {
-		name, _ = stmtName(query, oids, gen, searchPath, salt)
-	}
+	name, sum := freshName(query, oids, gen, searchPath, stale)
 	st := &stmt{query: query, isSet: setName(query) != ""}
 	if unnamed {
 		// A text seen unnamed before gets its server name too: the
@@ -639,26 +636,49 @@ func stmtName(query string, oids []uint32, gen uint64, searchPath string, salt u
 	return "pgs_" + hex.EncodeToString(sum[:12]), binary.BigEndian.Uint64(sum[:8])
 }
 
+// freshName is stmtName salted past the names stale reports (nil: none),
+// with the unsalted hash.
+func freshName(query string, oids []uint32, gen uint64, searchPath string, stale func(string) bool) (string, uint64) {
+	name, sum := stmtName(query, oids, gen, searchPath, 0)
+	for salt := uint64(1); stale != nil && stale(name); salt++ {
+		name, _ = stmtName(query, oids, gen, searchPath, salt)
+	}
+	return name, sum
+}
+
+// hashFilter remembers hashes lossily: a slot per hash value, overwritten
+// by whichever hash lands on it.
+type hashFilter []atomic.Uint64
+
+func (f hashFilter) slot(sum uint64) (*atomic.Uint64, uint64) {
+	if sum == 0 {
+		sum = 1 // 0 marks an empty slot
+	}
+	return &f[sum%uint64(len(f))], sum
+}
+
+// has reports whether sum is remembered.
+func (f hashFilter) has(sum uint64) bool {
+	slot, sum := f.slot(sum)
+	return slot.Load() == sum
+}
+
+// add remembers sum, and reports whether it was already.
+func (f hashFilter) add(sum uint64) bool {
+	slot, sum := f.slot(sum)
+	return slot.Swap(sum) == sum
+}
+
 // unnamedSeen remembers, lossily, the hashes of recent unnamed statement
 // texts: a slot per hash value, overwritten by whichever text lands on it.
 // A text that repeats (a driver's parameterised query) is found on its
 // second Parse; one-off texts only ever overwrite slots, so they never
 // fill a server connection's named statements.
-var unnamedSeen [4096]atomic.Uint64
+var unnamedSeen = make(hashFilter, 4096)
 
 // seenUnnamed reports whether the text hashed to sum was seen unnamed
 // before, and remembers it.
-func seenUnnamed(sum uint64) bool {
-	if sum == 0 {
-		sum = 1 // 0 marks an empty slot
-	}
-	slot := &unnamedSeen[sum%uint64(len(unnamedSeen))]
-	if slot.Load() == sum {
-		return true
-	}
-	slot.Store(sum)
-	return false
-}
+func seenUnnamed(sum uint64) bool { return unnamedSeen.add(sum) }
 
 // resolve finds the statement a client names ("" is the unnamed one).
 func (s *session) resolve(name string) (*stmt, error) {
@@ -834,14 +854,13 @@ func (s *session) drive() error {
 		case *pgproto3.BindComplete, *pgproto3.CloseComplete:
 			if p := s.pop(); p.kind != pBindHidden {
 				s.send(m)
-			} else if len(s.simpleNotices) > 0 {
-				s.out = append(s.out, s.simpleNotices...) // the try stands
-				s.simpleNotices = s.simpleNotices[:0]
+			} else {
+				s.release(&s.simpleNotices) // the try stands
 			}
 		case *pgproto3.ParameterDescription:
 			s.send(m)
 		case *pgproto3.RowDescription:
-			if head.kind == pDescribeSimple && s.simpleHoldDesc {
+			if head.kind == pDescribeSimple && s.simple.Plan.Write {
 				s.holdSimple(m)
 			} else {
 				s.send(m)
@@ -857,9 +876,7 @@ func (s *session) drive() error {
 				s.pop()
 			}
 		case *pgproto3.DataRow:
-			if len(s.simpleHeld) > 0 {
-				s.releaseSimple()
-			}
+			s.release(&s.simpleHeld)
 			s.send(m)
 		case *pgproto3.CommandComplete:
 			if s.simpleQ != nil && head.kind == pExecute {
@@ -899,10 +916,7 @@ func (s *session) drive() error {
 			// A simple query's failure drops what Postgres would not have
 			// sent before it (simple.go), not its notices.
 			s.simpleHeld, s.simpleTagHeld = s.simpleHeld[:0], false
-			if len(s.simpleNotices) > 0 {
-				s.out = append(s.out, s.simpleNotices...)
-				s.simpleNotices = s.simpleNotices[:0]
-			}
+			s.release(&s.simpleNotices)
 			s.batchErr = true
 			s.setCandidate = ""
 			if s.deferred != "" {
@@ -930,9 +944,7 @@ func (s *session) drive() error {
 				}
 				continue
 			}
-			if len(s.simpleHeld) > 0 {
-				s.releaseSimple()
-			}
+			s.release(&s.simpleHeld)
 			s.simpleQ, s.simpleTagHeld = nil, false
 			s.statReady(sc, m.TxStatus)
 			if s.deferred != "" && m.TxStatus == 'I' {

@@ -123,7 +123,6 @@ type session struct {
 	simpleQ          *pgproto3.Query
 	simpleSum        uint64 // simpleQ's hash (simpleFailed)
 	simpleRetry      bool
-	simpleHoldDesc   bool   // simpleQ writes: its RowDescription waits for its first row or tag
 	simpleHeld       []byte // answers of simpleQ held back, encoded (holdSimple)
 	simpleTagHeld    bool   // simpleHeld has its CommandComplete: later status messages follow it
 	simpleNotices    []byte // notices raised before simpleQ's Bind completed, encoded

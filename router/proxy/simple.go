@@ -3,7 +3,6 @@ package proxy
 import (
 	"strconv"
 	"strings"
-	"sync/atomic"
 
 	"github.com/jackc/pgx/v5/pgproto3"
 
@@ -67,14 +66,7 @@ import (
 // simpleFailed remembers, lossily, the statements whose prepared form the
 // server refused at Parse: a slot per hash, overwritten by whichever
 // statement lands on it.
-var simpleFailed [1024]atomic.Uint64
-
-func simpleFailedSlot(sum uint64) *atomic.Uint64 {
-	if sum == 0 {
-		sum = 1
-	}
-	return &simpleFailed[sum%uint64(len(simpleFailed))]
-}
+var simpleFailed = make(hashFilter, 1024)
 
 // runSimplePrepared sends the simple query m, already routed and with a
 // server attached, as a prepared statement, and reports whether it did;
@@ -105,12 +97,9 @@ func (s *session) runSimplePrepared(m *pgproto3.Query) bool {
 		}
 	}
 	gen, path := s.srv.catGen.Load(), s.searchPath()
-	name, sum := stmtName(sp.Text, oids, gen, path, 0)
-	if simpleFailedSlot(sum).Load() == sum {
+	name, sum := freshName(sp.Text, oids, gen, path, s.srv.isStale)
+	if simpleFailed.has(sum) {
 		return false
-	}
-	for salt := uint64(1); s.srv.isStale(name); salt++ {
-		name, _ = stmtName(sp.Text, oids, gen, path, salt)
 	}
 	// A text seen for the first time runs as sent: one-off statements do
 	// not fill the server connections' statements (as for unnamed ones).
@@ -133,7 +122,6 @@ func (s *session) runSimplePrepared(m *pgproto3.Query) bool {
 		}
 	}
 	s.simpleQ, s.simpleSum, s.simpleRetry = m, sum, false
-	s.simpleHoldDesc = sp.Plan.Write
 	s.toServer(&pgproto3.Bind{PreparedStatement: srvName, Parameters: params}, pending{kind: pBindHidden, srvName: srvName})
 	s.toServer(&pgproto3.Describe{ObjectType: 'P'}, pending{kind: pDescribeSimple})
 	s.toServer(&pgproto3.Execute{}, pending{kind: pExecute})
@@ -159,7 +147,7 @@ func (s *session) simpleRefused(head pending, m *pgproto3.ErrorResponse) bool {
 		case pgcode.IndeterminateDatatype, pgcode.DatatypeMismatch, pgcode.UndefinedFunction,
 			pgcode.AmbiguousFunction, pgcode.SyntaxError, pgcode.UndefinedParameter, pgcode.CannotCoerce:
 			// The text itself, not the moment: never again.
-			simpleFailedSlot(s.simpleSum).Store(s.simpleSum)
+			simpleFailed.add(s.simpleSum)
 		}
 	}
 	if !stale && !strings.HasPrefix(m.Code, "42") && !(head.kind == pBindHidden && strings.HasPrefix(m.Code, "22")) {
@@ -170,7 +158,7 @@ func (s *session) simpleRefused(head pending, m *pgproto3.ErrorResponse) bool {
 }
 
 // holdSimple keeps an answer of the simple query under way from the client
-// until releaseSimple (or drops it if an error comes first).
+// until release (or drops it if an error comes first).
 func (s *session) holdSimple(m pgproto3.BackendMessage) {
 	s.statSent(m)
 	if b, err := m.Encode(s.simpleHeld); err == nil {
@@ -178,10 +166,10 @@ func (s *session) holdSimple(m pgproto3.BackendMessage) {
 	}
 }
 
-// releaseSimple sends the held answers.
-func (s *session) releaseSimple() {
-	s.out = append(s.out, s.simpleHeld...)
-	s.simpleHeld = s.simpleHeld[:0]
+// release sends the answers held in *buf (simpleHeld, simpleNotices).
+func (s *session) release(buf *[]byte) {
+	s.out = append(s.out, *buf...)
+	*buf = (*buf)[:0]
 }
 
 // simpleResend sends the client's text of a simple query whose prepared
