@@ -18,8 +18,8 @@ import (
 // Verification keeps the write pause short (DESIGN.md §4.2, §4.5) however
 // many rows move:
 //
-//   - Step copied compares every row, per bucket: the source's as they
-//     pass through shardctl at the copy's snapshot, the target's read back
+//   - Step copied compares every row, per bucket: the source's hashed in
+//     the copy's query at its snapshot, the target's summed by the target
 //     before the subscription applies anything (copysum.go).
 //   - From then on, on the target, a REPLICA trigger on every sharded table
 //     (it fires only for rows the subscription applies, and for shardctl's
@@ -321,12 +321,11 @@ func (j *job) dropDirty(ctx context.Context) error {
 // again if very many changed, after a resume past the copy (the copy's
 // sums died with the process that made them), or with Mover.FullCheck.
 //
-// The first round runs while the read-back still does, if it does: the
-// two are independent (the read-back reads the target as the copy left
-// it; a round compares the keys changed since at a later snapshot of
-// both sides), and a round mostly waits (a marker's trip through the
-// subscription). In make bench-move the read-back ended about 0.45 s
-// after the catch-up and the first round took 0.35 s.
+// The first round runs while the copy's comparison still does, if it
+// does: the two are independent (the comparison sums the target as the
+// copy left it; a round compares the keys changed since at a later
+// snapshot of both sides), and a round mostly waits (a marker's trip
+// through the subscription).
 func (j *job) preverify(ctx context.Context) error {
 	if j.readBackRunning() && !j.mv.FullCheck {
 		dirty, err := j.dirtyCount(ctx)

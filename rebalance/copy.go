@@ -35,10 +35,10 @@ func (j *job) copyStreams() int {
 // the changes committed after the snapshot: nothing is missed or applied
 // twice (the method of Citus's non-blocking moves).
 //
-// The rows are compared per bucket: as they pass through shardctl, and as
-// the target stored them, read back once every stream is in and the dirty
-// set records any later change (check.go); a difference fails step checked
-// (copysum.go, startReadBack). A crash during the copy leaves a slot and
+// The rows are compared per bucket: the source's hashes as they pass
+// through shardctl, and the target's, summed by the target once every
+// stream is in and the dirty set records any later change (check.go); a
+// difference fails step checked (copysum.go, startReadBack). A crash during the copy leaves a slot and
 // part of the rows: the step starts over by dropping both.
 func (j *job) copyRows(ctx context.Context) error {
 	if err := dropSlot(ctx, j.src, j.name); err != nil {
@@ -51,10 +51,6 @@ func (j *job) copyRows(ctx context.Context) error {
 	}
 	if err := j.deleteBuckets(ctx, j.dst); err != nil {
 		return fmt.Errorf("shard %s: %w", j.dstShard.Name, err)
-	}
-	before, err := relSizes(ctx, j.dst, j.tables())
-	if err != nil {
-		return err
 	}
 	rc, snapshot, err := j.exportSnapshot(ctx, j.name, false)
 	if err != nil {
@@ -128,20 +124,9 @@ func (j *job) copyRows(ctx context.Context) error {
 		return err
 	}
 	j.mv.Log.Debug("dirty set installed", "move", j.id, "took", time.Since(t0).Round(time.Millisecond).String())
-	after, err := relSizes(ctx, j.dst, j.tables())
-	if err != nil {
-		return err
-	}
-	// The read-back filters by bucket in SQL only where the target holds
-	// many other rows: elsewhere reading them too and skipping them in Go
-	// costs less than the bucket expression on every row.
-	filter := map[string]bool{}
-	for name, b := range before {
-		filter[name] = b > (after[name]-b)/4
-	}
 	c := count
 	count = nil // the read-back's now
-	if err := j.startReadBack(ctx, src.m, rows.Load(), filter, c); err != nil {
+	if err := j.startReadBack(ctx, src.m, rows.Load(), c); err != nil {
 		return err
 	}
 	// The count at the snapshot replaces the estimate.
@@ -233,21 +218,6 @@ func compareCounts(counts map[string]int64, sent map[string]sums) error {
 		}
 	}
 	return diffError("the copy differs from the source", diffs)
-}
-
-// relSizes returns the size in bytes of each table present on c.
-func relSizes(ctx context.Context, c *pgx.Conn, tables []shardmap.Table) (map[string]int64, error) {
-	out := map[string]int64{}
-	for _, t := range tables {
-		var n *int64
-		if err := c.QueryRow(ctx, `SELECT pg_relation_size(to_regclass($1))`, quoteIdent(t.Name)).Scan(&n); err != nil {
-			return nil, err
-		}
-		if n != nil {
-			out[t.Name] = *n
-		}
-	}
-	return out, nil
 }
 
 // bucketSumSet gathers the streams' sums per "table bucket N".
@@ -405,23 +375,13 @@ func (j *job) exportSnapshot(ctx context.Context, slot string, temporary bool) (
 	return rc, string(res[0].Rows[0][2]), nil
 }
 
-// copyQuery is the COPY of a stream's rows, with their sharding key in
-// front (keyColumn; copySums takes it off).
-//
-// Without filter, the stream has every row of its pages (the caller skips
-// the other buckets' rows: see copySums.want).
-func (j *job) copyQuery(st copyStream, filter bool) string {
+// copyQuery is the COPY of a stream's rows (of the moving buckets), with
+// their sharding key (keyColumn) and their hash (hash, rowHash's
+// expression) in front; copySums takes both off.
+func (j *job) copyQuery(st copyStream, hash string) string {
 	t := j.m.Rules.Tables[st.table]
-	where := st.pages
-	if filter {
-		where += " AND " + j.bucketExpr(t) + " " + j.filter
-	}
-	return fmt.Sprintf(`COPY (SELECT %s, t.* FROM %s t WHERE %s) TO STDOUT (FORMAT binary)`, keyColumn(t), quoteIdent(st.table), where)
-}
-
-// streamSums returns the copySums of a stream of table's rows.
-func (j *job) streamSums(out io.Writer, table string) *copySums {
-	return newCopySums(out, keyBuckets(j.m.Rules.Tables[table].Type, j.m.Rules.Buckets))
+	return fmt.Sprintf(`COPY (SELECT %s, %s, t.* FROM %s t WHERE %s AND %s %s) TO STDOUT (FORMAT binary)`,
+		keyColumn(t), hash, quoteIdent(st.table), st.pages, j.bucketExpr(t), j.filter)
 }
 
 // copyStream copies a stream's rows as of snapshot, and returns how many,
@@ -450,11 +410,13 @@ func (j *job) copyStream(ctx context.Context, snapshot string, st copyStream, co
 	if _, err := tx.Exec(ctx, fmt.Sprintf(`SET TRANSACTION SNAPSHOT %s`, quoteLiteral(snapshot))); err != nil {
 		return 0, nil, err
 	}
+	// The hash expression of the table, as the target's side will use.
+	hash := j.rowHash(ctx, tx, st.table)
 	pr, pw := io.Pipe()
-	sent := j.streamSums(pw, st.table)
+	sent := newCopySums(pw, keyBuckets(j.m.Rules.Tables[st.table].Type, j.m.Rules.Buckets))
 	errc := make(chan error, 1)
 	go func() {
-		_, err := sc.PgConn().CopyTo(ctx, &countingWriter{w: sent, n: copied}, j.copyQuery(st, true))
+		_, err := sc.PgConn().CopyTo(ctx, &countingWriter{w: sent, n: copied}, j.copyQuery(st, hash))
 		if err == nil {
 			err = sent.finish()
 		}
@@ -472,10 +434,10 @@ func (j *job) copyStream(ctx context.Context, snapshot string, st copyStream, co
 	return tag.RowsAffected(), sent.sums, nil
 }
 
-// readBack is the comparison of the copy with what the target stored: it
-// reads the rows back at a snapshot of the target taken when the copy
-// ended, before the subscription applies anything, while the subscription
-// catches up.
+// readBack is the comparison of the copy with what the target stored: the
+// target's sums per bucket at a snapshot of the target taken when the copy
+// ended, before the subscription applies anything, computed while the
+// subscription catches up.
 type readBack struct {
 	cancel context.CancelFunc
 	done   chan struct{}
@@ -483,29 +445,26 @@ type readBack struct {
 	took   time.Duration
 }
 
-// startReadBack takes the target's snapshot and starts reading the rows
-// back at it, to compare with src (the sums as sent, of rows rows). The
-// transaction that exported the snapshot holds holdTables' lock until the
-// read-back ends. Reading back while the subscription catches up, rather
-// than before it starts, made a 500,000-row move reach its switch in
-// 7.4-7.7 s instead of 8.4-9.6 s (2 runs each, side by side).
+// startReadBack takes the target's snapshot and starts summing the moving
+// buckets' rows at it, to compare with src (the sums as sent, of rows
+// rows). The transaction holds holdTables' lock until the sums are in.
+// Comparing while the subscription catches up, rather than before it
+// starts, made a 500,000-row move reach its switch in 7.4-7.7 s instead
+// of 8.4-9.6 s (2 runs each, side by side, when the rows were read back
+// through shardctl).
 //
-// filter says, per table, whether to filter by bucket in SQL (readStream).
 // With count (the copy ran several streams), it also counts the buckets'
 // rows on the source at the copy's snapshot, and closes count.
-func (j *job) startReadBack(ctx context.Context, src map[string]sums, rows int64, filter map[string]bool, count *snapshotConn) error {
+func (j *job) startReadBack(ctx context.Context, src map[string]sums, rows int64, count *snapshotConn) error {
 	t0 := time.Now()
 	ec, err := shardConn(ctx, j.dstShard)
 	if err != nil {
 		count.close()
 		return err
 	}
-	var snapshot string
 	tx, err := ec.BeginTx(ctx, pgx.TxOptions{IsoLevel: pgx.RepeatableRead, AccessMode: pgx.ReadOnly})
 	if err == nil {
-		err = tx.QueryRow(ctx, `SELECT pg_export_snapshot()`).Scan(&snapshot)
-	}
-	if err == nil {
+		// The snapshot: taken by the first statement, now.
 		err = j.lockTables(ctx, tx)
 	}
 	if err != nil {
@@ -513,14 +472,10 @@ func (j *job) startReadBack(ctx context.Context, src map[string]sums, rows int64
 		count.close()
 		return fmt.Errorf("snapshot of %s after the copy: %w", j.dstShard.Name, err)
 	}
-	// Not ctx: the read-back outlives the step. close cancels it.
+	// Not ctx: the comparison outlives the step. close cancels it.
 	rctx, cancel := context.WithCancel(context.WithoutCancel(ctx))
 	rb := &readBack{cancel: cancel, done: make(chan struct{})}
 	j.readBack = rb
-	moving := make(map[int]bool, len(j.info.Buckets))
-	for _, b := range j.info.Buckets {
-		moving[b] = true
-	}
 	counted := make(chan error, 1)
 	if count == nil {
 		counted <- nil
@@ -539,25 +494,18 @@ func (j *job) startReadBack(ctx context.Context, src map[string]sums, rows int64
 	go func() {
 		defer close(rb.done)
 		defer ec.Close(context.Background())
-		dst := bucketSumSet{m: map[string]sums{}}
-		err := j.eachStream(rctx, ec, func(st copyStream) error {
-			stored, err := j.readStream(rctx, st, snapshot, filter[st.table], moving)
-			if err != nil {
-				return fmt.Errorf("reading %s back from %s: %w", st.table, j.dstShard.Name, err)
-			}
-			dst.add(st, stored)
-			return nil
-		})
-		if err == nil {
-			err = compareSums(src, dst.m)
-		} else {
+		dst, err := j.bucketSums(rctx, tx, nil)
+		if err != nil {
+			err = fmt.Errorf("summing the rows on %s: %w", j.dstShard.Name, err)
 			cancel() // the count's too: the error is known
+		} else {
+			err = compareSums(src, dst)
 		}
 		if cerr := <-counted; err == nil {
 			err = cerr
 		}
 		rb.err, rb.took = err, time.Since(t0)
-		j.mv.Log.Debug("copy compared", "move", j.id, "buckets_with_rows", len(src), "rows", rows, "read_back", rb.took.Round(time.Millisecond).String(), "err", err)
+		j.mv.Log.Debug("copy compared", "move", j.id, "buckets_with_rows", len(src), "rows", rows, "took", rb.took.Round(time.Millisecond).String(), "err", err)
 	}()
 	return nil
 }
@@ -594,35 +542,6 @@ func (j *job) awaitReadBack(ctx context.Context) (bool, error) {
 	}
 	j.copyCompared = true
 	return true, nil
-}
-
-// readStream returns the sums per bucket of a stream's rows as the target
-// stored them, at snapshot: with filter, the rows the bucket filter in SQL
-// selects; without, every row, those of buckets not in moving skipped in
-// Go (moving is built before the read-back starts: the steps running
-// beside it replace j.info).
-func (j *job) readStream(ctx context.Context, st copyStream, snapshot string, filter bool, moving map[int]bool) (map[int]sums, error) {
-	dc, err := shardConn(ctx, j.dstShard)
-	if err != nil {
-		return nil, err
-	}
-	defer dc.Close(context.Background())
-	tx, err := dc.BeginTx(ctx, pgx.TxOptions{IsoLevel: pgx.RepeatableRead, AccessMode: pgx.ReadOnly})
-	if err != nil {
-		return nil, err
-	}
-	defer func() { _ = tx.Rollback(context.Background()) }()
-	if _, err := tx.Exec(ctx, fmt.Sprintf(`SET TRANSACTION SNAPSHOT %s`, quoteLiteral(snapshot))); err != nil {
-		return nil, err
-	}
-	stored := j.streamSums(nil, st.table)
-	if !filter {
-		stored.want = func(b int) bool { return moving[b] }
-	}
-	if _, err := dc.PgConn().CopyTo(ctx, stored, j.copyQuery(st, filter)); err != nil {
-		return nil, err
-	}
-	return stored.sums, stored.finish()
 }
 
 // copyProgress records rows and bytes copied so far. Bytes are counted on

@@ -72,12 +72,15 @@ func run() error {
 		return err
 	}
 	_ = os.Chmod(dir, 0o755)
-	defer os.RemoveAll(dir)
+	// BENCHMOVE_KEEP=1 keeps the cluster's directory (the servers' logs).
+	if os.Getenv("BENCHMOVE_KEEP") == "" {
+		defer os.RemoveAll(dir)
+	}
 	cl, err := localpg.Up(ctx, localpg.Options{Dir: filepath.Join(dir, "pg"), Shards: 2, PGPort: *port, Listen: "127.0.0.1:0", Log: log})
 	if err != nil {
 		return err
 	}
-	defer func() { _ = localpg.Down(context.Background(), cl.Dir, true) }()
+	defer func() { _ = localpg.Down(context.Background(), cl.Dir, os.Getenv("BENCHMOVE_KEEP") == "") }()
 	s0, s1 := cl.Instances[0], cl.Instances[1]
 	adm := func(in localpg.Instance) string { return strings.Replace(in.AdminDSN, "/postgres?", "/app?", 1) }
 
