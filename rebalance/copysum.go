@@ -45,10 +45,10 @@ type copySums struct {
 	// bucketOf is the bucket of a row's first field, the key.
 	bucketOf func(key []byte) (int, error)
 	sums     map[int]sums
-	buf     []byte // input not yet parsed
-	outBuf  []byte
-	header  bool // header parsed
-	trailer bool // end-of-data marker seen
+	buf      []byte // input not yet parsed
+	outBuf   []byte
+	header   bool // header parsed
+	trailer  bool // end-of-data marker seen
 }
 
 func newCopySums(out io.Writer, bucketOf func(key []byte) (int, error)) *copySums {
