@@ -358,6 +358,10 @@ func (s *session) endSpan(commit bool) (string, *wire.Error) {
 	conns := make([]*pool.Conn, len(parts))
 	failed := false
 	for i, p := range parts {
+		// Lent for the end: query_timeout and Server.Close reach a
+		// participant that stops answering (a shard gone silent mid-
+		// PREPARE would otherwise hold the client's COMMIT forever).
+		s.lend(p.sc)
 		conns[i] = p.sc
 		if p.sc.TxStatus != 'T' || p.sc.Broken {
 			failed = true
@@ -384,6 +388,9 @@ func (s *session) endSpan(commit bool) (string, *wire.Error) {
 		s.pendingSets = s.pendingSets[:0]
 		switch {
 		case r.io != nil:
+			if te := s.timeoutErr(conns[0].Shard, r.io); te != nil {
+				return "", te
+			}
 			return "", wire.Errorf(pgcode.ConnectionFailure, "shard %s was lost during COMMIT: %v", conns[0].Shard, r.io)
 		case r.err != nil:
 			return "", r.err
@@ -435,7 +442,9 @@ func (s *session) twoPhaseCommit(conns []*pool.Conn) (string, *wire.Error) {
 		case r.io != nil:
 			unknown = true // the PREPARE may or may not have happened
 			if cause == nil {
-				cause = wire.Errorf(pgcode.ConnectionFailure, "shard %s was lost while preparing the transaction: %v", names[i], r.io)
+				if cause = s.timeoutErr(names[i], r.io); cause == nil {
+					cause = wire.Errorf(pgcode.ConnectionFailure, "shard %s was lost while preparing the transaction: %v", names[i], r.io)
+				}
 			}
 		case r.err != nil:
 			if cause == nil {
@@ -455,6 +464,13 @@ func (s *session) twoPhaseCommit(conns []*pool.Conn) (string, *wire.Error) {
 			// did happen, whatever the state of this proxy.
 			if _, err := s.cfg.Decisions.Decide(ctx, gid, names, false); err != nil {
 				log.Warn("two-phase commit: could not record the abort; recovery rolls the transaction back after the in-doubt timeout", "err", err)
+			}
+		}
+		if cause.Code == pgcode.QueryCanceled {
+			// query_timeout's deadline is on every participant: those
+			// that prepared get a fresh one for their ROLLBACK PREPARED.
+			for _, sc := range prepared {
+				_ = sc.Net.SetReadDeadline(time.Now().Add(cancelGrace))
 			}
 		}
 		s.rollbackPrepared(prepared, gid, log)

@@ -7,6 +7,7 @@ import (
 	"os"
 	"os/exec"
 	"strings"
+	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -36,6 +37,13 @@ type twoPCSetup struct {
 
 func newTwoPCSetup(t testing.TB, db string, on bool, mode ...proxy.PoolMode) *twoPCSetup {
 	t.Helper()
+	return newTwoPCSetupWith(t, db, on, nil, mode...)
+}
+
+// newTwoPCSetupWith is newTwoPCSetup with configure applied to the proxy's
+// config too.
+func newTwoPCSetupWith(t testing.TB, db string, on bool, configure func(*proxy.Config), mode ...proxy.PoolMode) *twoPCSetup {
+	t.Helper()
 	databaseOnAll(t, db)
 	ctx := context.Background()
 	ts := &twoPCSetup{db: db}
@@ -55,6 +63,9 @@ func newTwoPCSetup(t testing.TB, db string, on bool, mode ...proxy.PoolMode) *tw
 			c.TwoPhaseCommit = on
 			c.Decisions = dl
 			c.ProxyID = "e2e"
+			if configure != nil {
+				configure(c)
+			}
 		},
 		started: func(s *proxy.Server) { ts.srv = s },
 	})
@@ -999,5 +1010,100 @@ func TestTwoPCSavepointsSpanShards(t *testing.T) {
 	}
 	if n != len(ts.m.Shards) {
 		t.Fatalf("type on %d of %d shards", n, len(ts.m.Shards))
+	}
+}
+
+// TestTwoPhaseCommitSilentShard: a shard that stops answering while a
+// transaction spanning shards commits (its backend stopped with SIGSTOP
+// right before COMMIT: a hung host, a network partition) does not hold the
+// client: query_timeout ends the COMMIT with 57014, the transaction is
+// rolled back everywhere once the shard answers again and recovery runs,
+// and the client's connection serves the next transaction. Before the
+// fix, the participants of a spanning transaction were out of
+// query_timeout's reach during COMMIT and it waited forever.
+func TestTwoPhaseCommitSilentShard(t *testing.T) {
+	ctx := context.Background()
+	const db = "twopc_silent_e2e"
+	ts := newTwoPCSetupWith(t, db, true, func(c *proxy.Config) { c.QueryTimeout = time.Second })
+	k0, k1 := keyOn(t, ts.m, 0), keyOn(t, ts.m, 1)
+	c := ts.conn(t)
+	tx, err := c.Begin(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, k := range []int64{k0, k1} {
+		if _, err := tx.Exec(ctx, "INSERT INTO accounts (id, name) VALUES ($1, 'silent')", k); err != nil {
+			t.Fatal(err)
+		}
+	}
+	// The participant on shard 1: the one backend of this database idle
+	// in a transaction there.
+	var pid int
+	admin := connect(t, dbURL(cluster.Instances[1].AdminDSN, db))
+	if err := admin.QueryRow(ctx, `SELECT pid FROM pg_stat_activity WHERE datname = $1 AND state = 'idle in transaction'`, db).Scan(&pid); err != nil {
+		t.Fatalf("the participant's backend on shard 1: %v", err)
+	}
+	if err := syscall.Kill(pid, syscall.SIGSTOP); err != nil {
+		t.Fatal(err)
+	}
+	cont := sync.OnceFunc(func() { _ = syscall.Kill(pid, syscall.SIGCONT) })
+	t.Cleanup(cont)
+
+	start := time.Now()
+	cctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+	defer cancel()
+	err = tx.Commit(cctx)
+	took := time.Since(start)
+	var pe *pgconn.PgError
+	if !errors.As(err, &pe) || pe.Code != "57014" {
+		t.Fatalf("COMMIT with a silent participant after %s: %v, want 57014", took.Round(time.Millisecond), err)
+	}
+	if took > 10*time.Second {
+		t.Fatalf("COMMIT took %s to fail, want about query_timeout and its grace", took)
+	}
+	t.Logf("COMMIT failed after %s: %v", took.Round(time.Millisecond), err)
+	cont()
+
+	// The connection serves the next transaction, spanning shards too.
+	k2, k3 := keysOn(ts.m, 0, 2)[1], keysOn(ts.m, 1, 2)[1]
+	if err := pgx.BeginFunc(ctx, c, func(tx pgx.Tx) error {
+		for _, k := range []int64{k2, k3} {
+			if _, err := tx.Exec(ctx, "INSERT INTO accounts (id, name) VALUES ($1, 'after')", k); err != nil {
+				return err
+			}
+		}
+		return nil
+	}); err != nil {
+		t.Fatalf("the next transaction: %v", err)
+	}
+
+	// Once the shard answers, recovery leaves nothing prepared and the
+	// transaction is nowhere.
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		if _, err := shardmap.Recover(ctx, ts.cat, ts.m, shardmap.RecoverOptions{}); err != nil {
+			t.Fatal(err)
+		}
+		n := 0
+		for _, in := range cluster.Instances {
+			n += directCount(t, dbURL(in.AdminDSN, db), "SELECT count(*) FROM pg_prepared_xacts WHERE database = $1", db)
+		}
+		if n == 0 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("%d prepared transactions left 30 s after the shard answers again", n)
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
+	for i, k := range []int64{k0, k1} {
+		if n := ts.direct(t, i, "SELECT count(*) FROM accounts WHERE id = $1", k); n != 0 {
+			t.Errorf("shard %d has the failed transaction's row %d", i, k)
+		}
+	}
+	for i, k := range []int64{k2, k3} {
+		if n := ts.direct(t, i, "SELECT count(*) FROM accounts WHERE id = $1", k); n != 1 {
+			t.Errorf("shard %d has %d copies of the next transaction's row %d", i, n, k)
+		}
 	}
 }
