@@ -49,8 +49,22 @@ func (s *session) borrow(i int) (*shardConn, error) {
 
 // finish commits (ok) or rolls back each connection's transaction and
 // returns the connections to their pools.
+//
+// A commit first checks that every connection is sound and still in its
+// transaction: a participant whose connection broke (its shard rolled its
+// part back) or whose transaction failed would otherwise be skipped, or
+// answer COMMIT with ROLLBACK, while the others commit.
 func (s *session) finish(conns []*shardConn, ok bool) error {
 	var first error
+	if ok {
+		for _, c := range conns {
+			if c.sc.Broken || c.sc.TxStatus == 'E' {
+				first = wire.Errorf(pgcode.ConnectionFailure, "shard %s lost its part of the statement before the commit", c.sc.Shard)
+				ok = false
+				break
+			}
+		}
+	}
 	for _, c := range conns {
 		if c.inflight && !c.sc.Broken {
 			_ = drainToReady(c.sc) // its statement's answers, discarded
@@ -469,7 +483,18 @@ func (s *session) endCopy(fail *pgproto3.CopyFail) error {
 			}
 		}
 	}
-	ok := fail == nil && cs.err == nil && firstErr == nil
+	// A shard whose connection broke before its answer rolled its rows
+	// back: the COPY fails and the other shards roll back theirs (before
+	// this, they committed and the client heard COPY with the lost rows
+	// counted out of the tag: the soak's lost acknowledged COPY row).
+	lost := ""
+	for _, c := range cs.order {
+		if c.sc.Broken {
+			lost = c.sc.Shard
+			break
+		}
+	}
+	ok := fail == nil && cs.err == nil && firstErr == nil && lost == ""
 	if err := s.finish(cs.order, ok); err != nil && ok {
 		s.sendErr(wire.Errorf(pgcode.StatementCompletionUnknown, "COPY commit failed on a shard: %v", err).
 			WithHint("Some shards may have committed their rows; enable two-phase commit for atomic multi-shard writes."))
@@ -477,6 +502,9 @@ func (s *session) endCopy(fail *pgproto3.CopyFail) error {
 		s.sendErr(asWireErr(cs.err))
 	} else if firstErr != nil {
 		s.send(firstErr)
+	} else if lost != "" {
+		s.sendErr(wire.Errorf(pgcode.ConnectionFailure, "shard %s was lost before it confirmed its COPY rows", lost).
+			WithDetail("The COPY was rolled back on every shard."))
 	} else {
 		s.send(&pgproto3.CommandComplete{CommandTag: sum.tag()})
 	}

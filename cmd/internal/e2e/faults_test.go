@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"io"
 	"slices"
 	"strings"
 	"sync"
@@ -12,6 +13,7 @@ import (
 
 	toxiproxy "github.com/Shopify/toxiproxy/v2"
 	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/rs/zerolog"
 
@@ -380,4 +382,82 @@ func TestShardFaults(t *testing.T) {
 			}
 		}
 	})
+
+	// A COPY whose rows go to every shard loses the faulty shard's
+	// connection after its rows were sent, before CopyDone is answered:
+	// the COPY fails and no shard keeps its rows (before, the other
+	// shards committed and the client heard COPY without an error).
+	t.Run("COPY loses a shard", func(t *testing.T) {
+		var rows strings.Builder
+		perShard := map[int]int{}
+		var ids []int64
+		for k := int64(100000); len(ids) < 300; k++ {
+			ids = append(ids, k)
+			perShard[m.ShardOf(shardmap.BucketInt(k, 1024))]++
+			fmt.Fprintf(&rows, "%d\tcopy%d\n", k, k)
+		}
+		if perShard[faulty] == 0 || len(perShard) != 3 {
+			t.Fatalf("rows per shard %v", perShard)
+		}
+		release := make(chan struct{})
+		r := io.MultiReader(strings.NewReader(rows.String()), readerFunc(func(p []byte) (int, error) {
+			<-release
+			return 0, io.EOF
+		}))
+		cc := connect(t, url)
+		errc := make(chan error, 1)
+		go func() {
+			_, err := cc.PgConn().CopyFrom(ctx, r, "COPY accounts (id, v) FROM STDIN")
+			errc <- err
+		}()
+		// The faulty shard's COPY has started when its backend runs it.
+		admin := connect(t, dbURL(in.AdminDSN, db))
+		for try := 0; ; try++ {
+			var n int
+			if err := admin.QueryRow(ctx, "SELECT count(*) FROM pg_stat_activity WHERE datname = $1 AND query LIKE 'COPY accounts%'", db).Scan(&n); err != nil {
+				t.Fatal(err)
+			}
+			if n > 0 {
+				break
+			}
+			if try == 100 {
+				close(release)
+				t.Fatal("the faulty shard's COPY never started")
+			}
+			time.Sleep(50 * time.Millisecond)
+		}
+		fp.add(t, "reset", "reset_peer", "upstream", map[string]any{"timeout": 0})
+		close(release)
+		err := <-errc
+		fp.remove(t, "reset")
+		if code := pgCode(err); code != "08006" {
+			t.Fatalf("COPY with the faulty shard lost: %v, want 08006", err)
+		}
+		t.Logf("COPY failed: %v", err)
+		n := 0
+		for _, inst := range cluster.Instances[:3] {
+			n += directCount(t, dbURL(inst.DSN, db), "SELECT count(*) FROM accounts WHERE id = ANY($1)", ids)
+		}
+		if n != 0 {
+			t.Fatalf("%d of the failed COPY's rows were committed", n)
+		}
+		// The same client's next COPY succeeds once the shard is back.
+		var tag pgconn.CommandTag
+		for try := 0; ; try++ {
+			tag, err = cc.PgConn().CopyFrom(ctx, strings.NewReader(rows.String()), "COPY accounts (id, v) FROM STDIN")
+			if err == nil || try == 20 {
+				break
+			}
+			time.Sleep(100 * time.Millisecond)
+		}
+		if err != nil || tag.RowsAffected() != int64(len(ids)) {
+			t.Fatalf("the next COPY: %v %v", tag, err)
+		}
+		noLeaks(t, db, poolSize)
+	})
 }
+
+// readerFunc is an io.Reader from a function.
+type readerFunc func(p []byte) (int, error)
+
+func (f readerFunc) Read(p []byte) (int, error) { return f(p) }
