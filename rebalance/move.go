@@ -324,6 +324,10 @@ func shardConn(ctx context.Context, s shardmap.Shard) (*pgx.Conn, error) {
 	// end them (pg_dump does the same).
 	cfg.RuntimeParams["statement_timeout"] = "0"
 	cfg.RuntimeParams["idle_in_transaction_session_timeout"] = "0"
+	// What the move commits (the copy, the fence, the source's cleanup)
+	// is on disk before the next step relies on it, whatever the shard's
+	// own setting.
+	cfg.RuntimeParams["synchronous_commit"] = "on"
 	c, err := pgx.ConnectConfig(ctx, cfg)
 	if err != nil {
 		return nil, fmt.Errorf("shard %s: %w", s.Name, err)

@@ -92,6 +92,20 @@ func OpenCatalog(ctx context.Context, dsn string) (*Catalog, error) {
 	return cat, nil
 }
 
+// connectDurable connects to the catalog with synchronous_commit on, whatever
+// the server's setting: a map version or a two-phase decision the catalog
+// acknowledged must survive the catalog server's crash (with it off, the
+// last commits before a crash are lost, and a proxy could act on a map or
+// a decision that no longer exists).
+func connectDurable(ctx context.Context, dsn string) (*pgx.Conn, error) {
+	cfg, err := pgx.ParseConfig(dsn)
+	if err != nil {
+		return nil, err
+	}
+	cfg.RuntimeParams["synchronous_commit"] = "on"
+	return pgx.ConnectConfig(ctx, cfg)
+}
+
 // Close closes the connection.
 func (cat *Catalog) Close() {
 	cat.mu.Lock()
@@ -108,7 +122,7 @@ func (cat *Catalog) do(ctx context.Context, f func(*pgx.Conn) error) error {
 	defer cat.mu.Unlock()
 	for attempt := 0; ; attempt++ {
 		if cat.c == nil || cat.c.IsClosed() {
-			c, err := pgx.Connect(ctx, cat.dsn)
+			c, err := connectDurable(ctx, cat.dsn)
 			if err != nil {
 				return err
 			}

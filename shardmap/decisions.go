@@ -111,7 +111,7 @@ func (d *DecisionLog) with(ctx context.Context, f func(*pgx.Conn) error) error {
 		select {
 		case c = <-d.conns:
 		case d.slots <- struct{}{}:
-			nc, err := pgx.Connect(ctx, d.dsn)
+			nc, err := connectDurable(ctx, d.dsn)
 			if err != nil {
 				<-d.slots
 				return fmt.Errorf("catalog: %w", err)

@@ -9,12 +9,15 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strconv"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
 	"github.com/jackc/pgx/v5"
 
+	"github.com/pgshard/pgshard/cmd/internal/localpg"
 	"github.com/pgshard/pgshard/shardmap"
 )
 
@@ -186,4 +189,110 @@ func TestTwoProxiesShareTheMap(t *testing.T) {
 	if err := cat.Publish(context.Background(), 1, &stale, "stale"); err == nil {
 		t.Fatal("stale publish accepted")
 	}
+}
+
+// TestCatalogSurvivesCrash: a map version and a two-phase commit decision
+// the catalog acknowledged are still there after its server dies (every
+// process of it killed with SIGKILL right after the acknowledgement) and
+// restarts, although the test cluster runs with synchronous_commit off:
+// the catalog commits with it on, whatever the server's setting.
+func TestCatalogSurvivesCrash(t *testing.T) {
+	ctx := context.Background()
+	const db = "catalog_crash_e2e"
+	databaseOnAll(t, db)
+	in := cluster.Instances[1]
+	dsn := dbURL(in.DSN, db)
+	cat, err := shardmap.OpenCatalog(ctx, dsn)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cat.Close()
+	m, err := shardmap.Initial(testRules(), nil3())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if m, err = cat.Bootstrap(ctx, m); err != nil {
+		t.Fatal(err)
+	}
+	dl := cat.Decisions(1)
+	defer dl.Close()
+	// Warm connections: the crash follows the acknowledgements at once.
+	if _, err := dl.Decide(ctx, "warm", []string{"s0"}, false); err != nil {
+		t.Fatal(err)
+	}
+	next := m.Next()
+	next.Owner[0] = 1
+	if err := cat.Publish(ctx, m.Version, next, "crash test"); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := dl.Decide(ctx, "crash-gid", []string{"s0", "s1"}, true); err != nil {
+		t.Fatal(err)
+	}
+	killInstance(t, in)
+
+	for try := 0; ; try++ {
+		_, err := localpg.Up(ctx, localpg.Options{Dir: cluster.Dir})
+		if err == nil {
+			break
+		}
+		if try == 30 {
+			t.Fatalf("restart %s: %v", in.Name, err)
+		}
+		time.Sleep(500 * time.Millisecond)
+	}
+	cat2, err := shardmap.OpenCatalog(ctx, dsn)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cat2.Close()
+	if v, err := cat2.Version(ctx); err != nil || v != next.Version {
+		t.Errorf("map version after the crash: %d, %v; want %d", v, err, next.Version)
+	}
+	ds, err := cat2.TxDecisions(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	found := false
+	for _, d := range ds {
+		found = found || (d.GID == "crash-gid" && d.Commit)
+	}
+	if !found {
+		t.Errorf("the commit decision is gone after the crash: %+v", ds)
+	}
+}
+
+// killInstance kills every process of a test cluster instance with
+// SIGKILL: its postmaster, then its children, before any of them can
+// write another byte of WAL.
+func killInstance(t *testing.T, in localpg.Instance) {
+	t.Helper()
+	pidText, err := os.ReadFile(filepath.Join(in.DataDir, "postmaster.pid"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	pm, _ := strconv.Atoi(strings.SplitN(string(pidText), "\n", 2)[0])
+	var kids []int
+	ents, _ := os.ReadDir("/proc")
+	for _, e := range ents {
+		pid, err := strconv.Atoi(e.Name())
+		if err != nil {
+			continue
+		}
+		st, err := os.ReadFile(filepath.Join("/proc", e.Name(), "stat"))
+		if err != nil {
+			continue
+		}
+		f := strings.Fields(string(st[strings.LastIndexByte(string(st), ')')+1:]))
+		if len(f) > 1 && f[1] == strconv.Itoa(pm) {
+			kids = append(kids, pid)
+		}
+	}
+	_ = syscall.Kill(pm, syscall.SIGSTOP) // forks no more
+	for _, k := range kids {
+		_ = syscall.Kill(k, syscall.SIGKILL)
+	}
+	if err := syscall.Kill(pm, syscall.SIGKILL); err != nil {
+		t.Fatal(err)
+	}
+	// Gone when Up can start it again (it retries).
 }
