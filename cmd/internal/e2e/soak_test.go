@@ -173,7 +173,12 @@ func TestSoakMixed(t *testing.T) {
 						kind = pe.Code
 					}
 					codesMu.Lock()
-					codes[fmt.Sprintf("%d:%s", n, kind)]++
+					key := fmt.Sprintf("%d:%s", n, kind)
+					codes[key]++
+					if codes[key] == 1 && kind != "connection" && kind != "08006" {
+						// The first of each less common kind, with when.
+						t.Logf("worker %d, first %s at %s: %v", n, kind, time.Now().Format("15:04:05.000"), err)
+					}
 					codesMu.Unlock()
 					// A failed connection is replaced; any other error keeps it.
 					if c.IsClosed() || c.PgConn().IsBusy() {
