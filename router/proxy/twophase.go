@@ -369,14 +369,18 @@ func (s *session) endSpan(commit bool) (string, *wire.Error) {
 	}
 	defer func() {
 		for _, p := range parts {
+			s.unlend(p.sc) // held or released: query_timeout reaches it no more
 			if s.cfg.Mode == PoolSession && !p.sc.Broken && p.sc.TxStatus == 'I' {
 				if s.held == nil {
 					s.held = map[string]*pool.Conn{}
 				}
 				s.held[p.sc.Shard] = p.sc
+				// A query_timeout that fired during the COMMIT left its
+				// deadline (Release clears it for pooled ones).
+				_ = p.sc.Net.SetDeadline(time.Time{})
+				p.sc.CancelSent = false
 				continue
 			}
-			s.unlend(p.sc)
 			p.sc.Pool().Release(p.sc) // closes it unless idle and sound
 		}
 		s.resetTx()

@@ -1022,9 +1022,15 @@ func TestTwoPCSavepointsSpanShards(t *testing.T) {
 // fix, the participants of a spanning transaction were out of
 // query_timeout's reach during COMMIT and it waited forever.
 func TestTwoPhaseCommitSilentShard(t *testing.T) {
+	for name, mode := range map[string]proxy.PoolMode{"transaction": proxy.PoolTransaction, "session": proxy.PoolSession} {
+		t.Run(name, func(t *testing.T) { testTwoPhaseCommitSilentShard(t, name, mode) })
+	}
+}
+
+func testTwoPhaseCommitSilentShard(t *testing.T, name string, mode proxy.PoolMode) {
 	ctx := context.Background()
-	const db = "twopc_silent_e2e"
-	ts := newTwoPCSetupWith(t, db, true, func(c *proxy.Config) { c.QueryTimeout = time.Second })
+	db := "twopc_silent_" + name
+	ts := newTwoPCSetupWith(t, db, true, func(c *proxy.Config) { c.QueryTimeout = time.Second }, mode)
 	k0, k1 := keyOn(t, ts.m, 0), keyOn(t, ts.m, 1)
 	c := ts.conn(t)
 	tx, err := c.Begin(ctx)
@@ -1064,7 +1070,10 @@ func TestTwoPhaseCommitSilentShard(t *testing.T) {
 	t.Logf("COMMIT failed after %s: %v", took.Round(time.Millisecond), err)
 	cont()
 
-	// The connection serves the next transaction, spanning shards too.
+	// The connection serves the next transaction, spanning shards too,
+	// after the deadlines set during the COMMIT have passed (in session
+	// mode the participants stay with the client).
+	time.Sleep(1500 * time.Millisecond)
 	k2, k3 := keysOn(ts.m, 0, 2)[1], keysOn(ts.m, 1, 2)[1]
 	if err := pgx.BeginFunc(ctx, c, func(tx pgx.Tx) error {
 		for _, k := range []int64{k2, k3} {
