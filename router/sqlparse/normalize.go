@@ -106,6 +106,13 @@ func Normalize(sql string) (string, []Literal) {
 					goto next
 				}
 				lit.Text = sql[t.start:t.end]
+				if !neg && lit.Text == "2147483648" {
+					// The one integer whose type a sign decides: Postgres
+					// folds a minus into it through parentheses too
+					// ("-(2147483648)" is the int4 -2147483648), which
+					// "-($1)" with an int8 $1 would not be.
+					goto next
+				}
 				if neg {
 					if sign.end == t.start {
 						lit.Text = sql[sign.start:t.end]

@@ -120,6 +120,8 @@ var simpleCases = []struct {
 	{"select s || %v from simple_t where id = %v", [][]any{{1, 1}, {2, 2}, {3, 3}}},
 	{"select %v / 2, -%v, %v::int8 * 2", [][]any{{7, 3, 4}, {9, 1, 2}, {1, 1, 1}}},
 	{"select 2147483647 + %v", [][]any{{0}, {1}, {0}}},
+	// Result types: a sign folds into an integer through parentheses.
+	{"select -(%v), -%v, - ((%v)), %v", [][]any{{2147483648, 2147483648, 2147483648, 2147483648}, {5, 5, 5, 5}, {2147483647, 2147483649, 2147483648, 2147483647}, {"9223372036854775807", "9223372036854775808", 2147483648, 1}}},
 	{"select * from simple_t where d = '%v'", [][]any{{"2024-01-02"}, {"2024-13-01"}, {"2024-01-03"}, {"nonsense"}}},
 	{"select id from simple_t where n = '%v'", [][]any{{"1.5"}, {"abc"}, {"2"}}},
 	{"select array[%v, %v], array['%v', 'x']", [][]any{{1, 2, "a"}, {3, 4, "b"}, {5, 6, "c"}}},
