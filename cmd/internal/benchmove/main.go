@@ -82,6 +82,9 @@ func run() error {
 	}
 	defer func() { _ = localpg.Down(context.Background(), cl.Dir, os.Getenv("BENCHMOVE_KEEP") == "") }()
 	s0, s1 := cl.Instances[0], cl.Instances[1]
+	servers := map[int]string{postmasterPID(s0.DataDir): s0.Name, postmasterPID(s1.DataDir): s1.Name}
+	meter := newCPUMeter(servers)
+	defer meter.close()
 	adm := func(in localpg.Instance) string { return strings.Replace(in.AdminDSN, "/postgres?", "/app?", 1) }
 
 	// The table, loaded on s0 (which owns every bucket at first).
@@ -254,13 +257,17 @@ func run() error {
 		}()
 	}
 	time.Sleep(2 * time.Second)
+	cpuCopy0 := meter.snapshot()
 	loadedCopyTook, err := plainCopy()
 	if err != nil {
 		return err
 	}
+	cpuCopy := cpuWindow{name: "plain COPY under the load", took: loadedCopyTook, cpu: diffCPU(cpuCopy0, meter.snapshot())}
 	log.Info("plain COPY under the load", "rows", moveRows, "took", loadedCopyTook.Round(time.Millisecond))
 	beforeFrom := time.Now()
+	cpuLoad0 := meter.snapshot()
 	time.Sleep(2 * time.Second)
+	cpuLoad := cpuWindow{name: "the load alone", took: time.Since(beforeFrom), cpu: diffCPU(cpuLoad0, meter.snapshot())}
 
 	var cutStart, cutEnd time.Time
 	type stepEnd struct {
@@ -268,8 +275,10 @@ func run() error {
 		at   time.Time
 	}
 	var steps []stepEnd // when each step ended, in order
+	var stepCPU []map[string]float64
 	mv := &rebalance.Mover{Cat: cat, Log: log, CopyStreams: *streams, AfterStep: func(_ int64, step string) bool {
 		steps = append(steps, stepEnd{step, time.Now()})
+		stepCPU = append(stepCPU, meter.snapshot())
 		switch step {
 		case rebalance.StepChecked: // the freeze comes next
 			cutStart = time.Now()
@@ -291,9 +300,11 @@ func run() error {
 			return err
 		}
 	}
+	cpuMove0 := meter.snapshot()
 	t0 = time.Now()
 	err = mv.Resume(ctx)
 	moveTook := time.Since(t0)
+	cpuMove := cpuWindow{name: "online move", took: moveTook, cpu: diffCPU(cpuMove0, meter.snapshot())}
 	if *cpuProfile != "" {
 		pprof.StopCPUProfile()
 	}
@@ -385,6 +396,15 @@ func run() error {
 	pct("probe writes, moving buckets, whole move", mov)
 	pct("probe writes, other buckets, whole move", other)
 	fmt.Printf("probe write errors: %d\n", errs)
+	// Where the CPU went: the move's steps one by one, then the move and
+	// the plain COPY under the same load, each less the load's own rate.
+	ws := []cpuWindow{cpuCopy, cpuMove}
+	prev, from := cpuMove0, t0
+	for i, st := range steps {
+		ws = append(ws, cpuWindow{name: "  " + st.step, took: st.at.Sub(from), cpu: diffCPU(prev, stepCPU[i])})
+		prev, from = stepCPU[i], st.at
+	}
+	printCPU(cpuColumns(servers), cpuLoad, ws)
 	for _, l := range strings.Split(pbOut.String(), "\n") {
 		if strings.HasPrefix(l, "tps") || strings.Contains(l, "number of transactions actually processed") || strings.Contains(l, "number of failed") {
 			fmt.Println("pgbench:", strings.TrimSpace(l))

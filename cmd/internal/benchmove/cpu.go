@@ -1,0 +1,182 @@
+package main
+
+import (
+	"fmt"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+)
+
+// cpuMeter samples the CPU time of every process on the machine from
+// /proc every 100 ms and adds each process's growth to its class: a
+// Postgres server (the postmaster and its children, by the postmaster's
+// pid), pgshard, pgbench, this process (the Mover and the probes), other.
+// On 2 cores shared with the load the move's rate is set by the CPU it
+// spends, so the bench prints how much each side of the comparison spent.
+type cpuMeter struct {
+	servers map[int]string // postmaster pid -> instance name
+
+	mu     sync.Mutex
+	last   map[int]uint64 // pid -> utime+stime, in clock ticks
+	totals map[string]float64
+	stop   chan struct{}
+	done   chan struct{}
+}
+
+// clockTicks is USER_HZ, 100 on Linux.
+const clockTicks = 100
+
+func newCPUMeter(servers map[int]string) *cpuMeter {
+	m := &cpuMeter{servers: servers, last: map[int]uint64{}, totals: map[string]float64{}, stop: make(chan struct{}), done: make(chan struct{})}
+	m.sample()
+	go func() {
+		defer close(m.done)
+		t := time.NewTicker(100 * time.Millisecond)
+		defer t.Stop()
+		for {
+			select {
+			case <-m.stop:
+				return
+			case <-t.C:
+				m.sample()
+			}
+		}
+	}()
+	return m
+}
+
+func (m *cpuMeter) close() {
+	close(m.stop)
+	<-m.done
+}
+
+// snapshot returns the CPU seconds per class so far (a sample first).
+func (m *cpuMeter) snapshot() map[string]float64 {
+	m.sample()
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	out := make(map[string]float64, len(m.totals))
+	for k, v := range m.totals {
+		out[k] = v
+	}
+	return out
+}
+
+func (m *cpuMeter) sample() {
+	ents, err := os.ReadDir("/proc")
+	if err != nil {
+		return
+	}
+	self := os.Getpid()
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	for _, e := range ents {
+		pid, err := strconv.Atoi(e.Name())
+		if err != nil {
+			continue
+		}
+		st, err := os.ReadFile(filepath.Join("/proc", e.Name(), "stat"))
+		if err != nil {
+			continue
+		}
+		i := strings.LastIndexByte(string(st), ')')
+		if i < 0 {
+			continue
+		}
+		comm := ""
+		if j := strings.IndexByte(string(st), '('); j >= 0 && j < i {
+			comm = string(st[j+1 : i])
+		}
+		f := strings.Fields(string(st[i+1:]))
+		if len(f) < 13 {
+			continue
+		}
+		ppid, _ := strconv.Atoi(f[1])
+		ut, _ := strconv.ParseUint(f[11], 10, 64)
+		stime, _ := strconv.ParseUint(f[12], 10, 64)
+		ticks := ut + stime
+		prev, seen := m.last[pid]
+		m.last[pid] = ticks
+		if !seen || ticks <= prev {
+			continue // a process first seen counts from here
+		}
+		class := "other"
+		switch {
+		case m.servers[pid] != "":
+			class = m.servers[pid]
+		case m.servers[ppid] != "":
+			class = m.servers[ppid]
+		case pid == self:
+			class = "bench-move"
+		case comm == "pgshard" || comm == "pgbench":
+			class = comm
+		}
+		m.totals[class] += float64(ticks-prev) / clockTicks
+	}
+}
+
+// cpuColumns are the classes printed, in order (the servers first).
+func cpuColumns(servers map[int]string) []string {
+	var cols []string
+	for _, name := range servers {
+		cols = append(cols, name)
+	}
+	if len(cols) == 2 && cols[0] > cols[1] {
+		cols[0], cols[1] = cols[1], cols[0]
+	}
+	return append(cols, "pgshard", "pgbench", "bench-move", "other")
+}
+
+// cpuWindow is one interval's CPU seconds per class.
+type cpuWindow struct {
+	name string
+	took time.Duration
+	cpu  map[string]float64
+}
+
+func diffCPU(a, b map[string]float64) map[string]float64 {
+	out := map[string]float64{}
+	for k, v := range b {
+		out[k] = v - a[k]
+	}
+	return out
+}
+
+// printCPU prints the windows; "above load" is a window's total less what
+// the load window spent per second, times its length.
+func printCPU(cols []string, load cpuWindow, ws []cpuWindow) {
+	fmt.Printf("\nCPU seconds by process (sampled from /proc every 100 ms; 2 cores = 2 CPU-s per second):\n")
+	fmt.Printf("%-36s", "")
+	for _, c := range cols {
+		fmt.Printf(" %10s", c)
+	}
+	fmt.Printf(" %8s %11s\n", "total", "above load")
+	total := func(w cpuWindow) float64 {
+		t := 0.0
+		for _, v := range w.cpu {
+			t += v
+		}
+		return t
+	}
+	rate := total(load) / load.took.Seconds()
+	for _, w := range append([]cpuWindow{load}, ws...) {
+		fmt.Printf("%-36s", fmt.Sprintf("%s (%.1f s)", w.name, w.took.Seconds()))
+		for _, c := range cols {
+			fmt.Printf(" %10.2f", w.cpu[c])
+		}
+		fmt.Printf(" %8.2f %11.2f\n", total(w), total(w)-rate*w.took.Seconds())
+	}
+}
+
+// postmasterPID reads the pid of a data directory's postmaster.
+func postmasterPID(dataDir string) int {
+	b, err := os.ReadFile(filepath.Join(dataDir, "postmaster.pid"))
+	if err != nil {
+		return 0
+	}
+	pid, _ := strconv.Atoi(strings.TrimSpace(strings.SplitN(string(b), "\n", 2)[0]))
+	return pid
+}
