@@ -3,11 +3,10 @@ package main
 import (
 	"fmt"
 	"os"
-	"path/filepath"
-	"strconv"
-	"strings"
 	"sync"
 	"time"
+
+	"github.com/pgshard/pgshard/cmd/internal/localpg"
 )
 
 // cpuMeter samples the CPU time of every process on the machine from
@@ -66,55 +65,28 @@ func (m *cpuMeter) snapshot() map[string]float64 {
 }
 
 func (m *cpuMeter) sample() {
-	ents, err := os.ReadDir("/proc")
-	if err != nil {
-		return
-	}
+	procs := localpg.Processes()
 	self := os.Getpid()
 	m.mu.Lock()
 	defer m.mu.Unlock()
-	for _, e := range ents {
-		pid, err := strconv.Atoi(e.Name())
-		if err != nil {
-			continue
-		}
-		st, err := os.ReadFile(filepath.Join("/proc", e.Name(), "stat"))
-		if err != nil {
-			continue
-		}
-		i := strings.LastIndexByte(string(st), ')')
-		if i < 0 {
-			continue
-		}
-		comm := ""
-		if j := strings.IndexByte(string(st), '('); j >= 0 && j < i {
-			comm = string(st[j+1 : i])
-		}
-		f := strings.Fields(string(st[i+1:]))
-		if len(f) < 13 {
-			continue
-		}
-		ppid, _ := strconv.Atoi(f[1])
-		ut, _ := strconv.ParseUint(f[11], 10, 64)
-		stime, _ := strconv.ParseUint(f[12], 10, 64)
-		ticks := ut + stime
-		prev, seen := m.last[pid]
-		m.last[pid] = ticks
-		if !seen || ticks <= prev {
+	for _, p := range procs {
+		prev, seen := m.last[p.PID]
+		m.last[p.PID] = p.Ticks
+		if !seen || p.Ticks <= prev {
 			continue // a process first seen counts from here
 		}
 		class := "other"
 		switch {
-		case m.servers[pid] != "":
-			class = m.servers[pid]
-		case m.servers[ppid] != "":
-			class = m.servers[ppid]
-		case pid == self:
+		case m.servers[p.PID] != "":
+			class = m.servers[p.PID]
+		case m.servers[p.PPID] != "":
+			class = m.servers[p.PPID]
+		case p.PID == self:
 			class = "bench-move"
-		case comm == "pgshard" || comm == "pgbench":
-			class = comm
+		case p.Comm == "pgshard" || p.Comm == "pgbench":
+			class = p.Comm
 		}
-		m.totals[class] += float64(ticks-prev) / clockTicks
+		m.totals[class] += float64(p.Ticks-prev) / clockTicks
 	}
 }
 
@@ -169,14 +141,4 @@ func printCPU(cols []string, load cpuWindow, ws []cpuWindow) {
 		}
 		fmt.Printf(" %8.2f %11.2f\n", total(w), total(w)-rate*w.took.Seconds())
 	}
-}
-
-// postmasterPID reads the pid of a data directory's postmaster.
-func postmasterPID(dataDir string) int {
-	b, err := os.ReadFile(filepath.Join(dataDir, "postmaster.pid"))
-	if err != nil {
-		return 0
-	}
-	pid, _ := strconv.Atoi(strings.TrimSpace(strings.SplitN(string(b), "\n", 2)[0]))
-	return pid
 }

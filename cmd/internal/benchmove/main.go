@@ -82,7 +82,7 @@ func run() error {
 	}
 	defer func() { _ = localpg.Down(context.Background(), cl.Dir, os.Getenv("BENCHMOVE_KEEP") == "") }()
 	s0, s1 := cl.Instances[0], cl.Instances[1]
-	servers := map[int]string{postmasterPID(s0.DataDir): s0.Name, postmasterPID(s1.DataDir): s1.Name}
+	servers := map[int]string{localpg.PostmasterPID(s0.DataDir): s0.Name, localpg.PostmasterPID(s1.DataDir): s1.Name}
 	meter := newCPUMeter(servers)
 	defer meter.close()
 	adm := func(in localpg.Instance) string { return strings.Replace(in.AdminDSN, "/postgres?", "/app?", 1) }

@@ -9,7 +9,6 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
-	"strconv"
 	"strings"
 	"syscall"
 	"testing"
@@ -266,25 +265,14 @@ func TestCatalogSurvivesCrash(t *testing.T) {
 // write another byte of WAL.
 func killInstance(t *testing.T, in localpg.Instance) {
 	t.Helper()
-	pidText, err := os.ReadFile(filepath.Join(in.DataDir, "postmaster.pid"))
-	if err != nil {
-		t.Fatal(err)
+	pm := localpg.PostmasterPID(in.DataDir)
+	if pm == 0 {
+		t.Fatalf("no postmaster.pid in %s", in.DataDir)
 	}
-	pm, _ := strconv.Atoi(strings.SplitN(string(pidText), "\n", 2)[0])
 	var kids []int
-	ents, _ := os.ReadDir("/proc")
-	for _, e := range ents {
-		pid, err := strconv.Atoi(e.Name())
-		if err != nil {
-			continue
-		}
-		st, err := os.ReadFile(filepath.Join("/proc", e.Name(), "stat"))
-		if err != nil {
-			continue
-		}
-		f := strings.Fields(string(st[strings.LastIndexByte(string(st), ')')+1:]))
-		if len(f) > 1 && f[1] == strconv.Itoa(pm) {
-			kids = append(kids, pid)
+	for _, p := range localpg.Processes() {
+		if p.PPID == pm {
+			kids = append(kids, p.PID)
 		}
 	}
 	_ = syscall.Kill(pm, syscall.SIGSTOP) // forks no more
