@@ -245,6 +245,12 @@ func run() error {
 		defer bg.Done()
 		t := time.NewTicker(recoverInterval)
 		defer t.Stop()
+		// A shard that comes back holds the transactions it had prepared
+		// when it went, and their row locks: they are resolved at once,
+		// not at the next pass (clients would wait on those locks).
+		back := time.NewTicker(time.Second)
+		defer back.Stop()
+		down := map[string]bool{}
 		for {
 			select {
 			case <-ctx.Done():
@@ -254,6 +260,22 @@ func run() error {
 				// the start-up pass above runs in every one.
 				if srv.TwoPhaseCommit() {
 					runRecovery(ctx)
+				}
+			case <-back.C:
+				returned := false
+				for name, h := range srv.ShardHealth() {
+					switch {
+					case h.State == "down":
+						down[name] = true
+					case h.State == "up" && down[name]:
+						delete(down, name)
+						returned = true
+					}
+				}
+				if returned && srv.TwoPhaseCommit() {
+					log.Info("two-phase recovery: a shard is back")
+					runRecovery(ctx)
+					t.Reset(recoverInterval)
 				}
 			}
 		}

@@ -331,6 +331,16 @@ type ShardSnapshot struct {
 	Latency      Histogram
 }
 
+// ShardHealth reports each shard's pool health (Pool.Health), by shard
+// name: cheap (no counters are read).
+func (s *Server) ShardHealth() map[string]pool.Health {
+	out := map[string]pool.Health{}
+	for _, p := range s.poolList() {
+		out[p.Shard()] = p.Health()
+	}
+	return out
+}
+
 // Snapshot returns the current counters.
 func (s *Server) Snapshot() Snapshot {
 	out := Snapshot{

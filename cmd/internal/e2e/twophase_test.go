@@ -15,6 +15,7 @@ import (
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgconn"
 
+	"github.com/pgshard/pgshard/cmd/internal/localpg"
 	"github.com/pgshard/pgshard/router/proxy"
 	"github.com/pgshard/pgshard/shardmap"
 )
@@ -1114,5 +1115,108 @@ func testTwoPhaseCommitSilentShard(t *testing.T, name string, mode proxy.PoolMod
 		if n := ts.direct(t, i, "SELECT count(*) FROM accounts WHERE id = $1", k); n != 1 {
 			t.Errorf("shard %d has %d copies of the next transaction's row %d", i, n, k)
 		}
+	}
+}
+
+// TestTwoPhaseRecoveryShardBack: a transaction left prepared on a shard
+// that was down during recovery (its proxy killed after PREPARE, then the
+// shard killed) holds its row locks until it is resolved. pgshard resolves
+// it as soon as its health check sees the shard back, not at the next
+// 30-second pass: the prepared transaction is gone within 10 s of the
+// restart.
+func TestTwoPhaseRecoveryShardBack(t *testing.T) {
+	bin, _ := buildBinaries(t)
+	const db = "twopc_back_e2e"
+	databaseOnAll(t, db)
+	ctx := context.Background()
+	addr := freePort(t)
+	cfg := writeTwoPCConfig(t, addr, db)
+	url := fmt.Sprintf("postgres://app:app@%s/%s?sslmode=disable", addr, db)
+	p := startPgshardEnv(t, bin, cfg, addr)
+	c := connect(t, url)
+	for _, stmt := range strings.Split(twoPCSchema, ";") {
+		if _, err := c.Exec(ctx, stmt); err != nil {
+			t.Fatalf("%s: %v", stmt, err)
+		}
+	}
+	_ = c.Close(ctx)
+	stopPgshard(p)
+	cat, err := shardmap.OpenCatalog(ctx, dbURL(cluster.Instances[0].DSN, db))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cat.Close()
+	m, err := cat.Current(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	k0, k1 := keysOn(m, 0, 1)[0], keysOn(m, 1, 1)[0]
+	prepared := func(i int) int {
+		return directCount(t, dbURL(cluster.Instances[i].AdminDSN, db), "SELECT count(*) FROM pg_prepared_xacts WHERE database = $1", db)
+	}
+
+	// A pgshard killed after both shards prepared.
+	p = startPgshardEnv(t, bin, cfg, addr, "PGSHARD_TEST_2PC_PAUSE=after-prepare")
+	c = connect(t, url)
+	go func() {
+		tx, err := c.Begin(ctx)
+		if err == nil {
+			_, err = tx.Exec(ctx, "INSERT INTO accounts (id, name) VALUES ($1, 'k0')", k0)
+		}
+		if err == nil {
+			_, err = tx.Exec(ctx, "INSERT INTO accounts (id, name) VALUES ($1, 'k1')", k1)
+		}
+		if err == nil {
+			_ = tx.Commit(ctx)
+		}
+	}()
+	for try := 0; prepared(0)+prepared(1) < 2; try++ {
+		if try == 150 {
+			t.Fatal("the commit never reached after-prepare")
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	if err := p.Process.Kill(); err != nil {
+		t.Fatal(err)
+	}
+	_ = p.Wait()
+
+	// Shard 1 dies too; a new pgshard starts (its first recovery rolls
+	// back shard 0's part and cannot reach shard 1) and sees it down.
+	in := cluster.Instances[1]
+	killInstance(t, in)
+	p = startPgshardEnv(t, bin, cfg, addr)
+	defer stopPgshard(p)
+	for try := 0; prepared(0) != 0; try++ {
+		if try == 100 {
+			t.Fatal("shard 0's part was not rolled back")
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	time.Sleep(3 * time.Second) // a health check or two find shard 1 down
+
+	for try := 0; ; try++ {
+		_, err := localpg.Up(ctx, localpg.Options{Dir: cluster.Dir})
+		if err == nil {
+			break
+		}
+		if try == 30 {
+			t.Fatalf("restart %s: %v", in.Name, err)
+		}
+		time.Sleep(500 * time.Millisecond)
+	}
+	back := time.Now()
+	if n := prepared(1); n != 1 {
+		t.Fatalf("%d transactions prepared on the restarted shard, want 1", n)
+	}
+	for prepared(1) != 0 {
+		if time.Since(back) > 10*time.Second {
+			t.Fatalf("the transaction is still prepared on the restarted shard %s after it came back", time.Since(back).Round(time.Millisecond))
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	t.Logf("resolved %s after the shard came back", time.Since(back).Round(time.Millisecond))
+	if n := directCount(t, dbURL(in.DSN, db), "SELECT count(*) FROM accounts WHERE id = $1", k1); n != 0 {
+		t.Fatalf("the rolled-back transaction's row is on shard 1")
 	}
 }
