@@ -228,17 +228,7 @@ func TestCatalogSurvivesCrash(t *testing.T) {
 		t.Fatal(err)
 	}
 	killInstance(t, in)
-
-	for try := 0; ; try++ {
-		_, err := localpg.Up(ctx, localpg.Options{Dir: cluster.Dir})
-		if err == nil {
-			break
-		}
-		if try == 30 {
-			t.Fatalf("restart %s: %v", in.Name, err)
-		}
-		time.Sleep(500 * time.Millisecond)
-	}
+	restartInstances(t)
 	cat2, err := shardmap.OpenCatalog(ctx, dsn)
 	if err != nil {
 		t.Fatal(err)

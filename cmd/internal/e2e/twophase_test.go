@@ -633,32 +633,10 @@ func keysOn(m *shardmap.Map, i, n int) []int64 {
 // and each transaction is fully visible on both shards (decided) or fully
 // absent (undecided).
 func TestTwoPhaseCommitKill(t *testing.T) {
-	bin, shardctl := buildBinaries(t)
 	const db = "twopc_kill_e2e"
-	databaseOnAll(t, db)
 	ctx := context.Background()
-	addr := freePort(t)
-	cfg := writeTwoPCConfig(t, addr, db)
-	url := fmt.Sprintf("postgres://app:app@%s/%s?sslmode=disable", addr, db)
-
-	p := startPgshardEnv(t, bin, cfg, addr)
-	c := connect(t, url)
-	for _, stmt := range strings.Split(twoPCSchema, ";") {
-		if _, err := c.Exec(ctx, stmt); err != nil {
-			t.Fatalf("%s: %v", stmt, err)
-		}
-	}
-	_ = c.Close(ctx)
-	stopPgshard(p)
-	cat, err := shardmap.OpenCatalog(ctx, dbURL(cluster.Instances[0].DSN, db))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer cat.Close()
-	m, err := cat.Current(ctx)
-	if err != nil {
-		t.Fatal(err)
-	}
+	b := newTwoPCBinary(t, db)
+	bin, shardctl, addr, cfg, url, cat, m := b.bin, b.shardctl, b.addr, b.cfg, b.url, b.cat, b.m
 	on0, on1 := keysOn(m, 0, 8), keysOn(m, 1, 8)
 	rows := func(i int, k int64) int {
 		return directCount(t, dbURL(cluster.Instances[i].DSN, db), "SELECT count(*) FROM accounts WHERE id = $1", k)
@@ -677,20 +655,7 @@ func TestTwoPhaseCommitKill(t *testing.T) {
 			k0, k1 := on0[i], on1[i]
 			p := startPgshardEnv(t, bin, cfg, addr, "PGSHARD_TEST_2PC_PAUSE="+tc.stage)
 			c := connect(t, url)
-			errc := make(chan error, 1)
-			go func() {
-				tx, err := c.Begin(ctx)
-				if err == nil {
-					_, err = tx.Exec(ctx, "INSERT INTO accounts (id, name) VALUES ($1, 'k0')", k0)
-				}
-				if err == nil {
-					_, err = tx.Exec(ctx, "INSERT INTO accounts (id, name) VALUES ($1, 'k1')", k1)
-				}
-				if err == nil {
-					err = tx.Commit(ctx)
-				}
-				errc <- err
-			}()
+			errc := spanningInsert(c, k0, k1)
 			// Wait for the commit to reach the paused step.
 			deadline := time.Now().Add(15 * time.Second)
 			for {
@@ -1125,51 +1090,18 @@ func testTwoPhaseCommitSilentShard(t *testing.T, name string, mode proxy.PoolMod
 // 30-second pass: the prepared transaction is gone within 10 s of the
 // restart.
 func TestTwoPhaseRecoveryShardBack(t *testing.T) {
-	bin, _ := buildBinaries(t)
 	const db = "twopc_back_e2e"
-	databaseOnAll(t, db)
-	ctx := context.Background()
-	addr := freePort(t)
-	cfg := writeTwoPCConfig(t, addr, db)
-	url := fmt.Sprintf("postgres://app:app@%s/%s?sslmode=disable", addr, db)
-	p := startPgshardEnv(t, bin, cfg, addr)
-	c := connect(t, url)
-	for _, stmt := range strings.Split(twoPCSchema, ";") {
-		if _, err := c.Exec(ctx, stmt); err != nil {
-			t.Fatalf("%s: %v", stmt, err)
-		}
-	}
-	_ = c.Close(ctx)
-	stopPgshard(p)
-	cat, err := shardmap.OpenCatalog(ctx, dbURL(cluster.Instances[0].DSN, db))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer cat.Close()
-	m, err := cat.Current(ctx)
-	if err != nil {
-		t.Fatal(err)
-	}
+	b := newTwoPCBinary(t, db)
+	bin, addr, cfg, url, m := b.bin, b.addr, b.cfg, b.url, b.m
 	k0, k1 := keysOn(m, 0, 1)[0], keysOn(m, 1, 1)[0]
 	prepared := func(i int) int {
 		return directCount(t, dbURL(cluster.Instances[i].AdminDSN, db), "SELECT count(*) FROM pg_prepared_xacts WHERE database = $1", db)
 	}
 
 	// A pgshard killed after both shards prepared.
-	p = startPgshardEnv(t, bin, cfg, addr, "PGSHARD_TEST_2PC_PAUSE=after-prepare")
-	c = connect(t, url)
-	go func() {
-		tx, err := c.Begin(ctx)
-		if err == nil {
-			_, err = tx.Exec(ctx, "INSERT INTO accounts (id, name) VALUES ($1, 'k0')", k0)
-		}
-		if err == nil {
-			_, err = tx.Exec(ctx, "INSERT INTO accounts (id, name) VALUES ($1, 'k1')", k1)
-		}
-		if err == nil {
-			_ = tx.Commit(ctx)
-		}
-	}()
+	p := startPgshardEnv(t, bin, cfg, addr, "PGSHARD_TEST_2PC_PAUSE=after-prepare")
+	c := connect(t, url)
+	_ = spanningInsert(c, k0, k1) // its pgshard is killed before it ends
 	for try := 0; prepared(0)+prepared(1) < 2; try++ {
 		if try == 150 {
 			t.Fatal("the commit never reached after-prepare")
@@ -1195,16 +1127,7 @@ func TestTwoPhaseRecoveryShardBack(t *testing.T) {
 	}
 	time.Sleep(3 * time.Second) // a health check or two find shard 1 down
 
-	for try := 0; ; try++ {
-		_, err := localpg.Up(ctx, localpg.Options{Dir: cluster.Dir})
-		if err == nil {
-			break
-		}
-		if try == 30 {
-			t.Fatalf("restart %s: %v", in.Name, err)
-		}
-		time.Sleep(500 * time.Millisecond)
-	}
+	restartInstances(t)
 	back := time.Now()
 	if n := prepared(1); n != 1 {
 		t.Fatalf("%d transactions prepared on the restarted shard, want 1", n)
@@ -1219,4 +1142,79 @@ func TestTwoPhaseRecoveryShardBack(t *testing.T) {
 	if n := directCount(t, dbURL(in.DSN, db), "SELECT count(*) FROM accounts WHERE id = $1", k1); n != 0 {
 		t.Fatalf("the rolled-back transaction's row is on shard 1")
 	}
+}
+
+// twoPCBinary is a database on every instance with twoPCSchema, created
+// through the pgshard binary (stopped again), with its config and catalog.
+type twoPCBinary struct {
+	bin, shardctl, addr, cfg, url string
+	cat                           *shardmap.Catalog
+	m                             *shardmap.Map
+}
+
+func newTwoPCBinary(t *testing.T, db string) twoPCBinary {
+	t.Helper()
+	ctx := context.Background()
+	var b twoPCBinary
+	b.bin, b.shardctl = buildBinaries(t)
+	databaseOnAll(t, db)
+	b.addr = freePort(t)
+	b.cfg = writeTwoPCConfig(t, b.addr, db)
+	b.url = fmt.Sprintf("postgres://app:app@%s/%s?sslmode=disable", b.addr, db)
+	p := startPgshardEnv(t, b.bin, b.cfg, b.addr)
+	c := connect(t, b.url)
+	for _, stmt := range strings.Split(twoPCSchema, ";") {
+		if _, err := c.Exec(ctx, stmt); err != nil {
+			t.Fatalf("%s: %v", stmt, err)
+		}
+	}
+	_ = c.Close(ctx)
+	stopPgshard(p)
+	cat, err := shardmap.OpenCatalog(ctx, dbURL(cluster.Instances[0].DSN, db))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(cat.Close)
+	b.cat = cat
+	if b.m, err = cat.Current(ctx); err != nil {
+		t.Fatal(err)
+	}
+	return b
+}
+
+// restartInstances starts the test cluster's stopped instances (after
+// killInstance), retrying while the killed processes finish exiting.
+func restartInstances(t *testing.T) {
+	t.Helper()
+	for try := 0; ; try++ {
+		_, err := localpg.Up(context.Background(), localpg.Options{Dir: cluster.Dir})
+		if err == nil {
+			return
+		}
+		if try == 30 {
+			t.Fatalf("restart the test cluster: %v", err)
+		}
+		time.Sleep(500 * time.Millisecond)
+	}
+}
+
+// spanningInsert inserts accounts k0 and k1 in one transaction on c, in
+// the background; the channel gets its outcome.
+func spanningInsert(c *pgx.Conn, k0, k1 int64) <-chan error {
+	errc := make(chan error, 1)
+	go func() {
+		ctx := context.Background()
+		tx, err := c.Begin(ctx)
+		if err == nil {
+			_, err = tx.Exec(ctx, "INSERT INTO accounts (id, name) VALUES ($1, 'k0')", k0)
+		}
+		if err == nil {
+			_, err = tx.Exec(ctx, "INSERT INTO accounts (id, name) VALUES ($1, 'k1')", k1)
+		}
+		if err == nil {
+			err = tx.Commit(ctx)
+		}
+		errc <- err
+	}()
+	return errc
 }
