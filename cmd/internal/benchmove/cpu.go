@@ -3,6 +3,7 @@ package main
 import (
 	"fmt"
 	"os"
+	"slices"
 	"sync"
 	"time"
 
@@ -96,9 +97,7 @@ func cpuColumns(servers map[int]string) []string {
 	for _, name := range servers {
 		cols = append(cols, name)
 	}
-	if len(cols) == 2 && cols[0] > cols[1] {
-		cols[0], cols[1] = cols[1], cols[0]
-	}
+	slices.Sort(cols)
 	return append(cols, "pgshard", "pgbench", "bench-move", "other")
 }
 

@@ -73,14 +73,15 @@ func run() error {
 	}
 	_ = os.Chmod(dir, 0o755)
 	// BENCHMOVE_KEEP=1 keeps the cluster's directory (the servers' logs).
-	if os.Getenv("BENCHMOVE_KEEP") == "" {
+	keep := os.Getenv("BENCHMOVE_KEEP") != ""
+	if !keep {
 		defer os.RemoveAll(dir)
 	}
 	cl, err := localpg.Up(ctx, localpg.Options{Dir: filepath.Join(dir, "pg"), Shards: 2, PGPort: *port, Listen: "127.0.0.1:0", Log: log})
 	if err != nil {
 		return err
 	}
-	defer func() { _ = localpg.Down(context.Background(), cl.Dir, os.Getenv("BENCHMOVE_KEEP") == "") }()
+	defer func() { _ = localpg.Down(context.Background(), cl.Dir, !keep) }()
 	s0, s1 := cl.Instances[0], cl.Instances[1]
 	servers := map[int]string{localpg.PostmasterPID(s0.DataDir): s0.Name, localpg.PostmasterPID(s1.DataDir): s1.Name}
 	meter := newCPUMeter(servers)

@@ -250,15 +250,22 @@ func TestCatalogSurvivesCrash(t *testing.T) {
 	}
 }
 
+// postmasterPID is the pid of a running test instance's postmaster.
+func postmasterPID(t *testing.T, in localpg.Instance) int {
+	t.Helper()
+	pid := localpg.PostmasterPID(in.DataDir)
+	if pid == 0 {
+		t.Fatalf("no postmaster.pid in %s", in.DataDir)
+	}
+	return pid
+}
+
 // killInstance kills every process of a test cluster instance with
 // SIGKILL: its postmaster, then its children, before any of them can
 // write another byte of WAL.
 func killInstance(t *testing.T, in localpg.Instance) {
 	t.Helper()
-	pm := localpg.PostmasterPID(in.DataDir)
-	if pm == 0 {
-		t.Fatalf("no postmaster.pid in %s", in.DataDir)
-	}
+	pm := postmasterPID(t, in)
 	var kids []int
 	for _, p := range localpg.Processes() {
 		if p.PPID == pm {

@@ -3,10 +3,6 @@ package e2e
 import (
 	"context"
 	"fmt"
-	"os"
-	"path/filepath"
-	"strconv"
-	"strings"
 	"sync"
 	"syscall"
 	"testing"
@@ -93,11 +89,7 @@ func TestShardKilled(t *testing.T) {
 	if _, err := connect(t, in.AdminDSN).Exec(ctx, "CHECKPOINT"); err != nil {
 		t.Fatal(err)
 	}
-	pidText, err := os.ReadFile(filepath.Join(in.DataDir, "postmaster.pid"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	pid, _ := strconv.Atoi(strings.SplitN(string(pidText), "\n", 2)[0])
+	pid := postmasterPID(t, in)
 	killedAt := time.Now()
 	if err := syscall.Kill(pid, syscall.SIGKILL); err != nil {
 		t.Fatal(err)

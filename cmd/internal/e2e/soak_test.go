@@ -7,7 +7,6 @@ import (
 	"math/rand/v2"
 	"os"
 	"os/exec"
-	"path/filepath"
 	"strconv"
 	"strings"
 	"sync"
@@ -326,12 +325,7 @@ func TestSoakMixed(t *testing.T) {
 
 		// A shard's postmaster dies and comes back.
 		in := cluster.Instances[1]
-		pidText, err := os.ReadFile(filepath.Join(in.DataDir, "postmaster.pid"))
-		if err != nil {
-			t.Fatal(err)
-		}
-		pid, _ := strconv.Atoi(strings.SplitN(string(pidText), "\n", 2)[0])
-		if err := syscall.Kill(pid, syscall.SIGKILL); err != nil {
+		if err := syscall.Kill(postmasterPID(t, in), syscall.SIGKILL); err != nil {
 			t.Fatal(err)
 		}
 		shardKills++
