@@ -348,6 +348,9 @@ type job struct {
 	filter   string // "IN (...)" list of the buckets
 	totals   map[string]int64
 	frozenAt time.Time
+	// switchedAt: when the proxies applied the switch (zero after a
+	// resume past it).
+	switchedAt time.Time
 	// fromGen: the cutover compares the dirty keys of this generation on
 	// (the older ones were compared by recheck); 0 after a resume.
 	fromGen int
@@ -941,12 +944,14 @@ func (j *job) switchOwner(ctx context.Context) error {
 	if err := j.waitAcks(ctx, m.Version); err != nil {
 		return err
 	}
-	time.Sleep(switchSettle)
+	j.switchedAt = time.Now()
 	return nil
 }
 
 // switchSettle is how long the cleanup waits after the proxies applied
-// the switch, for the writes they held to run before it.
+// the switch, for the writes they held to run before it. It is the
+// cleanup's wait, not the switch's: the buckets are served by the target
+// once the proxies applied the map.
 const switchSettle = 50 * time.Millisecond
 
 // dropReplication removes the subscription (and with it the slot), the
@@ -985,6 +990,9 @@ func (j *job) dropReplication(ctx context.Context) error {
 }
 
 func (j *job) cleanup(ctx context.Context) error {
+	if !j.switchedAt.IsZero() {
+		time.Sleep(time.Until(j.switchedAt.Add(switchSettle)))
+	}
 	t0 := time.Now()
 	if err := j.dropReplication(ctx); err != nil {
 		return err
