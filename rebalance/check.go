@@ -332,7 +332,7 @@ func (j *job) preverify(ctx context.Context) error {
 		if err != nil {
 			return err
 		}
-		if dirty > recheckEnough && dirty <= j.fullCheckAbove() {
+		if dirty <= j.fullCheckAbove() {
 			if _, err := j.recheck(ctx); err != nil {
 				return err
 			}
@@ -352,20 +352,15 @@ func (j *job) preverify(ctx context.Context) error {
 		}
 	}
 	// The keys changed so far are compared now, while streaming, rather
-	// than in the cutover, unless they are few: the cutover compares
-	// those by key in a few milliseconds, where a round costs a marker's
-	// trip through the subscription (100-250 ms under make bench-move's
-	// load) and finds the keys changed meanwhile anyway.
+	// than in the cutover (a round costs about as much as the cutover
+	// would; the next one finds only what changed during this one).
 	for round := 0; round < recheckRounds; round++ {
-		n, err := j.dirtyCount(ctx)
+		n, err := j.recheck(ctx)
 		if err != nil {
 			return err
 		}
-		if n <= recheckEnough {
+		if n < recheckEnough {
 			break
-		}
-		if _, err := j.recheck(ctx); err != nil {
-			return err
 		}
 	}
 	return nil
@@ -466,12 +461,10 @@ func (j *job) dirtyCount(ctx context.Context) (int64, error) {
 func (j *job) fullCheckAbove() int64 { return max(fullCheckKeys, j.info.RowsTotal/2) }
 
 // The rounds of recheck after the full comparison, at most, and the number
-// of changed keys the cutover compares without one. In make bench-move
-// (500,000 rows under pgbench -R 500), the cutover's comparison took
-// 8-20 ms for 80-300 keys; a round took 150-470 ms.
+// of keys below which another round is not worth it.
 const (
 	recheckRounds = 3
-	recheckEnough = 500
+	recheckEnough = 200
 )
 
 // fullCheckKeys: with more dirty keys than this (and than half the rows

@@ -996,10 +996,8 @@ func waitConnect(t *testing.T, url string) {
 func TestMoveRefusesOnDifference(t *testing.T) {
 	// "copy": the target changes a row as the copy inserts it (an ALWAYS
 	// trigger); the copy's read-back finds it. Changed behind the
-	// subscription's back after the copy: found by key (the dirty set has
-	// it; step checked compares the keys if many changed, else the
-	// cutover does) or, with FullCheck, by step checked comparing every
-	// row.
+	// subscription's back after the copy: step checked finds it, by key
+	// (the dirty set has it) or, with FullCheck, comparing every row.
 	// Changed while the buckets are frozen: the cutover's comparison
 	// finds it.
 	for _, tc := range []struct {
