@@ -101,6 +101,16 @@ func (j *job) copyRows(ctx context.Context) error {
 			count.close()
 		}
 	}()
+	// The subscription, disabled, while the rows stream: j.dst is not
+	// used until they are in.
+	subc := make(chan error, 1)
+	go func() {
+		_, exists, err := j.subscription(ctx, j.dst)
+		if err == nil && !exists {
+			err = j.createSubscription(ctx, j.dst, false)
+		}
+		subc <- err
+	}()
 	err = j.eachStream(ctx, j.src, func(st copyStream) error {
 		t0 := time.Now()
 		n, sent, err := j.copyStream(ctx, snapshot, st, &copied)
@@ -114,6 +124,9 @@ func (j *job) copyRows(ctx context.Context) error {
 	})
 	release()
 	close(done)
+	if serr := <-subc; err == nil && serr != nil {
+		err = fmt.Errorf("create subscription on %s: %w", j.dstShard.Name, serr)
+	}
 	if err != nil {
 		return err
 	}

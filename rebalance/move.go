@@ -448,12 +448,21 @@ func (mv *Mover) run(ctx context.Context, info shardmap.MoveInfo) error {
 			return err
 		}
 		mv.Log.Info("move step", "move", info.ID, "step", step, "took", time.Since(t0).Round(time.Millisecond).String())
-		j.progress(ctx)
+		if !holdsWrites(step) {
+			j.progress(ctx)
+		}
 		if mv.AfterStep != nil && mv.AfterStep(info.ID, step) {
 			return fmt.Errorf("%w %s", ErrStopped, step)
 		}
 	}
 	return nil
+}
+
+// holdsWrites reports whether the proxies hold the buckets' writes after
+// step (from the freeze until the switch): the move reports no progress
+// there, each report being round trips to the catalog and the source.
+func holdsWrites(step string) bool {
+	return step == StepFrozen || step == StepFenced || step == StepVerified
 }
 
 func isCutover(step string) bool {
@@ -506,27 +515,35 @@ func (j *job) prepare(ctx context.Context) error {
 	if err := Precheck(ctx, j.m, j.src, j.dst, j.srcShard.Name, j.dstShard.Name); err != nil {
 		return err
 	}
-	// Both shards reject writes to the buckets they do not own.
-	for _, side := range []struct {
-		c     *pgx.Conn
-		shard string
-	}{{j.src, j.srcShard.Name}, {j.dst, j.dstShard.Name}} {
-		if err := installFence(ctx, side.c, j.m); err != nil {
-			return fmt.Errorf("shard %s: %w", side.shard, err)
+	// Both shards reject writes to the buckets they do not own (each on
+	// its own session, at once).
+	fenceSide := func(c *pgx.Conn, shard string) error {
+		if err := installFence(ctx, c, j.m); err != nil {
+			return fmt.Errorf("shard %s: %w", shard, err)
 		}
-		if err := setDDLLock(ctx, side.c, j.m, j.info.ID, true); err != nil {
-			return fmt.Errorf("shard %s: %w", side.shard, err)
+		if err := setDDLLock(ctx, c, j.m, j.info.ID, true); err != nil {
+			return fmt.Errorf("shard %s: %w", shard, err)
 		}
-		idx := j.m.ShardIndex(side.shard)
+		idx := j.m.ShardIndex(shard)
 		var notOwned []int
 		for b, o := range j.m.Owner {
 			if o != idx {
 				notOwned = append(notOwned, b)
 			}
 		}
-		if err := setFence(ctx, side.c, j.m, j.info.ID, notOwned, true); err != nil {
-			return fmt.Errorf("shard %s: fence: %w", side.shard, err)
+		if err := setFence(ctx, c, j.m, j.info.ID, notOwned, true); err != nil {
+			return fmt.Errorf("shard %s: fence: %w", shard, err)
 		}
+		return nil
+	}
+	dstErr := make(chan error, 1)
+	go func() { dstErr <- fenceSide(j.dst, j.dstShard.Name) }()
+	err := fenceSide(j.src, j.srcShard.Name)
+	if derr := <-dstErr; err == nil {
+		err = derr
+	}
+	if err != nil {
+		return err
 	}
 	// Rows of these buckets on the target can only be leftovers of an
 	// earlier attempt: the target does not own them.
@@ -637,19 +654,18 @@ func (j *job) publication(ctx context.Context) error {
 	return err
 }
 
-// subscribe creates the target's subscription on the slot that copyRows
+// subscribe starts the target's subscription on the slot that copyRows
 // created: it streams every change committed after the copy's snapshot.
+// The copy created it disabled (createSubscription), so that starting it
+// costs no round trip to the source; after a resume it may be missing.
 func (j *job) subscribe(ctx context.Context) error {
 	// Before the first applied change: the dirty set must see them all.
 	if err := j.installDirty(ctx, 0); err != nil {
 		return err
 	}
-	var exists bool
-	if err := j.dst.QueryRow(ctx, `SELECT EXISTS (SELECT 1 FROM pg_subscription WHERE subname = $1)`, j.name).Scan(&exists); err != nil {
+	enabled, exists, err := j.subscription(ctx, j.dst)
+	if err != nil || (exists && enabled) {
 		return err
-	}
-	if exists {
-		return nil
 	}
 	var slot bool
 	if err := j.src.QueryRow(ctx, `SELECT EXISTS (SELECT 1 FROM pg_replication_slots WHERE slot_name = $1)`, j.name).Scan(&slot); err != nil {
@@ -658,8 +674,31 @@ func (j *job) subscribe(ctx context.Context) error {
 	if !slot {
 		return fmt.Errorf("replication slot %s is gone from %s: the copy cannot be caught up; run \"shardctl rebalance cancel\" and start the move again", j.name, j.srcShard.Name)
 	}
-	_, err := j.dst.Exec(ctx, fmt.Sprintf(`CREATE SUBSCRIPTION %s CONNECTION %s PUBLICATION %s WITH (create_slot = false, slot_name = %s, copy_data = false)`,
-		quoteIdent(j.name), quoteLiteral(j.srcShard.Admin()), quoteIdent(j.name), quoteLiteral(j.name)))
+	if exists {
+		_, err = j.dst.Exec(ctx, fmt.Sprintf(`ALTER SUBSCRIPTION %s ENABLE`, quoteIdent(j.name)))
+		return err
+	}
+	return j.createSubscription(ctx, j.dst, true)
+}
+
+// subscription reports whether the move's subscription exists on the
+// target (c), and whether it is enabled.
+func (j *job) subscription(ctx context.Context, c *pgx.Conn) (enabled, exists bool, err error) {
+	err = c.QueryRow(ctx, `SELECT subenabled FROM pg_subscription WHERE subname = $1`, j.name).Scan(&enabled)
+	if errors.Is(err, pgx.ErrNoRows) {
+		return false, false, nil
+	}
+	return enabled, err == nil, err
+}
+
+// createSubscription creates the move's subscription on the target (c),
+// on the move's slot and publication, applying nothing before the copy's
+// snapshot (copy_data = false). CREATE SUBSCRIPTION connects to the source
+// (it reads the publication's tables there): copyRows creates it disabled
+// while the rows stream, and step subscribed only enables it.
+func (j *job) createSubscription(ctx context.Context, c *pgx.Conn, enabled bool) error {
+	_, err := c.Exec(ctx, fmt.Sprintf(`CREATE SUBSCRIPTION %s CONNECTION %s PUBLICATION %s WITH (create_slot = false, slot_name = %s, copy_data = false, enabled = %t)`,
+		quoteIdent(j.name), quoteLiteral(j.srcShard.Admin()), quoteIdent(j.name), quoteLiteral(j.name), enabled))
 	return err
 }
 
@@ -957,9 +996,18 @@ const switchSettle = 50 * time.Millisecond
 // dropReplication removes the subscription (and with it the slot), the
 // publication and any slot left behind.
 func (j *job) dropReplication(ctx context.Context) error {
-	var exists bool
-	if err := j.dst.QueryRow(ctx, `SELECT EXISTS (SELECT 1 FROM pg_subscription WHERE subname = $1)`, j.name).Scan(&exists); err != nil {
+	enabled, exists, err := j.subscription(ctx, j.dst)
+	if err != nil {
 		return err
+	}
+	if exists && !enabled {
+		// Created by the copy and never started. DROP SUBSCRIPTION would
+		// drop its slot on the source, and fail if the slot is gone (a
+		// copy that stopped before creating it again): the slot is
+		// dropped below instead.
+		if _, err := j.dst.Exec(ctx, fmt.Sprintf(`ALTER SUBSCRIPTION %s SET (slot_name = NONE)`, quoteIdent(j.name))); err != nil {
+			return fmt.Errorf("drop subscription on %s: %w", j.dstShard.Name, err)
+		}
 	}
 	if exists {
 		if _, err := j.dst.Exec(ctx, fmt.Sprintf(`DROP SUBSCRIPTION %s`, quoteIdent(j.name))); err != nil {
