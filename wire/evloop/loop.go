@@ -162,6 +162,9 @@ type Loop struct {
 	runnerIDs atomic.Uint64
 	resumes   atomic.Uint64 // coroutine resumptions, for the watchdog
 	takeovers atomic.Int64
+	// wakeups counts the returns from epoll_wait (tests: an idle loop
+	// must not spin).
+	wakeups   atomic.Int64
 	handovers atomic.Int64 // coroutines handed over by a runner that lost the loop (tests)
 	closed    atomic.Bool
 	stopped   chan struct{} // closed when the watchdog has stopped
@@ -323,10 +326,13 @@ func (l *Loop) run() {
 		}
 		l.runMu.Unlock()
 		n, errno := epollWait(l.ep, l.evs, timeout)
+		l.wakeups.Add(1)
 		l.runMu.Lock()
+		drained := false
 		if !l.sleeping.Swap(false) {
 			// A poster cleared it and wrote to efd (or is about to).
 			l.drainEventfd()
+			drained = true
 		}
 		if errno != 0 && errno != unix.EINTR {
 			// Nothing sensible to do but retry; EBADF only after close.
@@ -336,7 +342,16 @@ func (l *Loop) run() {
 			ev := &l.evs[i]
 			id := uint64(uint32(ev.Fd)) | uint64(uint32(ev.Pad))<<32
 			if id == 0 {
-				continue // eventfd: the inbox is drained above
+				// The eventfd (level-triggered): read even when no poster
+				// cleared sleeping for this wait. A poster's write can
+				// outlive its wakeup (the runner saw the post before it
+				// slept, or woke for a connection meanwhile); left
+				// unread, it would end every wait at once. The inbox is
+				// checked before the next wait.
+				if !drained {
+					l.drainEventfd()
+				}
+				continue
 			}
 			v, ok := l.conns.Load(id)
 			if !ok {
