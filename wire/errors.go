@@ -3,6 +3,7 @@ package wire
 import (
 	"errors"
 	"fmt"
+	"maps"
 
 	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/jackc/pgx/v5/pgproto3"
@@ -34,6 +35,20 @@ type Error struct {
 	// cause is the error wrapped with %w in the format, if any; it stays
 	// visible to errors.Is and errors.As but never reaches the client.
 	cause error
+	// server is the shard's ErrorResponse the Error relays (FromServer):
+	// its other fields (context, schema, table, column, constraint, source
+	// location) reach the client with it.
+	server *pgproto3.ErrorResponse
+}
+
+// FromServer returns an ERROR that relays a shard's ErrorResponse with all
+// its fields, as the client would have had it from Postgres (a FATAL or
+// PANIC lowered to ERROR: it ended the server connection, not the
+// client's session). m is copied: pgproto3 reuses it.
+func FromServer(m *pgproto3.ErrorResponse) *Error {
+	c := *m
+	c.UnknownFields = maps.Clone(m.UnknownFields)
+	return &Error{Severity: SeverityError, Code: m.Code, Message: m.Message, Detail: m.Detail, Hint: m.Hint, Position: m.Position, server: &c}
 }
 
 // Errorf returns an ERROR with the given SQLSTATE. The format is that of
@@ -83,6 +98,13 @@ func (e *Error) WithDetail(detail string) *Error {
 
 // Response returns the ErrorResponse that carries e to the client.
 func (e *Error) Response() *pgproto3.ErrorResponse {
+	if e.server != nil {
+		r := *e.server
+		r.UnknownFields = maps.Clone(e.server.UnknownFields)
+		r.Severity, r.SeverityUnlocalized = e.Severity, e.Severity
+		r.Code, r.Message, r.Detail, r.Hint, r.Position = e.Code, e.Message, e.Detail, e.Hint, e.Position
+		return &r
+	}
 	return &pgproto3.ErrorResponse{
 		Severity:            e.Severity,
 		SeverityUnlocalized: e.Severity,

@@ -908,11 +908,21 @@ func (s *session) startOthers(sql string, noTxBlock bool) error {
 			}
 		}
 		s.others = append(s.others, other{sc: sc, p: p})
-		q := sql
-		if !noTxBlock {
-			q = "BEGIN;\n" + sql
+		if noTxBlock {
+			err = execSimple(sc, sql)
+		} else {
+			// BEGIN in a query of its own, sent with the statement's: in
+			// one query text, the position of an error in the statement
+			// would count BEGIN's characters too.
+			sc.FE.Send(&pgproto3.Query{String: "BEGIN"})
+			sc.FE.Send(&pgproto3.Query{String: sql})
+			sc.Unnamed = 0
+			err = drainToReady(sc)
+			if err2 := drainToReady(sc); err == nil {
+				err = err2
+			}
 		}
-		if err := execSimple(sc, q); err != nil {
+		if err != nil {
 			s.finishOthers(false)
 			return err
 		}
@@ -974,7 +984,7 @@ func drainToReady(sc *pool.Conn) error {
 		switch m := m.(type) {
 		case *pgproto3.ErrorResponse:
 			if first == nil {
-				first = &wire.Error{Severity: "ERROR", Code: m.Code, Message: fmt.Sprintf("on shard %s: %s", sc.Shard, m.Message), Detail: m.Detail, Hint: m.Hint}
+				first = wire.FromServer(m)
 			}
 		case *pgproto3.ParameterStatus:
 			sc.Params[m.Name] = m.Value

@@ -264,7 +264,7 @@ func (s *session) copyConn(shard int) (*shardConn, error) {
 			}
 			return c, nil
 		case *pgproto3.ErrorResponse:
-			e := &wire.Error{Severity: "ERROR", Code: m.Code, Message: m.Message, Detail: m.Detail, Hint: m.Hint}
+			e := wire.FromServer(m)
 			_ = drainToReady(c.sc) // the rest of the failed COPY's answers
 			return nil, e
 		}

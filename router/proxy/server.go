@@ -761,7 +761,7 @@ func queryInt(sc *pool.Conn, sql string) (int, error) {
 				_, _ = fmt.Sscan(string(m.Values[0]), &v)
 			}
 		case *pgproto3.ErrorResponse:
-			qerr = &wire.Error{Severity: "ERROR", Code: m.Code, Message: m.Message, Detail: m.Detail, Hint: m.Hint}
+			qerr = wire.FromServer(m)
 		case *pgproto3.ReadyForQuery:
 			sc.TxStatus = m.TxStatus
 			return v, qerr

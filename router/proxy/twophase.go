@@ -3,7 +3,6 @@ package proxy
 import (
 	"context"
 	"errors"
-	"fmt"
 	"sort"
 	"strings"
 	"time"
@@ -604,7 +603,7 @@ func runAll(conns []*pool.Conn, q string) []shardResult {
 				res[i].tag = string(m.CommandTag)
 			case *pgproto3.ErrorResponse:
 				if res[i].err == nil {
-					res[i].err = &wire.Error{Severity: "ERROR", Code: m.Code, Message: fmt.Sprintf("on shard %s: %s", sc.Shard, m.Message), Detail: m.Detail, Hint: m.Hint}
+					res[i].err = wire.FromServer(m)
 				}
 			case *pgproto3.ParameterStatus:
 				sc.Params[m.Name] = m.Value
@@ -847,7 +846,7 @@ func (s *session) execSplitTx(r Route, oneAnswer bool, bind *pgproto3.Bind, oids
 				}
 			case *pgproto3.ErrorResponse:
 				if qerr == nil {
-					qerr = &wire.Error{Severity: "ERROR", Code: m.Code, Message: m.Message, Detail: m.Detail, Hint: m.Hint, Position: m.Position}
+					qerr = wire.FromServer(m)
 				}
 			case *pgproto3.ParameterStatus:
 				sc.Params[m.Name] = m.Value
