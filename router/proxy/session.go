@@ -193,15 +193,29 @@ func newSession(srv *Server, cfg *Config, st *wire.Startup, id uint64, log *slog
 		stmts:    map[string]*stmt{},
 		txStatus: 'I',
 		startParams: func() []kv {
-			var ps []kv
+			// As Postgres: the settings in options first, then the
+			// parameters, so that a parameter overrides the same setting
+			// in options; of a setting given twice in options, the last.
+			var opts, explicit []kv
 			for k, v := range st.Startup.Parameters {
 				switch k {
 				case "user", "database", "replication":
 				case "options":
-					ps = append(ps, parseOptions(v)...)
+					opts = parseOptions(v)
 				default:
-					ps = append(ps, kv{k, v})
+					explicit = append(explicit, kv{k, v})
 				}
+			}
+			var ps []kv
+			at := map[string]int{}
+			for _, p := range append(opts, explicit...) {
+				k := strings.ToLower(p.k)
+				if i, ok := at[k]; ok {
+					ps[i] = p
+					continue
+				}
+				at[k] = len(ps)
+				ps = append(ps, p)
 			}
 			// A client that names no application sees Postgres's default,
 			// '', not the name pgshard gives its server connections (as
@@ -224,7 +238,7 @@ func newSession(srv *Server, cfg *Config, st *wire.Startup, id uint64, log *slog
 // startup packet's options parameter.
 func parseOptions(s string) []kv {
 	var out []kv
-	f := strings.Fields(s)
+	f := splitOptions(s)
 	for i := 0; i < len(f); i++ {
 		a := f[i]
 		switch {
@@ -241,6 +255,37 @@ func parseOptions(s string) []kv {
 		if k, v, ok := strings.Cut(a, "="); ok {
 			out = append(out, kv{strings.ReplaceAll(k, "-", "_"), v})
 		}
+	}
+	return out
+}
+
+// splitOptions splits the startup packet's options as Postgres does
+// (pg_split_opts): at whitespace, a backslash taking the next character
+// as it is (`-c search_path=a,\ b`).
+func splitOptions(s string) []string {
+	var out []string
+	var cur strings.Builder
+	in := false
+	for i := 0; i < len(s); i++ {
+		c := s[i]
+		switch {
+		case c == '\\' && i+1 < len(s):
+			i++
+			cur.WriteByte(s[i])
+			in = true
+		case c == ' ' || c == '\t' || c == '\n' || c == '\r' || c == '\f' || c == '\v':
+			if in {
+				out = append(out, cur.String())
+				cur.Reset()
+				in = false
+			}
+		default:
+			cur.WriteByte(c)
+			in = true
+		}
+	}
+	if in {
+		out = append(out, cur.String())
 	}
 	return out
 }
@@ -696,8 +741,19 @@ func (s *session) attach() error {
 func (s *session) applyParams(sc *pool.Conn) error {
 	var b strings.Builder
 	b.WriteString("RESET ALL;")
-	for _, p := range s.startParams {
-		fmt.Fprintf(&b, "SET %s TO %s;", quoteIdent(p.k), quoteLiteral(p.v))
+	// set_config takes the value as the startup packet gives it: SET with
+	// a quoted literal would make 'a, b' one element of a list setting
+	// (search_path), where Postgres reads two.
+	for i, p := range s.startParams {
+		if i == 0 {
+			b.WriteString("SELECT ")
+		} else {
+			b.WriteString(", ")
+		}
+		fmt.Fprintf(&b, "pg_catalog.set_config(%s, %s, false)", quoteLiteral(p.k), quoteLiteral(p.v))
+		if i == len(s.startParams)-1 {
+			b.WriteString(";")
+		}
 	}
 	for _, p := range s.sets {
 		b.WriteString(p.v)
