@@ -319,6 +319,11 @@ func byObjects(st *sqlparse.Stmt, rules shardmap.Rules, write bool) Plan {
 }
 
 func ddlPlan(st *sqlparse.Stmt, rules shardmap.Rules) Plan {
+	if st.Temp {
+		// The session's own object, on the default shard with its
+		// temporary tables (the session keeps that server connection).
+		return Plan{Kind: Default, Write: true}
+	}
 	p := byObjects(st, rules, true)
 	if p.Kind == All && p.Table != "" && redefines(st.Command) {
 		p.Alters = p.Table

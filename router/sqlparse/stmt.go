@@ -52,6 +52,11 @@ type Stmt struct {
 	// DELETE, MERGE (also inside CTEs), COPY FROM, TRUNCATE, SELECT INTO,
 	// and DDL.
 	Write bool `json:"write,omitempty"`
+	// Temp is set for DDL on a function, procedure, type or domain named in
+	// the session's temporary schema (CREATE FUNCTION pg_temp.f ..., DROP
+	// TYPE pg_temp.t): the object lives on one server connection, as a
+	// temporary table does, not on every shard.
+	Temp bool `json:"temp,omitempty"`
 	// CurrentOf is set for UPDATE/DELETE ... WHERE CURRENT OF cursor.
 	CurrentOf bool `json:"current_of,omitempty"`
 	// MaxParam is the highest $n of a SELECT, INSERT, UPDATE, DELETE or

@@ -204,6 +204,7 @@ func (w *walker) ddl(n *pg.Node) {
 	st := w.st
 	st.Kind, st.Write = KindDDL, true
 	st.Command = commandName(n)
+	st.Temp = tempDDL(n)
 	switch x := n.GetNode().(type) {
 	case *pg.Node_CreateStmt:
 		st.Command = "CREATE TABLE"
@@ -366,3 +367,55 @@ func commandName(n *pg.Node) string {
 	}
 	return b.String()
 }
+
+// tempDDL reports whether n defines, alters or drops functions,
+// procedures, types or domains named in the temporary schema (Stmt.Temp).
+func tempDDL(n *pg.Node) bool {
+	switch x := n.GetNode().(type) {
+	case *pg.Node_CreateFunctionStmt:
+		return tempQualified(x.CreateFunctionStmt.Funcname)
+	case *pg.Node_AlterFunctionStmt:
+		return tempQualified(x.AlterFunctionStmt.GetFunc().GetObjname())
+	case *pg.Node_DefineStmt:
+		return tempQualified(x.DefineStmt.Defnames)
+	case *pg.Node_CreateEnumStmt:
+		return tempQualified(x.CreateEnumStmt.TypeName)
+	case *pg.Node_CreateRangeStmt:
+		return tempQualified(x.CreateRangeStmt.TypeName)
+	case *pg.Node_CreateDomainStmt:
+		return tempQualified(x.CreateDomainStmt.Domainname)
+	case *pg.Node_CompositeTypeStmt:
+		return tempSchema(x.CompositeTypeStmt.GetTypevar().GetSchemaname())
+	case *pg.Node_DropStmt:
+		switch x.DropStmt.RemoveType {
+		case pg.ObjectType_OBJECT_FUNCTION, pg.ObjectType_OBJECT_PROCEDURE, pg.ObjectType_OBJECT_ROUTINE,
+			pg.ObjectType_OBJECT_AGGREGATE, pg.ObjectType_OBJECT_TYPE, pg.ObjectType_OBJECT_DOMAIN:
+		default:
+			return false
+		}
+		for _, o := range x.DropStmt.Objects {
+			var names []*pg.Node
+			switch {
+			case o.GetObjectWithArgs() != nil:
+				names = o.GetObjectWithArgs().Objname
+			case o.GetTypeName() != nil:
+				names = o.GetTypeName().Names
+			case o.GetList() != nil:
+				names = o.GetList().Items
+			}
+			if !tempQualified(names) {
+				return false
+			}
+		}
+		return len(x.DropStmt.Objects) > 0
+	}
+	return false
+}
+
+// tempQualified reports whether a qualified name is in the temporary
+// schema (pg_temp, or pg_temp_N spelt out).
+func tempQualified(names []*pg.Node) bool {
+	return len(names) >= 2 && tempSchema(names[0].GetString_().GetSval())
+}
+
+func tempSchema(s string) bool { return s == "pg_temp" || strings.HasPrefix(s, "pg_temp_") }
