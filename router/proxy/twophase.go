@@ -75,8 +75,8 @@ func errCannotSpanHere() *wire.Error {
 // errSpanTxControl refuses transaction control that would end or split a
 // transaction on one participant only.
 func errSpanTxControl() *wire.Error {
-	return wire.Errorf(pgcode.FeatureNotSupported, "this transaction spans shards: savepoints, COMMIT AND CHAIN, PREPARE TRANSACTION and transaction control mixed with other statements are not supported in it").
-		WithHint("Send COMMIT or ROLLBACK on its own.")
+	return wire.Errorf(pgcode.FeatureNotSupported, "this transaction spans shards: transaction control sent with other statements (in one query string, or a savepoint in a pipeline with them), COMMIT AND CHAIN and PREPARE TRANSACTION are not supported in it").
+		WithHint("Send SAVEPOINT, RELEASE, ROLLBACK TO, COMMIT and ROLLBACK each on its own: those work in a transaction that spans shards.")
 }
 
 // takeServer detaches the session's server connection, once no cancel is
