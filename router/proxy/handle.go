@@ -880,6 +880,7 @@ func (s *session) drive() error {
 			s.send(m)
 		case *pgproto3.CommandComplete:
 			if s.simpleQ != nil && head.kind == pExecute {
+				s.simpleTagAt = len(s.simpleHeld)
 				s.holdSimple(m) // until ReadyForQuery: the commit may fail
 				s.simpleTagHeld = true
 			} else {
@@ -914,7 +915,14 @@ func (s *session) drive() error {
 				continue
 			}
 			// A simple query's failure drops what Postgres would not have
-			// sent before it (simple.go), not its notices.
+			// sent before it (simple.go), not its notices. A failure after
+			// the statement's tag is its commit's: Postgres had sent the
+			// RowDescription of a RETURNING that gave no row (it sends it
+			// once the statement has run), not the tag.
+			if s.simpleTagHeld {
+				s.simpleHeld = s.simpleHeld[:s.simpleTagAt]
+				s.release(&s.simpleHeld)
+			}
 			s.simpleHeld, s.simpleTagHeld = s.simpleHeld[:0], false
 			s.release(&s.simpleNotices)
 			s.batchErr = true

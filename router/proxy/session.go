@@ -125,6 +125,7 @@ type session struct {
 	simpleRetry      bool
 	simpleHeld       []byte // answers of simpleQ held back, encoded (holdSimple)
 	simpleTagHeld    bool   // simpleHeld has its CommandComplete: later status messages follow it
+	simpleTagAt      int    // where in simpleHeld the CommandComplete starts
 	simpleNotices    []byte // notices raised before simpleQ's Bind completed, encoded
 	parseKey         string // trackedSettings' value, for paramsKey parseKeyOf
 	parseKeyOf       string
