@@ -328,12 +328,9 @@ func (l *Loop) run() {
 		n, errno := epollWait(l.ep, l.evs, timeout)
 		l.wakeups.Add(1)
 		l.runMu.Lock()
-		drained := false
-		if !l.sleeping.Swap(false) {
-			// A poster cleared it and wrote to efd (or is about to).
-			l.drainEventfd()
-			drained = true
-		}
+		// A poster that cleared it wrote to efd (or is about to): the
+		// eventfd is read when epoll reports it, below or at the next wait.
+		l.sleeping.Store(false)
 		if errno != 0 && errno != unix.EINTR {
 			// Nothing sensible to do but retry; EBADF only after close.
 			continue
@@ -342,15 +339,13 @@ func (l *Loop) run() {
 			ev := &l.evs[i]
 			id := uint64(uint32(ev.Fd)) | uint64(uint32(ev.Pad))<<32
 			if id == 0 {
-				// The eventfd (level-triggered): read even when no poster
-				// cleared sleeping for this wait. A poster's write can
-				// outlive its wakeup (the runner saw the post before it
-				// slept, or woke for a connection meanwhile); left
-				// unread, it would end every wait at once. The inbox is
-				// checked before the next wait.
-				if !drained {
-					l.drainEventfd()
-				}
+				// The eventfd (level-triggered) is read whenever epoll
+				// reports it, whoever wrote it for which wait: a poster's
+				// write can outlive its wakeup (the runner saw the post
+				// before it slept, or woke for a connection meanwhile),
+				// and left unread it would end every wait at once. The
+				// inbox is checked before the next wait.
+				l.drainEventfd()
 				continue
 			}
 			v, ok := l.conns.Load(id)
