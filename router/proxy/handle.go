@@ -907,7 +907,8 @@ func (s *session) drive() error {
 				// backend, a shutdown): serverLost answers with it, once,
 				// when the connection's end is read, instead of adding its
 				// own 08006.
-				s.serverFatal = &wire.Error{Severity: "FATAL", Code: m.Code, Message: m.Message, Detail: m.Detail, Hint: m.Hint}
+				s.serverFatal = wire.FromServer(m)
+				s.serverFatal.Severity = wire.SeverityFatal
 				continue
 			}
 			if s.simpleQ != nil && (head.kind == pParseHidden || head.kind == pBindHidden || head.kind == pDescribeSimple) && s.simpleRefused(*head, m) {

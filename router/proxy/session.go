@@ -745,16 +745,12 @@ func (s *session) applyParams(sc *pool.Conn) error {
 	// set_config takes the value as the startup packet gives it: SET with
 	// a quoted literal would make 'a, b' one element of a list setting
 	// (search_path), where Postgres reads two.
-	for i, p := range s.startParams {
-		if i == 0 {
-			b.WriteString("SELECT ")
-		} else {
-			b.WriteString(", ")
+	if len(s.startParams) > 0 {
+		calls := make([]string, len(s.startParams))
+		for i, p := range s.startParams {
+			calls[i] = fmt.Sprintf("pg_catalog.set_config(%s, %s, false)", quoteLiteral(p.k), quoteLiteral(p.v))
 		}
-		fmt.Fprintf(&b, "pg_catalog.set_config(%s, %s, false)", quoteLiteral(p.k), quoteLiteral(p.v))
-		if i == len(s.startParams)-1 {
-			b.WriteString(";")
-		}
+		b.WriteString("SELECT " + strings.Join(calls, ", ") + ";")
 	}
 	for _, p := range s.sets {
 		b.WriteString(p.v)
@@ -776,7 +772,10 @@ func (s *session) applyParams(sc *pool.Conn) error {
 			sc.Params[m.Name] = m.Value
 		case *pgproto3.ErrorResponse:
 			if firstErr == nil {
-				e := &wire.Error{Severity: "FATAL", Code: m.Code, Message: m.Message, Detail: m.Detail, Hint: m.Hint}
+				e := wire.FromServer(m)
+				// Fatal to the client's login, as a startup parameter
+				// Postgres refuses is; no position in pgshard's own query.
+				e.Severity, e.Position = wire.SeverityFatal, 0
 				firstErr = e
 			}
 		case *pgproto3.ReadyForQuery:
