@@ -28,16 +28,12 @@ func TestTempFunctionStaysWithSession(t *testing.T) {
 	addr := startProxy(t, proxyOpts{sharded: true, shards: 2, poolSize: 1, database: db})
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
-	url := fmt.Sprintf("postgres://app:app@%s/%s?sslmode=disable", addr, db)
+	url := dbURL(proxyURL(addr), db)
 	setup := connect(t, url)
 	if _, err := setup.Exec(ctx, "CREATE TABLE accounts (id bigint PRIMARY KEY, name text NOT NULL, balance int NOT NULL DEFAULT 0)"); err != nil {
 		t.Fatal(err)
 	}
-	var shards []shardmap.Shard
-	for _, in := range cluster.Instances[:2] {
-		shards = append(shards, shardmap.Shard{Name: in.Name, DSN: in.DSN})
-	}
-	m, err := shardmap.Initial(testRules(), shards)
+	m, err := shardmap.Initial(testRules(), nil3()[:2]) // the proxy's map
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -106,7 +102,7 @@ func TestEveryShardErrorKeepsFields(t *testing.T) {
 	addr := startProxy(t, proxyOpts{sharded: true, shards: 2, database: db})
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
-	c := connect(t, fmt.Sprintf("postgres://app:app@%s/%s?sslmode=disable", addr, db))
+	c := connect(t, dbURL(proxyURL(addr), db))
 	d := connect(t, dbURL(cluster.Instances[0].DSN, db))
 	for _, q := range []string{
 		"CREATE TABLE accounts (id bigint, x nosuchtype)",
