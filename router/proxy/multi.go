@@ -117,6 +117,7 @@ func (s *session) runSplit(r Route) error {
 	}
 	var sum tagSum
 	sentDesc := false
+	join := newCopyJoin(r.CopyOut)
 	mark := len(s.out)
 	// Send to every shard first, so they all work at once; then read each.
 	for i, part := range r.Parts {
@@ -153,6 +154,20 @@ func (s *session) runSplit(r Route) error {
 					}
 					mark = 0
 				}
+			case *pgproto3.CopyOutResponse:
+				if join != nil && join.begin(m) {
+					s.send(m)
+				}
+			case *pgproto3.CopyData:
+				if join != nil {
+					join.send(s, m)
+					if len(s.out) >= flushThreshold {
+						if err := s.flush(); err != nil {
+							return err
+						}
+						mark = 0
+					}
+				}
 			case *pgproto3.CommandComplete:
 				sum.add(m.CommandTag)
 			case *pgproto3.NoticeResponse:
@@ -181,6 +196,7 @@ func (s *session) runSplit(r Route) error {
 		s.send(&pgproto3.ReadyForQuery{TxStatus: 'I'})
 		return s.flush()
 	}
+	join.end(s)
 	s.send(&pgproto3.CommandComplete{CommandTag: sum.tag()})
 	s.send(&pgproto3.ReadyForQuery{TxStatus: 'I'})
 	return s.flush()
@@ -700,6 +716,7 @@ func (s *session) runBatchSplit(batch []pgproto3.FrontendMessage, r Route) error
 		}
 	}
 	var sum tagSum
+	join := newCopyJoin(r.CopyOut)
 	mark := len(s.out)
 	for i, c := range conns {
 		fe := c.sc.FE
@@ -766,6 +783,20 @@ func (s *session) runBatchSplit(batch []pgproto3.FrontendMessage, r Route) error
 					}
 					mark = 0
 				}
+			case *pgproto3.CopyOutResponse:
+				if join != nil && join.begin(m) {
+					s.send(m)
+				}
+			case *pgproto3.CopyData:
+				if join != nil {
+					join.send(s, m)
+					if len(s.out) >= flushThreshold {
+						if err := s.flush(); err != nil {
+							return err
+						}
+						mark = 0
+					}
+				}
 			case *pgproto3.CommandComplete:
 				sum.add(m.CommandTag)
 			case *pgproto3.NoticeResponse:
@@ -791,6 +822,7 @@ func (s *session) runBatchSplit(batch []pgproto3.FrontendMessage, r Route) error
 			WithHint("Some shards may have committed; enable two-phase commit for atomic multi-shard writes.").Response()})
 		return nil
 	}
+	join.end(s)
 	s.push(pending{kind: pSynth, synth: &pgproto3.CommandComplete{CommandTag: sum.tag()}})
 	return nil
 }

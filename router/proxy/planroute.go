@@ -149,6 +149,11 @@ func resolveMap(p *plan.Plan, in plan.Inputs, m *AppliedMap, sql string, env Cat
 			if m.ShardOf(b) != shard && p.Insert != nil && len(p.Insert.RowSpans) == len(bs) && p.Statements <= 1 {
 				return splitInsert(p, in, m, sql, bs)
 			}
+			if m.ShardOf(b) != shard && p.Copy != nil {
+				// COPY (SELECT ... WHERE key IN (...)) TO: each shard's
+				// rows, one stream after the other.
+				return copyOutRoute(p, sql, bucketShards(m.Map, bs))
+			}
 			if m.ShardOf(b) != shard && !p.Write && p.Merge != nil && p.Merge.Spec != nil && p.Statements <= 1 {
 				if werr := unknownAggregates(p, env); werr != nil {
 					return Route{Kind: RouteRefuse, Err: werr}
@@ -230,6 +235,13 @@ func resolveMap(p *plan.Plan, in plan.Inputs, m *AppliedMap, sql string, env Cat
 	case plan.Scatter:
 		if werr := unknownAggregates(p, env); werr != nil {
 			return Route{Kind: RouteRefuse, Err: werr}
+		}
+		if p.Copy != nil {
+			all := make([]int, len(m.Shards))
+			for i := range all {
+				all[i] = i
+			}
+			return copyOutRoute(p, sql, all)
 		}
 		if concatenates(p.Merge) && p.Statements <= 1 {
 			// Rows from each shard, one after the other, are exactly what
@@ -526,6 +538,23 @@ func sameOnShards(sql string, shards []int) Route {
 	for _, i := range shards {
 		r.Parts = append(r.Parts, Part{Shard: i, SQL: sql})
 	}
+	return r
+}
+
+// copyOutRoute is COPY t TO STDOUT or COPY (SELECT ...) TO STDOUT on
+// shards: their streams concatenated, when that is the statement's result.
+func copyOutRoute(p *plan.Plan, sql string, shards []int) Route {
+	if p.Copy.From || p.Statements > 1 {
+		return Route{Kind: RouteRefuse, Err: wire.Errorf(pgcode.FeatureNotSupported, "COPY of table %s on several shards must be a statement of its own", p.Table)}
+	}
+	if !concatenates(p.Merge) {
+		return Route{Kind: RouteRefuse, Err: wire.Errorf(pgcode.FeatureNotSupported,
+			"COPY (query) TO of several shards is supported only for a query whose rows need no merging (no ORDER BY, LIMIT, aggregate, GROUP BY, DISTINCT, window or set operation)").
+			WithHint("Run the SELECT itself (pgshard merges it), or COPY the rows and order or aggregate them afterwards.")}
+	}
+	r := sameOnShards(sql, shards)
+	r.ReadOnly = true
+	r.CopyOut = &CopyOut{Header: p.Copy.Header != ""} // "true" (or "match", which only COPY FROM takes)
 	return r
 }
 

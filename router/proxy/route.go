@@ -84,6 +84,9 @@ type Route struct {
 	ReadOnly bool
 	// Copy describes RouteCopy's rows: Copy.Bucket finds a row key's bucket.
 	Copy *CopyRoute
+	// CopyOut marks a RouteSplit of COPY ... TO STDOUT: the shards'
+	// streams are joined into the one a single Postgres would send.
+	CopyOut *CopyOut
 	// Merge describes RouteMerge.
 	Merge *MergeRoute
 	// TxControl marks a route other than RouteTx whose statements include

@@ -809,6 +809,7 @@ func (s *session) execSplitTx(r Route, oneAnswer bool, bind *pgproto3.Bind, oids
 	var sum tagSum
 	var first []byte
 	sentDesc := false
+	join := newCopyJoin(r.CopyOut)
 	mark = len(s.out)
 	for i := range r.Parts {
 		sc := conns[i]
@@ -828,6 +829,20 @@ func (s *session) execSplitTx(r Route, oneAnswer bool, bind *pgproto3.Bind, oids
 			case *pgproto3.DataRow:
 				if qerr == nil && (!oneAnswer || i == 0) {
 					s.send(m)
+					if len(s.out) >= flushThreshold {
+						if err := s.flush(); err != nil {
+							return nil, nil, 0, err
+						}
+						mark = 0
+					}
+				}
+			case *pgproto3.CopyOutResponse:
+				if join != nil && qerr == nil && join.begin(m) {
+					s.send(m)
+				}
+			case *pgproto3.CopyData:
+				if join != nil && qerr == nil {
+					join.send(s, m)
 					if len(s.out) >= flushThreshold {
 						if err := s.flush(); err != nil {
 							return nil, nil, 0, err
@@ -859,6 +874,7 @@ func (s *session) execSplitTx(r Route, oneAnswer bool, bind *pgproto3.Bind, oids
 	if qerr != nil {
 		return nil, qerr, mark, nil
 	}
+	join.end(s)
 	tag = sum.tag()
 	if oneAnswer && first != nil {
 		tag = first

@@ -255,6 +255,39 @@ func (h *hider) rewrite(m protoreflect.Message) error {
 		if err := h.target(x.Relation, &x.WhereClause); err != nil {
 			return err
 		}
+	case *pg.CopyStmt:
+		// COPY t (cols) TO becomes COPY (SELECT cols FROM ONLY t WHERE
+		// NOT ...) TO: the same rows, in the same text, less the hidden
+		// buckets'. (COPY FROM is split by key, never hidden.)
+		if x.IsFrom || x.Relation == nil || x.Query != nil {
+			break
+		}
+		t, ok := h.table(x.Relation)
+		if !ok {
+			break
+		}
+		rv := *x.Relation
+		rv.Inh = false // COPY t reads t alone, as ONLY t does
+		sub, err := h.subquery(&rv, t, nil)
+		if err != nil {
+			return err
+		}
+		targets := []*pg.Node{{Node: &pg.Node_ResTarget{ResTarget: &pg.ResTarget{Val: &pg.Node{Node: &pg.Node_ColumnRef{ColumnRef: &pg.ColumnRef{Fields: []*pg.Node{{Node: &pg.Node_AStar{AStar: &pg.A_Star{}}}}}}}}}}}
+		if len(x.Attlist) > 0 {
+			targets = targets[:0]
+			for _, a := range x.Attlist {
+				targets = append(targets, &pg.Node{Node: &pg.Node_ResTarget{ResTarget: &pg.ResTarget{Val: &pg.Node{Node: &pg.Node_ColumnRef{ColumnRef: &pg.ColumnRef{Fields: []*pg.Node{a}}}}}}})
+			}
+		}
+		x.Query = &pg.Node{Node: &pg.Node_SelectStmt{SelectStmt: &pg.SelectStmt{
+			TargetList:  targets,
+			FromClause:  []*pg.Node{sub},
+			LimitOption: pg.LimitOption_LIMIT_OPTION_DEFAULT,
+			Op:          pg.SetOperation_SETOP_NONE,
+		}}}
+		x.Relation, x.Attlist = nil, nil
+		delete(h.unaliased, rv.Relname) // no schema-qualified references in a COPY
+		return nil
 	case *pg.JoinExpr:
 		for _, side := range []**pg.Node{&x.Larg, &x.Rarg} {
 			if *side == nil {

@@ -32,6 +32,12 @@ func TestHideBuckets(t *testing.T) {
 		// The subquery's alias has no schema: references lose it.
 		{sql: "SELECT public.accounts.id, public.accounts.* FROM public.accounts WHERE public.accounts.balance > 0", want: []string{"SELECT accounts.id, accounts.* FROM (SELECT * FROM public.accounts WHERE NOT COALESCE(CAST(", ") accounts WHERE accounts.balance > 0"}},
 		{sql: "SELECT other.accounts.id FROM other.accounts, accounts a", want: []string{"SELECT other.accounts.id FROM other.accounts, (SELECT * FROM accounts WHERE"}},
+		// COPY of the table becomes COPY of a query over it (ONLY: COPY
+		// t reads t alone); COPY of a query is rewritten as any query.
+		{sql: "COPY accounts TO STDOUT", want: []string{"COPY (SELECT * FROM (SELECT * FROM ONLY accounts WHERE NOT COALESCE(CAST(", "= ANY('{3,5}'::int[])) accounts) TO STDOUT"}},
+		{sql: `COPY public.accounts (id, "Balance") TO STDOUT (FORMAT csv, HEADER)`, want: []string{`COPY (SELECT id, "Balance" FROM (SELECT * FROM ONLY public.accounts WHERE NOT`, ") accounts) TO STDOUT WITH (FORMAT CSV, HEADER)"}},
+		{sql: "COPY (SELECT id FROM accounts WHERE balance > 0) TO STDOUT", want: []string{"COPY (SELECT id FROM (SELECT * FROM accounts WHERE NOT COALESCE(CAST(", ") accounts WHERE balance > 0) TO STDOUT"}},
+		{sql: "COPY countries TO STDOUT", same: true},
 	}
 	// Without the schema, these references would bind to another item of
 	// the same name (a WITH query, an alias, a second copy of the table):

@@ -104,6 +104,22 @@ func TestScatterDuringMove(t *testing.T) {
 					t.Fatalf("%s (%v): SELECT id FROM accounts: id %d seen %d times (%d rows)", stage, mode, id, seen[id], len(seen))
 				}
 			}
+			// COPY of the table and of a query: each key once too.
+			for _, q := range []string{"COPY accounts (id) TO STDOUT", "COPY (SELECT id FROM accounts WHERE balance >= 0) TO STDOUT"} {
+				var out strings.Builder
+				tag, err := c.PgConn().CopyTo(ctx, &out, q)
+				if err != nil {
+					t.Fatalf("%s: %s: %v", stage, q, err)
+				}
+				lines := strings.Fields(out.String())
+				seen := map[string]int{}
+				for _, l := range lines {
+					seen[l]++
+				}
+				if len(lines) != 1000 || len(seen) != 1000 || tag.RowsAffected() != 1000 {
+					t.Fatalf("%s: %s: %d lines, %d keys, tag %q", stage, q, len(lines), len(seen), tag)
+				}
+			}
 			// An ordered merge, to the last row.
 			var ids []int64
 			rows, err = c.Query(ctx, "SELECT id FROM accounts ORDER BY id DESC LIMIT 2000", mode)

@@ -2,7 +2,9 @@ package e2e
 
 import (
 	"context"
+	"encoding/binary"
 	"fmt"
+	"io"
 	"os/exec"
 	"strings"
 	"testing"
@@ -559,5 +561,145 @@ func TestLateSync(t *testing.T) {
 	send(&pgproto3.Sync{})
 	if _, errs := readUntilReady(); len(errs) > 0 {
 		t.Fatalf("after the Sync: %v", errs)
+	}
+}
+
+// COPY ... TO STDOUT of a sharded table without a key, or of a query whose
+// rows live on several shards, sends every shard's rows as one stream: one
+// CopyOutResponse, one header line (HEADER) or one binary header and
+// trailer, one CopyDone, the summed tag; in a transaction with two-phase
+// commit too. Before, the shards' streams were dropped and the client got
+// "COPY n" with no rows. A query that needs a merge is refused.
+func TestCopyToEveryShard(t *testing.T) {
+	for _, twoPC := range []bool{false, true} {
+		t.Run(fmt.Sprint("2pc=", twoPC), func(t *testing.T) {
+			ts := newTwoPCSetup(t, fmt.Sprint("copyto_e2e_", twoPC), twoPC)
+			c := ts.conn(t)
+			ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+			defer cancel()
+			var vals []string
+			for i := 1; i <= 60; i++ {
+				vals = append(vals, fmt.Sprintf("(%d, 'n%d', %d)", i, i, i))
+			}
+			if _, err := c.Exec(ctx, "insert into accounts (id, name, balance) values "+strings.Join(vals, ","), pgx.QueryExecModeSimpleProtocol); err != nil {
+				t.Fatal(err)
+			}
+			for i := range 3 {
+				if n := ts.direct(t, i, "select count(*) from accounts"); n == 0 || n == 60 {
+					t.Fatalf("shard %d holds %d of the 60 rows: the test needs them spread", i, n)
+				}
+			}
+			copyTo := func(q string) (string, int64) {
+				t.Helper()
+				var out strings.Builder
+				tag, err := c.PgConn().CopyTo(ctx, &out, q)
+				if err != nil {
+					t.Fatalf("%s: %v", q, err)
+				}
+				return out.String(), tag.RowsAffected()
+			}
+			lines := func(s string) []string { return strings.Split(strings.TrimSuffix(s, "\n"), "\n") }
+			wantRows := func(q string, got []string, n int64, want int) {
+				t.Helper()
+				seen := map[string]bool{}
+				for _, l := range got {
+					seen[l] = true
+				}
+				if len(got) != want || len(seen) != want || n != int64(want) {
+					t.Errorf("%s: %d lines (%d distinct), tag %d; want %d", q, len(got), len(seen), n, want)
+				}
+			}
+			run := func() {
+				q := "COPY accounts (id, name) TO STDOUT"
+				out, n := copyTo(q)
+				wantRows(q, lines(out), n, 60)
+				if !strings.Contains(out, "17\tn17\n") {
+					t.Errorf("%s: no row 17 in %q", q, out)
+				}
+				q = "COPY accounts TO STDOUT (FORMAT csv, HEADER)"
+				out, n = copyTo(q)
+				ls := lines(out)
+				if ls[0] != "id,name,balance" || strings.Count(out, "id,name,balance") != 1 {
+					t.Errorf("%s: header lines: %q", q, out)
+				}
+				wantRows(q, ls[1:], n, 60)
+				q = "COPY (SELECT id FROM accounts WHERE id IN (1, 2, 3, 4, 5, 6)) TO STDOUT"
+				out, n = copyTo(q)
+				wantRows(q, lines(out), n, 6)
+				q = "COPY (SELECT id, name FROM accounts WHERE balance > 50) TO STDOUT (FORMAT binary)"
+				out, n = copyTo(q)
+				ids, err := binaryCopyInts(out)
+				if err != nil || len(ids) != 10 || n != 10 {
+					t.Errorf("%s: %v rows %v, tag %d", q, err, ids, n)
+				}
+				q = "COPY (SELECT id FROM accounts WHERE balance > 1000) TO STDOUT (FORMAT binary)"
+				out, n = copyTo(q)
+				if ids, err := binaryCopyInts(out); err != nil || len(ids) != 0 || n != 0 {
+					t.Errorf("%s: %v rows %v, tag %d", q, err, ids, n)
+				}
+				_, err = c.PgConn().CopyTo(ctx, io.Discard, "COPY (SELECT id FROM accounts ORDER BY id) TO STDOUT")
+				if pgCode(err) != "0A000" {
+					t.Errorf("COPY of an ordered query: %v, want 0A000", err)
+				}
+			}
+			run()
+			if twoPC {
+				if _, err := c.Exec(ctx, "begin"); err != nil {
+					t.Fatal(err)
+				}
+				if _, err := c.Exec(ctx, "update accounts set name = 'x' where id = 1"); err != nil {
+					t.Fatal(err)
+				}
+				run()
+				if _, err := c.Exec(ctx, "commit"); err != nil {
+					t.Fatal(err)
+				}
+			}
+			if err := c.Ping(ctx); err != nil {
+				t.Fatal(err)
+			}
+		})
+	}
+}
+
+// binaryCopyInts reads a binary COPY stream whose rows start with a
+// bigint, and returns those: it fails unless the stream has one header,
+// whole rows and one trailer at its end.
+func binaryCopyInts(s string) ([]int64, error) {
+	b := []byte(s)
+	if len(b) < 19 || string(b[:11]) != "PGCOPY\n\377\r\n\000" {
+		return nil, fmt.Errorf("no header: %q", b)
+	}
+	b = b[19+int(binary.BigEndian.Uint32(b[15:19])):]
+	var out []int64
+	for {
+		if len(b) < 2 {
+			return nil, fmt.Errorf("no trailer")
+		}
+		n := int16(binary.BigEndian.Uint16(b))
+		b = b[2:]
+		if n == -1 {
+			if len(b) != 0 {
+				return nil, fmt.Errorf("%d bytes after the trailer", len(b))
+			}
+			return out, nil
+		}
+		for f := 0; f < int(n); f++ {
+			if len(b) < 4 {
+				return nil, fmt.Errorf("short row")
+			}
+			l := int(int32(binary.BigEndian.Uint32(b)))
+			b = b[4:]
+			if l < 0 {
+				continue
+			}
+			if len(b) < l {
+				return nil, fmt.Errorf("short field")
+			}
+			if f == 0 {
+				out = append(out, int64(binary.BigEndian.Uint64(b[:8])))
+			}
+			b = b[l:]
+		}
 	}
 }
