@@ -563,7 +563,7 @@ func (a *analysis) keylessWrite(write bool, lock string) Plan {
 	if keys, ok := a.multiKeys(cores); ok {
 		p.Kind, p.Keys = Multi, keys
 	}
-	if root.Flags.Returning && p.Kind == Multi {
+	if root.Flags.Returning && (p.Kind == Multi || p.Kind == All) {
 		p.Merge = &Merge{Returning: true}
 	}
 	return a.withTable(p, root.Target)

@@ -590,6 +590,7 @@ func (s *session) txBatch(batch []pgproto3.FrontendMessage) (q string, oids []ui
 func (s *session) boundBatch(batch []pgproto3.FrontendMessage) (q string, oids []uint32, bind *pgproto3.Bind, ok bool) {
 	binds := 0
 	local := map[string]*pgproto3.Parse{}
+	var describes []*pgproto3.Describe
 	for _, msg := range batch {
 		switch b := msg.(type) {
 		case *pgproto3.Parse:
@@ -609,12 +610,31 @@ func (s *session) boundBatch(batch []pgproto3.FrontendMessage) (q string, oids [
 				return "", nil, nil, false
 			}
 			bind = b
-		case *pgproto3.Describe, *pgproto3.Execute, *pgproto3.Close:
+		case *pgproto3.Describe:
+			describes = append(describes, b)
+		case *pgproto3.Execute, *pgproto3.Close:
 		default:
 			return "", nil, nil, false
 		}
 	}
-	return q, oids, bind, binds == 1
+	if binds != 1 {
+		return "", nil, nil, false
+	}
+	// The batch is answered as its one statement's: another statement
+	// parsed or described with it (pgjdbc sends "P S_1 BEGIN, B, E, P
+	// S_2 SELECT ..., D S_2" when it wants S_2's types first) needs a
+	// server, which parses it and describes its rows.
+	for name := range local {
+		if name != bind.PreparedStatement {
+			return "", nil, nil, false
+		}
+	}
+	for _, d := range describes {
+		if d.ObjectType == 'S' && d.Name != bind.PreparedStatement || d.ObjectType != 'S' && d.Name != bind.DestinationPortal {
+			return "", nil, nil, false
+		}
+	}
+	return q, oids, bind, true
 }
 
 // answerTxBatch answers a batch accepted by txBatch without a server: run
@@ -689,7 +709,7 @@ func (s *session) runBatch(sync bool) error {
 	}
 	if r := s.splitRoute; r != nil {
 		s.splitRoute = nil
-		if !sync && s.implicitFlush && singleStatement(batch) {
+		if !sync && s.implicitFlush && singleStatementLimit(batch, r.Kind == RouteSplit && r.NoRows) {
 			// It runs only at Sync, and the Flush is pgshard's idea, not
 			// the client's (implicitFlushAfter): keep holding it.
 			s.batch = append([]pgproto3.FrontendMessage(nil), batch...)
@@ -702,7 +722,7 @@ func (s *session) runBatch(sync bool) error {
 			}
 			return s.runMerge(r.Merge, batch)
 		}
-		if !sync || !singleStatement(batch) || s.inTxBlock() {
+		if !sync || !singleStatementLimit(batch, r.Kind == RouteSplit && r.NoRows) || s.inTxBlock() {
 			return s.proxyError(wire.Errorf(pgcode.FeatureNotSupported, "a statement that runs on every shard must be alone in its pipeline, end with Sync and be outside explicit transactions").
 				WithHint("Send it on its own (Parse/Bind/Execute/Sync) outside BEGIN ... COMMIT."))
 		}
@@ -1069,6 +1089,12 @@ func everyShardSQL(r Route, q string) bool {
 // singleStatement reports whether a batch binds and executes exactly one
 // statement with nothing else but its Parse and Describe.
 func singleStatement(batch []pgproto3.FrontendMessage) bool {
+	return singleStatementLimit(batch, false)
+}
+
+// singleStatementLimit is singleStatement, with an Execute's row limit
+// allowed if anyLimit (the statement returns no rows).
+func singleStatementLimit(batch []pgproto3.FrontendMessage, anyLimit bool) bool {
 	binds, execs := 0, 0
 	for _, m := range batch {
 		switch e := m.(type) {
@@ -1077,7 +1103,7 @@ func singleStatement(batch []pgproto3.FrontendMessage) bool {
 			binds++
 		case *pgproto3.Execute:
 			execs++
-			if e.MaxRows != 0 {
+			if e.MaxRows != 0 && !anyLimit {
 				return false
 			}
 		default:

@@ -50,6 +50,18 @@ func (s *session) handle(msg pgproto3.FrontendMessage) error {
 	}
 	switch m := msg.(type) {
 	case *pgproto3.Query:
+		if len(s.batch) > 0 {
+			// Extended-protocol messages before it, with no Sync: Postgres
+			// runs them first (pgjdbc's autosave sends "P/B/E BEGIN" and
+			// then "Q SAVEPOINT"), and after an error among them ignores
+			// the query too, up to Sync.
+			if err := s.flushBatch(&pgproto3.Flush{}); err != nil {
+				return err
+			}
+			if s.clientSkipping || s.serverSkipping {
+				return nil
+			}
+		}
 		return s.handleQuery(m)
 	case *pgproto3.Parse, *pgproto3.Bind, *pgproto3.Describe, *pgproto3.Execute, *pgproto3.Close:
 		// Held until Sync or Flush: only then is it known which shard the
@@ -81,19 +93,7 @@ func (s *session) handle(msg pgproto3.FrontendMessage) error {
 		}
 		return s.drive()
 	case *pgproto3.Flush:
-		if err := s.runBatch(false); err != nil {
-			return err
-		}
-		if s.sc != nil {
-			s.sc.FE.Send(m)
-			if err := s.flushServer(); err != nil {
-				return err
-			}
-		}
-		if err := s.drive(); err != nil {
-			return err
-		}
-		return s.flush()
+		return s.flushBatch(m)
 	case *pgproto3.Terminate:
 		return errTerminate
 	case *pgproto3.CopyData, *pgproto3.CopyDone, *pgproto3.CopyFail:
@@ -117,6 +117,24 @@ func (s *session) handle(msg pgproto3.FrontendMessage) error {
 		_ = s.flush()
 		return errTerminate
 	}
+}
+
+// flushBatch runs the held extended-protocol messages and sends the client
+// their answers so far, as Flush asks.
+func (s *session) flushBatch(m *pgproto3.Flush) error {
+	if err := s.runBatch(false); err != nil {
+		return err
+	}
+	if s.sc != nil {
+		s.sc.FE.Send(m)
+		if err := s.flushServer(); err != nil {
+			return err
+		}
+	}
+	if err := s.drive(); err != nil {
+		return err
+	}
+	return s.flush()
 }
 
 // dispatch runs one held extended-protocol message against the attached

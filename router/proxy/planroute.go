@@ -100,6 +100,9 @@ var bucketBufs = sync.Pool{New: func() any { b := make([]int, 0, 8); return &b }
 // test of a bool computed when the map was applied.
 func resolve(p *plan.Plan, in plan.Inputs, m *AppliedMap, sql string, env Catalog) Route {
 	r := resolveMap(p, in, m, sql, env)
+	if r.Kind == RouteSplit && p.Write {
+		r.NoRows = !(p.Merge != nil && p.Merge.Returning) && !(p.Insert != nil && p.Insert.Returning)
+	}
 	if m.hidden != nil {
 		r = hideMoving(r, m)
 	}

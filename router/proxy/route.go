@@ -82,6 +82,10 @@ type Route struct {
 	// ReadOnly marks a RouteSplit that only reads: no transaction is
 	// opened on the shards.
 	ReadOnly bool
+	// NoRows marks a RouteSplit that writes and returns no rows (no
+	// RETURNING): an Execute's row limit does not apply to it, as on
+	// Postgres (pgjdbc's executeUpdate sends a limit of 1).
+	NoRows bool
 	// Copy describes RouteCopy's rows: Copy.Bucket finds a row key's bucket.
 	Copy *CopyRoute
 	// CopyOut marks a RouteSplit of COPY ... TO STDOUT: the shards'
