@@ -105,8 +105,13 @@ func combine(ps []Plan, texts []string) Plan {
 			for _, op := range p.Session {
 				switch {
 				case op.Command == "SHOW":
-				case op.Command == "SET" && texts[i] != "":
+				case (op.Command == "SET" || op.Command == "RESET") && texts[i] != "":
 					sets = append(sets, texts[i])
+				case op.Command == "UNLISTEN":
+					// Ends listening on the connection the query runs on
+					// (asyncpg's pool reset: "SELECT
+					// pg_advisory_unlock_all(); CLOSE ALL; UNLISTEN *;
+					// RESET ALL").
 				default:
 					onlySet = false
 				}

@@ -162,17 +162,26 @@ func (s *session) inTxBlock() bool {
 
 // pinnedShard returns the shard a session must stay on, or -1.
 func (s *session) pinnedShard() int {
-	if s.sc != nil && (s.sc.TxStatus != 'I' || s.hasReal() || s.pinned || s.awaitSync) {
+	if s.sc != nil && (s.sc.TxStatus != 'I' || s.hasReal() || s.pinned || s.awaitSync && !s.looseSync()) {
 		return s.scShard
 	}
 	return -1
+}
+
+// looseSync reports whether the attached connection awaits a Sync after
+// statements that did nothing the Sync would commit or end: Parse,
+// Describe of a statement, Close (asyncpg prepares with Parse, Describe,
+// Flush), all answered. attach may then end the pipeline itself and
+// move the session to another shard.
+func (s *session) looseSync() bool {
+	return s.sc != nil && s.awaitSync && !s.syncDirty && s.sc.TxStatus == 'I' && !s.hasReal() && !s.serverSkipping && !s.clientSkipping
 }
 
 // txShard returns the shard on which the session has a transaction open
 // (or a pipeline not yet synced), or -1. Unlike pinnedShard it ignores
 // the pins that do not make a transaction (LISTEN in transaction mode).
 func (s *session) txShard() int {
-	if s.sc != nil && (s.sc.TxStatus != 'I' || s.hasReal() || s.awaitSync) {
+	if s.sc != nil && (s.sc.TxStatus != 'I' || s.hasReal() || s.awaitSync && !s.looseSync()) {
 		return s.scShard
 	}
 	return -1
@@ -377,7 +386,10 @@ func (s *session) clientTxStatus() byte {
 // A ROLLBACK TO or RELEASE of a savepoint the deferred transaction does not
 // have is not deferred: a shard answers it with Postgres's own error.
 func (s *session) canDefer(cmd TxCmd, name string) bool {
-	if s.sc != nil {
+	if s.sc != nil && (cmd == TxBegin || s.sc.TxStatus != 'I') {
+		// (A connection attached while a transaction is deferred ran
+		// only statements that start none: the deferred transaction
+		// is still pgshard's to end.)
 		return false
 	}
 	switch cmd {
@@ -472,8 +484,8 @@ func (s *session) onlyTxExit(batch []pgproto3.FrontendMessage) bool {
 // SAVEPOINT this way) without a server, like deferTx does for the simple
 // protocol. It reports whether it did.
 func (s *session) deferBatch(batch []pgproto3.FrontendMessage) bool {
-	if s.sc != nil {
-		return false
+	if s.sc != nil && s.deferred == "" {
+		return false // (canDefer decides when a transaction is deferred)
 	}
 	q, oids, ok := s.txBatch(batch)
 	if !ok {
@@ -826,7 +838,9 @@ func (s *session) batchTarget(batch []pgproto3.FrontendMessage, m *AppliedMap) (
 			}
 			s.noteTxRoute(r, q)
 			binds++
-			if r.Kind == RouteAny && r.Stateless {
+			if r.Kind == RouteAny && r.Stateless && b.DestinationPortal == "" {
+				// (A named portal outlives the batch only inside the
+				// client's transaction: a cursor's Bind starts it.)
 				stateless++
 			}
 			want := -1

@@ -72,6 +72,15 @@ func (s *session) handle(msg pgproto3.FrontendMessage) error {
 				s.pinned = true // the temporary table stays on the connection
 			}
 		}
+		if p, ok := m.(*pgproto3.Parse); ok && startsWithL(p.Query) && firstWord(p.Query) == "listen" {
+			// As noteQuery does for a simple LISTEN (pgjdbc sends it as
+			// Parse/Bind/Execute): the registration stays with the
+			// connection, whose notifications are this client's only.
+			s.listening = true
+			if s.cfg.Mode == PoolTransaction {
+				s.pinned = true
+			}
+		}
 		s.batch = append(s.batch, cloneMsg(msg))
 		s.heldForSync = false
 		return nil
@@ -303,6 +312,13 @@ func createsTemp(q string) bool {
 	return false
 }
 
+// startsWithL reports whether q's first word may be LISTEN: a test that
+// spares firstWord for nearly every statement.
+func startsWithL(q string) bool {
+	q = strings.TrimLeft(q, " \t\r\n(")
+	return q != "" && (q[0] == 'l' || q[0] == 'L')
+}
+
 func firstWord(q string) string {
 	q = strings.TrimLeft(q, " \t\r\n(")
 	i := 0
@@ -331,6 +347,45 @@ var firstWords = [...]string{"select", "set", "reset", "listen", "start", "inser
 
 // setName returns the parameter a session-level SET/RESET statement changes,
 // "*" for RESET ALL, or "" when the statement is not a session-level SET.
+// sessionCharacteristics returns the settings "SET SESSION
+// CHARACTERISTICS AS TRANSACTION modes" makes, each as the SET statement
+// that makes it, to replay as other SETs are (pgjdbc sends it for
+// setTransactionIsolation and setReadOnly outside a transaction); nil for
+// any other statement.
+func sessionCharacteristics(q string) []kv {
+	f := strings.Fields(strings.ToLower(strings.NewReplacer(",", " ", ";", " ").Replace(q)))
+	if len(f) < 6 || f[0] != "set" || f[1] != "session" || f[2] != "characteristics" || f[3] != "as" || f[4] != "transaction" {
+		return nil
+	}
+	var out []kv
+	set := func(name, value string) {
+		out = append(out, kv{name, "SET " + name + " = '" + value + "'"})
+	}
+	for i := 5; i < len(f); i++ {
+		switch {
+		case f[i] == "isolation" && i+2 < len(f) && f[i+1] == "level":
+			level := f[i+2]
+			i += 2
+			if (level == "read" || level == "repeatable") && i+1 < len(f) {
+				level += " " + f[i+1] // read committed, read uncommitted, repeatable read
+				i++
+			}
+			set("default_transaction_isolation", level)
+		case f[i] == "read" && i+1 < len(f) && (f[i+1] == "only" || f[i+1] == "write"):
+			set("default_transaction_read_only", map[bool]string{true: "on", false: "off"}[f[i+1] == "only"])
+			i++
+		case f[i] == "deferrable":
+			set("default_transaction_deferrable", "on")
+		case f[i] == "not" && i+1 < len(f) && f[i+1] == "deferrable":
+			set("default_transaction_deferrable", "off")
+			i++
+		default:
+			return nil // not a mode Postgres takes: it failed there
+		}
+	}
+	return out
+}
+
 func setName(q string) string {
 	if w := firstWord(q); w != "set" && w != "reset" {
 		return ""
@@ -783,6 +838,11 @@ func (s *session) toServer(m pgproto3.FrontendMessage, p pending) {
 	case pQuery, pQueryAbort, pHidden:
 	default:
 		s.awaitSync = true
+		switch m.(type) {
+		case *pgproto3.Parse, *pgproto3.Describe, *pgproto3.Close, *pgproto3.Flush:
+		default:
+			s.syncDirty = true
+		}
 	}
 	if s.serverSkipping {
 		return // the server discards it; no answer will come
@@ -1079,7 +1139,7 @@ func (s *session) afterReady() {
 	st := s.idleStatus()
 	s.txStatus = st
 	if !s.hasReal() {
-		s.awaitSync = false
+		s.awaitSync, s.syncDirty = false, false
 		if len(s.others) > 0 {
 			s.finishOthers(!s.batchErr)
 		}
@@ -1167,6 +1227,8 @@ func (s *session) noteTag(tag []byte) {
 		if cand != "" && s.cfg.Mode == PoolTransaction {
 			if name := setName(cand); name != "" {
 				s.pendingSets = append(s.pendingSets, kv{name, cand})
+			} else if sets := sessionCharacteristics(cand); sets != nil {
+				s.pendingSets = append(s.pendingSets, sets...)
 			}
 		}
 	}

@@ -224,17 +224,26 @@ type copySplit struct {
 // (whose CopyInResponse the client gets) and on others as their rows come.
 func (s *session) startCopy(r Route, sql string) error {
 	if s.inTxBlock() {
-		return s.refuseQuery(wire.Errorf(pgcode.FeatureNotSupported, "COPY into a sharded table cannot run inside a transaction block").
+		return s.refuseQuery(wire.Errorf(pgcode.FeatureNotSupported, "COPY into a sharded or reference table cannot run inside a transaction block").
 			WithHint("Run the COPY outside explicit transactions; pgshard makes it atomic per shard."))
 	}
 	cs := &copySplit{mv: s.mv, r: r.Copy, sql: sql, conns: map[int]*shardConn{}, out: map[int][]byte{}}
 	s.copy = cs
-	if _, err := s.copyConn(s.defaultShard()); err != nil {
-		s.copy = nil
-		_ = s.finish(cs.order, false)
-		s.sendErr(asWireErr(err))
-		s.send(&pgproto3.ReadyForQuery{TxStatus: 'I'})
-		return s.flush()
+	shards := []int{s.defaultShard()}
+	if cs.r.Broadcast {
+		shards = shards[:0]
+		for i := range s.mv.Shards {
+			shards = append(shards, i)
+		}
+	}
+	for _, sh := range shards {
+		if _, err := s.copyConn(sh); err != nil {
+			s.copy = nil
+			_ = s.finish(cs.order, false)
+			s.sendErr(asWireErr(err))
+			s.send(&pgproto3.ReadyForQuery{TxStatus: 'I'})
+			return s.flush()
+		}
 	}
 	s.send(cs.inResp)
 	s.copyIn = true
@@ -291,6 +300,15 @@ func (s *session) copyConn(shard int) (*shardConn, error) {
 func (s *session) copyData(data []byte) {
 	cs := s.copy
 	if cs.err != nil {
+		return
+	}
+	if cs.r.Broadcast {
+		for sh := range cs.conns {
+			cs.out[sh] = append(cs.out[sh], data...)
+			if len(cs.out[sh]) >= 64<<10 {
+				s.copyFlush(sh)
+			}
+		}
 		return
 	}
 	cs.buf = append(cs.buf, data...)
@@ -445,7 +463,9 @@ func (s *session) endCopy(fail *pgproto3.CopyFail) error {
 	cs := s.copy
 	s.copy = nil
 	s.copyIn = false
-	if cs.r.Format == "binary" && fail == nil && cs.err == nil {
+	if cs.r.Broadcast {
+		// The client's data went on as it came: the shards see its end.
+	} else if cs.r.Format == "binary" && fail == nil && cs.err == nil {
 		if len(cs.buf) > 0 {
 			cs.err = wire.Errorf("22P04", "unexpected EOF in COPY data")
 		}
@@ -467,6 +487,7 @@ func (s *session) endCopy(fail *pgproto3.CopyFail) error {
 	}
 	var firstErr *pgproto3.ErrorResponse
 	sum := tagSum{verb: "COPY"}
+	var firstTag []byte // a broadcast COPY's: every shard took the same rows
 	for _, c := range cs.order {
 		switch {
 		case fail != nil:
@@ -492,6 +513,9 @@ func (s *session) endCopy(fail *pgproto3.CopyFail) error {
 			}
 			if cc, ok := m.(*pgproto3.CommandComplete); ok {
 				sum.add(cc.CommandTag)
+				if firstTag == nil {
+					firstTag = append([]byte(nil), cc.CommandTag...)
+				}
 			}
 			if rfq, ok := m.(*pgproto3.ReadyForQuery); ok {
 				c.sc.TxStatus = rfq.TxStatus
@@ -521,6 +545,8 @@ func (s *session) endCopy(fail *pgproto3.CopyFail) error {
 	} else if lost != "" {
 		s.sendErr(wire.Errorf(pgcode.ConnectionFailure, "shard %s was lost before it confirmed its COPY rows", lost).
 			WithDetail("The COPY was rolled back on every shard."))
+	} else if cs.r.Broadcast && firstTag != nil {
+		s.send(&pgproto3.CommandComplete{CommandTag: firstTag})
 	} else {
 		s.send(&pgproto3.CommandComplete{CommandTag: sum.tag()})
 	}

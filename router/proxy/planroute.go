@@ -202,6 +202,10 @@ func resolveMap(p *plan.Plan, in plan.Inputs, m *AppliedMap, sql string, env Cat
 	case plan.Default:
 		return Route{Kind: RouteShard, Shard: m.Default}
 	case plan.All:
+		if p.Copy != nil && p.Copy.From {
+			// A reference table's COPY FROM STDIN: its data to every shard.
+			return Route{Kind: RouteCopy, Copy: &CopyRoute{Format: p.Copy.Format, Broadcast: true}}
+		}
 		if p.Alters != "" && m.Moving != 0 {
 			return Route{Kind: RouteRefuse, Err: errMoving(p.Alters, m.Moving)}
 		}

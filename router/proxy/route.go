@@ -223,6 +223,9 @@ type CopyRoute struct {
 	KeyIndex  int // 0-based index of the key among the COPY's columns
 	// Bucket returns a key field's bucket (the field is unescaped).
 	Bucket func(field []byte, null bool) (int, error)
+	// Broadcast: a reference table's COPY FROM, whose data every shard
+	// takes whole (no row is split, parsed or counted by pgshard).
+	Broadcast bool
 }
 
 // Router decides where statements go; PlanRouter implements it with

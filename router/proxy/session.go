@@ -82,6 +82,7 @@ type session struct {
 	copyStart    time.Time // when the current COPY FROM STDIN began (query_timeout)
 	dropCopy     bool      // a COPY pgshard ended: drop the client's COPY messages, as Postgres does
 	awaitSync    bool      // extended messages were sent since the last Sync
+	syncDirty    bool      // among them a Bind or Execute: the server's implicit transaction holds its work
 
 	batch          []pgproto3.FrontendMessage // extended messages held until Sync/Flush
 	heldDeadline   bool                       // the read deadline is implicitFlushAfter's
@@ -653,7 +654,22 @@ func (s *session) attach() error {
 	joining := false
 	if s.sc != nil {
 		if s.scShard == want {
+			// Attached for statements that start no transaction (a
+			// Parse/Describe/Flush before the first Execute, as asyncpg
+			// prepares): the deferred BEGIN goes first now, here too.
+			s.startDeferred(s.sc)
 			return nil
+		}
+		if s.looseSync() && !s.pinned && len(s.parts) == 0 {
+			// Only such statements went to this connection since its last
+			// Sync, all answered: end that pipeline here (the statements
+			// are prepared again where they run), so that the session,
+			// which holds no transaction there, can move.
+			s.sc.FE.Send(&pgproto3.Sync{})
+			if err := drainToReady(s.sc); err != nil {
+				return err
+			}
+			s.awaitSync = false
 		}
 		if s.pinnedShard() >= 0 {
 			if !s.canSpan() {
@@ -728,6 +744,14 @@ func (s *session) attach() error {
 		sc.Unnamed = 0
 		return nil
 	}
+	s.startDeferred(sc)
+	return nil
+}
+
+// startDeferred sends the client's deferred BEGIN (and savepoints) to sc,
+// the connection the transaction's first statement runs on, unless the
+// batch being run must not start it.
+func (s *session) startDeferred(sc *pool.Conn) {
 	if s.deferred != "" && !s.holdDeferred {
 		s.toServer(&pgproto3.Query{String: s.deferred}, pending{kind: pHidden})
 		sc.Unnamed = 0
@@ -735,7 +759,6 @@ func (s *session) attach() error {
 		s.savepoints = s.savepoints[:0]
 		s.deferredFailed = false
 	}
-	return nil
 }
 
 // applyParams resets sc and replays the client's startup parameters and SETs.

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"math"
 	"net"
+	"strings"
 	"testing"
 	"time"
 
@@ -237,6 +238,82 @@ func TestSetInMultiStatementQuery(t *testing.T) {
 	}
 	if got := show(a, "statement_timeout"); got == "1ms" {
 		t.Fatal("the failed query's SET was replayed")
+	}
+}
+
+// asyncpg's pool resets a connection it takes back with one query,
+// "SELECT pg_advisory_unlock_all(); CLOSE ALL; UNLISTEN *; RESET ALL;":
+// it runs, and the RESET ALL drops the session's SETs as one sent alone
+// does. Before, it was refused (0A000, session commands mixed with other
+// statements), and every asyncpg Pool.release failed.
+func TestPoolResetQuery(t *testing.T) {
+	addr := startProxy(t, proxyOpts{sharded: true, shards: 2, poolSize: 2})
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	a := connect(t, proxyURL(addr))
+	if _, err := a.Exec(ctx, "SET application_name = 'before_reset'"); err != nil {
+		t.Fatal(err)
+	}
+	if got := showSetting(ctx, t, a, "application_name"); got != "before_reset" {
+		t.Fatalf("application_name %q", got)
+	}
+	res, err := a.PgConn().Exec(ctx, "SELECT pg_advisory_unlock_all();\nCLOSE ALL;\nUNLISTEN *;\nRESET ALL;").ReadAll()
+	if err != nil {
+		t.Fatalf("asyncpg's reset query: %v", err)
+	}
+	if len(res) != 4 || res[3].CommandTag.String() != "RESET" {
+		t.Fatalf("asyncpg's reset query answered %d results", len(res))
+	}
+	for i := 0; i < 4; i++ { // on whichever server connection
+		if got := showSetting(ctx, t, a, "application_name"); got == "before_reset" {
+			t.Fatalf("application_name still %q after RESET ALL", got)
+		}
+	}
+}
+
+// SET SESSION CHARACTERISTICS AS TRANSACTION (pgjdbc's setReadOnly and
+// setTransactionIsolation outside a transaction) holds for the session on
+// every shard and every server connection, as the SETs of the same
+// settings do; other clients never see it. Before, it held only on the
+// server connection it ran on: a read-only session's write to a key on
+// another shard committed.
+func TestSessionCharacteristics(t *testing.T) {
+	for _, mode := range []pgx.QueryExecMode{pgx.QueryExecModeSimpleProtocol, pgx.QueryExecModeExec} {
+		t.Run(mode.String(), func(t *testing.T) {
+			ts := newTwoPCSetup(t, "sesschar_e2e_"+strings.ReplaceAll(mode.String(), " ", ""), false)
+			ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+			defer cancel()
+			a, b := ts.conn(t), ts.conn(t)
+			for i := 1; i <= 6; i++ {
+				if _, err := b.Exec(ctx, "insert into accounts (id, name) values ($1, 'k')", i); err != nil {
+					t.Fatal(err)
+				}
+			}
+			if _, err := a.Exec(ctx, "SET SESSION CHARACTERISTICS AS TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY", mode); err != nil {
+				t.Fatal(err)
+			}
+			for i := 1; i <= 6; i++ { // keys on every shard
+				_, err := a.Exec(ctx, "update accounts set balance = 1 where id = $1", i)
+				if pgCode(err) != "25006" {
+					t.Fatalf("read-only session, update of key %d: %v, want 25006", i, err)
+				}
+				var iso string
+				if err := a.QueryRow(ctx, "select current_setting('transaction_isolation') from accounts where id = $1", i).Scan(&iso); err != nil || iso != "repeatable read" {
+					t.Fatalf("key %d: isolation %q %v", i, iso, err)
+				}
+				if _, err := b.Exec(ctx, "update accounts set balance = 2 where id = $1", i); err != nil {
+					t.Fatalf("another client, key %d: %v", i, err)
+				}
+			}
+			if _, err := a.Exec(ctx, "SET SESSION CHARACTERISTICS AS TRANSACTION READ WRITE", mode); err != nil {
+				t.Fatal(err)
+			}
+			for i := 1; i <= 6; i++ {
+				if _, err := a.Exec(ctx, "update accounts set balance = 3 where id = $1", i); err != nil {
+					t.Fatalf("read-write again, key %d: %v", i, err)
+				}
+			}
+		})
 	}
 }
 

@@ -3,6 +3,7 @@ package e2e
 import (
 	"context"
 	"encoding/binary"
+	"errors"
 	"fmt"
 	"io"
 	"os/exec"
@@ -11,6 +12,7 @@ import (
 	"time"
 
 	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/jackc/pgx/v5/pgproto3"
 )
 
@@ -246,6 +248,49 @@ func TestNotifyAcrossShards(t *testing.T) {
 				}
 			}
 		})
+	}
+}
+
+// LISTEN sent with the extended protocol (pgjdbc's Statement.execute)
+// keeps the client's server connection, as a simple LISTEN does: its
+// notifications reach the listener and no other client. Before, the
+// connection went back to the pool still listening: the listener got
+// nothing, and whichever client used the connection next got them.
+func TestListenExtendedProtocol(t *testing.T) {
+	ts := newTwoPCSetup(t, "listenext_e2e", false)
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	l, n, o := ts.conn(t), ts.conn(t), ts.conn(t)
+	if _, err := l.Exec(ctx, "LISTEN ext_ch", pgx.QueryExecModeExec); err != nil {
+		t.Fatal(err)
+	}
+	for i := 0; i < 4; i++ {
+		payload := fmt.Sprint("n", i)
+		for _, c := range []*pgx.Conn{o, n} { // use the pool's connections
+			if _, err := c.Exec(ctx, "select 1", pgx.QueryExecModeExec); err != nil {
+				t.Fatal(err)
+			}
+		}
+		if _, err := n.Exec(ctx, "NOTIFY ext_ch, '"+payload+"'", pgx.QueryExecModeExec); err != nil {
+			t.Fatal(err)
+		}
+		wctx, wcancel := context.WithTimeout(ctx, 2*time.Second)
+		nt, err := l.WaitForNotification(wctx)
+		wcancel()
+		if err != nil || nt.Payload != payload {
+			t.Fatalf("listener: %v %v, want %q", nt, err, payload)
+		}
+		for _, c := range []*pgx.Conn{o, n} {
+			if _, err := c.Exec(ctx, "select 1", pgx.QueryExecModeExec); err != nil {
+				t.Fatal(err)
+			}
+			wctx, wcancel := context.WithTimeout(ctx, 50*time.Millisecond)
+			nt, err := c.WaitForNotification(wctx)
+			wcancel()
+			if err == nil {
+				t.Fatalf("a client that never listened got %+v", nt)
+			}
+		}
 	}
 }
 
@@ -701,5 +746,52 @@ func binaryCopyInts(s string) ([]int64, error) {
 			}
 			b = b[l:]
 		}
+	}
+}
+
+// COPY ... FROM STDIN into a reference table sends the data to every
+// shard, each in a transaction, committed when all took it: every shard
+// has the rows, the tag counts them once, and a bad row leaves none
+// anywhere (the shard's error, fields and all). Before, pgshard answered
+// the shards' CopyInResponse with CopyFail: 57014 "COPY is not supported
+// here" for any reference COPY.
+func TestCopyIntoReferenceTable(t *testing.T) {
+	ts := newTwoPCSetup(t, "copyref_e2e", false)
+	c := ts.conn(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	tag, err := c.PgConn().CopyFrom(ctx, strings.NewReader("se\tSweden\nno\tNorway\nfi\tFinland\n"), "COPY countries (code, name) FROM STDIN")
+	if err != nil || tag.String() != "COPY 3" {
+		t.Fatalf("COPY into a reference table: %v %v", tag, err)
+	}
+	tag, err = c.PgConn().CopyFrom(ctx, strings.NewReader("code,name\ndk,Denmark\n"), "COPY countries FROM STDIN (FORMAT csv, HEADER)")
+	if err != nil || tag.String() != "COPY 1" {
+		t.Fatalf("CSV COPY into a reference table: %v %v", tag, err)
+	}
+	_, err = c.PgConn().CopyFrom(ctx, strings.NewReader("is\tIceland\nxx\t\\N\n"), "COPY countries FROM STDIN")
+	var pgErr *pgconn.PgError
+	if !errors.As(err, &pgErr) || pgErr.Code != "23502" || pgErr.ColumnName != "name" || !strings.Contains(pgErr.Where, "line 2") {
+		t.Fatalf("COPY of a bad row: %v, want 23502 on column name at line 2", err)
+	}
+	for i := range 3 {
+		if n := ts.direct(t, i, "select count(*) from countries"); n != 4 {
+			t.Errorf("shard %d has %d countries, want 4", i, n)
+		}
+		if n := ts.direct(t, i, "select count(*) from countries where code = 'is'"); n != 0 {
+			t.Errorf("shard %d kept a row of the failed COPY", i)
+		}
+	}
+	if _, err := c.Exec(ctx, "begin"); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := c.PgConn().CopyFrom(ctx, strings.NewReader("is\tIceland\n"), "COPY countries FROM STDIN"); pgCode(err) != "0A000" {
+		t.Fatalf("COPY into a reference table in a transaction: %v, want 0A000", err)
+	}
+	if _, err := c.Exec(ctx, "rollback"); err != nil {
+		t.Fatal(err)
+	}
+	var n int
+	if err := c.QueryRow(ctx, "select count(*) from countries").Scan(&n); err != nil || n != 4 {
+		t.Fatalf("countries through pgshard: %d %v", n, err)
 	}
 }

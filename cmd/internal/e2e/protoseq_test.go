@@ -1,13 +1,32 @@
 package e2e
 
 import (
+	"context"
 	"fmt"
 	"strings"
 	"testing"
 	"time"
 
+	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/jackc/pgx/v5/pgproto3"
 )
+
+// plainPostgres returns a raw protocol connection to a database of its own
+// on the first instance, with twoPCSchema: one plain Postgres to compare
+// pgshard with.
+func plainPostgres(t *testing.T, db string) *pgconn.HijackedConn {
+	t.Helper()
+	databaseOnAll(t, db)
+	c := connect(t, dbURL(cluster.Instances[0].DSN, db))
+	for _, stmt := range strings.Split(twoPCSchema, ";") {
+		if _, err := c.Exec(context.Background(), stmt); err != nil {
+			t.Fatal(err)
+		}
+	}
+	h := rawLoginURL(t, dbURL(cluster.Instances[0].DSN, db))
+	_ = h.Conn.SetDeadline(time.Now().Add(30 * time.Second))
+	return h
+}
 
 // exchange sends msgs on a raw protocol connection and returns the answers
 // up to the readies-th ReadyForQuery, each as a short text: the message's
@@ -56,6 +75,7 @@ func exchange(t *testing.T, fe *pgproto3.Frontend, readies int, msgs ...pgproto3
 			out = append(out, "C"+string(m.CommandTag))
 		case *pgproto3.ErrorResponse:
 			out = append(out, "E"+m.Code)
+			t.Logf("error %s: %s", m.Code, m.Message)
 		case *pgproto3.ReadyForQuery:
 			out = append(out, "Z"+string(m.TxStatus))
 			readies--
@@ -79,9 +99,8 @@ func exchange(t *testing.T, fe *pgproto3.Frontend, readies int, msgs ...pgproto3
 //     that returns no rows. Before, it was refused with 0A000.
 func TestJDBCMessageSequences(t *testing.T) {
 	ts := newTwoPCSetup(t, "jdbcproto_e2e", false)
-	direct := rawLoginURL(t, dbURL(cluster.Instances[0].DSN, ts.db))
+	direct := plainPostgres(t, "jdbcproto_plain")
 	proxied := rawLoginURL(t, dbURL(proxyURL(ts.addr), ts.db))
-	_ = direct.Conn.SetDeadline(time.Now().Add(30 * time.Second))
 	_ = proxied.Conn.SetDeadline(time.Now().Add(30 * time.Second))
 
 	same := func(name string, readies int, msgs ...pgproto3.FrontendMessage) {
@@ -138,5 +157,79 @@ func TestJDBCMessageSequences(t *testing.T) {
 		&pgproto3.Bind{}, &pgproto3.Execute{MaxRows: 1}, &pgproto3.Sync{})
 	if want := "E0A000 ZI"; strings.Join(got, " ") != want {
 		t.Errorf("UPDATE RETURNING of every shard with a row limit: %v, want %s", got, want)
+	}
+}
+
+// asyncpg prepares each new statement with Parse/Describe/Flush and runs
+// it later with Bind/Execute/Sync. In a transaction pgshard defers BEGIN
+// until a statement says which shard the transaction goes to, and the
+// Parse/Describe runs on a connection without starting it:
+//   - the statement that follows on that connection starts the
+//     transaction first. Before, it ran without BEGIN (committed at once),
+//     and pgshard answered the client's ROLLBACK itself: the rolled-back
+//     row stayed;
+//   - a ROLLBACK (or COMMIT) before any statement ran ends the deferred
+//     transaction. Before, it went to that connection, which warned
+//     25P01, and the session stayed "in a transaction" whose BEGIN every
+//     later statement ran in, never committed.
+func TestPrepareInDeferredTransaction(t *testing.T) {
+	ts := newTwoPCSetup(t, "deferprep_e2e", false)
+	direct := plainPostgres(t, "deferprep_plain")
+	proxied := rawLoginURL(t, dbURL(proxyURL(ts.addr), ts.db))
+	_ = proxied.Conn.SetDeadline(time.Now().Add(30 * time.Second))
+	other := ts.conn(t)
+	count := func(where string) int {
+		t.Helper()
+		var n int
+		if err := other.QueryRow(context.Background(), "select count(*) from accounts where "+where).Scan(&n); err != nil {
+			t.Fatal(err)
+		}
+		return n
+	}
+	same := func(name string, readies int, msgs ...pgproto3.FrontendMessage) {
+		t.Helper()
+		want := exchange(t, direct.Frontend, readies, msgs...)
+		got := exchange(t, proxied.Frontend, readies, msgs...)
+		if strings.Join(got, " ") != strings.Join(want, " ") {
+			t.Errorf("%s:\n pgshard  %v\n postgres %v", name, got, want)
+		}
+	}
+	for i := 1; i <= 6; i++ { // keys on every shard: one is where the Parse ran
+		stmt := fmt.Sprint("ins_", i)
+		same(fmt.Sprint("key ", i, ": prepared in the transaction, rolled back"), 3,
+			&pgproto3.Query{String: "BEGIN"},
+			&pgproto3.Parse{Name: stmt, Query: "INSERT INTO accounts (id, name) VALUES ($1, 'x')"},
+			&pgproto3.Describe{ObjectType: 'S', Name: stmt}, &pgproto3.Flush{},
+			&pgproto3.Bind{PreparedStatement: stmt, Parameters: [][]byte{[]byte(fmt.Sprint(i))}}, &pgproto3.Execute{}, &pgproto3.Sync{},
+			&pgproto3.Query{String: "ROLLBACK"})
+		if n := count(fmt.Sprint("id = ", i)); n != 0 {
+			t.Fatalf("key %d: %d rows after ROLLBACK", i, n)
+		}
+		stmt = fmt.Sprint("unused_", i)
+		same(fmt.Sprint("key ", i, ": prepared, never run, rolled back"), 2,
+			&pgproto3.Query{String: "BEGIN"},
+			&pgproto3.Parse{Name: stmt, Query: "INSERT INTO accounts (id, name) VALUES ($1, 'x')"},
+			&pgproto3.Describe{ObjectType: 'S', Name: stmt}, &pgproto3.Flush{},
+			&pgproto3.Query{String: "ROLLBACK"})
+		same(fmt.Sprint("key ", i, ": autocommit after it"), 1,
+			&pgproto3.Query{String: fmt.Sprintf("INSERT INTO accounts (id, name) VALUES (%d, 'kept')", 100+i)})
+	}
+	// asyncpg's cursor: a named portal bound in the transaction, fetched
+	// three rows at a time across Syncs. Before, the Bind ran outside the
+	// transaction and the portal was gone at its Sync (34000).
+	for _, q := range []string{"SELECT generate_series(1, 10)", "SELECT id FROM accounts WHERE id = 103"} {
+		same("cursor in a transaction: "+q, 5,
+			&pgproto3.Query{String: "BEGIN"},
+			&pgproto3.Parse{Name: "cur_stmt", Query: q},
+			&pgproto3.Describe{ObjectType: 'S', Name: "cur_stmt"}, &pgproto3.Flush{},
+			&pgproto3.Bind{PreparedStatement: "cur_stmt", DestinationPortal: "cur_p"}, &pgproto3.Sync{},
+			&pgproto3.Execute{Portal: "cur_p", MaxRows: 3}, &pgproto3.Sync{},
+			&pgproto3.Execute{Portal: "cur_p", MaxRows: 3}, &pgproto3.Sync{},
+			&pgproto3.Query{String: "COMMIT"})
+		same("cursor: statement closed", 1, &pgproto3.Close{ObjectType: 'S', Name: "cur_stmt"}, &pgproto3.Sync{})
+	}
+	_ = proxied.Conn.Close() // a transaction left open would roll back now
+	if n := count("id > 100"); n != 6 {
+		t.Fatalf("%d of the 6 rows inserted after the rollbacks are there", n)
 	}
 }
