@@ -463,7 +463,7 @@ func (m *merge) next(src *mergeSrc) (*pgproto3.DataRow, *wire.Error) {
 			return nil, nil
 		case *pgproto3.ErrorResponse:
 			src.done = true
-			return nil, &wire.Error{Severity: x.Severity, Code: x.Code, Message: x.Message, Detail: x.Detail, Hint: x.Hint}
+			return nil, shardErrAt(x, 0)
 		case *pgproto3.ReadyForQuery:
 			sc.TxStatus = x.TxStatus
 			src.c.inflight = false

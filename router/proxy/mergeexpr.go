@@ -280,7 +280,7 @@ func (m *merge) readEvals(chunk []*group, row func(g *group, vals [][]byte) *wir
 			next++
 		case *pgproto3.ErrorResponse:
 			if first == nil {
-				first = &wire.Error{Severity: x.Severity, Code: x.Code, Message: x.Message, Detail: x.Detail, Hint: x.Hint}
+				first = shardErrAt(x, 0)
 			}
 		case *pgproto3.NoticeResponse:
 			n := *x

@@ -152,7 +152,7 @@ func (m *merge) reader(src *mergeSrc, ch chan<- rowBatch, quit <-chan struct{}) 
 			}
 		case *pgproto3.ErrorResponse:
 			flush()
-			send(rowBatch{err: &wire.Error{Severity: x.Severity, Code: x.Code, Message: x.Message, Detail: x.Detail, Hint: x.Hint}})
+			send(rowBatch{err: shardErrAt(x, 0)})
 		case *pgproto3.NoticeResponse:
 			flush()
 			n := *x

@@ -141,9 +141,19 @@ func sameFields(a, b []pgproto3.FieldDescription) bool {
 	return true
 }
 
-// shardErr turns a shard's ErrorResponse into the client's error.
+// shardErr turns a shard's ErrorResponse into the client's error, with
+// every field the shard sent (as wire.FromServer keeps them).
 func shardErr(x *pgproto3.ErrorResponse) *wire.Error {
-	return &wire.Error{Severity: x.Severity, Code: x.Code, Message: x.Message, Detail: x.Detail, Hint: x.Hint, Position: x.Position}
+	return wire.FromServer(x)
+}
+
+// shardErrAt is shardErr with the error's position set to pos (0: none),
+// for a statement the shards ran rewritten: a position into its text
+// would point the client at the wrong place of its own.
+func shardErrAt(x *pgproto3.ErrorResponse, pos int32) *wire.Error {
+	e := wire.FromServer(x)
+	e.Position = pos
+	return e
 }
 
 // send prepares the shards' streams: after it returns without error every

@@ -118,6 +118,41 @@ func TestEveryShardErrorKeepsFields(t *testing.T) {
 			t.Errorf("%s:\n through pgshard %+v\n on a shard     %+v", q, *got, *want)
 		}
 	}
+	// A shard's error in a read merged from every shard keeps its fields
+	// too (but a position, which would be into the statement pgshard
+	// rewrote for the shards). Before, only code, message, detail and
+	// hint were kept (pgjdbc's getServerErrorMessage lost routine, file
+	// and line).
+	if _, err := c.Exec(ctx, "CREATE TABLE accounts (id bigint PRIMARY KEY, n int NOT NULL)"); err != nil {
+		t.Fatal(err)
+	}
+	for i := 1; i <= 10; i++ {
+		if _, err := c.Exec(ctx, "INSERT INTO accounts VALUES ($1, $1)", i); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for _, q := range []string{
+		"SELECT sum(10 / (n - n)) FROM accounts",
+		"SELECT n, count(*) FROM accounts GROUP BY n HAVING sum(1 / (n - n)) > 0",
+		"SELECT id FROM accounts ORDER BY 10 / (n - n) LIMIT 3",
+	} {
+		for _, mode := range []pgx.QueryExecMode{pgx.QueryExecModeSimpleProtocol, pgx.QueryExecModeExec} {
+			rows, perr := c.Query(ctx, q, mode)
+			if perr == nil {
+				for rows.Next() {
+				}
+				perr = rows.Err()
+			}
+			_, derr := d.Exec(ctx, q, mode)
+			var got, want *pgconn.PgError
+			if !errors.As(perr, &got) || !errors.As(derr, &want) {
+				t.Fatalf("%s: through pgshard %v, on a shard %v", q, perr, derr)
+			}
+			if got.Code != want.Code || got.Message != want.Message || got.Routine != want.Routine || got.File != want.File || got.Line != want.Line || got.Severity != want.Severity {
+				t.Errorf("%s (%v):\n through pgshard %+v\n on a shard     %+v", q, mode, *got, *want)
+			}
+		}
+	}
 }
 
 // Startup parameters are applied as Postgres applies them: a list setting
