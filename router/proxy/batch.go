@@ -715,8 +715,13 @@ func (s *session) runBatch(sync bool) error {
 	if s.deferredFailed && !s.onlyTxExit(batch) {
 		return s.proxyError(errTxAborted())
 	}
+	s.pipelineSpans = false
 	target, werr := s.routeBatch(batch)
 	if werr != nil {
+		if s.pipelineSpans && sync && s.spanPipeline() {
+			s.pipelineSpans = false
+			return s.runPipeline(batch)
+		}
 		return s.proxyError(werr)
 	}
 	if r := s.splitRoute; r != nil {
@@ -887,8 +892,9 @@ func (s *session) batchTarget(batch []pgproto3.FrontendMessage, m *AppliedMap) (
 				continue
 			}
 			if target >= 0 && target != want {
+				s.pipelineSpans = true
 				return 0, wire.Errorf(pgcode.FeatureNotSupported, "statements of one pipeline (up to Sync) need shards %s and %s", s.shardName(target), s.shardName(want)).
-					WithHint("Send a Sync between statements for different sharding keys, or keep a pipeline on one key."), nil
+					WithHint("Send a Sync between statements for different sharding keys, keep a pipeline on one key, or set two_phase_commit: true in the pgshard config (then such a pipeline runs in a transaction spanning shards)."), nil
 			}
 			target = want
 		}

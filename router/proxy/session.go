@@ -76,13 +76,14 @@ type session struct {
 	serverSkipping bool      // the server raised an error with no Sync queued yet
 	// batchUtility: a statement parsed since the last Sync may change the
 	// server's prepared statements; unnamed ones stay unnamed until Sync.
-	batchUtility bool
-	copyIn       bool
-	copyBytes    int
-	copyStart    time.Time // when the current COPY FROM STDIN began (query_timeout)
-	dropCopy     bool      // a COPY pgshard ended: drop the client's COPY messages, as Postgres does
-	awaitSync    bool      // extended messages were sent since the last Sync
-	syncDirty    bool      // among them a Bind or Execute: the server's implicit transaction holds its work
+	batchUtility  bool
+	copyIn        bool
+	copyBytes     int
+	copyStart     time.Time // when the current COPY FROM STDIN began (query_timeout)
+	dropCopy      bool      // a COPY pgshard ended: drop the client's COPY messages, as Postgres does
+	awaitSync     bool      // extended messages were sent since the last Sync
+	syncDirty     bool      // among them a Bind or Execute: the server's implicit transaction holds its work
+	pipelineSpans bool      // batchTarget: the batch's statements need several shards
 
 	batch          []pgproto3.FrontendMessage // extended messages held until Sync/Flush
 	heldDeadline   bool                       // the read deadline is implicitFlushAfter's

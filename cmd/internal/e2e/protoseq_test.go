@@ -7,6 +7,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/jackc/pgx/v5/pgproto3"
 )
@@ -231,5 +232,101 @@ func TestPrepareInDeferredTransaction(t *testing.T) {
 	_ = proxied.Conn.Close() // a transaction left open would roll back now
 	if n := count("id > 100"); n != 6 {
 		t.Fatalf("%d of the 6 rows inserted after the rollbacks are there", n)
+	}
+}
+
+// A pipeline whose statements go to several shards (pgjdbc's executeBatch:
+// every statement, then one Sync; with autocommit off, BEGIN in front)
+// runs with two-phase commit on, statement by statement on the shards of
+// their keys, in one transaction as on Postgres: the client's, or one of
+// its own committed at the Sync. An error skips the rest and rolls the
+// implicit transaction back everywhere (fails the client's). Before, it
+// was refused with 0A000.
+func TestPipelineAcrossShards(t *testing.T) {
+	ts := newTwoPCSetup(t, "pipespan_e2e", true)
+	direct := plainPostgres(t, "pipespan_plain")
+	proxied := rawLoginURL(t, dbURL(proxyURL(ts.addr), ts.db))
+	_ = proxied.Conn.SetDeadline(time.Now().Add(30 * time.Second))
+	other := ts.conn(t)
+	count := func(where string) int {
+		t.Helper()
+		var n int
+		if err := other.QueryRow(context.Background(), "select count(*) from accounts where "+where).Scan(&n); err != nil {
+			t.Fatal(err)
+		}
+		return n
+	}
+	same := func(name string, readies int, msgs ...pgproto3.FrontendMessage) {
+		t.Helper()
+		want := exchange(t, direct.Frontend, readies, msgs...)
+		got := exchange(t, proxied.Frontend, readies, msgs...)
+		if strings.Join(got, " ") != strings.Join(want, " ") {
+			t.Errorf("%s:\n pgshard  %v\n postgres %v", name, got, want)
+		}
+	}
+	insert := func(stmt string, keys ...int) []pgproto3.FrontendMessage {
+		msgs := []pgproto3.FrontendMessage{&pgproto3.Parse{Name: stmt, Query: "INSERT INTO accounts (id, name) VALUES ($1, 'batch')"}}
+		for _, k := range keys {
+			msgs = append(msgs, &pgproto3.Bind{PreparedStatement: stmt, Parameters: [][]byte{[]byte(fmt.Sprint(k))}}, &pgproto3.Execute{})
+		}
+		return msgs
+	}
+	for i := range 3 {
+		if n := ts.direct(t, i, "select count(*) from accounts"); n != 0 {
+			t.Fatal("accounts not empty")
+		}
+	}
+	// Autocommit: committed at the Sync, on every shard.
+	same("autocommit batch", 1, append(insert("b1", 1, 2, 3, 4, 5, 6), &pgproto3.Sync{})...)
+	if n := count("id between 1 and 6"); n != 6 {
+		t.Fatalf("autocommit batch: %d of 6 rows", n)
+	}
+	for i := range 3 {
+		if n := ts.direct(t, i, "select count(*) from accounts"); n == 0 || n == 6 {
+			t.Fatalf("shard %d holds %d of the batch's 6 rows: the test needs them spread", i, n)
+		}
+	}
+	// Autocommit with a duplicate key: nothing of it stays.
+	same("autocommit batch with an error", 1, append(insert("b2", 7, 8, 1, 9, 10), &pgproto3.Sync{})...)
+	if n := count("id between 7 and 10"); n != 0 {
+		t.Fatalf("failed autocommit batch: %d rows stayed", n)
+	}
+	// pgjdbc with autocommit off: BEGIN in front, COMMIT or ROLLBACK later.
+	for _, end := range []string{"COMMIT", "ROLLBACK"} {
+		keys := []int{11, 12, 13, 14, 15, 16}
+		if end == "ROLLBACK" {
+			keys = []int{21, 22, 23, 24, 25, 26}
+		}
+		msgs := []pgproto3.FrontendMessage{&pgproto3.Parse{Query: "BEGIN"}, &pgproto3.Bind{}, &pgproto3.Execute{}}
+		msgs = append(msgs, insert("t_"+end, keys...)...)
+		msgs = append(msgs, &pgproto3.Bind{PreparedStatement: "t_" + end, Parameters: [][]byte{[]byte(fmt.Sprint(keys[0] + 100))}}, &pgproto3.Describe{ObjectType: 'P'}, &pgproto3.Execute{})
+		msgs = append(msgs, &pgproto3.Sync{}, &pgproto3.Query{String: "SELECT count(*) FROM accounts WHERE id = " + fmt.Sprint(keys[3])}, &pgproto3.Query{String: end})
+		same("batch in a transaction, then "+end, 3, msgs...)
+		want := 7
+		if end == "ROLLBACK" {
+			want = 0
+		}
+		if n := count(fmt.Sprintf("id between %d and %d or id = %d", keys[0], keys[5], keys[0]+100)); n != want {
+			t.Fatalf("batch in a transaction, %s: %d rows, want %d", end, n, want)
+		}
+	}
+	// A failed batch in a transaction fails it, as Postgres does.
+	same("failing batch in a transaction", 4,
+		append(append([]pgproto3.FrontendMessage{&pgproto3.Query{String: "BEGIN"}}, insert("t_fail", 31, 32, 1, 33)...),
+			&pgproto3.Sync{}, &pgproto3.Query{String: "SELECT 1"}, &pgproto3.Query{String: "ROLLBACK"})...)
+	if n := count("id between 31 and 33"); n != 0 {
+		t.Fatalf("failed batch in a transaction: %d rows stayed", n)
+	}
+	// pgx's own batch (one pipeline) in autocommit.
+	ctx := context.Background()
+	b := &pgx.Batch{}
+	for k := 41; k <= 46; k++ {
+		b.Queue("insert into accounts (id, name) values ($1, 'pgx')", k)
+	}
+	if err := other.SendBatch(ctx, b).Close(); err != nil {
+		t.Fatalf("pgx batch over every shard: %v", err)
+	}
+	if n := count("id between 41 and 46"); n != 6 {
+		t.Fatalf("pgx batch: %d of 6 rows", n)
 	}
 }

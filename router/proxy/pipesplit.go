@@ -1,0 +1,305 @@
+package proxy
+
+import (
+	"reflect"
+
+	"github.com/jackc/pgx/v5/pgproto3"
+
+	"github.com/pgshard/pgshard/wire"
+	"github.com/pgshard/pgshard/wire/pgcode"
+)
+
+// A pipeline whose statements go to several shards.
+//
+// pgjdbc's executeBatch sends every statement of a batch, then one Sync
+// (Hibernate's batched inserts, whose keys are on any shard); with
+// autocommit off it puts the transaction's BEGIN in front. Postgres runs
+// such a pipeline in one transaction: the client's, or an implicit one
+// committed at the Sync. With two-phase commit on, pgshard runs it so:
+// statement by statement, each on the shard its key goes to, in the
+// session's transaction (each shard joining it as it does across Syncs),
+// and in an implicit transaction of its own committed (two-phase) at the
+// Sync when the client has none. An error ends the pipeline as on
+// Postgres: the rest is skipped up to the Sync, and the implicit
+// transaction rolls back (the client's fails, 25P02 until ROLLBACK).
+// Without two-phase commit such a pipeline is refused (0A000), as a
+// transaction spanning shards is.
+
+// spanPipeline reports whether a pipeline that needs several shards can
+// run as described above.
+func (s *session) spanPipeline() bool {
+	return s.cfg.TwoPhaseCommit && s.cfg.Decisions != nil && !s.deferredFailed &&
+		(s.sc == nil || s.sc.TxStatus != 'E' && !s.hasReal() && (!s.awaitSync || s.looseSync())) &&
+		!s.copyIn && !s.pinned && !s.txSavepoint && len(s.others) == 0 && s.copy == nil
+}
+
+// pipeUnit is one statement of the pipeline: its Bind and Execute, with
+// the Parse and Describe messages before them.
+type pipeUnit struct {
+	msgs []pgproto3.FrontendMessage
+	bind *pgproto3.Bind
+}
+
+func pipeUnits(batch []pgproto3.FrontendMessage) []pipeUnit {
+	var out []pipeUnit
+	var cur pipeUnit
+	for _, m := range batch {
+		cur.msgs = append(cur.msgs, m)
+		switch b := m.(type) {
+		case *pgproto3.Bind:
+			cur.bind = b
+		case *pgproto3.Execute:
+			out = append(out, cur)
+			cur = pipeUnit{}
+		}
+	}
+	if len(cur.msgs) > 0 {
+		out = append(out, cur)
+	}
+	return out
+}
+
+// runPipeline runs a pipeline (ending with Sync) whose statements need
+// several shards; spanPipeline said it may. Its answers are queued; the
+// Sync's ReadyForQuery follows them.
+func (s *session) runPipeline(batch []pgproto3.FrontendMessage) error {
+	units := pipeUnits(batch)
+	// Each statement must be routable alone, to one shard; anything else
+	// (a statement needing several shards, savepoints, COPY) is refused
+	// before anything runs.
+	type planned struct {
+		q     string
+		oids  []uint32
+		shard int // -1: any
+		tx    TxCmd
+	}
+	plans := make([]planned, len(units))
+	local := map[string]*pgproto3.Parse{}
+	unnamedQ, unnamedOIDs := "", []uint32(nil)
+	if s.unnamed != nil {
+		unnamedQ, unnamedOIDs = s.unnamed.query, s.unnamed.oids
+	}
+	for i, u := range units {
+		for _, m := range u.msgs {
+			switch b := m.(type) {
+			case *pgproto3.Parse:
+				if b.Name == "" {
+					unnamedQ, unnamedOIDs = b.Query, b.ParameterOIDs
+				} else {
+					local[b.Name] = b
+				}
+			case *pgproto3.Describe:
+				if u.bind == nil || b.ObjectType == 'S' && b.Name != u.bind.PreparedStatement || b.ObjectType != 'S' && b.Name != u.bind.DestinationPortal {
+					return s.proxyError(errPipelineSpans("a statement or portal described apart from its execution"))
+				}
+			case *pgproto3.Execute:
+				if u.bind == nil || b.Portal != u.bind.DestinationPortal {
+					return s.proxyError(errPipelineSpans("an Execute of another portal"))
+				}
+			case *pgproto3.Close:
+				if u.bind != nil {
+					return s.proxyError(errPipelineSpans("a Close between statements"))
+				}
+			}
+		}
+		if u.bind == nil { // the last unit: Parse and Close after the last Execute
+			plans[i].shard = -1
+			continue
+		}
+		if u.bind.DestinationPortal != "" {
+			return s.proxyError(errPipelineSpans("a named portal"))
+		}
+		q, oids := unnamedQ, unnamedOIDs
+		if name := u.bind.PreparedStatement; name != "" {
+			if p := local[name]; p != nil {
+				q, oids = p.Query, p.ParameterOIDs
+			} else if st := s.stmts[name]; st != nil {
+				q, oids = st.query, st.oids
+			} else {
+				return s.proxyError(wire.Errorf(pgcode.InvalidSQLStatementName, "prepared statement \"%s\" does not exist", name))
+			}
+		}
+		r := s.srv.router.RouteBound(q, oids, u.bind.ParameterFormatCodes, u.bind.Parameters, s.useMap(), s.srv)
+		plans[i] = planned{q: q, oids: oids, shard: -1}
+		switch {
+		case r.Kind == RouteShard:
+			plans[i].shard = r.Shard
+		case r.Kind == RouteAny && !r.TxControl:
+		case r.Kind == RouteTx && r.Tx == TxBegin && i == 0 && s.canDefer(TxBegin, ""):
+			plans[i].tx = TxBegin
+		case r.Kind == RouteRefuse:
+			return s.proxyError(r.Err)
+		default:
+			return s.proxyError(errPipelineSpans("a statement that is not routed by one key"))
+		}
+	}
+	implicit := !s.inTxBlock() && plans[0].tx != TxBegin
+	if implicit {
+		s.txBegin = "BEGIN"
+	}
+	failed := false
+	for i, u := range units {
+		p := plans[i]
+		if u.bind == nil { // Parse, Describe or Close after the last Execute
+			s.answerLocally(u.msgs)
+			continue
+		}
+		if p.tx == TxBegin {
+			tag := s.deferTx(TxBegin, "", p.q)
+			s.answerLocally(u.msgs[:len(u.msgs)-1])
+			s.push(pending{kind: pSynth, synth: &pgproto3.CommandComplete{CommandTag: []byte(tag)}})
+			continue
+		}
+		shard := p.shard
+		if shard < 0 {
+			if shard = s.scShard; s.sc == nil {
+				shard = s.defaultShard()
+			}
+		}
+		sc, err := s.txConn(shard)
+		if err != nil {
+			s.push(pending{kind: pSynth, synth: asWireErr(err).Response()})
+			failed = true
+			break
+		}
+		// The statement as the shard runs it: unnamed, its answers
+		// passed on in the client's order (its Parse messages answered
+		// here: the shard's Parse answers for the bound one).
+		sc.FE.Send(&pgproto3.Parse{Query: p.q, ParameterOIDs: p.oids})
+		for _, m := range u.msgs {
+			switch b := m.(type) {
+			case *pgproto3.Bind:
+				cp := *b
+				cp.PreparedStatement = ""
+				sc.FE.Send(&cp)
+			case *pgproto3.Describe:
+				cp := *b
+				cp.Name = ""
+				sc.FE.Send(&cp)
+			case *pgproto3.Execute:
+				sc.FE.Send(b)
+			}
+		}
+		sc.FE.Send(&pgproto3.Sync{})
+		sc.Unnamed = 0
+		if err := sc.FE.Flush(); err != nil {
+			sc.Broken = true
+			return s.serverLostIn(sc, err)
+		}
+		parses := 0
+		for _, m := range u.msgs {
+			if pm, ok := m.(*pgproto3.Parse); ok {
+				s.registerParse(pm)
+				parses++
+			}
+		}
+		first := true
+	read:
+		for {
+			m, err := sc.FE.Receive()
+			if err != nil {
+				sc.Broken = true
+				return s.serverLostIn(sc, err)
+			}
+			switch x := m.(type) {
+			case *pgproto3.ParseComplete:
+				for ; parses > 0; parses-- {
+					s.push(pending{kind: pSynth, synth: &pgproto3.ParseComplete{}})
+				}
+				first = false
+			case *pgproto3.ReadyForQuery:
+				sc.TxStatus = x.TxStatus
+				break read
+			case *pgproto3.ParameterStatus:
+				sc.Params[x.Name] = x.Value
+			case *pgproto3.ErrorResponse:
+				if first {
+					parses = 0 // the Parse failed: the client's gets the error
+				}
+				failed = true
+				s.push(pending{kind: pSynth, synth: wire.FromServer(x).Response()})
+			default:
+				s.push(pending{kind: pSynth, synth: cloneBackend(m)})
+			}
+		}
+		if failed {
+			break
+		}
+	}
+	if failed {
+		s.clientSkipping = true
+		s.batchErr = true
+		if implicit {
+			_, _ = s.endSpan(false)
+		} else {
+			s.failTx()
+		}
+	} else if implicit {
+		if _, werr := s.endSpan(true); werr != nil {
+			s.push(pending{kind: pSynth, synth: werr.Response()})
+			s.batchErr = true
+		}
+	}
+	s.txStatus = s.clientTxStatus()
+	return nil
+}
+
+// answerLocally answers Parse, Bind-less Describe and Close messages of a
+// pipeline without a server: Parse registers the client's statement.
+func (s *session) answerLocally(msgs []pgproto3.FrontendMessage) {
+	for _, m := range msgs {
+		switch b := m.(type) {
+		case *pgproto3.Parse:
+			s.registerParse(b)
+			s.push(pending{kind: pSynth, synth: &pgproto3.ParseComplete{}})
+		case *pgproto3.Bind:
+			s.push(pending{kind: pSynth, synth: &pgproto3.BindComplete{}})
+		case *pgproto3.Describe:
+			if b.ObjectType == 'S' {
+				s.push(pending{kind: pSynth, synth: &pgproto3.ParameterDescription{}})
+			}
+			s.push(pending{kind: pSynth, synth: &pgproto3.NoData{}})
+		case *pgproto3.Close:
+			if b.ObjectType == 'S' {
+				if b.Name == "" {
+					s.unnamed = nil
+				} else {
+					delete(s.stmts, b.Name)
+				}
+			}
+			s.push(pending{kind: pSynth, synth: &pgproto3.CloseComplete{}})
+		}
+	}
+}
+
+// registerParse records a statement the client parsed, as handleParse
+// does when a server answers it.
+func (s *session) registerParse(p *pgproto3.Parse) {
+	st := s.newStmt(p.Query, p.ParameterOIDs, p.Name == "")
+	if p.Name == "" {
+		s.unnamed = st
+	} else {
+		s.stmts[p.Name] = st
+	}
+}
+
+// errPipelineSpans refuses a pipeline that needs several shards and has
+// what runPipeline does not run.
+func errPipelineSpans(what string) *wire.Error {
+	return wire.Errorf(pgcode.FeatureNotSupported, "a pipeline whose statements go to several shards cannot include %s", what).
+		WithHint("Send a Sync between statements for different sharding keys.")
+}
+
+// cloneBackend copies a message a Frontend returned, which is only valid
+// until its next Receive.
+func cloneBackend(m pgproto3.BackendMessage) pgproto3.BackendMessage {
+	buf, err := m.Encode(nil)
+	if err != nil || len(buf) < 5 {
+		return m
+	}
+	c := reflect.New(reflect.TypeOf(m).Elem()).Interface().(pgproto3.BackendMessage)
+	if err := c.Decode(buf[5:]); err != nil {
+		return m
+	}
+	return c
+}
