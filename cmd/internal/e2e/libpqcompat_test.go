@@ -127,7 +127,7 @@ func TestEveryShardErrorKeepsFields(t *testing.T) {
 		t.Fatal(err)
 	}
 	for i := 1; i <= 10; i++ {
-		if _, err := c.Exec(ctx, "INSERT INTO accounts VALUES ($1, $1)", i); err != nil {
+		if _, err := c.Exec(ctx, "INSERT INTO accounts VALUES ($1, $2)", i, i); err != nil {
 			t.Fatal(err)
 		}
 	}
