@@ -138,7 +138,11 @@ func appendKey(dst []int, ks KeySource, in Inputs, n int) ([]int, error) {
 			return dst, &Refusal{Code: CodeUndefinedParameter, Message: fmt.Sprintf("there is no parameter $%d", ks.Param)}
 		}
 		lit := in.Literals[i]
-		return appendText(dst, ks, lit.Text, !lit.Quoted, n)
+		out, err := appendText(dst, ks, lit.Text, !lit.Quoted, n)
+		if rf, ok := err.(*Refusal); ok && rf.At == 0 && strings.HasPrefix(rf.Code, "22") {
+			rf.At = lit.Start + 1 // where Postgres points: the constant
+		}
+		return out, err
 	}
 	if i >= len(in.Params) {
 		return dst, &Refusal{Code: CodeProtocolViolation,

@@ -246,6 +246,10 @@ type Refusal struct {
 	Code    string `json:"code"`
 	Message string `json:"message"`
 	Hint    string `json:"hint,omitempty"`
+	// At, for a key value Postgres would refuse, is 1 + the byte offset
+	// of the value in the statement text (0: not known), which Postgres
+	// reports as the error's position.
+	At int `json:"at,omitempty"`
 }
 
 func (r *Refusal) Error() string {

@@ -126,7 +126,12 @@ func resolveMap(p *plan.Plan, in plan.Inputs, m *AppliedMap, sql string, env Cat
 		if err != nil {
 			var rf *plan.Refusal
 			if errors.As(err, &rf) {
-				return Route{Kind: RouteRefuse, Err: refusal(rf)}
+				werr := refusal(rf)
+				if rf.At > 0 && rf.At <= len(sql) {
+					// Postgres counts characters, from 1.
+					werr.Position = int32(utf8.RuneCountInString(sql[:rf.At-1]) + 1)
+				}
+				return Route{Kind: RouteRefuse, Err: werr}
 			}
 			return Route{Kind: RouteRefuse, Err: wire.Errorf(pgcode.InternalError, "%v", err)}
 		}

@@ -153,6 +153,23 @@ func TestEveryShardErrorKeepsFields(t *testing.T) {
 			}
 		}
 	}
+	// A key value Postgres would refuse, which pgshard refuses itself
+	// while routing: the same error, pointing at the same place (in
+	// characters). Before, it had no position.
+	for _, q := range []string{
+		"SELECT * FROM accounts WHERE id = 'abc'",
+		"SELECT 'é, ü' AS x, * FROM accounts WHERE id = '99999999999999999999'",
+	} {
+		_, perr := c.Exec(ctx, q, pgx.QueryExecModeSimpleProtocol)
+		_, derr := d.Exec(ctx, q, pgx.QueryExecModeSimpleProtocol)
+		var got, want *pgconn.PgError
+		if !errors.As(perr, &got) || !errors.As(derr, &want) {
+			t.Fatalf("%s: through pgshard %v, on a shard %v", q, perr, derr)
+		}
+		if got.Code != want.Code || got.Message != want.Message || got.Position != want.Position {
+			t.Errorf("%s:\n through pgshard %+v\n on a shard     %+v", q, *got, *want)
+		}
+	}
 }
 
 // Startup parameters are applied as Postgres applies them: a list setting
