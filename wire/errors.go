@@ -31,6 +31,9 @@ type Error struct {
 	// Position is the 1-based character offset of a syntax error in the
 	// statement text (0: none).
 	Position int32
+	// Where is the error's context ("COPY t, line 2, column id: ..."),
+	// when pgshard raises it where Postgres would give one.
+	Where string
 
 	// cause is the error wrapped with %w in the format, if any; it stays
 	// visible to errors.Is and errors.As but never reaches the client.
@@ -103,6 +106,9 @@ func (e *Error) Response() *pgproto3.ErrorResponse {
 		r.UnknownFields = maps.Clone(e.server.UnknownFields)
 		r.Severity, r.SeverityUnlocalized = e.Severity, e.Severity
 		r.Code, r.Message, r.Detail, r.Hint, r.Position = e.Code, e.Message, e.Detail, e.Hint, e.Position
+		if e.Where != "" {
+			r.Where = e.Where
+		}
 		return &r
 	}
 	return &pgproto3.ErrorResponse{
@@ -113,6 +119,7 @@ func (e *Error) Response() *pgproto3.ErrorResponse {
 		Detail:              e.Detail,
 		Hint:                e.Hint,
 		Position:            e.Position,
+		Where:               e.Where,
 	}
 }
 

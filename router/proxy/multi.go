@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/binary"
+	"errors"
 	"fmt"
 	"strconv"
 	"strings"
@@ -11,6 +12,7 @@ import (
 
 	"github.com/jackc/pgx/v5/pgproto3"
 
+	"github.com/pgshard/pgshard/router/plan"
 	"github.com/pgshard/pgshard/router/pool"
 	"github.com/pgshard/pgshard/wire"
 	"github.com/pgshard/pgshard/wire/pgcode"
@@ -215,6 +217,7 @@ type copySplit struct {
 	seenHd bool
 	err    error
 	rows   int64
+	line   int // the client's rows so far, as Postgres numbers them in errors
 	inResp *pgproto3.CopyInResponse
 	// trailer: a binary COPY's end marker was seen
 	trailer bool
@@ -324,6 +327,7 @@ func (s *session) copyData(data []byte) {
 		}
 		row := rest[:end+1]
 		rest = rest[end+1:]
+		cs.line++
 		if cs.r.Header && !cs.seenHd {
 			cs.seenHd = true
 			cs.header = append([]byte(nil), row...)
@@ -381,6 +385,7 @@ func (s *session) copyBinary() {
 			cs.trailer = true
 			continue
 		}
+		cs.line++
 		if nf <= cs.r.KeyIndex {
 			cs.err = wire.Errorf("22P04", "row field count is %d, expected more than %d", nf, cs.r.KeyIndex)
 			return
@@ -427,6 +432,16 @@ func (s *session) copyRow(key []byte, null bool, row []byte) bool {
 	cs := s.copy
 	b, err := cs.r.Bucket(key, null)
 	if err != nil {
+		var rf *plan.Refusal
+		if errors.As(err, &rf) && strings.HasPrefix(rf.Code, "22") {
+			// Where Postgres says it (a binary field's value unshown).
+			werr := refusal(rf)
+			werr.Where = fmt.Sprintf("COPY %s, line %d, column %s", cs.r.Table, cs.line, cs.r.KeyColumn)
+			if cs.r.Format != "binary" {
+				werr.Where += fmt.Sprintf(": \"%s\"", key)
+			}
+			err = werr
+		}
 		cs.err = err
 		return false
 	}

@@ -350,7 +350,7 @@ func copyRoute(p *plan.Plan, m *shardmap.Map, env Catalog) Route {
 		return Route{Kind: RouteRefuse, Err: wire.Errorf(pgcode.FeatureNotSupported, "COPY %s TO needs every shard; not supported yet", p.Table).
 			WithHint("Use COPY (SELECT ... WHERE key = ...) TO STDOUT for one key.")}
 	}
-	cr := &CopyRoute{Format: c.Format, Delimiter: '\t', Null: `\N`, Quote: '"', Escape: '"', KeyIndex: c.KeyIndex}
+	cr := &CopyRoute{Format: c.Format, Delimiter: '\t', Null: `\N`, Quote: '"', Escape: '"', KeyIndex: c.KeyIndex, Table: p.Table, KeyColumn: p.KeyColumn}
 	if c.Format == "csv" {
 		cr.Delimiter, cr.Null = ',', ""
 	}

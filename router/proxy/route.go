@@ -226,6 +226,9 @@ type CopyRoute struct {
 	// Broadcast: a reference table's COPY FROM, whose data every shard
 	// takes whole (no row is split, parsed or counted by pgshard).
 	Broadcast bool
+	// Table and KeyColumn name the COPY's table and sharding key in the
+	// context of a key error ("COPY t, line 2, column id: ...").
+	Table, KeyColumn string
 }
 
 // Router decides where statements go; PlanRouter implements it with

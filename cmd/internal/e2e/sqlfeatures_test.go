@@ -795,3 +795,30 @@ func TestCopyIntoReferenceTable(t *testing.T) {
 		t.Fatalf("countries through pgshard: %d %v", n, err)
 	}
 }
+
+// A sharding key COPY FROM STDIN cannot read, which pgshard finds while it
+// splits the rows, is reported with the context Postgres gives it: the
+// table, the line (the header counts) and the column with its value.
+// Before, the error had no context.
+func TestCopyKeyErrorContext(t *testing.T) {
+	ts := newTwoPCSetup(t, "copyctx_e2e", false)
+	c := ts.conn(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	for _, tc := range []struct{ sql, data, where string }{
+		{"COPY accounts (id, name) FROM STDIN", "1\ta\nnotanumber\tb\n", `COPY accounts, line 2, column id: "notanumber"`},
+		{"COPY accounts (name, id) FROM STDIN (FORMAT csv, HEADER)", "name,id\na,2\nb,3\nc,99999999999999999999\n", `COPY accounts, line 4, column id: "99999999999999999999"`},
+	} {
+		_, err := c.PgConn().CopyFrom(ctx, strings.NewReader(tc.data), tc.sql)
+		var pgErr *pgconn.PgError
+		if !errors.As(err, &pgErr) {
+			t.Errorf("%s: %v, want a 22xxx error in %q", tc.sql, err, tc.where)
+		} else if pgErr.Where != tc.where || !strings.HasPrefix(pgErr.Code, "22") {
+			t.Errorf("%s: %v (where %q), want a 22xxx error in %q", tc.sql, err, pgErr.Where, tc.where)
+		}
+	}
+	var n int
+	if err := c.QueryRow(ctx, "select count(*) from accounts").Scan(&n); err != nil || n != 0 {
+		t.Fatalf("rows after the failed COPYs: %d %v", n, err)
+	}
+}
