@@ -137,6 +137,19 @@ func (s *session) runPipeline(batch []pgproto3.FrontendMessage) error {
 	if implicit {
 		s.txBegin = "BEGIN"
 	}
+	if s.sc != nil && s.sc.TxStatus == 'I' {
+		// A connection outside the transaction (session mode between
+		// transactions, or one that only parsed and described, awaiting
+		// a Sync): the statements run on the transaction's.
+		if s.awaitSync {
+			s.sc.FE.Send(&pgproto3.Sync{})
+			if err := drainToReady(s.sc); err != nil {
+				return s.proxyError(asWireErr(err))
+			}
+			s.awaitSync, s.syncDirty = false, false
+		}
+		s.detach(false)
+	}
 	failed := false
 	for i, u := range units {
 		p := plans[i]

@@ -10,6 +10,8 @@ import (
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/jackc/pgx/v5/pgproto3"
+
+	"github.com/pgshard/pgshard/router/proxy"
 )
 
 // plainPostgres returns a raw protocol connection to a database of its own
@@ -243,8 +245,14 @@ func TestPrepareInDeferredTransaction(t *testing.T) {
 // implicit transaction back everywhere (fails the client's). Before, it
 // was refused with 0A000.
 func TestPipelineAcrossShards(t *testing.T) {
-	ts := newTwoPCSetup(t, "pipespan_e2e", true)
-	direct := plainPostgres(t, "pipespan_plain")
+	for _, mode := range []proxy.PoolMode{proxy.PoolTransaction, proxy.PoolSession} {
+		t.Run(map[proxy.PoolMode]string{proxy.PoolTransaction: "transaction", proxy.PoolSession: "session"}[mode], func(t *testing.T) { testPipelineAcrossShards(t, mode) })
+	}
+}
+
+func testPipelineAcrossShards(t *testing.T, mode proxy.PoolMode) {
+	ts := newTwoPCSetup(t, fmt.Sprint("pipespan_e2e_", mode), true, mode)
+	direct := plainPostgres(t, fmt.Sprint("pipespan_plain_", mode))
 	proxied := rawLoginURL(t, dbURL(proxyURL(ts.addr), ts.db))
 	_ = proxied.Conn.SetDeadline(time.Now().Add(30 * time.Second))
 	other := ts.conn(t)
