@@ -52,6 +52,12 @@ func BuildSQL(sql string, stmts []*sqlparse.Stmt, rules shardmap.Rules) Plan {
 }
 
 func buildStmt(st *sqlparse.Stmt, rules shardmap.Rules) Plan {
+	p := buildStmtKind(st, rules)
+	p.NoTxBlock = st.NoTxBlock
+	return p
+}
+
+func buildStmtKind(st *sqlparse.Stmt, rules shardmap.Rules) Plan {
 	switch st.Kind {
 	case sqlparse.KindTx:
 		t := st.Tx

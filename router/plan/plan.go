@@ -98,6 +98,10 @@ type Plan struct {
 	// table between shards and needs one definition on both). CREATE
 	// INDEX, GRANT, COMMENT and the like leave it empty.
 	Alters string `json:"alters,omitempty"`
+	// NoTxBlock: Postgres refuses the statement inside a transaction
+	// block (VACUUM, CREATE DATABASE, ...): where it runs on every shard,
+	// it runs on each outside one.
+	NoTxBlock bool `json:"no_tx_block,omitempty"`
 	// Tx lists the transaction-control statements (Kind Tx, or inside a
 	// multi-statement string routed elsewhere: the session then follows
 	// the transaction status in ReadyForQuery).

@@ -268,6 +268,13 @@ func (s *session) routeQuery(m *pgproto3.Query) (done bool, err error) {
 			s.srv.forgetCatalog()
 			return true, err
 		}
+		if s.inTxBlock() && r.NoTxBlock {
+			// VACUUM, CREATE DATABASE ... in a transaction: the
+			// transaction's shard refuses it as Postgres does (25001),
+			// and the transaction fails.
+			s.target = s.anyShard()
+			break
+		}
 		if s.inTxBlock() {
 			return true, s.refuseQuery(wire.Errorf(pgcode.FeatureNotSupported, "a statement that runs on every shard cannot run inside a transaction block").
 				WithHint("Run DDL and reference-table writes outside explicit transactions, or set two_phase_commit: true in the pgshard config."))
@@ -653,23 +660,10 @@ func (s *session) boundBatch(batch []pgproto3.FrontendMessage) (q string, oids [
 // is called at its Execute and gives the command tag, or an error that
 // ends the batch as Postgres ends one after an error.
 func (s *session) answerTxBatch(batch []pgproto3.FrontendMessage, run func() (string, *wire.Error)) {
-	for _, msg := range batch {
-		switch b := msg.(type) {
-		case *pgproto3.Parse:
-			st := s.newStmt(b.Query, b.ParameterOIDs, b.Name == "")
-			if b.Name == "" {
-				s.unnamed = st
-			} else {
-				s.stmts[b.Name] = st
-			}
-			s.push(pending{kind: pSynth, synth: &pgproto3.ParseComplete{}})
-		case *pgproto3.Bind:
-			s.push(pending{kind: pSynth, synth: &pgproto3.BindComplete{}})
-		case *pgproto3.Describe:
-			if b.ObjectType == 'S' {
-				s.push(pending{kind: pSynth, synth: &pgproto3.ParameterDescription{}})
-			}
-			s.push(pending{kind: pSynth, synth: &pgproto3.NoData{}})
+	for i, msg := range batch {
+		switch msg.(type) {
+		case *pgproto3.Parse, *pgproto3.Bind, *pgproto3.Describe, *pgproto3.Close:
+			s.answerLocally(batch[i : i+1])
 		case *pgproto3.Execute:
 			tag, werr := run()
 			if werr != nil {
@@ -679,8 +673,6 @@ func (s *session) answerTxBatch(batch []pgproto3.FrontendMessage, run func() (st
 				return
 			}
 			s.push(pending{kind: pSynth, synth: &pgproto3.CommandComplete{CommandTag: []byte(tag)}})
-		case *pgproto3.Close:
-			_ = s.dispatch(b)
 		}
 	}
 }
@@ -872,6 +864,9 @@ func (s *session) batchTarget(batch []pgproto3.FrontendMessage, m *AppliedMap) (
 				return 0, wire.Errorf(pgcode.FeatureNotSupported, "this statement needs several shards, which the extended protocol does not support yet").
 					WithHint("Send COPY with the simple protocol."), nil
 			case RouteAll:
+				if s.inTxBlock() && r.NoTxBlock {
+					continue // VACUUM ... in a transaction: its shard refuses it (25001), as Postgres does
+				}
 				if s.inTxBlock() {
 					return 0, wire.Errorf(pgcode.FeatureNotSupported, "a statement that runs on every shard cannot run inside a transaction block").
 						WithHint("Run DDL and reference-table writes outside explicit transactions, or set two_phase_commit: true in the pgshard config (then statements without parameters run in the transaction)."), nil

@@ -85,11 +85,27 @@ func (j *copyJoin) data(d []byte) []byte {
 	return d
 }
 
-// send sends a shard's CopyData as data says.
-func (j *copyJoin) send(s *session, m *pgproto3.CopyData) {
-	if d := j.data(m.Data); d != nil {
-		s.send(&pgproto3.CopyData{Data: d})
+// relay passes on a shard's CopyOutResponse or CopyData as begin and data
+// say (nothing without a join), flushing a full output buffer: flushed
+// tells the caller that what it buffered before went out.
+func (j *copyJoin) relay(s *session, m pgproto3.BackendMessage) (flushed bool, err error) {
+	if j == nil {
+		return false, nil
 	}
+	switch m := m.(type) {
+	case *pgproto3.CopyOutResponse:
+		if j.begin(m) {
+			s.send(m)
+		}
+	case *pgproto3.CopyData:
+		if d := j.data(m.Data); d != nil {
+			s.send(&pgproto3.CopyData{Data: d})
+		}
+		if len(s.out) >= flushThreshold {
+			return true, s.flush()
+		}
+	}
+	return false, nil
 }
 
 // end sends the end of the joined stream, if it began.

@@ -156,19 +156,13 @@ func (s *session) runSplit(r Route) error {
 					}
 					mark = 0
 				}
-			case *pgproto3.CopyOutResponse:
-				if join != nil && join.begin(m) {
-					s.send(m)
+			case *pgproto3.CopyOutResponse, *pgproto3.CopyData:
+				flushed, err := join.relay(s, m)
+				if err != nil {
+					return err
 				}
-			case *pgproto3.CopyData:
-				if join != nil {
-					join.send(s, m)
-					if len(s.out) >= flushThreshold {
-						if err := s.flush(); err != nil {
-							return err
-						}
-						mark = 0
-					}
+				if flushed {
+					mark = 0
 				}
 			case *pgproto3.CommandComplete:
 				sum.add(m.CommandTag)
@@ -824,19 +818,13 @@ func (s *session) runBatchSplit(batch []pgproto3.FrontendMessage, r Route) error
 					}
 					mark = 0
 				}
-			case *pgproto3.CopyOutResponse:
-				if join != nil && join.begin(m) {
-					s.send(m)
+			case *pgproto3.CopyOutResponse, *pgproto3.CopyData:
+				flushed, err := join.relay(s, m)
+				if err != nil {
+					return err
 				}
-			case *pgproto3.CopyData:
-				if join != nil {
-					join.send(s, m)
-					if len(s.out) >= flushThreshold {
-						if err := s.flush(); err != nil {
-							return err
-						}
-						mark = 0
-					}
+				if flushed {
+					mark = 0
 				}
 			case *pgproto3.CommandComplete:
 				sum.add(m.CommandTag)

@@ -257,8 +257,9 @@ func (s *session) runPipeline(batch []pgproto3.FrontendMessage) error {
 	return nil
 }
 
-// answerLocally answers Parse, Bind-less Describe and Close messages of a
-// pipeline without a server: Parse registers the client's statement.
+// answerLocally answers Parse, Bind, Describe (of a statement that takes
+// no parameters and returns no rows) and Close messages without a server:
+// Parse registers the client's statement.
 func (s *session) answerLocally(msgs []pgproto3.FrontendMessage) {
 	for _, m := range msgs {
 		switch b := m.(type) {
@@ -273,14 +274,7 @@ func (s *session) answerLocally(msgs []pgproto3.FrontendMessage) {
 			}
 			s.push(pending{kind: pSynth, synth: &pgproto3.NoData{}})
 		case *pgproto3.Close:
-			if b.ObjectType == 'S' {
-				if b.Name == "" {
-					s.unnamed = nil
-				} else {
-					delete(s.stmts, b.Name)
-				}
-			}
-			s.push(pending{kind: pSynth, synth: &pgproto3.CloseComplete{}})
+			_ = s.dispatch(b)
 		}
 	}
 }

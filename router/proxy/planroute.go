@@ -228,9 +228,7 @@ func resolveMap(p *plan.Plan, in plan.Inputs, m *AppliedMap, sql string, env Cat
 			// can run CREATE INDEX CONCURRENTLY outside a transaction.)
 			return everyShard(m, sql)
 		}
-		lower := strings.ToLower(sql)
-		noTx := strings.Contains(lower, "concurrently") || strings.HasPrefix(strings.TrimSpace(lower), "vacuum")
-		return Route{Kind: RouteAll, NoTxBlock: noTx}
+		return Route{Kind: RouteAll, NoTxBlock: p.NoTxBlock}
 	case plan.Tx:
 		var cmd TxCmd
 		var name string

@@ -836,17 +836,13 @@ func (s *session) execSplitTx(r Route, oneAnswer bool, bind *pgproto3.Bind, oids
 						mark = 0
 					}
 				}
-			case *pgproto3.CopyOutResponse:
-				if join != nil && qerr == nil && join.begin(m) {
-					s.send(m)
-				}
-			case *pgproto3.CopyData:
-				if join != nil && qerr == nil {
-					join.send(s, m)
-					if len(s.out) >= flushThreshold {
-						if err := s.flush(); err != nil {
-							return nil, nil, 0, err
-						}
+			case *pgproto3.CopyOutResponse, *pgproto3.CopyData:
+				if qerr == nil {
+					flushed, err := join.relay(s, m)
+					if err != nil {
+						return nil, nil, 0, err
+					}
+					if flushed {
 						mark = 0
 					}
 				}

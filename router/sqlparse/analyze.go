@@ -164,6 +164,7 @@ func analyzeStmt(n *pg.Node, text string, start, end int) *Stmt {
 
 func (w *walker) stmt(n *pg.Node) {
 	st := w.st
+	st.NoTxBlock = noTxBlock(n)
 	switch x := n.GetNode().(type) {
 	case *pg.Node_SelectStmt:
 		st.Kind, st.Command = KindSelect, "SELECT"

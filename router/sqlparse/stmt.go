@@ -57,6 +57,10 @@ type Stmt struct {
 	// TYPE pg_temp.t): the object lives on one server connection, as a
 	// temporary table does, not on every shard.
 	Temp bool `json:"temp,omitempty"`
+	// NoTxBlock is set for a statement Postgres refuses inside a
+	// transaction block (VACUUM, CREATE/DROP DATABASE, CREATE/DROP
+	// TABLESPACE, ALTER SYSTEM, CREATE INDEX CONCURRENTLY, ...).
+	NoTxBlock bool `json:"no_tx_block,omitempty"`
 	// CurrentOf is set for UPDATE/DELETE ... WHERE CURRENT OF cursor.
 	CurrentOf bool `json:"current_of,omitempty"`
 	// MaxParam is the highest $n of a SELECT, INSERT, UPDATE, DELETE or

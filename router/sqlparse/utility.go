@@ -419,3 +419,31 @@ func tempQualified(names []*pg.Node) bool {
 }
 
 func tempSchema(s string) bool { return s == "pg_temp" || strings.HasPrefix(s, "pg_temp_") }
+
+// noTxBlock reports whether Postgres refuses statement n inside a
+// transaction block ("... cannot run inside a transaction block").
+func noTxBlock(n *pg.Node) bool {
+	switch x := n.GetNode().(type) {
+	case *pg.Node_VacuumStmt:
+		return x.VacuumStmt.IsVacuumcmd // ANALYZE alone may
+	case *pg.Node_CreatedbStmt, *pg.Node_DropdbStmt, *pg.Node_CreateTableSpaceStmt, *pg.Node_DropTableSpaceStmt, *pg.Node_AlterSystemStmt:
+		return true
+	case *pg.Node_IndexStmt:
+		return x.IndexStmt.Concurrent
+	case *pg.Node_DropStmt:
+		return x.DropStmt.Concurrent
+	case *pg.Node_ClusterStmt:
+		return x.ClusterStmt.Relation == nil // CLUSTER of every clustered table
+	case *pg.Node_ReindexStmt:
+		switch x.ReindexStmt.Kind {
+		case pg.ReindexObjectType_REINDEX_OBJECT_SCHEMA, pg.ReindexObjectType_REINDEX_OBJECT_SYSTEM, pg.ReindexObjectType_REINDEX_OBJECT_DATABASE:
+			return true
+		}
+		for _, p := range x.ReindexStmt.Params {
+			if d := p.GetDefElem(); d != nil && d.Defname == "concurrently" {
+				return true
+			}
+		}
+	}
+	return false
+}

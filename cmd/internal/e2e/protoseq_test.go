@@ -31,6 +31,44 @@ func plainPostgres(t *testing.T, db string) *pgconn.HijackedConn {
 	return h
 }
 
+// protoPair is a 3-shard pgshard over databases of its own (newTwoPCSetup)
+// and a plain Postgres with the same schema, each on a raw protocol
+// connection, and a pgx client of pgshard's (other).
+type protoPair struct {
+	ts              *twoPCSetup
+	direct, proxied *pgconn.HijackedConn
+	other           *pgx.Conn
+}
+
+func newProtoPair(t *testing.T, name string, twoPC bool, mode ...proxy.PoolMode) *protoPair {
+	t.Helper()
+	ts := newTwoPCSetup(t, name+"_e2e", twoPC, mode...)
+	p := &protoPair{ts: ts, direct: plainPostgres(t, name+"_plain"), proxied: rawLoginURL(t, dbURL(proxyURL(ts.addr), ts.db)), other: ts.conn(t)}
+	_ = p.proxied.Conn.SetDeadline(time.Now().Add(30 * time.Second))
+	return p
+}
+
+// same sends msgs to the plain Postgres and to pgshard, and fails the test
+// if the answers differ.
+func (p *protoPair) same(t *testing.T, name string, readies int, msgs ...pgproto3.FrontendMessage) {
+	t.Helper()
+	want := exchange(t, p.direct.Frontend, readies, msgs...)
+	got := exchange(t, p.proxied.Frontend, readies, msgs...)
+	if strings.Join(got, " ") != strings.Join(want, " ") {
+		t.Errorf("%s:\n pgshard  %v\n postgres %v", name, got, want)
+	}
+}
+
+// countAccounts counts the accounts rows matching where, through c.
+func countAccounts(t *testing.T, c *pgx.Conn, where string) int {
+	t.Helper()
+	var n int
+	if err := c.QueryRow(context.Background(), "select count(*) from accounts where "+where).Scan(&n); err != nil {
+		t.Fatal(err)
+	}
+	return n
+}
+
 // exchange sends msgs on a raw protocol connection and returns the answers
 // up to the readies-th ReadyForQuery, each as a short text: the message's
 // type letter, with the command tag, the field names, the row values, the
@@ -101,38 +139,27 @@ func exchange(t *testing.T, fe *pgproto3.Frontend, readies int, msgs ...pgproto3
 //     runs on several shards: the limit does not apply to a statement
 //     that returns no rows. Before, it was refused with 0A000.
 func TestJDBCMessageSequences(t *testing.T) {
-	ts := newTwoPCSetup(t, "jdbcproto_e2e", false)
-	direct := plainPostgres(t, "jdbcproto_plain")
-	proxied := rawLoginURL(t, dbURL(proxyURL(ts.addr), ts.db))
-	_ = proxied.Conn.SetDeadline(time.Now().Add(30 * time.Second))
-
-	same := func(name string, readies int, msgs ...pgproto3.FrontendMessage) {
-		t.Helper()
-		want := exchange(t, direct.Frontend, readies, msgs...)
-		got := exchange(t, proxied.Frontend, readies, msgs...)
-		if strings.Join(got, " ") != strings.Join(want, " ") {
-			t.Errorf("%s:\n pgshard  %v\n postgres %v", name, got, want)
-		}
-	}
-	same("autosave: held BEGIN, then a simple query", 3,
+	pp := newProtoPair(t, "jdbcproto", false)
+	proxied := pp.proxied
+	pp.same(t, "autosave: held BEGIN, then a simple query", 3,
 		&pgproto3.Parse{Query: "BEGIN"}, &pgproto3.Bind{}, &pgproto3.Execute{},
 		&pgproto3.Query{String: "SAVEPOINT PGJDBC_AUTOSAVE"},
 		&pgproto3.Parse{Query: "INSERT INTO accounts (id, name) VALUES (7, 'seven')"}, &pgproto3.Bind{}, &pgproto3.Execute{},
 		&pgproto3.Sync{},
 		&pgproto3.Query{String: "ROLLBACK"})
-	same("autosave: an error before the simple query", 2,
+	pp.same(t, "autosave: an error before the simple query", 2,
 		&pgproto3.Parse{Query: "BEGIN"}, &pgproto3.Bind{}, &pgproto3.Execute{},
 		&pgproto3.Parse{Query: "SELECT 1/0"}, &pgproto3.Bind{}, &pgproto3.Execute{},
 		&pgproto3.Query{String: "SELECT 'ignored'"},
 		&pgproto3.Sync{},
 		&pgproto3.Query{String: "ROLLBACK"})
-	same("forced binary: BEGIN with the next statement described", 3,
+	pp.same(t, "forced binary: BEGIN with the next statement described", 3,
 		&pgproto3.Parse{Name: "S_1", Query: "BEGIN"}, &pgproto3.Bind{PreparedStatement: "S_1"}, &pgproto3.Execute{},
 		&pgproto3.Parse{Name: "S_2", Query: "SELECT 42 AS answer, $1::int AS p"}, &pgproto3.Describe{ObjectType: 'S', Name: "S_2"},
 		&pgproto3.Sync{},
 		&pgproto3.Bind{PreparedStatement: "S_2", Parameters: [][]byte{[]byte("5")}}, &pgproto3.Execute{}, &pgproto3.Sync{},
 		&pgproto3.Query{String: "ROLLBACK"})
-	same("forced binary: a described statement with a syntax error", 2,
+	pp.same(t, "forced binary: a described statement with a syntax error", 2,
 		&pgproto3.Parse{Name: "S_3", Query: "BEGIN"}, &pgproto3.Bind{PreparedStatement: "S_3"}, &pgproto3.Execute{},
 		&pgproto3.Parse{Name: "S_4", Query: "SELEC 1"}, &pgproto3.Describe{ObjectType: 'S', Name: "S_4"},
 		&pgproto3.Sync{},
@@ -176,30 +203,12 @@ func TestJDBCMessageSequences(t *testing.T) {
 //     25P01, and the session stayed "in a transaction" whose BEGIN every
 //     later statement ran in, never committed.
 func TestPrepareInDeferredTransaction(t *testing.T) {
-	ts := newTwoPCSetup(t, "deferprep_e2e", false)
-	direct := plainPostgres(t, "deferprep_plain")
-	proxied := rawLoginURL(t, dbURL(proxyURL(ts.addr), ts.db))
-	_ = proxied.Conn.SetDeadline(time.Now().Add(30 * time.Second))
-	other := ts.conn(t)
-	count := func(where string) int {
-		t.Helper()
-		var n int
-		if err := other.QueryRow(context.Background(), "select count(*) from accounts where "+where).Scan(&n); err != nil {
-			t.Fatal(err)
-		}
-		return n
-	}
-	same := func(name string, readies int, msgs ...pgproto3.FrontendMessage) {
-		t.Helper()
-		want := exchange(t, direct.Frontend, readies, msgs...)
-		got := exchange(t, proxied.Frontend, readies, msgs...)
-		if strings.Join(got, " ") != strings.Join(want, " ") {
-			t.Errorf("%s:\n pgshard  %v\n postgres %v", name, got, want)
-		}
-	}
+	pp := newProtoPair(t, "deferprep", false)
+	proxied := pp.proxied
+	count := func(where string) int { t.Helper(); return countAccounts(t, pp.other, where) }
 	for i := 1; i <= 6; i++ { // keys on every shard: one is where the Parse ran
 		stmt := fmt.Sprint("ins_", i)
-		same(fmt.Sprint("key ", i, ": prepared in the transaction, rolled back"), 3,
+		pp.same(t, fmt.Sprint("key ", i, ": prepared in the transaction, rolled back"), 3,
 			&pgproto3.Query{String: "BEGIN"},
 			&pgproto3.Parse{Name: stmt, Query: "INSERT INTO accounts (id, name) VALUES ($1, 'x')"},
 			&pgproto3.Describe{ObjectType: 'S', Name: stmt}, &pgproto3.Flush{},
@@ -209,19 +218,19 @@ func TestPrepareInDeferredTransaction(t *testing.T) {
 			t.Fatalf("key %d: %d rows after ROLLBACK", i, n)
 		}
 		stmt = fmt.Sprint("unused_", i)
-		same(fmt.Sprint("key ", i, ": prepared, never run, rolled back"), 2,
+		pp.same(t, fmt.Sprint("key ", i, ": prepared, never run, rolled back"), 2,
 			&pgproto3.Query{String: "BEGIN"},
 			&pgproto3.Parse{Name: stmt, Query: "INSERT INTO accounts (id, name) VALUES ($1, 'x')"},
 			&pgproto3.Describe{ObjectType: 'S', Name: stmt}, &pgproto3.Flush{},
 			&pgproto3.Query{String: "ROLLBACK"})
-		same(fmt.Sprint("key ", i, ": autocommit after it"), 1,
+		pp.same(t, fmt.Sprint("key ", i, ": autocommit after it"), 1,
 			&pgproto3.Query{String: fmt.Sprintf("INSERT INTO accounts (id, name) VALUES (%d, 'kept')", 100+i)})
 	}
 	// asyncpg's cursor: a named portal bound in the transaction, fetched
 	// three rows at a time across Syncs. Before, the Bind ran outside the
 	// transaction and the portal was gone at its Sync (34000).
 	for _, q := range []string{"SELECT generate_series(1, 10)", "SELECT id FROM accounts WHERE id = 103"} {
-		same("cursor in a transaction: "+q, 5,
+		pp.same(t, "cursor in a transaction: "+q, 5,
 			&pgproto3.Query{String: "BEGIN"},
 			&pgproto3.Parse{Name: "cur_stmt", Query: q},
 			&pgproto3.Describe{ObjectType: 'S', Name: "cur_stmt"}, &pgproto3.Flush{},
@@ -229,7 +238,7 @@ func TestPrepareInDeferredTransaction(t *testing.T) {
 			&pgproto3.Execute{Portal: "cur_p", MaxRows: 3}, &pgproto3.Sync{},
 			&pgproto3.Execute{Portal: "cur_p", MaxRows: 3}, &pgproto3.Sync{},
 			&pgproto3.Query{String: "COMMIT"})
-		same("cursor: statement closed", 1, &pgproto3.Close{ObjectType: 'S', Name: "cur_stmt"}, &pgproto3.Sync{})
+		pp.same(t, "cursor: statement closed", 1, &pgproto3.Close{ObjectType: 'S', Name: "cur_stmt"}, &pgproto3.Sync{})
 	}
 	_ = proxied.Conn.Close() // a transaction left open would roll back now
 	if n := count("id > 100"); n != 6 {
@@ -251,27 +260,9 @@ func TestPipelineAcrossShards(t *testing.T) {
 }
 
 func testPipelineAcrossShards(t *testing.T, mode proxy.PoolMode) {
-	ts := newTwoPCSetup(t, fmt.Sprint("pipespan_e2e_", mode), true, mode)
-	direct := plainPostgres(t, fmt.Sprint("pipespan_plain_", mode))
-	proxied := rawLoginURL(t, dbURL(proxyURL(ts.addr), ts.db))
-	_ = proxied.Conn.SetDeadline(time.Now().Add(30 * time.Second))
-	other := ts.conn(t)
-	count := func(where string) int {
-		t.Helper()
-		var n int
-		if err := other.QueryRow(context.Background(), "select count(*) from accounts where "+where).Scan(&n); err != nil {
-			t.Fatal(err)
-		}
-		return n
-	}
-	same := func(name string, readies int, msgs ...pgproto3.FrontendMessage) {
-		t.Helper()
-		want := exchange(t, direct.Frontend, readies, msgs...)
-		got := exchange(t, proxied.Frontend, readies, msgs...)
-		if strings.Join(got, " ") != strings.Join(want, " ") {
-			t.Errorf("%s:\n pgshard  %v\n postgres %v", name, got, want)
-		}
-	}
+	pp := newProtoPair(t, fmt.Sprint("pipespan_", mode), true, mode)
+	ts, other := pp.ts, pp.other
+	count := func(where string) int { t.Helper(); return countAccounts(t, other, where) }
 	insert := func(stmt string, keys ...int) []pgproto3.FrontendMessage {
 		msgs := []pgproto3.FrontendMessage{&pgproto3.Parse{Name: stmt, Query: "INSERT INTO accounts (id, name) VALUES ($1, 'batch')"}}
 		for _, k := range keys {
@@ -285,7 +276,7 @@ func testPipelineAcrossShards(t *testing.T, mode proxy.PoolMode) {
 		}
 	}
 	// Autocommit: committed at the Sync, on every shard.
-	same("autocommit batch", 1, append(insert("b1", 1, 2, 3, 4, 5, 6), &pgproto3.Sync{})...)
+	pp.same(t, "autocommit batch", 1, append(insert("b1", 1, 2, 3, 4, 5, 6), &pgproto3.Sync{})...)
 	if n := count("id between 1 and 6"); n != 6 {
 		t.Fatalf("autocommit batch: %d of 6 rows", n)
 	}
@@ -295,7 +286,7 @@ func testPipelineAcrossShards(t *testing.T, mode proxy.PoolMode) {
 		}
 	}
 	// Autocommit with a duplicate key: nothing of it stays.
-	same("autocommit batch with an error", 1, append(insert("b2", 7, 8, 1, 9, 10), &pgproto3.Sync{})...)
+	pp.same(t, "autocommit batch with an error", 1, append(insert("b2", 7, 8, 1, 9, 10), &pgproto3.Sync{})...)
 	if n := count("id between 7 and 10"); n != 0 {
 		t.Fatalf("failed autocommit batch: %d rows stayed", n)
 	}
@@ -309,7 +300,7 @@ func testPipelineAcrossShards(t *testing.T, mode proxy.PoolMode) {
 		msgs = append(msgs, insert("t_"+end, keys...)...)
 		msgs = append(msgs, &pgproto3.Bind{PreparedStatement: "t_" + end, Parameters: [][]byte{[]byte(fmt.Sprint(keys[0] + 100))}}, &pgproto3.Describe{ObjectType: 'P'}, &pgproto3.Execute{})
 		msgs = append(msgs, &pgproto3.Sync{}, &pgproto3.Query{String: "SELECT count(*) FROM accounts WHERE id = " + fmt.Sprint(keys[3])}, &pgproto3.Query{String: end})
-		same("batch in a transaction, then "+end, 3, msgs...)
+		pp.same(t, "batch in a transaction, then "+end, 3, msgs...)
 		want := 7
 		if end == "ROLLBACK" {
 			want = 0
@@ -319,7 +310,7 @@ func testPipelineAcrossShards(t *testing.T, mode proxy.PoolMode) {
 		}
 	}
 	// A failed batch in a transaction fails it, as Postgres does.
-	same("failing batch in a transaction", 4,
+	pp.same(t, "failing batch in a transaction", 4,
 		append(append([]pgproto3.FrontendMessage{&pgproto3.Query{String: "BEGIN"}}, insert("t_fail", 31, 32, 1, 33)...),
 			&pgproto3.Sync{}, &pgproto3.Query{String: "SELECT 1"}, &pgproto3.Query{String: "ROLLBACK"})...)
 	if n := count("id between 31 and 33"); n != 0 {

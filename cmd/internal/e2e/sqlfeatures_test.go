@@ -822,3 +822,55 @@ func TestCopyKeyErrorContext(t *testing.T) {
 		t.Fatalf("rows after the failed COPYs: %d %v", n, err)
 	}
 }
+
+// Statements Postgres refuses inside a transaction block run on every
+// shard outside one, however they are written (a comment in front, CREATE
+// DATABASE, DROP DATABASE); inside the client's transaction the shard
+// refuses them as Postgres does (25001) and the transaction fails. Before,
+// only "VACUUM ..." and "... CONCURRENTLY ..." by their text were run
+// outside a transaction: "/* c */ VACUUM" and CREATE DATABASE got 25001
+// outside any transaction (asyncpg's test suite), and inside one pgshard
+// refused them itself with 0A000.
+func TestNoTxBlockStatements(t *testing.T) {
+	ts := newTwoPCSetup(t, "notx_e2e", false)
+	c := ts.conn(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	for _, in := range cluster.Instances {
+		admin := connect(t, in.AdminDSN)
+		if _, err := admin.Exec(ctx, "ALTER ROLE app CREATEDB"); err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { _, _ = admin.Exec(context.Background(), "ALTER ROLE app NOCREATEDB") })
+	}
+	for _, mode := range []pgx.QueryExecMode{pgx.QueryExecModeSimpleProtocol, pgx.QueryExecModeExec} {
+		for _, q := range []string{
+			"/* maintenance */ VACUUM accounts",
+			"CREATE INDEX CONCURRENTLY accounts_name_i ON accounts (name)",
+			"REINDEX INDEX CONCURRENTLY accounts_name_i",
+			"DROP INDEX CONCURRENTLY accounts_name_i",
+			"CREATE DATABASE notx_created",
+			"DROP DATABASE notx_created",
+		} {
+			if _, err := c.Exec(ctx, q, mode); err != nil {
+				t.Fatalf("%s (%v): %v", q, mode, err)
+			}
+		}
+		for i := range 3 {
+			if n := ts.direct(t, i, "select count(*) from pg_database where datname = 'notx_created'"); n != 0 {
+				t.Fatalf("shard %d still has the dropped database", i)
+			}
+		}
+		tx, err := c.Begin(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := tx.Exec(ctx, "VACUUM accounts", mode); pgCode(err) != "25001" {
+			t.Fatalf("VACUUM in a transaction (%v): %v, want 25001", mode, err)
+		}
+		if _, err := tx.Exec(ctx, "select 1", mode); pgCode(err) != "25P02" {
+			t.Fatalf("after the refused VACUUM (%v): %v, want 25P02", mode, err)
+		}
+		_ = tx.Rollback(ctx)
+	}
+}
