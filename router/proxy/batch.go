@@ -656,6 +656,18 @@ func (s *session) boundBatch(batch []pgproto3.FrontendMessage) (q string, oids [
 	return q, oids, bind, true
 }
 
+// firstUnit returns the length of the batch's first statement: its
+// messages up to and including its first Execute (the whole batch when it
+// has none).
+func firstUnit(batch []pgproto3.FrontendMessage) int {
+	for i, m := range batch {
+		if _, ok := m.(*pgproto3.Execute); ok {
+			return i + 1
+		}
+	}
+	return len(batch)
+}
+
 // answerTxBatch answers a batch accepted by txBatch without a server: run
 // is called at its Execute and gives the command tag, or an error that
 // ends the batch as Postgres ends one after an error.
@@ -685,9 +697,10 @@ func (s *session) runBatch(sync bool) error {
 	batch := s.batch
 	s.batch = s.batch[:0]
 	s.multiSets = nil // a refused query's must not reach this batch's SETs
+	all := batch
 	defer func() {
-		for i := range batch {
-			batch[i] = nil
+		for i := range all {
+			all[i] = nil
 		}
 	}()
 	if len(s.parts) > 0 {
@@ -697,6 +710,20 @@ func (s *session) runBatch(sync bool) error {
 	}
 	if s.deallocBatch(batch) {
 		return nil
+	}
+	if n := firstUnit(batch); n < len(batch) && s.deferBatch(batch[:n]) {
+		// A BEGIN in front of the batch's statements (pgjdbc sends a
+		// transaction's first statement so): answered as a BEGIN alone
+		// is, the rest of the batch then runs in the transaction.
+		// Before, the statements were routed as if outside one: a
+		// reference-table write committed at once on the other shards
+		// while the transaction went on, and a merged read was refused.
+		batch = batch[n:]
+		// Its answers out before the rest's (a merge sends its rows
+		// straight to the client).
+		if err := s.drive(); err != nil {
+			return err
+		}
 	}
 	if s.deferBatch(batch) {
 		return nil
@@ -794,6 +821,7 @@ func (s *session) batchTarget(batch []pgproto3.FrontendMessage, m *AppliedMap) (
 	}
 	target := -1
 	binds, stateless := 0, 0
+	inTx := s.inTxBlock() // or after a BEGIN of this batch
 	defer func() { s.batchStateless = binds > 0 && stateless == binds }()
 	var local map[string]*pgproto3.Parse // statements parsed in this batch
 	unnamedQ, unnamedOIDs := "", []uint32(nil)
@@ -834,6 +862,14 @@ func (s *session) batchTarget(batch []pgproto3.FrontendMessage, m *AppliedMap) (
 				return 0, errSpanTxControl(), nil
 			}
 			s.noteTxRoute(r, q)
+			if r.Kind == RouteTx {
+				switch r.Tx {
+				case TxBegin:
+					inTx = true
+				case TxCommit, TxRollback:
+					inTx = false
+				}
+			}
 			binds++
 			if r.Kind == RouteAny && r.Stateless && b.DestinationPortal == "" {
 				// (A named portal outlives the batch only inside the
@@ -864,12 +900,19 @@ func (s *session) batchTarget(batch []pgproto3.FrontendMessage, m *AppliedMap) (
 				return 0, wire.Errorf(pgcode.FeatureNotSupported, "this statement needs several shards, which the extended protocol does not support yet").
 					WithHint("Send COPY with the simple protocol."), nil
 			case RouteAll:
-				if s.inTxBlock() && r.NoTxBlock {
+				if inTx && r.NoTxBlock {
 					continue // VACUUM ... in a transaction: its shard refuses it (25001), as Postgres does
 				}
-				if s.inTxBlock() {
-					return 0, wire.Errorf(pgcode.FeatureNotSupported, "a statement that runs on every shard cannot run inside a transaction block").
-						WithHint("Run DDL and reference-table writes outside explicit transactions, or set two_phase_commit: true in the pgshard config (then statements without parameters run in the transaction)."), nil
+				if inTx {
+					// (inTx also after a BEGIN earlier in this batch, as
+					// pgjdbc sends a transaction's first statement: before,
+					// the statement then committed at once on the other
+					// shards while the transaction went on.)
+					e := wire.Errorf(pgcode.FeatureNotSupported, "a statement that runs on every shard cannot run inside a transaction block")
+					if s.cfg.TwoPhaseCommit {
+						return 0, e.WithHint("With two-phase commit it runs in the transaction when it is alone in its pipeline (Parse, Bind, Execute, Sync) after the transaction began."), nil
+					}
+					return 0, e.WithHint("Run DDL and reference-table writes outside explicit transactions, or set two_phase_commit: true in the pgshard config (then statements without parameters run in the transaction)."), nil
 				}
 				s.srv.forgetCatalog() // DDL may change column positions and collations
 				var err error

@@ -347,6 +347,16 @@ var firstWords = [...]string{"select", "set", "reset", "listen", "start", "inser
 
 // setName returns the parameter a session-level SET/RESET statement changes,
 // "*" for RESET ALL, or "" when the statement is not a session-level SET.
+// isSetStmt reports whether q is a SET or RESET the session replays (see
+// setName and sessionCharacteristics); the first-word test keeps other
+// statements from allocating here.
+func isSetStmt(q string) bool {
+	if w := firstWord(q); w != "set" && w != "reset" {
+		return false
+	}
+	return setName(q) != "" || sessionCharacteristics(q) != nil
+}
+
 // sessionCharacteristics returns the settings "SET SESSION
 // CHARACTERISTICS AS TRANSACTION modes" makes, each as the SET statement
 // that makes it, to replay as other SETs are (pgjdbc sends it for
@@ -662,7 +672,7 @@ func (s *session) trackedSettings() string {
 // (nil: none).
 func newStmtGen(query string, oids []uint32, unnamed bool, gen uint64, searchPath string, stale func(string) bool) *stmt {
 	name, sum := freshName(query, oids, gen, searchPath, stale)
-	st := &stmt{query: query, isSet: setName(query) != ""}
+	st := &stmt{query: query, isSet: isSetStmt(query)}
 	if unnamed {
 		// A text seen unnamed before gets its server name too: the
 		// server then parses and plans it once per connection (see

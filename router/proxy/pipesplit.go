@@ -124,7 +124,9 @@ func (s *session) runPipeline(batch []pgproto3.FrontendMessage) error {
 		switch {
 		case r.Kind == RouteShard:
 			plans[i].shard = r.Shard
-		case r.Kind == RouteAny && !r.TxControl:
+		case r.Kind == RouteAny && r.Stateless:
+			// (No SET, LISTEN or the like: their session state would stay
+			// on one participant's connection, untracked.)
 		case r.Kind == RouteTx && r.Tx == TxBegin && i == 0 && s.canDefer(TxBegin, ""):
 			plans[i].tx = TxBegin
 		case r.Kind == RouteRefuse:

@@ -329,3 +329,51 @@ func testPipelineAcrossShards(t *testing.T, mode proxy.PoolMode) {
 		t.Fatalf("pgx batch: %d of 6 rows", n)
 	}
 }
+
+// pgjdbc sends a transaction's first statement in the pipeline of its
+// BEGIN. The statement runs in the transaction, whatever it needs: a
+// reference-table write (every shard, with two-phase commit) and a read
+// merged from every shard, as on Postgres. Before, the BEGIN was routed
+// with the statement: the reference write committed at once on the other
+// shards while the transaction went on (its ROLLBACK left the shards'
+// copies different), and the merged read was refused. Without two-phase
+// commit the write is refused, on no shard.
+func TestBeginInFrontOfStatement(t *testing.T) {
+	begin := []pgproto3.FrontendMessage{&pgproto3.Parse{Query: "BEGIN"}, &pgproto3.Bind{}, &pgproto3.Execute{}}
+	insertRef := func(code string) []pgproto3.FrontendMessage {
+		return append(append([]pgproto3.FrontendMessage(nil), begin...),
+			&pgproto3.Parse{Query: "INSERT INTO countries (code, name) VALUES ($1, $2)"},
+			&pgproto3.Bind{Parameters: [][]byte{[]byte(code), []byte("Zedland")}}, &pgproto3.Describe{ObjectType: 'P'}, &pgproto3.Execute{MaxRows: 1},
+			&pgproto3.Sync{})
+	}
+	rows := func(ts *twoPCSetup, code string) (n []int) {
+		for i := range 3 {
+			n = append(n, ts.direct(t, i, "select count(*) from countries where code = $1", code))
+		}
+		return n
+	}
+	pp := newProtoPair(t, "beginfront", true)
+	pp.same(t, "reference write first in the transaction, rolled back", 2, append(insertRef("zz"), &pgproto3.Query{String: "ROLLBACK"})...)
+	if n := rows(pp.ts, "zz"); fmt.Sprint(n) != "[0 0 0]" {
+		t.Fatalf("rolled-back reference write: rows per shard %v", n)
+	}
+	pp.same(t, "reference write first in the transaction, committed", 2, append(insertRef("zy"), &pgproto3.Query{String: "COMMIT"})...)
+	if n := rows(pp.ts, "zy"); fmt.Sprint(n) != "[1 1 1]" {
+		t.Fatalf("committed reference write: rows per shard %v", n)
+	}
+	pp.same(t, "merged read first in the transaction", 2, append(append([]pgproto3.FrontendMessage(nil), begin...),
+		&pgproto3.Parse{Query: "SELECT count(*) FROM accounts WHERE id > $1"}, &pgproto3.Bind{Parameters: [][]byte{[]byte("0")}},
+		&pgproto3.Describe{ObjectType: 'P'}, &pgproto3.Execute{}, &pgproto3.Sync{}, &pgproto3.Query{String: "COMMIT"})...)
+
+	// Without two-phase commit: refused, and nothing written anywhere.
+	no2pc := newTwoPCSetup(t, "beginfront_no2pc", false)
+	raw := rawLoginURL(t, dbURL(proxyURL(no2pc.addr), no2pc.db))
+	_ = raw.Conn.SetDeadline(time.Now().Add(30 * time.Second))
+	got := strings.Join(exchange(t, raw.Frontend, 2, append(insertRef("zx"), &pgproto3.Query{String: "ROLLBACK"})...), " ")
+	if !strings.Contains(got, "E0A000") {
+		t.Errorf("reference write first in a transaction without two-phase commit: %s, want 0A000", got)
+	}
+	if n := rows(no2pc, "zx"); fmt.Sprint(n) != "[0 0 0]" {
+		t.Fatalf("refused reference write: rows per shard %v", n)
+	}
+}

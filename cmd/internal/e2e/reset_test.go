@@ -278,39 +278,51 @@ func TestPoolResetQuery(t *testing.T) {
 // server connection it ran on: a read-only session's write to a key on
 // another shard committed.
 func TestSessionCharacteristics(t *testing.T) {
-	for _, mode := range []pgx.QueryExecMode{pgx.QueryExecModeSimpleProtocol, pgx.QueryExecModeExec} {
-		t.Run(mode.String(), func(t *testing.T) {
-			ts := newTwoPCSetup(t, "sesschar_e2e_"+strings.ReplaceAll(mode.String(), " ", ""), false)
+	for _, extended := range []bool{false, true} {
+		t.Run(fmt.Sprint("extended=", extended), func(t *testing.T) {
+			ts := newTwoPCSetup(t, fmt.Sprint("sesschar_e2e_", extended), false)
 			ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 			defer cancel()
-			a, b := ts.conn(t), ts.conn(t)
+			b := ts.conn(t)
+			a := rawLoginURL(t, dbURL(proxyURL(ts.addr), ts.db))
+			_ = a.Conn.SetDeadline(time.Now().Add(30 * time.Second))
+			// run sends q as a simple query, or with Parse/Bind/Execute
+			// (as pgjdbc does) and $1 bound to arg, and returns the answers.
+			run := func(q, arg string) string {
+				t.Helper()
+				if !extended {
+					return strings.Join(exchange(t, a.Frontend, 1, &pgproto3.Query{String: strings.ReplaceAll(q, "$1", arg)}), " ")
+				}
+				bind := &pgproto3.Bind{}
+				if strings.Contains(q, "$1") {
+					bind.Parameters = [][]byte{[]byte(arg)}
+				}
+				return strings.Join(exchange(t, a.Frontend, 1, &pgproto3.Parse{Query: q}, bind, &pgproto3.Execute{}, &pgproto3.Sync{}), " ")
+			}
 			for i := 1; i <= 6; i++ {
 				if _, err := b.Exec(ctx, "insert into accounts (id, name) values ($1, 'k')", i); err != nil {
 					t.Fatal(err)
 				}
 			}
-			if _, err := a.Exec(ctx, "SET SESSION CHARACTERISTICS AS TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY", mode); err != nil {
-				t.Fatal(err)
+			if got := run("SET SESSION CHARACTERISTICS AS TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY", ""); !strings.HasSuffix(got, "CSET ZI") {
+				t.Fatalf("SET SESSION CHARACTERISTICS: %s", got)
 			}
 			for i := 1; i <= 6; i++ { // keys on every shard
-				_, err := a.Exec(ctx, "update accounts set balance = 1 where id = $1", i)
-				if pgCode(err) != "25006" {
-					t.Fatalf("read-only session, update of key %d: %v, want 25006", i, err)
+				k := fmt.Sprint(i)
+				if got := run("update accounts set balance = 1 where id = $1", k); !strings.Contains(got, "E25006") {
+					t.Fatalf("read-only session, update of key %d: %s, want 25006", i, got)
 				}
-				var iso string
-				if err := a.QueryRow(ctx, "select current_setting('transaction_isolation') from accounts where id = $1", i).Scan(&iso); err != nil || iso != "repeatable read" {
-					t.Fatalf("key %d: isolation %q %v", i, iso, err)
+				if got := run("select current_setting('transaction_isolation') from accounts where id = $1", k); !strings.Contains(got, "Drepeatable read") {
+					t.Fatalf("key %d: isolation: %s", i, got)
 				}
 				if _, err := b.Exec(ctx, "update accounts set balance = 2 where id = $1", i); err != nil {
 					t.Fatalf("another client, key %d: %v", i, err)
 				}
 			}
-			if _, err := a.Exec(ctx, "SET SESSION CHARACTERISTICS AS TRANSACTION READ WRITE", mode); err != nil {
-				t.Fatal(err)
-			}
+			run("SET SESSION CHARACTERISTICS AS TRANSACTION READ WRITE", "")
 			for i := 1; i <= 6; i++ {
-				if _, err := a.Exec(ctx, "update accounts set balance = 3 where id = $1", i); err != nil {
-					t.Fatalf("read-write again, key %d: %v", i, err)
+				if got := run("update accounts set balance = 3 where id = $1", fmt.Sprint(i)); !strings.Contains(got, "CUPDATE 1") {
+					t.Fatalf("read-write again, key %d: %s", i, got)
 				}
 			}
 		})

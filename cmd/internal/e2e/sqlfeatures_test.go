@@ -260,28 +260,32 @@ func TestListenExtendedProtocol(t *testing.T) {
 	ts := newTwoPCSetup(t, "listenext_e2e", false)
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
-	l, n, o := ts.conn(t), ts.conn(t), ts.conn(t)
-	if _, err := l.Exec(ctx, "LISTEN ext_ch", pgx.QueryExecModeExec); err != nil {
-		t.Fatal(err)
+	n, o := ts.conn(t), ts.conn(t)
+	// (pgx sends a statement without arguments as a simple query: the
+	// listener speaks the protocol itself.)
+	l := rawLoginURL(t, dbURL(proxyURL(ts.addr), ts.db))
+	_ = l.Conn.SetDeadline(time.Now().Add(30 * time.Second))
+	if got := exchange(t, l.Frontend, 1, &pgproto3.Parse{Query: "LISTEN ext_ch"}, &pgproto3.Bind{}, &pgproto3.Execute{}, &pgproto3.Sync{}); strings.Join(got, " ") != "1 2 CLISTEN ZI" {
+		t.Fatalf("LISTEN: %v", got)
 	}
 	for i := 0; i < 4; i++ {
 		payload := fmt.Sprint("n", i)
 		for _, c := range []*pgx.Conn{o, n} { // use the pool's connections
-			if _, err := c.Exec(ctx, "select 1", pgx.QueryExecModeExec); err != nil {
+			if _, err := c.Exec(ctx, "select $1::int", i); err != nil {
 				t.Fatal(err)
 			}
 		}
-		if _, err := n.Exec(ctx, "NOTIFY ext_ch, '"+payload+"'", pgx.QueryExecModeExec); err != nil {
+		if _, err := n.Exec(ctx, "NOTIFY ext_ch, '"+payload+"'"); err != nil {
 			t.Fatal(err)
 		}
-		wctx, wcancel := context.WithTimeout(ctx, 2*time.Second)
-		nt, err := l.WaitForNotification(wctx)
-		wcancel()
-		if err != nil || nt.Payload != payload {
-			t.Fatalf("listener: %v %v, want %q", nt, err, payload)
+		_ = l.Conn.SetReadDeadline(time.Now().Add(2 * time.Second))
+		m, err := l.Frontend.Receive()
+		nt, ok := m.(*pgproto3.NotificationResponse)
+		if err != nil || !ok || nt.Payload != payload {
+			t.Fatalf("listener: %T %+v %v, want the notification %q", m, m, err, payload)
 		}
 		for _, c := range []*pgx.Conn{o, n} {
-			if _, err := c.Exec(ctx, "select 1", pgx.QueryExecModeExec); err != nil {
+			if _, err := c.Exec(ctx, "select $1::int", i); err != nil {
 				t.Fatal(err)
 			}
 			wctx, wcancel := context.WithTimeout(ctx, 50*time.Millisecond)
@@ -872,5 +876,17 @@ func TestNoTxBlockStatements(t *testing.T) {
 			t.Fatalf("after the refused VACUUM (%v): %v, want 25P02", mode, err)
 		}
 		_ = tx.Rollback(ctx)
+	}
+	// (pgx sends statements without arguments as simple queries.)
+	raw := rawLoginURL(t, dbURL(proxyURL(ts.addr), ts.db))
+	_ = raw.Conn.SetDeadline(time.Now().Add(30 * time.Second))
+	extended := func(q string) []pgproto3.FrontendMessage {
+		return []pgproto3.FrontendMessage{&pgproto3.Parse{Query: q}, &pgproto3.Bind{}, &pgproto3.Execute{}, &pgproto3.Sync{}}
+	}
+	if got := strings.Join(exchange(t, raw.Frontend, 1, extended("/* maintenance */ VACUUM accounts")...), " "); got != "1 2 CVACUUM ZI" {
+		t.Errorf("VACUUM, extended protocol: %s", got)
+	}
+	if got := strings.Join(exchange(t, raw.Frontend, 3, append(append([]pgproto3.FrontendMessage{&pgproto3.Query{String: "BEGIN"}}, extended("VACUUM accounts")...), &pgproto3.Query{String: "ROLLBACK"})...), " "); got != "CBEGIN ZT 1 2 E25001 ZE CROLLBACK ZI" {
+		t.Errorf("VACUUM in a transaction, extended protocol: %s", got)
 	}
 }
