@@ -125,7 +125,11 @@ func appendKey(dst []int, ks KeySource, in Inputs, n int) ([]int, error) {
 		return append(dst, 0), nil
 	}
 	if ks.Literal != nil {
-		return appendText(dst, ks, *ks.Literal, ks.Num, n)
+		out, err := appendText(dst, ks, *ks.Literal, ks.Num, n)
+		if rf, ok := err.(*Refusal); ok && rf.At == 0 && strings.HasPrefix(rf.Code, "22") {
+			rf.At = ks.At // where Postgres points: the constant
+		}
+		return out, err
 	}
 	i := ks.Param - 1
 	if i < 0 {

@@ -562,6 +562,6 @@ func sourceFor(v sqlparse.Value, t shardmap.Table, array bool) (KeySource, bool)
 		ks.Num = true
 	}
 	text := v.Text
-	ks.Literal = &text
+	ks.Literal, ks.At = &text, v.At
 	return ks, true
 }

@@ -135,6 +135,9 @@ type KeySource struct {
 	Array bool `json:"array,omitempty"`
 	// Type is the key column's type.
 	Type shardmap.KeyType `json:"type"`
+	// At is 1 + the byte offset of Literal in the statement text (0: not
+	// known): the position of an error in its value.
+	At int `json:"-"`
 	// Invalid, only in InsertSplit.Values, says why a value cannot be a
 	// key ("default", "expression") should it be the key column.
 	Invalid string `json:"invalid,omitempty"`

@@ -758,6 +758,12 @@ func (s *session) runBatch(sync bool) error {
 			}
 			return s.runMerge(r.Merge, batch)
 		}
+		if sync && !s.inTxBlock() && singleStatementLimit(batch, true) && !singleStatementLimit(batch, r.Kind == RouteSplit && r.NoRows) {
+			// Alone, but with a row limit (pgjdbc's setMaxRows or fetch
+			// size, a cursor): the portal would have to stay suspended.
+			return s.proxyError(wire.Errorf(pgcode.FeatureNotSupported, "a statement that reads several shards cannot be read a few rows at a time (an Execute with a row limit)").
+				WithHint("Read it without a row limit (JDBC: setMaxRows(0), fetch size 0), or put LIMIT in the query, which pgshard merges."))
+		}
 		if !sync || !singleStatementLimit(batch, r.Kind == RouteSplit && r.NoRows) || s.inTxBlock() {
 			return s.proxyError(wire.Errorf(pgcode.FeatureNotSupported, "a statement that runs on every shard must be alone in its pipeline, end with Sync and be outside explicit transactions").
 				WithHint("Send it on its own (Parse/Bind/Execute/Sync) outside BEGIN ... COMMIT."))

@@ -833,6 +833,14 @@ func (w *walker) value(n *pg.Node, sc int) Value {
 }
 
 func constValue(c *pg.A_Const) Value {
+	v := constValueOf(c)
+	if !v.Expr && !v.Null {
+		v.At = int(c.Location) + 1
+	}
+	return v
+}
+
+func constValueOf(c *pg.A_Const) Value {
 	if c.Isnull {
 		return Value{Null: true}
 	}

@@ -3,6 +3,7 @@ package sqlparse
 import (
 	"errors"
 	"reflect"
+	"strings"
 	"testing"
 )
 
@@ -136,10 +137,32 @@ func TestTablesEverywhere(t *testing.T) {
 	}
 }
 
+// literalsAt checks that each literal's At points at it in sql (a
+// string's quote, a number's digits or sign) and returns vals with At cleared, for
+// comparing the rest.
+func literalsAt(t *testing.T, sql string, vals []Value) []Value {
+	t.Helper()
+	out := make([]Value, len(vals))
+	for i, v := range vals {
+		if v.At > 0 {
+			rest := sql[v.At-1:]
+			if ok := strings.HasPrefix(rest, "'") || v.Num && strings.ContainsAny(rest[:1], "-+0123456789"); !ok {
+				t.Errorf("literal %q: At %d points at %.10q", v.Text, v.At, rest)
+			}
+		} else if !v.Expr && !v.Null && !v.Default && v.Param == 0 {
+			t.Errorf("literal %q without At", v.Text)
+		}
+		v.At = 0
+		out[i] = v
+	}
+	return out
+}
+
 func TestConditions(t *testing.T) {
-	st := analyzeOne(t, `select * from accounts a join orders o on o.account_id = a.id
+	const sql = `select * from accounts a join orders o on o.account_id = a.id
 		where a.id = $1 and o.x in (1, '2', -3) and o.y = any($2) and 5 = o.z and o.w = -'7' and q = 1
-		and (a.v = 1 or a.v = 2) and a.u = 1 + 1 and a.t = $3::uuid and a.s = null and a.r = -(-4)`)
+		and (a.v = 1 or a.v = 2) and a.u = 1 + 1 and a.t = $3::uuid and a.s = null and a.r = -(-4)`
+	st := analyzeOne(t, sql)
 	conds := st.Scopes[0].Conds
 	type c struct {
 		rel    int
@@ -165,7 +188,7 @@ func TestConditions(t *testing.T) {
 	}
 	for i, w := range want {
 		g := conds[i]
-		if g.Col.Rel != w.rel || g.Col.Column != w.col || g.Array != w.array || len(g.Col.Cands) != w.nCands || !reflect.DeepEqual(g.Values, w.vals) {
+		if g.Col.Rel != w.rel || g.Col.Column != w.col || g.Array != w.array || len(g.Col.Cands) != w.nCands || !reflect.DeepEqual(literalsAt(t, sql, g.Values), w.vals) {
 			t.Errorf("cond %d: got %+v, want %+v", i, g, w)
 		}
 	}
@@ -226,7 +249,11 @@ func TestInsert(t *testing.T) {
 		{{Param: 2}, {Default: true}},
 		{{Text: "-3", Num: true}, {Expr: true}},
 	}
-	if !reflect.DeepEqual(ins.Rows, want) {
+	var rows [][]Value
+	for _, r := range ins.Rows {
+		rows = append(rows, literalsAt(t, sql, r))
+	}
+	if !reflect.DeepEqual(rows, want) {
 		t.Errorf("rows: %+v", ins.Rows)
 	}
 	var spans []string

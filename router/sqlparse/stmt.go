@@ -228,6 +228,9 @@ type Value struct {
 	Cast string `json:"cast,omitempty"`
 	// Null is a NULL constant (possibly cast).
 	Null bool `json:"null,omitempty"`
+	// At is 1 + the byte offset of a literal in the analysed text (0:
+	// not a literal), where Postgres points at an error in its value.
+	At int `json:"-"`
 	// Default is DEFAULT in a VALUES row.
 	Default bool `json:"default,omitempty"`
 	// Expr is anything else: not routable. A plain column reference has

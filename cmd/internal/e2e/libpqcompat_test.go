@@ -157,17 +157,21 @@ func TestEveryShardErrorKeepsFields(t *testing.T) {
 	// while routing: the same error, pointing at the same place (in
 	// characters). Before, it had no position.
 	for _, q := range []string{
-		"SELECT * FROM accounts WHERE id = 'abc'",
-		"SELECT 'é, ü' AS x, * FROM accounts WHERE id = '99999999999999999999'",
+		"SELECT * FROM accounts WHERE id = 'abc' AND $1::int = 1",
+		"SELECT 'é, ü' AS x, * FROM accounts WHERE id = '99999999999999999999' AND $1::int = 1",
 	} {
-		_, perr := c.Exec(ctx, q, pgx.QueryExecModeSimpleProtocol)
-		_, derr := d.Exec(ctx, q, pgx.QueryExecModeSimpleProtocol)
-		var got, want *pgconn.PgError
-		if !errors.As(perr, &got) || !errors.As(derr, &want) {
-			t.Fatalf("%s: through pgshard %v, on a shard %v", q, perr, derr)
-		}
-		if got.Code != want.Code || got.Message != want.Message || got.Position != want.Position {
-			t.Errorf("%s:\n through pgshard %+v\n on a shard     %+v", q, *got, *want)
+		// Simple protocol (the literal normalised to a parameter by
+		// pgshard) and extended (the literal left in the text).
+		for _, mode := range []pgx.QueryExecMode{pgx.QueryExecModeSimpleProtocol, pgx.QueryExecModeExec} {
+			_, perr := c.Exec(ctx, q, mode, 1)
+			_, derr := d.Exec(ctx, q, mode, 1)
+			var got, want *pgconn.PgError
+			if !errors.As(perr, &got) || !errors.As(derr, &want) {
+				t.Fatalf("%s: through pgshard %v, on a shard %v", q, perr, derr)
+			}
+			if got.Code != want.Code || got.Message != want.Message || got.Position != want.Position {
+				t.Errorf("%s (%v):\n through pgshard %+v\n on a shard     %+v", q, mode, *got, *want)
+			}
 		}
 	}
 }
