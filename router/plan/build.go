@@ -420,6 +420,10 @@ func copyPlan(st *sqlparse.Stmt, rules shardmap.Rules) Plan {
 	if c.Query >= 0 {
 		cp.Query = true
 		p := newAnalysis(st, rules).dml()
+		if !c.Stdio && (p.Kind == Multi || p.Kind == Scatter || p.Kind == All) {
+			return refuse("COPY between a query over several shards and a server-side file or program is not supported",
+				"use COPY (...) TO STDOUT (psql's \\copy)")
+		}
 		if p.Kind != Refuse {
 			p.Copy = cp
 		}

@@ -238,6 +238,9 @@ func (s *session) routeQuery(m *pgproto3.Query) (done bool, err error) {
 			s.send(&pgproto3.CommandComplete{CommandTag: []byte(tag)})
 			s.txStatus = s.clientTxStatus()
 			s.send(&pgproto3.ReadyForQuery{TxStatus: s.txStatus})
+			if s.txStatus == 'I' {
+				s.releaseLoose()
+			}
 			return true, s.flush()
 		}
 		s.target = s.anyShard()
@@ -654,6 +657,23 @@ func (s *session) boundBatch(batch []pgproto3.FrontendMessage) (q string, oids [
 		}
 	}
 	return q, oids, bind, true
+}
+
+// releaseLoose gives back, under transaction pooling, a connection the
+// session holds only because it parsed or described statements there
+// (looseSync) and no transaction or pin keeps: after a deferred
+// transaction ended without reaching a shard, nothing else would until the
+// client's next statement.
+func (s *session) releaseLoose() {
+	if s.sc == nil || !s.looseSync() || s.pinned || s.cfg.Mode != PoolTransaction || len(s.parts) > 0 {
+		return
+	}
+	s.sc.FE.Send(&pgproto3.Sync{})
+	if err := drainToReady(s.sc); err != nil {
+		s.sc.Broken = true
+	}
+	s.awaitSync, s.syncDirty = false, false
+	s.detach(false)
 }
 
 // firstUnit returns the length of the batch's first statement: its

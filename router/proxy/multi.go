@@ -544,6 +544,29 @@ func (s *session) endCopy(fail *pgproto3.CopyFail) error {
 		}
 	}
 	ok := fail == nil && cs.err == nil && firstErr == nil && lost == ""
+	if ok && cs.r.Broadcast && len(cs.order) > 1 && s.cfg.TwoPhaseCommit && s.cfg.Decisions != nil {
+		// A reference table's copies stay the same everywhere: its rows
+		// commit on every shard or on none, as its INSERTs do.
+		conns := make([]*pool.Conn, len(cs.order))
+		for i, c := range cs.order {
+			conns[i] = c.sc
+		}
+		_, werr := s.twoPhaseCommit(conns)
+		for _, c := range cs.order {
+			s.unlend(c.sc)
+			c.p.Release(c.sc) // closes it unless idle and sound
+		}
+		switch {
+		case werr != nil:
+			s.sendErr(werr)
+		case firstTag != nil:
+			s.send(&pgproto3.CommandComplete{CommandTag: firstTag})
+		default:
+			s.send(&pgproto3.CommandComplete{CommandTag: sum.tag()})
+		}
+		s.send(&pgproto3.ReadyForQuery{TxStatus: 'I'})
+		return s.flush()
+	}
 	if err := s.finish(cs.order, ok); err != nil && ok {
 		s.sendErr(wire.Errorf(pgcode.StatementCompletionUnknown, "COPY commit failed on a shard: %v", err).
 			WithHint("Some shards may have committed their rows; enable two-phase commit for atomic multi-shard writes."))

@@ -201,11 +201,12 @@ func (s *session) runPipeline(batch []pgproto3.FrontendMessage) error {
 			sc.Broken = true
 			return s.serverLostIn(sc, err)
 		}
-		parses := 0
+		// The client's Parse messages of the unit: registered, and
+		// answered, when the shard has parsed the statement.
+		var parses []*pgproto3.Parse
 		for _, m := range u.msgs {
 			if pm, ok := m.(*pgproto3.Parse); ok {
-				s.registerParse(pm)
-				parses++
+				parses = append(parses, pm)
 			}
 		}
 		first := true
@@ -218,10 +219,11 @@ func (s *session) runPipeline(batch []pgproto3.FrontendMessage) error {
 			}
 			switch x := m.(type) {
 			case *pgproto3.ParseComplete:
-				for ; parses > 0; parses-- {
+				for _, pm := range parses {
+					s.registerParse(pm)
 					s.push(pending{kind: pSynth, synth: &pgproto3.ParseComplete{}})
 				}
-				first = false
+				parses, first = nil, false
 			case *pgproto3.ReadyForQuery:
 				sc.TxStatus = x.TxStatus
 				break read
@@ -229,7 +231,7 @@ func (s *session) runPipeline(batch []pgproto3.FrontendMessage) error {
 				sc.Params[x.Name] = x.Value
 			case *pgproto3.ErrorResponse:
 				if first {
-					parses = 0 // the Parse failed: the client's gets the error
+					parses = nil // the Parse failed: the client's gets the error
 				}
 				failed = true
 				s.push(pending{kind: pSynth, synth: wire.FromServer(x).Response()})
@@ -276,7 +278,17 @@ func (s *session) answerLocally(msgs []pgproto3.FrontendMessage) {
 			}
 			s.push(pending{kind: pSynth, synth: &pgproto3.NoData{}})
 		case *pgproto3.Close:
-			_ = s.dispatch(b)
+			// Local for a statement (as dispatch does); for a portal too:
+			// none of the batch's is on a server (Postgres answers
+			// CloseComplete for any name).
+			if b.ObjectType == 'S' {
+				if b.Name == "" {
+					s.unnamed = nil
+				} else {
+					delete(s.stmts, b.Name)
+				}
+			}
+			s.push(pending{kind: pSynth, synth: &pgproto3.CloseComplete{}})
 		}
 	}
 }

@@ -157,7 +157,7 @@ func resolveMap(p *plan.Plan, in plan.Inputs, m *AppliedMap, sql string, env Cat
 			if m.ShardOf(b) != shard && p.Insert != nil && len(p.Insert.RowSpans) == len(bs) && p.Statements <= 1 {
 				return splitInsert(p, in, m, sql, bs)
 			}
-			if m.ShardOf(b) != shard && p.Copy != nil {
+			if m.ShardOf(b) != shard && p.Copy != nil && !p.Copy.From {
 				// COPY (SELECT ... WHERE key IN (...)) TO: each shard's
 				// rows, one stream after the other.
 				return copyOutRoute(p, sql, bucketShards(m.Map, bs))
@@ -210,6 +210,9 @@ func resolveMap(p *plan.Plan, in plan.Inputs, m *AppliedMap, sql string, env Cat
 		if p.Copy != nil && p.Copy.From {
 			// A reference table's COPY FROM STDIN: its data to every shard.
 			return Route{Kind: RouteCopy, Copy: &CopyRoute{Format: p.Copy.Format, Broadcast: true}}
+		}
+		if p.Copy != nil {
+			return errCopyWrite() // COPY (UPDATE ... RETURNING) TO of every shard
 		}
 		if p.Alters != "" && m.Moving != 0 {
 			return Route{Kind: RouteRefuse, Err: errMoving(p.Alters, m.Moving)}
@@ -557,6 +560,9 @@ func copyOutRoute(p *plan.Plan, sql string, shards []int) Route {
 	if p.Copy.From || p.Statements > 1 {
 		return Route{Kind: RouteRefuse, Err: wire.Errorf(pgcode.FeatureNotSupported, "COPY of table %s on several shards must be a statement of its own", p.Table)}
 	}
+	if p.Write {
+		return errCopyWrite()
+	}
 	if !concatenates(p.Merge) {
 		return Route{Kind: RouteRefuse, Err: wire.Errorf(pgcode.FeatureNotSupported,
 			"COPY (query) TO of several shards is supported only for a query whose rows need no merging (no ORDER BY, LIMIT, aggregate, GROUP BY, DISTINCT, window or set operation)").
@@ -566,6 +572,13 @@ func copyOutRoute(p *plan.Plan, sql string, shards []int) Route {
 	r.ReadOnly = true
 	r.CopyOut = &CopyOut{Header: p.Copy.Header != ""} // "true" (or "match", which only COPY FROM takes)
 	return r
+}
+
+// errCopyWrite refuses COPY (INSERT/UPDATE/DELETE ... RETURNING) TO STDOUT
+// that needs several shards.
+func errCopyWrite() Route {
+	return Route{Kind: RouteRefuse, Err: wire.Errorf(pgcode.FeatureNotSupported, "COPY (INSERT, UPDATE or DELETE ... RETURNING) TO over several shards is not supported").
+		WithHint("Run the statement itself with RETURNING, or one sharding key per COPY.")}
 }
 
 // frozenRoute is the route of a statement that must wait for a frozen

@@ -383,3 +383,36 @@ func TestShiftParams(t *testing.T) {
 		}
 	}
 }
+
+// NoTxBlock marks the statements Postgres refuses in a transaction block,
+// whatever comes before their first keyword.
+func TestNoTxBlock(t *testing.T) {
+	for sql, want := range map[string]bool{
+		"/* c */ VACUUM t":                              true,
+		"vacuum":                                        true,
+		"ANALYZE t":                                     false,
+		"VACUUM ANALYZE t":                              true,
+		"CREATE DATABASE d":                             true,
+		"DROP DATABASE IF EXISTS d":                     true,
+		"CREATE TABLESPACE s LOCATION '/x'":             true,
+		"DROP TABLESPACE s":                             true,
+		"ALTER SYSTEM SET work_mem = '5MB'":             true,
+		"CREATE INDEX CONCURRENTLY i ON t (a)":          true,
+		"CREATE INDEX i ON t (a)":                       false,
+		"DROP INDEX CONCURRENTLY i":                     true,
+		"DROP INDEX i":                                  false,
+		"REINDEX TABLE CONCURRENTLY t":                  true,
+		"REINDEX TABLE t":                               false,
+		"REINDEX DATABASE d":                            true,
+		"CLUSTER":                                       true,
+		"CLUSTER t USING i":                             false,
+		"ALTER TABLE t DETACH PARTITION p CONCURRENTLY": true,
+		"ALTER TABLE t DETACH PARTITION p":              false,
+		"SELECT 'vacuum concurrently'":                  false,
+	} {
+		st := analyzeOne(t, sql)
+		if st.NoTxBlock != want {
+			t.Errorf("%s: NoTxBlock %v, want %v", sql, st.NoTxBlock, want)
+		}
+	}
+}

@@ -266,9 +266,9 @@ func (h *hider) rewrite(m protoreflect.Message) error {
 		if !ok {
 			break
 		}
-		rv := *x.Relation
-		rv.Inh = false // COPY t reads t alone, as ONLY t does
-		sub, err := h.subquery(&rv, t, nil)
+		// COPY t reads t alone, as ONLY t does (Inh false).
+		rv := &pg.RangeVar{Schemaname: x.Relation.Schemaname, Relname: x.Relation.Relname, Relpersistence: x.Relation.Relpersistence, Alias: x.Relation.Alias}
+		sub, err := h.subquery(rv, t, nil)
 		if err != nil {
 			return err
 		}

@@ -434,6 +434,14 @@ func noTxBlock(n *pg.Node) bool {
 		return x.DropStmt.Concurrent
 	case *pg.Node_ClusterStmt:
 		return x.ClusterStmt.Relation == nil // CLUSTER of every clustered table
+	case *pg.Node_AlterTableStmt:
+		for _, c := range x.AlterTableStmt.Cmds {
+			if cmd := c.GetAlterTableCmd(); cmd != nil && cmd.Subtype == pg.AlterTableType_AT_DetachPartition {
+				if pc := cmd.GetDef().GetPartitionCmd(); pc != nil && pc.Concurrent {
+					return true
+				}
+			}
+		}
 	case *pg.Node_ReindexStmt:
 		switch x.ReindexStmt.Kind {
 		case pg.ReindexObjectType_REINDEX_OBJECT_SCHEMA, pg.ReindexObjectType_REINDEX_OBJECT_SYSTEM, pg.ReindexObjectType_REINDEX_OBJECT_DATABASE:

@@ -285,6 +285,11 @@ func testPipelineAcrossShards(t *testing.T, mode proxy.PoolMode) {
 			t.Fatalf("shard %d holds %d of the batch's 6 rows: the test needs them spread", i, n)
 		}
 	}
+	// A Close after the last statement, as pgjdbc closes its portals.
+	pp.same(t, "autocommit batch, then Close", 1, append(insert("b3", 51, 52, 53, 54), &pgproto3.Close{ObjectType: 'P'}, &pgproto3.Close{ObjectType: 'S', Name: "b3"}, &pgproto3.Sync{})...)
+	if n := count("id between 51 and 54"); n != 4 {
+		t.Fatalf("autocommit batch with a Close: %d of 4 rows", n)
+	}
 	// Autocommit with a duplicate key: nothing of it stays.
 	pp.same(t, "autocommit batch with an error", 1, append(insert("b2", 7, 8, 1, 9, 10), &pgproto3.Sync{})...)
 	if n := count("id between 7 and 10"); n != 0 {

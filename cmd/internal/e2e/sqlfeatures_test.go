@@ -692,6 +692,22 @@ func TestCopyToEveryShard(t *testing.T) {
 				}
 			}
 			run()
+			// A write's RETURNING over several shards: refused, and
+			// nothing written (the key-list INSERT had run whole on
+			// each of its shards, autocommitted).
+			for _, q := range []string{
+				"COPY (INSERT INTO accounts (id, name) VALUES (101, 'a'), (102, 'b'), (103, 'c'), (104, 'd') RETURNING id) TO STDOUT",
+				"COPY (UPDATE accounts SET balance = balance + 1000 RETURNING id) TO STDOUT",
+				"COPY (DELETE FROM accounts WHERE id IN (1, 2, 3, 4) RETURNING id) TO STDOUT",
+			} {
+				if _, err := c.PgConn().CopyTo(ctx, io.Discard, q); pgCode(err) != "0A000" {
+					t.Errorf("%s: %v, want 0A000", q, err)
+				}
+			}
+			var rows, big int
+			if err := c.QueryRow(ctx, "select count(*), count(*) filter (where balance > 1000) from accounts").Scan(&rows, &big); err != nil || rows != 60 || big != 0 {
+				t.Fatalf("after the refused COPY of writes: %d rows, %d updated, %v", rows, big, err)
+			}
 			if twoPC {
 				if _, err := c.Exec(ctx, "begin"); err != nil {
 					t.Fatal(err)
@@ -760,7 +776,13 @@ func binaryCopyInts(s string) ([]int64, error) {
 // the shards' CopyInResponse with CopyFail: 57014 "COPY is not supported
 // here" for any reference COPY.
 func TestCopyIntoReferenceTable(t *testing.T) {
-	ts := newTwoPCSetup(t, "copyref_e2e", false)
+	for _, twoPC := range []bool{false, true} {
+		t.Run(fmt.Sprint("2pc=", twoPC), func(t *testing.T) { testCopyIntoReferenceTable(t, twoPC) })
+	}
+}
+
+func testCopyIntoReferenceTable(t *testing.T, twoPC bool) {
+	ts := newTwoPCSetup(t, fmt.Sprint("copyref_e2e_", twoPC), twoPC)
 	c := ts.conn(t)
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
