@@ -191,12 +191,8 @@ func (s *session) dispatch(msg pgproto3.FrontendMessage) error {
 		return nil
 	case *pgproto3.Close:
 		if m.ObjectType == 'S' {
-			if m.Name == "" {
-				s.unnamed = nil
-			} else {
-				delete(s.stmts, m.Name)
-			}
 			// Server-side statements are shared and cached; closing is local.
+			s.forgetStmt(m.Name)
 			s.push(pending{kind: pSynth, synth: &pgproto3.CloseComplete{}})
 			return nil
 		}
@@ -208,6 +204,15 @@ func (s *session) dispatch(msg pgproto3.FrontendMessage) error {
 		return nil
 	}
 	return nil
+}
+
+// forgetStmt drops the client's statement name ("": the unnamed one).
+func (s *session) forgetStmt(name string) {
+	if name == "" {
+		s.unnamed = nil
+	} else {
+		delete(s.stmts, name)
+	}
 }
 
 func (s *session) idleStatus() byte {

@@ -282,11 +282,7 @@ func (s *session) answerLocally(msgs []pgproto3.FrontendMessage) {
 			// none of the batch's is on a server (Postgres answers
 			// CloseComplete for any name).
 			if b.ObjectType == 'S' {
-				if b.Name == "" {
-					s.unnamed = nil
-				} else {
-					delete(s.stmts, b.Name)
-				}
+				s.forgetStmt(b.Name)
 			}
 			s.push(pending{kind: pSynth, synth: &pgproto3.CloseComplete{}})
 		}
