@@ -144,7 +144,9 @@ func combine(ps []Plan, texts []string) Plan {
 	}
 	if nSess > 0 {
 		if nSess == len(ps) {
-			return Plan{Kind: Session, Session: sess, Statements: len(ps)}
+			// Sets: "SET a = 1; SET b = 2" is replayed (and kept from
+			// other clients) as its SETs sent one by one are.
+			return Plan{Kind: Session, Session: sess, Sets: sets, Statements: len(ps)}
 		}
 		if onlySet && !have {
 			// SETs with transaction control only ("BEGIN; SET ...",

@@ -239,6 +239,26 @@ func TestSetInMultiStatementQuery(t *testing.T) {
 	if got := show(a, "statement_timeout"); got == "1ms" {
 		t.Fatal("the failed query's SET was replayed")
 	}
+	// A query of SETs only: kept for its session, replayed, never seen
+	// by another client. Before, it was not tracked: the settings stayed
+	// on the server connection for whoever used it next.
+	if _, err := a.Exec(ctx, "SET work_mem = '7MB'; SET lock_timeout = '3s'"); err != nil {
+		t.Fatal(err)
+	}
+	for i := 0; i < 3; i++ {
+		if got := show(b, "work_mem") + " " + show(b, "lock_timeout"); got == "7MB 3s" || strings.Contains(got, "7MB") || strings.Contains(got, "3s") {
+			t.Fatalf("another client sees the SETs: %s", got)
+		}
+		if got := show(a, "work_mem") + " " + show(a, "lock_timeout"); got != "7MB 3s" {
+			t.Fatalf("the SETs were not kept for their session: %s", got)
+		}
+	}
+	if _, err := a.Exec(ctx, "RESET ALL; UNLISTEN *"); err != nil {
+		t.Fatal(err)
+	}
+	if got := show(a, "work_mem"); got == "7MB" {
+		t.Fatal("RESET ALL in a query of session commands was not kept")
+	}
 }
 
 // asyncpg's pool resets a connection it takes back with one query,
