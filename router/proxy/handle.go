@@ -165,6 +165,12 @@ func (s *session) dispatch(msg pgproto3.FrontendMessage) error {
 		if st.isSet && s.cfg.Mode == PoolTransaction {
 			s.setCandidate = st.query
 		}
+		if s.cfg.TwoPhaseCommit && s.inTxBlock() {
+			// A SET or SET LOCAL in a transaction that may span shards:
+			// the other participants take it too, as for a simple query
+			// (pgjdbc sends its SETs with Parse/Bind/Execute).
+			s.noteTxSet(st.query)
+		}
 		s.toServer(m, pending{kind: pBind, srvName: name})
 		return nil
 	case *pgproto3.Describe:

@@ -2,6 +2,7 @@ package proxy
 
 import (
 	"reflect"
+	"strings"
 
 	"github.com/jackc/pgx/v5/pgproto3"
 
@@ -68,10 +69,11 @@ func (s *session) runPipeline(batch []pgproto3.FrontendMessage) error {
 	// (a statement needing several shards, savepoints, COPY) is refused
 	// before anything runs.
 	type planned struct {
-		q     string
-		oids  []uint32
-		shard int // -1: any
-		tx    TxCmd
+		q        string
+		oids     []uint32
+		shard    int // -1: any
+		tx       TxCmd
+		setLocal bool // SET LOCAL: every participant takes it
 	}
 	plans := make([]planned, len(units))
 	local := map[string]*pgproto3.Parse{}
@@ -127,6 +129,8 @@ func (s *session) runPipeline(batch []pgproto3.FrontendMessage) error {
 		case r.Kind == RouteAny && r.Stateless:
 			// (No SET, LISTEN or the like: their session state would stay
 			// on one participant's connection, untracked.)
+		case r.Kind == RouteAny && isSetLocal(q):
+			plans[i].setLocal = true // (the transaction's own: see below)
 		case r.Kind == RouteTx && r.Tx == TxBegin && i == 0 && s.canDefer(TxBegin, ""):
 			plans[i].tx = TxBegin
 		case r.Kind == RouteRefuse:
@@ -242,6 +246,24 @@ func (s *session) runPipeline(batch []pgproto3.FrontendMessage) error {
 		if failed {
 			break
 		}
+		if p.setLocal {
+			// SET LOCAL holds for the whole transaction: the other
+			// participants take it now, the shards that join later with
+			// their BEGIN (joinSQL).
+			s.txSets = append(s.txSets, strings.TrimRight(strings.TrimSpace(p.q), "; \t\r\n"))
+			for _, o := range s.participants() {
+				if o != sc {
+					if err := execSimple(o, p.q); err != nil {
+						s.push(pending{kind: pSynth, synth: asWireErr(err).Response()})
+						failed = true
+						break
+					}
+				}
+			}
+			if failed {
+				break
+			}
+		}
 	}
 	if failed {
 		s.clientSkipping = true
@@ -298,6 +320,15 @@ func (s *session) registerParse(p *pgproto3.Parse) {
 	} else {
 		s.stmts[p.Name] = st
 	}
+}
+
+// isSetLocal reports whether q is SET LOCAL (or SET LOCAL TIME ZONE ...).
+func isSetLocal(q string) bool {
+	if firstWord(q) != "set" {
+		return false
+	}
+	f := strings.Fields(strings.ToLower(q))
+	return len(f) > 2 && f[1] == "local"
 }
 
 // errPipelineSpans refuses a pipeline that needs several shards and has

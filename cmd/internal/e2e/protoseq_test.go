@@ -382,3 +382,53 @@ func TestBeginInFrontOfStatement(t *testing.T) {
 		t.Fatalf("refused reference write: rows per shard %v", n)
 	}
 }
+
+// SET and SET LOCAL sent with Parse/Bind/Execute (as pgjdbc sends them) in
+// a transaction that spans shards hold on every shard of the transaction,
+// as a simple-query SET does; a pipeline across shards may carry SET LOCAL.
+// Before, the extended-protocol SET reached one participant only, and a
+// pipeline with SET LOCAL in it was refused.
+func TestSetInTransactionAcrossShards(t *testing.T) {
+	pp := newProtoPair(t, "settx", true)
+	ext := func(q string, args ...string) []pgproto3.FrontendMessage {
+		b := &pgproto3.Bind{}
+		for _, a := range args {
+			b.Parameters = append(b.Parameters, []byte(a))
+		}
+		return []pgproto3.FrontendMessage{&pgproto3.Parse{Query: q}, b, &pgproto3.Execute{}}
+	}
+	var seed []pgproto3.FrontendMessage
+	for k := 1; k <= 6; k++ {
+		seed = append(seed, &pgproto3.Query{String: fmt.Sprintf("INSERT INTO accounts (id, name) VALUES (%d, 'k')", k)})
+	}
+	pp.same(t, "seed", 6, seed...)
+	read := func() []pgproto3.FrontendMessage {
+		var out []pgproto3.FrontendMessage
+		for k := 1; k <= 6; k++ { // every shard
+			out = append(out, ext("SELECT current_setting('statement_timeout'), current_setting('lock_timeout') FROM accounts WHERE id = $1", fmt.Sprint(k))...)
+			out = append(out, &pgproto3.Sync{})
+		}
+		return out
+	}
+	for _, set := range []string{"SET LOCAL statement_timeout = '5s'", "SET statement_timeout = '6s'"} {
+		msgs := []pgproto3.FrontendMessage{&pgproto3.Query{String: "BEGIN"}}
+		msgs = append(msgs, ext("SELECT 1 FROM accounts WHERE id = $1", "2")...)
+		msgs = append(msgs, &pgproto3.Sync{})
+		msgs = append(msgs, ext(set)...)
+		msgs = append(msgs, &pgproto3.Sync{})
+		msgs = append(msgs, read()...)
+		msgs = append(msgs, &pgproto3.Query{String: "ROLLBACK"})
+		pp.same(t, set+" in a transaction", 10, msgs...)
+	}
+	// A pipeline across shards with SET LOCAL in the middle, then reads.
+	msgs := []pgproto3.FrontendMessage{&pgproto3.Query{String: "BEGIN"}}
+	msgs = append(msgs, ext("UPDATE accounts SET balance = 1 WHERE id = $1", "1")...)
+	msgs = append(msgs, ext("SET LOCAL lock_timeout = '4s'")...)
+	for k := 2; k <= 6; k++ {
+		msgs = append(msgs, ext("UPDATE accounts SET balance = 1 WHERE id = $1", fmt.Sprint(k))...)
+	}
+	msgs = append(msgs, &pgproto3.Sync{})
+	msgs = append(msgs, read()...)
+	msgs = append(msgs, &pgproto3.Query{String: "COMMIT"})
+	pp.same(t, "pipeline with SET LOCAL", 9, msgs...)
+}
