@@ -957,8 +957,11 @@ func (s *session) batchTarget(batch []pgproto3.FrontendMessage, m *AppliedMap) (
 			}
 			if target >= 0 && target != want {
 				s.pipelineSpans = true
-				return 0, wire.Errorf(pgcode.FeatureNotSupported, "statements of one pipeline (up to Sync) need shards %s and %s", s.shardName(target), s.shardName(want)).
-					WithHint("Send a Sync between statements for different sharding keys, keep a pipeline on one key, or set two_phase_commit: true in the pgshard config (then such a pipeline runs in a transaction spanning shards)."), nil
+				e := wire.Errorf(pgcode.FeatureNotSupported, "statements of one pipeline (up to Sync) need shards %s and %s", s.shardName(target), s.shardName(want))
+				if s.cfg.TwoPhaseCommit {
+					return 0, e.WithHint("Send a Sync between statements for different sharding keys, or send the pipeline's statements together, without reading results (Flush) before its Sync."), nil
+				}
+				return 0, e.WithHint("Send a Sync between statements for different sharding keys, keep a pipeline on one key, or set two_phase_commit: true in the pgshard config (then such a pipeline runs in a transaction spanning shards)."), nil
 			}
 			target = want
 		}
