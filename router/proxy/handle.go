@@ -368,13 +368,18 @@ func isSetStmt(q string) bool {
 	return setName(q) != "" || sessionCharacteristics(q) != nil
 }
 
+// modeSeparators turns the punctuation between transaction modes into
+// spaces (built once: sessionCharacteristics runs for every SET statement
+// prepared).
+var modeSeparators = strings.NewReplacer(",", " ", ";", " ")
+
 // sessionCharacteristics returns the settings "SET SESSION
 // CHARACTERISTICS AS TRANSACTION modes" makes, each as the SET statement
 // that makes it, to replay as other SETs are (pgjdbc sends it for
 // setTransactionIsolation and setReadOnly outside a transaction); nil for
 // any other statement.
 func sessionCharacteristics(q string) []kv {
-	f := strings.Fields(strings.ToLower(strings.NewReplacer(",", " ", ";", " ").Replace(q)))
+	f := strings.Fields(strings.ToLower(modeSeparators.Replace(q)))
 	if len(f) < 6 || f[0] != "set" || f[1] != "session" || f[2] != "characteristics" || f[3] != "as" || f[4] != "transaction" {
 		return nil
 	}
