@@ -50,6 +50,9 @@ func Verify(ctx context.Context, m *shardmap.Map, connect Connector) (*Report, e
 	where := map[string]map[int][]string{} // table -> bucket -> shards
 	for i, sh := range m.Shards {
 		c, err := connect(ctx, i)
+		if err == nil {
+			err = setPlanSettings(ctx, c)
+		}
 		if err != nil {
 			return nil, fmt.Errorf("verify: shard %s: %w", sh.Name, err)
 		}
