@@ -785,8 +785,18 @@ func (s *session) runBatch(sync bool) error {
 				WithHint("Read it without a row limit (JDBC: setMaxRows(0), fetch size 0), or put LIMIT in the query, which pgshard merges."))
 		}
 		if !sync || !singleStatementLimit(batch, r.Kind == RouteSplit && r.NoRows) || s.inTxBlock() {
-			return s.proxyError(wire.Errorf(pgcode.FeatureNotSupported, "a statement that runs on every shard must be alone in its pipeline, end with Sync and be outside explicit transactions").
-				WithHint("Send it on its own (Parse/Bind/Execute/Sync) outside BEGIN ... COMMIT."))
+			if sync && r.Kind == RouteSplit && !singleStatementLimit(batch, r.NoRows) && s.spanPipeline() {
+				// With other statements (pgjdbc's reWriteBatchedInserts
+				// sends a batch as several multi-row INSERTs, then one
+				// Sync): the pipeline runs in a transaction spanning
+				// shards, as Postgres runs it in one transaction.
+				return s.runPipeline(batch)
+			}
+			e := wire.Errorf(pgcode.FeatureNotSupported, "a statement that needs several shards must be alone in its pipeline, end with Sync and be outside explicit transactions")
+			if !s.cfg.TwoPhaseCommit {
+				return s.proxyError(e.WithHint("Send it on its own (Parse/Bind/Execute/Sync) outside BEGIN ... COMMIT, or set two_phase_commit: true in the pgshard config (then it also runs in transactions and in pipelines with other statements)."))
+			}
+			return s.proxyError(e.WithHint("Send it on its own (Parse/Bind/Execute/Sync), or with the pipeline's other statements before any Flush."))
 		}
 		if r.Kind == RouteMerge {
 			return s.runMerge(r.Merge, batch)

@@ -74,6 +74,11 @@ func (s *session) runPipeline(batch []pgproto3.FrontendMessage) error {
 		shard    int // -1: any
 		tx       TxCmd
 		setLocal bool // SET LOCAL: every participant takes it
+		// split: a write that needs several shards (a multi-row INSERT
+		// split by shard, as pgjdbc's reWriteBatchedInserts sends a
+		// batch; a keyless or key-list UPDATE/DELETE), run by
+		// execSplitTx with the unit's Bind.
+		split *Route
 	}
 	plans := make([]planned, len(units))
 	local := map[string]*pgproto3.Parse{}
@@ -131,6 +136,14 @@ func (s *session) runPipeline(batch []pgproto3.FrontendMessage) error {
 			// on one participant's connection, untracked.)
 		case r.Kind == RouteAny && isSetLocal(q):
 			plans[i].setLocal = true // (the transaction's own: see below)
+		case r.Kind == RouteSplit && !r.ReadOnly && r.NoRows && (boundParts(r) || everyShardSQL(r, q)):
+			if len(u.bind.Parameters) > 0 && describesStatement(u.msgs) {
+				// (Each shard's statement takes its rows' parameters only:
+				// none describes the client's.)
+				return s.proxyError(errPipelineSpans("a Describe of a statement that needs several shards"))
+			}
+			rr := r
+			plans[i].split = &rr
 		case r.Kind == RouteTx && r.Tx == TxBegin && i == 0 && s.canDefer(TxBegin, ""):
 			plans[i].tx = TxBegin
 		case r.Kind == RouteRefuse:
@@ -167,6 +180,30 @@ func (s *session) runPipeline(batch []pgproto3.FrontendMessage) error {
 			tag := s.deferTx(TxBegin, "", p.q)
 			s.answerLocally(u.msgs[:len(u.msgs)-1])
 			s.push(pending{kind: pSynth, synth: &pgproto3.CommandComplete{CommandTag: []byte(tag)}})
+			continue
+		}
+		if p.split != nil {
+			// Answered here up to its Execute (no rows: a Describe gets
+			// NoData); the queue goes out first, as execSplitTx passes
+			// the shards' notices straight on.
+			s.answerLocally(u.msgs[:len(u.msgs)-1])
+			if err := s.drive(); err != nil {
+				return err
+			}
+			var b *pgproto3.Bind
+			if len(u.bind.Parameters) > 0 {
+				b = u.bind
+			}
+			tag, qerr, _, err := s.execSplitTx(*p.split, false, b, p.oids)
+			if err != nil {
+				return err
+			}
+			if qerr != nil {
+				s.push(pending{kind: pSynth, synth: qerr.Response()})
+				failed = true
+				break
+			}
+			s.push(pending{kind: pSynth, synth: &pgproto3.CommandComplete{CommandTag: tag}})
 			continue
 		}
 		shard := p.shard

@@ -432,3 +432,94 @@ func TestSetInTransactionAcrossShards(t *testing.T) {
 	msgs = append(msgs, &pgproto3.Query{String: "COMMIT"})
 	pp.same(t, "pipeline with SET LOCAL", 9, msgs...)
 }
+
+// pgjdbc with reWriteBatchedInserts=true (the setting Hibernate and Spring
+// recommend for Postgres) sends a batch as multi-row INSERTs of up to 128
+// rows each (64 + 32 + 4 for 100), unnamed, then one Sync. Each statement
+// needs several shards, and so does the pipeline. With two-phase commit it
+// runs as on Postgres: in one transaction (the client's, or one of its own
+// committed at the Sync), an error rolling all of it back. Before, it was
+// refused with 0A000 in every configuration ("a statement that runs on
+// every shard must be alone in its pipeline").
+func TestRewrittenBatchAcrossShards(t *testing.T) {
+	pp := newProtoPair(t, "rewritten", true)
+	ts, other := pp.ts, pp.other
+	count := func(where string) int { t.Helper(); return countAccounts(t, other, where) }
+	// insert is one rewritten statement: its Parse, Bind and Execute.
+	insert := func(keys ...int) []pgproto3.FrontendMessage {
+		var vals []string
+		var params [][]byte
+		for i, k := range keys {
+			vals = append(vals, fmt.Sprintf("($%d, $%d)", 2*i+1, 2*i+2))
+			params = append(params, []byte(fmt.Sprint(k)), []byte(fmt.Sprint("rw", k)))
+		}
+		return []pgproto3.FrontendMessage{
+			&pgproto3.Parse{Query: "INSERT INTO accounts (id, name) VALUES " + strings.Join(vals, ",")},
+			&pgproto3.Bind{Parameters: params},
+			&pgproto3.Execute{},
+		}
+	}
+	pipeline := func(parts ...[]pgproto3.FrontendMessage) []pgproto3.FrontendMessage {
+		var out []pgproto3.FrontendMessage
+		for _, p := range parts {
+			out = append(out, p...)
+		}
+		return append(out, &pgproto3.Sync{})
+	}
+	// Autocommit: committed at the Sync, on every shard.
+	pp.same(t, "autocommit", 1, pipeline(insert(1, 2, 3, 4, 5, 6, 7, 8), insert(9, 10, 11, 12), insert(13))...)
+	if n := count("id between 1 and 13"); n != 13 {
+		t.Fatalf("autocommit: %d of 13 rows", n)
+	}
+	for i := range 3 {
+		if n := ts.direct(t, i, "select count(*) from accounts where id between 1 and 13"); n == 0 || n == 13 {
+			t.Fatalf("shard %d holds %d of the 13 rows: the test needs them spread", i, n)
+		}
+	}
+	// A duplicate key in the last statement: nothing of the batch stays.
+	pp.same(t, "autocommit with an error", 1, pipeline(insert(21, 22, 23, 24), insert(25, 26, 3))...)
+	if n := count("id between 21 and 26"); n != 0 {
+		t.Fatalf("failed autocommit batch: %d rows stayed", n)
+	}
+	// With a statement for one shard and a keyless UPDATE (every shard).
+	pp.same(t, "with one-shard and every-shard statements", 1, pipeline(insert(31, 32, 33, 34),
+		[]pgproto3.FrontendMessage{
+			&pgproto3.Parse{Query: "INSERT INTO accounts (id, name) VALUES ($1, 'one')"},
+			&pgproto3.Bind{Parameters: [][]byte{[]byte("35")}}, &pgproto3.Describe{ObjectType: 'P'}, &pgproto3.Execute{},
+			&pgproto3.Parse{Query: "UPDATE accounts SET balance = balance + 1 WHERE name LIKE $1"},
+			&pgproto3.Bind{Parameters: [][]byte{[]byte("rw3%")}}, &pgproto3.Describe{ObjectType: 'P'}, &pgproto3.Execute{},
+		})...)
+	if n := count("id between 31 and 35"); n != 5 {
+		t.Fatalf("mixed batch: %d of 5 rows", n)
+	}
+	if n := count("id between 31 and 34 and balance = 1"); n != 4 {
+		t.Fatalf("mixed batch: the UPDATE reached %d of 4 rows", n)
+	}
+	// Autocommit off: pgjdbc puts BEGIN in front; COMMIT or ROLLBACK later.
+	for _, end := range []string{"COMMIT", "ROLLBACK"} {
+		base := 40
+		want := 6
+		if end == "ROLLBACK" {
+			base, want = 50, 0
+		}
+		msgs := append([]pgproto3.FrontendMessage{&pgproto3.Parse{Query: "BEGIN"}, &pgproto3.Bind{}, &pgproto3.Execute{}},
+			pipeline(insert(base+1, base+2, base+3, base+4), insert(base+5, base+6))...)
+		// The next batch of the same transaction, without BEGIN.
+		msgs = append(msgs, pipeline(insert(base+7, base+8))...)
+		msgs = append(msgs, &pgproto3.Query{String: end})
+		pp.same(t, "in a transaction, then "+end, 3, msgs...)
+		if want > 0 {
+			want = 8
+		}
+		if n := count(fmt.Sprintf("id between %d and %d", base+1, base+8)); n != want {
+			t.Fatalf("in a transaction, %s: %d rows, want %d", end, n, want)
+		}
+	}
+	// A failing batch fails the transaction, as on Postgres.
+	pp.same(t, "failing batch in a transaction", 4,
+		append(append([]pgproto3.FrontendMessage{&pgproto3.Query{String: "BEGIN"}}, pipeline(insert(61, 62, 63), insert(64, 1))...),
+			&pgproto3.Query{String: "SELECT 1"}, &pgproto3.Query{String: "ROLLBACK"})...)
+	if n := count("id between 61 and 64"); n != 0 {
+		t.Fatalf("failed batch in a transaction: %d rows stayed", n)
+	}
+}
