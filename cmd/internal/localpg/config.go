@@ -16,6 +16,11 @@ func renderConfig(listen string, shards []Instance) string {
 	b.WriteString("# Written by `shardctl cluster up`. Edit freely: pgshard and shardctl both read it.\n")
 	fmt.Fprintf(&b, "listen: %s\n", yamlScalar(listen))
 	b.WriteString("pool: {mode: transaction, size: 20}\n")
+	// These servers allow prepared transactions (max_prepared_transactions
+	// = 100), so transactions and pipelines may span shards, as on one
+	// Postgres (and as Citus does by default); without it they are refused.
+	b.WriteString("# Transactions may span shards, committed with two-phase commit (these servers\n# have max_prepared_transactions = 100; Postgres's default, 0, needs it off).\n")
+	b.WriteString("two_phase_commit: true\n")
 	fmt.Fprintf(&b, "users: [{name: %s, password: %s}]\n", appUser, appPassword)
 	fmt.Fprintf(&b, "databases: [%s]\n", appDatabase)
 	b.WriteString("shards:\n")

@@ -129,9 +129,10 @@ func TestClusterLifecycle(t *testing.T) {
 				Mode string
 				Size int
 			}
-			Users     []struct{ Name, Password string }
-			Databases []string
-			Shards    []struct {
+			TwoPhaseCommit bool `yaml:"two_phase_commit"`
+			Users          []struct{ Name, Password string }
+			Databases      []string
+			Shards         []struct {
 				Name     string
 				DSN      string `yaml:"dsn"`
 				AdminDSN string `yaml:"admin_dsn"`
@@ -147,7 +148,7 @@ func TestClusterLifecycle(t *testing.T) {
 		if err := dec.Decode(&cfg); err != nil {
 			t.Fatalf("parse %s: %v\n%s", c.ConfigPath, err, b)
 		}
-		if cfg.Listen != DefaultListen || len(cfg.Shards) != 2 || cfg.Sharding.Buckets != 1024 || len(cfg.Databases) != 1 || cfg.Databases[0] != "app" {
+		if cfg.Listen != DefaultListen || len(cfg.Shards) != 2 || cfg.Sharding.Buckets != 1024 || len(cfg.Databases) != 1 || cfg.Databases[0] != "app" || !cfg.TwoPhaseCommit {
 			t.Errorf("unexpected config %+v", cfg)
 		}
 		for i, s := range cfg.Shards {
