@@ -56,6 +56,12 @@ type querier interface {
 	QueryRow(ctx context.Context, sql string, args ...any) pgx.Row
 }
 
+// execer is a querier that also executes: a connection or a transaction.
+type execer interface {
+	querier
+	Exec(ctx context.Context, sql string, args ...any) (pgconn.CommandTag, error)
+}
+
 // rowHash is the SQL hash of a row t of the table: hash_record_extended
 // where every column type has an extended hash (fast), else the hash of
 // the row's text.

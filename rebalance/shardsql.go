@@ -32,7 +32,7 @@ func tableExists(ctx context.Context, q querier, table string) (bool, error) {
 // body, unless it exists with that body already: every replacement makes
 // each session that uses the function compile it (or replan what inlined
 // it) again, and a trigger's function runs in the application's writes.
-func replaceFunction(ctx context.Context, tx pgx.Tx, name, params, decl, body string) error {
+func replaceFunction(ctx context.Context, tx execer, name, params, decl, body string) error {
 	var cur *string
 	if err := tx.QueryRow(ctx, `SELECT prosrc FROM pg_proc WHERE oid = to_regproc($1)`, name).Scan(&cur); err != nil && !errors.Is(err, pgx.ErrNoRows) {
 		return err
