@@ -939,6 +939,20 @@ func (s *session) batchTarget(batch []pgproto3.FrontendMessage, m *AppliedMap) (
 				if inTx && r.NoTxBlock {
 					continue // VACUUM ... in a transaction: its shard refuses it (25001), as Postgres does
 				}
+				if s.cfg.TwoPhaseCommit && !r.NoTxBlock && (inTx || !singleStatement(batch)) {
+					// In a transaction or with other statements (pgjdbc's
+					// batch into a reference table): runPipeline runs the
+					// pipeline in a transaction spanning shards, this one on
+					// every shard. (Alone in a transaction, everyShardBatch
+					// ran it.) The error if it cannot:
+					s.pipelineSpans = true
+					if inTx {
+						return 0, wire.Errorf(pgcode.FeatureNotSupported, "a statement that runs on every shard cannot run inside a transaction block here").
+							WithHint("With two-phase commit it runs in the transaction alone in its pipeline, or with the pipeline's other statements before any Flush, without RETURNING."), nil
+					}
+					return 0, wire.Errorf(pgcode.FeatureNotSupported, "a statement that runs on every shard must be alone in its pipeline here").
+						WithHint("Send it on its own (Parse/Bind/Execute/Sync), or with the pipeline's other statements before any Flush, without RETURNING."), nil
+				}
 				if inTx {
 					// (inTx also after a BEGIN earlier in this batch, as
 					// pgjdbc sends a transaction's first statement: before,

@@ -79,6 +79,9 @@ func (s *session) runPipeline(batch []pgproto3.FrontendMessage) error {
 		// batch; a keyless or key-list UPDATE/DELETE), run by
 		// execSplitTx with the unit's Bind.
 		split *Route
+		// every: split is a statement the same on every shard (a
+		// reference-table write, DDL), answered once.
+		every bool
 	}
 	plans := make([]planned, len(units))
 	local := map[string]*pgproto3.Parse{}
@@ -144,6 +147,14 @@ func (s *session) runPipeline(batch []pgproto3.FrontendMessage) error {
 			}
 			rr := r
 			plans[i].split = &rr
+		case r.Kind == RouteAll && !r.NoTxBlock && !strings.Contains(strings.ToLower(q), "returning"):
+			// A reference-table write (pgjdbc's batch into a reference
+			// table) or DDL: on every shard, in the transaction.
+			if len(u.bind.Parameters) > 0 && describesStatement(u.msgs) {
+				return s.proxyError(errPipelineSpans("a Describe of a statement that runs on every shard"))
+			}
+			rr := everyShard(s.useMap(), q)
+			plans[i].split, plans[i].every = &rr, true
 		case r.Kind == RouteTx && r.Tx == TxBegin && i == 0 && s.canDefer(TxBegin, ""):
 			plans[i].tx = TxBegin
 		case r.Kind == RouteRefuse:
@@ -194,7 +205,13 @@ func (s *session) runPipeline(batch []pgproto3.FrontendMessage) error {
 			if len(u.bind.Parameters) > 0 {
 				b = u.bind
 			}
-			tag, qerr, _, err := s.execSplitTx(*p.split, false, b, p.oids)
+			if p.every {
+				s.srv.forgetCatalog() // DDL may change column positions and collations
+			}
+			tag, qerr, _, err := s.execSplitTx(*p.split, p.every, b, p.oids)
+			if p.every {
+				s.srv.forgetCatalog()
+			}
 			if err != nil {
 				return err
 			}

@@ -523,3 +523,73 @@ func TestRewrittenBatchAcrossShards(t *testing.T) {
 		t.Fatalf("failed batch in a transaction: %d rows stayed", n)
 	}
 }
+
+// pgjdbc's batch into a reference table (one INSERT per row, or rewritten
+// into multi-row INSERTs) inside a transaction, and a pipeline mixing a
+// reference-table write with statements for several shards: with two-phase
+// commit they run as on Postgres, the reference rows written on every
+// shard in the transaction and kept or rolled back with it. Before, the
+// batch in a transaction was refused with 0A000 ("a statement that runs on
+// every shard cannot run inside a transaction block"), and so was the
+// mixed pipeline ("... cannot include a statement that is not routed by
+// one key"); found by the pgjdbc differential run.
+func TestReferenceBatchAcrossShards(t *testing.T) {
+	pp := newProtoPair(t, "refbatch", true)
+	ts := pp.ts
+	onEvery := func(name, where string, want int) {
+		t.Helper()
+		for i := range 3 {
+			if n := ts.direct(t, i, "select count(*) from countries where "+where); n != want {
+				t.Errorf("%s: shard %d holds %d rows of countries where %s, want %d", name, i, n, where, want)
+			}
+		}
+	}
+	country := func(code string) []pgproto3.FrontendMessage {
+		return []pgproto3.FrontendMessage{
+			&pgproto3.Parse{Query: "INSERT INTO countries (code, name) VALUES ($1, $2)"},
+			&pgproto3.Bind{Parameters: [][]byte{[]byte(code), []byte("n" + code)}},
+			&pgproto3.Execute{},
+		}
+	}
+	account := func(id int) []pgproto3.FrontendMessage {
+		return []pgproto3.FrontendMessage{
+			&pgproto3.Parse{Query: "INSERT INTO accounts (id, name) VALUES ($1, 'a')"},
+			&pgproto3.Bind{Parameters: [][]byte{[]byte(fmt.Sprint(id))}},
+			&pgproto3.Execute{},
+		}
+	}
+	join := func(parts ...[]pgproto3.FrontendMessage) []pgproto3.FrontendMessage {
+		var out []pgproto3.FrontendMessage
+		for _, p := range parts {
+			out = append(out, p...)
+		}
+		return out
+	}
+	begin := []pgproto3.FrontendMessage{&pgproto3.Parse{Query: "BEGIN"}, &pgproto3.Bind{}, &pgproto3.Execute{}}
+	rewritten := []pgproto3.FrontendMessage{
+		&pgproto3.Parse{Query: "INSERT INTO countries (code, name) VALUES ($1, $2),($3, $4)"},
+		&pgproto3.Bind{Parameters: [][]byte{[]byte("R1"), []byte("r1"), []byte("R2"), []byte("r2")}},
+		&pgproto3.Execute{},
+	}
+	for _, end := range []string{"ROLLBACK", "COMMIT"} {
+		pp.same(t, "reference batch in a transaction, then "+end, 2,
+			append(join(begin, country("A1"), country("A2"), country("A3"), rewritten, []pgproto3.FrontendMessage{&pgproto3.Sync{}}), &pgproto3.Query{String: end})...)
+		want := 0
+		if end == "COMMIT" {
+			want = 5
+		}
+		onEvery("reference batch, "+end, "code in ('A1', 'A2', 'A3', 'R1', 'R2')", want)
+	}
+	// In autocommit, with statements for several shards: one transaction.
+	pp.same(t, "mixed pipeline", 1, join(country("B1"), account(1), account(2), account(3), account(4), country("B2"), []pgproto3.FrontendMessage{&pgproto3.Sync{}})...)
+	onEvery("mixed pipeline", "code in ('B1', 'B2')", 2)
+	if n := countAccounts(t, pp.other, "id between 1 and 4"); n != 4 {
+		t.Fatalf("mixed pipeline: %d of 4 accounts", n)
+	}
+	// An error rolls the reference rows back on every shard too.
+	pp.same(t, "mixed pipeline with an error", 1, join(country("C1"), account(11), account(12), account(1), []pgproto3.FrontendMessage{&pgproto3.Sync{}})...)
+	onEvery("mixed pipeline with an error", "code = 'C1'", 0)
+	if n := countAccounts(t, pp.other, "id between 11 and 12"); n != 0 {
+		t.Fatalf("failed mixed pipeline: %d accounts stayed", n)
+	}
+}
