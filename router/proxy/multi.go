@@ -120,6 +120,7 @@ func (s *session) runSplit(r Route) error {
 	var sum tagSum
 	sentDesc := false
 	join := newCopyJoin(r.CopyOut)
+	ord := newReturnOrder(r)
 	mark := len(s.out)
 	// Send to every shard first, so they all work at once; then read each.
 	for i, part := range r.Parts {
@@ -149,6 +150,10 @@ func (s *session) runSplit(r Route) error {
 					sentDesc = true
 				}
 			case *pgproto3.DataRow:
+				if ord != nil {
+					ord.add(i, m)
+					continue
+				}
 				s.send(m)
 				if len(s.out) >= flushThreshold {
 					if err := s.flush(); err != nil {
@@ -191,6 +196,11 @@ func (s *session) runSplit(r Route) error {
 			WithHint("Some shards may have committed their rows; enable two-phase commit for atomic multi-shard writes."))
 		s.send(&pgproto3.ReadyForQuery{TxStatus: 'I'})
 		return s.flush()
+	}
+	if ord != nil {
+		if err := ord.emit(s); err != nil {
+			return err
+		}
 	}
 	join.end(s)
 	s.send(&pgproto3.CommandComplete{CommandTag: sum.tag()})
@@ -775,6 +785,7 @@ func (s *session) runBatchSplit(batch []pgproto3.FrontendMessage, r Route) error
 	}
 	var sum tagSum
 	join := newCopyJoin(r.CopyOut)
+	ord := newReturnOrder(r)
 	mark := len(s.out)
 	for i, c := range conns {
 		fe := c.sc.FE
@@ -834,6 +845,10 @@ func (s *session) runBatchSplit(batch []pgproto3.FrontendMessage, r Route) error
 					s.send(m)
 				}
 			case *pgproto3.DataRow:
+				if ord != nil {
+					ord.add(i, m)
+					continue
+				}
 				s.send(m)
 				if len(s.out) >= flushThreshold {
 					if err := s.flush(); err != nil {
@@ -873,6 +888,11 @@ func (s *session) runBatchSplit(batch []pgproto3.FrontendMessage, r Route) error
 		s.push(pending{kind: pSynth, synth: wire.Errorf(pgcode.StatementCompletionUnknown, "commit failed on a shard: %v", err).
 			WithHint("Some shards may have committed; enable two-phase commit for atomic multi-shard writes.").Response()})
 		return nil
+	}
+	if ord != nil {
+		if err := ord.emit(s); err != nil {
+			return err
+		}
 	}
 	join.end(s)
 	s.push(pending{kind: pSynth, synth: &pgproto3.CommandComplete{CommandTag: sum.tag()}})

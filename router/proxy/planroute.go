@@ -340,7 +340,7 @@ func splitInsert(p *plan.Plan, in plan.Inputs, m *AppliedMap, sql string, bs []i
 			}
 			return Route{Kind: RouteRefuse, Err: wire.Errorf(pgcode.InternalError, "%v", err)}
 		}
-		r.Parts = append(r.Parts, Part{Shard: sh, SQL: q, Params: params})
+		r.Parts = append(r.Parts, Part{Shard: sh, SQL: q, Params: params, Rows: rows[sh]})
 	}
 	return r
 }

@@ -41,6 +41,10 @@ type Part struct {
 	// ... stand for; nil when the part takes the client's parameters as
 	// they are.
 	Params []int
+	// Rows, for a part of a multi-row INSERT split by shard, are the
+	// statement's VALUES rows it takes (0-based, in order): its RETURNING
+	// rows go back into the statement's order (returnOrder).
+	Rows []int
 }
 
 // TxCmd is a transaction-control statement.

@@ -810,6 +810,7 @@ func (s *session) execSplitTx(r Route, oneAnswer bool, bind *pgproto3.Bind, oids
 	var first []byte
 	sentDesc := false
 	join := newCopyJoin(r.CopyOut)
+	ord := newReturnOrder(r)
 	mark = len(s.out)
 	for i := range r.Parts {
 		sc := conns[i]
@@ -827,7 +828,9 @@ func (s *session) execSplitTx(r Route, oneAnswer bool, bind *pgproto3.Bind, oids
 					sentDesc = true
 				}
 			case *pgproto3.DataRow:
-				if qerr == nil && (!oneAnswer || i == 0) {
+				if qerr == nil && ord != nil {
+					ord.add(i, m)
+				} else if qerr == nil && (!oneAnswer || i == 0) {
 					s.send(m)
 					if len(s.out) >= flushThreshold {
 						if err := s.flush(); err != nil {
@@ -869,6 +872,11 @@ func (s *session) execSplitTx(r Route, oneAnswer bool, bind *pgproto3.Bind, oids
 	}
 	if qerr != nil {
 		return nil, qerr, mark, nil
+	}
+	if ord != nil {
+		if err := ord.emit(s); err != nil {
+			return nil, nil, 0, err
+		}
 	}
 	join.end(s)
 	tag = sum.tag()
