@@ -120,7 +120,10 @@ func run() error {
 	if err != nil {
 		return err
 	}
-	conf := strings.Replace(string(cfg), "mode: transaction", "mode: "+*mode, 1) + "two_phase_commit: true\n"
+	conf := strings.Replace(string(cfg), "mode: transaction", "mode: "+*mode, 1)
+	if !strings.Contains(conf, "\ntwo_phase_commit:") { // (cluster up writes it on)
+		conf += "two_phase_commit: true\n"
+	}
 	if err := os.WriteFile(cl.ConfigPath, []byte(conf), 0o644); err != nil {
 		return err
 	}
