@@ -115,6 +115,12 @@ func (p *Plan) AppendBuckets(dst []int, in Inputs, rules shardmap.Rules) ([]int,
 	return dst, nil
 }
 
+// textForIntKey: a parameter declared text (or varchar) for an integer
+// key, with no cast, is one Postgres refuses itself: no operator compares
+// bigint with text (42883), and no assignment turns text into bigint
+// (42804). Any shard gives that error, with its position, where pgshard
+// would refuse with 0A000.
+
 // AnyBucket stands for a key no row can have (an empty key list, a number
 // beyond the key type's range): the statement finds nothing on any shard,
 // so whichever shard the session holds may answer it.
@@ -165,7 +171,16 @@ func appendKey(dst []int, ks KeySource, in Inputs, n int) ([]int, error) {
 	}
 	if ks.Cast == "" {
 		if t, ok := oidType(oid, ks.Array); ok {
+			if keyFamily(t) == famText && keyFamily(ks.Type) == famInt {
+				return append(dst, AnyBucket), nil // see textForIntKey
+			}
 			ks.Cast = t.String()
+		} else if oid == oidNumeric && !ks.Array && keyFamily(ks.Type) == famInt {
+			r, err := parseNumericText(string(v))
+			if err != nil {
+				return dst, &Refusal{Code: CodeInvalidText, Message: fmt.Sprintf("invalid input syntax for type numeric: \"%s\"", v)}
+			}
+			return append(dst, numericBucket(r, n)), nil
 		}
 	}
 	// The value is read, not kept: view it as a string without copying
@@ -393,6 +408,13 @@ func appendBinary(dst []int, ks KeySource, v []byte, oid uint32, param int, n in
 		return appendArrayBinary(dst, ks, v, param, n)
 	}
 	t, ok := oidType(oid, false)
+	if !ok && oid == oidNumeric && keyFamily(ks.Type) == famInt && ks.Cast == "" {
+		r, err := parseNumericBinary(v)
+		if err != nil {
+			return dst, binaryFormatError(param)
+		}
+		return append(dst, numericBucket(r, n)), nil
+	}
 	if !ok {
 		if oid != 0 && oid != oidUnknown {
 			return dst, &Refusal{Code: CodeFeatureNotSupported,
@@ -405,6 +427,16 @@ func appendBinary(dst []int, ks KeySource, v []byte, oid uint32, param int, n in
 		}
 	}
 	if keyFamily(t) != keyFamily(ks.Type) {
+		if keyFamily(t) == famText {
+			if ks.Cast != "" {
+				// $1::bigint with a text parameter: Postgres reads the
+				// text with the cast's input function.
+				return appendText(dst, ks, unsafe.String(unsafe.SliceData(v), len(v)), false, n)
+			}
+			if keyFamily(ks.Type) == famInt {
+				return append(dst, AnyBucket), nil // see textForIntKey
+			}
+		}
 		return dst, &Refusal{Code: CodeFeatureNotSupported,
 			Message: fmt.Sprintf("parameter $%d of type %s cannot route a sharding key of type %s", param, t, ks.Type),
 			Hint:    fmt.Sprintf("declare the parameter as %s", ks.Type)}
@@ -442,6 +474,33 @@ func appendArrayBinary(dst []int, ks KeySource, v []byte, param, n int) ([]int, 
 		return dst, binaryFormatError(param)
 	}
 	t, ok := oidType(r.Elem, false)
+	if ok && keyFamily(t) == famText && keyFamily(ks.Type) != famText {
+		if ks.Cast != "" {
+			// $1::bigint[] with a text[] parameter: each element is read
+			// with the cast's input function.
+			et := ks
+			et.Array = false
+			for {
+				e, done, err := r.Next()
+				if err != nil {
+					return dst, binaryFormatError(param)
+				}
+				if done {
+					return dst, nil
+				}
+				if e == nil {
+					dst = append(dst, 0)
+					continue
+				}
+				if dst, err = appendText(dst, et, string(e), false, n); err != nil {
+					return dst, err
+				}
+			}
+		}
+		if keyFamily(ks.Type) == famInt {
+			return append(dst, AnyBucket), nil // see textForIntKey
+		}
+	}
 	if !ok || keyFamily(t) != keyFamily(ks.Type) {
 		return dst, &Refusal{Code: CodeFeatureNotSupported,
 			Message: fmt.Sprintf("array parameter $%d with elements of type OID %d cannot route a sharding key of type %s", param, r.Elem, ks.Type),

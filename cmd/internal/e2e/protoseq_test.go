@@ -639,3 +639,37 @@ func TestSplitInsertReturningOrder(t *testing.T) {
 	pp.same(t, "on conflict do update", 1, &pgproto3.Query{String: "INSERT INTO accounts (id, name) VALUES " + vals(3, 40, 1, 41) +
 		" ON CONFLICT (id) DO UPDATE SET balance = accounts.balance + 1 RETURNING id, balance"})
 }
+
+// Keys sent as other types than the key's, as drivers send them: a numeric
+// (JDBC's setBigDecimal, Python's Decimal) is stored and found where
+// Postgres puts it, rounded; a varchar or text parameter compared with a
+// bigint key without a cast gets Postgres's own error (42883, 42804), and
+// a text[] array under a cast to bigint[] routes by its elements. Before,
+// all of them were refused with 0A000 (found by the pgjdbc differential
+// run).
+func TestKeyParameterTypes(t *testing.T) {
+	pp := newProtoPair(t, "keytypes", true)
+	stmt := func(q string, oids []uint32, formats []int16, params ...[]byte) []pgproto3.FrontendMessage {
+		return []pgproto3.FrontendMessage{
+			&pgproto3.Parse{Query: q, ParameterOIDs: oids},
+			&pgproto3.Bind{ParameterFormatCodes: formats, Parameters: params},
+			&pgproto3.Describe{ObjectType: 'P'}, &pgproto3.Execute{}, &pgproto3.Sync{},
+		}
+	}
+	const numeric, varchar, text, textArray = 1700, 1043, 25, 1009
+	for _, v := range []string{"14.5", "-3.5", "20", "1e2"} {
+		pp.same(t, "insert numeric "+v, 1, stmt("INSERT INTO accounts (id, name) VALUES ($1, 'n') RETURNING id", []uint32{numeric}, nil, []byte(v))...)
+	}
+	for _, v := range []string{"15", "15.0", "15.5", "-4", "100"} {
+		pp.same(t, "select numeric "+v, 1, stmt("SELECT id FROM accounts WHERE id = $1", []uint32{numeric}, nil, []byte(v))...)
+	}
+	// numeric in binary: 20 (one base-10000 digit, weight 0, dscale 0).
+	pp.same(t, "select binary numeric", 1, stmt("SELECT id FROM accounts WHERE id = $1", []uint32{numeric}, []int16{1},
+		[]byte{0, 1, 0, 0, 0, 0, 0, 0, 0, 20})...)
+	pp.same(t, "select varchar", 1, stmt("SELECT id FROM accounts WHERE id = $1", []uint32{varchar}, nil, []byte("15"))...)
+	pp.same(t, "insert text", 1, stmt("INSERT INTO accounts (id, name) VALUES ($1, 'n')", []uint32{text}, nil, []byte("16"))...)
+	pp.same(t, "text[] under a cast", 1, stmt("SELECT id FROM accounts WHERE id = ANY($1::bigint[]) ORDER BY id", []uint32{textArray}, nil, []byte("{15,20,-4}"))...)
+	if n := countAccounts(t, pp.other, "id in (15, -4, 20, 100)"); n != 4 {
+		t.Fatalf("%d of the 4 rows inserted with numeric keys found through pgshard", n)
+	}
+}
