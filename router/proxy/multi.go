@@ -225,16 +225,32 @@ type copySplit struct {
 	inResp *pgproto3.CopyInResponse
 	// trailer: a binary COPY's end marker was seen
 	trailer bool
+	// inTx: the COPY runs in the session's transaction spanning shards
+	// (two-phase commit): each shard joins it (txConn), nothing is
+	// committed or released here, and an error fails the transaction.
+	inTx bool
 }
 
 // startCopy begins a split COPY: it opens the COPY on the default shard
 // (whose CopyInResponse the client gets) and on others as their rows come.
+//
+// Inside a transaction, with two-phase commit, it runs in the transaction
+// (psycopg 3's connections, not autocommit by default, send every COPY
+// so, and pgjdbc's CopyManager with autocommit off): the shards that get
+// rows join it, and the transaction's COMMIT commits them with the rest.
 func (s *session) startCopy(r Route, sql string) error {
-	if s.inTxBlock() {
-		return s.refuseQuery(wire.Errorf(pgcode.FeatureNotSupported, "COPY into a sharded or reference table cannot run inside a transaction block").
-			WithHint("Run the COPY outside explicit transactions; pgshard makes it atomic per shard."))
+	inTx := s.inTxBlock()
+	if inTx && (s.deferredFailed || s.sc != nil && s.sc.TxStatus == 'E') {
+		return s.refuseQuery(errTxAborted())
 	}
-	cs := &copySplit{mv: s.mv, r: r.Copy, sql: sql, conns: map[int]*shardConn{}, out: map[int][]byte{}}
+	if inTx && !s.canSpanHere() {
+		e := wire.Errorf(pgcode.FeatureNotSupported, "COPY into a sharded or reference table cannot run inside a transaction block")
+		if !s.cfg.TwoPhaseCommit {
+			return s.refuseQuery(e.WithHint("Run the COPY outside explicit transactions (pgshard makes it atomic per shard), or set two_phase_commit: true in the pgshard config (then it runs in the transaction)."))
+		}
+		return s.refuseQuery(e.WithHint("Run it outside explicit transactions, or in one without savepoints, LISTEN or a pinned session."))
+	}
+	cs := &copySplit{mv: s.mv, r: r.Copy, sql: sql, conns: map[int]*shardConn{}, out: map[int][]byte{}, inTx: inTx}
 	s.copy = cs
 	shards := []int{s.defaultShard()}
 	if cs.r.Broadcast {
@@ -246,6 +262,9 @@ func (s *session) startCopy(r Route, sql string) error {
 	for _, sh := range shards {
 		if _, err := s.copyConn(sh); err != nil {
 			s.copy = nil
+			if cs.inTx {
+				return s.copyTxEnd(cs, nil, asWireErr(err))
+			}
 			_ = s.finish(cs.order, false)
 			s.sendErr(asWireErr(err))
 			s.send(&pgproto3.ReadyForQuery{TxStatus: 'I'})
@@ -264,14 +283,25 @@ func (s *session) copyConn(shard int) (*shardConn, error) {
 	if c := cs.conns[shard]; c != nil {
 		return c, nil
 	}
-	c, err := s.borrow(shard)
-	if err != nil {
-		return nil, err
-	}
-	cs.conns[shard] = c
-	cs.order = append(cs.order, c)
-	if err := execSimple(c.sc, "BEGIN"); err != nil {
-		return nil, err
+	var c *shardConn
+	if cs.inTx {
+		sc, err := s.txConn(shard)
+		if err != nil {
+			return nil, err
+		}
+		c = &shardConn{shard: shard, sc: sc}
+		cs.conns[shard] = c
+		cs.order = append(cs.order, c)
+	} else {
+		var err error
+		if c, err = s.borrow(shard); err != nil {
+			return nil, err
+		}
+		cs.conns[shard] = c
+		cs.order = append(cs.order, c)
+		if err := execSimple(c.sc, "BEGIN"); err != nil {
+			return nil, err
+		}
 	}
 	c.sc.FE.Send(&pgproto3.Query{String: cs.sql})
 	if err := c.sc.FE.Flush(); err != nil {
@@ -542,6 +572,22 @@ func (s *session) endCopy(fail *pgproto3.CopyFail) error {
 			}
 		}
 	}
+	if cs.inTx {
+		var werr *wire.Error
+		switch {
+		case cs.err != nil:
+			werr = asWireErr(cs.err)
+		case firstErr != nil:
+			werr = wire.FromServer(firstErr)
+		case fail != nil:
+			werr = wire.Errorf(pgcode.QueryCanceled, "COPY from stdin failed: %s", fail.Message)
+		}
+		tag := sum.tag()
+		if cs.r.Broadcast && firstTag != nil {
+			tag = firstTag
+		}
+		return s.copyTxEnd(cs, tag, werr)
+	}
 	// A shard whose connection broke before its answer rolled its rows
 	// back: the COPY fails and the other shards roll back theirs (before
 	// this, they committed and the client heard COPY with the lost rows
@@ -593,6 +639,29 @@ func (s *session) endCopy(fail *pgproto3.CopyFail) error {
 		s.send(&pgproto3.CommandComplete{CommandTag: sum.tag()})
 	}
 	s.send(&pgproto3.ReadyForQuery{TxStatus: 'I'})
+	return s.flush()
+}
+
+// copyTxEnd answers a COPY that ran in the session's transaction (inTx):
+// its tag, or its error, which fails the transaction as on Postgres (25P02
+// until ROLLBACK). A participant whose connection broke ends the session:
+// the transaction cannot go on.
+func (s *session) copyTxEnd(cs *copySplit, tag []byte, werr *wire.Error) error {
+	for _, c := range cs.order {
+		if c.sc.Broken {
+			return s.serverLostIn(c.sc, errors.New("connection lost during COPY"))
+		}
+	}
+	status := byte('T')
+	if werr != nil {
+		s.failTx()
+		s.sendErr(werr)
+		status = 'E'
+	} else {
+		s.send(&pgproto3.CommandComplete{CommandTag: tag})
+	}
+	s.txStatus = status
+	s.send(&pgproto3.ReadyForQuery{TxStatus: status})
 	return s.flush()
 }
 

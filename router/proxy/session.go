@@ -826,7 +826,9 @@ func quoteLiteral(s string) string {
 func (s *session) detach(force bool) {
 	if force {
 		if s.copy != nil {
-			_ = s.finish(s.copy.order, false)
+			if !s.copy.inTx { // (else the transaction's own, closed below)
+				_ = s.finish(s.copy.order, false)
+			}
 			s.copy = nil
 		}
 		if len(s.others) > 0 {

@@ -673,3 +673,57 @@ func TestKeyParameterTypes(t *testing.T) {
 		t.Fatalf("%d of the 4 rows inserted with numeric keys found through pgshard", n)
 	}
 }
+
+// COPY FROM STDIN into a sharded or a reference table inside a transaction
+// (psycopg 3 sends every COPY so unless the connection is in autocommit,
+// and pgjdbc's CopyManager with autocommit off): with two-phase commit it
+// runs in the transaction, its rows kept or rolled back with it, and an
+// error fails the transaction, as on Postgres. Before, it was refused with
+// 0A000.
+func TestCopyInTransaction(t *testing.T) {
+	pp := newProtoPair(t, "copytx", true)
+	ts := pp.ts
+	rows := func(ids ...int) []pgproto3.FrontendMessage {
+		var b strings.Builder
+		for _, id := range ids {
+			fmt.Fprintf(&b, "%d\tc%d\n", id, id)
+		}
+		return []pgproto3.FrontendMessage{&pgproto3.CopyData{Data: []byte(b.String())}, &pgproto3.CopyDone{}}
+	}
+	copyIn := &pgproto3.Query{String: "COPY accounts (id, name) FROM STDIN"}
+	for _, end := range []string{"ROLLBACK", "COMMIT"} {
+		msgs := []pgproto3.FrontendMessage{&pgproto3.Query{String: "BEGIN"}, &pgproto3.Query{String: "INSERT INTO accounts (id, name) VALUES (100, 'before')"}, copyIn}
+		msgs = append(msgs, rows(1, 2, 3, 4, 5, 6, 7, 8)...)
+		msgs = append(msgs, &pgproto3.Query{String: "SELECT count(*) FROM accounts"}, &pgproto3.Query{String: end})
+		pp.same(t, "COPY in a transaction, then "+end, 5, msgs...)
+		want := 0
+		if end == "COMMIT" {
+			want = 9
+		}
+		if n := countAccounts(t, pp.other, "id between 1 and 8 or id = 100"); n != want {
+			t.Fatalf("COPY in a transaction, %s: %d rows, want %d", end, n, want)
+		}
+	}
+	for i := range 3 {
+		if n := ts.direct(t, i, "select count(*) from accounts where id between 1 and 8"); n == 0 || n == 8 {
+			t.Fatalf("shard %d holds %d of the 8 rows: the test needs them spread", i, n)
+		}
+	}
+	// A duplicate key fails the COPY and the transaction.
+	msgs := []pgproto3.FrontendMessage{&pgproto3.Query{String: "BEGIN"}, copyIn}
+	msgs = append(msgs, rows(11, 12, 3, 13)...)
+	msgs = append(msgs, &pgproto3.Query{String: "SELECT 1"}, &pgproto3.Query{String: "ROLLBACK"})
+	pp.same(t, "failing COPY in a transaction", 4, msgs...)
+	if n := countAccounts(t, pp.other, "id between 11 and 13"); n != 0 {
+		t.Fatalf("failed COPY in a transaction: %d rows stayed", n)
+	}
+	// A reference table: every shard's copy, in the transaction.
+	msgs = []pgproto3.FrontendMessage{&pgproto3.Query{String: "BEGIN"}, &pgproto3.Query{String: "COPY countries (code, name) FROM STDIN"},
+		&pgproto3.CopyData{Data: []byte("XA\tx a\nXB\tx b\n")}, &pgproto3.CopyDone{}, &pgproto3.Query{String: "COMMIT"}}
+	pp.same(t, "reference COPY in a transaction", 3, msgs...)
+	for i := range 3 {
+		if n := ts.direct(t, i, "select count(*) from countries where code in ('XA', 'XB')"); n != 2 {
+			t.Errorf("shard %d holds %d of the reference COPY's 2 rows", i, n)
+		}
+	}
+}
