@@ -474,34 +474,23 @@ func appendArrayBinary(dst []int, ks KeySource, v []byte, param, n int) ([]int, 
 		return dst, binaryFormatError(param)
 	}
 	t, ok := oidType(r.Elem, false)
-	if ok && keyFamily(t) == famText && keyFamily(ks.Type) != famText {
-		if ks.Cast != "" {
-			// $1::bigint[] with a text[] parameter: each element is read
-			// with the cast's input function.
-			et := ks
-			et.Array = false
-			for {
-				e, done, err := r.Next()
-				if err != nil {
-					return dst, binaryFormatError(param)
-				}
-				if done {
-					return dst, nil
-				}
-				if e == nil {
-					dst = append(dst, 0)
-					continue
-				}
-				if dst, err = appendText(dst, et, string(e), false, n); err != nil {
-					return dst, err
-				}
-			}
+	read := func(dst []int, e []byte) ([]int, error) {
+		b, err := binaryBucket(t, e, param, n)
+		if err != nil {
+			return dst, err
 		}
-		if keyFamily(ks.Type) == famInt {
-			return append(dst, AnyBucket), nil // see textForIntKey
-		}
+		return append(dst, b), nil
 	}
-	if !ok || keyFamily(t) != keyFamily(ks.Type) {
+	switch {
+	case ok && keyFamily(t) == famText && keyFamily(ks.Type) != famText && ks.Cast != "":
+		// $1::bigint[] with a text[] parameter: each element is read with
+		// the cast's input function.
+		et := ks
+		et.Array = false
+		read = func(dst []int, e []byte) ([]int, error) { return appendText(dst, et, string(e), false, n) }
+	case ok && keyFamily(t) == famText && keyFamily(ks.Type) == famInt:
+		return append(dst, AnyBucket), nil // see textForIntKey
+	case !ok || keyFamily(t) != keyFamily(ks.Type):
 		return dst, &Refusal{Code: CodeFeatureNotSupported,
 			Message: fmt.Sprintf("array parameter $%d with elements of type OID %d cannot route a sharding key of type %s", param, r.Elem, ks.Type),
 			Hint:    fmt.Sprintf("pass a %s[] array", ks.Type)}
@@ -518,11 +507,9 @@ func appendArrayBinary(dst []int, ks KeySource, v []byte, param, n int) ([]int, 
 			dst = append(dst, 0)
 			continue
 		}
-		b, err := binaryBucket(t, e, param, n)
-		if err != nil {
+		if dst, err = read(dst, e); err != nil {
 			return dst, err
 		}
-		dst = append(dst, b)
 	}
 }
 

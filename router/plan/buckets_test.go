@@ -51,14 +51,7 @@ func TestBuckets(t *testing.T) {
 	ub := bucketOf(t, shardmap.KeyUUID, uuid)
 	var uuidBytes [16]byte
 	copy(uuidBytes[:], []byte{0xa0, 0xee, 0xbc, 0x99, 0x9c, 0x0b, 0x4e, 0xf8, 0xbb, 0x6d, 0x6b, 0xb9, 0xbd, 0x38, 0x0a, 0x11})
-	cases := []struct {
-		name string
-		sql  string
-		in   Inputs
-		want []int
-		code string // SQLSTATE of the expected error
-		msg  string
-	}{
+	cases := []bucketCase{
 		{name: "literal", sql: "select * from accounts where id = 42", want: []int{big}},
 		{name: "negative literal", sql: "select * from accounts where id = -7", want: []int{neg}},
 		{name: "string literal", sql: "select * from accounts where id = ' 42 '", want: []int{big}},
@@ -125,6 +118,22 @@ func TestBuckets(t *testing.T) {
 			in: Inputs{KeyPosition: 2}, code: "0A000"},
 		{name: "scatter has no buckets", sql: "select * from accounts", want: nil},
 	}
+	checkBuckets(t, rules, cases)
+}
+
+// bucketCase is a statement, its inputs, and the buckets (or the SQLSTATE
+// and message of the error) Buckets must give.
+type bucketCase struct {
+	name string
+	sql  string
+	in   Inputs
+	want []int
+	code string // SQLSTATE of the expected error
+	msg  string
+}
+
+func checkBuckets(t *testing.T, rules shardmap.Rules, cases []bucketCase) {
+	t.Helper()
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
 			stmts, err := sqlparse.Analyze(c.sql)
@@ -330,61 +339,30 @@ func TestBucketsOtherParamTypes(t *testing.T) {
 	rules := testRules()
 	b := func(v string) int { return bucketOf(t, shardmap.KeyBigint, v) }
 	q := "select * from accounts where id = $1"
-	cases := []struct {
-		name string
-		sql  string
-		in   Inputs
-		want []int
-		code string
-	}{
-		{"numeric text, integral", q, Inputs{Params: [][]byte{[]byte("14")}, OIDs: []uint32{oidNumeric}}, []int{b("14")}, ""},
-		{"numeric text, scale", q, Inputs{Params: [][]byte{[]byte("14.000")}, OIDs: []uint32{oidNumeric}}, []int{b("14")}, ""},
-		{"numeric text, half rounds away from zero", q, Inputs{Params: [][]byte{[]byte("14.5")}, OIDs: []uint32{oidNumeric}}, []int{b("15")}, ""},
-		{"numeric text, negative half", q, Inputs{Params: [][]byte{[]byte("-14.5")}, OIDs: []uint32{oidNumeric}}, []int{b("-15")}, ""},
-		{"numeric text, below half", q, Inputs{Params: [][]byte{[]byte("14.49")}, OIDs: []uint32{oidNumeric}}, []int{b("14")}, ""},
-		{"numeric text, exponent", q, Inputs{Params: [][]byte{[]byte("1.5e3")}, OIDs: []uint32{oidNumeric}}, []int{b("1500")}, ""},
-		{"numeric text, NaN", q, Inputs{Params: [][]byte{[]byte("NaN")}, OIDs: []uint32{oidNumeric}}, []int{AnyBucket}, ""},
-		{"numeric text, beyond bigint", q, Inputs{Params: [][]byte{[]byte("1e30")}, OIDs: []uint32{oidNumeric}}, []int{AnyBucket}, ""},
-		{"numeric text, bad", q, Inputs{Params: [][]byte{[]byte("1x")}, OIDs: []uint32{oidNumeric}}, nil, "22P02"},
-		{"numeric binary, 14", q, Inputs{Params: [][]byte{numericBin(0, 0, 14)}, Formats: []int16{1}, OIDs: []uint32{oidNumeric}}, []int{b("14")}, ""},
-		{"numeric binary, 14.5", q, Inputs{Params: [][]byte{numericBin(0, 0, 14, 5000)}, Formats: []int16{1}, OIDs: []uint32{oidNumeric}}, []int{b("15")}, ""},
-		{"numeric binary, -123456789", q, Inputs{Params: [][]byte{numericBin(2, 0x4000, 1, 2345, 6789)}, Formats: []int16{1}, OIDs: []uint32{oidNumeric}}, []int{b("-123456789")}, ""},
-		{"numeric binary, 20000 (trailing zero digits left out)", q, Inputs{Params: [][]byte{numericBin(1, 0, 2)}, Formats: []int16{1}, OIDs: []uint32{oidNumeric}}, []int{b("20000")}, ""},
-		{"numeric binary, NaN", q, Inputs{Params: [][]byte{numericBin(0, 0xC000)}, Formats: []int16{1}, OIDs: []uint32{oidNumeric}}, []int{AnyBucket}, ""},
-		{"numeric binary, bad digit", q, Inputs{Params: [][]byte{numericBin(0, 0, 10000)}, Formats: []int16{1}, OIDs: []uint32{oidNumeric}}, nil, "22P03"},
-		{"varchar param: Postgres refuses bigint = varchar", q, Inputs{Params: [][]byte{[]byte("14")}, OIDs: []uint32{oidVarchar}}, []int{AnyBucket}, ""},
-		{"binary text param: Postgres refuses", q, Inputs{Params: [][]byte{[]byte("14")}, Formats: []int16{1}, OIDs: []uint32{oidText}}, []int{AnyBucket}, ""},
-		{"binary text param under a cast", "select * from accounts where id = $1::bigint", Inputs{Params: [][]byte{[]byte("14")}, Formats: []int16{1}, OIDs: []uint32{oidText}}, []int{b("14")}, ""},
-		{"binary text param under a cast, bad", "select * from accounts where id = $1::bigint", Inputs{Params: [][]byte{[]byte("x")}, Formats: []int16{1}, OIDs: []uint32{oidText}}, nil, "22P02"},
-		{"binary text[] under a cast", "select * from accounts where id = any($1::bigint[])", Inputs{Params: [][]byte{textArrayBin("17", "20")}, Formats: []int16{1}, OIDs: []uint32{oidTextArray}}, []int{b("17"), b("20")}, ""},
-		{"binary text[] without a cast: Postgres refuses", "select * from accounts where id = any($1)", Inputs{Params: [][]byte{textArrayBin("17")}, Formats: []int16{1}, OIDs: []uint32{oidTextArray}}, []int{AnyBucket}, ""},
-		{"text[] param without a cast: Postgres refuses", "select * from accounts where id = any($1)", Inputs{Params: [][]byte{[]byte("{17}")}, OIDs: []uint32{oidTextArray}}, []int{AnyBucket}, ""},
-		{"numeric into an INSERT", "insert into accounts (id, name) values ($1, 'x')", Inputs{Params: [][]byte{[]byte("7.5")}, OIDs: []uint32{oidNumeric}}, []int{b("8")}, ""},
+	cases := []bucketCase{
+		{"numeric text, integral", q, Inputs{Params: [][]byte{[]byte("14")}, OIDs: []uint32{oidNumeric}}, []int{b("14")}, "", ""},
+		{"numeric text, scale", q, Inputs{Params: [][]byte{[]byte("14.000")}, OIDs: []uint32{oidNumeric}}, []int{b("14")}, "", ""},
+		{"numeric text, half rounds away from zero", q, Inputs{Params: [][]byte{[]byte("14.5")}, OIDs: []uint32{oidNumeric}}, []int{b("15")}, "", ""},
+		{"numeric text, negative half", q, Inputs{Params: [][]byte{[]byte("-14.5")}, OIDs: []uint32{oidNumeric}}, []int{b("-15")}, "", ""},
+		{"numeric text, below half", q, Inputs{Params: [][]byte{[]byte("14.49")}, OIDs: []uint32{oidNumeric}}, []int{b("14")}, "", ""},
+		{"numeric text, exponent", q, Inputs{Params: [][]byte{[]byte("1.5e3")}, OIDs: []uint32{oidNumeric}}, []int{b("1500")}, "", ""},
+		{"numeric text, NaN", q, Inputs{Params: [][]byte{[]byte("NaN")}, OIDs: []uint32{oidNumeric}}, []int{AnyBucket}, "", ""},
+		{"numeric text, beyond bigint", q, Inputs{Params: [][]byte{[]byte("1e30")}, OIDs: []uint32{oidNumeric}}, []int{AnyBucket}, "", ""},
+		{"numeric text, bad", q, Inputs{Params: [][]byte{[]byte("1x")}, OIDs: []uint32{oidNumeric}}, nil, "22P02", ""},
+		{"numeric binary, 14", q, Inputs{Params: [][]byte{numericBin(0, 0, 14)}, Formats: []int16{1}, OIDs: []uint32{oidNumeric}}, []int{b("14")}, "", ""},
+		{"numeric binary, 14.5", q, Inputs{Params: [][]byte{numericBin(0, 0, 14, 5000)}, Formats: []int16{1}, OIDs: []uint32{oidNumeric}}, []int{b("15")}, "", ""},
+		{"numeric binary, -123456789", q, Inputs{Params: [][]byte{numericBin(2, 0x4000, 1, 2345, 6789)}, Formats: []int16{1}, OIDs: []uint32{oidNumeric}}, []int{b("-123456789")}, "", ""},
+		{"numeric binary, 20000 (trailing zero digits left out)", q, Inputs{Params: [][]byte{numericBin(1, 0, 2)}, Formats: []int16{1}, OIDs: []uint32{oidNumeric}}, []int{b("20000")}, "", ""},
+		{"numeric binary, NaN", q, Inputs{Params: [][]byte{numericBin(0, 0xC000)}, Formats: []int16{1}, OIDs: []uint32{oidNumeric}}, []int{AnyBucket}, "", ""},
+		{"numeric binary, bad digit", q, Inputs{Params: [][]byte{numericBin(0, 0, 10000)}, Formats: []int16{1}, OIDs: []uint32{oidNumeric}}, nil, "22P03", ""},
+		{"varchar param: Postgres refuses bigint = varchar", q, Inputs{Params: [][]byte{[]byte("14")}, OIDs: []uint32{oidVarchar}}, []int{AnyBucket}, "", ""},
+		{"binary text param: Postgres refuses", q, Inputs{Params: [][]byte{[]byte("14")}, Formats: []int16{1}, OIDs: []uint32{oidText}}, []int{AnyBucket}, "", ""},
+		{"binary text param under a cast", "select * from accounts where id = $1::bigint", Inputs{Params: [][]byte{[]byte("14")}, Formats: []int16{1}, OIDs: []uint32{oidText}}, []int{b("14")}, "", ""},
+		{"binary text param under a cast, bad", "select * from accounts where id = $1::bigint", Inputs{Params: [][]byte{[]byte("x")}, Formats: []int16{1}, OIDs: []uint32{oidText}}, nil, "22P02", ""},
+		{"binary text[] under a cast", "select * from accounts where id = any($1::bigint[])", Inputs{Params: [][]byte{textArrayBin("17", "20")}, Formats: []int16{1}, OIDs: []uint32{oidTextArray}}, []int{b("17"), b("20")}, "", ""},
+		{"binary text[] without a cast: Postgres refuses", "select * from accounts where id = any($1)", Inputs{Params: [][]byte{textArrayBin("17")}, Formats: []int16{1}, OIDs: []uint32{oidTextArray}}, []int{AnyBucket}, "", ""},
+		{"text[] param without a cast: Postgres refuses", "select * from accounts where id = any($1)", Inputs{Params: [][]byte{[]byte("{17}")}, OIDs: []uint32{oidTextArray}}, []int{AnyBucket}, "", ""},
+		{"numeric into an INSERT", "insert into accounts (id, name) values ($1, 'x')", Inputs{Params: [][]byte{[]byte("7.5")}, OIDs: []uint32{oidNumeric}}, []int{b("8")}, "", ""},
 	}
-	for _, c := range cases {
-		t.Run(c.name, func(t *testing.T) {
-			stmts, err := sqlparse.Analyze(c.sql)
-			if err != nil {
-				t.Fatal(err)
-			}
-			p := Build(stmts, rules)
-			if p.Kind == Refuse {
-				t.Fatalf("refused: %v", p.Refuse)
-			}
-			got, err := p.Buckets(c.in, rules)
-			if c.code != "" {
-				var r *Refusal
-				if !errors.As(err, &r) || r.Code != c.code {
-					t.Fatalf("got %v, %v; want error %s", got, err, c.code)
-				}
-				return
-			}
-			if err != nil {
-				t.Fatal(err)
-			}
-			if !reflect.DeepEqual(got, c.want) {
-				t.Errorf("got %v, want %v", got, c.want)
-			}
-		})
-	}
+	checkBuckets(t, rules, cases)
 }
