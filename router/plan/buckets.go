@@ -176,11 +176,11 @@ func appendKey(dst []int, ks KeySource, in Inputs, n int) ([]int, error) {
 			}
 			ks.Cast = t.String()
 		} else if oid == oidNumeric && !ks.Array && keyFamily(ks.Type) == famInt {
-			r, err := parseNumericText(string(v))
+			d, err := parseNumericText(string(v))
 			if err != nil {
 				return dst, &Refusal{Code: CodeInvalidText, Message: fmt.Sprintf("invalid input syntax for type numeric: \"%s\"", v)}
 			}
-			return append(dst, numericBucket(r, n)), nil
+			return append(dst, d.bucket(n)), nil
 		}
 	}
 	// The value is read, not kept: view it as a string without copying
@@ -409,11 +409,11 @@ func appendBinary(dst []int, ks KeySource, v []byte, oid uint32, param int, n in
 	}
 	t, ok := oidType(oid, false)
 	if !ok && oid == oidNumeric && keyFamily(ks.Type) == famInt && ks.Cast == "" {
-		r, err := parseNumericBinary(v)
+		d, err := parseNumericBinary(v)
 		if err != nil {
 			return dst, binaryFormatError(param)
 		}
-		return append(dst, numericBucket(r, n)), nil
+		return append(dst, d.bucket(n)), nil
 	}
 	if !ok {
 		if oid != 0 && oid != oidUnknown {

@@ -362,6 +362,15 @@ func TestBucketsOtherParamTypes(t *testing.T) {
 		{"binary text[] under a cast", "select * from accounts where id = any($1::bigint[])", Inputs{Params: [][]byte{textArrayBin("17", "20")}, Formats: []int16{1}, OIDs: []uint32{oidTextArray}}, []int{b("17"), b("20")}, "", ""},
 		{"binary text[] without a cast: Postgres refuses", "select * from accounts where id = any($1)", Inputs{Params: [][]byte{textArrayBin("17")}, Formats: []int16{1}, OIDs: []uint32{oidTextArray}}, []int{AnyBucket}, "", ""},
 		{"text[] param without a cast: Postgres refuses", "select * from accounts where id = any($1)", Inputs{Params: [][]byte{[]byte("{17}")}, OIDs: []uint32{oidTextArray}}, []int{AnyBucket}, "", ""},
+		{"numeric text, bigint's largest", q, Inputs{Params: [][]byte{[]byte("9223372036854775807.4")}, OIDs: []uint32{oidNumeric}}, []int{b("9223372036854775807")}, "", ""},
+		{"numeric text, rounds beyond bigint", q, Inputs{Params: [][]byte{[]byte("9223372036854775807.5")}, OIDs: []uint32{oidNumeric}}, []int{AnyBucket}, "", ""},
+		{"numeric text, bigint's smallest", q, Inputs{Params: [][]byte{[]byte("-9223372036854775808")}, OIDs: []uint32{oidNumeric}}, []int{b("-9223372036854775808")}, "", ""},
+		{"numeric text, huge exponent", q, Inputs{Params: [][]byte{[]byte("1e999999999999")}, OIDs: []uint32{oidNumeric}}, []int{AnyBucket}, "", ""},
+		{"numeric text, tiny", q, Inputs{Params: [][]byte{[]byte("4e-999999999999")}, OIDs: []uint32{oidNumeric}}, []int{b("0")}, "", ""},
+		{"numeric text, leading zeros and point", q, Inputs{Params: [][]byte{[]byte(" 000012.50 ")}, OIDs: []uint32{oidNumeric}}, []int{b("13")}, "", ""},
+		{"numeric text, bad exponent", q, Inputs{Params: [][]byte{[]byte("1e")}, OIDs: []uint32{oidNumeric}}, nil, "22P02", ""},
+		{"numeric binary, beyond bigint (10000^10)", q, Inputs{Params: [][]byte{numericBin(10, 0, 1)}, Formats: []int16{1}, OIDs: []uint32{oidNumeric}}, []int{AnyBucket}, "", ""},
+		{"numeric binary, 0.6 rounds to 1", q, Inputs{Params: [][]byte{numericBin(-1, 0, 6000)}, Formats: []int16{1}, OIDs: []uint32{oidNumeric}}, []int{b("1")}, "", ""},
 		{"numeric into an INSERT", "insert into accounts (id, name) values ($1, 'x')", Inputs{Params: [][]byte{[]byte("7.5")}, OIDs: []uint32{oidNumeric}}, []int{b("8")}, "", ""},
 	}
 	checkBuckets(t, rules, cases)
