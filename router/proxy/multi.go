@@ -285,20 +285,20 @@ func (s *session) copyConn(shard int) (*shardConn, error) {
 	}
 	var c *shardConn
 	if cs.inTx {
-		sc, err := s.txConn(shard)
+		sc, err := s.txConn(shard) // begins the transaction there if new
 		if err != nil {
 			return nil, err
 		}
 		c = &shardConn{shard: shard, sc: sc}
-		cs.conns[shard] = c
-		cs.order = append(cs.order, c)
 	} else {
 		var err error
 		if c, err = s.borrow(shard); err != nil {
 			return nil, err
 		}
-		cs.conns[shard] = c
-		cs.order = append(cs.order, c)
+	}
+	cs.conns[shard] = c
+	cs.order = append(cs.order, c)
+	if !cs.inTx {
 		if err := execSimple(c.sc, "BEGIN"); err != nil {
 			return nil, err
 		}

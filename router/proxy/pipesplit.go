@@ -147,7 +147,7 @@ func (s *session) runPipeline(batch []pgproto3.FrontendMessage) error {
 			}
 			rr := r
 			plans[i].split = &rr
-		case r.Kind == RouteAll && !r.NoTxBlock && !strings.Contains(strings.ToLower(q), "returning"):
+		case r.Kind == RouteAll && !r.NoTxBlock && !mayReturn(q):
 			// A reference-table write (pgjdbc's batch into a reference
 			// table) or DDL: on every shard, in the transaction.
 			if len(u.bind.Parameters) > 0 && describesStatement(u.msgs) {

@@ -37,13 +37,7 @@ func newReturnOrder(r Route) *returnOrder {
 // add keeps a row part returned (a copy: m is only valid until the next
 // Receive).
 func (o *returnOrder) add(part int, m *pgproto3.DataRow) {
-	vals := make([][]byte, len(m.Values))
-	for i, v := range m.Values {
-		if v != nil {
-			vals[i] = append([]byte{}, v...)
-		}
-	}
-	o.rows[part] = append(o.rows[part], &pgproto3.DataRow{Values: vals})
+	o.rows[part] = append(o.rows[part], cloneBackend(m).(*pgproto3.DataRow))
 }
 
 // ordered returns the rows kept, in the order of the VALUES rows when

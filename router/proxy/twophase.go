@@ -279,7 +279,7 @@ func (s *session) everyShardBatch(batch []pgproto3.FrontendMessage) (bool, error
 		return false, nil // a failed transaction answers 25P02 the usual way
 	}
 	q, oids, bind, ok := s.boundBatch(batch)
-	if !ok || strings.Contains(strings.ToLower(q), "returning") {
+	if !ok || mayReturn(q) {
 		return false, nil
 	}
 	var params [][]byte
@@ -334,6 +334,11 @@ func (s *session) everyShardBatch(batch []pgproto3.FrontendMessage) (bool, error
 	s.txStatus = s.clientTxStatus()
 	return true, ioErr
 }
+
+// mayReturn reports whether a write's text mentions RETURNING: the
+// statements run on every shard in a transaction answer no rows, and one
+// that may return them keeps to the ways that merge or pass them on.
+func mayReturn(q string) bool { return strings.Contains(strings.ToLower(q), "returning") }
 
 // endSpan ends a transaction that spans shards: ROLLBACK on every
 // participant, or two-phase commit. It returns the command tag, or the
