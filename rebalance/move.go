@@ -329,14 +329,14 @@ var planSettings = map[string]string{
 	"jit":                             "off", // compiles for tens of ms, for one run
 }
 
-// setPlanSettings sets planSettings in c's session.
+// setPlanSettings sets planSettings in c's session (one statement).
 func setPlanSettings(ctx context.Context, c *pgx.Conn) error {
+	var names, values []string
 	for k, v := range planSettings {
-		if _, err := c.Exec(ctx, `SELECT set_config($1, $2, false)`, k, v); err != nil {
-			return err
-		}
+		names, values = append(names, k), append(values, v)
 	}
-	return nil
+	_, err := c.Exec(ctx, `SELECT set_config(k, v, false) FROM unnest($1::text[], $2::text[]) AS s(k, v)`, names, values)
+	return err
 }
 
 // shardConn connects to a shard as its admin role.

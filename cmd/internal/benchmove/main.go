@@ -12,6 +12,7 @@ package main
 
 import (
 	"bufio"
+	"cmp"
 	"context"
 	"errors"
 	"flag"
@@ -265,23 +266,20 @@ func run() error {
 	// The plain COPY under the load, three times: the ratio uses the
 	// median (one run's time varied by a third on the noisy 2-core
 	// machine), the CPU table the median run.
-	var loaded []time.Duration
-	var cpuCopy cpuWindow
-	cpuCopies := map[time.Duration]cpuWindow{}
+	var copies []cpuWindow // in the order they ran
 	for i := 0; i < plainRuns; i++ {
 		cpu0 := meter.snapshot()
 		took, err := plainCopy()
 		if err != nil {
 			return err
 		}
-		cpuCopies[took] = cpuWindow{name: "plain COPY under the load", took: took, cpu: diffCPU(cpu0, meter.snapshot())}
-		loaded = append(loaded, took)
+		copies = append(copies, cpuWindow{name: "plain COPY under the load", took: took, cpu: diffCPU(cpu0, meter.snapshot())})
 		log.Info("plain COPY under the load", "rows", moveRows, "took", took.Round(time.Millisecond))
 	}
-	sorted := slices.Clone(loaded)
-	slices.Sort(sorted)
-	loadedCopyTook := sorted[len(sorted)/2]
-	cpuCopy = cpuCopies[loadedCopyTook]
+	byTime := slices.Clone(copies)
+	slices.SortFunc(byTime, func(a, b cpuWindow) int { return cmp.Compare(a.took, b.took) })
+	cpuCopy := byTime[len(byTime)/2]
+	loadedCopyTook := cpuCopy.took
 	beforeFrom := time.Now()
 	cpuLoad0 := meter.snapshot()
 	time.Sleep(2 * time.Second)
@@ -349,8 +347,8 @@ func run() error {
 	load := fmt.Sprintf("pgbench -R %d writing", *rate)
 	line("plain COPY s0 -> s1 (no load)", copyTook)
 	var runs []string
-	for _, d := range loaded {
-		runs = append(runs, fmt.Sprintf("%.2f", d.Seconds()))
+	for _, w := range copies {
+		runs = append(runs, fmt.Sprintf("%.2f", w.took.Seconds()))
 	}
 	line("plain COPY s0 -> s1 ("+load+"), median", loadedCopyTook)
 	fmt.Printf("%-44s %s s\n", "  its "+fmt.Sprint(plainRuns)+" runs, in order", strings.Join(runs, ", "))
