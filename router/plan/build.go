@@ -380,12 +380,17 @@ func utilityPlan(st *sqlparse.Stmt, rules shardmap.Rules) Plan {
 		}
 		return p
 	case "DECLARE CURSOR":
-		return cursorPlan(u.Inner, rules)
+		p := cursorPlan(u.Inner, rules)
+		if p.Kind != Refuse {
+			p.Cursor = &Cursor{Name: u.Name, Command: st.Command, Decl: u.Cursor}
+		}
+		return p
 	case "FETCH", "MOVE", "CLOSE CURSOR", "CLOSE CURSOR ALL":
 		// The cursor lives in the transaction (or, WITH HOLD, the
 		// session) that declared it: on the connection that transaction
-		// runs on, wherever its DECLARE went.
-		return Plan{Kind: Any, TxDependent: true}
+		// runs on, wherever its DECLARE went; or in pgshard, for a query
+		// of several shards (CursorMerge).
+		return Plan{Kind: Any, TxDependent: true, Cursor: &Cursor{Name: u.Name, Command: st.Command, Fetch: u.Fetch}}
 	case "CHECKPOINT":
 		return Plan{Kind: All}
 	case "DO", "CALL", "LOAD":
@@ -398,7 +403,7 @@ func utilityPlan(st *sqlparse.Stmt, rules shardmap.Rules) Plan {
 // shard reads that shard. (Routed anywhere, as a session command, a cursor
 // on a sharded table read whichever shard the transaction was on: rows of
 // other shards were silently missing.) A query that needs several shards
-// is refused: the rows would have to be merged through FETCHes.
+// makes a CursorMerge: the proxy merges its rows and keeps them.
 func cursorPlan(inner *sqlparse.Stmt, rules shardmap.Rules) Plan {
 	if inner == nil {
 		return Plan{Kind: Any, TxDependent: true}
@@ -411,8 +416,11 @@ func cursorPlan(inner *sqlparse.Stmt, rules shardmap.Rules) Plan {
 		p.TxDependent = true // runs in the client's transaction, never beside it
 		return p
 	}
-	return refuse("DECLARE CURSOR for a query that reads several shards is not supported",
-		"declare the cursor for a query on one sharding key (WHERE key = ...), or run the query without a cursor: pgshard merges the shards' rows")
+	if p.Kind == Scatter || p.Kind == Multi {
+		return Plan{Kind: CursorMerge, TxDependent: true, Table: p.Table, KeyColumn: p.KeyColumn, KeyType: p.KeyType}
+	}
+	return refuse("DECLARE CURSOR for a query that runs on every shard is not supported",
+		"declare the cursor for a query that reads rows")
 }
 
 func copyPlan(st *sqlparse.Stmt, rules shardmap.Rules) Plan {

@@ -46,6 +46,10 @@ const (
 	// Session: SET, RESET, SHOW, LISTEN, DISCARD, PREPARE, ..., handled by
 	// the session.
 	Session Kind = "session"
+	// CursorMerge is a DECLARE CURSOR whose query reads several shards:
+	// the proxy runs the query (Cursor.Decl.Query) as it runs it alone
+	// and keeps the rows for the cursor's FETCHes.
+	CursorMerge Kind = "cursor"
 )
 
 // Plan is where a statement (or a multi-statement string) goes. It is
@@ -114,6 +118,20 @@ type Plan struct {
 	Statements int `json:"statements,omitempty"`
 	// Refuse is the refusal of a Refuse plan.
 	Refuse *Refusal `json:"refuse,omitempty"`
+	// Cursor is a FETCH, MOVE or CLOSE, or the DECLARE of a Cursor plan:
+	// the proxy answers those of a cursor it keeps itself.
+	Cursor *Cursor `json:"cursor,omitempty"`
+}
+
+// Cursor is a statement on a cursor.
+type Cursor struct {
+	// Name is the cursor's ("" with CLOSE ALL).
+	Name string `json:"name"`
+	// Command is "DECLARE CURSOR", "FETCH", "MOVE", "CLOSE CURSOR" or
+	// "CLOSE CURSOR ALL".
+	Command string               `json:"command"`
+	Decl    *sqlparse.CursorDecl `json:"decl,omitempty"`
+	Fetch   *sqlparse.Fetch      `json:"fetch,omitempty"`
 }
 
 // KeySource is where one routing key value comes from.

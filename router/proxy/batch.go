@@ -229,9 +229,18 @@ func (s *session) routeQuery(m *pgproto3.Query) (done bool, err error) {
 		s.send(&pgproto3.ReadyForQuery{TxStatus: s.clientTxStatus()})
 		return true, s.flush()
 	}
+	if r.Cursor != nil && len(s.portals) > 0 {
+		if done, err := s.cursorQuery(r); done {
+			return true, err
+		}
+	}
 	switch r.Kind {
 	case RouteRefuse:
 		return true, s.refuseQuery(r.Err)
+	case RouteCursor:
+		if done, err := s.declareQuery(r); done {
+			return true, err
+		}
 	case RouteTx:
 		if s.canDefer(r.Tx, r.Name) {
 			tag := s.deferTx(r.Tx, r.Name, m.String)
@@ -723,6 +732,16 @@ func (s *session) runBatch(sync bool) error {
 			all[i] = nil
 		}
 	}()
+	s.batchSync = sync
+	if batch = s.heldBatch(batch); len(batch) == 0 || len(s.portals) > 0 && s.cursorBatch(batch) {
+		return nil
+	} else if len(batch) < len(all) {
+		// Its answers out before the rest's (a merge sends its rows
+		// straight to the client).
+		if err := s.drive(); err != nil {
+			return err
+		}
+	}
 	if len(s.parts) > 0 {
 		if done, err := s.spanBatch(batch); done {
 			return err
@@ -772,10 +791,34 @@ func (s *session) runBatch(sync bool) error {
 			s.heldForSync = true
 			return nil
 		}
+		if r.Kind == RouteCursor {
+			if !singleStatement(batch) || !sync && s.inTxBlock() {
+				return s.proxyError(wire.Errorf(pgcode.FeatureNotSupported, "a DECLARE CURSOR for a query that reads several shards must be alone in its pipeline").
+					WithHint("Send it on its own (Parse/Bind/Execute/Sync)."))
+			}
+			return s.declareBatch(*r, batch)
+		}
+		keepsPortal := rowLimited(batch) || !sync && boundOnly(batch)
+		if r.Kind == RouteSplit && r.ReadOnly && r.Merge != nil && keepsPortal {
+			// A read whose shards' rows are concatenated, read a few rows
+			// at a time: run as a merge, which can stop and keep rows.
+			mr := *r.Merge
+			if r.Hidden {
+				mr.ShardSQL = map[int]string{}
+				for _, p := range r.Parts {
+					mr.ShardSQL[p.Shard] = p.SQL
+				}
+			}
+			r.Kind, r.Merge = RouteMerge, &mr
+		}
 		if r.Kind == RouteMerge && s.inTxBlock() {
-			if !sync || !s.spanSplit() {
+			if !sync && !keepsPortal || !s.spanSplit() {
 				return s.proxyError(s.errMergeInTx())
 			}
+			return s.runMerge(r.Merge, batch)
+		}
+		if r.Kind == RouteMerge && !s.inTxBlock() && (singleStatementLimit(batch, true) && (sync || keepsPortal) || !sync && boundOnly(batch)) {
+			// Read a few rows at a time (heldportal.go), or at once.
 			return s.runMerge(r.Merge, batch)
 		}
 		if sync && !s.inTxBlock() && singleStatementLimit(batch, true) && !singleStatementLimit(batch, r.Kind == RouteSplit && r.NoRows) {
@@ -918,7 +961,7 @@ func (s *session) batchTarget(batch []pgproto3.FrontendMessage, m *AppliedMap) (
 				return 0, r.Err, nil
 			case RouteShard:
 				want = r.Shard
-			case RouteMerge:
+			case RouteMerge, RouteCursor:
 				rr := r
 				s.splitRoute = &rr
 				continue
@@ -1195,6 +1238,12 @@ func everyShardSQL(r Route, q string) bool {
 		}
 	}
 	return len(r.Parts) > 0
+}
+
+// rowLimited reports whether the batch's Execute asks for a number of rows.
+func rowLimited(batch []pgproto3.FrontendMessage) bool {
+	e := batchExecute(batch)
+	return e != nil && e.MaxRows > 0
 }
 
 // singleStatement reports whether a batch binds and executes exactly one

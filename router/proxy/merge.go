@@ -53,6 +53,16 @@ type merge struct {
 	exprBin  map[int]int // of the binary copy of a sorted expression
 	exprCols int
 	evalArgs []evalArg
+	// An Execute's row limit (rowCap > 0): the client takes rowCap rows,
+	// then PortalSuspended. With hold, the rows after them are kept in
+	// held for the portal's next Executes (heldportal.go); without, the
+	// merge stops there (the portal ends with the batch's Sync).
+	rowCap     int64
+	hold       bool
+	holdAll    bool         // keep every row (a portal bound, not executed yet)
+	cursor     *plan.Cursor // a DECLARE: every row is kept for the cursor (cursor.go)
+	held       [][][]byte
+	portalDesc *pgproto3.RowDescription
 }
 
 type mergeSrc struct {
@@ -107,6 +117,7 @@ func (s *session) runMerge(r *MergeRoute, batch []pgproto3.FrontendMessage) erro
 		return s.refuseQuery(e)
 	}
 	m := s.newMerge(r)
+	m.limitMerge(batch, !s.batchSync) // before a Flush, the portal outlives the batch
 	mark := len(s.out)
 	werr := m.run(parse, bind, batch, clientParsed, &mark)
 	var conns []*shardConn
@@ -126,9 +137,11 @@ func (s *session) runMerge(r *MergeRoute, batch []pgproto3.FrontendMessage) erro
 		s.send(&pgproto3.ReadyForQuery{TxStatus: 'I'})
 		return s.flush()
 	}
-	tag := &pgproto3.CommandComplete{CommandTag: fmt.Appendf(nil, "SELECT %d", m.sent)}
+	tag := s.mergeEnd(m, batch)
 	if batch != nil {
-		s.push(pending{kind: pSynth, synth: tag})
+		if tag != nil {
+			s.push(pending{kind: pSynth, synth: tag})
+		}
 		return nil
 	}
 	s.send(tag)
@@ -176,6 +189,9 @@ func (s *session) newMerge(r *MergeRoute) *merge {
 	if m.maxMem <= 0 {
 		m.maxMem = DefaultMergeMemoryLimit
 	}
+	if s.declaring != nil {
+		m.cursor, m.rowCap, m.hold, m.holdAll = s.declaring, -1, true, true
+	}
 	return m
 }
 
@@ -207,11 +223,12 @@ func (s *session) runMergeTx(r *MergeRoute, parse *pgproto3.Parse, bind *pgproto
 		return refuse(wire.Errorf(pgcode.FeatureNotSupported, "this query reads several shards, which this transaction cannot span").
 			WithHint("A transaction that used savepoints or LISTEN stays on one shard; run the query outside it or drop the savepoints."))
 	}
-	if batch != nil && !singleStatement(batch) {
+	if batch != nil && !singleStatementLimit(batch, true) && !boundOnly(batch) {
 		return refuse(wire.Errorf(pgcode.FeatureNotSupported, "in a transaction, a query that reads several shards must be alone in its pipeline").
 			WithHint("Send it on its own (Parse/Bind/Execute/Sync)."))
 	}
 	m := s.newMerge(r)
+	m.limitMerge(batch, true) // the portal lives until the transaction ends
 	mark := len(s.out)
 	var werr *wire.Error
 	for _, sh := range r.Shards {
@@ -244,7 +261,9 @@ func (s *session) runMergeTx(r *MergeRoute, parse *pgproto3.Parse, bind *pgproto
 			s.failTx()
 			return s.proxyError(werr)
 		}
-		s.push(pending{kind: pSynth, synth: &pgproto3.CommandComplete{CommandTag: fmt.Appendf(nil, "SELECT %d", m.sent)}})
+		if tag := s.mergeEnd(m, batch); tag != nil {
+			s.push(pending{kind: pSynth, synth: tag})
+		}
 		return nil
 	}
 	status := byte('T')
@@ -253,7 +272,7 @@ func (s *session) runMergeTx(r *MergeRoute, parse *pgproto3.Parse, bind *pgproto
 		status = 'E'
 		s.sendErr(werr)
 	} else {
-		s.send(&pgproto3.CommandComplete{CommandTag: fmt.Appendf(nil, "SELECT %d", m.sent)})
+		s.send(s.mergeEnd(m, nil))
 	}
 	s.txStatus = status
 	s.send(&pgproto3.ReadyForQuery{TxStatus: status})
@@ -303,7 +322,10 @@ func (m *merge) run(parse *pgproto3.Parse, bind *pgproto3.Bind, batch []pgproto3
 		}
 		return rd
 	}
-	if batch == nil {
+	if m.cursor != nil {
+		// A DECLARE: its rows are the cursor's; it returns none.
+		m.portalDesc = desc(false)
+	} else if batch == nil {
 		s.send(desc(false))
 	}
 	for _, msg := range batch {
@@ -321,9 +343,16 @@ func (m *merge) run(parse *pgproto3.Parse, bind *pgproto3.Bind, batch []pgproto3
 					pd = &pgproto3.ParameterDescription{}
 				}
 				s.send(pd)
-				s.send(desc(false))
+				if m.cursor != nil {
+					s.send(&pgproto3.NoData{})
+				} else {
+					s.send(desc(false))
+				}
+			} else if m.cursor != nil {
+				s.send(&pgproto3.NoData{})
 			} else {
-				s.send(desc(true))
+				m.portalDesc = desc(true)
+				s.send(m.portalDesc)
 			}
 		}
 	}
@@ -499,6 +528,17 @@ func (m *merge) emit(vals [][]byte, mark *int) (bool, *wire.Error) {
 		m.skip--
 		return false, nil
 	}
+	if m.holdAll || m.rowCap > 0 && m.sent >= m.rowCap {
+		if !m.hold {
+			return true, nil
+		}
+		row, n := copyRow(vals)
+		if werr := m.growHeld(n); werr != nil {
+			return true, werr
+		}
+		m.held = append(m.held, row)
+		return m.limit >= 0 && m.sent+int64(len(m.held)) >= m.limit, nil
+	}
 	m.out.Values = vals
 	m.s.send(&m.out)
 	m.sent++
@@ -508,8 +548,13 @@ func (m *merge) emit(vals [][]byte, mark *int) (bool, *wire.Error) {
 		}
 		*mark = 0
 	}
-	return m.limit >= 0 && m.sent >= m.limit, nil
+	return m.limit >= 0 && m.sent >= m.limit || m.rowCap > 0 && !m.hold && m.sent >= m.rowCap, nil
 }
+
+// suspended reports whether the client's Execute ends with
+// PortalSuspended: it asked for a number of rows and got them all (as
+// Postgres, which does not look for a next row, even when none is left).
+func (m *merge) suspended() bool { return m.rowCap > 0 && m.sent >= m.rowCap }
 
 func appendKey(k []byte, oid uint32, format int16, v []byte) []byte {
 	if v == nil {

@@ -106,6 +106,9 @@ func resolve(p *plan.Plan, in plan.Inputs, m *AppliedMap, sql string, env Catalo
 	if m.hidden != nil {
 		r = hideMoving(r, m)
 	}
+	if p.Cursor != nil {
+		r.Cursor = p.Cursor
+	}
 	return r
 }
 
@@ -261,6 +264,15 @@ func resolveMap(p *plan.Plan, in plan.Inputs, m *AppliedMap, sql string, env Cat
 			// one Postgres would return (no order, limit or aggregate).
 			r := everyShard(m, sql)
 			r.ReadOnly = true
+			if in.Literals == nil && (p.Merge == nil || !p.Merge.Returning) {
+				// The same read as a merge that passes the rows on, for
+				// an Execute with a row limit (heldportal.go).
+				shards := make([]int, len(r.Parts))
+				for i, part := range r.Parts {
+					shards[i] = part.Shard
+				}
+				r.Merge = &MergeRoute{Spec: &plan.MergeSpec{ShardSQL: sql}, Shards: shards, SQL: sql, Limit: -1, Params: in.Params, Formats: in.Formats}
+			}
 			return r
 		}
 		if p.Merge != nil && p.Merge.Spec != nil && p.Statements <= 1 {
@@ -273,6 +285,8 @@ func resolveMap(p *plan.Plan, in plan.Inputs, m *AppliedMap, sql string, env Cat
 		return Route{Kind: RouteRefuse, Err: wire.Errorf(pgcode.FeatureNotSupported,
 			"query on sharded table %s has no sharding key condition and would need every shard", p.Table).
 			WithHint("Add WHERE " + p.KeyColumn + " = ... to the query; cross-shard queries are not supported yet.")}
+	case plan.CursorMerge:
+		return Route{Kind: RouteCursor}
 	case plan.Copy:
 		if p.Copy != nil && p.Copy.From && m.anyFrozen {
 			// COPY's rows, and so its buckets, are not known before it

@@ -29,6 +29,9 @@ const (
 	// RouteMerge runs a rewritten SELECT on several shards and merges the
 	// rows as Route.Merge says (merge.go).
 	RouteMerge
+	// RouteCursor is a DECLARE CURSOR whose query reads several shards:
+	// the session runs the query and keeps the rows (cursor.go).
+	RouteCursor
 )
 
 // Part is one shard's share of a split statement.
@@ -63,10 +66,12 @@ const (
 
 // Route is where one statement (or one simple-query string) goes.
 type Route struct {
-	Kind  RouteKind
-	Shard int // RouteShard: index into the map's shards
-	Tx    TxCmd
-	Name  string // RouteTx: the savepoint name
+	// Cursor is the cursor a DECLARE, FETCH, MOVE or CLOSE names.
+	Cursor *plan.Cursor
+	Kind   RouteKind
+	Shard  int // RouteShard: index into the map's shards
+	Tx     TxCmd
+	Name   string // RouteTx: the savepoint name
 	// Stateless marks RouteAny statements that read nothing a transaction
 	// could have changed (no tables, reference tables, keys no row can
 	// have): inside a transaction that has not reached a shard yet they

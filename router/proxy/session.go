@@ -86,6 +86,10 @@ type session struct {
 	pipelineSpans bool      // batchTarget: the batch's statements need several shards
 
 	batch          []pgproto3.FrontendMessage // extended messages held until Sync/Flush
+	batchSync      bool                       // the batch being run ends with Sync (runBatch)
+	portals        map[string]*heldPortal     // merged portals read a few rows at a time (heldportal.go)
+	endedPortals   map[string]bool            // kept portals gone with their transaction, not closed yet
+	declaring      *plan.Cursor               // the DECLARE whose query runs as a merge (cursor.go)
 	heldDeadline   bool                       // the read deadline is implicitFlushAfter's
 	implicitFlush  bool                       // handling the Flush of implicitFlushAfter
 	heldForSync    bool                       // the held batch runs only at Sync: no implicit Flush

@@ -125,6 +125,7 @@ var routeNames = [...]string{
 	RouteSplit:  "split",
 	RouteCopy:   "copy",
 	RouteMerge:  "merge",
+	RouteCursor: "merge",
 }
 
 // sqlstateClasses is the number of two-character SQLSTATE classes ([0-9A-Z]{2}).

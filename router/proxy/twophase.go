@@ -345,6 +345,12 @@ func mayReturn(q string) bool { return strings.Contains(strings.ToLower(q), "ret
 // error for the client; either way the transaction is over on every shard
 // and the session holds none of its connections.
 func (s *session) endSpan(commit bool) (string, *wire.Error) {
+	tag, werr := s.endSpanTx(commit)
+	s.endPortals(tag == "COMMIT" && werr == nil)
+	return tag, werr
+}
+
+func (s *session) endSpanTx(commit bool) (string, *wire.Error) {
 	cur := s.takeServer()
 	type part struct {
 		shard int

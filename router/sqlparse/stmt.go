@@ -357,7 +357,32 @@ type Utility struct {
 	Inner *Stmt `json:"inner,omitempty"`
 	// Analyze is EXPLAIN ANALYZE: the inner statement runs.
 	Analyze bool `json:"analyze,omitempty"`
+	// Cursor is DECLARE's options and query text; Fetch is what FETCH
+	// and MOVE ask for.
+	Cursor *CursorDecl `json:"cursor,omitempty"`
+	Fetch  *Fetch      `json:"fetch,omitempty"`
 }
+
+// CursorDecl is a DECLARE ... CURSOR.
+type CursorDecl struct {
+	Binary   bool `json:"binary,omitempty"`
+	Scroll   bool `json:"scroll,omitempty"`
+	NoScroll bool `json:"no_scroll,omitempty"`
+	Hold     bool `json:"hold,omitempty"`
+	// Query is the text of the cursor's query (after FOR).
+	Query string `json:"query"`
+}
+
+// Fetch is a FETCH or MOVE: Direction is "forward", "backward",
+// "absolute" or "relative", Count the row count or position (FetchAll
+// for ALL).
+type Fetch struct {
+	Direction string `json:"direction"`
+	Count     int64  `json:"count"`
+}
+
+// FetchAll is Fetch.Count for FETCH ALL, FORWARD ALL and BACKWARD ALL.
+const FetchAll = int64(^uint64(0) >> 1)
 
 // Tables returns the distinct relation names the statement references, in
 // order of first appearance, each qualified by its schema when one was

@@ -131,11 +131,24 @@ func (w *walker) utility(n *pg.Node) {
 	case *pg.Node_DeclareCursorStmt:
 		st.Command, u.Name = "DECLARE CURSOR", x.DeclareCursorStmt.Portalname
 		inner(x.DeclareCursorStmt.Query)
+		o := x.DeclareCursorStmt.Options
+		u.Cursor = &CursorDecl{Binary: o&cursorOptBinary != 0, Scroll: o&cursorOptScroll != 0, NoScroll: o&cursorOptNoScroll != 0, Hold: o&cursorOptHold != 0,
+			Query: cursorQuery(w.text, st.Start, st.End)}
 	case *pg.Node_FetchStmt:
 		st.Command, u.Name = "FETCH", x.FetchStmt.Portalname
 		if x.FetchStmt.Ismove {
 			st.Command = "MOVE"
 		}
+		f := &Fetch{Direction: "forward", Count: x.FetchStmt.HowMany}
+		switch x.FetchStmt.Direction {
+		case pg.FetchDirection_FETCH_BACKWARD:
+			f.Direction = "backward"
+		case pg.FetchDirection_FETCH_ABSOLUTE:
+			f.Direction = "absolute"
+		case pg.FetchDirection_FETCH_RELATIVE:
+			f.Direction = "relative"
+		}
+		u.Fetch = f
 	case *pg.Node_ClosePortalStmt:
 		st.Command, u.Name = "CLOSE CURSOR", x.ClosePortalStmt.Portalname
 		if u.Name == "" {
@@ -454,4 +467,35 @@ func noTxBlock(n *pg.Node) bool {
 		}
 	}
 	return false
+}
+
+// DECLARE's options (Postgres's CURSOR_OPT_*).
+const (
+	cursorOptBinary   = 0x0001
+	cursorOptScroll   = 0x0002
+	cursorOptNoScroll = 0x0004
+	cursorOptHold     = 0x0020
+)
+
+// cursorQuery returns the query of the DECLARE at text[start:end]: what
+// follows the FOR after CURSOR, as Postgres's lexer finds them.
+func cursorQuery(text string, start, end int) string {
+	if start < 0 || end > len(text) || start >= end {
+		return ""
+	}
+	sql := text[start:end]
+	res, err := pg.Scan(sql)
+	if err != nil {
+		return ""
+	}
+	cursor := false
+	for _, t := range res.Tokens {
+		switch {
+		case t.Token == pg.Token_CURSOR:
+			cursor = true
+		case cursor && t.Token == pg.Token_FOR && int(t.End) <= len(sql):
+			return strings.TrimSpace(sql[t.End:])
+		}
+	}
+	return ""
 }

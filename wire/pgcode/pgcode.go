@@ -21,6 +21,7 @@ const (
 // Class 25: invalid transaction state.
 const (
 	InvalidTransactionState = "25000"
+	NoActiveSQLTransaction  = "25P01"
 	InFailedSQLTransaction  = "25P02"
 )
 
@@ -57,6 +58,7 @@ const (
 	UndefinedFunction     = "42883"
 	AmbiguousFunction     = "42725"
 	UndefinedParameter    = "42P02"
+	DuplicateCursor       = "42P03"
 	IndeterminateDatatype = "42P18"
 )
 

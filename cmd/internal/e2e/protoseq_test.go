@@ -727,3 +727,151 @@ func TestCopyInTransaction(t *testing.T) {
 		}
 	}
 }
+
+// A read of several shards taken a few rows at a time, as drivers do it,
+// answered as Postgres answers it: an Execute with a row limit gets that
+// many rows and PortalSuspended, and the portal's next Executes the rows
+// after them, until the end (pgjdbc's fetch size in a transaction and its
+// setMaxRows; node-postgres's pg-cursor, which binds and describes the
+// portal before its first Execute, with Flush and no Sync). Before, every
+// one of these was refused with 0A000 (found by the pgjdbc differential
+// run).
+func TestMergedPortalRowLimit(t *testing.T) {
+	pp := newProtoPair(t, "heldportal", true)
+	var vals []string
+	for k := 1; k <= 20; k++ {
+		vals = append(vals, fmt.Sprintf("(%d, 'n%d', %d)", k, k, k%4))
+	}
+	insert := "INSERT INTO accounts (id, name, balance) VALUES " + strings.Join(vals, ", ")
+	pp.same(t, "rows", 1, &pgproto3.Query{String: insert})
+	for i := range 3 {
+		if n := pp.ts.direct(t, i, "select count(*) from accounts"); n == 0 || n == 20 {
+			t.Fatalf("shard %d holds %d of the 20 rows: the test needs them spread", i, n)
+		}
+	}
+	ordered := &pgproto3.Parse{Query: "SELECT id, name FROM accounts WHERE id > $1 ORDER BY id"}
+	bind := func(portal string) *pgproto3.Bind {
+		return &pgproto3.Bind{DestinationPortal: portal, Parameters: [][]byte{[]byte("2")}}
+	}
+	exec := func(portal string, n uint32) *pgproto3.Execute { return &pgproto3.Execute{Portal: portal, MaxRows: n} }
+	sync := &pgproto3.Sync{}
+
+	// setMaxRows outside a transaction: the portal ends at the Sync.
+	pp.same(t, "max rows", 1, ordered, bind(""), &pgproto3.Describe{ObjectType: 'P'}, exec("", 5), sync)
+	// Exactly as many rows as asked: still suspended, as on Postgres.
+	pp.same(t, "max rows, all of them", 1,
+		&pgproto3.Parse{Query: "SELECT id FROM accounts ORDER BY id DESC LIMIT 4"}, &pgproto3.Bind{}, exec("", 4), sync)
+	pp.same(t, "max rows beyond the rows", 1, ordered, bind(""), exec("", 50), sync)
+	pp.same(t, "max rows, grouped", 1,
+		&pgproto3.Parse{Query: "SELECT balance, count(*) FROM accounts GROUP BY balance ORDER BY balance"}, &pgproto3.Bind{}, exec("", 3), sync)
+
+	// pgjdbc's fetch size: a named portal in a transaction, read across
+	// Syncs, another statement between two reads, the portal closed after
+	// the COMMIT (pgjdbc sends the Close with its next statement).
+	pp.same(t, "fetch size in a transaction", 9,
+		&pgproto3.Query{String: "BEGIN"},
+		ordered, bind("C_1"), &pgproto3.Describe{ObjectType: 'P', Name: "C_1"}, exec("C_1", 7), sync,
+		exec("C_1", 7), sync,
+		&pgproto3.Query{String: "SELECT name FROM accounts WHERE id = 3"},
+		&pgproto3.Query{String: "UPDATE accounts SET balance = 9 WHERE id = 4"},
+		exec("C_1", 7), sync,
+		exec("C_1", 7), sync,
+		&pgproto3.Query{String: "COMMIT"},
+		&pgproto3.Close{ObjectType: 'P', Name: "C_1"}, &pgproto3.Parse{Query: "SELECT 1"}, &pgproto3.Bind{}, &pgproto3.Execute{}, sync)
+	// pg-cursor: Bind and Describe, Flush, then each Execute with Flush;
+	// the portal lives until the Sync.
+	flush := &pgproto3.Flush{}
+	pp.same(t, "pg-cursor", 1,
+		ordered, bind(""), &pgproto3.Describe{ObjectType: 'P'}, flush,
+		exec("", 6), flush, exec("", 6), flush, exec("", 6), flush, exec("", 6), flush,
+		&pgproto3.Close{ObjectType: 'P'}, sync)
+	// A read of concatenated shards (no ORDER BY): every row once.
+	got := exchange(t, pp.proxied.Frontend, 2,
+		&pgproto3.Query{String: "BEGIN"},
+		&pgproto3.Parse{Query: "SELECT id FROM accounts WHERE balance >= 0"}, &pgproto3.Bind{DestinationPortal: "u"},
+		exec("u", 8), flush, exec("u", 8), flush, exec("u", 8), flush, exec("u", 8), sync)
+	seen, suspended := map[string]bool{}, 0
+	for _, m := range got {
+		switch {
+		case strings.HasPrefix(m, "D"):
+			if seen[m] {
+				t.Errorf("concatenated read: row %s twice", m)
+			}
+			seen[m] = true
+		case m == "s":
+			suspended++
+		}
+	}
+	if len(seen) != 20 || suspended != 2 || got[len(got)-2] != "CSELECT 0" {
+		t.Errorf("concatenated read: %d rows, %d suspended: %v", len(seen), suspended, got)
+	}
+	pp.same(t, "end", 1, &pgproto3.Query{String: "ROLLBACK"})
+	// In a failed transaction the portal cannot be read; ROLLBACK ends it.
+	pp.same(t, "failed transaction", 5,
+		&pgproto3.Query{String: "BEGIN"},
+		ordered, bind("C_2"), exec("C_2", 3), sync,
+		&pgproto3.Query{String: "SELECT 1/0"},
+		exec("C_2", 3), sync,
+		&pgproto3.Query{String: "ROLLBACK"})
+}
+
+// Cursors whose query reads several shards (psycopg's server-side
+// cursors, Django's iterator(), SQLAlchemy's stream_results), answered as
+// Postgres answers them: DECLARE, FETCH in every direction, MOVE, CLOSE,
+// WITH HOLD across COMMIT and not across ROLLBACK, NO SCROLL's refusal of
+// a backward FETCH, the rows as of the DECLARE, and psycopg 3's extended
+// protocol (a Describe of the cursor as a portal, FETCH statements parsed
+// once and bound many times). Before, every DECLARE of such a query was
+// refused with 0A000.
+func TestMergedCursors(t *testing.T) {
+	pp := newProtoPair(t, "mcursor", true)
+	var vals []string
+	for k := 1; k <= 12; k++ {
+		vals = append(vals, fmt.Sprintf("(%d, 'n%d', %d)", k, k, k%3))
+	}
+	pp.same(t, "rows", 1, &pgproto3.Query{String: "INSERT INTO accounts (id, name, balance) VALUES " + strings.Join(vals, ", ")})
+	queries := func(qs ...string) []pgproto3.FrontendMessage {
+		var out []pgproto3.FrontendMessage
+		for _, q := range qs {
+			out = append(out, &pgproto3.Query{String: q})
+		}
+		return out
+	}
+	script := queries(
+		"BEGIN",
+		"DECLARE c CURSOR FOR SELECT id, name FROM accounts WHERE id <= 12 ORDER BY id",
+		"UPDATE accounts SET name = 'changed' WHERE id = 4", // not seen by the cursor
+		"FETCH 3 FROM c", "FETCH NEXT FROM c", "FETCH PRIOR FROM c", "FETCH ABSOLUTE 10 FROM c",
+		"FETCH RELATIVE -2 FROM c", "MOVE 2 IN c", "FETCH FORWARD ALL FROM c", "FETCH BACKWARD 2 FROM c",
+		"FETCH LAST FROM c", "FETCH ABSOLUTE -3 FROM c", "MOVE ABSOLUTE 0 IN c", "FETCH 2 FROM c", "FETCH -1 FROM c",
+		"DECLARE c CURSOR FOR SELECT 1", // 42P03
+		"ROLLBACK",
+		"BEGIN",
+		"DECLARE g CURSOR FOR SELECT balance, count(*), max(id) FROM accounts GROUP BY balance ORDER BY balance",
+		"FETCH 2 FROM g", "CLOSE g", "FETCH 1 FROM g", // 34000
+		"ROLLBACK",
+		"BEGIN",
+		"DECLARE n NO SCROLL CURSOR FOR SELECT id FROM accounts ORDER BY id", "FETCH 2 FROM n", "FETCH PRIOR FROM n", // 55000
+		"ROLLBACK",
+		"DECLARE x CURSOR FOR SELECT id FROM accounts ORDER BY id", // 25P01
+		"DECLARE h CURSOR WITH HOLD FOR SELECT id FROM accounts WHERE id > 6 ORDER BY id DESC",
+		"FETCH 2 FROM h", "BEGIN", "FETCH 2 FROM h", "COMMIT", "FETCH ALL FROM h", "CLOSE h",
+		"BEGIN", "DECLARE r CURSOR WITH HOLD FOR SELECT id FROM accounts ORDER BY id", "FETCH 1 FROM r", "ROLLBACK", "FETCH 1 FROM r", // 34000
+		"BEGIN", "DECLARE k CURSOR WITH HOLD FOR SELECT id FROM accounts ORDER BY id", "COMMIT", "FETCH 2 FROM k", "CLOSE ALL", "FETCH 1 FROM k",
+	)
+	pp.same(t, "simple protocol", len(script), script...)
+
+	// psycopg 3: DECLARE with a parameter, a Describe of the cursor, FETCH
+	// parsed once (a named statement) and bound again, then CLOSE.
+	sync := &pgproto3.Sync{}
+	pp.same(t, "extended protocol", 8,
+		&pgproto3.Query{String: "BEGIN"},
+		&pgproto3.Parse{Query: `DECLARE "pc" CURSOR FOR SELECT id, name FROM accounts WHERE id > $1 ORDER BY id`},
+		&pgproto3.Bind{Parameters: [][]byte{[]byte("3")}}, &pgproto3.Describe{ObjectType: 'P'}, &pgproto3.Execute{}, sync,
+		&pgproto3.Describe{ObjectType: 'P', Name: "pc"}, sync,
+		&pgproto3.Parse{Name: "f4", Query: `FETCH FORWARD 4 FROM "pc"`}, &pgproto3.Bind{PreparedStatement: "f4"}, &pgproto3.Describe{ObjectType: 'P'}, &pgproto3.Execute{}, sync,
+		&pgproto3.Bind{PreparedStatement: "f4"}, &pgproto3.Execute{}, sync,
+		&pgproto3.Bind{PreparedStatement: "f4"}, &pgproto3.Describe{ObjectType: 'P'}, &pgproto3.Execute{}, sync,
+		&pgproto3.Parse{Query: `CLOSE "pc"`}, &pgproto3.Bind{}, &pgproto3.Execute{}, sync,
+		&pgproto3.Query{String: "COMMIT"})
+}

@@ -1,0 +1,337 @@
+package proxy
+
+import (
+	"fmt"
+
+	"github.com/jackc/pgx/v5/pgproto3"
+
+	"github.com/pgshard/pgshard/router/plan"
+	"github.com/pgshard/pgshard/router/sqlparse"
+	"github.com/pgshard/pgshard/wire"
+	"github.com/pgshard/pgshard/wire/pgcode"
+)
+
+// Cursors whose query reads several shards (psycopg's and Django's
+// server-side cursors, SQLAlchemy's stream_results): DECLARE runs the
+// query as pgshard runs it alone (a merge) and keeps its rows in the
+// session, as a kept portal of the cursor's name (heldportal.go); FETCH,
+// MOVE and CLOSE of that name, and the protocol's Describe, Execute and
+// Close of the portal, are answered from them. A Postgres cursor reads
+// its query's snapshot at DECLARE; so do these. The rows count against
+// merge_memory_limit. A cursor WITHOUT HOLD ends with its transaction, a
+// cursor WITH HOLD when closed or when the transaction that declared it
+// rolls back, as on Postgres. Cursors on one shard's rows still run on
+// that shard.
+
+// FetchAll is the count of FETCH ALL.
+const FetchAll = sqlparse.FetchAll
+
+// keepCursor keeps a DECLARE's rows as its cursor.
+func (s *session) keepCursor(m *merge) {
+	d := m.cursor.Decl
+	if s.portals == nil {
+		s.portals = map[string]*heldPortal{}
+	}
+	s.portals[m.cursor.Name] = &heldPortal{desc: m.portalDesc, rows: m.held, cursor: true,
+		hold: d.Hold, fresh: s.inTxBlock(), scroll: d.Scroll, noScroll: d.NoScroll}
+}
+
+// cursorMerge returns the merge of a DECLARE's query, routed as the query
+// alone with the same parameters; or where its query goes instead (one
+// shard), or an error.
+func (s *session) cursorMerge(c *plan.Cursor, parse *pgproto3.Parse, bind *pgproto3.Bind) (*MergeRoute, Route, *wire.Error) {
+	if c.Decl == nil || c.Decl.Query == "" {
+		return nil, Route{}, wire.Errorf(pgcode.FeatureNotSupported, "pgshard could not find the query of this DECLARE")
+	}
+	if c.Decl.Binary {
+		return nil, Route{}, wire.Errorf(pgcode.FeatureNotSupported, "a BINARY cursor for a query that reads several shards is not supported").
+			WithHint("Declare it without BINARY, or for a query on one sharding key.")
+	}
+	if h := s.portals[c.Name]; h != nil {
+		return nil, Route{}, wire.Errorf(pgcode.DuplicateCursor, "cursor %q already exists", c.Name)
+	}
+	if !c.Decl.Hold && !s.inTxBlock() {
+		return nil, Route{}, wire.Errorf(pgcode.NoActiveSQLTransaction, "DECLARE CURSOR can only be used in transaction blocks")
+	}
+	m := s.useMap()
+	var r Route
+	if bind == nil {
+		r = s.srv.router.RouteSimple(c.Decl.Query, m, s.srv)
+	} else {
+		var oids []uint32
+		if parse != nil {
+			oids = parse.ParameterOIDs
+		}
+		r = s.srv.router.RouteBound(c.Decl.Query, oids, bind.ParameterFormatCodes, bind.Parameters, m, s.srv)
+	}
+	switch {
+	case r.Kind == RouteRefuse:
+		return nil, Route{}, r.Err
+	case r.Kind == RouteMerge:
+		return r.Merge, Route{}, nil
+	case r.Kind == RouteSplit && r.ReadOnly:
+		// Rows passed on shard after shard.
+		mr := &MergeRoute{Spec: &plan.MergeSpec{ShardSQL: c.Decl.Query}, SQL: c.Decl.Query, Limit: -1}
+		if bind != nil {
+			mr.Params, mr.Formats = bind.Parameters, bind.ParameterFormatCodes
+		}
+		for _, p := range r.Parts {
+			mr.Shards = append(mr.Shards, p.Shard)
+			if r.Hidden {
+				if mr.ShardSQL == nil {
+					mr.ShardSQL = map[int]string{}
+				}
+				mr.ShardSQL[p.Shard] = p.SQL
+			}
+		}
+		return mr, Route{}, nil
+	case r.Kind == RouteShard:
+		return nil, r, nil
+	}
+	return nil, Route{}, wire.Errorf(pgcode.FeatureNotSupported, "pgshard cannot run this cursor's query").
+		WithHint("Declare the cursor for a SELECT.")
+}
+
+// declareQuery runs a simple-protocol DECLARE of a query that reads
+// several shards. done false: the query turned out to need one shard,
+// s.target names it, and the DECLARE goes there.
+func (s *session) declareQuery(r Route) (done bool, err error) {
+	mr, one, werr := s.cursorMerge(r.Cursor, nil, nil)
+	if werr != nil {
+		return true, s.refuseQuery(werr)
+	}
+	if mr == nil {
+		s.target = one.Shard
+		return false, nil
+	}
+	s.declaring = r.Cursor
+	defer func() { s.declaring = nil }()
+	return true, s.runMerge(mr, nil)
+}
+
+// declareBatch runs an extended-protocol DECLARE of a query that reads
+// several shards: its Bind's parameters are the query's.
+func (s *session) declareBatch(r Route, batch []pgproto3.FrontendMessage) error {
+	parse, bind, _, err := s.batchStatement(batch)
+	if err != nil {
+		return s.proxyError(err)
+	}
+	mr, one, werr := s.cursorMerge(r.Cursor, parse, bind)
+	if werr == nil && mr == nil {
+		werr = wire.Errorf(pgcode.FeatureNotSupported, "this cursor's query reads one shard (%s), which pgshard cannot tell before its parameters", s.shardName(one.Shard)).
+			WithHint("Declare the cursor with the simple protocol, or for a query on one sharding key.")
+	}
+	if werr != nil {
+		if s.inTxBlock() {
+			s.failTx()
+		}
+		return s.proxyError(werr)
+	}
+	s.declaring = r.Cursor
+	defer func() { s.declaring = nil }()
+	// The DECLARE's result formats are its own (it returns no rows): the
+	// cursor's rows are kept as text.
+	if bind != nil {
+		b := *bind
+		b.ResultFormatCodes = nil
+		for i, m := range batch {
+			if m == bind {
+				batch = append([]pgproto3.FrontendMessage(nil), batch...)
+				batch[i] = &b
+			}
+		}
+	}
+	return s.runMerge(mr, batch)
+}
+
+// localCursor answers a FETCH, MOVE or CLOSE of a cursor the session
+// keeps, and drops the session's cursors on CLOSE ALL (which then goes on
+// to the shards). It reports whether it answered.
+func (s *session) localCursor(r Route) (rows [][][]byte, tag string, werr *wire.Error, ok bool) {
+	c := r.Cursor
+	if c == nil {
+		return nil, "", nil, false
+	}
+	if c.Command == "CLOSE CURSOR ALL" {
+		s.closePortals()
+		return nil, "", nil, false
+	}
+	h := s.portals[c.Name]
+	if h == nil {
+		return nil, "", nil, false
+	}
+	switch c.Command {
+	case "DECLARE CURSOR":
+		return nil, "", wire.Errorf(pgcode.DuplicateCursor, "cursor %q already exists", c.Name), true
+	case "CLOSE CURSOR":
+		delete(s.portals, c.Name)
+		return nil, "CLOSE CURSOR", nil, true
+	case "FETCH", "MOVE":
+		if c.Fetch == nil {
+			return nil, "", nil, false
+		}
+		rows, n, werr := h.fetch(c.Fetch.Direction, c.Fetch.Count)
+		if werr != nil {
+			return nil, "", werr, true
+		}
+		if c.Command == "MOVE" {
+			return nil, fmt.Sprintf("MOVE %d", n), nil, true
+		}
+		return rows, fmt.Sprintf("FETCH %d", len(rows)), nil, true
+	}
+	return nil, "", nil, false
+}
+
+// closePortals drops every kept portal and cursor (CLOSE ALL).
+func (s *session) closePortals() {
+	clear(s.portals)
+}
+
+// cursorQuery answers a simple-protocol FETCH, MOVE or CLOSE of a kept
+// cursor. done false: not one of the session's.
+func (s *session) cursorQuery(r Route) (done bool, err error) {
+	rows, tag, werr, ok := s.localCursor(r)
+	if !ok {
+		return false, nil
+	}
+	if werr != nil {
+		return true, s.refuseQuery(werr)
+	}
+	if r.Cursor.Command == "FETCH" {
+		s.send(s.portals[r.Cursor.Name].desc)
+		var dr pgproto3.DataRow
+		for _, row := range rows {
+			dr.Values = row
+			s.send(&dr)
+			if len(s.out) >= flushThreshold {
+				if err := s.flush(); err != nil {
+					return true, err
+				}
+			}
+		}
+	}
+	s.send(&pgproto3.CommandComplete{CommandTag: []byte(tag)})
+	s.send(&pgproto3.ReadyForQuery{TxStatus: s.clientTxStatus()})
+	return true, s.flush()
+}
+
+// cursorBatch answers an extended-protocol batch whose one statement is
+// a FETCH, MOVE or CLOSE of a kept cursor (psycopg 3 sends them so). It
+// reports whether it did.
+func (s *session) cursorBatch(batch []pgproto3.FrontendMessage) bool {
+	q, oids, ok := s.txBatch(batch)
+	if !ok || s.txStatus == 'E' {
+		return false
+	}
+	r := s.srv.router.RouteBound(q, oids, nil, nil, s.useMap(), s.srv)
+	if r.Cursor == nil || r.Cursor.Command == "CLOSE CURSOR ALL" || s.portals[r.Cursor.Name] == nil {
+		return false
+	}
+	h := s.portals[r.Cursor.Name]
+	fetch := r.Cursor.Command == "FETCH"
+	for _, msg := range batch {
+		if b, ok := msg.(*pgproto3.Bind); ok && fetch {
+			for _, f := range b.ResultFormatCodes {
+				if f != 0 {
+					s.push(pending{kind: pSynth, synth: wire.Errorf(pgcode.FeatureNotSupported, "FETCH from a cursor over several shards returns text only").
+						WithHint("Fetch with text result formats.").Response()})
+					s.clientSkipping, s.batchErr = true, true
+					return true
+				}
+			}
+		}
+	}
+	desc := h.desc
+	for i, msg := range batch {
+		switch x := msg.(type) {
+		case *pgproto3.Describe:
+			if x.ObjectType == 'S' {
+				s.push(pending{kind: pSynth, synth: &pgproto3.ParameterDescription{}})
+			}
+			if fetch {
+				s.push(pending{kind: pSynth, synth: desc})
+			} else {
+				s.push(pending{kind: pSynth, synth: &pgproto3.NoData{}})
+			}
+		case *pgproto3.Execute:
+			rows, tag, werr, _ := s.localCursor(r)
+			if werr != nil {
+				s.push(pending{kind: pSynth, synth: werr.Response()})
+				s.clientSkipping, s.batchErr = true, true
+				return true
+			}
+			for _, row := range rows {
+				s.push(pending{kind: pSynth, synth: &pgproto3.DataRow{Values: row}})
+			}
+			s.push(pending{kind: pSynth, synth: &pgproto3.CommandComplete{CommandTag: []byte(tag)}})
+		default:
+			s.answerLocally(batch[i : i+1])
+		}
+	}
+	return true
+}
+
+// fetch moves the cursor as FETCH or MOVE direction count does, and
+// returns the rows it passes (FETCH's) and how many (MOVE's count).
+func (h *heldPortal) fetch(direction string, count int64) ([][][]byte, int64, *wire.Error) {
+	n := int64(len(h.rows))
+	pos := int64(h.pos)
+	switch {
+	case direction == "forward" && count < 0:
+		direction, count = "backward", -count
+	case direction == "backward" && count < 0:
+		direction, count = "forward", -count
+	}
+	if (direction == "forward" || direction == "backward") && count == 0 {
+		direction = "relative"
+	}
+	backward := direction == "backward" ||
+		direction == "relative" && count <= 0 ||
+		direction == "absolute" && (count >= 0 && count <= pos || count < 0)
+	if backward && h.noScroll {
+		return nil, 0, wire.Errorf(pgcode.ObjectNotInPrerequisiteState, "cursor can only scan forward").
+			WithHint("Declare it with SCROLL option to enable backward scan.")
+	}
+	one := func(target int64) ([][][]byte, int64, *wire.Error) {
+		switch {
+		case target < 1:
+			h.pos = 0
+			return nil, 0, nil
+		case target > n:
+			h.pos = int(n + 1)
+			return nil, 0, nil
+		}
+		h.pos = int(target)
+		return h.rows[target-1 : target], 1, nil
+	}
+	switch direction {
+	case "forward":
+		rows := h.forward(count)
+		return rows, int64(len(rows)), nil
+	case "backward":
+		// Rows pos-1, pos-2, ... down to row 1.
+		from := min(pos, n+1) - 1
+		var rows [][][]byte
+		for i := from; i >= 1 && int64(len(rows)) < count; i-- {
+			rows = append(rows, h.rows[i-1])
+		}
+		if int64(len(rows)) < count {
+			h.pos = 0
+		} else {
+			h.pos = int(from - count + 1)
+		}
+		return rows, int64(len(rows)), nil
+	case "absolute":
+		if count < 0 {
+			return one(n + 1 + count)
+		}
+		if count == 0 {
+			h.pos = 0
+			return nil, 0, nil
+		}
+		return one(count)
+	case "relative":
+		return one(pos + count)
+	}
+	return nil, 0, wire.Errorf(pgcode.FeatureNotSupported, "FETCH %s is not supported on a cursor over several shards", direction)
+}
