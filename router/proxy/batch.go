@@ -733,9 +733,19 @@ func (s *session) runBatch(sync bool) error {
 		}
 	}()
 	s.batchSync = sync
-	if batch = s.heldBatch(batch); len(batch) == 0 || len(s.portals) > 0 && s.cursorBatch(batch) {
+	batch, err := s.heldBatch(batch)
+	if err != nil {
+		return err
+	}
+	if len(batch) == 0 {
 		return nil
-	} else if len(batch) < len(all) {
+	}
+	if len(s.portals) > 0 {
+		if done, err := s.cursorBatch(batch); done {
+			return err
+		}
+	}
+	if len(batch) < len(all) {
 		// Its answers out before the rest's (a merge sends its rows
 		// straight to the client).
 		if err := s.drive(); err != nil {

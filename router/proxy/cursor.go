@@ -1,6 +1,7 @@
 package proxy
 
 import (
+	"errors"
 	"fmt"
 
 	"github.com/jackc/pgx/v5/pgproto3"
@@ -32,7 +33,7 @@ func (s *session) keepCursor(m *merge) {
 	if s.portals == nil {
 		s.portals = map[string]*heldPortal{}
 	}
-	s.portals[m.cursor.Name] = &heldPortal{desc: m.portalDesc, rows: m.held, cursor: true,
+	s.portals[m.cursor.Name] = &heldPortal{desc: m.portalDesc, rows: m.takeStore(), cursor: true,
 		hold: d.Hold, fresh: s.inTxBlock(), scroll: d.Scroll, noScroll: d.NoScroll}
 }
 
@@ -144,70 +145,71 @@ func (s *session) declareBatch(r Route, batch []pgproto3.FrontendMessage) error 
 	return s.runMerge(mr, batch)
 }
 
-// localCursor answers a FETCH, MOVE or CLOSE of a cursor the session
+// localCursor applies a FETCH, MOVE or CLOSE to a cursor the session
 // keeps, and drops the session's cursors on CLOSE ALL (which then goes on
-// to the shards). It reports whether it answered.
-func (s *session) localCursor(r Route) (rows [][][]byte, tag string, werr *wire.Error, ok bool) {
+// to the shards). ok reports whether the statement was the session's:
+// then h and sel are a FETCH's rows, tag its command tag.
+func (s *session) localCursor(r Route) (h *heldPortal, sel rowSel, tag string, werr *wire.Error, ok bool) {
 	c := r.Cursor
 	if c == nil {
-		return nil, "", nil, false
+		return nil, sel, "", nil, false
 	}
 	if c.Command == "CLOSE CURSOR ALL" {
 		s.closePortals()
-		return nil, "", nil, false
+		return nil, sel, "", nil, false
 	}
-	h := s.portals[c.Name]
+	h = s.portals[c.Name]
 	if h == nil {
-		return nil, "", nil, false
+		return nil, sel, "", nil, false
 	}
 	switch c.Command {
 	case "DECLARE CURSOR":
-		return nil, "", wire.Errorf(pgcode.DuplicateCursor, "cursor %q already exists", c.Name), true
+		return nil, sel, "", wire.Errorf(pgcode.DuplicateCursor, "cursor %q already exists", c.Name), true
 	case "CLOSE CURSOR":
-		delete(s.portals, c.Name)
-		return nil, "CLOSE CURSOR", nil, true
+		s.dropPortal(c.Name)
+		return nil, sel, "CLOSE CURSOR", nil, true
 	case "FETCH", "MOVE":
 		if c.Fetch == nil {
-			return nil, "", nil, false
+			return nil, sel, "", nil, false
 		}
-		rows, n, werr := h.fetch(c.Fetch.Direction, c.Fetch.Count)
+		sel, n, werr := h.fetch(c.Fetch.Direction, c.Fetch.Count)
 		if werr != nil {
-			return nil, "", werr, true
+			return nil, sel, "", werr, true
 		}
 		if c.Command == "MOVE" {
-			return nil, fmt.Sprintf("MOVE %d", n), nil, true
+			return nil, rowSel{}, fmt.Sprintf("MOVE %d", n), nil, true
 		}
-		return rows, fmt.Sprintf("FETCH %d", len(rows)), nil, true
+		return h, sel, fmt.Sprintf("FETCH %d", sel.count), nil, true
 	}
-	return nil, "", nil, false
+	return nil, sel, "", nil, false
 }
 
-// closePortals drops every kept portal and cursor (CLOSE ALL).
+// closePortals drops every kept portal and cursor (CLOSE ALL, the end of
+// the session).
 func (s *session) closePortals() {
-	clear(s.portals)
+	for name := range s.portals {
+		s.dropPortal(name)
+	}
 }
 
 // cursorQuery answers a simple-protocol FETCH, MOVE or CLOSE of a kept
 // cursor. done false: not one of the session's.
 func (s *session) cursorQuery(r Route) (done bool, err error) {
-	rows, tag, werr, ok := s.localCursor(r)
+	h, sel, tag, werr, ok := s.localCursor(r)
 	if !ok {
 		return false, nil
 	}
 	if werr != nil {
 		return true, s.refuseQuery(werr)
 	}
-	if r.Cursor.Command == "FETCH" {
-		s.send(s.portals[r.Cursor.Name].desc)
-		var dr pgproto3.DataRow
-		for _, row := range rows {
-			dr.Values = row
-			s.send(&dr)
-			if len(s.out) >= flushThreshold {
-				if err := s.flush(); err != nil {
-					return true, err
-				}
+	if h != nil {
+		s.send(h.desc)
+		if err := s.sendKept(h, sel); err != nil {
+			var we *wire.Error
+			if errors.As(err, &we) {
+				return true, s.refuseQuery(we)
 			}
+			return true, err
 		}
 	}
 	s.send(&pgproto3.CommandComplete{CommandTag: []byte(tag)})
@@ -218,30 +220,32 @@ func (s *session) cursorQuery(r Route) (done bool, err error) {
 // cursorBatch answers an extended-protocol batch whose one statement is
 // a FETCH, MOVE or CLOSE of a kept cursor (psycopg 3 sends them so). It
 // reports whether it did.
-func (s *session) cursorBatch(batch []pgproto3.FrontendMessage) bool {
+func (s *session) cursorBatch(batch []pgproto3.FrontendMessage) (bool, error) {
 	q, oids, ok := s.txBatch(batch)
 	if !ok || s.txStatus == 'E' {
-		return false
+		return false, nil
 	}
 	r := s.srv.router.RouteBound(q, oids, nil, nil, s.useMap(), s.srv)
 	if r.Cursor == nil || r.Cursor.Command == "CLOSE CURSOR ALL" || s.portals[r.Cursor.Name] == nil {
-		return false
+		return false, nil
 	}
-	h := s.portals[r.Cursor.Name]
 	fetch := r.Cursor.Command == "FETCH"
+	fail := func(werr *wire.Error) (bool, error) {
+		s.push(pending{kind: pSynth, synth: werr.Response()})
+		s.clientSkipping, s.batchErr = true, true
+		return true, nil
+	}
 	for _, msg := range batch {
 		if b, ok := msg.(*pgproto3.Bind); ok && fetch {
 			for _, f := range b.ResultFormatCodes {
 				if f != 0 {
-					s.push(pending{kind: pSynth, synth: wire.Errorf(pgcode.FeatureNotSupported, "FETCH from a cursor over several shards returns text only").
-						WithHint("Fetch with text result formats.").Response()})
-					s.clientSkipping, s.batchErr = true, true
-					return true
+					return fail(wire.Errorf(pgcode.FeatureNotSupported, "FETCH from a cursor over several shards returns text only").
+						WithHint("Fetch with text result formats."))
 				}
 			}
 		}
 	}
-	desc := h.desc
+	desc := s.portals[r.Cursor.Name].desc
 	for i, msg := range batch {
 		switch x := msg.(type) {
 		case *pgproto3.Describe:
@@ -254,27 +258,31 @@ func (s *session) cursorBatch(batch []pgproto3.FrontendMessage) bool {
 				s.push(pending{kind: pSynth, synth: &pgproto3.NoData{}})
 			}
 		case *pgproto3.Execute:
-			rows, tag, werr, _ := s.localCursor(r)
+			h, sel, tag, werr, _ := s.localCursor(r)
 			if werr != nil {
-				s.push(pending{kind: pSynth, synth: werr.Response()})
-				s.clientSkipping, s.batchErr = true, true
-				return true
+				return fail(werr)
 			}
-			for _, row := range rows {
-				s.push(pending{kind: pSynth, synth: &pgproto3.DataRow{Values: row}})
+			if h != nil {
+				if err := s.sendKept(h, sel); err != nil {
+					var we *wire.Error
+					if errors.As(err, &we) {
+						return fail(we)
+					}
+					return true, err
+				}
 			}
 			s.push(pending{kind: pSynth, synth: &pgproto3.CommandComplete{CommandTag: []byte(tag)}})
 		default:
 			s.answerLocally(batch[i : i+1])
 		}
 	}
-	return true
+	return true, nil
 }
 
 // fetch moves the cursor as FETCH or MOVE direction count does, and
-// returns the rows it passes (FETCH's) and how many (MOVE's count).
-func (h *heldPortal) fetch(direction string, count int64) ([][][]byte, int64, *wire.Error) {
-	n := int64(len(h.rows))
+// selects the rows it passes (FETCH's); n is MOVE's count.
+func (h *heldPortal) fetch(direction string, count int64) (sel rowSel, n int64, werr *wire.Error) {
+	rows := int64(h.rows.len())
 	pos := int64(h.pos)
 	switch {
 	case direction == "forward" && count < 0:
@@ -289,49 +297,49 @@ func (h *heldPortal) fetch(direction string, count int64) ([][][]byte, int64, *w
 		direction == "relative" && count <= 0 ||
 		direction == "absolute" && (count >= 0 && count <= pos || count < 0)
 	if backward && h.noScroll {
-		return nil, 0, wire.Errorf(pgcode.ObjectNotInPrerequisiteState, "cursor can only scan forward").
+		return sel, 0, wire.Errorf(pgcode.ObjectNotInPrerequisiteState, "cursor can only scan forward").
 			WithHint("Declare it with SCROLL option to enable backward scan.")
 	}
-	one := func(target int64) ([][][]byte, int64, *wire.Error) {
+	one := func(target int64) (rowSel, int64, *wire.Error) {
 		switch {
 		case target < 1:
 			h.pos = 0
-			return nil, 0, nil
-		case target > n:
-			h.pos = int(n + 1)
-			return nil, 0, nil
+			return rowSel{}, 0, nil
+		case target > rows:
+			h.pos = int(rows + 1)
+			return rowSel{}, 0, nil
 		}
 		h.pos = int(target)
-		return h.rows[target-1 : target], 1, nil
+		return rowSel{int(target - 1), 1, 1}, 1, nil
 	}
 	switch direction {
 	case "forward":
-		rows := h.forward(count)
-		return rows, int64(len(rows)), nil
+		sel := h.forward(count)
+		return sel, int64(sel.count), nil
 	case "backward":
 		// Rows pos-1, pos-2, ... down to row 1.
-		from := min(pos, n+1) - 1
-		var rows [][][]byte
-		for i := from; i >= 1 && int64(len(rows)) < count; i-- {
-			rows = append(rows, h.rows[i-1])
-		}
-		if int64(len(rows)) < count {
+		from := min(pos, rows+1) - 1
+		got := min(count, max(from, 0))
+		if got < count {
 			h.pos = 0
 		} else {
 			h.pos = int(from - count + 1)
 		}
-		return rows, int64(len(rows)), nil
+		if got == 0 {
+			return rowSel{}, 0, nil
+		}
+		return rowSel{int(from - 1), int(got), -1}, got, nil
 	case "absolute":
 		if count < 0 {
-			return one(n + 1 + count)
+			return one(rows + 1 + count)
 		}
 		if count == 0 {
 			h.pos = 0
-			return nil, 0, nil
+			return rowSel{}, 0, nil
 		}
 		return one(count)
 	case "relative":
 		return one(pos + count)
 	}
-	return nil, 0, wire.Errorf(pgcode.FeatureNotSupported, "FETCH %s is not supported on a cursor over several shards", direction)
+	return sel, 0, wire.Errorf(pgcode.FeatureNotSupported, "FETCH %s is not supported on a cursor over several shards", direction)
 }

@@ -1,12 +1,12 @@
 package proxy
 
 import (
+	"errors"
 	"fmt"
 
 	"github.com/jackc/pgx/v5/pgproto3"
 
 	"github.com/pgshard/pgshard/wire"
-	"github.com/pgshard/pgshard/wire/pgcode"
 )
 
 // Reading a merged SELECT a few rows at a time: an Execute with a row
@@ -17,36 +17,66 @@ import (
 // portal's (heldPortal) for its next Executes, which pgshard answers
 // itself. The portal lives as Postgres's does: until its transaction ends
 // (at the batch's Sync outside a transaction block), a Close of it, or a
-// Bind that reuses its name. The kept rows count against
-// merge_memory_limit.
+// Bind that reuses its name.
 //
 // The rows are read when the portal is first executed, so they are those
-// of the statement's snapshot then, as a Postgres portal's are.
+// of the statement's snapshot then, as a Postgres portal's are. Beyond
+// merge_memory_limit they go to a temporary file (rowstore.go).
 
 // heldPortal is a merged portal's rows that the client has not read yet.
 type heldPortal struct {
 	desc *pgproto3.RowDescription // the portal's columns, with the Bind's formats
-	rows [][][]byte
+	rows *rowStore
 	// pos is the position as Postgres counts it: 0 before the first row,
-	// k on row k, len(rows)+1 after the last.
+	// k on row k, rows.len()+1 after the last.
 	pos int
 	// A cursor's (DECLARE): WITH HOLD, declared in the transaction under
 	// way (fresh), SCROLL or NO SCROLL.
 	cursor, hold, fresh, scroll, noScroll bool
 }
 
-// forward returns the next k rows at most and moves past them.
-func (h *heldPortal) forward(k int64) [][][]byte {
-	n := len(h.rows)
+// rowSel is count rows from index start (from 0), by step (1 or -1).
+type rowSel struct{ start, count, step int }
+
+// forward selects the next k rows at most and moves past them.
+func (h *heldPortal) forward(k int64) rowSel {
+	n := h.rows.len()
 	p := min(h.pos, n)
-	end := n
 	if k < int64(n-p) {
-		end = p + int(k)
-		h.pos = end
-	} else {
-		h.pos = n + 1
+		h.pos = p + int(k)
+		return rowSel{p, int(k), 1}
 	}
-	return h.rows[p:end]
+	h.pos = n + 1
+	return rowSel{p, n - p, 1}
+}
+
+// sendKept writes the selected rows to the client, after every answer
+// queued before them.
+func (s *session) sendKept(h *heldPortal, sel rowSel) error {
+	if sel.count == 0 {
+		return nil
+	}
+	if err := s.drive(); err != nil {
+		return err
+	}
+	var dr pgproto3.DataRow
+	for k, i := 0, sel.start; k < sel.count; k, i = k+1, i+sel.step {
+		row, err := h.rows.get(i)
+		if err != nil {
+			return errRowStore(err)
+		}
+		dr.Values = row
+		s.send(&dr)
+		if !h.cursor {
+			h.rows.forget(i) // read once
+		}
+		if len(s.out) >= flushThreshold {
+			if err := s.flush(); err != nil {
+				return err
+			}
+		}
+	}
+	return nil
 }
 
 // copyRow copies a row's values into one buffer, and returns its size.
@@ -66,12 +96,25 @@ func copyRow(vals [][]byte) ([][]byte, int64) {
 	return out, int64(n + 24*len(vals) + 24)
 }
 
-// growHeld counts a kept row against merge_memory_limit.
-func (m *merge) growHeld(n int64) *wire.Error {
-	m.mem += n
-	if m.mem > m.maxMem {
-		return wire.Errorf(pgcode.ProgramLimitExceeded, "a cross-shard query read through a cursor or a few rows at a time needs more than merge_memory_limit (%d bytes) to keep the rows not yet read", m.maxMem).
-			WithHint("Read it at once (JDBC: fetch size 0; no server-side cursor), read it in ranges of the sharding key or with LIMIT, or raise merge_memory_limit.")
+// keep adds a row to the kept rows: in memory while the merge stays
+// within merge_memory_limit, else in the store's file.
+func (m *merge) keep(vals [][]byte) *wire.Error {
+	if m.store == nil {
+		m.store = &rowStore{}
+	}
+	row, n := copyRow(vals)
+	if !m.store.spilling() {
+		if m.mem+n <= m.maxMem {
+			m.mem += n
+			m.store.add(row)
+			return nil
+		}
+		if err := m.store.spill(); err != nil {
+			return errRowStore(err)
+		}
+	}
+	if err := m.store.add(row); err != nil {
+		return errRowStore(err)
 	}
 	return nil
 }
@@ -138,7 +181,7 @@ func (s *session) keepPortal(name string, m *merge) {
 	if s.portals == nil {
 		s.portals = map[string]*heldPortal{}
 	}
-	s.portals[name] = &heldPortal{desc: m.portalDesc, rows: m.held}
+	s.portals[name] = &heldPortal{desc: m.portalDesc, rows: m.takeStore()}
 }
 
 // boundOnly reports whether a batch parses, binds and describes one
@@ -164,7 +207,7 @@ func (s *session) dropPortals(batch []pgproto3.FrontendMessage) {
 	}
 	for _, msg := range batch {
 		if b, ok := msg.(*pgproto3.Bind); ok {
-			delete(s.portals, b.DestinationPortal)
+			s.dropPortal(b.DestinationPortal)
 			delete(s.endedPortals, b.DestinationPortal)
 		}
 	}
@@ -193,16 +236,16 @@ func (s *session) endPortals(committed bool) {
 		if !h.cursor {
 			s.endedPortals[name] = true
 		}
-		delete(s.portals, name)
+		s.dropPortal(name)
 	}
 }
 
 // heldBatch answers the messages at the head of the batch that use a kept
 // portal (Execute, Describe and Close of it), and returns the rest of the
 // batch. A Bind further on that reuses a kept portal's name ends it.
-func (s *session) heldBatch(batch []pgproto3.FrontendMessage) []pgproto3.FrontendMessage {
+func (s *session) heldBatch(batch []pgproto3.FrontendMessage) ([]pgproto3.FrontendMessage, error) {
 	if len(s.portals) == 0 && len(s.endedPortals) == 0 {
-		return batch
+		return batch, nil
 	}
 	i := 0
 loop:
@@ -217,20 +260,23 @@ loop:
 				s.push(pending{kind: pSynth, synth: errTxAborted().Response()})
 				s.clientSkipping = true
 				s.batchErr = true
-				return nil
+				return nil, nil
 			}
 			want := FetchAll
 			if x.MaxRows > 0 {
 				want = int64(x.MaxRows)
 			}
-			rows := h.forward(want)
-			for _, row := range rows {
-				s.push(pending{kind: pSynth, synth: &pgproto3.DataRow{Values: row}})
+			sel := h.forward(want)
+			if err := s.sendKept(h, sel); err != nil {
+				var we *wire.Error
+				if !errors.As(err, &we) {
+					return nil, err
+				}
+				s.push(pending{kind: pSynth, synth: we.Response()})
+				s.clientSkipping, s.batchErr = true, true
+				return nil, nil
 			}
-			k := len(rows)
-			if !h.cursor {
-				clear(rows) // read once
-			}
+			k := sel.count
 			if x.MaxRows > 0 && k == int(x.MaxRows) {
 				s.push(pending{kind: pSynth, synth: &pgproto3.PortalSuspended{}})
 			} else {
@@ -250,7 +296,7 @@ loop:
 			if x.ObjectType != 'P' || s.portals[x.Name] == nil && !s.endedPortals[x.Name] {
 				break loop
 			}
-			delete(s.portals, x.Name)
+			s.dropPortal(x.Name)
 			delete(s.endedPortals, x.Name)
 			s.push(pending{kind: pSynth, synth: &pgproto3.CloseComplete{}})
 		default:
@@ -259,5 +305,23 @@ loop:
 	}
 	rest := batch[i:]
 	s.dropPortals(rest)
-	return rest
+	return rest, nil
+}
+
+// dropPortal forgets a kept portal and its rows.
+func (s *session) dropPortal(name string) {
+	if h := s.portals[name]; h != nil {
+		h.rows.close()
+		delete(s.portals, name)
+	}
+}
+
+// takeStore hands the kept rows to a portal.
+func (m *merge) takeStore() *rowStore {
+	st := m.store
+	if st == nil {
+		st = &rowStore{}
+	}
+	m.store = nil
+	return st
 }

@@ -61,7 +61,8 @@ type merge struct {
 	hold       bool
 	holdAll    bool         // keep every row (a portal bound, not executed yet)
 	cursor     *plan.Cursor // a DECLARE: every row is kept for the cursor (cursor.go)
-	held       [][][]byte
+	store      *rowStore    // the kept rows
+	kept       int64
 	portalDesc *pgproto3.RowDescription
 }
 
@@ -117,7 +118,8 @@ func (s *session) runMerge(r *MergeRoute, batch []pgproto3.FrontendMessage) erro
 		return s.refuseQuery(e)
 	}
 	m := s.newMerge(r)
-	m.limitMerge(batch, !s.batchSync) // before a Flush, the portal outlives the batch
+	m.limitMerge(batch, !s.batchSync)  // before a Flush, the portal outlives the batch
+	defer func() { m.store.close() }() // unless a portal took it
 	mark := len(s.out)
 	werr := m.run(parse, bind, batch, clientParsed, &mark)
 	var conns []*shardConn
@@ -228,7 +230,8 @@ func (s *session) runMergeTx(r *MergeRoute, parse *pgproto3.Parse, bind *pgproto
 			WithHint("Send it on its own (Parse/Bind/Execute/Sync)."))
 	}
 	m := s.newMerge(r)
-	m.limitMerge(batch, true) // the portal lives until the transaction ends
+	m.limitMerge(batch, true)          // the portal lives until the transaction ends
+	defer func() { m.store.close() }() // unless a portal took it
 	mark := len(s.out)
 	var werr *wire.Error
 	for _, sh := range r.Shards {
@@ -532,12 +535,11 @@ func (m *merge) emit(vals [][]byte, mark *int) (bool, *wire.Error) {
 		if !m.hold {
 			return true, nil
 		}
-		row, n := copyRow(vals)
-		if werr := m.growHeld(n); werr != nil {
+		if werr := m.keep(vals); werr != nil {
 			return true, werr
 		}
-		m.held = append(m.held, row)
-		return m.limit >= 0 && m.sent+int64(len(m.held)) >= m.limit, nil
+		m.kept++
+		return m.limit >= 0 && m.sent+m.kept >= m.limit, nil
 	}
 	m.out.Values = vals
 	m.s.send(&m.out)

@@ -302,6 +302,7 @@ func (s *session) run() {
 	defer func() {
 		s.srv.unregister(s)
 		s.detach(true)
+		s.closePortals()
 		_ = s.conn.Close()
 	}()
 	if err := s.login(); err != nil {

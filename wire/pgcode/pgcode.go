@@ -73,6 +73,11 @@ const (
 	ProgramLimitExceeded = "54000"
 )
 
+// Class 58: system error.
+const (
+	IOError = "58030"
+)
+
 // Class 55: object not in prerequisite state.
 const (
 	ObjectNotInPrerequisiteState = "55000"

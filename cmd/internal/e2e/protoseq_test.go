@@ -42,7 +42,14 @@ type protoPair struct {
 
 func newProtoPair(t *testing.T, name string, twoPC bool, mode ...proxy.PoolMode) *protoPair {
 	t.Helper()
-	ts := newTwoPCSetup(t, name+"_e2e", twoPC, mode...)
+	return newProtoPairWith(t, name, twoPC, nil, mode...)
+}
+
+// newProtoPairWith is newProtoPair with configure applied to the proxy's
+// config.
+func newProtoPairWith(t *testing.T, name string, twoPC bool, configure func(*proxy.Config), mode ...proxy.PoolMode) *protoPair {
+	t.Helper()
+	ts := newTwoPCSetupWith(t, name+"_e2e", twoPC, configure, mode...)
 	p := &protoPair{ts: ts, direct: plainPostgres(t, name+"_plain"), proxied: rawLoginURL(t, dbURL(proxyURL(ts.addr), ts.db)), other: ts.conn(t)}
 	_ = p.proxied.Conn.SetDeadline(time.Now().Add(30 * time.Second))
 	return p
@@ -822,11 +829,18 @@ func TestMergedPortalRowLimit(t *testing.T) {
 // a backward FETCH, the rows as of the DECLARE, and psycopg 3's extended
 // protocol (a Describe of the cursor as a portal, FETCH statements parsed
 // once and bound many times). Before, every DECLARE of such a query was
-// refused with 0A000.
+// refused with 0A000. With a merge_memory_limit of a few rows, the rows
+// after them go to a temporary file, read in every direction too.
 func TestMergedCursors(t *testing.T) {
-	pp := newProtoPair(t, "mcursor", true)
+	t.Run("in memory", func(t *testing.T) { testMergedCursors(t, newProtoPair(t, "mcursor", true)) })
+	t.Run("spilled", func(t *testing.T) {
+		testMergedCursors(t, newProtoPairWith(t, "mcursorsp", true, func(c *proxy.Config) { c.MergeMemoryLimit = 2000 }))
+	})
+}
+
+func testMergedCursors(t *testing.T, pp *protoPair) {
 	var vals []string
-	for k := 1; k <= 12; k++ {
+	for k := 1; k <= 60; k++ {
 		vals = append(vals, fmt.Sprintf("(%d, 'n%d', %d)", k, k, k%3))
 	}
 	pp.same(t, "rows", 1, &pgproto3.Query{String: "INSERT INTO accounts (id, name, balance) VALUES " + strings.Join(vals, ", ")})
@@ -839,10 +853,10 @@ func TestMergedCursors(t *testing.T) {
 	}
 	script := queries(
 		"BEGIN",
-		"DECLARE c CURSOR FOR SELECT id, name FROM accounts WHERE id <= 12 ORDER BY id",
+		"DECLARE c CURSOR FOR SELECT id, name FROM accounts WHERE id <= 40 ORDER BY id",
 		"UPDATE accounts SET name = 'changed' WHERE id = 4", // not seen by the cursor
 		"FETCH 3 FROM c", "FETCH NEXT FROM c", "FETCH PRIOR FROM c", "FETCH ABSOLUTE 10 FROM c",
-		"FETCH RELATIVE -2 FROM c", "MOVE 2 IN c", "FETCH FORWARD ALL FROM c", "FETCH BACKWARD 2 FROM c",
+		"FETCH RELATIVE -2 FROM c", "MOVE 2 IN c", "FETCH 3 FROM c", "MOVE 20 IN c", "FETCH FORWARD ALL FROM c", "FETCH BACKWARD 2 FROM c",
 		"FETCH LAST FROM c", "FETCH ABSOLUTE -3 FROM c", "MOVE ABSOLUTE 0 IN c", "FETCH 2 FROM c", "FETCH -1 FROM c",
 		"DECLARE c CURSOR FOR SELECT 1", // 42P03
 		"ROLLBACK",
@@ -854,7 +868,7 @@ func TestMergedCursors(t *testing.T) {
 		"DECLARE n NO SCROLL CURSOR FOR SELECT id FROM accounts ORDER BY id", "FETCH 2 FROM n", "FETCH PRIOR FROM n", // 55000
 		"ROLLBACK",
 		"DECLARE x CURSOR FOR SELECT id FROM accounts ORDER BY id", // 25P01
-		"DECLARE h CURSOR WITH HOLD FOR SELECT id FROM accounts WHERE id > 6 ORDER BY id DESC",
+		"DECLARE h CURSOR WITH HOLD FOR SELECT id FROM accounts WHERE id > 46 ORDER BY id DESC",
 		"FETCH 2 FROM h", "BEGIN", "FETCH 2 FROM h", "COMMIT", "FETCH ALL FROM h", "CLOSE h",
 		"BEGIN", "DECLARE r CURSOR WITH HOLD FOR SELECT id FROM accounts ORDER BY id", "FETCH 1 FROM r", "ROLLBACK", "FETCH 1 FROM r", // 34000
 		"BEGIN", "DECLARE k CURSOR WITH HOLD FOR SELECT id FROM accounts ORDER BY id", "COMMIT", "FETCH 2 FROM k", "CLOSE ALL", "FETCH 1 FROM k",
@@ -867,7 +881,7 @@ func TestMergedCursors(t *testing.T) {
 	pp.same(t, "extended protocol", 8,
 		&pgproto3.Query{String: "BEGIN"},
 		&pgproto3.Parse{Query: `DECLARE "pc" CURSOR FOR SELECT id, name FROM accounts WHERE id > $1 ORDER BY id`},
-		&pgproto3.Bind{Parameters: [][]byte{[]byte("3")}}, &pgproto3.Describe{ObjectType: 'P'}, &pgproto3.Execute{}, sync,
+		&pgproto3.Bind{Parameters: [][]byte{[]byte("48")}}, &pgproto3.Describe{ObjectType: 'P'}, &pgproto3.Execute{}, sync,
 		&pgproto3.Describe{ObjectType: 'P', Name: "pc"}, sync,
 		&pgproto3.Parse{Name: "f4", Query: `FETCH FORWARD 4 FROM "pc"`}, &pgproto3.Bind{PreparedStatement: "f4"}, &pgproto3.Describe{ObjectType: 'P'}, &pgproto3.Execute{}, sync,
 		&pgproto3.Bind{PreparedStatement: "f4"}, &pgproto3.Execute{}, sync,
