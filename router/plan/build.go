@@ -38,6 +38,11 @@ func BuildSQL(sql string, stmts []*sqlparse.Stmt, rules shardmap.Rules) Plan {
 		if p.Kind == Any && txDependent(st.Funcs) {
 			p.TxDependent = true
 		}
+		if p.Kind == Refuse && a.sql != "" && !st.Write {
+			if lp, ok := liftPlan(a.sql, p.Refuse, rules); ok {
+				return lp
+			}
+		}
 		return p
 	}
 	plans := make([]Plan, len(stmts))
@@ -578,4 +583,36 @@ func sourceFor(v sqlparse.Value, t shardmap.Table, array bool) (KeySource, bool)
 	text := v.Text
 	ks.Literal, ks.At = &text, v.At
 	return ks, true
+}
+
+// liftPlan plans a refused SELECT with its subqueries on sharded tables
+// lifted out (Plan.Lift): when the statement left, and each subquery
+// alone, can run.
+func liftPlan(sql string, refusal *Refusal, rules shardmap.Rules) (Plan, bool) {
+	reads := func(schema, name string) bool {
+		cl, _ := classify(sqlparse.Rel{Schema: schema, Name: name}, rules)
+		return cl == sharded
+	}
+	outer, subs, err := sqlparse.Lift(sql, reads)
+	if err != nil || len(subs) == 0 {
+		return Plan{}, false
+	}
+	for _, q := range append([]string{outer}, subText(subs)...) {
+		stmts, err := sqlparse.Analyze(q)
+		if err != nil || len(stmts) != 1 || stmts[0].Kind != sqlparse.KindSelect {
+			return Plan{}, false
+		}
+		if p := BuildSQL(q, stmts, rules); p.Kind == Refuse {
+			return Plan{}, false
+		}
+	}
+	return Plan{Kind: Lifted, Lift: &Lift{Outer: outer, Subs: subs, Refusal: refusal}}, true
+}
+
+func subText(subs []sqlparse.Sublink) []string {
+	out := make([]string, len(subs))
+	for i, s := range subs {
+		out[i] = s.SQL
+	}
+	return out
 }

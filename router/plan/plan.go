@@ -50,6 +50,9 @@ const (
 	// the proxy runs the query (Cursor.Decl.Query) as it runs it alone
 	// and keeps the rows for the cursor's FETCHes.
 	CursorMerge Kind = "cursor"
+	// Lifted is a SELECT whose subqueries on sharded tables run first
+	// (Plan.Lift).
+	Lifted Kind = "lifted"
 )
 
 // Plan is where a statement (or a multi-statement string) goes. It is
@@ -121,6 +124,22 @@ type Plan struct {
 	// Cursor is a FETCH, MOVE or CLOSE, or the DECLARE of a Cursor plan:
 	// the proxy answers those of a cursor it keeps itself.
 	Cursor *Cursor `json:"cursor,omitempty"`
+	// Lift is a Lifted plan's statement and subqueries.
+	Lift *Lift `json:"lift,omitempty"`
+}
+
+// Lift is a SELECT whose subqueries on sharded tables, not tied to it by
+// the sharding key, run first, each on its own (routed and merged as a
+// query alone), their answers put in the statement (sqlparse.Lift), which
+// then runs: Postgres runs such a subquery once too (an InitPlan).
+type Lift struct {
+	// Outer is the statement with a parameter in each subquery's place.
+	Outer string              `json:"outer"`
+	Subs  []sqlparse.Sublink `json:"subs"`
+	// Refusal is the statement's refusal without lifting: a subquery that
+	// turns out to read the statement's columns (correlated, which only
+	// Postgres's name resolution can tell) gets it.
+	Refusal *Refusal `json:"refusal"`
 }
 
 // Cursor is a statement on a cursor.

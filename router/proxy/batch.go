@@ -241,6 +241,8 @@ func (s *session) routeQuery(m *pgproto3.Query) (done bool, err error) {
 		if done, err := s.declareQuery(r); done {
 			return true, err
 		}
+	case RouteLifted:
+		return true, s.runLifted(r, m.String, nil)
 	case RouteTx:
 		if s.canDefer(r.Tx, r.Name) {
 			tag := s.deferTx(r.Tx, r.Name, m.String)
@@ -801,6 +803,13 @@ func (s *session) runBatch(sync bool) error {
 			s.heldForSync = true
 			return nil
 		}
+		if r.Kind == RouteLifted {
+			if !singleStatementLimit(batch, true) || !sync {
+				return s.proxyError(wire.Errorf(pgcode.FeatureNotSupported, "a statement whose subqueries on sharded tables run first must be alone in its pipeline and end with Sync").
+					WithHint("Send it on its own (Parse/Bind/Execute/Sync)."))
+			}
+			return s.runLifted(*r, "", batch)
+		}
 		if r.Kind == RouteCursor {
 			if !singleStatement(batch) || !sync && s.inTxBlock() {
 				return s.proxyError(wire.Errorf(pgcode.FeatureNotSupported, "a DECLARE CURSOR for a query that reads several shards must be alone in its pipeline").
@@ -971,7 +980,7 @@ func (s *session) batchTarget(batch []pgproto3.FrontendMessage, m *AppliedMap) (
 				return 0, r.Err, nil
 			case RouteShard:
 				want = r.Shard
-			case RouteMerge, RouteCursor:
+			case RouteMerge, RouteCursor, RouteLifted:
 				rr := r
 				s.splitRoute = &rr
 				continue

@@ -61,6 +61,7 @@ type merge struct {
 	hold       bool
 	holdAll    bool         // keep every row (a portal bound, not executed yet)
 	cursor     *plan.Cursor // a DECLARE: every row is kept for the cursor (cursor.go)
+	capture    bool         // every row is kept for the session (lift.go)
 	store      *rowStore    // the kept rows
 	kept       int64
 	portalDesc *pgproto3.RowDescription
@@ -194,6 +195,9 @@ func (s *session) newMerge(r *MergeRoute) *merge {
 	if s.declaring != nil {
 		m.cursor, m.rowCap, m.hold, m.holdAll = s.declaring, -1, true, true
 	}
+	if s.capturing {
+		m.capture, m.rowCap, m.hold, m.holdAll = true, -1, true, true
+	}
 	return m
 }
 
@@ -304,6 +308,9 @@ func (m *merge) run(parse *pgproto3.Parse, bind *pgproto3.Bind, batch []pgproto3
 	if parse != nil {
 		oids = parse.ParameterOIDs
 	}
+	if m.r.OIDs != nil {
+		oids = m.r.OIDs
+	}
 	if werr := m.send(bind, batch != nil, oids); werr != nil {
 		return werr
 	}
@@ -325,8 +332,9 @@ func (m *merge) run(parse *pgproto3.Parse, bind *pgproto3.Bind, batch []pgproto3
 		}
 		return rd
 	}
-	if m.cursor != nil {
-		// A DECLARE: its rows are the cursor's; it returns none.
+	if m.cursor != nil || m.capture {
+		// A DECLARE (its rows are the cursor's; it returns none), or
+		// a lifted subquery.
 		m.portalDesc = desc(false)
 	} else if batch == nil {
 		s.send(desc(false))

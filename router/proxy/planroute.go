@@ -287,6 +287,8 @@ func resolveMap(p *plan.Plan, in plan.Inputs, m *AppliedMap, sql string, env Cat
 			WithHint("Add WHERE " + p.KeyColumn + " = ... to the query; cross-shard queries are not supported yet.")}
 	case plan.CursorMerge:
 		return Route{Kind: RouteCursor}
+	case plan.Lifted:
+		return liftRoute(p, in, sql)
 	case plan.Copy:
 		if p.Copy != nil && p.Copy.From && m.anyFrozen {
 			// COPY's rows, and so its buckets, are not known before it

@@ -32,6 +32,9 @@ const (
 	// RouteCursor is a DECLARE CURSOR whose query reads several shards:
 	// the session runs the query and keeps the rows (cursor.go).
 	RouteCursor
+	// RouteLifted is a SELECT whose subqueries on sharded tables run
+	// first (lift.go).
+	RouteLifted
 )
 
 // Part is one shard's share of a split statement.
@@ -68,6 +71,8 @@ const (
 type Route struct {
 	// Cursor is the cursor a DECLARE, FETCH, MOVE or CLOSE names.
 	Cursor *plan.Cursor
+	// Lift is RouteLifted's statement and subqueries.
+	Lift *LiftRoute
 	Kind   RouteKind
 	Shard  int // RouteShard: index into the map's shards
 	Tx     TxCmd
@@ -138,6 +143,9 @@ type MergeRoute struct {
 	// literals as text), for HAVING.
 	Params  [][]byte
 	Formats []int16
+	// OIDs, if set, are the parameter types the shards' statement is
+	// parsed with, instead of the client's (lift.go).
+	OIDs []uint32
 	// EvalExprs are the expressions over aggregates (plan.RoleExpr) and
 	// EvalHaving the HAVING condition a shard evaluates: the statement's
 	// own parameters first if EvalUser, then the combined values (a simple

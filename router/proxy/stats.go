@@ -126,6 +126,7 @@ var routeNames = [...]string{
 	RouteCopy:   "copy",
 	RouteMerge:  "merge",
 	RouteCursor: "merge",
+	RouteLifted: "merge",
 }
 
 // sqlstateClasses is the number of two-character SQLSTATE classes ([0-9A-Z]{2}).

@@ -12,6 +12,11 @@ const (
 	FeatureNotSupported = "0A000"
 )
 
+// Class 21: cardinality violation.
+const (
+	CardinalityViolation = "21000"
+)
+
 // Class 22: data exception.
 const (
 	CharacterNotInRepertoire = "22021"
@@ -58,6 +63,8 @@ const (
 	UndefinedFunction     = "42883"
 	AmbiguousFunction     = "42725"
 	UndefinedParameter    = "42P02"
+	UndefinedColumn       = "42703"
+	UndefinedTable        = "42P01"
 	DuplicateCursor       = "42P03"
 	IndeterminateDatatype = "42P18"
 )

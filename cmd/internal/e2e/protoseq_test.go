@@ -889,3 +889,59 @@ func testMergedCursors(t *testing.T, pp *protoPair) {
 		&pgproto3.Parse{Query: `CLOSE "pc"`}, &pgproto3.Bind{}, &pgproto3.Execute{}, sync,
 		&pgproto3.Query{String: "COMMIT"})
 }
+
+// Subqueries on sharded tables not tied to their statement by the
+// sharding key (a count of every shard's rows in the select list, a
+// comparison with an aggregate, IN, NOT IN, EXISTS) run first, their
+// answers put in the statement, as Postgres runs such a subquery once: the
+// answers are Postgres's, in the simple and the extended protocol, with
+// parameters, in a transaction. Before, each was refused with 0A000 (two
+// of the pgjdbc differential run's scenarios). A correlated one keeps the
+// refusal; too many rows or columns get Postgres's errors.
+func TestLiftedSubqueries(t *testing.T) {
+	pp := newProtoPair(t, "lifted", true)
+	var accounts, orders []string
+	for k := 1; k <= 30; k++ {
+		accounts = append(accounts, fmt.Sprintf("(%d, 'n%d', %d)", k, k, k%7))
+		if k%3 == 0 {
+			orders = append(orders, fmt.Sprintf("(%d, %d, %d)", k, k*10, k))
+		}
+	}
+	pp.same(t, "rows", 2,
+		&pgproto3.Query{String: "INSERT INTO accounts (id, name, balance) VALUES " + strings.Join(accounts, ", ")},
+		&pgproto3.Query{String: "INSERT INTO orders (account_id, id, amount) VALUES " + strings.Join(orders, ", ")})
+	for _, q := range []string{
+		"SELECT (SELECT count(*) FROM accounts WHERE id IN (1, 2, 3000)), (SELECT count(*) FROM orders) AS n",
+		"SELECT id, name FROM accounts WHERE balance >= (SELECT max(balance) FROM accounts) ORDER BY id",
+		"SELECT count(*) FROM accounts WHERE id IN (SELECT account_id FROM orders WHERE amount > 10)",
+		"SELECT count(*) FROM accounts WHERE id NOT IN (SELECT account_id FROM orders)",
+		"SELECT EXISTS (SELECT 1 FROM accounts WHERE name = 'n5'), NOT EXISTS (SELECT 1 FROM orders WHERE amount > 1000)",
+		"SELECT (SELECT name FROM accounts ORDER BY id DESC LIMIT 1), (SELECT max(amount) FROM orders) + 1 AS m",
+		"SELECT id FROM accounts WHERE id = 7 AND balance <= (SELECT max(balance) FROM accounts)",
+		"SELECT (SELECT sum(amount) FROM orders WHERE amount < 0)", // NULL
+	} {
+		pp.same(t, q, 1, &pgproto3.Query{String: q})
+	}
+	// Postgres sends the columns before the error of a subquery it runs
+	// with the first row; pgshard runs it first.
+	for q, code := range map[string]string{"SELECT (SELECT id FROM accounts)": "E21000", "SELECT (SELECT id, name FROM accounts)": "E42601"} {
+		if got := exchange(t, pp.proxied.Frontend, 1, &pgproto3.Query{String: q}); got[len(got)-2] != code {
+			t.Errorf("%s: %v, want %s", q, got, code)
+		}
+	}
+	// Extended protocol, parameters in the statement and the subqueries.
+	pp.same(t, "extended protocol", 1,
+		&pgproto3.Parse{Query: "SELECT id FROM accounts WHERE balance > (SELECT avg(balance) FROM accounts WHERE id > $1) AND id < $2 ORDER BY id"},
+		&pgproto3.Bind{Parameters: [][]byte{[]byte("5"), []byte("20")}}, &pgproto3.Describe{ObjectType: 'P'}, &pgproto3.Execute{},
+		&pgproto3.Sync{})
+	pp.same(t, "in a transaction", 4,
+		&pgproto3.Query{String: "BEGIN"},
+		&pgproto3.Query{String: "INSERT INTO orders (account_id, id, amount) VALUES (1, 1, 5000)"},
+		&pgproto3.Query{String: "SELECT name FROM accounts WHERE id IN (SELECT account_id FROM orders WHERE amount >= 5000)"},
+		&pgproto3.Query{String: "ROLLBACK"})
+	// A correlated subquery cannot run alone: refused as before.
+	got := exchange(t, pp.proxied.Frontend, 1, &pgproto3.Query{String: "SELECT a.id FROM accounts a WHERE a.balance > (SELECT avg(b.balance) FROM accounts b WHERE b.name = a.name)"})
+	if len(got) != 2 || got[0] != "E0A000" {
+		t.Errorf("correlated subquery: %v, want 0A000", got)
+	}
+}

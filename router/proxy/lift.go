@@ -1,0 +1,357 @@
+package proxy
+
+import (
+	"fmt"
+	"strings"
+
+	"github.com/jackc/pgx/v5/pgproto3"
+
+	"github.com/pgshard/pgshard/router/plan"
+	"github.com/pgshard/pgshard/router/sqlparse"
+	"github.com/pgshard/pgshard/wire"
+	"github.com/pgshard/pgshard/wire/pgcode"
+)
+
+// A SELECT whose subqueries on sharded tables are not tied to it by the
+// sharding key (SELECT (SELECT count(*) FROM accounts), WHERE balance >
+// (SELECT avg(balance) FROM accounts), WHERE code IN (SELECT country FROM
+// accounts)): each subquery runs first on its own, routed and merged as a
+// query alone, and its answer goes into the statement as a constant of its
+// type (a scalar, whether EXISTS found a row, an array for IN, ANY and
+// ALL); the statement then runs where it goes. Postgres evaluates an
+// uncorrelated subquery once as well (an InitPlan); unlike Postgres,
+// pgshard runs it even where the statement would not have needed its
+// value. A subquery that reads the statement's columns (correlated) fails
+// alone with 42703 or 42P01, and the statement gets the refusal it had
+// before (0A000).
+
+// LiftRoute is a lifted statement: the plan's, and a simple query's
+// literals (parameter number: its text) to put back in.
+type LiftRoute struct {
+	*plan.Lift
+	Lits map[int]string
+}
+
+// liftRoute makes the route of a Lifted plan.
+func liftRoute(p *plan.Plan, in plan.Inputs, sql string) Route {
+	lr := &LiftRoute{Lift: p.Lift}
+	if in.Literals != nil {
+		lr.Lits = map[int]string{}
+		for k, l := range in.Literals {
+			if l.End > len(sql) || l.Start > l.End {
+				return Route{Kind: RouteRefuse, Err: wire.Errorf(pgcode.InternalError, "lift: literal out of the statement")}
+			}
+			lr.Lits[k+1] = sql[l.Start:l.End]
+		}
+	}
+	return Route{Kind: RouteLifted, Lift: lr}
+}
+
+// maxLiftDepth bounds subqueries lifted inside lifted subqueries.
+const maxLiftDepth = 4
+
+// liftedSQL runs a lifted statement's subqueries and returns the
+// statement with their answers in it, and its parameters still the
+// client's (bind's; nil for a simple query).
+//
+// It also returns the client's parameter types with those Postgres
+// inferred in the subqueries filled in: a parameter only a subquery used
+// is not in the statement any more, and Postgres could not infer it there.
+func (s *session) liftedSQL(lr *LiftRoute, oids []uint32, bind *pgproto3.Bind, depth int) (string, []uint32, *wire.Error) {
+	if depth > maxLiftDepth {
+		return "", nil, wire.Errorf(pgcode.FeatureNotSupported, "subqueries on sharded tables nested more than %d deep are not supported", maxLiftDepth)
+	}
+	var types []uint32
+	if bind != nil {
+		types = make([]uint32, max(len(oids), len(bind.Parameters)))
+		copy(types, oids)
+	}
+	vals := map[int]string{}
+	for k, v := range lr.Lits {
+		vals[k] = v
+	}
+	for _, sub := range lr.Subs {
+		q, ok := sqlparse.ReplaceParams(sub.SQL, lr.Lits)
+		if !ok {
+			return "", nil, wire.Errorf(pgcode.InternalError, "lift: cannot put the literals back in a subquery")
+		}
+		var subOIDs []uint32
+		var subBind *pgproto3.Bind
+		var olds []int
+		if bind != nil {
+			rq, o, err := sqlparse.RenumberParams(q)
+			if err != nil {
+				return "", nil, asWireErr(err)
+			}
+			q, olds = rq, o
+			subOIDs = subsetOIDs(oids, olds)
+			params, formats := subsetParams(bind, olds)
+			subBind = &pgproto3.Bind{Parameters: params, ParameterFormatCodes: formats}
+		}
+		fields, rows, inferred, werr := s.capture(q, subOIDs, subBind, depth+1)
+		if werr != nil {
+			if (werr.Code == pgcode.UndefinedColumn || werr.Code == pgcode.UndefinedTable) && lr.Refusal != nil {
+				return "", nil, refusal(lr.Refusal) // correlated
+			}
+			return "", nil, werr
+		}
+		for j, old := range olds {
+			if old-1 < len(types) && types[old-1] == 0 && j < len(inferred) {
+				types[old-1] = inferred[j]
+			}
+		}
+		v, werr := liftValue(sub, fields, rows)
+		if werr != nil {
+			return "", nil, werr
+		}
+		vals[sub.Param] = v
+	}
+	out, ok := sqlparse.ReplaceParams(lr.Outer, vals)
+	if !ok {
+		return "", nil, wire.Errorf(pgcode.InternalError, "lift: cannot put the subqueries' answers in the statement")
+	}
+	return out, types, nil
+}
+
+// liftValue is a subquery's answer as SQL.
+func liftValue(sub sqlparse.Sublink, fields []pgproto3.FieldDescription, rows [][][]byte) (string, *wire.Error) {
+	if sub.Kind == "exists" {
+		if len(rows) > 0 {
+			return "true", nil
+		}
+		return "false", nil
+	}
+	if len(fields) != 1 {
+		if sub.Kind == "expr" {
+			return "", wire.Errorf(pgcode.SyntaxError, "subquery must return only one column")
+		}
+		return "", wire.Errorf(pgcode.SyntaxError, "subquery has too many columns")
+	}
+	typ, ok := liftTypes[fields[0].DataTypeOID]
+	if !ok {
+		return "", wire.Errorf(pgcode.FeatureNotSupported, "a subquery on sharded tables that returns type %d, not a built-in scalar type, is not supported", fields[0].DataTypeOID).
+			WithHint("Cast the subquery's column to a built-in type (text, numeric, ...), or add a condition on the sharding key.")
+	}
+	if sub.Kind == "expr" {
+		switch len(rows) {
+		case 0:
+			return "NULL::" + typ, nil
+		case 1:
+			return sqlValue(rows[0][0], typ), nil
+		}
+		return "", wire.Errorf(pgcode.CardinalityViolation, "more than one row returned by a subquery used as an expression")
+	}
+	var b strings.Builder
+	b.WriteString("ARRAY[")
+	for i, r := range rows {
+		if i > 0 {
+			b.WriteByte(',')
+		}
+		b.WriteString(sqlValue(r[0], typ))
+	}
+	b.WriteString("]::")
+	b.WriteString(typ)
+	b.WriteString("[]")
+	return b.String(), nil
+}
+
+// sqlValue is a text value as a constant of type typ.
+func sqlValue(v []byte, typ string) string {
+	if v == nil {
+		return "NULL::" + typ
+	}
+	return quoteLiteral(string(v)) + "::" + typ
+}
+
+// liftTypes are the types a lifted subquery's answer may have, by OID:
+// built-in, the same OID on every server.
+var liftTypes = map[uint32]string{
+	16: "boolean", 17: "bytea", 18: `"char"`, 19: "name", 20: "bigint", 21: "smallint", 23: "integer",
+	25: "text", 26: "oid", 114: "json", 700: "real", 701: "double precision", 790: "money",
+	869: "inet", 650: "cidr", 829: "macaddr", 1042: "character", 1043: "character varying",
+	1082: "date", 1083: "time without time zone", 1114: "timestamp without time zone",
+	1184: "timestamp with time zone", 1186: "interval", 1266: "time with time zone",
+	1560: "bit", 1562: "bit varying", 1700: "numeric", 2950: "uuid", 3802: "jsonb",
+}
+
+// capture runs a query as pgshard runs it alone and returns its columns
+// and rows (text), without answering the client.
+//
+// inferred are the types of its parameters, as Postgres inferred them.
+func (s *session) capture(sql string, oids []uint32, bind *pgproto3.Bind, depth int) (fields []pgproto3.FieldDescription, rows [][][]byte, inferred []uint32, werr *wire.Error) {
+	var params [][]byte
+	var formats []int16
+	if bind != nil {
+		params, formats = bind.Parameters, bind.ParameterFormatCodes
+	}
+	r := s.srv.router.RouteBound(sql, oids, formats, params, s.useMap(), s.srv)
+	var types []uint32
+	if r.Kind == RouteLifted {
+		q, t, werr := s.liftedSQL(r.Lift, oids, bind, depth)
+		if werr != nil {
+			return nil, nil, nil, werr
+		}
+		sql, types = q, t
+		r = s.srv.router.RouteBound(sql, oids, formats, params, s.useMap(), s.srv)
+	}
+	mr, werr := s.readRoute(r, sql, bind)
+	if werr != nil {
+		return nil, nil, nil, werr
+	}
+	if types != nil {
+		mr.OIDs = types
+	}
+	s.capturing = true
+	m := s.newMerge(mr)
+	s.capturing = false
+	defer func() { m.store.close() }()
+	mark := len(s.out)
+	if s.inTxBlock() {
+		if !s.spanSplit() {
+			return nil, nil, nil, s.errMergeInTx()
+		}
+		for _, sh := range mr.Shards {
+			sc, err := s.txConn(sh)
+			if err != nil {
+				return nil, nil, nil, asWireErr(err)
+			}
+			m.srcs = append(m.srcs, &mergeSrc{c: &shardConn{shard: sh, sc: sc, p: sc.Pool()}})
+		}
+	}
+	if bind == nil {
+		bind = &pgproto3.Bind{}
+	}
+	werr = m.run(&pgproto3.Parse{Query: sql, ParameterOIDs: oids}, bind, nil, false, &mark)
+	if s.inTxBlock() {
+		for _, src := range m.srcs {
+			if src.c.inflight && !src.c.sc.Broken {
+				_ = drainToReady(src.c.sc)
+				src.c.inflight = false
+			}
+		}
+		if werr != nil {
+			s.failTx()
+		}
+	} else {
+		var conns []*shardConn
+		for _, src := range m.srcs {
+			conns = append(conns, src.c)
+		}
+		_ = s.finish(conns, true)
+	}
+	if werr != nil {
+		return nil, nil, nil, werr
+	}
+	st := m.takeStore()
+	defer st.close()
+	rows = make([][][]byte, st.len())
+	for i := range rows {
+		row, err := st.get(i)
+		if err != nil {
+			return nil, nil, nil, errRowStore(err)
+		}
+		rows[i] = row
+	}
+	if m.pdesc != nil {
+		inferred = m.pdesc.ParameterOIDs
+	}
+	if m.portalDesc == nil {
+		return nil, nil, nil, wire.Errorf(pgcode.InternalError, "lift: a subquery without columns")
+	}
+	// The columns as the client would see them (an avg is numeric where
+	// the shards return sums).
+	return m.portalDesc.Fields, rows, inferred, nil
+}
+
+// readRoute is the merge that runs a read routed as r: a merge, the
+// shards' rows one after the other, or one shard's.
+func (s *session) readRoute(r Route, sql string, bind *pgproto3.Bind) (*MergeRoute, *wire.Error) {
+	one := func(shard int) *MergeRoute {
+		mr := &MergeRoute{Spec: &plan.MergeSpec{ShardSQL: sql}, SQL: sql, Limit: -1, Shards: []int{shard}}
+		if bind != nil {
+			mr.Params, mr.Formats = bind.Parameters, bind.ParameterFormatCodes
+		}
+		return mr
+	}
+	switch r.Kind {
+	case RouteRefuse:
+		return nil, r.Err
+	case RouteMerge:
+		return r.Merge, nil
+	case RouteShard:
+		return one(r.Shard), nil
+	case RouteAny:
+		return one(s.anyShard()), nil
+	case RouteSplit:
+		if r.ReadOnly {
+			mr := one(0)
+			mr.Shards = nil
+			for _, p := range r.Parts {
+				mr.Shards = append(mr.Shards, p.Shard)
+				if r.Hidden {
+					if mr.ShardSQL == nil {
+						mr.ShardSQL = map[int]string{}
+					}
+					mr.ShardSQL[p.Shard] = p.SQL
+				}
+			}
+			return mr, nil
+		}
+	}
+	return nil, wire.Errorf(pgcode.FeatureNotSupported, "pgshard cannot run this statement with its subqueries on sharded tables run first").
+		WithHint("Add a condition on the sharding key to the subqueries, or join the tables on their sharding keys.")
+}
+
+// runLifted runs a lifted statement for the client: its subqueries
+// first, then the statement with their answers, as a read of the shards
+// it needs (merge.go), answering the client's messages (batch; nil for a
+// simple query).
+func (s *session) runLifted(r Route, sql string, batch []pgproto3.FrontendMessage) error {
+	fail := func(werr *wire.Error) error {
+		if batch == nil {
+			return s.refuseQuery(werr)
+		}
+		if s.inTxBlock() {
+			s.failTx()
+		}
+		return s.proxyError(werr)
+	}
+	var oids []uint32
+	var bind *pgproto3.Bind
+	if batch != nil {
+		parse, b, _, err := s.batchStatement(batch)
+		if err != nil {
+			return s.proxyError(err)
+		}
+		if parse != nil {
+			oids = parse.ParameterOIDs
+		}
+		bind = b
+	}
+	q, types, werr := s.liftedSQL(r.Lift, oids, bind, 0)
+	if werr != nil {
+		return fail(werr)
+	}
+	var or Route
+	if bind != nil {
+		or = s.srv.router.RouteBound(q, oids, bind.ParameterFormatCodes, bind.Parameters, s.useMap(), s.srv)
+	} else {
+		or = s.srv.router.RouteSimple(q, s.useMap(), s.srv)
+	}
+	if or.Kind == RouteLifted {
+		return fail(wire.Errorf(pgcode.InternalError, "lift: the statement still has subqueries to lift: %s", q))
+	}
+	mr, werr := s.readRoute(or, q, bind)
+	if werr != nil {
+		return fail(werr)
+	}
+	if types != nil {
+		cp := *mr
+		cp.OIDs = types
+		mr = &cp
+	}
+	return s.runMerge(mr, batch)
+}
+
+// describeLift is fmt's view of a lift, for logs.
+func (lr *LiftRoute) String() string { return fmt.Sprintf("lift %d subqueries", len(lr.Subs)) }
