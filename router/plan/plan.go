@@ -134,7 +134,7 @@ type Plan struct {
 // then runs: Postgres runs such a subquery once too (an InitPlan).
 type Lift struct {
 	// Outer is the statement with a parameter in each subquery's place.
-	Outer string              `json:"outer"`
+	Outer string             `json:"outer"`
 	Subs  []sqlparse.Sublink `json:"subs"`
 	// Refusal is the statement's refusal without lifting: a subquery that
 	// turns out to read the statement's columns (correlated, which only

@@ -72,11 +72,11 @@ type Route struct {
 	// Cursor is the cursor a DECLARE, FETCH, MOVE or CLOSE names.
 	Cursor *plan.Cursor
 	// Lift is RouteLifted's statement and subqueries.
-	Lift *LiftRoute
-	Kind   RouteKind
-	Shard  int // RouteShard: index into the map's shards
-	Tx     TxCmd
-	Name   string // RouteTx: the savepoint name
+	Lift  *LiftRoute
+	Kind  RouteKind
+	Shard int // RouteShard: index into the map's shards
+	Tx    TxCmd
+	Name  string // RouteTx: the savepoint name
 	// Stateless marks RouteAny statements that read nothing a transaction
 	// could have changed (no tables, reference tables, keys no row can
 	// have): inside a transaction that has not reached a shard yet they
