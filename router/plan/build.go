@@ -53,7 +53,32 @@ func BuildSQL(sql string, stmts []*sqlparse.Stmt, rules shardmap.Rules) Plan {
 			texts[i] = sql[st.Start:st.End]
 		}
 	}
-	return combine(plans, texts)
+	return cursorsOf(combine(plans, texts), plans)
+}
+
+// cursorsOf marks a multi-statement string's plan with the cursors its
+// statements name (Cursor.Names; Command "several"): the proxy answers a
+// cursor it keeps itself (a query over several shards) only in a query of
+// its own, and refuses one in a string. A DECLARE of such a query in a
+// string is refused here.
+func cursorsOf(p Plan, plans []Plan) Plan {
+	var names []string
+	for _, q := range plans {
+		if q.Kind == CursorMerge {
+			r := refuse("DECLARE CURSOR for a query that reads several shards must be sent in a query of its own",
+				"send the DECLARE alone (after BEGIN, in a query of its own)")
+			r.Statements = len(plans)
+			return r
+		}
+		if q.Cursor != nil {
+			names = append(names, q.Cursor.Name)
+		}
+	}
+	p.Cursor = nil
+	if len(names) > 0 && p.Kind != Refuse {
+		p.Cursor = &Cursor{Command: "several", Names: names}
+	}
+	return p
 }
 
 func buildStmt(st *sqlparse.Stmt, rules shardmap.Rules) Plan {

@@ -146,11 +146,14 @@ type Lift struct {
 type Cursor struct {
 	// Name is the cursor's ("" with CLOSE ALL).
 	Name string `json:"name"`
-	// Command is "DECLARE CURSOR", "FETCH", "MOVE", "CLOSE CURSOR" or
-	// "CLOSE CURSOR ALL".
-	Command string               `json:"command"`
-	Decl    *sqlparse.CursorDecl `json:"decl,omitempty"`
-	Fetch   *sqlparse.Fetch      `json:"fetch,omitempty"`
+	// Command is "DECLARE CURSOR", "FETCH", "MOVE", "CLOSE CURSOR",
+	// "CLOSE CURSOR ALL", or "several" for a multi-statement string.
+	Command string `json:"command"`
+	// Names are the cursors a multi-statement string's statements name
+	// (Command "several"; "" is CLOSE ALL).
+	Names []string             `json:"names,omitempty"`
+	Decl  *sqlparse.CursorDecl `json:"decl,omitempty"`
+	Fetch *sqlparse.Fetch      `json:"fetch,omitempty"`
 }
 
 // KeySource is where one routing key value comes from.

@@ -192,6 +192,9 @@ func (s *session) txShard() int {
 // answered.
 func (s *session) routeQuery(m *pgproto3.Query) (done bool, err error) {
 	s.simple = plan.Simple{}
+	if len(s.portals) > 0 {
+		s.dropPortal("") // a simple query replaces the unnamed portal
+	}
 	var r Route
 	routed := false
 	if len(s.parts) > 0 {
@@ -230,7 +233,16 @@ func (s *session) routeQuery(m *pgproto3.Query) (done bool, err error) {
 		return true, s.flush()
 	}
 	if r.Cursor != nil && len(s.portals) > 0 {
-		if done, err := s.cursorQuery(r); done {
+		if r.Cursor.Command == "several" {
+			for _, name := range r.Cursor.Names {
+				if name == "" {
+					s.closePortals() // CLOSE ALL: the shards' too
+				} else if s.portals[name] != nil {
+					return true, s.refuseQuery(wire.Errorf(pgcode.FeatureNotSupported, "cursor %q reads several shards: FETCH, MOVE and CLOSE of it must be sent in a query of their own", name).
+						WithHint("Send each FETCH, MOVE or CLOSE of the cursor alone."))
+				}
+			}
+		} else if done, err := s.cursorQuery(r); done {
 			return true, err
 		}
 	}
@@ -358,10 +370,20 @@ func (s *session) noteSavepoint(tx TxCmd, name string) {
 	case TxRelease:
 		if i >= 0 {
 			s.txSavepoints = s.txSavepoints[:i]
+			for _, h := range s.portals {
+				h.depth = min(h.depth, i)
+			}
 		}
 	case TxRollbackTo:
 		if i >= 0 {
 			s.txSavepoints = s.txSavepoints[:i+1]
+			// The portals and cursors made since the savepoint go, as
+			// on Postgres.
+			for name, h := range s.portals {
+				if h.depth > i {
+					s.dropPortal(name)
+				}
+			}
 		}
 	}
 }

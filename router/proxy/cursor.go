@@ -33,8 +33,11 @@ func (s *session) keepCursor(m *merge) {
 	if s.portals == nil {
 		s.portals = map[string]*heldPortal{}
 	}
-	s.portals[m.cursor.Name] = &heldPortal{desc: m.portalDesc, rows: m.takeStore(), cursor: true,
-		hold: d.Hold, fresh: s.inTxBlock(), scroll: d.Scroll, noScroll: d.NoScroll}
+	st := m.takeStore()
+	s.keptMem += st.memBytes
+	// fresh: until its transaction (an implicit one too) commits.
+	s.portals[m.cursor.Name] = &heldPortal{desc: m.portalDesc, rows: st, cursor: true,
+		hold: d.Hold, fresh: true, scroll: d.Scroll, noScroll: d.NoScroll, depth: len(s.txSavepoints)}
 }
 
 // cursorMerge returns the merge of a DECLARE's query, routed as the query
@@ -87,6 +90,11 @@ func (s *session) cursorMerge(c *plan.Cursor, parse *pgproto3.Parse, bind *pgpro
 		}
 		return mr, Route{}, nil
 	case r.Kind == RouteShard:
+		if bind != nil {
+			// Its parameters chose one shard: kept as any other.
+			mr, werr := s.readRoute(r, c.Decl.Query, bind)
+			return mr, Route{}, werr
+		}
 		return nil, r, nil
 	}
 	return nil, Route{}, wire.Errorf(pgcode.FeatureNotSupported, "pgshard cannot run this cursor's query").
@@ -159,7 +167,7 @@ func (s *session) localCursor(r Route) (h *heldPortal, sel rowSel, tag string, w
 		return nil, sel, "", nil, false
 	}
 	h = s.portals[c.Name]
-	if h == nil {
+	if h == nil || !h.cursor && c.Command != "DECLARE CURSOR" {
 		return nil, sel, "", nil, false
 	}
 	switch c.Command {
@@ -172,7 +180,7 @@ func (s *session) localCursor(r Route) (h *heldPortal, sel rowSel, tag string, w
 		if c.Fetch == nil {
 			return nil, sel, "", nil, false
 		}
-		sel, n, werr := h.fetch(c.Fetch.Direction, c.Fetch.Count)
+		sel, n, werr := h.fetchMove(c.Fetch.Direction, c.Fetch.Count, c.Command == "MOVE")
 		if werr != nil {
 			return nil, sel, "", werr, true
 		}
@@ -226,7 +234,12 @@ func (s *session) cursorBatch(batch []pgproto3.FrontendMessage) (bool, error) {
 		return false, nil
 	}
 	r := s.srv.router.RouteBound(q, oids, nil, nil, s.useMap(), s.srv)
-	if r.Cursor == nil || r.Cursor.Command == "CLOSE CURSOR ALL" || s.portals[r.Cursor.Name] == nil {
+	if r.Cursor != nil && r.Cursor.Command == "CLOSE CURSOR ALL" {
+		s.closePortals() // and on to the shards, for theirs
+		return false, nil
+	}
+	if r.Cursor == nil || r.Cursor.Command == "several" || s.portals[r.Cursor.Name] == nil ||
+		!s.portals[r.Cursor.Name].cursor && r.Cursor.Command != "DECLARE CURSOR" {
 		return false, nil
 	}
 	fetch := r.Cursor.Command == "FETCH"
@@ -279,9 +292,37 @@ func (s *session) cursorBatch(batch []pgproto3.FrontendMessage) (bool, error) {
 	return true, nil
 }
 
-// fetch moves the cursor as FETCH or MOVE direction count does, and
-// selects the rows it passes (FETCH's); n is MOVE's count.
-func (h *heldPortal) fetch(direction string, count int64) (sel rowSel, n int64, werr *wire.Error) {
+// fetchMove moves the cursor as FETCH (move false) or MOVE direction
+// count does, and selects the rows it passes (FETCH's); n is MOVE's count.
+// needsBackward reports whether Postgres 15 would scan a cursor backward
+// (or rewind it) for this FETCH (move false) or MOVE, which a NO SCROLL
+// cursor refuses.
+func (h *heldPortal) needsBackward(direction string, count, pos, rows int64, move bool) bool {
+	onRow := pos >= 1 && pos <= rows
+	switch direction {
+	case "backward":
+		return count > 0
+	case "relative":
+		switch {
+		case count < 0:
+			return true
+		case count == 0:
+			return !move && onRow // re-reading the current row
+		}
+		return false
+	case "absolute":
+		switch {
+		case count < 0:
+			return true
+		case count == 0:
+			return pos != 0 // a rewind
+		}
+		return count-1 < pos && pos != 0 // a rewind unless at the start
+	}
+	return false
+}
+
+func (h *heldPortal) fetchMove(direction string, count int64, move bool) (sel rowSel, n int64, werr *wire.Error) {
 	rows := int64(h.rows.len())
 	pos := int64(h.pos)
 	switch {
@@ -293,10 +334,7 @@ func (h *heldPortal) fetch(direction string, count int64) (sel rowSel, n int64, 
 	if (direction == "forward" || direction == "backward") && count == 0 {
 		direction = "relative"
 	}
-	backward := direction == "backward" ||
-		direction == "relative" && count <= 0 ||
-		direction == "absolute" && (count >= 0 && count <= pos || count < 0)
-	if backward && h.noScroll {
+	if h.noScroll && h.needsBackward(direction, count, pos, rows, move) {
 		return sel, 0, wire.Errorf(pgcode.ObjectNotInPrerequisiteState, "cursor can only scan forward").
 			WithHint("Declare it with SCROLL option to enable backward scan.")
 	}

@@ -1279,6 +1279,10 @@ func (s *session) droppedAll(discard bool) {
 		}
 	}
 	clear(s.stmts)
+	if discard {
+		s.closePortals() // and the cursors pgshard keeps
+		clear(s.endedPortals)
+	}
 	if discard && s.cfg.Mode == PoolTransaction {
 		s.sets = nil
 		s.pendingSets = s.pendingSets[:0]

@@ -33,6 +33,9 @@ type heldPortal struct {
 	// A cursor's (DECLARE): WITH HOLD, declared in the transaction under
 	// way (fresh), SCROLL or NO SCROLL.
 	cursor, hold, fresh, scroll, noScroll bool
+	// depth is how many savepoints were in effect when it was made: a
+	// ROLLBACK TO one of them ends it.
+	depth int
 }
 
 // rowSel is count rows from index start (from 0), by step (1 or -1).
@@ -42,7 +45,9 @@ type rowSel struct{ start, count, step int }
 func (h *heldPortal) forward(k int64) rowSel {
 	n := h.rows.len()
 	p := min(h.pos, n)
-	if k < int64(n-p) {
+	if k != FetchAll && k <= int64(n-p) {
+		// As many rows as asked: Postgres does not look further, and
+		// stays on the last one.
 		h.pos = p + int(k)
 		return rowSel{p, int(k), 1}
 	}
@@ -104,8 +109,10 @@ func (m *merge) keep(vals [][]byte) *wire.Error {
 	}
 	row, n := copyRow(vals)
 	if !m.store.spilling() {
-		if m.mem+n <= m.maxMem {
+		// The session's kept rows share one merge_memory_limit.
+		if m.mem+m.s.keptMem+n <= m.maxMem {
 			m.mem += n
+			m.store.memBytes += n
 			m.store.add(row)
 			return nil
 		}
@@ -181,7 +188,10 @@ func (s *session) keepPortal(name string, m *merge) {
 	if s.portals == nil {
 		s.portals = map[string]*heldPortal{}
 	}
-	s.portals[name] = &heldPortal{desc: m.portalDesc, rows: m.takeStore()}
+	s.dropPortal(name)
+	st := m.takeStore()
+	s.keptMem += st.memBytes
+	s.portals[name] = &heldPortal{desc: m.portalDesc, rows: st, depth: len(s.txSavepoints)}
 }
 
 // boundOnly reports whether a batch parses, binds and describes one
@@ -287,6 +297,11 @@ loop:
 			if x.ObjectType != 'P' || h == nil {
 				break loop
 			}
+			if s.txStatus == 'E' {
+				s.push(pending{kind: pSynth, synth: errTxAborted().Response()})
+				s.clientSkipping, s.batchErr = true, true
+				return nil, nil
+			}
 			if h.desc == nil {
 				s.push(pending{kind: pSynth, synth: &pgproto3.NoData{}})
 			} else {
@@ -311,6 +326,7 @@ loop:
 // dropPortal forgets a kept portal and its rows.
 func (s *session) dropPortal(name string) {
 	if h := s.portals[name]; h != nil {
+		s.keptMem -= h.rows.memBytes
 		h.rows.close()
 		delete(s.portals, name)
 	}

@@ -332,12 +332,15 @@ func (m *merge) run(parse *pgproto3.Parse, bind *pgproto3.Bind, batch []pgproto3
 		}
 		return rd
 	}
-	if m.cursor != nil || m.capture {
+	switch {
+	case m.cursor != nil || m.capture:
 		// A DECLARE (its rows are the cursor's; it returns none), or
 		// a lifted subquery.
 		m.portalDesc = desc(false)
-	} else if batch == nil {
+	case batch == nil:
 		s.send(desc(false))
+	default:
+		m.portalDesc = desc(true) // a kept portal's, described later or not
 	}
 	for _, msg := range batch {
 		switch d := msg.(type) {
@@ -362,7 +365,6 @@ func (m *merge) run(parse *pgproto3.Parse, bind *pgproto3.Bind, batch []pgproto3
 			} else if m.cursor != nil {
 				s.send(&pgproto3.NoData{})
 			} else {
-				m.portalDesc = desc(true)
 				s.send(m.portalDesc)
 			}
 		}

@@ -30,6 +30,8 @@ type rowStore struct {
 	r     *bufio.Reader
 	rnext int // the file row r reads next (-1: none)
 	buf   []byte
+	// memBytes is what mem counts against merge_memory_limit.
+	memBytes int64
 }
 
 // spillMark is how many file rows one mark covers.

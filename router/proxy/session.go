@@ -91,6 +91,7 @@ type session struct {
 	endedPortals   map[string]bool            // kept portals gone with their transaction, not closed yet
 	declaring      *plan.Cursor               // the DECLARE whose query runs as a merge (cursor.go)
 	capturing      bool                       // the next merge's rows are kept, not sent (lift.go)
+	keptMem        int64                      // memory of the kept portals' rows (heldportal.go)
 	heldDeadline   bool                       // the read deadline is implicitFlushAfter's
 	implicitFlush  bool                       // handling the Flush of implicitFlushAfter
 	heldForSync    bool                       // the held batch runs only at Sync: no implicit Flush
@@ -534,6 +535,10 @@ func paramsKey(start, sets []kv) string {
 
 // send buffers a message for the client.
 func (s *session) send(m pgproto3.BackendMessage) {
+	if r, ok := m.(*pgproto3.ReadyForQuery); ok && r.TxStatus == 'I' && len(s.portals) > 0 {
+		// Whichever way the transaction ended, its portals end with it.
+		s.endPortals(!s.batchErr && s.lastTag != "ROLLBACK")
+	}
 	s.statSent(m)
 	b, err := m.Encode(s.out)
 	if err != nil {
