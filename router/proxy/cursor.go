@@ -69,33 +69,13 @@ func (s *session) cursorMerge(c *plan.Cursor, parse *pgproto3.Parse, bind *pgpro
 		r = s.srv.router.RouteBound(c.Decl.Query, oids, bind.ParameterFormatCodes, bind.Parameters, m, s.srv)
 	}
 	switch {
-	case r.Kind == RouteRefuse:
-		return nil, Route{}, r.Err
-	case r.Kind == RouteMerge:
-		return r.Merge, Route{}, nil
-	case r.Kind == RouteSplit && r.ReadOnly:
-		// Rows passed on shard after shard.
-		mr := &MergeRoute{Spec: &plan.MergeSpec{ShardSQL: c.Decl.Query}, SQL: c.Decl.Query, Limit: -1}
-		if bind != nil {
-			mr.Params, mr.Formats = bind.Parameters, bind.ParameterFormatCodes
-		}
-		for _, p := range r.Parts {
-			mr.Shards = append(mr.Shards, p.Shard)
-			if r.Hidden {
-				if mr.ShardSQL == nil {
-					mr.ShardSQL = map[int]string{}
-				}
-				mr.ShardSQL[p.Shard] = p.SQL
-			}
-		}
-		return mr, Route{}, nil
-	case r.Kind == RouteShard:
-		if bind != nil {
-			// Its parameters chose one shard: kept as any other.
-			mr, werr := s.readRoute(r, c.Decl.Query, bind)
-			return mr, Route{}, werr
-		}
-		return nil, r, nil
+	case r.Kind == RouteShard && bind == nil:
+		return nil, r, nil // the DECLARE goes to that shard
+	case r.Kind == RouteRefuse, r.Kind == RouteMerge, r.Kind == RouteShard, r.Kind == RouteSplit && r.ReadOnly:
+		// A merge, rows passed on shard after shard, or one shard's
+		// (its parameters chose it): kept as any other.
+		mr, werr := s.readRoute(r, c.Decl.Query, bind)
+		return mr, Route{}, werr
 	}
 	return nil, Route{}, wire.Errorf(pgcode.FeatureNotSupported, "pgshard cannot run this cursor's query").
 		WithHint("Declare the cursor for a SELECT.")
