@@ -3,6 +3,7 @@ package e2e
 import (
 	"context"
 	"fmt"
+	"math/rand"
 	"strings"
 	"testing"
 	"time"
@@ -944,4 +945,60 @@ func TestLiftedSubqueries(t *testing.T) {
 	if len(got) != 2 || got[0] != "E0A000" {
 		t.Errorf("correlated subquery: %v, want 0A000", got)
 	}
+}
+
+// Random FETCH and MOVE commands, in every direction and count, on a
+// SCROLL cursor over several shards (kept by pgshard, spilled to its file
+// past a few rows) and on the same cursor on a plain Postgres: every
+// answer the same.
+func TestMergedCursorRandomMoves(t *testing.T) {
+	pp := newProtoPairWith(t, "mcursorrand", true, func(c *proxy.Config) { c.MergeMemoryLimit = 3000 })
+	var vals []string
+	for k := 1; k <= 50; k++ {
+		vals = append(vals, fmt.Sprintf("(%d, 'n%d', %d)", k, k, k%4))
+	}
+	pp.same(t, "rows", 1, &pgproto3.Query{String: "INSERT INTO accounts (id, name, balance) VALUES " + strings.Join(vals, ", ")})
+	pp.same(t, "declare", 2, &pgproto3.Query{String: "BEGIN"},
+		&pgproto3.Query{String: "DECLARE c SCROLL CURSOR FOR SELECT id, name FROM accounts ORDER BY id"})
+	r := rand.New(rand.NewSource(7))
+	count := func() string {
+		switch r.Intn(8) {
+		case 0:
+			return "ALL"
+		case 1:
+			return "0"
+		case 2:
+			return fmt.Sprint(-r.Intn(60))
+		}
+		return fmt.Sprint(r.Intn(60))
+	}
+	for i := range 400 {
+		verb := []string{"FETCH", "MOVE"}[r.Intn(2)]
+		var q string
+		switch r.Intn(9) {
+		case 0:
+			q = verb + " NEXT FROM c"
+		case 1:
+			q = verb + " PRIOR FROM c"
+		case 2:
+			q = verb + " FIRST FROM c"
+		case 3:
+			q = verb + " LAST FROM c"
+		case 4:
+			q = fmt.Sprintf("%s ABSOLUTE %d FROM c", verb, r.Intn(120)-60)
+		case 5:
+			q = fmt.Sprintf("%s RELATIVE %d FROM c", verb, r.Intn(120)-60)
+		case 6:
+			q = verb + " FORWARD " + count() + " FROM c"
+		case 7:
+			q = verb + " BACKWARD " + count() + " FROM c"
+		default:
+			q = fmt.Sprintf("%s %d FROM c", verb, r.Intn(30))
+		}
+		pp.same(t, fmt.Sprintf("%d: %s", i, q), 1, &pgproto3.Query{String: q})
+		if t.Failed() {
+			break
+		}
+	}
+	pp.same(t, "end", 1, &pgproto3.Query{String: "ROLLBACK"})
 }
