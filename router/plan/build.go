@@ -28,7 +28,16 @@ func BuildSQL(sql string, stmts []*sqlparse.Stmt, rules shardmap.Rules) Plan {
 	case 1:
 		st := stmts[0]
 		if st.Kind != sqlparse.KindSelect {
-			return buildStmt(st, rules)
+			p := buildStmt(st, rules)
+			if p.Kind == Refuse && (st.Kind == sqlparse.KindUpdate || st.Kind == sqlparse.KindDelete) && sql != "" && st.End <= len(sql) {
+				// An UPDATE or DELETE whose subqueries on sharded tables
+				// are not tied to its rows: they can run first too.
+				if lp, ok := liftPlan(sql[st.Start:st.End], p.Refuse, rules); ok {
+					lp.Write = true
+					return lp
+				}
+			}
+			return p
 		}
 		a := newAnalysis(st, rules)
 		if sql != "" && st.End <= len(sql) {
@@ -622,9 +631,9 @@ func liftPlan(sql string, refusal *Refusal, rules shardmap.Rules) (Plan, bool) {
 	if err != nil || len(subs) == 0 {
 		return Plan{}, false
 	}
-	for _, q := range append([]string{outer}, subText(subs)...) {
+	for i, q := range append([]string{outer}, subText(subs)...) {
 		stmts, err := sqlparse.Analyze(q)
-		if err != nil || len(stmts) != 1 || stmts[0].Kind != sqlparse.KindSelect {
+		if err != nil || len(stmts) != 1 || i > 0 && stmts[0].Kind != sqlparse.KindSelect {
 			return Plan{}, false
 		}
 		if p := BuildSQL(q, stmts, rules); p.Kind == Refuse {

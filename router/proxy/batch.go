@@ -254,7 +254,16 @@ func (s *session) routeQuery(m *pgproto3.Query) (done bool, err error) {
 			return true, err
 		}
 	case RouteLifted:
-		return true, s.runLifted(r, m.String, nil)
+		// The subqueries run, their answers go into the statement, which
+		// then runs as if the client had sent it so.
+		q, _, werr := s.liftedSQL(r.Lift, nil, nil, 0)
+		if werr != nil {
+			return true, s.refuseQuery(werr)
+		}
+		if s.srv.router.RouteSimple(q, s.useMap(), s.srv).Kind == RouteLifted {
+			return true, s.refuseQuery(wire.Errorf(pgcode.InternalError, "lift: the statement still has subqueries to lift"))
+		}
+		return true, s.handleQuery(&pgproto3.Query{String: q})
 	case RouteTx:
 		if s.canDefer(r.Tx, r.Name) {
 			tag := s.deferTx(r.Tx, r.Name, m.String)

@@ -29,12 +29,13 @@ import (
 // literals (parameter number: its text) to put back in.
 type LiftRoute struct {
 	*plan.Lift
-	Lits map[int]string
+	Lits  map[int]string
+	Write bool // an UPDATE or DELETE
 }
 
 // liftRoute makes the route of a Lifted plan.
 func liftRoute(p *plan.Plan, in plan.Inputs, sql string) Route {
-	lr := &LiftRoute{Lift: p.Lift}
+	lr := &LiftRoute{Lift: p.Lift, Write: p.Write}
 	if in.Literals != nil {
 		lr.Lits = map[int]string{}
 		for k, l := range in.Literals {
@@ -302,10 +303,10 @@ func (s *session) readRoute(r Route, sql string, bind *pgproto3.Bind) (*MergeRou
 		WithHint("Add a condition on the sharding key to the subqueries, or join the tables on their sharding keys.")
 }
 
-// runLifted runs a lifted statement for the client: its subqueries
-// first, then the statement with their answers, as a read of the shards
-// it needs (merge.go), answering the client's messages (batch; nil for a
-// simple query).
+// runLifted runs an extended-protocol lifted SELECT for the client: its
+// subqueries first, then the statement with their answers, as a read of
+// the shards it needs (merge.go), answering the client's messages. (A
+// simple query's runs as the client's query would: routeQuery.)
 func (s *session) runLifted(r Route, sql string, batch []pgproto3.FrontendMessage) error {
 	fail := func(werr *wire.Error) error {
 		if batch == nil {
@@ -315,6 +316,10 @@ func (s *session) runLifted(r Route, sql string, batch []pgproto3.FrontendMessag
 			s.failTx()
 		}
 		return s.proxyError(werr)
+	}
+	if r.Lift.Write {
+		return fail(wire.Errorf(pgcode.FeatureNotSupported, "an UPDATE or DELETE whose subqueries on sharded tables run first is supported in the simple protocol only").
+			WithHint("Send it as a simple query, or add a condition on the sharding key to the subqueries."))
 	}
 	var oids []uint32
 	var bind *pgproto3.Bind

@@ -896,8 +896,8 @@ func testMergedCursors(t *testing.T, pp *protoPair) {
 // comparison with an aggregate, IN, NOT IN, EXISTS) run first, their
 // answers put in the statement, as Postgres runs such a subquery once: the
 // answers are Postgres's, in the simple and the extended protocol, with
-// parameters, in a transaction. Before, each was refused with 0A000 (two
-// of the pgjdbc differential run's scenarios). A correlated one keeps the
+// parameters, in a transaction, in an UPDATE or DELETE. Before, each was
+// refused with 0A000 (two of the pgjdbc differential run's scenarios). A correlated one keeps the
 // refusal; too many rows or columns get Postgres's errors.
 func TestLiftedSubqueries(t *testing.T) {
 	pp := newProtoPair(t, "lifted", true)
@@ -930,6 +930,13 @@ func TestLiftedSubqueries(t *testing.T) {
 			t.Errorf("%s: %v, want %s", q, got, code)
 		}
 	}
+	// An UPDATE and a DELETE (simple protocol): the subquery's answer
+	// routes the DELETE to its key's shard.
+	pp.same(t, "writes", 4,
+		&pgproto3.Query{String: "UPDATE accounts SET name = name || '+' WHERE balance >= (SELECT max(balance) FROM accounts WHERE id < 10)"},
+		&pgproto3.Query{String: "DELETE FROM accounts WHERE id = (SELECT max(account_id) FROM orders) RETURNING id, name"},
+		&pgproto3.Query{String: "SELECT count(*), sum(length(name)) FROM accounts"},
+		&pgproto3.Query{String: "DELETE FROM orders WHERE amount < (SELECT avg(amount) FROM orders)"})
 	// Extended protocol, parameters in the statement and the subqueries.
 	pp.same(t, "extended protocol", 1,
 		&pgproto3.Parse{Query: "SELECT id FROM accounts WHERE balance > (SELECT avg(balance) FROM accounts WHERE id > $1) AND id < $2 ORDER BY id"},
