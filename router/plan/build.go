@@ -465,9 +465,9 @@ func cursorPlan(inner *sqlparse.Stmt, rules shardmap.Rules) Plan {
 func copyPlan(st *sqlparse.Stmt, rules shardmap.Rules) Plan {
 	c := st.Copy
 	cp := &CopyPlan{From: c.From, KeyIndex: -1, Columns: c.Columns, Format: c.Format, Delimiter: c.Delimiter,
-		Null: c.Null, Quote: c.Quote, Escape: c.Escape, Header: c.Header, Encoding: c.Encoding}
+		Null: c.Null, Quote: c.Quote, Escape: c.Escape, Header: c.Header, Encoding: c.Encoding, Options: c.Options}
 	if c.Query >= 0 {
-		cp.Query = true
+		cp.Query, cp.QueryText = true, c.QueryText
 		p := newAnalysis(st, rules).dml()
 		if !c.Stdio && (p.Kind == Multi || p.Kind == Scatter || p.Kind == All) {
 			return refuse("COPY between a query over several shards and a server-side file or program is not supported",

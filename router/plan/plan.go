@@ -222,8 +222,11 @@ type CopyPlan struct {
 	Escape    string   `json:"escape,omitempty"`
 	Header    string   `json:"header,omitempty"`
 	Encoding  string   `json:"encoding,omitempty"`
-	// Query marks COPY (query) TO.
-	Query bool `json:"query,omitempty"`
+	// Query marks COPY (query) TO; QueryText is the query (deparsed).
+	Query     bool   `json:"query,omitempty"`
+	QueryText string `json:"query_text,omitempty"`
+	// Options are the options beyond those above (FORCE_QUOTE, ...).
+	Options map[string]string `json:"options,omitempty"`
 }
 
 // Merge lists what a cross-shard merge must reproduce.

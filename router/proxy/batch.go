@@ -253,6 +253,8 @@ func (s *session) routeQuery(m *pgproto3.Query) (done bool, err error) {
 		if done, err := s.declareQuery(r); done {
 			return true, err
 		}
+	case RouteCopyMerge:
+		return true, s.runCopyMerge(r)
 	case RouteLifted:
 		// The subqueries run, their answers go into the statement, which
 		// then runs as if the client had sent it so.

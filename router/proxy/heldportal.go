@@ -163,6 +163,9 @@ func (s *session) mergeEnd(m *merge, batch []pgproto3.FrontendMessage) pgproto3.
 		s.keepCursor(m)
 		return &pgproto3.CommandComplete{CommandTag: []byte("DECLARE CURSOR")}
 	}
+	if m.copyEnc != nil {
+		return m.copyEnc.end(s, m.sent)
+	}
 	if batch == nil {
 		return &pgproto3.CommandComplete{CommandTag: fmt.Appendf(nil, "SELECT %d", m.sent)}
 	}

@@ -62,6 +62,8 @@ type merge struct {
 	holdAll    bool         // keep every row (a portal bound, not executed yet)
 	cursor     *plan.Cursor // a DECLARE: every row is kept for the cursor (cursor.go)
 	capture    bool         // every row is kept for the session (lift.go)
+	copyEnc    *copyEncoder // rows written as COPY writes them (copymerge.go)
+	copyMsg    pgproto3.CopyData
 	store      *rowStore    // the kept rows
 	kept       int64
 	portalDesc *pgproto3.RowDescription
@@ -123,6 +125,9 @@ func (s *session) runMerge(r *MergeRoute, batch []pgproto3.FrontendMessage) erro
 	defer func() { m.store.close() }() // unless a portal took it
 	mark := len(s.out)
 	werr := m.run(parse, bind, batch, clientParsed, &mark)
+	if werr != nil && m.copyEnc != nil {
+		werr.Position = 0 // the shard's is in the query, not in the COPY
+	}
 	var conns []*shardConn
 	for _, src := range m.srcs {
 		conns = append(conns, src.c)
@@ -198,6 +203,7 @@ func (s *session) newMerge(r *MergeRoute) *merge {
 	if s.capturing {
 		m.capture, m.rowCap, m.hold, m.holdAll = true, -1, true, true
 	}
+	m.copyEnc = s.copyEnc
 	return m
 }
 
@@ -333,6 +339,8 @@ func (m *merge) run(parse *pgproto3.Parse, bind *pgproto3.Bind, batch []pgproto3
 		return rd
 	}
 	switch {
+	case m.copyEnc != nil:
+		m.copyEnc.start(s, desc(false).Fields)
 	case m.cursor != nil || m.capture:
 		// A DECLARE (its rows are the cursor's; it returns none), or
 		// a lifted subquery.
@@ -551,8 +559,13 @@ func (m *merge) emit(vals [][]byte, mark *int) (bool, *wire.Error) {
 		m.kept++
 		return m.limit >= 0 && m.sent+m.kept >= m.limit, nil
 	}
-	m.out.Values = vals
-	m.s.send(&m.out)
+	if m.copyEnc != nil {
+		m.copyMsg.Data = m.copyEnc.row(vals)
+		m.s.send(&m.copyMsg)
+	} else {
+		m.out.Values = vals
+		m.s.send(&m.out)
+	}
 	m.sent++
 	if len(m.s.out) >= flushThreshold {
 		if err := m.s.flush(); err != nil {

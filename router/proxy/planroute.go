@@ -163,7 +163,7 @@ func resolveMap(p *plan.Plan, in plan.Inputs, m *AppliedMap, sql string, env Cat
 			if m.ShardOf(b) != shard && p.Copy != nil && !p.Copy.From {
 				// COPY (SELECT ... WHERE key IN (...)) TO: each shard's
 				// rows, one stream after the other.
-				return copyOutRoute(p, sql, bucketShards(m.Map, bs))
+				return copyOutRoute(p, in, sql, bucketShards(m.Map, bs))
 			}
 			if m.ShardOf(b) != shard && !p.Write && p.Merge != nil && p.Merge.Spec != nil && p.Statements <= 1 {
 				if werr := unknownAggregates(p, env); werr != nil {
@@ -257,7 +257,7 @@ func resolveMap(p *plan.Plan, in plan.Inputs, m *AppliedMap, sql string, env Cat
 			for i := range all {
 				all[i] = i
 			}
-			return copyOutRoute(p, sql, all)
+			return copyOutRoute(p, in, sql, all)
 		}
 		if concatenates(p.Merge) && p.Statements <= 1 {
 			// Rows from each shard, one after the other, are exactly what
@@ -572,17 +572,33 @@ func sameOnShards(sql string, shards []int) Route {
 
 // copyOutRoute is COPY t TO STDOUT or COPY (SELECT ...) TO STDOUT on
 // shards: their streams concatenated, when that is the statement's result.
-func copyOutRoute(p *plan.Plan, sql string, shards []int) Route {
+func copyOutRoute(p *plan.Plan, in plan.Inputs, sql string, shards []int) Route {
 	if p.Copy.From || p.Statements > 1 {
 		return Route{Kind: RouteRefuse, Err: wire.Errorf(pgcode.FeatureNotSupported, "COPY of table %s on several shards must be a statement of its own", p.Table)}
 	}
 	if p.Write {
 		return errCopyWrite()
 	}
+	if !concatenates(p.Merge) && copyMerges(p.Copy, in) {
+		// The query merged as a SELECT, its rows written as COPY would
+		// write them (copymerge.go).
+		lits := map[int]string{}
+		for k, l := range in.Literals {
+			if l.End > len(sql) || l.Start > l.End {
+				return Route{Kind: RouteRefuse, Err: wire.Errorf(pgcode.InternalError, "copy: literal out of the statement")}
+			}
+			lits[k+1] = sql[l.Start:l.End]
+		}
+		q, ok := sqlparse.ReplaceParams(p.Copy.QueryText, lits)
+		if !ok {
+			return Route{Kind: RouteRefuse, Err: wire.Errorf(pgcode.InternalError, "copy: cannot put the literals back in the query")}
+		}
+		return Route{Kind: RouteCopyMerge, CopyMerge: &CopyMergeRoute{Query: q, Copy: p.Copy}}
+	}
 	if !concatenates(p.Merge) {
 		return Route{Kind: RouteRefuse, Err: wire.Errorf(pgcode.FeatureNotSupported,
-			"COPY (query) TO of several shards is supported only for a query whose rows need no merging (no ORDER BY, LIMIT, aggregate, GROUP BY, DISTINCT, window or set operation)").
-			WithHint("Run the SELECT itself (pgshard merges it), or COPY the rows and order or aggregate them afterwards.")}
+			"COPY (query) TO of several shards whose rows need merging (ORDER BY, LIMIT, aggregate, GROUP BY, DISTINCT) is supported in text or CSV format without FORCE_QUOTE or ENCODING, in the simple protocol").
+			WithHint("Use FORMAT text or csv without those options, run the SELECT itself (pgshard merges it), or COPY the rows and order or aggregate them afterwards.")}
 	}
 	r := sameOnShards(sql, shards)
 	r.ReadOnly = true

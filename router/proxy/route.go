@@ -35,6 +35,9 @@ const (
 	// RouteLifted is a SELECT whose subqueries on sharded tables run
 	// first (lift.go).
 	RouteLifted
+	// RouteCopyMerge is COPY (query) TO STDOUT of a query that needs a
+	// merge (copymerge.go).
+	RouteCopyMerge
 )
 
 // Part is one shard's share of a split statement.
@@ -72,11 +75,13 @@ type Route struct {
 	// Cursor is the cursor a DECLARE, FETCH, MOVE or CLOSE names.
 	Cursor *plan.Cursor
 	// Lift is RouteLifted's statement and subqueries.
-	Lift  *LiftRoute
-	Kind  RouteKind
-	Shard int // RouteShard: index into the map's shards
-	Tx    TxCmd
-	Name  string // RouteTx: the savepoint name
+	Lift *LiftRoute
+	// CopyMerge is RouteCopyMerge's query and COPY options.
+	CopyMerge *CopyMergeRoute
+	Kind      RouteKind
+	Shard     int // RouteShard: index into the map's shards
+	Tx        TxCmd
+	Name      string // RouteTx: the savepoint name
 	// Stateless marks RouteAny statements that read nothing a transaction
 	// could have changed (no tables, reference tables, keys no row can
 	// have): inside a transaction that has not reached a shard yet they

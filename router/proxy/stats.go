@@ -117,16 +117,17 @@ type shardStats struct {
 
 // route kinds as counted and labelled ("refused" is RouteRefuse).
 var routeNames = [...]string{
-	RouteShard:  "single",
-	RouteAny:    "any",
-	RouteAll:    "all",
-	RouteTx:     "tx",
-	RouteRefuse: "refused",
-	RouteSplit:  "split",
-	RouteCopy:   "copy",
-	RouteMerge:  "merge",
-	RouteCursor: "merge",
-	RouteLifted: "merge",
+	RouteShard:     "single",
+	RouteAny:       "any",
+	RouteAll:       "all",
+	RouteTx:        "tx",
+	RouteRefuse:    "refused",
+	RouteSplit:     "split",
+	RouteCopy:      "copy",
+	RouteMerge:     "merge",
+	RouteCursor:    "merge",
+	RouteLifted:    "merge",
+	RouteCopyMerge: "merge",
 }
 
 // sqlstateClasses is the number of two-character SQLSTATE classes ([0-9A-Z]{2}).

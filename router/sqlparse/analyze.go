@@ -1108,6 +1108,9 @@ func (w *walker) copyStmt(s *pg.CopyStmt) {
 	}
 	if s.Query != nil {
 		c.Query = w.stmtScope(s.Query, -1, "")
+		if q, err := pg.Deparse(&pg.ParseResult{Stmts: []*pg.RawStmt{{Stmt: s.Query}}}); err == nil {
+			c.QueryText = q
+		}
 	}
 	for _, a := range s.Attlist {
 		c.Columns = append(c.Columns, a.GetString_().GetSval())

@@ -310,6 +310,8 @@ type Copy struct {
 	Where bool `json:"where,omitempty"`
 	// Options are the remaining options by name (FREEZE, FORCE_QUOTE...).
 	Options map[string]string `json:"options,omitempty"`
+	// QueryText is COPY (query) TO's query, deparsed.
+	QueryText string `json:"query_text,omitempty"`
 }
 
 // Tx describes a transaction-control statement.

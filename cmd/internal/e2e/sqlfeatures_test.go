@@ -686,9 +686,15 @@ func TestCopyToEveryShard(t *testing.T) {
 				if ids, err := binaryCopyInts(out); err != nil || len(ids) != 0 || n != 0 {
 					t.Errorf("%s: %v rows %v, tag %d", q, err, ids, n)
 				}
-				_, err = c.PgConn().CopyTo(ctx, io.Discard, "COPY (SELECT id FROM accounts ORDER BY id) TO STDOUT")
+				// An ordered query: merged, its rows in order.
+				q = "COPY (SELECT id FROM accounts ORDER BY id DESC) TO STDOUT"
+				out, n = copyTo(q)
+				if ls := lines(out); n != 60 || len(ls) != 60 || ls[0] != "60" || ls[59] != "1" {
+					t.Errorf("%s: %d rows, tag %d: %q...", q, len(ls), n, ls[:min(3, len(ls))])
+				}
+				_, err = c.PgConn().CopyTo(ctx, io.Discard, "COPY (SELECT id FROM accounts ORDER BY id) TO STDOUT (FORMAT binary)")
 				if pgCode(err) != "0A000" {
-					t.Errorf("COPY of an ordered query: %v, want 0A000", err)
+					t.Errorf("binary COPY of an ordered query: %v, want 0A000", err)
 				}
 			}
 			run()
