@@ -166,4 +166,3 @@ func (e *copyEncoder) end(s *session, rows int64) pgproto3.BackendMessage {
 	s.send(&pgproto3.CopyDone{})
 	return &pgproto3.CommandComplete{CommandTag: []byte(fmt.Sprintf("COPY %d", rows))}
 }
-

@@ -64,7 +64,7 @@ type merge struct {
 	capture    bool         // every row is kept for the session (lift.go)
 	copyEnc    *copyEncoder // rows written as COPY writes them (copymerge.go)
 	copyMsg    pgproto3.CopyData
-	store      *rowStore    // the kept rows
+	store      *rowStore // the kept rows
 	kept       int64
 	portalDesc *pgproto3.RowDescription
 }

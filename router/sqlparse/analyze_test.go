@@ -302,7 +302,7 @@ func TestCopy(t *testing.T) {
 			Copy{Rel: 0, Query: -1, From: true, Stdio: true, Format: "csv", Delimiter: ";", Null: "NULL", Quote: "'", Escape: `\`, Header: "match"}},
 		{"copy t to stdout with csv header", Copy{Rel: 0, Query: -1, Stdio: true, Format: "csv", Delimiter: ",", Null: "", Quote: `"`, Escape: `"`, Header: "true"}},
 		{"copy t from stdin (format binary)", Copy{Rel: 0, Query: -1, From: true, Stdio: true, Format: "binary"}},
-		{"copy (select 1) to stdout", Copy{Rel: -1, Query: 0, Stdio: true, Format: "text", Delimiter: "\t", Null: `\N`}},
+		{"copy (select 1) to stdout", Copy{Rel: -1, Query: 0, Stdio: true, Format: "text", Delimiter: "\t", Null: `\N`, QueryText: "SELECT 1"}},
 		{"copy t from '/tmp/x'", Copy{Rel: 0, Query: -1, From: true, File: "/tmp/x", Format: "text", Delimiter: "\t", Null: `\N`}},
 		{"copy t from program 'zcat x'", Copy{Rel: 0, Query: -1, From: true, File: "zcat x", Program: true, Format: "text", Delimiter: "\t", Null: `\N`}},
 		{"copy t from stdin with (header false)", Copy{Rel: 0, Query: -1, From: true, Stdio: true, Format: "text", Delimiter: "\t", Null: `\N`}},
