@@ -147,7 +147,7 @@ func (s *session) localCursor(r Route) (h *heldPortal, sel rowSel, tag string, w
 		return nil, sel, "", nil, false
 	}
 	h = s.portals[c.Name]
-	if h == nil || !h.cursor && c.Command != "DECLARE CURSOR" {
+	if h == nil {
 		return nil, sel, "", nil, false
 	}
 	switch c.Command {
@@ -159,6 +159,16 @@ func (s *session) localCursor(r Route) (h *heldPortal, sel rowSel, tag string, w
 	case "FETCH", "MOVE":
 		if c.Fetch == nil {
 			return nil, sel, "", nil, false
+		}
+		if c.Command == "FETCH" && !h.cursor && h.desc != nil {
+			for _, f := range h.desc.Fields {
+				if f.Format != 0 {
+					// Postgres sends them as text; pgshard holds them in
+					// the Bind's binary format.
+					return nil, sel, "", wire.Errorf(pgcode.FeatureNotSupported, "FETCH of portal %q, bound for binary results over several shards, is not supported", c.Name).
+						WithHint("Read the portal with Execute, or bind it for text results."), true
+				}
+			}
 		}
 		sel, n, werr := h.fetchMove(c.Fetch.Direction, c.Fetch.Count, c.Command == "MOVE")
 		if werr != nil {
@@ -218,8 +228,7 @@ func (s *session) cursorBatch(batch []pgproto3.FrontendMessage) (bool, error) {
 		s.closePortals() // and on to the shards, for theirs
 		return false, nil
 	}
-	if r.Cursor == nil || r.Cursor.Command == "several" || s.portals[r.Cursor.Name] == nil ||
-		!s.portals[r.Cursor.Name].cursor && r.Cursor.Command != "DECLARE CURSOR" {
+	if r.Cursor == nil || r.Cursor.Command == "several" || s.portals[r.Cursor.Name] == nil {
 		return false, nil
 	}
 	fetch := r.Cursor.Command == "FETCH"

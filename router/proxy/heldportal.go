@@ -194,7 +194,9 @@ func (s *session) keepPortal(name string, m *merge) {
 	s.dropPortal(name)
 	st := m.takeStore()
 	s.keptMem += st.memBytes
-	s.portals[name] = &heldPortal{desc: m.portalDesc, rows: st, depth: len(s.txSavepoints)}
+	// noScroll: its rows are forgotten as they are read (a SQL FETCH or
+	// MOVE of it goes forward only).
+	s.portals[name] = &heldPortal{desc: m.portalDesc, rows: st, depth: len(s.txSavepoints), noScroll: true}
 }
 
 // boundOnly reports whether a batch parses, binds and describes one

@@ -208,7 +208,7 @@ func (s *session) capture(sql string, oids []uint32, bind *pgproto3.Bind, depth 
 	defer func() { m.store.close() }()
 	mark := len(s.out)
 	if s.inTxBlock() {
-		if !s.spanSplit() {
+		if !s.spanSplit() || !s.settleSync() || !s.canSpanHere() {
 			return nil, nil, nil, s.errMergeInTx()
 		}
 		for _, sh := range mr.Shards {

@@ -231,6 +231,9 @@ func (s *session) runMergeTx(r *MergeRoute, parse *pgproto3.Parse, bind *pgproto
 		}
 		return s.refuseQuery(e)
 	}
+	if !s.settleSync() {
+		return s.serverLostIn(s.sc, fmt.Errorf("ending a prepared statement's sequence"))
+	}
 	if !s.canSpanHere() {
 		return refuse(wire.Errorf(pgcode.FeatureNotSupported, "this query reads several shards, which this transaction cannot span").
 			WithHint("A transaction that used savepoints or LISTEN stays on one shard; run the query outside it or drop the savepoints."))

@@ -630,6 +630,32 @@ func runAll(conns []*pool.Conn, q string) []shardResult {
 // canSpanHere reports whether a statement may run on several shards inside
 // the session's transaction (runSplitTx): the participants it has are
 // between statements and spanning is allowed.
+// settleSync ends, with a Sync, the extended-protocol sequence the
+// attached connection awaits inside the client's transaction when nothing
+// of it is left to answer (asyncpg prepares with Parse, Describe, Flush,
+// then executes): a Sync inside a transaction block ends nothing else, and
+// the transaction may then span shards. Before the transaction reached a
+// shard, the connection is released instead (releaseLoose). It reports
+// whether the connection is still sound.
+func (s *session) settleSync() bool {
+	if s.looseSync() {
+		// A transaction pgshard has not begun anywhere yet (its BEGIN
+		// deferred): the prepare's connection goes back to the pool.
+		s.releaseLoose()
+		return s.sc == nil || !s.sc.Broken
+	}
+	if s.sc == nil || !s.awaitSync || s.sc.TxStatus != 'T' || s.hasReal() || s.serverSkipping || s.clientSkipping {
+		return true
+	}
+	s.sc.FE.Send(&pgproto3.Sync{})
+	if err := drainToReady(s.sc); err != nil {
+		s.sc.Broken = true
+		return false
+	}
+	s.awaitSync, s.syncDirty = false, false
+	return true
+}
+
 func (s *session) canSpanHere() bool {
 	return s.cfg.TwoPhaseCommit && s.cfg.Decisions != nil && !s.deferredFailed &&
 		(s.sc == nil || (s.sc.TxStatus == 'T' && !s.hasReal() && !s.awaitSync)) &&

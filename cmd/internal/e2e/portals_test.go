@@ -93,6 +93,29 @@ func TestKeptPortalLifetimes(t *testing.T) {
 			&pgproto3.Query{String: "FETCH 1 FROM h"},
 			&pgproto3.Query{String: "SELECT 1"}}},
 	}
+	cases = append(cases, []struct {
+		name    string
+		readies int
+		msgs    []pgproto3.FrontendMessage
+	}{
+		// A SQL FETCH and MOVE of a protocol portal (asyncpg's cursor
+		// forward() sends MOVE).
+		{"fetch-protocol-portal", 5, []pgproto3.FrontendMessage{
+			&pgproto3.Query{String: "BEGIN"},
+			ordered, &pgproto3.Bind{DestinationPortal: "C_1", Parameters: [][]byte{[]byte("2")}}, &pgproto3.Execute{Portal: "C_1", MaxRows: 3}, sync,
+			&pgproto3.Query{String: `FETCH 1 FROM "C_1"`},
+			&pgproto3.Query{String: `MOVE FORWARD 2 "C_1"`},
+			&pgproto3.Execute{Portal: "C_1", MaxRows: 2}, sync}},
+		// asyncpg: BEGIN, a prepare with Parse/Describe/Flush, then the
+		// cursor's Bind and Execute with a row limit.
+		{"prepare-flush-then-cursor", 5, []pgproto3.FrontendMessage{
+			&pgproto3.Query{String: "BEGIN"},
+			&pgproto3.Parse{Name: "s1", Query: "SELECT id, name FROM accounts WHERE id > $1 ORDER BY id"}, &pgproto3.Describe{ObjectType: 'S', Name: "s1"}, &pgproto3.Flush{},
+			&pgproto3.Bind{DestinationPortal: "p1", PreparedStatement: "s1", Parameters: [][]byte{[]byte("4")}}, &pgproto3.Execute{Portal: "p1", MaxRows: 3}, sync,
+			&pgproto3.Execute{Portal: "p1", MaxRows: 3}, sync,
+			&pgproto3.Query{String: "COMMIT"},
+			&pgproto3.Query{String: "SELECT 1"}}},
+	}...)
 	pp := lifetimePair(t, "kplife")
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
