@@ -851,17 +851,14 @@ func (s *session) runBatch(sync bool) error {
 			return s.declareBatch(*r, batch)
 		}
 		keepsPortal := rowLimited(batch) || !sync && boundOnly(batch)
-		if r.Kind == RouteSplit && r.ReadOnly && r.Merge != nil && keepsPortal {
+		if r.Kind == RouteSplit && r.ReadOnly && r.CopyOut == nil && len(r.Parts) > 0 && keepsPortal {
 			// A read whose shards' rows are concatenated, read a few rows
 			// at a time: run as a merge, which can stop and keep rows.
-			mr := *r.Merge
-			if r.Hidden {
-				mr.ShardSQL = map[int]string{}
-				for _, p := range r.Parts {
-					mr.ShardSQL[p.Shard] = p.SQL
-				}
+			mr, werr := s.readRoute(*r, r.Parts[0].SQL, batchBind(batch))
+			if werr != nil {
+				return s.proxyError(werr)
 			}
-			r.Kind, r.Merge = RouteMerge, &mr
+			r.Kind, r.Merge = RouteMerge, mr
 		}
 		if r.Kind == RouteMerge && s.inTxBlock() {
 			if !sync && !keepsPortal || !s.spanSplit() {

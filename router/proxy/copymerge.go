@@ -147,12 +147,10 @@ func (s *session) runCopyMerge(r Route) error {
 	if qr.Kind != RouteMerge {
 		return s.refuseQuery(wire.Errorf(pgcode.InternalError, "copy: the query of a merged COPY is not a merge (route %d)", qr.Kind))
 	}
-	s.copyEnc = &copyEncoder{c: cm.Copy, csv: cm.Copy.Format == "csv"}
-	defer func() { s.copyEnc = nil }()
-	return s.runMerge(qr.Merge, nil)
+	return s.runMergeAs(qr.Merge, nil, mergeMode{copyEnc: &copyEncoder{c: cm.Copy, csv: cm.Copy.Format == "csv"}})
 }
 
-// copyStart is what a merged COPY sends before its rows.
+// start is what a merged COPY sends before its rows.
 func (e *copyEncoder) start(s *session, fields []pgproto3.FieldDescription) {
 	e.cols = len(fields)
 	s.send(&pgproto3.CopyOutResponse{OverallFormat: 0, ColumnFormatCodes: make([]uint16, len(fields))})
@@ -161,7 +159,7 @@ func (e *copyEncoder) start(s *session, fields []pgproto3.FieldDescription) {
 	}
 }
 
-// copyEnd ends a merged COPY's stream and returns its command tag.
+// end ends a merged COPY's stream and returns its command tag.
 func (e *copyEncoder) end(s *session, rows int64) pgproto3.BackendMessage {
 	s.send(&pgproto3.CopyDone{})
 	return &pgproto3.CommandComplete{CommandTag: []byte(fmt.Sprintf("COPY %d", rows))}

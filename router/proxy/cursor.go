@@ -93,9 +93,7 @@ func (s *session) declareQuery(r Route) (done bool, err error) {
 		s.target = one.Shard
 		return false, nil
 	}
-	s.declaring = r.Cursor
-	defer func() { s.declaring = nil }()
-	return true, s.runMerge(mr, nil)
+	return true, s.runMergeAs(mr, nil, mergeMode{cursor: r.Cursor})
 }
 
 // declareBatch runs an extended-protocol DECLARE of a query that reads
@@ -116,8 +114,6 @@ func (s *session) declareBatch(r Route, batch []pgproto3.FrontendMessage) error 
 		}
 		return s.proxyError(werr)
 	}
-	s.declaring = r.Cursor
-	defer func() { s.declaring = nil }()
 	// The DECLARE's result formats are its own (it returns no rows): the
 	// cursor's rows are kept as text.
 	if bind != nil {
@@ -130,7 +126,7 @@ func (s *session) declareBatch(r Route, batch []pgproto3.FrontendMessage) error 
 			}
 		}
 	}
-	return s.runMerge(mr, batch)
+	return s.runMergeAs(mr, batch, mergeMode{cursor: r.Cursor})
 }
 
 // localCursor applies a FETCH, MOVE or CLOSE to a cursor the session
@@ -222,6 +218,11 @@ func (s *session) cursorBatch(batch []pgproto3.FrontendMessage) (bool, error) {
 	q, oids, ok := s.txBatch(batch)
 	if !ok || s.txStatus == 'E' {
 		return false, nil
+	}
+	switch firstWord(skipComments(q)) {
+	case "fetch", "move", "close", "declare":
+	default:
+		return false, nil // not routed twice
 	}
 	r := s.srv.router.RouteBound(q, oids, nil, nil, s.useMap(), s.srv)
 	if r.Cursor != nil && r.Cursor.Command == "CLOSE CURSOR ALL" {

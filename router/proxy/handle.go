@@ -1185,9 +1185,6 @@ func (s *session) afterReady() {
 		s.resetTx()
 	}
 	if st == 'I' {
-		s.endPortals(!s.batchErr && s.lastTag != "ROLLBACK")
-	}
-	if st == 'I' {
 		if !s.batchErr && s.lastTag != "ROLLBACK" && len(s.pendingSets) > 0 {
 			for _, p := range s.pendingSets {
 				s.addSet(p)

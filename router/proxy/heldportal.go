@@ -137,6 +137,17 @@ func batchExecute(batch []pgproto3.FrontendMessage) *pgproto3.Execute {
 	return nil
 }
 
+// batchBind returns the batch's Bind (a single-statement batch has one),
+// or nil.
+func batchBind(batch []pgproto3.FrontendMessage) *pgproto3.Bind {
+	for _, msg := range batch {
+		if b, ok := msg.(*pgproto3.Bind); ok {
+			return b
+		}
+	}
+	return nil
+}
+
 // limitMerge sets the merge's row limit from the batch's Execute; hold
 // keeps the rest of the rows for later Executes of the portal. A batch
 // that binds the portal without executing it (node-postgres's pg-cursor
@@ -273,8 +284,7 @@ loop:
 			}
 			if s.txStatus == 'E' {
 				s.push(pending{kind: pSynth, synth: errTxAborted().Response()})
-				s.clientSkipping = true
-				s.batchErr = true
+				s.clientSkipping, s.batchErr = true, true
 				return nil, nil
 			}
 			want := FetchAll

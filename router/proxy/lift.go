@@ -1,7 +1,6 @@
 package proxy
 
 import (
-	"fmt"
 	"strings"
 
 	"github.com/jackc/pgx/v5/pgproto3"
@@ -35,17 +34,29 @@ type LiftRoute struct {
 
 // liftRoute makes the route of a Lifted plan.
 func liftRoute(p *plan.Plan, in plan.Inputs, sql string) Route {
-	lr := &LiftRoute{Lift: p.Lift, Write: p.Write}
-	if in.Literals != nil {
-		lr.Lits = map[int]string{}
-		for k, l := range in.Literals {
-			if l.End > len(sql) || l.Start > l.End {
-				return Route{Kind: RouteRefuse, Err: wire.Errorf(pgcode.InternalError, "lift: literal out of the statement")}
-			}
-			lr.Lits[k+1] = sql[l.Start:l.End]
-		}
+	lits, werr := literalTexts(in, sql)
+	if werr != nil {
+		return Route{Kind: RouteRefuse, Err: werr}
 	}
-	return Route{Kind: RouteLifted, Lift: lr}
+	return Route{Kind: RouteLifted, Lift: &LiftRoute{Lift: p.Lift, Write: p.Write, Lits: lits}}
+}
+
+// literalTexts are a simple query's normalised literals as they stand in
+// its text sql, by parameter number ($1 is the first), for putting back
+// into a statement derived from the normalised one (sqlparse.ReplaceParams);
+// nil outside the simple protocol.
+func literalTexts(in plan.Inputs, sql string) (map[int]string, *wire.Error) {
+	if in.Literals == nil {
+		return nil, nil
+	}
+	lits := make(map[int]string, len(in.Literals))
+	for k, l := range in.Literals {
+		if l.End > len(sql) || l.Start > l.End {
+			return nil, wire.Errorf(pgcode.InternalError, "literal %d out of the statement", k+1)
+		}
+		lits[k+1] = sql[l.Start:l.End]
+	}
+	return lits, nil
 }
 
 // maxLiftDepth bounds subqueries lifted inside lifted subqueries.
@@ -202,9 +213,7 @@ func (s *session) capture(sql string, oids []uint32, bind *pgproto3.Bind, depth 
 	if types != nil {
 		mr.OIDs = types
 	}
-	s.capturing = true
-	m := s.newMerge(mr)
-	s.capturing = false
+	m := s.newMerge(mr, mergeMode{capture: true})
 	defer func() { m.store.close() }()
 	mark := len(s.out)
 	if s.inTxBlock() {
@@ -357,6 +366,3 @@ func (s *session) runLifted(r Route, sql string, batch []pgproto3.FrontendMessag
 	}
 	return s.runMerge(mr, batch)
 }
-
-// describeLift is fmt's view of a lift, for logs.
-func (lr *LiftRoute) String() string { return fmt.Sprintf("lift %d subqueries", len(lr.Subs)) }

@@ -65,7 +65,6 @@ type merge struct {
 	copyEnc    *copyEncoder // rows written as COPY writes them (copymerge.go)
 	copyMsg    pgproto3.CopyData
 	store      *rowStore // the kept rows
-	kept       int64
 	portalDesc *pgproto3.RowDescription
 }
 
@@ -106,13 +105,28 @@ const mergeUnnamed = ^uint64(0)
 // runMerge runs a merged SELECT. batch is the client's extended-protocol
 // batch (nil for a simple Query).
 func (s *session) runMerge(r *MergeRoute, batch []pgproto3.FrontendMessage) error {
+	return s.runMergeAs(r, batch, mergeMode{})
+}
+
+// mergeMode is what a merge does with its rows instead of sending them to
+// the client as rows: keep them all for a cursor (DECLARE, cursor.go) or
+// for the session (a lifted subquery, lift.go), or write them as COPY data
+// (copymerge.go).
+type mergeMode struct {
+	cursor  *plan.Cursor
+	capture bool
+	copyEnc *copyEncoder
+}
+
+// runMergeAs is runMerge in a mode.
+func (s *session) runMergeAs(r *MergeRoute, batch []pgproto3.FrontendMessage, mode mergeMode) error {
 	parse, bind, clientParsed, err := s.batchStatement(batch)
 	if err != nil {
 		return s.proxyError(err)
 	}
 	if s.inTxBlock() {
 		if s.spanSplit() {
-			return s.runMergeTx(r, parse, bind, batch, clientParsed)
+			return s.runMergeTx(r, parse, bind, batch, clientParsed, mode)
 		}
 		e := s.errMergeInTx()
 		if batch != nil {
@@ -120,7 +134,7 @@ func (s *session) runMerge(r *MergeRoute, batch []pgproto3.FrontendMessage) erro
 		}
 		return s.refuseQuery(e)
 	}
-	m := s.newMerge(r)
+	m := s.newMerge(r, mode)
 	m.limitMerge(batch, !s.batchSync)  // before a Flush, the portal outlives the batch
 	defer func() { m.store.close() }() // unless a portal took it
 	mark := len(s.out)
@@ -192,18 +206,15 @@ func (s *session) batchStatement(batch []pgproto3.FrontendMessage) (parse *pgpro
 	return parse, bind, clientParsed, nil
 }
 
-func (s *session) newMerge(r *MergeRoute) *merge {
-	m := &merge{s: s, r: r, spec: r.Spec, limit: r.Limit, skip: r.Offset, maxMem: s.cfg.MergeMemoryLimit}
+func (s *session) newMerge(r *MergeRoute, mode mergeMode) *merge {
+	m := &merge{s: s, r: r, spec: r.Spec, limit: r.Limit, skip: r.Offset, maxMem: s.cfg.MergeMemoryLimit,
+		cursor: mode.cursor, capture: mode.capture, copyEnc: mode.copyEnc}
 	if m.maxMem <= 0 {
 		m.maxMem = DefaultMergeMemoryLimit
 	}
-	if s.declaring != nil {
-		m.cursor, m.rowCap, m.hold, m.holdAll = s.declaring, -1, true, true
+	if m.cursor != nil || m.capture {
+		m.rowCap, m.hold, m.holdAll = -1, true, true // every row kept
 	}
-	if s.capturing {
-		m.capture, m.rowCap, m.hold, m.holdAll = true, -1, true, true
-	}
-	m.copyEnc = s.copyEnc
 	return m
 }
 
@@ -224,7 +235,7 @@ func (s *session) errMergeInTx() *wire.Error {
 // as an error fails a Postgres transaction. An extended-protocol batch
 // must be the statement alone, ending with Sync (its ReadyForQuery comes
 // from the attached participant).
-func (s *session) runMergeTx(r *MergeRoute, parse *pgproto3.Parse, bind *pgproto3.Bind, batch []pgproto3.FrontendMessage, clientParsed bool) error {
+func (s *session) runMergeTx(r *MergeRoute, parse *pgproto3.Parse, bind *pgproto3.Bind, batch []pgproto3.FrontendMessage, clientParsed bool, mode mergeMode) error {
 	refuse := func(e *wire.Error) error {
 		if batch != nil {
 			return s.proxyError(e)
@@ -242,7 +253,7 @@ func (s *session) runMergeTx(r *MergeRoute, parse *pgproto3.Parse, bind *pgproto
 		return refuse(wire.Errorf(pgcode.FeatureNotSupported, "in a transaction, a query that reads several shards must be alone in its pipeline").
 			WithHint("Send it on its own (Parse/Bind/Execute/Sync)."))
 	}
-	m := s.newMerge(r)
+	m := s.newMerge(r, mode)
 	m.limitMerge(batch, true)          // the portal lives until the transaction ends
 	defer func() { m.store.close() }() // unless a portal took it
 	mark := len(s.out)
@@ -559,8 +570,7 @@ func (m *merge) emit(vals [][]byte, mark *int) (bool, *wire.Error) {
 		if werr := m.keep(vals); werr != nil {
 			return true, werr
 		}
-		m.kept++
-		return m.limit >= 0 && m.sent+m.kept >= m.limit, nil
+		return m.limit >= 0 && m.sent+int64(m.store.len()) >= m.limit, nil
 	}
 	if m.copyEnc != nil {
 		m.copyMsg.Data = m.copyEnc.row(vals)

@@ -264,15 +264,6 @@ func resolveMap(p *plan.Plan, in plan.Inputs, m *AppliedMap, sql string, env Cat
 			// one Postgres would return (no order, limit or aggregate).
 			r := everyShard(m, sql)
 			r.ReadOnly = true
-			if in.Literals == nil && (p.Merge == nil || !p.Merge.Returning) {
-				// The same read as a merge that passes the rows on, for
-				// an Execute with a row limit (heldportal.go).
-				shards := make([]int, len(r.Parts))
-				for i, part := range r.Parts {
-					shards[i] = part.Shard
-				}
-				r.Merge = &MergeRoute{Spec: &plan.MergeSpec{ShardSQL: sql}, Shards: shards, SQL: sql, Limit: -1, Params: in.Params, Formats: in.Formats}
-			}
 			return r
 		}
 		if p.Merge != nil && p.Merge.Spec != nil && p.Statements <= 1 {
@@ -582,12 +573,9 @@ func copyOutRoute(p *plan.Plan, in plan.Inputs, sql string, shards []int) Route 
 	if !concatenates(p.Merge) && copyMerges(p.Copy, in) {
 		// The query merged as a SELECT, its rows written as COPY would
 		// write them (copymerge.go).
-		lits := map[int]string{}
-		for k, l := range in.Literals {
-			if l.End > len(sql) || l.Start > l.End {
-				return Route{Kind: RouteRefuse, Err: wire.Errorf(pgcode.InternalError, "copy: literal out of the statement")}
-			}
-			lits[k+1] = sql[l.Start:l.End]
+		lits, werr := literalTexts(in, sql)
+		if werr != nil {
+			return Route{Kind: RouteRefuse, Err: werr}
 		}
 		q, ok := sqlparse.ReplaceParams(p.Copy.QueryText, lits)
 		if !ok {

@@ -89,10 +89,7 @@ type session struct {
 	batchSync      bool                       // the batch being run ends with Sync (runBatch)
 	portals        map[string]*heldPortal     // merged portals read a few rows at a time (heldportal.go)
 	endedPortals   map[string]bool            // kept portals gone with their transaction, not closed yet
-	declaring      *plan.Cursor               // the DECLARE whose query runs as a merge (cursor.go)
-	capturing      bool                       // the next merge's rows are kept, not sent (lift.go)
 	keptMem        int64                      // memory of the kept portals' rows (heldportal.go)
-	copyEnc        *copyEncoder               // the next merge's rows go out as COPY data (copymerge.go)
 	heldDeadline   bool                       // the read deadline is implicitFlushAfter's
 	implicitFlush  bool                       // handling the Flush of implicitFlushAfter
 	heldForSync    bool                       // the held batch runs only at Sync: no implicit Flush

@@ -627,9 +627,6 @@ func runAll(conns []*pool.Conn, q string) []shardResult {
 	return res
 }
 
-// canSpanHere reports whether a statement may run on several shards inside
-// the session's transaction (runSplitTx): the participants it has are
-// between statements and spanning is allowed.
 // settleSync ends, with a Sync, the extended-protocol sequence the
 // attached connection awaits inside the client's transaction when nothing
 // of it is left to answer (asyncpg prepares with Parse, Describe, Flush,
@@ -656,6 +653,9 @@ func (s *session) settleSync() bool {
 	return true
 }
 
+// canSpanHere reports whether a statement may run on several shards inside
+// the session's transaction (runSplitTx): the participants it has are
+// between statements and spanning is allowed.
 func (s *session) canSpanHere() bool {
 	return s.cfg.TwoPhaseCommit && s.cfg.Decisions != nil && !s.deferredFailed &&
 		(s.sc == nil || (s.sc.TxStatus == 'T' && !s.hasReal() && !s.awaitSync)) &&
