@@ -109,10 +109,7 @@ func (s *session) declareBatch(r Route, batch []pgproto3.FrontendMessage) error 
 			WithHint("Declare the cursor with the simple protocol, or for a query on one sharding key.")
 	}
 	if werr != nil {
-		if s.inTxBlock() {
-			s.failTx()
-		}
-		return s.proxyError(werr)
+		return s.batchFail(werr)
 	}
 	// The DECLARE's result formats are its own (it returns no rows): the
 	// cursor's rows are kept as text.
@@ -233,11 +230,7 @@ func (s *session) cursorBatch(batch []pgproto3.FrontendMessage) (bool, error) {
 		return false, nil
 	}
 	fetch := r.Cursor.Command == "FETCH"
-	fail := func(werr *wire.Error) (bool, error) {
-		s.push(pending{kind: pSynth, synth: werr.Response()})
-		s.clientSkipping, s.batchErr = true, true
-		return true, nil
-	}
+	fail := func(werr *wire.Error) (bool, error) { return true, s.batchFail(werr) }
 	for _, msg := range batch {
 		if b, ok := msg.(*pgproto3.Bind); ok && fetch {
 			for _, f := range b.ResultFormatCodes {

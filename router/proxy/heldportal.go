@@ -283,9 +283,7 @@ loop:
 				break loop
 			}
 			if s.txStatus == 'E' {
-				s.push(pending{kind: pSynth, synth: errTxAborted().Response()})
-				s.clientSkipping, s.batchErr = true, true
-				return nil, nil
+				return nil, s.batchFail(errTxAborted())
 			}
 			want := FetchAll
 			if x.MaxRows > 0 {
@@ -297,9 +295,7 @@ loop:
 				if !errors.As(err, &we) {
 					return nil, err
 				}
-				s.push(pending{kind: pSynth, synth: we.Response()})
-				s.clientSkipping, s.batchErr = true, true
-				return nil, nil
+				return nil, s.batchFail(we)
 			}
 			k := sel.count
 			if x.MaxRows > 0 && k == int(x.MaxRows) {
@@ -313,9 +309,7 @@ loop:
 				break loop
 			}
 			if s.txStatus == 'E' {
-				s.push(pending{kind: pSynth, synth: errTxAborted().Response()})
-				s.clientSkipping, s.batchErr = true, true
-				return nil, nil
+				return nil, s.batchFail(errTxAborted())
 			}
 			if h.desc == nil {
 				s.push(pending{kind: pSynth, synth: &pgproto3.NoData{}})
@@ -336,6 +330,17 @@ loop:
 	rest := batch[i:]
 	s.dropPortals(rest)
 	return rest, nil
+}
+
+// batchFail answers an error raised by pgshard itself in an
+// extended-protocol batch (proxyError); inside a transaction it fails the
+// transaction on every participant first, as Postgres fails a
+// transaction on an error.
+func (s *session) batchFail(werr *wire.Error) error {
+	if s.inTxBlock() && !s.clientSkipping && !s.serverSkipping {
+		s.failTx()
+	}
+	return s.proxyError(werr)
 }
 
 // dropPortal forgets a kept portal and its rows.

@@ -321,10 +321,7 @@ func (s *session) runLifted(r Route, sql string, batch []pgproto3.FrontendMessag
 		if batch == nil {
 			return s.refuseQuery(werr)
 		}
-		if s.inTxBlock() {
-			s.failTx()
-		}
-		return s.proxyError(werr)
+		return s.batchFail(werr)
 	}
 	if r.Lift.Write {
 		return fail(wire.Errorf(pgcode.FeatureNotSupported, "an UPDATE or DELETE whose subqueries on sharded tables run first is supported in the simple protocol only").

@@ -285,8 +285,7 @@ func (s *session) runMergeTx(r *MergeRoute, parse *pgproto3.Parse, bind *pgproto
 	}
 	if batch != nil {
 		if werr != nil {
-			s.failTx()
-			return s.proxyError(werr)
+			return s.batchFail(werr)
 		}
 		if tag := s.mergeEnd(m, batch); tag != nil {
 			s.push(pending{kind: pSynth, synth: tag})

@@ -106,6 +106,15 @@ func TestKeptPortalLifetimes(t *testing.T) {
 			&pgproto3.Query{String: `FETCH 1 FROM "C_1"`},
 			&pgproto3.Query{String: `MOVE FORWARD 2 "C_1"`},
 			&pgproto3.Execute{Portal: "C_1", MaxRows: 2}, sync}},
+		// An error of a FETCH pgshard answers in the extended protocol
+		// fails the transaction, as Postgres's do.
+		{"extended-fetch-error-fails-tx", 6, []pgproto3.FrontendMessage{
+			&pgproto3.Query{String: "BEGIN"},
+			&pgproto3.Query{String: "DECLARE n NO SCROLL CURSOR FOR SELECT id FROM accounts ORDER BY id"},
+			&pgproto3.Parse{Query: "FETCH 2 FROM n"}, &pgproto3.Bind{}, &pgproto3.Execute{}, sync,
+			&pgproto3.Parse{Query: "FETCH PRIOR FROM n"}, &pgproto3.Bind{}, &pgproto3.Execute{}, sync,
+			&pgproto3.Query{String: "SELECT 1"},
+			&pgproto3.Query{String: "ROLLBACK"}}},
 		// asyncpg: BEGIN, a prepare with Parse/Describe/Flush, then the
 		// cursor's Bind and Execute with a row limit.
 		{"prepare-flush-then-cursor", 5, []pgproto3.FrontendMessage{
