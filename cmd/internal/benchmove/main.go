@@ -223,9 +223,11 @@ func run() error {
 	pb.Env = append(os.Environ(), "PGPASSWORD=app")
 	var pbOut strings.Builder
 	pb.Stdout, pb.Stderr = &pbOut, &pbOut
-	if err := pb.Start(); err != nil {
-		bstop()
-		return err
+	if *clients > 0 { // -clients 0: no load (the probe writers only)
+		if err := pb.Start(); err != nil {
+			bstop()
+			return err
+		}
 	}
 
 	// A probe writer: latency of single-row writes, by bucket class.
@@ -331,7 +333,9 @@ func run() error {
 	probeStop.Store(true)
 	wg.Wait()
 	bstop()
-	_ = pb.Wait()
+	if *clients > 0 {
+		_ = pb.Wait()
+	}
 
 	infos, err := cat.Moves(ctx, 1)
 	if err != nil || len(infos) == 0 {
