@@ -16,9 +16,9 @@ import (
 
 // The fence is what makes a stale writer fail (DESIGN.md §4.3): on every
 // shard that takes part in a move, each sharded table has three AFTER ROW
-// triggers (pgshard_fence_ins, _upd, _del) whose WHEN condition is true
-// for a row whose bucket the shard does not own, and whose function then
-// raises 40001. The set of fenced buckets lives in pgshard.fence on the
+// triggers (pgshard_fence_ins, _upd, _del) whose WHEN condition
+// (pgshard.fenced_<table>(NEW), see fenceTable) is true for a row whose
+// bucket the shard does not own, and whose function then raises 40001. The set of fenced buckets lives in pgshard.fence on the
 // shard, and is compiled into an IMMUTABLE function, pgshard.fence_bits(),
 // that returns it as a constant bitmap (get_bit(mask, bucket) = 1: fenced).
 //
@@ -246,9 +246,32 @@ func compileFenceTx(ctx context.Context, tx execer, m *shardmap.Map) error {
 	return nil
 }
 
-// fenceTable makes t's fence function and triggers what compileFenceTx
+// fencedFunc is the name of t's test of a row (fenceTable).
+func fencedFunc(t shardmap.Table) string {
+	return "pgshard." + quoteIdent("fenced_"+t.Name)
+}
+
+// fenceTable makes t's fence functions and triggers what compileFenceTx
 // wants.
+//
+// The triggers' WHEN condition calls pgshard.fenced_<table>(NEW), an SQL
+// function of anyelement that reads the key from the row, rather than
+// naming the key column itself: Postgres inlines it when it prepares the
+// condition (the field of the whole row becomes a plain column reference,
+// and the mask a constant), so a row costs the same, while the triggers
+// depend on no column of the table. A condition naming the key would make
+// Postgres refuse to change the key column's type ("cannot alter type of a
+// column used in a trigger definition"), as an application's migration of
+// an integer key to bigint does.
 func fenceTable(ctx context.Context, tx execer, m *shardmap.Map, t shardmap.Table) error {
+	rowB, err := shardmap.BucketSQL("($1)."+quoteIdent(t.Key), t.Type, m.Rules.Buckets)
+	if err != nil {
+		return err
+	}
+	if err := replaceFunction(ctx, tx, fencedFunc(t), "anyelement", `RETURNS boolean LANGUAGE sql IMMUTABLE PARALLEL SAFE`,
+		fmt.Sprintf(`SELECT get_bit(%s(), %s) = 1`, fenceMaskFunc, rowB)); err != nil {
+		return fmt.Errorf("fence test of %s: %w", t.Name, err)
+	}
 	newB, err := shardmap.BucketSQL("NEW."+quoteIdent(t.Key), t.Type, m.Rules.Buckets)
 	if err != nil {
 		return err
@@ -257,32 +280,31 @@ func fenceTable(ctx context.Context, tx execer, m *shardmap.Map, t shardmap.Tabl
 	if err != nil {
 		return err
 	}
-	fenced := func(b string) string { return fmt.Sprintf("get_bit(%s(), %s) = 1", fenceMaskFunc, b) }
 	// Called only for a fenced row (the triggers' WHEN): it raises, always,
 	// so that no trigger of another kind could use it to skip a row.
 	body := fmt.Sprintf(`
 DECLARE
     b int;
 BEGIN
-    IF TG_OP <> 'DELETE' THEN
+    IF TG_OP = 'INSERT' OR (TG_OP = 'UPDATE' AND %[4]s(NEW)) THEN
         b := %[1]s;
-    END IF;
-    IF TG_OP = 'DELETE' OR (TG_OP = 'UPDATE' AND NOT %[4]s) THEN
+    ELSE
         b := %[2]s;
     END IF;
     RAISE EXCEPTION 'bucket %% of table %%.%% is not owned by this shard', b, TG_TABLE_SCHEMA, TG_TABLE_NAME
         USING ERRCODE = '%[3]s',
               HINT = 'The bucket moved to another shard: retry the transaction through pgshard, which routes it to the new owner.';
 END
-`, newB, oldB, staleWriteCode, fenced("b"))
+`, newB, oldB, staleWriteCode, fencedFunc(t))
 	if err := replaceFunction(ctx, tx, fenceFunc(t), "", `RETURNS trigger LANGUAGE plpgsql`, body); err != nil {
 		return fmt.Errorf("fence function of %s: %w", t.Name, err)
 	}
 	table := quoteIdent(t.Name)
+	fenced := fencedFunc(t)
 	want := map[string]string{
-		"pgshard_fence_ins": fmt.Sprintf(`AFTER INSERT ON %s FOR EACH ROW WHEN (%s)`, table, fenced(newB)),
-		"pgshard_fence_upd": fmt.Sprintf(`AFTER UPDATE ON %s FOR EACH ROW WHEN (%s OR %s)`, table, fenced(newB), fenced(oldB)),
-		"pgshard_fence_del": fmt.Sprintf(`AFTER DELETE ON %s FOR EACH ROW WHEN (%s)`, table, fenced(oldB)),
+		"pgshard_fence_ins": fmt.Sprintf(`AFTER INSERT ON %s FOR EACH ROW WHEN (%s(NEW))`, table, fenced),
+		"pgshard_fence_upd": fmt.Sprintf(`AFTER UPDATE ON %s FOR EACH ROW WHEN (%[2]s(NEW) OR %[2]s(OLD))`, table, fenced),
+		"pgshard_fence_del": fmt.Sprintf(`AFTER DELETE ON %s FOR EACH ROW WHEN (%s(OLD))`, table, fenced),
 	}
 	rows, err := tx.Query(ctx, `SELECT tgname FROM pg_trigger WHERE tgrelid = to_regclass($1) AND tgname LIKE 'pgshard\_fence%'`, table)
 	if err != nil {

@@ -120,6 +120,18 @@ CREATE TRIGGER pgshard_fence BEFORE INSERT OR UPDATE OR DELETE ON accounts FOR E
 	if _, err := app0.Exec(ctx, `DELETE FROM accounts WHERE id = $1`, owned); err != nil {
 		t.Fatalf("delete of a row s0 owns: %v", err)
 	}
+	// The triggers name no column: the key's type can change (an
+	// application's migration of an integer key to bigint), and the fence
+	// still holds after.
+	if _, err := s0.Exec(ctx, `ALTER TABLE accounts ALTER COLUMN id TYPE integer`); err != nil {
+		t.Fatalf("change of the key's type on a fenced table: %v", err)
+	}
+	if _, err := s0.Exec(ctx, `ALTER TABLE accounts ALTER COLUMN id TYPE bigint`); err != nil {
+		t.Fatalf("change of the key's type on a fenced table: %v", err)
+	}
+	if _, err := app0.Exec(ctx, fmt.Sprintf(`INSERT INTO accounts VALUES (%d, 'stale')`, staleKey)); !isCode(err, "40001") {
+		t.Errorf("insert of the moved bucket on the old owner after the key's type changed: %v, want 40001", err)
+	}
 	// The new owner takes writes of the moved bucket.
 	app2 := connect(t, mc.shards[2].DSN)
 	if _, err := app2.Exec(ctx, fmt.Sprintf(`INSERT INTO accounts VALUES (%d, 'new owner')`, staleKey)); err != nil {
