@@ -171,6 +171,17 @@ func resolveMap(p *plan.Plan, in plan.Inputs, m *AppliedMap, sql string, env Cat
 				}
 				return mergeRoute(p, in, sql, bucketShards(m.Map, bs))
 			}
+			if m.ShardOf(b) != shard && !p.Write && p.Copy == nil && concatenates(p.Merge) && p.Statements <= 1 {
+				// A read of keys on several shards (id IN (1, 2), id =
+				// ANY($1)) that needs no merge: the same statement on the
+				// shards that own the keys, their rows one after the
+				// other, as a keyless read runs on every shard. Before, it
+				// was refused unless it had an ORDER BY, a LIMIT or an
+				// aggregate (found with Django's prefetch_related).
+				r := sameOnShards(sql, bucketShards(m.Map, bs))
+				r.ReadOnly = true
+				return r
+			}
 			if m.ShardOf(b) != shard && p.Write && p.Insert == nil && p.Table != "" && concatenates(p.Merge) && p.Statements <= 1 {
 				// An UPDATE or DELETE whose keys (id IN (1, 2), id =
 				// ANY($1)) live on several shards runs whole on each of

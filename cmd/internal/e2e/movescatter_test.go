@@ -83,6 +83,15 @@ func TestScatterDuringMove(t *testing.T) {
 			one(fmt.Sprintf("SELECT count(*) FROM accounts WHERE id IN (%s)", inList), int64(len(inKeys)))
 			one("SELECT count(*) FROM accounts TABLESAMPLE SYSTEM (100)", 1000)
 			one("SELECT count(public.accounts.id) FROM public.accounts", 1000)
+			// The IN list's rows, concatenated (no merge): each key once.
+			keyRows, err := c.Query(ctx, fmt.Sprintf("SELECT id FROM accounts WHERE id IN (%s)", inList), mode)
+			if err != nil {
+				t.Fatalf("%s (%v): IN list: %v", stage, mode, err)
+			}
+			keyIDs, err := pgx.CollectRows(keyRows, pgx.RowTo[int64])
+			if slices.Sort(keyIDs); err != nil || !slices.Equal(keyIDs, inKeys) {
+				t.Fatalf("%s (%v): SELECT id ... IN (...): %v, %v; want %v", stage, mode, keyIDs, err, inKeys)
+			}
 			// Concatenated rows (no merge): each key once.
 			rows, err := c.Query(ctx, "SELECT id FROM accounts", mode)
 			if err != nil {

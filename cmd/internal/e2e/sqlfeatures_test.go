@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"os/exec"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -427,6 +428,92 @@ func TestKeyListWrites(t *testing.T) {
 				_ = tx.Rollback(ctx)
 				if got := sum(); got != 66 {
 					t.Fatalf("sum after the refused delete: %d, want 66", got)
+				}
+			}
+		})
+	}
+}
+
+// A read of keys on several shards that needs no merge (no ORDER BY, LIMIT
+// or aggregate: Django's prefetch_related, filter(pk__in=...)) runs on the
+// shards that own the keys, like a keyless read on every shard; it was
+// refused with 0A000. Simple and extended protocol, a co-located join, in
+// and out of a transaction, each answer compared with the same read
+// filtered in a merge (ORDER BY).
+func TestKeyListReads(t *testing.T) {
+	for _, twoPC := range []bool{false, true} {
+		t.Run(fmt.Sprint("2pc=", twoPC), func(t *testing.T) {
+			ts := newTwoPCSetup(t, fmt.Sprint("keylistread_e2e_", twoPC), twoPC)
+			c := ts.conn(t)
+			ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+			defer cancel()
+			for i := 1; i <= 12; i++ {
+				if _, err := c.Exec(ctx, "insert into accounts (id, name) values ($1, 'k')", i); err != nil {
+					t.Fatal(err)
+				}
+			}
+			ids := func(q pgx.Rows, err error) []int64 {
+				t.Helper()
+				if err != nil {
+					t.Fatal(err)
+				}
+				got, err := pgx.CollectRows(q, pgx.RowTo[int64])
+				if err != nil {
+					t.Fatal(err)
+				}
+				slices.Sort(got)
+				return got
+			}
+			want := []int64{1, 2, 3, 4, 5, 6, 11}
+			for _, q := range []struct {
+				sql  string
+				args []any
+			}{
+				{"select id from accounts where id in (1, 2, 3, 4, 5, 6, 11, 99)", []any{pgx.QueryExecModeSimpleProtocol}},
+				{"select id from accounts where id in (1, 2, 3, 4, 5, 6, 11, 99)", nil},
+				{"select id from accounts where id = any($1)", []any{[]int64{1, 2, 3, 4, 5, 6, 11, 99}}},
+				{"select id from accounts where id = any($1) and name = $2", []any{[]int64{1, 2, 3, 4, 5, 6, 11, 99}, "k"}},
+				{"select a.id from accounts a left join orders o on o.account_id = a.id where a.id in (1, 2, 3, 4, 5, 6, 11)", []any{pgx.QueryExecModeSimpleProtocol}},
+			} {
+				if got := ids(c.Query(ctx, q.sql, q.args...)); !slices.Equal(got, want) {
+					t.Errorf("%s: %v, want %v", q.sql, got, want)
+				}
+			}
+			// In a transaction: as a keyless read does there.
+			for _, mode := range []pgx.QueryExecMode{pgx.QueryExecModeSimpleProtocol, pgx.QueryExecModeExec} {
+				tx, err := c.Begin(ctx)
+				if err != nil {
+					t.Fatal(err)
+				}
+				if _, err := tx.Exec(ctx, "update accounts set balance = balance + 1 where id = 1"); err != nil {
+					t.Fatal(err)
+				}
+				rows, kerr := tx.Query(ctx, "select id from accounts where id in (1, 2, 3, 4, 5, 6, 11)", mode)
+				var got []int64
+				if kerr == nil {
+					got, kerr = pgx.CollectRows(rows, pgx.RowTo[int64])
+				}
+				_ = tx.Rollback(ctx)
+				tx, err = c.Begin(ctx)
+				if err != nil {
+					t.Fatal(err)
+				}
+				if _, err := tx.Exec(ctx, "update accounts set balance = balance + 1 where id = 1"); err != nil {
+					t.Fatal(err)
+				}
+				rows, aerr := tx.Query(ctx, "select id from accounts where balance >= 0", mode)
+				if aerr == nil {
+					_, aerr = pgx.CollectRows(rows, pgx.RowTo[int64])
+				}
+				_ = tx.Rollback(ctx)
+				if pgCode(kerr) != pgCode(aerr) {
+					t.Fatalf("in a transaction (%v): key list read: %v; keyless read: %v", mode, kerr, aerr)
+				}
+				if kerr == nil {
+					slices.Sort(got)
+					if !slices.Equal(got, want) {
+						t.Fatalf("in a transaction (%v): %v, want %v", mode, got, want)
+					}
 				}
 			}
 		})
