@@ -4,8 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"slices"
-	"strings"
 	"time"
 
 	"github.com/jackc/pgx/v5"
@@ -15,41 +13,37 @@ import (
 )
 
 // The fence is what makes a stale writer fail (DESIGN.md §4.3): on every
-// shard that takes part in a move, each sharded table has three AFTER ROW
-// triggers (pgshard_fence_ins, _upd, _del) whose WHEN condition
-// (pgshard.fenced_<table>(NEW), see fenceTable) is true for a row whose
-// bucket the shard does not own, and whose function then raises 40001. The set of fenced buckets lives in pgshard.fence on the
-// shard, and is compiled into an IMMUTABLE function, pgshard.fence_bits(),
-// that returns it as a constant bitmap (get_bit(mask, bucket) = 1: fenced).
+// shard that takes part in a move, each sharded table has a BEFORE ROW
+// trigger that rejects an insert, update or delete of a row whose bucket the
+// shard does not own. The set of fenced buckets lives in pgshard.fence on
+// the shard, and is compiled into an IMMUTABLE SQL function,
+// pgshard.fence_bits(), that returns it as a constant bitmap (get_bit(mask,
+// bucket) = 1: fenced), so that a change is seen through the catalog
+// (pg_proc), not through a table snapshot: even a REPEATABLE READ
+// transaction that began before the fence cannot write behind it. The
+// trigger functions call it and never change: the planner folds the mask
+// into the one expression that reads it, and replacing the mask invalidates
+// that expression's cached plan in every session (a replan of one
+// expression), where replacing the trigger function would make every
+// session compile it again at its next write (measured: 20-30 ms per
+// session on a busy shard, just when the writes a cutover held are
+// released).
 //
-// Postgres prepares a trigger's WHEN condition once per statement and
-// folds the IMMUTABLE call into a constant there, so each row costs a hash
-// and a bit test in C, no function call; a row in no fenced bucket queues
-// no trigger event; and, the triggers being AFTER ones, a COPY into the
-// table keeps its batched inserts. Measured (500,000 rows, COPY FROM a
-// binary file, idle shard, runs alternated): 0.82-0.90 s without a
-// trigger, 0.86-0.94 s with these, 2.4-4.4 s with the BEFORE ROW trigger
-// calling a PL/pgSQL function that pgshard used before (it made every COPY
-// insert row by row, and walked a text mask per row).
-//
-// A change of the set is seen through the catalog (pg_proc), not through a
-// table snapshot: even a REPEATABLE READ transaction that began before the
-// fence cannot write behind it, since each statement folds the function
-// anew. The mask function is PL/pgSQL rather than SQL: the fold runs it
-// once per statement, and a cached PL/pgSQL function runs without being
-// parsed again (an SQL one is parsed and planned at each call; measured
-// with pgbench, single-row inserts, it cost a third of their rate).
+// Why a BEFORE ROW trigger in PL/pgSQL. Measured on an idle shard, per
+// single-row UPDATE by key (50,000 of them, µs each): 21-22 without a
+// trigger, 22.5 with this one; an AFTER ROW trigger whose WHEN condition
+// tests the bucket, which keeps a COPY's batched inserts, cost 29 with the
+// simplest condition and 38-46 with the bucket as BucketSQL writes it or an
+// inlined function of the row (Postgres prepares a WHEN condition again for
+// every statement). Such statements are what shards run most. A COPY of
+// 500,000 rows into a fenced table took 1.43-1.73 s, against 0.84-0.90 s
+// with no trigger (a BEFORE ROW trigger makes COPY insert row by row) and
+// 2.54-2.66 s with the text mask read by substr of before 2026-11-30.
 //
 // Logical replication's apply worker runs with session_replication_role =
 // replica, in which ordinary triggers do not fire, so the subscription that
-// fills the target is not fenced; neither is shardctl's own copy and
-// cleanup, which sets the same role (it connects as a superuser: the
-// shard's admin_dsn).
-//
-// An AFTER trigger sees only rows the statement wrote: a stale INSERT ...
-// ON CONFLICT DO NOTHING that meets a moved row still on the source (before
-// the cleanup) writes nothing and is not refused. Nothing is committed on
-// the old owner; such a statement reports what it did there, 0 rows.
+// fills the target is not fenced; neither is shardctl's own cleanup, which
+// sets the same role (it connects as a superuser: the shard's admin_dsn).
 
 // fenceDDL creates the shard-side schema.
 const fenceDDL = `
@@ -68,12 +62,8 @@ func fenceFunc(t shardmap.Table) string {
 	return "pgshard." + quoteIdent("fence_"+t.Name)
 }
 
-// fenceTriggers are the names of a table's fence triggers.
-var fenceTriggers = []string{"pgshard_fence_ins", "pgshard_fence_upd", "pgshard_fence_del"}
-
-// oldFenceTrigger is the BEFORE ROW trigger of pgshard before fenceTriggers;
-// compileFenceTx replaces it.
-const oldFenceTrigger = "pgshard_fence"
+// fenceTrigger is the name of a table's fence trigger.
+const fenceTrigger = "pgshard_fence"
 
 // installFence creates the fence schema and the trigger of every sharded
 // table present on the shard, and compiles the current fence set into the
@@ -113,8 +103,7 @@ func setFence(ctx context.Context, c *pgx.Conn, m *shardmap.Map, move int64, buc
 	b.Queue(`SELECT (SELECT prosrc FROM pg_proc WHERE oid = to_regproc($1)),
        (SELECT count(*) FROM unnest($2::text[]) t
          WHERE to_regclass(t) IS NOT NULL
-           AND (SELECT count(*) FILTER (WHERE tgname = ANY ($3::text[])) <> cardinality($3::text[]) OR count(*) FILTER (WHERE tgname = $4) > 0
-                  FROM pg_trigger WHERE tgrelid = to_regclass(t)))`, fenceMaskFunc, tables, fenceTriggers, oldFenceTrigger)
+           AND NOT EXISTS (SELECT 1 FROM pg_trigger WHERE tgrelid = to_regclass(t) AND tgname = $3))`, fenceMaskFunc, tables, fenceTrigger)
 	began := false
 	defer func() {
 		if err != nil && began && !c.PgConn().IsClosed() {
@@ -173,11 +162,11 @@ func fenceMask(buckets int, fenced []int32) []byte {
 
 // fenceMaskBody is the body of pgshard.fence_bits() for mask.
 func fenceMaskBody(mask []byte) string {
-	return fmt.Sprintf(`BEGIN RETURN '\x%x'::bytea; END`, mask)
+	return fmt.Sprintf(`SELECT '\x%x'::bytea`, mask)
 }
 
 // fenceMaskDecl is the declaration of pgshard.fence_bits().
-const fenceMaskDecl = `RETURNS bytea LANGUAGE plpgsql IMMUTABLE PARALLEL SAFE`
+const fenceMaskDecl = `RETURNS bytea LANGUAGE sql IMMUTABLE PARALLEL SAFE`
 
 // fenceMaskDDL replaces pgshard.fence_bits() with body (as replaceFunction
 // does).
@@ -198,9 +187,10 @@ func compileFence(ctx context.Context, c *pgx.Conn, m *shardmap.Map) error {
 }
 
 // compileFenceTx writes the shard's fence set into pgshard.fence_bits(),
-// and makes sure every sharded table's fence function and triggers exist
-// (replacing the BEFORE ROW trigger of an older pgshard). Neither is
-// replaced when it already says what it should (see the top of this file).
+// and makes sure every sharded table's fence function and trigger exist.
+// Neither is replaced when it already says what it should (see the top of
+// this file). A shard fenced by an older pgshard, whose trigger function
+// read a text mask (pgshard.fence_mask()), gets the new function body.
 func compileFenceTx(ctx context.Context, tx execer, m *shardmap.Map) error {
 	rows, err := tx.Query(ctx, `SELECT bucket FROM pgshard.fence`)
 	if err != nil {
@@ -246,32 +236,9 @@ func compileFenceTx(ctx context.Context, tx execer, m *shardmap.Map) error {
 	return nil
 }
 
-// fencedFunc is the name of t's test of a row (fenceTable).
-func fencedFunc(t shardmap.Table) string {
-	return "pgshard." + quoteIdent("fenced_"+t.Name)
-}
-
-// fenceTable makes t's fence functions and triggers what compileFenceTx
+// fenceTable makes t's fence function and trigger what compileFenceTx
 // wants.
-//
-// The triggers' WHEN condition calls pgshard.fenced_<table>(NEW), an SQL
-// function of anyelement that reads the key from the row, rather than
-// naming the key column itself: Postgres inlines it when it prepares the
-// condition (the field of the whole row becomes a plain column reference,
-// and the mask a constant), so a row costs the same, while the triggers
-// depend on no column of the table. A condition naming the key would make
-// Postgres refuse to change the key column's type ("cannot alter type of a
-// column used in a trigger definition"), as an application's migration of
-// an integer key to bigint does.
 func fenceTable(ctx context.Context, tx execer, m *shardmap.Map, t shardmap.Table) error {
-	rowB, err := shardmap.BucketSQL("($1)."+quoteIdent(t.Key), t.Type, m.Rules.Buckets)
-	if err != nil {
-		return err
-	}
-	if err := replaceFunction(ctx, tx, fencedFunc(t), "anyelement", `RETURNS boolean LANGUAGE sql IMMUTABLE PARALLEL SAFE`,
-		fmt.Sprintf(`SELECT get_bit(%s(), %s) = 1`, fenceMaskFunc, rowB)); err != nil {
-		return fmt.Errorf("fence test of %s: %w", t.Name, err)
-	}
 	newB, err := shardmap.BucketSQL("NEW."+quoteIdent(t.Key), t.Type, m.Rules.Buckets)
 	if err != nil {
 		return err
@@ -280,56 +247,47 @@ func fenceTable(ctx context.Context, tx execer, m *shardmap.Map, t shardmap.Tabl
 	if err != nil {
 		return err
 	}
-	// Called only for a fenced row (the triggers' WHEN): it raises, always,
-	// so that no trigger of another kind could use it to skip a row.
 	body := fmt.Sprintf(`
 DECLARE
     b int;
 BEGIN
-    IF TG_OP = 'INSERT' OR (TG_OP = 'UPDATE' AND %[4]s(NEW)) THEN
+    IF TG_OP <> 'DELETE' THEN
         b := %[1]s;
-    ELSE
-        b := %[2]s;
+        IF get_bit(%[4]s(), b) = 1 THEN
+            RAISE EXCEPTION 'bucket %% of table %%.%% is not owned by this shard', b, TG_TABLE_SCHEMA, TG_TABLE_NAME
+                USING ERRCODE = '%[3]s',
+                      HINT = 'The bucket moved to another shard: retry the transaction through pgshard, which routes it to the new owner.';
+        END IF;
     END IF;
-    RAISE EXCEPTION 'bucket %% of table %%.%% is not owned by this shard', b, TG_TABLE_SCHEMA, TG_TABLE_NAME
-        USING ERRCODE = '%[3]s',
-              HINT = 'The bucket moved to another shard: retry the transaction through pgshard, which routes it to the new owner.';
+    IF TG_OP <> 'INSERT' THEN
+        b := %[2]s;
+        IF get_bit(%[4]s(), b) = 1 THEN
+            RAISE EXCEPTION 'bucket %% of table %%.%% is not owned by this shard', b, TG_TABLE_SCHEMA, TG_TABLE_NAME
+                USING ERRCODE = '%[3]s',
+                      HINT = 'The bucket moved to another shard: retry the transaction through pgshard, which routes it to the new owner.';
+        END IF;
+        IF TG_OP = 'DELETE' THEN
+            RETURN OLD;
+        END IF;
+    END IF;
+    RETURN NEW;
 END
-`, newB, oldB, staleWriteCode, fencedFunc(t))
+`, newB, oldB, staleWriteCode, fenceMaskFunc)
 	if err := replaceFunction(ctx, tx, fenceFunc(t), "", `RETURNS trigger LANGUAGE plpgsql`, body); err != nil {
 		return fmt.Errorf("fence function of %s: %w", t.Name, err)
 	}
-	table := quoteIdent(t.Name)
-	fenced := fencedFunc(t)
-	want := map[string]string{
-		"pgshard_fence_ins": fmt.Sprintf(`AFTER INSERT ON %s FOR EACH ROW WHEN (%s(NEW))`, table, fenced),
-		"pgshard_fence_upd": fmt.Sprintf(`AFTER UPDATE ON %s FOR EACH ROW WHEN (%[2]s(NEW) OR %[2]s(OLD))`, table, fenced),
-		"pgshard_fence_del": fmt.Sprintf(`AFTER DELETE ON %s FOR EACH ROW WHEN (%s(OLD))`, table, fenced),
-	}
-	rows, err := tx.Query(ctx, `SELECT tgname FROM pg_trigger WHERE tgrelid = to_regclass($1) AND tgname LIKE 'pgshard\_fence%'`, table)
-	if err != nil {
-		return err
-	}
-	have, err := pgx.CollectRows(rows, pgx.RowTo[string])
-	if err != nil {
-		return err
-	}
-	var ddl []string
-	if slices.Contains(have, oldFenceTrigger) {
-		ddl = append(ddl, fmt.Sprintf(`DROP TRIGGER %s ON %s`, oldFenceTrigger, table))
-	}
-	// The triggers only when missing: creating one locks the table against
+	// The trigger only when missing: creating one locks the table against
 	// every writer (SHARE ROW EXCLUSIVE).
-	for _, name := range fenceTriggers {
-		if !slices.Contains(have, name) {
-			ddl = append(ddl, fmt.Sprintf(`CREATE TRIGGER %s %s EXECUTE FUNCTION %s()`, name, want[name], fenceFunc(t)))
-		}
+	var has bool
+	if err := tx.QueryRow(ctx, `SELECT EXISTS (SELECT 1 FROM pg_trigger WHERE tgrelid = to_regclass($1) AND tgname = $2)`, quoteIdent(t.Name), fenceTrigger).Scan(&has); err != nil {
+		return err
 	}
-	if len(ddl) == 0 {
+	if has {
 		return nil
 	}
-	if err := lockedDDL(ctx, tx, strings.Join(ddl, "; ")); err != nil {
-		return fmt.Errorf("fence triggers of %s: %w", t.Name, err)
+	if err := lockedDDL(ctx, tx, fmt.Sprintf(`CREATE TRIGGER %s BEFORE INSERT OR UPDATE OR DELETE ON %s FOR EACH ROW EXECUTE FUNCTION %s()`,
+		fenceTrigger, quoteIdent(t.Name), fenceFunc(t))); err != nil {
+		return fmt.Errorf("fence trigger of %s: %w", t.Name, err)
 	}
 	return nil
 }

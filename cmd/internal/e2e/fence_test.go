@@ -3,11 +3,8 @@ package e2e
 import (
 	"context"
 	"fmt"
-	"slices"
 	"strings"
 	"testing"
-
-	"github.com/jackc/pgx/v5"
 
 	"github.com/pgshard/pgshard/rebalance"
 	"github.com/pgshard/pgshard/shardmap"
@@ -16,14 +13,14 @@ import (
 // TestFenceTriggers checks the fence on each kind of write, straight to a
 // shard: inserts, COPY, updates, deletes and upserts of rows in buckets
 // the shard does not own fail with 40001 and leave nothing, and those in
-// buckets it owns run. A shard fenced by an older pgshard (a BEFORE ROW
-// trigger) gets the new triggers at its next move.
+// buckets it owns run. A shard fenced by an older pgshard gets the new
+// trigger function at its next move.
 func TestFenceTriggers(t *testing.T) {
 	mc := newMoveCluster(t, "fence", 40)
 	ctx := context.Background()
 	s0 := connect(t, mc.shards[0].AdminDSN)
-	// The fence of an older pgshard on s0: a BEFORE ROW trigger calling a
-	// function that lets every row through.
+	// The fence of an older pgshard on s0: its trigger, calling a function
+	// that lets every row through.
 	if _, err := s0.Exec(ctx, `CREATE SCHEMA IF NOT EXISTS pgshard;
 CREATE FUNCTION pgshard.fence_accounts() RETURNS trigger LANGUAGE plpgsql AS $$BEGIN RETURN NEW; END$$;
 CREATE TRIGGER pgshard_fence BEFORE INSERT OR UPDATE OR DELETE ON accounts FOR EACH ROW EXECUTE FUNCTION pgshard.fence_accounts()`); err != nil {
@@ -76,10 +73,10 @@ CREATE TRIGGER pgshard_fence BEFORE INSERT OR UPDATE OR DELETE ON accounts FOR E
 	if err := mv.Resume(ctx); err != nil {
 		t.Fatal(err)
 	}
-	// s0's old trigger was replaced.
-	trg, err := pgx.CollectRows(must(s0.Query(ctx, `SELECT tgname FROM pg_trigger WHERE tgrelid = 'accounts'::regclass AND tgname LIKE 'pgshard_fence%' ORDER BY 1`)), pgx.RowTo[string])
-	if err != nil || !slices.Equal(trg, []string{"pgshard_fence_del", "pgshard_fence_ins", "pgshard_fence_upd"}) {
-		t.Fatalf("fence triggers on s0 after the move: %v, %v", trg, err)
+	// s0's old trigger function was replaced.
+	var body string
+	if err := s0.QueryRow(ctx, `SELECT prosrc FROM pg_proc WHERE oid = 'pgshard.fence_accounts'::regproc`).Scan(&body); err != nil || !strings.Contains(body, "fence_bits") {
+		t.Fatalf("fence function on s0 after the move: %q, %v", body, err)
 	}
 	// On s0, the moved bucket is fenced and the others are not; a COPY
 	// with one row of the moved bucket stores none.
@@ -120,7 +117,7 @@ CREATE TRIGGER pgshard_fence BEFORE INSERT OR UPDATE OR DELETE ON accounts FOR E
 	if _, err := app0.Exec(ctx, `DELETE FROM accounts WHERE id = $1`, owned); err != nil {
 		t.Fatalf("delete of a row s0 owns: %v", err)
 	}
-	// The triggers name no column: the key's type can change (an
+	// The trigger depends on no column: the key's type can change (an
 	// application's migration of an integer key to bigint), and the fence
 	// still holds after.
 	if _, err := s0.Exec(ctx, `ALTER TABLE accounts ALTER COLUMN id TYPE integer`); err != nil {
@@ -137,11 +134,4 @@ CREATE TRIGGER pgshard_fence BEFORE INSERT OR UPDATE OR DELETE ON accounts FOR E
 	if _, err := app2.Exec(ctx, fmt.Sprintf(`INSERT INTO accounts VALUES (%d, 'new owner')`, staleKey)); err != nil {
 		t.Fatalf("insert on the new owner: %v", err)
 	}
-}
-
-func must(rows pgx.Rows, err error) pgx.Rows {
-	if err != nil {
-		panic(err)
-	}
-	return rows
 }
