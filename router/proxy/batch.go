@@ -359,7 +359,7 @@ func (s *session) noteTxRoute(r Route, sql string) {
 		// Replayed on shards that join later (joinSQL), and run on every
 		// participant once the transaction spans shards (spanSavepoint).
 		s.noteSavepoint(r.Tx, r.Name)
-	case r.Kind == RouteTx && (r.Tx == TxSavepoint || r.Tx == TxRelease || r.Tx == TxRollbackTo || r.Tx == TxNone), r.TxControl:
+	case r.Kind == RouteTx && (r.Tx == TxSavepoint || r.Tx == TxRelease || r.Tx == TxRollbackTo || r.Tx == TxNone && !r.SetTx), r.TxControl:
 		s.txSavepoint = true
 	}
 }

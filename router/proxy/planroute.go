@@ -60,7 +60,7 @@ func (r PlanRouter) RouteBound(sql string, oids []uint32, formats []int16, param
 // txControl marks routes whose statements include transaction control
 // other than one plain BEGIN/COMMIT/ROLLBACK/savepoint statement.
 func txControl(p *plan.Plan, r Route) Route {
-	if len(p.Tx) > 0 && (r.Kind != RouteTx || r.Tx == TxNone) {
+	if len(p.Tx) > 0 && (r.Kind != RouteTx || r.Tx == TxNone) && !r.SetTx {
 		r.TxControl = true
 	}
 	return r
@@ -258,7 +258,7 @@ func resolveMap(p *plan.Plan, in plan.Inputs, m *AppliedMap, sql string, env Cat
 		if len(p.Tx) > 1 || p.Statements > 1 {
 			return Route{Kind: RouteAny}
 		}
-		return Route{Kind: RouteTx, Tx: cmd, Name: name}
+		return Route{Kind: RouteTx, Tx: cmd, Name: name, SetTx: len(p.Tx) == 1 && p.Tx[0].Op == "set_transaction"}
 	case plan.Scatter:
 		if werr := unknownAggregates(p, env); werr != nil {
 			return Route{Kind: RouteRefuse, Err: werr}

@@ -117,6 +117,13 @@ type Route struct {
 	// AND CHAIN, PREPARE TRANSACTION): it must not run on one participant
 	// of a transaction that spans shards.
 	TxControl bool
+	// SetTx marks SET TRANSACTION ISOLATION LEVEL / READ ONLY / READ WRITE
+	// / [NOT] DEFERRABLE alone (RouteTx, TxNone): it sets the transaction
+	// of the shard it runs on and, kept with the transaction's SETs
+	// (noteTxSet), of the shards that join it; it does not tie the
+	// transaction to one shard. (SET TRANSACTION SNAPSHOT does: the
+	// snapshot is one server's.)
+	SetTx bool
 	// Frozen is set when the statement would write to a bucket the map
 	// has frozen (a move is cutting it over). The route is then a
 	// RouteRefuse whose Err is the retryable 55P03 a client gets if the

@@ -520,6 +520,67 @@ func TestKeyListReads(t *testing.T) {
 	}
 }
 
+// SET TRANSACTION ISOLATION LEVEL (or READ ONLY) sent after BEGIN, as
+// Sequelize's and TypeORM's transactions send it, applies to every shard the
+// transaction reaches, and lets it span shards with two-phase commit; it
+// tied the transaction to its first shard (0A000 at the second).
+func TestSetTransactionSpans(t *testing.T) {
+	ts := newTwoPCSetup(t, "settx_e2e", true)
+	c := ts.conn(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	for i := 1; i <= 12; i++ {
+		if _, err := c.Exec(ctx, "insert into accounts (id, name) values ($1, 'k')", i); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for _, mode := range []pgx.QueryExecMode{pgx.QueryExecModeSimpleProtocol, pgx.QueryExecModeExec} {
+		tx, err := c.Begin(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := tx.Exec(ctx, "SET TRANSACTION ISOLATION LEVEL REPEATABLE READ", mode); err != nil {
+			t.Fatal(err)
+		}
+		for id := 1; id <= 12; id++ {
+			var iso string
+			if err := tx.QueryRow(ctx, "update accounts set balance = balance + 1 where id = $1 returning current_setting('transaction_isolation')", mode, id).Scan(&iso); err != nil {
+				t.Fatalf("%v: update of key %d after SET TRANSACTION: %v", mode, id, err)
+			}
+			if iso != "repeatable read" {
+				t.Fatalf("%v: key %d: transaction_isolation %q", mode, id, iso)
+			}
+		}
+		var n int
+		if err := tx.QueryRow(ctx, "select count(*) from accounts", mode).Scan(&n); err != nil || n != 12 {
+			t.Fatalf("%v: count in the transaction: %d, %v", mode, n, err)
+		}
+		if err := tx.Commit(ctx); err != nil {
+			t.Fatal(err)
+		}
+		// READ ONLY holds on every shard.
+		tx, err = c.Begin(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := tx.Exec(ctx, "SET TRANSACTION READ ONLY", mode); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := tx.Exec(ctx, "select count(*) from accounts where id = 1", mode); err != nil {
+			t.Fatal(err)
+		}
+		_, err = tx.Exec(ctx, "update accounts set balance = 0 where id = any($1)", mode, []int64{1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12})
+		if code := pgCode(err); code != "25006" {
+			t.Fatalf("%v: write in a READ ONLY transaction: %v, want 25006", mode, err)
+		}
+		_ = tx.Rollback(ctx)
+	}
+	var sum int
+	if err := c.QueryRow(ctx, "select sum(balance) from accounts").Scan(&sum); err != nil || sum != 24 {
+		t.Fatalf("sum: %d, %v (want 24)", sum, err)
+	}
+}
+
 // A multi-row INSERT with bound parameters whose rows go to several shards
 // is split like the literal one: each shard gets its rows, with their
 // parameters renumbered ($4 becomes $1), text and binary, ON CONFLICT and
