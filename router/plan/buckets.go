@@ -591,3 +591,43 @@ func (p *Plan) CopyBucket(field []byte, null bool, rules shardmap.Rules) (int, e
 	}
 	return b, nil
 }
+
+// KeyAssignOK reports whether each value the UPDATE assigns its sharding
+// key (p.KeyAssigned) is in the bucket of the rows it updates: pinned are
+// the buckets its WHERE gave (AppendBuckets), all of them the same one.
+// Otherwise the statement would move rows to another bucket.
+func (p *Plan) KeyAssignOK(pinned []int, in Inputs, rules shardmap.Rules) (bool, error) {
+	if len(p.KeyAssigned) == 0 {
+		return true, nil
+	}
+	if p.Kind != Single && p.Kind != Multi || len(pinned) == 0 || p.Table == "" {
+		return false, nil
+	}
+	var buf [4]int
+	bs := buf[:0]
+	var err error
+	for _, k := range p.KeyAssigned {
+		if bs, err = appendKey(bs, k, in, rules.Buckets); err != nil {
+			return false, err
+		}
+	}
+	want := -1
+	for _, b := range pinned {
+		if b == AnyBucket {
+			continue // a key no row has (NULL = ...): no row to move
+		}
+		if want >= 0 && b != want {
+			return false, nil
+		}
+		want = b
+	}
+	if want < 0 {
+		return true, nil
+	}
+	for _, b := range bs {
+		if b != want {
+			return false, nil
+		}
+	}
+	return true, nil
+}

@@ -58,6 +58,11 @@ func BuildSQL(sql string, stmts []*sqlparse.Stmt, rules shardmap.Rules) Plan {
 	texts := make([]string, len(stmts))
 	for i, st := range stmts {
 		plans[i] = buildStmt(st, rules)
+		if len(plans[i].KeyAssigned) > 0 {
+			// Checked by the proxy for a statement alone only.
+			plans[i] = refuse("updating the sharding key column of a sharded table is not supported in a query of several statements",
+				"send the UPDATE as a statement of its own")
+		}
 		if sql != "" && st.Start >= 0 && st.Start <= st.End && st.End <= len(sql) {
 			texts[i] = sql[st.Start:st.End]
 		}

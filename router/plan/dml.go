@@ -44,6 +44,15 @@ type analysis struct {
 	adj     [][]int // directed key equalities between sharded rels
 	uf      []int   // union-find over both-ways key equalities
 	c       classes
+	// keyAssigned are the values the top UPDATE assigns its sharding key
+	// (Plan.KeyAssigned).
+	keyAssigned []KeySource
+}
+
+// keyUpdateRefusal refuses an UPDATE that may change t's sharding key.
+func keyUpdateRefusal(t shardmap.Table) Plan {
+	return refuse(fmt.Sprintf("updating the sharding key column %s of table %s is not supported", t.Key, t.Name),
+		fmt.Sprintf("delete the row and insert it again with the new key; to assign %s the value it has, also put %s = <that value> in the WHERE clause", t.Key, t.Key))
 }
 
 type pinning struct {
@@ -377,6 +386,14 @@ func (a *analysis) merge(s int) *Merge {
 
 // dml routes SELECT, INSERT, UPDATE, DELETE, MERGE and COPY (query) TO.
 func (a *analysis) dml() Plan {
+	p := a.dmlPlan()
+	if len(a.keyAssigned) > 0 && p.Kind != Refuse {
+		p.KeyAssigned = a.keyAssigned
+	}
+	return p
+}
+
+func (a *analysis) dmlPlan() Plan {
 	st := a.st
 	c := a.c
 	if len(st.Scopes) == 0 {
@@ -430,22 +447,37 @@ func (a *analysis) dml() Plan {
 		return refuse("WHERE CURRENT OF on sharded tables is not supported",
 			"update or delete the row by its sharding key and primary key")
 	}
-	// Updating a sharding key would move the row to another bucket.
-	for _, sc := range st.Scopes {
+	// Updating a sharding key would move the row to another bucket. An
+	// assignment that cannot change it runs: the key assigned itself (SET
+	// id = id), an upsert's EXCLUDED key when the conflict is on the key
+	// (ORMs' upserts assign every column), and a constant or parameter in
+	// the top UPDATE, which the proxy checks is in the bucket the WHERE
+	// pins the row to (Plan.KeyAssigned), as Citus allows it.
+	for i, sc := range st.Scopes {
 		if sc.Target < 0 || a.cls[sc.Target] != sharded {
 			continue
 		}
 		t := a.tab[sc.Target]
-		var assigned []string
-		if sc.Update != nil {
-			assigned = sc.Update.Assigned
-		}
 		if sc.Insert != nil {
-			assigned = sc.Insert.ConflictSet
+			ins := sc.Insert
+			if index(ins.ConflictSet, t.Key) >= 0 && (index(ins.ConflictKeep, t.Key) < 0 || index(ins.ConflictOn, t.Key) < 0) {
+				return refuse(fmt.Sprintf("updating the sharding key column %s of table %s is not supported", t.Key, t.Name),
+					fmt.Sprintf("leave %s out of DO UPDATE SET, or assign it EXCLUDED.%s with ON CONFLICT on a unique index that includes it", t.Key, t.Key))
+			}
 		}
-		if index(assigned, t.Key) >= 0 {
-			return refuse(fmt.Sprintf("updating the sharding key column %s of table %s is not supported", t.Key, t.Name),
-				"delete the row and insert it again with the new key")
+		if up := sc.Update; up != nil {
+			k := index(up.Assigned, t.Key)
+			if k < 0 || index(up.Keep, t.Key) >= 0 {
+				continue
+			}
+			if i != 0 || k >= len(up.Values) || !up.Values[k].IsConst() || index(up.Assigned[k+1:], t.Key) >= 0 {
+				return keyUpdateRefusal(t)
+			}
+			ks, ok := sourceFor(up.Values[k], t, false)
+			if !ok {
+				return keyUpdateRefusal(t)
+			}
+			a.keyAssigned = append(a.keyAssigned, ks)
 		}
 	}
 	a.collect()

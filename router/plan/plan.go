@@ -72,6 +72,12 @@ type Plan struct {
 	// transaction it runs in (now(), current_setting(...)): it must not
 	// run outside a transaction the client began.
 	TxDependent bool `json:"tx_dependent,omitempty"`
+	// KeyAssigned are the values an UPDATE assigns its sharding key (SET
+	// key = 3 WHERE key = 3 ...): the proxy runs it only when each is in
+	// the bucket of the rows its WHERE pins (KeyAssignOK); otherwise, or
+	// with no key in the WHERE, the row would change bucket, and it is
+	// refused.
+	KeyAssigned []KeySource `json:"key_assigned,omitempty"`
 	// PrepareSharded marks an SQL-level PREPARE (Kind Session) of a
 	// statement that touches sharded tables or writes reference tables:
 	// its EXECUTE runs on whichever connection the session is on, so with

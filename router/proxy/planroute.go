@@ -113,6 +113,9 @@ func resolve(p *plan.Plan, in plan.Inputs, m *AppliedMap, sql string, env Catalo
 }
 
 func resolveMap(p *plan.Plan, in plan.Inputs, m *AppliedMap, sql string, env Catalog) Route {
+	if len(p.KeyAssigned) > 0 && p.Kind != plan.Single && p.Kind != plan.Multi {
+		return Route{Kind: RouteRefuse, Err: errKeyUpdate(p)}
+	}
 	switch p.Kind {
 	case plan.Single, plan.Multi:
 		if p.Insert != nil && p.Insert.KeyIndex < 0 && env != nil {
@@ -126,6 +129,13 @@ func resolveMap(p *plan.Plan, in plan.Inputs, m *AppliedMap, sql string, env Cat
 		defer bucketBufs.Put(bp)
 		bs, err := p.AppendBuckets((*bp)[:0], in, m.Rules)
 		*bp = bs[:0]
+		if err == nil && len(p.KeyAssigned) > 0 {
+			if ok, kerr := p.KeyAssignOK(bs, in, m.Rules); kerr != nil {
+				err = kerr
+			} else if !ok {
+				return Route{Kind: RouteRefuse, Err: errKeyUpdate(p)}
+			}
+		}
 		if err != nil {
 			var rf *plan.Refusal
 			if errors.As(err, &rf) {
@@ -304,6 +314,13 @@ func resolveMap(p *plan.Plan, in plan.Inputs, m *AppliedMap, sql string, env Cat
 		}
 	}
 	return Route{Kind: RouteRefuse, Err: wire.Errorf(pgcode.FeatureNotSupported, "pgshard cannot route this statement (plan %q)", p.Kind)}
+}
+
+// errKeyUpdate refuses an UPDATE that assigns its sharding key a value
+// that may be in another bucket than its rows' (plan.KeyAssigned).
+func errKeyUpdate(p *plan.Plan) *wire.Error {
+	return wire.Errorf(pgcode.FeatureNotSupported, "updating the sharding key column %s of table %s is not supported", p.KeyColumn, p.Table).
+		WithHint(fmt.Sprintf("Delete the row and insert it again with the new key; to assign %s the value it has, also put %s = <that value> in the WHERE clause.", p.KeyColumn, p.KeyColumn))
 }
 
 func txCmd(op string) TxCmd {

@@ -434,6 +434,20 @@ func isNullConst(n *pg.Node) bool {
 	return c != nil && c.Isnull
 }
 
+// columnRefNames returns a column reference's names ("t", "id"), or nil
+// when one of them is not a name ('*').
+func columnRefNames(cr *pg.ColumnRef) []string {
+	var parts []string
+	for _, f := range cr.Fields {
+		s := f.GetString_()
+		if s == nil {
+			return nil
+		}
+		parts = append(parts, s.Sval)
+	}
+	return parts
+}
+
 func hasStar(cr *pg.ColumnRef) bool {
 	for _, f := range cr.Fields {
 		if f.GetAStar() != nil {
@@ -1014,11 +1028,28 @@ func (w *walker) insertStmt(s *pg.InsertStmt, parent int, link string) int {
 		for _, t := range oc.TargetList {
 			if rt := t.GetResTarget(); rt != nil {
 				ins.ConflictSet = append(ins.ConflictSet, rt.Name)
+				if cr := rt.Val.GetColumnRef(); cr != nil && len(rt.Indirection) == 0 {
+					if f := columnRefNames(cr); len(f) == 2 && f[0] == "excluded" && f[1] == rt.Name {
+						ins.ConflictKeep = append(ins.ConflictKeep, rt.Name)
+					}
+				}
 				w.expr(rt.Val, sc)
 			}
 		}
 		w.expr(oc.WhereClause, sc)
 		if oc.Infer != nil {
+			if oc.Infer.Conname == "" {
+				var on []string
+				for _, e := range oc.Infer.IndexElems {
+					ie := e.GetIndexElem()
+					if ie == nil || ie.Name == "" {
+						on = nil
+						break
+					}
+					on = append(on, ie.Name)
+				}
+				ins.ConflictOn = on
+			}
 			w.exprs(oc.Infer.IndexElems, sc)
 			w.expr(oc.Infer.WhereClause, sc)
 		}
@@ -1043,14 +1074,29 @@ func (w *walker) updateStmt(s *pg.UpdateStmt, parent int, link string) int {
 	w.fromList(s.FromClause, sc)
 	w.where(s.WhereClause, sc)
 	up := &Update{}
+	target := s.Relation.Relname
+	if s.Relation.Alias != nil {
+		target = s.Relation.Alias.Aliasname
+	}
 	for _, t := range s.TargetList {
 		if rt := t.GetResTarget(); rt != nil {
 			up.Assigned = append(up.Assigned, rt.Name)
 			if ma := rt.Val.GetMultiAssignRef(); ma != nil {
+				up.Values = append(up.Values, Value{Expr: true})
 				if ma.Colno == 1 {
 					w.expr(ma.Source, sc)
 				}
 				continue
+			}
+			if len(rt.Indirection) > 0 {
+				up.Values = append(up.Values, Value{Expr: true})
+			} else {
+				up.Values = append(up.Values, w.value(rt.Val, sc))
+				if cr := rt.Val.GetColumnRef(); cr != nil {
+					if f := columnRefNames(cr); len(f) == 1 && f[0] == rt.Name || len(f) == 2 && f[0] == target && f[1] == rt.Name {
+						up.Keep = append(up.Keep, rt.Name)
+					}
+				}
 			}
 			w.expr(rt.Val, sc)
 		}

@@ -264,7 +264,13 @@ type Insert struct {
 	// columns DO UPDATE assigns.
 	OnConflict  string   `json:"on_conflict,omitempty"`
 	ConflictSet []string `json:"conflict_set,omitempty"`
-	Returning   bool     `json:"returning,omitempty"`
+	// ConflictOn are the columns of ON CONFLICT (...)'s target, nil when it
+	// names a constraint or holds an expression; ConflictKeep are the
+	// columns DO UPDATE assigns EXCLUDED's same column (SET id =
+	// EXCLUDED.id, as ORMs' upserts write every column).
+	ConflictOn   []string `json:"conflict_on,omitempty"`
+	ConflictKeep []string `json:"conflict_keep,omitempty"`
+	Returning    bool     `json:"returning,omitempty"`
 }
 
 // Span is a byte range [Start, End) of the analysed text.
@@ -275,8 +281,13 @@ type Span struct {
 
 // Update describes an UPDATE scope.
 type Update struct {
-	// Assigned are the columns SET assigns, in order.
+	// Assigned are the columns SET assigns, in order, and Values the
+	// values assigned (Expr for anything but a constant or a parameter).
 	Assigned []string `json:"assigned"`
+	Values   []Value  `json:"values,omitempty"`
+	// Keep are the columns assigned themselves (SET id = id, or the
+	// target's name or alias in front).
+	Keep []string `json:"keep,omitempty"`
 }
 
 // Copy describes a COPY statement.

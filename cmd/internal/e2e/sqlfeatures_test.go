@@ -5,6 +5,7 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"github.com/pgshard/pgshard/shardmap"
 	"io"
 	"os/exec"
 	"slices"
@@ -578,6 +579,69 @@ func TestSetTransactionSpans(t *testing.T) {
 	var sum int
 	if err := c.QueryRow(ctx, "select sum(balance) from accounts").Scan(&sum); err != nil || sum != 24 {
 		t.Fatalf("sum: %d, %v (want 24)", sum, err)
+	}
+}
+
+// Assignments of a sharding key that cannot move a row run, as ORMs send
+// them: an upsert's SET key = EXCLUDED.key with the conflict on the key
+// (Sequelize, TypeORM, Knex), SET key = key, and SET key = v WHERE key = v
+// (Django's save() of a model whose key is in its WHERE), in both
+// protocols; a key assigned a value of another bucket, or a constant with
+// no key in the WHERE, stays refused (0A000) and changes nothing.
+func TestKeyAssignments(t *testing.T) {
+	ts := newTwoPCSetup(t, "keyassign_e2e", true)
+	c := ts.conn(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	for i := 1; i <= 12; i++ {
+		if _, err := c.Exec(ctx, "insert into accounts (id, name) values ($1, 'k')", i); err != nil {
+			t.Fatal(err)
+		}
+	}
+	// Two keys in different buckets (and shards).
+	other := int64(2)
+	for ; ts.m.ShardOf(shardmap.BucketInt(other, ts.m.Rules.Buckets)) == ts.m.ShardOf(shardmap.BucketInt(1, ts.m.Rules.Buckets)); other++ {
+	}
+	for _, mode := range []pgx.QueryExecMode{pgx.QueryExecModeSimpleProtocol, pgx.QueryExecModeExec} {
+		run := []struct {
+			sql  string
+			args []any
+		}{
+			{"update accounts set id = 1, name = 'same' where id = 1", nil},
+			{"update accounts set id = $1, name = $2 where id = $3", []any{int64(1), "same", int64(1)}},
+			{"update accounts set id = id, balance = balance + 1 where name = 'k'", nil},
+			{"insert into accounts (id, name) values (1, 'up1'), ($1, 'up2') on conflict (id) do update set id = excluded.id, name = excluded.name", []any{other}},
+		}
+		for _, q := range run {
+			if _, err := c.Exec(ctx, q.sql, append([]any{mode}, q.args...)...); err != nil {
+				t.Fatalf("%v: %s: %v", mode, q.sql, err)
+			}
+		}
+		refused := []struct {
+			sql  string
+			args []any
+		}{
+			{"update accounts set id = $1, name = 'moved' where id = 1", []any{other}},
+			{"update accounts set id = 1, name = 'moved' where name = 'up2'", nil},
+			{"insert into accounts (id, name) values (1, 'x') on conflict (name) do update set id = excluded.id", nil},
+		}
+		for _, q := range refused {
+			if _, err := c.Exec(ctx, q.sql, append([]any{mode}, q.args...)...); pgCode(err) != "0A000" {
+				t.Fatalf("%v: %s: %v, want 0A000", mode, q.sql, err)
+			}
+		}
+		var names []string
+		rows, err := c.Query(ctx, "select name from accounts where id = any($1) order by id", []int64{1, other})
+		if err == nil {
+			names, err = pgx.CollectRows(rows, pgx.RowTo[string])
+		}
+		if err != nil || len(names) != 2 || names[0] != "up1" || names[1] != "up2" {
+			t.Fatalf("%v: rows after the assignments: %v, %v", mode, names, err)
+		}
+	}
+	var n, sum int
+	if err := c.QueryRow(ctx, "select count(*), sum(balance) from accounts").Scan(&n, &sum); err != nil || n != 12 || sum != 21 {
+		t.Fatalf("accounts: %d rows, balance %d, %v (want 12 rows, 21: 11 then 10 rows named k)", n, sum, err)
 	}
 }
 
