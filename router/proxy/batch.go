@@ -851,9 +851,12 @@ func (s *session) runBatch(sync bool) error {
 			return s.declareBatch(*r, batch)
 		}
 		keepsPortal := rowLimited(batch) || !sync && boundOnly(batch)
-		if r.Kind == RouteSplit && r.ReadOnly && r.CopyOut == nil && len(r.Parts) > 0 && keepsPortal {
+		if r.Kind == RouteSplit && r.ReadOnly && r.CopyOut == nil && len(r.Parts) > 0 && (keepsPortal || s.inTxBlock()) {
 			// A read whose shards' rows are concatenated, read a few rows
-			// at a time: run as a merge, which can stop and keep rows.
+			// at a time: run as a merge, which can stop and keep rows. In
+			// a transaction too, where a merge runs in the transaction on
+			// each shard (a merged read with ORDER BY ran there, the same
+			// read without was refused: TypeORM's find in a transaction).
 			mr, werr := s.readRoute(*r, r.Parts[0].SQL, batchBind(batch))
 			if werr != nil {
 				return s.proxyError(werr)

@@ -480,6 +480,32 @@ func TestKeyListReads(t *testing.T) {
 					t.Errorf("%s: %v, want %v", q.sql, got, want)
 				}
 			}
+			// In a transaction, extended protocol: a keyless read that only
+			// concatenates runs as one with ORDER BY does (it was refused
+			// with 0A000 while the ordered one ran), FOR UPDATE too with
+			// two-phase commit.
+			if twoPC {
+				tx, err := c.Begin(ctx)
+				if err != nil {
+					t.Fatal(err)
+				}
+				for _, q := range []string{"select id from accounts where name = $1", "select id from accounts where name = $1 for update", "select id from accounts where id = any($2) and name = $1"} {
+					args := []any{"k"}
+					if strings.Contains(q, "$2") {
+						args = append(args, []int64{1, 2, 3, 4, 5, 6, 11})
+					}
+					got := ids(tx.Query(ctx, q, args...))
+					if n := len(got); n != 12 && n != 7 {
+						t.Fatalf("in a transaction: %s: %v", q, got)
+					}
+				}
+				if _, err := tx.Exec(ctx, "update accounts set balance = balance + 1 where name = 'k'"); err != nil {
+					t.Fatal(err)
+				}
+				if err := tx.Commit(ctx); err != nil {
+					t.Fatal(err)
+				}
+			}
 			// In a transaction: as a keyless read does there.
 			for _, mode := range []pgx.QueryExecMode{pgx.QueryExecModeSimpleProtocol, pgx.QueryExecModeExec} {
 				tx, err := c.Begin(ctx)
