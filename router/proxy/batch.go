@@ -880,7 +880,7 @@ func (s *session) runBatch(sync bool) error {
 				WithHint("Read it without a row limit (JDBC: setMaxRows(0), fetch size 0), or put LIMIT in the query, which pgshard merges."))
 		}
 		if !sync || !singleStatementLimit(batch, r.Kind == RouteSplit && r.NoRows) || s.inTxBlock() {
-			if sync && r.Kind == RouteSplit && !singleStatementLimit(batch, r.NoRows) && s.spanPipeline() {
+			if sync && r.Kind == RouteSplit && (!singleStatementLimit(batch, r.NoRows) || s.inTxBlock() && !r.ReadOnly && r.CopyOut == nil) && s.spanPipeline() {
 				// With other statements (pgjdbc's reWriteBatchedInserts
 				// sends a batch as several multi-row INSERTs, then one
 				// Sync): the pipeline runs in a transaction spanning
@@ -1323,4 +1323,12 @@ func singleStatementLimit(batch []pgproto3.FrontendMessage, anyLimit bool) bool 
 		}
 	}
 	return binds == 1 && execs == 1
+}
+
+// describesPortal reports whether batch describes a portal.
+func describesPortal(batch []pgproto3.FrontendMessage) bool {
+	return slices.ContainsFunc(batch, func(m pgproto3.FrontendMessage) bool {
+		d, ok := m.(*pgproto3.Describe)
+		return ok && d.ObjectType == 'P'
+	})
 }

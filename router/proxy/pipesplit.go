@@ -2,6 +2,7 @@ package proxy
 
 import (
 	"reflect"
+	"slices"
 	"strings"
 
 	"github.com/jackc/pgx/v5/pgproto3"
@@ -139,13 +140,16 @@ func (s *session) runPipeline(batch []pgproto3.FrontendMessage) error {
 			// on one participant's connection, untracked.)
 		case r.Kind == RouteAny && isSetLocal(q):
 			plans[i].setLocal = true // (the transaction's own: see below)
-		case r.Kind == RouteSplit && !r.ReadOnly && r.NoRows && (boundParts(r) || everyShardSQL(r, q)):
-			if len(u.bind.Parameters) > 0 && describesStatement(u.msgs) {
+		case r.Kind == RouteSplit && !r.ReadOnly && r.CopyOut == nil && (boundParts(r) || everyShardSQL(r, q)):
+			if describesStatement(u.msgs) && (len(u.bind.Parameters) > 0 || !r.NoRows) {
 				// (Each shard's statement takes its rows' parameters only:
 				// none describes the client's.)
 				return s.proxyError(errPipelineSpans("a Describe of a statement that needs several shards"))
 			}
 			rr := r
+			// With RETURNING, a Describe of the portal gets the rows'
+			// description from the first shard (execSplitTx).
+			rr.DescribePortal = !r.NoRows && describesPortal(u.msgs)
 			plans[i].split = &rr
 		case r.Kind == RouteAll && !r.NoTxBlock && !mayReturn(q):
 			// A reference-table write (pgjdbc's batch into a reference
@@ -195,9 +199,17 @@ func (s *session) runPipeline(batch []pgproto3.FrontendMessage) error {
 		}
 		if p.split != nil {
 			// Answered here up to its Execute (no rows: a Describe gets
-			// NoData); the queue goes out first, as execSplitTx passes
+			// NoData; with RETURNING the first shard describes the
+			// portal); the queue goes out first, as execSplitTx passes
 			// the shards' notices straight on.
-			s.answerLocally(u.msgs[:len(u.msgs)-1])
+			local := u.msgs[:len(u.msgs)-1]
+			if p.split.DescribePortal {
+				local = slices.DeleteFunc(slices.Clone(local), func(m pgproto3.FrontendMessage) bool {
+					d, ok := m.(*pgproto3.Describe)
+					return ok && d.ObjectType == 'P'
+				})
+			}
+			s.answerLocally(local)
 			if err := s.drive(); err != nil {
 				return err
 			}

@@ -124,6 +124,10 @@ type Route struct {
 	// transaction to one shard. (SET TRANSACTION SNAPSHOT does: the
 	// snapshot is one server's.)
 	SetTx bool
+	// DescribePortal: the client's batch describes the portal of this
+	// split write with RETURNING; execSplitTx has the first shard
+	// describe its part's portal and passes that RowDescription on.
+	DescribePortal bool
 	// Frozen is set when the statement would write to a bucket the map
 	// has frozen (a move is cutting it over). The route is then a
 	// RouteRefuse whose Err is the retryable 55P03 a client gets if the

@@ -834,6 +834,9 @@ func (s *session) execSplitTx(r Route, oneAnswer bool, bind *pgproto3.Bind, oids
 			}
 			sc.FE.Send(&pgproto3.Parse{Query: part.SQL, ParameterOIDs: o})
 			sc.FE.Send(&b)
+			if r.DescribePortal && i == 0 {
+				sc.FE.Send(&pgproto3.Describe{ObjectType: 'P'})
+			}
 			sc.FE.Send(&pgproto3.Execute{})
 			sc.FE.Send(&pgproto3.Sync{})
 		}

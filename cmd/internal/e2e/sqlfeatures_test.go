@@ -671,6 +671,79 @@ func TestKeyAssignments(t *testing.T) {
 	}
 }
 
+// In a transaction with two-phase commit, a write over several shards with
+// RETURNING sent with the extended protocol (TypeORM's save of several
+// entities, Knex's batch insert returning) runs in the transaction on each
+// shard and returns every row; it was refused with 0A000. Without
+// two-phase commit it stays refused.
+func TestSplitReturningInTx(t *testing.T) {
+	for _, twoPC := range []bool{false, true} {
+		t.Run(fmt.Sprint("2pc=", twoPC), func(t *testing.T) {
+			ts := newTwoPCSetup(t, fmt.Sprint("splitret_e2e_", twoPC), twoPC)
+			c := ts.conn(t)
+			ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+			defer cancel()
+			count := func(q pgx.Rows, err error) (int, error) {
+				if err != nil {
+					return 0, err
+				}
+				n := 0
+				for q.Next() {
+					n++
+				}
+				return n, q.Err()
+			}
+			for _, mode := range []pgx.QueryExecMode{pgx.QueryExecModeCacheStatement, pgx.QueryExecModeExec, pgx.QueryExecModeDescribeExec} {
+				for _, commit := range []bool{false, true} {
+					tx, err := c.Begin(ctx)
+					if err != nil {
+						t.Fatal(err)
+					}
+					n, err := count(tx.Query(ctx, "insert into accounts (id, name) values ($1, 'a'), ($2, 'b'), ($3, 'c'), ($4, 'd') returning id, name", mode, 1, 2, 3, 4))
+					if !twoPC {
+						if pgCode(err) != "0A000" {
+							t.Fatalf("%v: without two-phase commit: %v, want 0A000", mode, err)
+						}
+						_ = tx.Rollback(ctx)
+						continue
+					}
+					if err != nil || n != 4 {
+						t.Fatalf("%v: INSERT ... RETURNING in a transaction: %d rows, %v", mode, n, err)
+					}
+					if n, err := count(tx.Query(ctx, "update accounts set balance = balance + 1 where id = any($1) returning id", mode, []int64{1, 2, 3, 4})); err != nil || n != 4 {
+						t.Fatalf("%v: UPDATE ... RETURNING in a transaction: %d rows, %v", mode, n, err)
+					}
+					if n, err := count(tx.Query(ctx, "delete from accounts where id = any($1) and name <> $2 returning id", mode, []int64{1, 2}, "x")); err != nil || n != 2 {
+						t.Fatalf("%v: DELETE ... RETURNING in a transaction: %d rows, %v", mode, n, err)
+					}
+					var left int
+					if err := tx.QueryRow(ctx, "select count(*) from accounts").Scan(&left); err != nil || left != 2 {
+						t.Fatalf("%v: rows in the transaction: %d, %v", mode, left, err)
+					}
+					if commit {
+						err = tx.Commit(ctx)
+					} else {
+						err = tx.Rollback(ctx)
+					}
+					if err != nil {
+						t.Fatal(err)
+					}
+					var after, bal int
+					if err := c.QueryRow(ctx, "select count(*), coalesce(sum(balance), 0) from accounts").Scan(&after, &bal); err != nil {
+						t.Fatal(err)
+					}
+					if want := map[bool]int{false: 0, true: 2}[commit]; after != want || bal != want {
+						t.Fatalf("%v: after %s: %d rows, balance %d; want %d", mode, map[bool]string{false: "ROLLBACK", true: "COMMIT"}[commit], after, bal, want)
+					}
+					if _, err := c.Exec(ctx, "delete from accounts where id > 0"); err != nil {
+						t.Fatal(err)
+					}
+				}
+			}
+		})
+	}
+}
+
 // A multi-row INSERT with bound parameters whose rows go to several shards
 // is split like the literal one: each shard gets its rows, with their
 // parameters renumbered ($4 becomes $1), text and binary, ON CONFLICT and
