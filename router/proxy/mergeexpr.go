@@ -324,7 +324,7 @@ func (m *merge) checkOutputKeys() *wire.Error {
 			has, ok := m.s.srv.inputCols.Load(ck)
 			if !ok {
 				rows, err := queryRows(sc, fmt.Sprintf(`SELECT count(*) FROM pg_attribute WHERE attrelid = to_regclass(%s) AND attname = %s AND NOT attisdropped`,
-					quoteLiteral(t), quoteLiteral(k.Name)))
+					quoteLiteral(relText(t)), quoteLiteral(k.Name)))
 				if err != nil {
 					return asWireErr(err)
 				}

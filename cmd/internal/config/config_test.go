@@ -97,3 +97,31 @@ func TestPoolPrepareSimple(t *testing.T) {
 		}
 	}
 }
+
+// Names are identifiers as SQL reads them: folded to lower case, unless
+// in double quotes.
+func TestRuleNames(t *testing.T) {
+	c, ok := parseCase(t, minimal+`sharding:
+  buckets: 1024
+  tables:
+    - {name: Accounts, key: ID, type: bigint}
+    - {name: '"Customers"', key: '"ownerId"', type: bigint}
+  reference: [Countries, '"Plans"']
+`, "")
+	if !ok {
+		return
+	}
+	r, err := c.Rules()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if tb, ok := r.Tables["accounts"]; !ok || tb.Key != "id" {
+		t.Errorf("Accounts: %+v", r.Tables)
+	}
+	if tb, ok := r.Tables["Customers"]; !ok || tb.Name != "Customers" || tb.Key != "ownerId" {
+		t.Errorf(`"Customers": %+v`, r.Tables)
+	}
+	if !r.Reference["countries"] || !r.Reference["Plans"] || len(r.Reference) != 2 {
+		t.Errorf("reference: %v", r.Reference)
+	}
+}

@@ -20,13 +20,24 @@ func (c *Config) Rules() (shardmap.Rules, error) {
 		if err != nil {
 			return r, fmt.Errorf("sharding.tables[%d].type: %w", i, err)
 		}
-		name := strings.ToLower(t.Name)
-		r.Tables[name] = shardmap.Table{Name: name, Key: strings.ToLower(t.Key), Type: kt}
+		name := identifier(t.Name)
+		r.Tables[name] = shardmap.Table{Name: name, Key: identifier(t.Key), Type: kt}
 	}
 	for _, name := range c.Sharding.Reference {
-		r.Reference[strings.ToLower(name)] = true
+		r.Reference[identifier(name)] = true
 	}
 	return r, nil
+}
+
+// identifier is a table or column name of the config as Postgres reads an
+// identifier: folded to lower case, unless written in double quotes
+// ('"Customers"', as Sequelize and Prisma name tables), which keep its
+// case. (Without the quotes, Customers is the table customers, as in SQL.)
+func identifier(s string) string {
+	if len(s) >= 2 && s[0] == '"' && s[len(s)-1] == '"' && !strings.Contains(s[1:len(s)-1], `"`) {
+		return s[1 : len(s)-1]
+	}
+	return strings.ToLower(s)
 }
 
 // MapShards lists the configured shards for the shard map.
