@@ -82,6 +82,7 @@ func (s *session) liftedSQL(lr *LiftRoute, oids []uint32, bind *pgproto3.Bind, d
 	for k, v := range lr.Lits {
 		vals[k] = v
 	}
+	var tables []liftedTable
 	for _, sub := range lr.Subs {
 		q, ok := sqlparse.ReplaceParams(sub.SQL, lr.Lits)
 		if !ok {
@@ -112,6 +113,14 @@ func (s *session) liftedSQL(lr *LiftRoute, oids []uint32, bind *pgproto3.Bind, d
 				types[old-1] = inferred[j]
 			}
 		}
+		if sub.Kind == "table" {
+			exprs, cols, werr := liftTable(sub, fields, rows)
+			if werr != nil {
+				return "", nil, werr
+			}
+			tables = append(tables, liftedTable{sub.Param, exprs, cols})
+			continue
+		}
 		v, werr := liftValue(sub, fields, rows)
 		if werr != nil {
 			return "", nil, werr
@@ -122,7 +131,50 @@ func (s *session) liftedSQL(lr *LiftRoute, oids []uint32, bind *pgproto3.Bind, d
 	if !ok {
 		return "", nil, wire.Errorf(pgcode.InternalError, "lift: cannot put the subqueries' answers in the statement")
 	}
+	for _, t := range tables {
+		var err error
+		if out, err = sqlparse.FillUnnest(out, t.param, t.exprs, t.cols); err != nil {
+			return "", nil, wire.Errorf(pgcode.InternalError, "lift: %v", err)
+		}
+	}
 	return out, types, nil
+}
+
+// liftedTable is a subquery in FROM that ran first: its rows as an array
+// per column, and their names.
+type liftedTable struct {
+	param int
+	exprs []string
+	cols  []string
+}
+
+// liftTable is a FROM subquery's answer: an array per column of its rows
+// (unnest gives the rows back), and the columns' names.
+func liftTable(sub sqlparse.Sublink, fields []pgproto3.FieldDescription, rows [][][]byte) (exprs, cols []string, werr *wire.Error) {
+	if len(fields) == 0 {
+		return nil, nil, wire.Errorf(pgcode.FeatureNotSupported, "a subquery in FROM on sharded tables with no column is not supported")
+	}
+	for i, f := range fields {
+		typ, ok := liftTypes[f.DataTypeOID]
+		if !ok {
+			return nil, nil, wire.Errorf(pgcode.FeatureNotSupported, "a subquery in FROM on sharded tables whose column %s has type %d, not a built-in scalar type, is not supported", f.Name, f.DataTypeOID).
+				WithHint("Cast the column to a built-in type (text, numeric, ...), or join the subquery's tables on their sharding keys.")
+		}
+		var b strings.Builder
+		b.WriteString("ARRAY[")
+		for j, r := range rows {
+			if j > 0 {
+				b.WriteByte(',')
+			}
+			b.WriteString(sqlValue(r[i], typ))
+		}
+		b.WriteString("]::")
+		b.WriteString(typ)
+		b.WriteString("[]")
+		exprs = append(exprs, b.String())
+		cols = append(cols, string(f.Name))
+	}
+	return exprs, cols, nil
 }
 
 // liftValue is a subquery's answer as SQL.
@@ -180,10 +232,10 @@ func sqlValue(v []byte, typ string) string {
 var liftTypes = map[uint32]string{
 	16: "boolean", 17: "bytea", 18: `"char"`, 19: "name", 20: "bigint", 21: "smallint", 23: "integer",
 	25: "text", 26: "oid", 114: "json", 700: "real", 701: "double precision", 790: "money",
-	869: "inet", 650: "cidr", 829: "macaddr", 1042: "character", 1043: "character varying",
+	869: "inet", 650: "cidr", 829: "macaddr", 1042: "bpchar", 1043: "character varying",
 	1082: "date", 1083: "time without time zone", 1114: "timestamp without time zone",
 	1184: "timestamp with time zone", 1186: "interval", 1266: "time with time zone",
-	1560: "bit", 1562: "bit varying", 1700: "numeric", 2950: "uuid", 3802: "jsonb",
+	1560: "bit varying", 1562: "bit varying", 1700: "numeric", 2950: "uuid", 3802: "jsonb",
 }
 
 // capture runs a query as pgshard runs it alone and returns its columns

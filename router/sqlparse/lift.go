@@ -24,6 +24,10 @@ type Sublink struct {
 	Op   string `json:"op,omitempty"`
 	// Param is the parameter that takes its place in the statement.
 	Param int `json:"param"`
+	// Cols, for Kind "table" (a subquery in FROM, replaced by unnest($n)
+	// with its alias: FillUnnest puts its rows in), are the column names
+	// its alias gives, if any.
+	Cols []string `json:"cols,omitempty"`
 }
 
 // Lift replaces each subquery (scalar, EXISTS, IN/ANY/ALL) of the one
@@ -44,6 +48,11 @@ func Lift(sql string, reads func(schema, name string) bool) (string, []Sublink, 
 	next := maxParam(root.ProtoReflect())
 	var subs []Sublink
 	var ferr error
+	// Subqueries in FROM on the side of an outer join whose rows are kept
+	// without a match: lifted, their rows would be on every shard the
+	// statement runs on, and so would the rows that match nothing.
+	preserved := preservedSubqueries(root)
+	liftedPreserved := false
 	var walk func(m protoreflect.Message)
 	walk = func(m protoreflect.Message) {
 		if ferr != nil {
@@ -56,6 +65,28 @@ func Lift(sql string, reads func(schema, name string) bool) (string, []Sublink, 
 			}
 		}
 		if n, ok := m.Interface().(*pg.Node); ok {
+			if rs := n.GetRangeSubselect(); rs != nil && !rs.Lateral && rs.Alias != nil && readsAny(rs.Subquery, reads) {
+				// A subquery in FROM: its rows go in as arrays, one per
+				// column, that unnest($n) AS alias(columns) gives back.
+				sub, err := pg.Deparse(&pg.ParseResult{Version: tree.Version, Stmts: []*pg.RawStmt{{Stmt: rs.Subquery}}})
+				if err != nil {
+					ferr = err
+					return
+				}
+				rf, err := unnestItem(next + 1)
+				if err != nil {
+					ferr = err
+					return
+				}
+				rf.Alias = rs.Alias
+				if preserved[rs] {
+					liftedPreserved = true
+				}
+				n.Node = &pg.Node_RangeFunction{RangeFunction: rf}
+				next++
+				subs = append(subs, Sublink{SQL: sub, Kind: "table", Param: next, Cols: names(rs.Alias.Colnames)})
+				return
+			}
 			if sl := n.GetSubLink(); sl != nil && readsAny(sl.Subselect, reads) {
 				sub, err := pg.Deparse(&pg.ParseResult{Version: tree.Version, Stmts: []*pg.RawStmt{{Stmt: sl.Subselect}}})
 				if err != nil {
@@ -100,6 +131,9 @@ func Lift(sql string, reads func(schema, name string) bool) (string, []Sublink, 
 	walk(root.ProtoReflect())
 	if ferr != nil {
 		return "", nil, ferr
+	}
+	if liftedPreserved && readsAny(root, reads) {
+		return "", nil, errors.New("a subquery in FROM kept by an outer join with sharded tables")
 	}
 	if len(subs) == 0 {
 		return sql, nil, nil
@@ -152,4 +186,108 @@ func ReplaceParams(sql string, vals map[int]string) (string, bool) {
 		b.WriteByte(')')
 		return true
 	})
+}
+
+// unnestItem is the FROM item unnest($param).
+func unnestItem(param int) (*pg.RangeFunction, error) {
+	tree, err := pg.Parse("SELECT * FROM unnest($" + strconv.Itoa(param) + ")")
+	if err != nil {
+		return nil, err
+	}
+	rf := tree.Stmts[0].Stmt.GetSelectStmt().GetFromClause()[0].GetRangeFunction()
+	if rf == nil {
+		return nil, errors.New("unnest: no function in FROM")
+	}
+	return rf, nil
+}
+
+// FillUnnest puts a lifted FROM subquery's rows (Sublink Kind "table")
+// into sql: the FROM item unnest($param) gets exprs (an array expression
+// per column, in order) as its arguments, and its alias the column names
+// cols unless it names them itself.
+func FillUnnest(sql string, param int, exprs, cols []string) (string, error) {
+	if len(exprs) == 0 {
+		return "", errors.New("a subquery in FROM with no column")
+	}
+	tree, err := pg.Parse(sql)
+	if err != nil {
+		return "", err
+	}
+	vals, err := pg.Parse("SELECT " + strings.Join(exprs, ", "))
+	if err != nil {
+		return "", err
+	}
+	var args []*pg.Node
+	for _, t := range vals.Stmts[0].Stmt.GetSelectStmt().GetTargetList() {
+		args = append(args, t.GetResTarget().GetVal())
+	}
+	found := false
+	var walk func(m protoreflect.Message)
+	walk = func(m protoreflect.Message) {
+		if found {
+			return
+		}
+		if rf, ok := m.Interface().(*pg.RangeFunction); ok && len(rf.Functions) == 1 {
+			if l := rf.Functions[0].GetList(); l != nil && len(l.Items) > 0 {
+				if fc := l.Items[0].GetFuncCall(); fc != nil && len(fc.Args) == 1 && strings.Join(names(fc.Funcname), ".") == "unnest" {
+					if pr := fc.Args[0].GetParamRef(); pr != nil && int(pr.Number) == param {
+						fc.Args = args
+						if rf.Alias == nil {
+							rf.Alias = &pg.Alias{Aliasname: "unnamed_subquery"}
+						}
+						if len(rf.Alias.Colnames) == 0 {
+							for _, c := range cols {
+								rf.Alias.Colnames = append(rf.Alias.Colnames, pg.MakeStrNode(c))
+							}
+						}
+						found = true
+						return
+					}
+				}
+			}
+		}
+		rangeMessages(m, walk)
+	}
+	walk(tree.ProtoReflect())
+	if !found {
+		return "", errors.New("lift: the subquery's place in FROM is gone")
+	}
+	return pg.Deparse(tree)
+}
+
+// preservedSubqueries returns the subqueries in FROM that stand on a side
+// of an outer join whose rows are kept without a match (LEFT JOIN's left,
+// RIGHT JOIN's right, both of a FULL JOIN), directly or in joins there.
+func preservedSubqueries(root *pg.Node) map[*pg.RangeSubselect]bool {
+	out := map[*pg.RangeSubselect]bool{}
+	var mark func(n *pg.Node, on bool)
+	mark = func(n *pg.Node, on bool) {
+		switch {
+		case n == nil:
+		case n.GetJoinExpr() != nil:
+			j := n.GetJoinExpr()
+			l, r := on, on
+			switch j.Jointype {
+			case pg.JoinType_JOIN_LEFT:
+				l = true
+			case pg.JoinType_JOIN_RIGHT:
+				r = true
+			case pg.JoinType_JOIN_FULL:
+				l, r = true, true
+			}
+			mark(j.Larg, l)
+			mark(j.Rarg, r)
+		case n.GetRangeSubselect() != nil && on:
+			out[n.GetRangeSubselect()] = true
+		}
+	}
+	var walk func(m protoreflect.Message)
+	walk = func(m protoreflect.Message) {
+		if j, ok := m.Interface().(*pg.JoinExpr); ok {
+			mark(&pg.Node{Node: &pg.Node_JoinExpr{JoinExpr: j}}, false)
+		}
+		rangeMessages(m, walk)
+	}
+	walk(root.ProtoReflect())
+	return out
 }

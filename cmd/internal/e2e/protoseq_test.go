@@ -953,6 +953,32 @@ func TestLiftedSubqueries(t *testing.T) {
 		&pgproto3.Query{String: "INSERT INTO orders (account_id, id, amount) VALUES (1, 1, 5000)"},
 		&pgproto3.Query{String: "SELECT name FROM accounts WHERE id IN (SELECT account_id FROM orders WHERE amount >= 5000)"},
 		&pgproto3.Query{String: "ROLLBACK"})
+	// Subqueries in FROM that need every shard's rows at once (DISTINCT,
+	// LIMIT, GROUP BY; Django's distinct().count() and paginators,
+	// Sequelize's include with a limit, SQLAlchemy's subqueryload) run
+	// first; their rows go in as arrays that unnest gives back.
+	for _, q := range []string{
+		"SELECT count(*) FROM (SELECT DISTINCT balance FROM accounts) subquery",
+		"SELECT count(*) FROM (SELECT id FROM accounts ORDER BY id LIMIT 5) subquery",
+		"SELECT avg(n) FROM (SELECT account_id, count(*) AS n FROM orders GROUP BY account_id) s",
+		"SELECT c.id, o.id FROM (SELECT id FROM accounts ORDER BY id DESC LIMIT 4) c JOIN orders o ON o.account_id = c.id ORDER BY 1, 2",
+		"SELECT o.id, c.n FROM orders o LEFT JOIN (SELECT account_id, count(*) AS n FROM orders WHERE amount > 100 GROUP BY account_id) c ON c.account_id = o.account_id ORDER BY 1",
+		"SELECT count(*) FROM (SELECT id FROM accounts WHERE id = 6) c JOIN orders o ON c.id = o.account_id",
+		"SELECT s.b, s.n FROM (SELECT balance, count(*) FROM accounts GROUP BY balance) AS s(b, n) ORDER BY 1",
+		"SELECT * FROM (SELECT id, name, balance FROM accounts ORDER BY balance DESC, id LIMIT 3) t",
+		"SELECT count(*) FROM (SELECT DISTINCT name FROM accounts WHERE id < 0) s",
+	} {
+		pp.same(t, q, 1, &pgproto3.Query{String: q})
+	}
+	pp.same(t, "subquery in FROM, extended protocol", 1,
+		&pgproto3.Parse{Query: "SELECT count(*), max(x.b) FROM (SELECT DISTINCT balance AS b FROM accounts WHERE id > $1) x WHERE x.b < $2"},
+		&pgproto3.Bind{Parameters: [][]byte{[]byte("3"), []byte("6")}}, &pgproto3.Describe{ObjectType: 'P'}, &pgproto3.Execute{},
+		&pgproto3.Sync{})
+	// Kept by an outer join with a sharded table, its rows would come from
+	// every shard: refused as before.
+	if got := exchange(t, pp.proxied.Frontend, 1, &pgproto3.Query{String: "SELECT c.id, o.id FROM (SELECT id FROM accounts ORDER BY id DESC LIMIT 4) c LEFT JOIN orders o ON o.account_id = c.id"}); len(got) != 2 || got[0] != "E0A000" {
+		t.Errorf("subquery in FROM kept by a LEFT JOIN: %v, want 0A000", got)
+	}
 	// A correlated subquery cannot run alone: refused as before.
 	got := exchange(t, pp.proxied.Frontend, 1, &pgproto3.Query{String: "SELECT a.id FROM accounts a WHERE a.balance > (SELECT avg(b.balance) FROM accounts b WHERE b.name = a.name)"})
 	if len(got) != 2 || got[0] != "E0A000" {
