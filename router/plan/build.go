@@ -642,6 +642,12 @@ func liftPlan(sql string, refusal *Refusal, rules shardmap.Rules) (Plan, bool) {
 			return Plan{}, false
 		}
 		if p := BuildSQL(q, stmts, rules); p.Kind == Refuse {
+			if i == 0 && p.Refuse != nil && p.Refuse.Code == CodeFeatureNotSupported {
+				// What stops the statement once its subqueries could run
+				// first (string_agg over several shards, say) says more
+				// than the subqueries' refusal.
+				return p, true
+			}
 			return Plan{}, false
 		}
 	}
