@@ -94,8 +94,8 @@ func Verify(ctx context.Context, m *shardmap.Map, connect Connector) (*Report, e
 
 func verifyTable(ctx context.Context, c *pgx.Conn, m *shardmap.Map, shard int, t shardmap.Table) (*TableReport, error) {
 	tr := &TableReport{Shard: m.Shards[shard].Name, Table: t.Name, Buckets: map[int]int64{}}
-	var exists bool
-	if err := c.QueryRow(ctx, "SELECT to_regclass($1) IS NOT NULL", t.Name).Scan(&exists); err != nil {
+	exists, err := tableExists(ctx, c, t.Name)
+	if err != nil {
 		return nil, err
 	}
 	if !exists {

@@ -114,7 +114,7 @@ func resolve(p *plan.Plan, in plan.Inputs, m *AppliedMap, sql string, env Catalo
 
 func resolveMap(p *plan.Plan, in plan.Inputs, m *AppliedMap, sql string, env Catalog) Route {
 	if len(p.KeyAssigned) > 0 && p.Kind != plan.Single && p.Kind != plan.Multi {
-		return Route{Kind: RouteRefuse, Err: errKeyUpdate(p)}
+		return guardedKeyUpdate(p, in, m, sql, env)
 	}
 	switch p.Kind {
 	case plan.Single, plan.Multi:
@@ -314,6 +314,38 @@ func resolveMap(p *plan.Plan, in plan.Inputs, m *AppliedMap, sql string, env Cat
 		}
 	}
 	return Route{Kind: RouteRefuse, Err: wire.Errorf(pgcode.FeatureNotSupported, "pgshard cannot route this statement (plan %q)", p.Kind)}
+}
+
+// guardedKeyUpdate routes an UPDATE that assigns its sharding key a value
+// with no key in its WHERE (Django's save(), which writes every column,
+// of a model whose key is not its primary key): on every shard, rewritten
+// so that a row whose key already has that value keeps it and a row whose
+// key would change fails the statement (sqlparse.GuardKeyAssign).
+func guardedKeyUpdate(p *plan.Plan, in plan.Inputs, m *AppliedMap, sql string, env Catalog) Route {
+	g, err := sqlparse.GuardKeyAssign(sql, p.KeyColumn, keyTypeSQL(p.KeyType))
+	if err != nil {
+		return Route{Kind: RouteRefuse, Err: errKeyUpdate(p)}
+	}
+	q := *p
+	q.KeyAssigned = nil
+	r := resolveMap(&q, in, m, g, env)
+	switch r.Kind {
+	case RouteSplit:
+		r.Hidden = true // each shard runs g, not the client's text
+		return r
+	case RouteRefuse:
+		return r
+	}
+	return Route{Kind: RouteRefuse, Err: errKeyUpdate(p)}
+}
+
+// keyTypeSQL is a plan's key type as SQL names it.
+func keyTypeSQL(t string) string {
+	switch t {
+	case "smallint", "integer", "bigint", "uuid", "text", "varchar":
+		return t
+	}
+	return "text"
 }
 
 // errKeyUpdate refuses an UPDATE that assigns its sharding key a value

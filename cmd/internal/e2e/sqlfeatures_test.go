@@ -623,6 +623,9 @@ func TestKeyAssignments(t *testing.T) {
 		if _, err := c.Exec(ctx, "insert into accounts (id, name) values ($1, 'k')", i); err != nil {
 			t.Fatal(err)
 		}
+		if _, err := c.Exec(ctx, "insert into orders (account_id, id, amount) values ($1, $2, $3)", i, i+2, i); err != nil {
+			t.Fatal(err)
+		}
 	}
 	// Two keys in different buckets (and shards).
 	other := int64(2)
@@ -648,13 +651,26 @@ func TestKeyAssignments(t *testing.T) {
 			args []any
 		}{
 			{"update accounts set id = $1, name = 'moved' where id = 1", []any{other}},
-			{"update accounts set id = 1, name = 'moved' where name = 'up2'", nil},
 			{"insert into accounts (id, name) values (1, 'x') on conflict (name) do update set id = excluded.id", nil},
 		}
 		for _, q := range refused {
 			if _, err := c.Exec(ctx, q.sql, append([]any{mode}, q.args...)...); pgCode(err) != "0A000" {
 				t.Fatalf("%v: %s: %v, want 0A000", mode, q.sql, err)
 			}
+		}
+		// With no key in the WHERE (Django's save() writes every column
+		// and finds the row by its primary key): runs on every shard where
+		// each row it matches already has that key; fails (22P02, naming
+		// the key) where one would change, and changes nothing.
+		if tag, err := c.Exec(ctx, "update orders set account_id = $1, amount = amount + 1000 where id = $2", mode, int64(5), 7); err != nil || tag.RowsAffected() != 1 {
+			t.Fatalf("%v: keyless update assigning the key its value: %v, %v", mode, tag, err)
+		}
+		_, err := c.Exec(ctx, "update orders set account_id = $1, amount = amount + 1000 where id = $2", mode, int64(6), 7)
+		if pgCode(err) != "22P02" || !strings.Contains(err.Error(), "sharding key account_id") {
+			t.Fatalf("%v: keyless update changing the key: %v, want 22P02 naming the key", mode, err)
+		}
+		if _, err := c.Exec(ctx, "update accounts set id = 1, name = 'moved' where name = 'up2'", mode); pgCode(err) != "22P02" {
+			t.Fatalf("%v: keyless update moving a row: %v, want 22P02", mode, err)
 		}
 		var names []string
 		rows, err := c.Query(ctx, "select name from accounts where id = any($1) order by id", []int64{1, other})
@@ -664,6 +680,10 @@ func TestKeyAssignments(t *testing.T) {
 		if err != nil || len(names) != 2 || names[0] != "up1" || names[1] != "up2" {
 			t.Fatalf("%v: rows after the assignments: %v, %v", mode, names, err)
 		}
+	}
+	var amount int
+	if err := c.QueryRow(ctx, "select amount from orders where account_id = 5 and id = 7").Scan(&amount); err != nil || amount != 2005 {
+		t.Fatalf("order 7 after the keyless updates: amount %d, %v (want 2005: two updates ran, two failed)", amount, err)
 	}
 	var n, sum int
 	if err := c.QueryRow(ctx, "select count(*), sum(balance) from accounts").Scan(&n, &sum); err != nil || n != 12 || sum != 21 {
