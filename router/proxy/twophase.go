@@ -57,10 +57,10 @@ func (s *session) errSpan(from, to int) *wire.Error {
 		return e.WithHint("Keep each transaction on one sharding key, or set two_phase_commit: true in the pgshard config so transactions may span shards.")
 	case s.cfg.Decisions == nil:
 		return e.WithHint("two_phase_commit needs the catalog to record commit decisions.")
-	case s.txSavepoint:
-		return e.WithHint("A transaction that used savepoints stays on one shard: drop the savepoints or keep the transaction on one sharding key.")
 	case s.pinned:
-		return e.WithHint("A session that ran LISTEN or created a temporary table stays on one shard (pool.mode: session has a connection to every shard).")
+		return e.WithHint("A session that ran LISTEN or created a temporary table or function stays on one shard (pool.mode: session has a connection to every shard).")
+	case s.txSavepoint:
+		return e.WithHint("A transaction that used savepoints (without two-phase commit's tracking of them) or other transaction control in a query of several statements stays on one shard: drop them or keep the transaction on one sharding key.")
 	}
 	return e.WithHint("A pipeline cannot switch shards before its Sync: send a Sync before the statement for another shard.")
 }
