@@ -376,11 +376,7 @@ func TestKeyListWrites(t *testing.T) {
 			c := ts.conn(t)
 			ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 			defer cancel()
-			for i := 1; i <= 12; i++ {
-				if _, err := c.Exec(ctx, "insert into accounts (id, name) values ($1, 'k')", i); err != nil {
-					t.Fatal(err)
-				}
-			}
+			insertAccounts(ctx, t, c, 12)
 			sum := func() int {
 				var n int
 				if err := c.QueryRow(ctx, "select sum(balance) from accounts").Scan(&n); err != nil {
@@ -448,11 +444,7 @@ func TestKeyListReads(t *testing.T) {
 			c := ts.conn(t)
 			ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 			defer cancel()
-			for i := 1; i <= 12; i++ {
-				if _, err := c.Exec(ctx, "insert into accounts (id, name) values ($1, 'k')", i); err != nil {
-					t.Fatal(err)
-				}
-			}
+			insertAccounts(ctx, t, c, 12)
 			ids := func(q pgx.Rows, err error) []int64 {
 				t.Helper()
 				if err != nil {
@@ -556,11 +548,7 @@ func TestSetTransactionSpans(t *testing.T) {
 	c := ts.conn(t)
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
-	for i := 1; i <= 12; i++ {
-		if _, err := c.Exec(ctx, "insert into accounts (id, name) values ($1, 'k')", i); err != nil {
-			t.Fatal(err)
-		}
-	}
+	insertAccounts(ctx, t, c, 12)
 	for _, mode := range []pgx.QueryExecMode{pgx.QueryExecModeSimpleProtocol, pgx.QueryExecModeExec} {
 		tx, err := c.Begin(ctx)
 		if err != nil {
@@ -1253,5 +1241,15 @@ func TestNoTxBlockStatements(t *testing.T) {
 	}
 	if got := strings.Join(exchange(t, raw.Frontend, 3, append(append([]pgproto3.FrontendMessage{&pgproto3.Query{String: "BEGIN"}}, extended("VACUUM accounts")...), &pgproto3.Query{String: "ROLLBACK"})...), " "); got != "CBEGIN ZT 1 2 E25001 ZE CROLLBACK ZI" {
 		t.Errorf("VACUUM in a transaction, extended protocol: %s", got)
+	}
+}
+
+// insertAccounts inserts accounts 1..n, named k, through c.
+func insertAccounts(ctx context.Context, t *testing.T, c *pgx.Conn, n int) {
+	t.Helper()
+	for i := 1; i <= n; i++ {
+		if _, err := c.Exec(ctx, "insert into accounts (id, name) values ($1, 'k')", i); err != nil {
+			t.Fatal(err)
+		}
 	}
 }
