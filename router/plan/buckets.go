@@ -91,7 +91,8 @@ func (p *Plan) AppendBuckets(dst []int, in Inputs, rules shardmap.Rules) ([]int,
 			case "default":
 				return dst, &Refusal{Code: CodeFeatureNotSupported,
 					Message: fmt.Sprintf("INSERT into sharded table %s must set its sharding key column %s", p.Table, p.KeyColumn),
-					Hint:    "give the sharding key a value: pgshard routes rows by their key, so it cannot come from a column default"}
+					Hint:    "give the sharding key a value: pgshard routes rows by their key, so it cannot come from a column default",
+					KeyDefault: true, Table: p.Table, Column: p.KeyColumn}
 			default:
 				return dst, &Refusal{Code: CodeFeatureNotSupported,
 					Message: fmt.Sprintf("cannot route INSERT into sharded table %s: the value of its sharding key %s is an expression", p.Table, p.KeyColumn),

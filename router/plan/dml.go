@@ -618,14 +618,20 @@ func (a *analysis) insert() Plan {
 		fmt.Sprintf("list %s among the columns and give it a value: pgshard routes rows by their key, so the key cannot come from a column default", t.Key))
 	exprKey := refuse(fmt.Sprintf("cannot route INSERT into sharded table %s: the value of its sharding key %s is an expression", t.Name, t.Key),
 		"give the sharding key as a constant or a parameter ($1)")
+	keyDefault := missingKey
+	if !ins.Select {
+		r := *missingKey.Refuse
+		r.KeyDefault, r.Table, r.Column = true, t.Name, t.Key
+		keyDefault = Plan{Kind: Refuse, Refuse: &r}
+	}
 	if ins.DefaultValues {
-		return missingKey
+		return keyDefault
 	}
 	keyIdx := -1
 	if ins.Columns != nil {
 		keyIdx = index(ins.Columns, t.Key)
 		if keyIdx < 0 {
-			return missingKey
+			return keyDefault
 		}
 	}
 	split := &InsertSplit{KeyIndex: keyIdx, Rows: len(ins.Rows), OnConflict: ins.OnConflict, Returning: ins.Returning}
@@ -670,7 +676,7 @@ func (a *analysis) insert() Plan {
 		}
 		v := row[keyIdx]
 		if v.Default {
-			return missingKey
+			return keyDefault
 		}
 		ks, ok := sourceFor(v, t, false)
 		if !ok {

@@ -306,6 +306,14 @@ type Refusal struct {
 	// of the value in the statement text (0: not known), which Postgres
 	// reports as the error's position.
 	At int `json:"at,omitempty"`
+	// KeyDefault marks an INSERT ... VALUES (or DEFAULT VALUES) into a
+	// sharded table that leaves its key to the column's default: the
+	// proxy may take the values from the key's sequence and run it with
+	// them (sqlparse.FillKeyDefaults).
+	KeyDefault bool `json:"key_default,omitempty"`
+	// Table and Column name the table and its key, with KeyDefault.
+	Table  string `json:"table,omitempty"`
+	Column string `json:"column,omitempty"`
 }
 
 func (r *Refusal) Error() string {

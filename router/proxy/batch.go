@@ -248,6 +248,9 @@ func (s *session) routeQuery(m *pgproto3.Query) (done bool, err error) {
 	}
 	switch r.Kind {
 	case RouteRefuse:
+		if r.KeyDefault != nil {
+			return true, s.runKeyDefaults(m.String, r.KeyDefault, r.Err)
+		}
 		return true, s.refuseQuery(r.Err)
 	case RouteCursor:
 		if done, err := s.declareQuery(r); done {

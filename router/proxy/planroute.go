@@ -144,7 +144,11 @@ func resolveMap(p *plan.Plan, in plan.Inputs, m *AppliedMap, sql string, env Cat
 					// Postgres counts characters, from 1.
 					werr.Position = int32(utf8.RuneCountInString(sql[:rf.At-1]) + 1)
 				}
-				return Route{Kind: RouteRefuse, Err: werr}
+				r := Route{Kind: RouteRefuse, Err: werr}
+				if rf.KeyDefault {
+					r.KeyDefault = rf
+				}
+				return r
 			}
 			return Route{Kind: RouteRefuse, Err: wire.Errorf(pgcode.InternalError, "%v", err)}
 		}
@@ -310,7 +314,11 @@ func resolveMap(p *plan.Plan, in plan.Inputs, m *AppliedMap, sql string, env Cat
 		return copyRoute(p, m.Map, env)
 	case plan.Refuse:
 		if p.Refuse != nil {
-			return Route{Kind: RouteRefuse, Err: refusal(p.Refuse)}
+			r := Route{Kind: RouteRefuse, Err: refusal(p.Refuse)}
+			if p.Refuse.KeyDefault {
+				r.KeyDefault = p.Refuse
+			}
+			return r
 		}
 	}
 	return Route{Kind: RouteRefuse, Err: wire.Errorf(pgcode.FeatureNotSupported, "pgshard cannot route this statement (plan %q)", p.Kind)}

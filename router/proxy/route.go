@@ -128,6 +128,11 @@ type Route struct {
 	// split write with RETURNING; execSplitTx has the first shard
 	// describe its part's portal and passes that RowDescription on.
 	DescribePortal bool
+	// KeyDefault, on a RouteRefuse, is an INSERT that leaves its sharding
+	// key to the column's default: in the simple protocol the session
+	// takes the values from the key's sequence and runs it with them
+	// (keydefault.go).
+	KeyDefault *plan.Refusal
 	// Frozen is set when the statement would write to a bucket the map
 	// has frozen (a move is cutting it over). The route is then a
 	// RouteRefuse whose Err is the retryable 55P03 a client gets if the

@@ -1253,3 +1253,77 @@ func insertAccounts(ctx context.Context, t *testing.T, c *pgx.Conn, n int) {
 		}
 	}
 }
+
+// An INSERT that leaves a serial or identity sharding key to its default
+// (ORMs' INSERT INTO t (name) VALUES (...) RETURNING id), in the simple
+// protocol: pgshard takes the keys from the key's sequence on the default
+// shard and routes the rows by them; keys are unique across shards. It
+// was refused with 0A000 (and still is in the extended protocol).
+func TestKeyFromSequence(t *testing.T) {
+	const db = "keyseq_e2e"
+	databaseOnAll(t, db)
+	addr := startProxy(t, proxyOpts{sharded: true, shards: 3, database: db})
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	c := connect(t, fmt.Sprintf("postgres://app:app@%s/%s?sslmode=disable", addr, db))
+	for _, q := range []string{
+		"create table accounts (id bigserial primary key, name text)",
+		"create table orders (account_id bigint generated always as identity primary key, amount int)",
+	} {
+		if _, err := c.Exec(ctx, q); err != nil {
+			t.Fatal(err)
+		}
+	}
+	simple := pgx.QueryExecModeSimpleProtocol
+	var ids []int64
+	collect := func(rows pgx.Rows, err error) {
+		t.Helper()
+		if err != nil {
+			t.Fatal(err)
+		}
+		got, err := pgx.CollectRows(rows, pgx.RowTo[int64])
+		if err != nil {
+			t.Fatal(err)
+		}
+		ids = append(ids, got...)
+	}
+	collect(c.Query(ctx, "insert into accounts (name) values ('a') returning id", simple))
+	collect(c.Query(ctx, "insert into accounts (name) values ('b'), ('c'), ('d'), ('e') returning id", simple))
+	collect(c.Query(ctx, "insert into accounts (id, name) values (default, 'f'), (default, 'g') returning id", simple))
+	collect(c.Query(ctx, "insert into accounts default values returning id", simple))
+	tx, err := c.Begin(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	collect(tx.Query(ctx, "insert into accounts (name) values ('tx') returning id", simple))
+	if err := tx.Commit(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if len(ids) != 9 {
+		t.Fatalf("ids: %v", ids)
+	}
+	seen := map[int64]bool{}
+	for _, id := range ids {
+		if seen[id] {
+			t.Fatalf("id %d handed out twice: %v", id, ids)
+		}
+		seen[id] = true
+		var name *string
+		if err := c.QueryRow(ctx, "select name from accounts where id = $1", id).Scan(&name); err != nil {
+			t.Fatalf("row %d not found by its key: %v", id, err)
+		}
+	}
+	var n, shards int
+	if err := c.QueryRow(ctx, "select count(*), count(distinct id) from accounts").Scan(&n, &shards); err != nil || n != 9 || shards != 9 {
+		t.Fatalf("accounts: %d rows, %d ids, %v", n, shards, err)
+	}
+	// GENERATED ALWAYS: the values go in with OVERRIDING SYSTEM VALUE.
+	var oid int64
+	if err := c.QueryRow(ctx, "insert into orders (amount) values (5) returning account_id", simple).Scan(&oid); err != nil {
+		t.Fatal(err)
+	}
+	// Extended protocol: refused as before.
+	if _, err := c.Exec(ctx, "insert into accounts (name) values ($1)", "x"); pgCode(err) != "0A000" {
+		t.Fatalf("extended protocol: %v, want 0A000", err)
+	}
+}
