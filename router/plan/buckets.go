@@ -90,8 +90,8 @@ func (p *Plan) AppendBuckets(dst []int, in Inputs, rules shardmap.Rules) ([]int,
 			case "":
 			case "default":
 				return dst, &Refusal{Code: CodeFeatureNotSupported,
-					Message: fmt.Sprintf("INSERT into sharded table %s must set its sharding key column %s", p.Table, p.KeyColumn),
-					Hint:    "give the sharding key a value: pgshard routes rows by their key, so it cannot come from a column default",
+					Message:    fmt.Sprintf("INSERT into sharded table %s must set its sharding key column %s", p.Table, p.KeyColumn),
+					Hint:       "give the sharding key a value: pgshard routes rows by their key, so it cannot come from a column default",
 					KeyDefault: true, Table: p.Table, Column: p.KeyColumn}
 			default:
 				return dst, &Refusal{Code: CodeFeatureNotSupported,
