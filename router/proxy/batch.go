@@ -1010,6 +1010,13 @@ func (s *session) batchTarget(batch []pgproto3.FrontendMessage, m *AppliedMap) (
 				// client's transaction: a cursor's Bind starts it.)
 				stateless++
 			}
+			if r.Kind == RouteRefuse && r.KeyDefault != nil && singleStatement(batch) {
+				// An INSERT that leaves its key to the default: with its
+				// keys from their sequence (keydefault.go).
+				if fr := s.keyDefaultSplit(q, oids, b, r.KeyDefault); fr != nil {
+					r = *fr
+				}
+			}
 			want := -1
 			switch r.Kind {
 			case RouteRefuse:

@@ -83,3 +83,39 @@ func (s *Server) nextKeys(table, column string, n int) (vals []string, identity 
 	}
 	return vals, identity, nil
 }
+
+// keyDefaultSplit is, in the extended protocol, the INSERT q (refused as
+// rf, KeyDefault) with its keys from their sequence, bound with b's
+// parameters: a RouteSplit whose parts carry the filled statement
+// (Hidden: each shard runs its part's text, not the client's), run by
+// runBatchSplit, or by runPipeline in a transaction. nil when the
+// statement cannot be filled.
+func (s *session) keyDefaultSplit(q string, oids []uint32, b *pgproto3.Bind, rf *plan.Refusal) *Route {
+	pos := 0
+	if p, err := s.srv.KeyPosition(rf.Table, rf.Column); err == nil {
+		pos = p
+	}
+	filled, err := sqlparse.FillKeyDefaults(q, rf.Column, pos, func(n int) ([]string, bool, error) {
+		vals, identity, err := s.srv.nextKeys(rf.Table, rf.Column, n)
+		return vals, identity == "a", err
+	})
+	if err != nil {
+		return nil
+	}
+	r := s.srv.router.RouteBound(filled, oids, b.ParameterFormatCodes, b.Parameters, s.useMap(), s.srv)
+	switch r.Kind {
+	case RouteShard:
+		returning := false
+		if stmts, err := sqlparse.Analyze(filled); err == nil && len(stmts) == 1 && len(stmts[0].Scopes) > 0 && stmts[0].Scopes[0].Insert != nil {
+			returning = stmts[0].Scopes[0].Insert.Returning
+		}
+		rr := sameOnShards(filled, []int{r.Shard})
+		rr.NoRows = !returning
+		rr.Hidden = true
+		return &rr
+	case RouteSplit:
+		r.Hidden = true
+		return &r
+	}
+	return nil
+}

@@ -131,6 +131,13 @@ func (s *session) runPipeline(batch []pgproto3.FrontendMessage) error {
 			}
 		}
 		r := s.srv.router.RouteBound(q, oids, u.bind.ParameterFormatCodes, u.bind.Parameters, s.useMap(), s.srv)
+		if r.Kind == RouteRefuse && r.KeyDefault != nil {
+			// An INSERT that leaves its key to the default, with its keys
+			// from their sequence (keydefault.go): each shard its part.
+			if fr := s.keyDefaultSplit(q, oids, u.bind, r.KeyDefault); fr != nil {
+				r = *fr
+			}
+		}
 		plans[i] = planned{q: q, oids: oids, shard: -1}
 		switch {
 		case r.Kind == RouteShard:

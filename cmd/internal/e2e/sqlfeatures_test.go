@@ -1257,16 +1257,17 @@ func insertAccounts(ctx context.Context, t *testing.T, c *pgx.Conn, n int) {
 // An INSERT that leaves a serial or identity sharding key to its default
 // (ORMs' INSERT INTO t (name) VALUES (...) RETURNING id), in the simple
 // protocol: pgshard takes the keys from the key's sequence on the default
-// shard and routes the rows by them; keys are unique across shards. It
-// was refused with 0A000 (and still is in the extended protocol).
+// shard and routes the rows by them; keys are unique across shards; the
+// same in the extended protocol, alone and, with two-phase commit, in a
+// transaction. It was refused with 0A000.
 func TestKeyFromSequence(t *testing.T) {
-	const db = "keyseq_e2e"
-	databaseOnAll(t, db)
-	addr := startProxy(t, proxyOpts{sharded: true, shards: 3, database: db})
+	ts := newTwoPCSetupWith(t, "keyseq_e2e", true, nil)
+	addr, db := ts.addr, ts.db
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
 	c := connect(t, fmt.Sprintf("postgres://app:app@%s/%s?sslmode=disable", addr, db))
 	for _, q := range []string{
+		"drop table accounts, orders",
 		"create table accounts (id bigserial primary key, name text)",
 		"create table orders (account_id bigint generated always as identity primary key, amount int)",
 	} {
@@ -1322,8 +1323,20 @@ func TestKeyFromSequence(t *testing.T) {
 	if err := c.QueryRow(ctx, "insert into orders (amount) values (5) returning account_id", simple).Scan(&oid); err != nil {
 		t.Fatal(err)
 	}
-	// Extended protocol: refused as before.
-	if _, err := c.Exec(ctx, "insert into accounts (name) values ($1)", "x"); pgCode(err) != "0A000" {
-		t.Fatalf("extended protocol: %v, want 0A000", err)
+	// Extended protocol (node-postgres, Sequelize, TypeORM, Knex): the
+	// same, alone and in a transaction.
+	collect(c.Query(ctx, "insert into accounts (name) values ($1) returning id", "x1"))
+	collect(c.Query(ctx, "insert into accounts (id, name) values (default, $1), (default, $2) returning id", "x2", "x3"))
+	tx, err = c.Begin(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	collect(tx.Query(ctx, "insert into accounts (name) values ($1) returning id", "x4"))
+	collect(tx.Query(ctx, "insert into accounts (name) values ($1), ($2) returning id", "x5", "x6"))
+	if err := tx.Commit(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if err := c.QueryRow(ctx, "select count(*), count(distinct id) from accounts").Scan(&n, &shards); err != nil || n != 15 || shards != 15 || len(ids) != 15 {
+		t.Fatalf("accounts after the extended-protocol inserts: %d rows, %d ids, %d returned, %v", n, shards, len(ids), err)
 	}
 }
