@@ -27,14 +27,7 @@ import (
 // runKeyDefaults runs the simple query sql, refused as rf (KeyDefault),
 // with its keys from their sequence.
 func (s *session) runKeyDefaults(sql string, rf *plan.Refusal, refused *wire.Error) error {
-	pos := 0
-	if p, err := s.srv.KeyPosition(rf.Table, rf.Column); err == nil {
-		pos = p
-	}
-	q, err := sqlparse.FillKeyDefaults(sql, rf.Column, pos, func(n int) ([]string, bool, error) {
-		vals, identity, err := s.srv.nextKeys(rf.Table, rf.Column, n)
-		return vals, identity == "a", err
-	})
+	q, err := s.fillKeys(sql, rf)
 	if err != nil {
 		var werr *wire.Error
 		if errors.As(err, &werr) {
@@ -46,6 +39,19 @@ func (s *session) runKeyDefaults(sql string, rf *plan.Refusal, refused *wire.Err
 		return s.refuseQuery(wire.Errorf(pgcode.InternalError, "pgshard: the INSERT still leaves its key to the default"))
 	}
 	return s.handleQuery(&pgproto3.Query{String: q})
+}
+
+// fillKeys is the INSERT sql, refused as rf, with the keys it leaves to
+// the default taken from their sequence (sqlparse.FillKeyDefaults).
+func (s *session) fillKeys(sql string, rf *plan.Refusal) (string, error) {
+	pos := 0
+	if p, err := s.srv.KeyPosition(rf.Table, rf.Column); err == nil {
+		pos = p
+	}
+	return sqlparse.FillKeyDefaults(sql, rf.Column, pos, func(n int) ([]string, bool, error) {
+		vals, identity, err := s.srv.nextKeys(rf.Table, rf.Column, n)
+		return vals, identity == "a", err
+	})
 }
 
 // nextKeys takes n values of the sequence of table's column on the default
@@ -91,14 +97,7 @@ func (s *Server) nextKeys(table, column string, n int) (vals []string, identity 
 // runBatchSplit, or by runPipeline in a transaction. nil when the
 // statement cannot be filled.
 func (s *session) keyDefaultSplit(q string, oids []uint32, b *pgproto3.Bind, rf *plan.Refusal) *Route {
-	pos := 0
-	if p, err := s.srv.KeyPosition(rf.Table, rf.Column); err == nil {
-		pos = p
-	}
-	filled, err := sqlparse.FillKeyDefaults(q, rf.Column, pos, func(n int) ([]string, bool, error) {
-		vals, identity, err := s.srv.nextKeys(rf.Table, rf.Column, n)
-		return vals, identity == "a", err
-	})
+	filled, err := s.fillKeys(q, rf)
 	if err != nil {
 		return nil
 	}
