@@ -402,6 +402,7 @@ func (s *Server) IsAggregate(name string) (bool, error) {
 // may change column positions and collations.
 func (s *Server) forgetCatalog() {
 	s.keyPos.Clear()
+	s.keyDefaults.Clear()
 	s.colColl.Clear()
 	s.nondet.Clear()
 	s.inputCols.Clear()

@@ -49,45 +49,78 @@ func (s *session) fillKeys(sql string, rf *plan.Refusal) (string, error) {
 		pos = p
 	}
 	return sqlparse.FillKeyDefaults(sql, rf.Column, pos, func(n int) ([]string, bool, error) {
-		vals, identity, err := s.srv.nextKeys(rf.Table, rf.Column, n)
-		return vals, identity == "a", err
+		return s.srv.nextKeys(rf.Table, rf.Column, n)
 	})
 }
 
-// nextKeys takes n values of the sequence of table's column on the default
-// shard, and tells whether the column is an identity one (attidentity:
-// "a" for GENERATED ALWAYS, "d" BY DEFAULT, "" a serial default).
-func (s *Server) nextKeys(table, column string, n int) (vals []string, identity string, err error) {
+// keyDefault is a key column's default: identity is pg_attribute's
+// attidentity ("a" GENERATED ALWAYS, "d" BY DEFAULT, "" none), expr the
+// default expression (nextval('seq'::regclass) for a serial column,
+// gen_random_uuid() for a uuid key, ...), empty for an identity column.
+type keyDefault struct {
+	identity, expr string
+}
+
+// nextKeys returns n values of table's column's default, as SQL literals,
+// evaluated on the default shard in one round trip (its catalog entry is
+// cached until the next DDL), and whether the column is GENERATED ALWAYS.
+func (s *Server) nextKeys(table, column string, n int) (vals []string, always bool, err error) {
 	m := s.applied()
 	if m == nil {
-		return nil, "", errors.New("no shard map")
+		return nil, false, errors.New("no shard map")
 	}
 	p := s.poolFor(m, m.Default)
 	if p == nil {
-		return nil, "", errors.New("no pool for the default shard")
+		return nil, false, errors.New("no pool for the default shard")
 	}
 	sc, err := p.Acquire(context.Background())
 	if err != nil {
-		return nil, "", err
+		return nil, false, err
 	}
 	defer p.Release(sc)
 	t, c := quoteLiteral(relText(table)), quoteLiteral(column)
-	rows, err := queryRows(sc, fmt.Sprintf(`SELECT (SELECT attidentity FROM pg_attribute WHERE attrelid = %[1]s::regclass AND attname = %[2]s), nextval(pg_get_serial_sequence(%[1]s, %[2]s)) FROM generate_series(1, %[3]d)`, t, c, n))
+	k := table + "." + column
+	var kd keyDefault
+	if v, ok := s.keyDefaults.Load(k); ok {
+		kd = v.(keyDefault)
+	} else {
+		rows, err := queryRows(sc, fmt.Sprintf(`SELECT a.attidentity, coalesce(pg_get_expr(d.adbin, d.adrelid), '')
+  FROM pg_attribute a LEFT JOIN pg_attrdef d ON d.adrelid = a.attrelid AND d.adnum = a.attnum
+ WHERE a.attrelid = %s::regclass AND a.attname = %s AND NOT a.attisdropped`, t, c))
+		if err != nil {
+			return nil, false, err
+		}
+		if len(rows) != 1 || len(rows[0]) != 2 {
+			return nil, false, fmt.Errorf("key column %s of table %s: not found", column, table)
+		}
+		kd = keyDefault{identity: rows[0][0], expr: rows[0][1]}
+		s.keyDefaults.Store(k, kd)
+	}
+	var q string
+	switch {
+	case kd.identity != "":
+		q = fmt.Sprintf(`SELECT nextval(pg_get_serial_sequence(%s, %s))::text FROM generate_series(1, %d)`, t, c, n)
+	case kd.expr != "":
+		q = fmt.Sprintf(`SELECT (%s)::text FROM generate_series(1, %d)`, kd.expr, n)
+	default:
+		return nil, false, wire.Errorf(pgcode.FeatureNotSupported, "INSERT into sharded table %s must set its sharding key column %s: the column has no default", table, column).
+			WithHint(fmt.Sprintf("give %s a value", column))
+	}
+	rows, err := queryRows(sc, q)
 	if err != nil {
-		return nil, "", err
+		return nil, false, err
 	}
 	for _, r := range rows {
-		if len(r) < 2 || r[1] == "" {
-			return nil, "", wire.Errorf(pgcode.FeatureNotSupported, "INSERT into sharded table %s must set its sharding key column %s: its default is not a sequence", table, column).
-				WithHint(fmt.Sprintf("give %s a value: pgshard takes a key left to the column's default only from a serial or identity column's sequence", column))
+		if len(r) != 1 || r[0] == "" {
+			return nil, false, wire.Errorf(pgcode.FeatureNotSupported, "INSERT into sharded table %s must set its sharding key column %s: its default gave no value", table, column).
+				WithHint(fmt.Sprintf("give %s a value", column))
 		}
-		identity = r[0]
-		vals = append(vals, r[1])
+		vals = append(vals, quoteLiteral(r[0]))
 	}
 	if len(vals) != n {
-		return nil, "", fmt.Errorf("nextval: %d values, want %d", len(vals), n)
+		return nil, false, fmt.Errorf("key defaults: %d values, want %d", len(vals), n)
 	}
-	return vals, identity, nil
+	return vals, kd.identity == "a", nil
 }
 
 // keyDefaultSplit is, in the extended protocol, the INSERT q (refused as

@@ -158,7 +158,10 @@ type Server struct {
 	wg          sync.WaitGroup
 
 	keyPos sync.Map // "table.column" -> int
-	collC  sync.Map // shard name -> bool: its database collation is C/POSIX
+	// keyDefaults: "table.column" -> keyDefault, the key's default as the
+	// default shard's catalog has it (keydefault.go)
+	keyDefaults sync.Map
+	collC       sync.Map // shard name -> bool: its database collation is C/POSIX
 	// colColl: "shard/tableoid/attnum" -> collInfo; nondet: shard name ->
 	// names of its nondeterministic collations (collation.go).
 	colColl sync.Map

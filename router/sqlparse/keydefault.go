@@ -10,9 +10,10 @@ import (
 // FillKeyDefaults gives an INSERT ... VALUES (or DEFAULT VALUES) the values
 // of its sharding key column key that it leaves to the column's default
 // (the column not listed, or DEFAULT in its place), as a router must know
-// each row's key before the row reaches a shard. next returns n values
-// (nextval of the key's sequence, taken on one shard: Citus takes a
-// distributed table's serial values on its coordinator the same way).
+// each row's key before the row reaches a shard. next returns n values as
+// SQL constants (nextval of the key's sequence, or its default expression,
+// evaluated on one shard: Citus takes a distributed table's serial values
+// on its coordinator the same way).
 // keyPos is the key's 1-based position in the table, for an INSERT
 // without a column list (0: unknown). When next reports always (an
 // identity column GENERATED ALWAYS), the INSERT gets OVERRIDING SYSTEM
@@ -99,11 +100,13 @@ func FillKeyDefaults(sql, key string, keyPos int, next func(n int) (vals []strin
 	return pg.Deparse(tree)
 }
 
-// constNodes parses constants (integers, as nextval returns them).
+// constNodes parses constants: SQL literals ('...', the key's type taken
+// from its column) or integers.
 func constNodes(vals []string) ([]*pg.Node, error) {
 	for _, v := range vals {
-		if v == "" || strings.TrimLeft(v, "-0123456789") != "" {
-			return nil, errors.New("not an integer: " + v)
+		quoted := len(v) >= 2 && v[0] == '\'' && v[len(v)-1] == '\''
+		if !quoted && (v == "" || strings.TrimLeft(v, "-0123456789") != "") {
+			return nil, errors.New("not a constant: " + v)
 		}
 	}
 	t, err := pg.Parse("SELECT " + strings.Join(vals, ", "))

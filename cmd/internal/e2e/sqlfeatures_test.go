@@ -1339,4 +1339,27 @@ func TestKeyFromSequence(t *testing.T) {
 	if err := c.QueryRow(ctx, "select count(*), count(distinct id) from accounts").Scan(&n, &shards); err != nil || n != 15 || shards != 15 || len(ids) != 15 {
 		t.Fatalf("accounts after the extended-protocol inserts: %d rows, %d ids, %d returned, %v", n, shards, len(ids), err)
 	}
+	// A key whose default is an expression (a uuid key's
+	// gen_random_uuid()): evaluated on the default shard the same way.
+	if _, err := c.Exec(ctx, "create table sessions (token uuid primary key default gen_random_uuid(), note text)"); err != nil {
+		t.Fatal(err)
+	}
+	var tokens []string
+	for _, mode := range []pgx.QueryExecMode{simple, pgx.QueryExecModeExec} {
+		rows, err := c.Query(ctx, "insert into sessions (note) values ('a'), ('b'), ('c') returning token::text", mode)
+		if err != nil {
+			t.Fatalf("%v: insert with the uuid key left to its default: %v", mode, err)
+		}
+		got, err := pgx.CollectRows(rows, pgx.RowTo[string])
+		if err != nil || len(got) != 3 {
+			t.Fatalf("%v: %v %v", mode, got, err)
+		}
+		tokens = append(tokens, got...)
+	}
+	for _, tok := range tokens {
+		var note string
+		if err := c.QueryRow(ctx, "select note from sessions where token = $1", tok).Scan(&note); err != nil {
+			t.Fatalf("session %s not found by its key: %v", tok, err)
+		}
+	}
 }
