@@ -91,7 +91,7 @@ func (p *Plan) AppendBuckets(dst []int, in Inputs, rules shardmap.Rules) ([]int,
 			case "default":
 				return dst, &Refusal{Code: CodeFeatureNotSupported,
 					Message:    fmt.Sprintf("INSERT into sharded table %s must set its sharding key column %s", p.Table, p.KeyColumn),
-					Hint:       "give the sharding key a value: pgshard routes rows by their key, so it cannot come from a column default",
+					Hint:       "give the sharding key a value: pgshard routes rows by their key, and takes a key left to its default only for an INSERT ... VALUES sent as a statement of its own",
 					KeyDefault: true, Table: p.Table, Column: p.KeyColumn}
 			default:
 				return dst, &Refusal{Code: CodeFeatureNotSupported,

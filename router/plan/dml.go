@@ -615,7 +615,7 @@ func (a *analysis) insert() Plan {
 		}
 	}
 	missingKey := refuse(fmt.Sprintf("INSERT into sharded table %s must set its sharding key column %s", t.Name, t.Key),
-		fmt.Sprintf("list %s among the columns and give it a value: pgshard routes rows by their key, so the key cannot come from a column default", t.Key))
+		fmt.Sprintf("list %s among the columns and give it a value: pgshard routes rows by their key, and takes a key left to its default only for an INSERT ... VALUES sent as a statement of its own", t.Key))
 	exprKey := refuse(fmt.Sprintf("cannot route INSERT into sharded table %s: the value of its sharding key %s is an expression", t.Name, t.Key),
 		"give the sharding key as a constant or a parameter ($1)")
 	keyDefault := missingKey
