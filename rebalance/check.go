@@ -262,19 +262,7 @@ func createDirtyTrigger(t shardmap.Table) string {
 // guarded one (enabled for the replica role), in a savepoint of tx: on
 // lock_timeout the old one stays.
 func guardDirtyTrigger(ctx context.Context, tx pgx.Tx, t shardmap.Table) (replaced bool, err error) {
-	if _, err := tx.Exec(ctx, `SAVEPOINT pgshard_guard; SET LOCAL lock_timeout = '50ms'`); err != nil {
-		return false, err
-	}
-	_, err = tx.Exec(ctx, fmt.Sprintf(`DROP TRIGGER pgshard_dirty ON %[1]s; %[2]s; ALTER TABLE %[1]s ENABLE REPLICA TRIGGER pgshard_dirty`, quoteIdent(t.Name), createDirtyTrigger(t)))
-	if pe := (*pgconn.PgError)(nil); errors.As(err, &pe) && pe.Code == "55P03" {
-		_, err = tx.Exec(ctx, `ROLLBACK TO SAVEPOINT pgshard_guard; RELEASE SAVEPOINT pgshard_guard`)
-		return false, err
-	}
-	if err != nil {
-		return false, err
-	}
-	_, err = tx.Exec(ctx, `RELEASE SAVEPOINT pgshard_guard; SET LOCAL lock_timeout TO DEFAULT`)
-	return err == nil, err
+	return tryLockedDDL(ctx, tx, fmt.Sprintf(`DROP TRIGGER pgshard_dirty ON %[1]s; %[2]s; ALTER TABLE %[1]s ENABLE REPLICA TRIGGER pgshard_dirty`, quoteIdent(t.Name), createDirtyTrigger(t)), "50ms")
 }
 
 // guardOldTriggers replaces, on the shard of c, the dirty-key triggers an

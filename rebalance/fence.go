@@ -278,12 +278,8 @@ END
 	}
 	// The trigger only when missing: creating one locks the table against
 	// every writer (SHARE ROW EXCLUSIVE).
-	var has bool
-	if err := tx.QueryRow(ctx, `SELECT EXISTS (SELECT 1 FROM pg_trigger WHERE tgrelid = to_regclass($1) AND tgname = $2)`, quoteIdent(t.Name), fenceTrigger).Scan(&has); err != nil {
+	if has, err := hasTrigger(ctx, tx, t.Name, fenceTrigger); err != nil || has {
 		return err
-	}
-	if has {
-		return nil
 	}
 	if err := lockedDDL(ctx, tx, fmt.Sprintf(`CREATE TRIGGER %s BEFORE INSERT OR UPDATE OR DELETE ON %s FOR EACH ROW EXECUTE FUNCTION %s()`,
 		fenceTrigger, quoteIdent(t.Name), fenceFunc(t))); err != nil {
@@ -292,23 +288,19 @@ END
 	return nil
 }
 
-// lockedDDL runs ddl, which locks a table the application uses, in a
-// savepoint with a short lock_timeout, tried again for up to ddlLockWait: a
+// lockedDDL runs ddl, which locks a table the application uses, with a
+// short lock_timeout (tryLockedDDL), tried again for up to ddlLockWait: a
 // lock request waiting behind a long query would hold up every writer
 // queued behind it.
 func lockedDDL(ctx context.Context, tx execer, ddl string) error {
 	deadline := time.Now().Add(ddlLockWait)
 	for {
-		_, err := tx.Exec(ctx, `SAVEPOINT pgshard_ddl; SET LOCAL lock_timeout = '100ms'; `+ddl+`; RELEASE SAVEPOINT pgshard_ddl; SET LOCAL lock_timeout TO DEFAULT`)
-		var pe *pgconn.PgError
-		if !errors.As(err, &pe) || pe.Code != "55P03" {
+		done, err := tryLockedDDL(ctx, tx, ddl, "100ms")
+		if done || err != nil {
 			return err
 		}
-		if _, rerr := tx.Exec(ctx, `ROLLBACK TO SAVEPOINT pgshard_ddl; RELEASE SAVEPOINT pgshard_ddl; SET LOCAL lock_timeout TO DEFAULT`); rerr != nil {
-			return rerr
-		}
 		if time.Now().After(deadline) {
-			return fmt.Errorf("the table's lock did not come within %s (a long transaction holds it); try again: %w", ddlLockWait, err)
+			return fmt.Errorf("the table's lock did not come within %s (a long transaction holds it); try again", ddlLockWait)
 		}
 		select {
 		case <-ctx.Done():
@@ -316,6 +308,18 @@ func lockedDDL(ctx context.Context, tx execer, ddl string) error {
 		case <-time.After(20 * time.Millisecond):
 		}
 	}
+}
+
+// tryLockedDDL runs ddl in a savepoint of tx with lock_timeout timeout; on
+// lock_timeout (55P03) it rolls the savepoint back and reports done false.
+func tryLockedDDL(ctx context.Context, tx execer, ddl, timeout string) (done bool, err error) {
+	_, err = tx.Exec(ctx, `SAVEPOINT pgshard_ddl; SET LOCAL lock_timeout = '`+timeout+`'; `+ddl+`; RELEASE SAVEPOINT pgshard_ddl; SET LOCAL lock_timeout TO DEFAULT`)
+	var pe *pgconn.PgError
+	if errors.As(err, &pe) && pe.Code == "55P03" {
+		_, err = tx.Exec(ctx, `ROLLBACK TO SAVEPOINT pgshard_ddl; RELEASE SAVEPOINT pgshard_ddl`)
+		return false, err
+	}
+	return err == nil, err
 }
 
 // ddlLockWait bounds lockedDDL's tries.
@@ -327,15 +331,18 @@ const fenceMaskFunc = "pgshard.fence_bits"
 // ensureTrigger runs create (a CREATE TRIGGER) when table has no trigger
 // called name.
 func ensureTrigger(ctx context.Context, tx execer, table, name, create string) error {
-	var has bool
-	if err := tx.QueryRow(ctx, `SELECT EXISTS (SELECT 1 FROM pg_trigger WHERE tgrelid = to_regclass($1) AND tgname = $2)`, quoteIdent(table), name).Scan(&has); err != nil {
+	if has, err := hasTrigger(ctx, tx, table, name); err != nil || has {
 		return err
-	}
-	if has {
-		return nil
 	}
 	_, err := tx.Exec(ctx, create)
 	return err
+}
+
+// hasTrigger reports whether table has a trigger called name.
+func hasTrigger(ctx context.Context, q querier, table, name string) (bool, error) {
+	var has bool
+	err := q.QueryRow(ctx, `SELECT EXISTS (SELECT 1 FROM pg_trigger WHERE tgrelid = to_regclass($1) AND tgname = $2)`, quoteIdent(table), name).Scan(&has)
+	return has, err
 }
 
 func int32s(bs []int) []int32 {
