@@ -1337,8 +1337,11 @@ func singleStatementLimit(batch []pgproto3.FrontendMessage, anyLimit bool) bool 
 
 // describesPortal reports whether batch describes a portal.
 func describesPortal(batch []pgproto3.FrontendMessage) bool {
-	return slices.ContainsFunc(batch, func(m pgproto3.FrontendMessage) bool {
-		d, ok := m.(*pgproto3.Describe)
-		return ok && d.ObjectType == 'P'
-	})
+	return slices.ContainsFunc(batch, isPortalDescribe)
+}
+
+// isPortalDescribe reports whether m is a Describe of a portal.
+func isPortalDescribe(m pgproto3.FrontendMessage) bool {
+	d, ok := m.(*pgproto3.Describe)
+	return ok && d.ObjectType == 'P'
 }

@@ -160,18 +160,7 @@ func liftTable(sub sqlparse.Sublink, fields []pgproto3.FieldDescription, rows []
 			return nil, nil, wire.Errorf(pgcode.FeatureNotSupported, "a subquery in FROM on sharded tables whose column %s has type %d, not a built-in scalar type, is not supported", f.Name, f.DataTypeOID).
 				WithHint("Cast the column to a built-in type (text, numeric, ...), or join the subquery's tables on their sharding keys.")
 		}
-		var b strings.Builder
-		b.WriteString("ARRAY[")
-		for j, r := range rows {
-			if j > 0 {
-				b.WriteByte(',')
-			}
-			b.WriteString(sqlValue(r[i], typ))
-		}
-		b.WriteString("]::")
-		b.WriteString(typ)
-		b.WriteString("[]")
-		exprs = append(exprs, b.String())
+		exprs = append(exprs, sqlArray(rows, i, typ))
 		cols = append(cols, string(f.Name))
 	}
 	return exprs, cols, nil
@@ -205,18 +194,24 @@ func liftValue(sub sqlparse.Sublink, fields []pgproto3.FieldDescription, rows []
 		}
 		return "", wire.Errorf(pgcode.CardinalityViolation, "more than one row returned by a subquery used as an expression")
 	}
+	return sqlArray(rows, 0, typ), nil
+}
+
+// sqlArray is column col of rows (text values) as an array constant of
+// type typ[].
+func sqlArray(rows [][][]byte, col int, typ string) string {
 	var b strings.Builder
 	b.WriteString("ARRAY[")
 	for i, r := range rows {
 		if i > 0 {
 			b.WriteByte(',')
 		}
-		b.WriteString(sqlValue(r[0], typ))
+		b.WriteString(sqlValue(r[col], typ))
 	}
 	b.WriteString("]::")
 	b.WriteString(typ)
 	b.WriteString("[]")
-	return b.String(), nil
+	return b.String()
 }
 
 // sqlValue is a text value as a constant of type typ.

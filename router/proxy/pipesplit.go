@@ -211,10 +211,7 @@ func (s *session) runPipeline(batch []pgproto3.FrontendMessage) error {
 			// the shards' notices straight on.
 			local := u.msgs[:len(u.msgs)-1]
 			if p.split.DescribePortal {
-				local = slices.DeleteFunc(slices.Clone(local), func(m pgproto3.FrontendMessage) bool {
-					d, ok := m.(*pgproto3.Describe)
-					return ok && d.ObjectType == 'P'
-				})
+				local = slices.DeleteFunc(slices.Clone(local), isPortalDescribe)
 			}
 			s.answerLocally(local)
 			if err := s.drive(); err != nil {
