@@ -1012,9 +1012,19 @@ func (s *session) batchTarget(batch []pgproto3.FrontendMessage, m *AppliedMap) (
 			}
 			if r.Kind == RouteRefuse && r.KeyDefault != nil && singleStatement(batch) {
 				// An INSERT that leaves its key to the default: with its
-				// keys from their sequence (keydefault.go).
-				if fr := s.keyDefaultSplit(q, oids, b, r.KeyDefault); fr != nil {
-					r = *fr
+				// keys from their sequence (keydefault.go). In a
+				// transaction runPipeline takes them, once, when it runs
+				// the statement there.
+				switch {
+				case !inTx:
+					if fr := s.keyDefaultSplit(q, oids, b, r.KeyDefault); fr != nil {
+						r = *fr
+					}
+				case s.cfg.TwoPhaseCommit:
+					s.pipelineSpans = true
+				default:
+					return 0, wire.Errorf(pgcode.FeatureNotSupported, "INSERT into sharded table %s leaves its sharding key column %s to its default, which pgshard fills in a transaction only with two-phase commit", r.KeyDefault.Table, r.KeyDefault.Column).
+						WithHint("Give the key a value, send the INSERT outside the transaction, or set two_phase_commit: true in the pgshard config."), nil
 				}
 			}
 			want := -1

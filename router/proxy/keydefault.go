@@ -15,14 +15,16 @@ import (
 
 // An INSERT that leaves a sharded table's key to the column's default
 // (INSERT INTO customers (name) VALUES ('a') RETURNING id, as ORMs write
-// for a serial or identity key): pgshard must know each row's key to route
-// it, so, in the simple protocol, it takes the values from the key's
-// sequence on the default shard (one nextval per row, in one round trip)
-// and runs the INSERT with them, as Citus takes a distributed table's
-// serial values on its coordinator. The default shard's sequence hands out
-// every key, so keys stay unique across shards; the other shards'
-// sequences of that column are not used. A key whose default is not a
-// sequence keeps the refusal.
+// for a serial, identity or uuid key): pgshard must know each row's key
+// to route it, so it evaluates the default on the default shard (nextval
+// of a serial or identity key's sequence, gen_random_uuid(), ...; all the
+// rows' values in one round trip) and runs the INSERT with them, as Citus
+// takes a distributed table's serial values on its coordinator. The
+// default shard's sequence hands out every key, so serial keys stay unique
+// across shards; the other shards' sequences of that column are not used.
+// Simple protocol: runKeyDefaults; extended: keyDefaultSplit, alone in its
+// pipeline (runBatchSplit) or in a transaction with two-phase commit
+// (runPipeline). A key with no default keeps the refusal.
 
 // runKeyDefaults runs the simple query sql, refused as rf (KeyDefault),
 // with its keys from their sequence.

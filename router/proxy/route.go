@@ -129,8 +129,8 @@ type Route struct {
 	// describe its part's portal and passes that RowDescription on.
 	DescribePortal bool
 	// KeyDefault, on a RouteRefuse, is an INSERT that leaves its sharding
-	// key to the column's default: in the simple protocol the session
-	// takes the values from the key's sequence and runs it with them
+	// key to the column's default: the session takes the values from the
+	// default, evaluated on the default shard, and runs it with them
 	// (keydefault.go).
 	KeyDefault *plan.Refusal
 	// Frozen is set when the statement would write to a bucket the map

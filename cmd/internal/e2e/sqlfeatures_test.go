@@ -1339,6 +1339,10 @@ func TestKeyFromSequence(t *testing.T) {
 	if err := c.QueryRow(ctx, "select count(*), count(distinct id) from accounts").Scan(&n, &shards); err != nil || n != 15 || shards != 15 || len(ids) != 15 {
 		t.Fatalf("accounts after the extended-protocol inserts: %d rows, %d ids, %d returned, %v", n, shards, len(ids), err)
 	}
+	// In the transaction the keys were taken once: consecutive.
+	if last := ids[len(ids)-3:]; last[1] != last[0]+1 || last[2] != last[1]+1 {
+		t.Errorf("keys of the inserts in a transaction: %v, want consecutive values", last)
+	}
 	// A key whose default is an expression (a uuid key's
 	// gen_random_uuid()): evaluated on the default shard the same way.
 	if _, err := c.Exec(ctx, "create table sessions (token uuid primary key default gen_random_uuid(), note text)"); err != nil {
@@ -1361,5 +1365,23 @@ func TestKeyFromSequence(t *testing.T) {
 		if err := c.QueryRow(ctx, "select note from sessions where token = $1", tok).Scan(&note); err != nil {
 			t.Fatalf("session %s not found by its key: %v", tok, err)
 		}
+	}
+	// Without two-phase commit, an extended-protocol transaction refuses
+	// such an INSERT, saying why; outside one it runs.
+	ts1 := newTwoPCSetupWith(t, "keyseq1_e2e", false, nil)
+	c1 := ts1.conn(t)
+	if _, err := c1.Exec(ctx, "drop table accounts, orders; create table accounts (id bigserial primary key, name text)"); err != nil {
+		t.Fatal(err)
+	}
+	tx, err = c1.Begin(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := tx.Exec(ctx, "insert into accounts (name) values ($1)", "y"); pgCode(err) != "0A000" || !strings.Contains(err.Error(), "two-phase commit") {
+		t.Fatalf("without two-phase commit, in a transaction: %v, want 0A000 naming two-phase commit", err)
+	}
+	_ = tx.Rollback(ctx)
+	if _, err := c1.Exec(ctx, "insert into accounts (name) values ($1)", "y"); err != nil {
+		t.Fatalf("without two-phase commit, outside a transaction: %v", err)
 	}
 }
