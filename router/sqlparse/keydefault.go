@@ -19,14 +19,14 @@ import (
 // identity column GENERATED ALWAYS), the INSERT gets OVERRIDING SYSTEM
 // VALUE.
 func FillKeyDefaults(sql, key string, keyPos int, next func(n int) (vals []string, always bool, err error)) (string, error) {
-	tree, err := pg.Parse(sql)
+	tree, err := parseOne(sql)
 	if err != nil {
 		return "", err
 	}
-	if len(tree.Stmts) != 1 || tree.Stmts[0].Stmt.GetInsertStmt() == nil {
-		return "", errors.New("not one INSERT")
-	}
 	ins := tree.Stmts[0].Stmt.GetInsertStmt()
+	if ins == nil {
+		return "", errors.New("not an INSERT")
+	}
 	idx := -1
 	for i, c := range ins.Cols {
 		if c.GetResTarget().GetName() == key {
@@ -109,13 +109,5 @@ func constNodes(vals []string) ([]*pg.Node, error) {
 			return nil, errors.New("not a constant: " + v)
 		}
 	}
-	t, err := pg.Parse("SELECT " + strings.Join(vals, ", "))
-	if err != nil {
-		return nil, err
-	}
-	var out []*pg.Node
-	for _, n := range t.Stmts[0].Stmt.GetSelectStmt().GetTargetList() {
-		out = append(out, n.GetResTarget().GetVal())
-	}
-	return out, nil
+	return exprNodes(vals)
 }

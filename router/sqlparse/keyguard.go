@@ -23,14 +23,14 @@ import (
 // The cast's text names no constant only: Postgres folds constant casts
 // when it plans, and this one must fail only for such a row.
 func GuardKeyAssign(sql, key, keyType string) (string, error) {
-	tree, err := pg.Parse(sql)
+	tree, err := parseOne(sql)
 	if err != nil {
 		return "", err
 	}
-	if len(tree.Stmts) != 1 || tree.Stmts[0].Stmt.GetUpdateStmt() == nil {
-		return "", errors.New("not one UPDATE")
-	}
 	up := tree.Stmts[0].Stmt.GetUpdateStmt()
+	if up == nil {
+		return "", errors.New("not an UPDATE")
+	}
 	if up.Relation == nil {
 		return "", errors.New("UPDATE without a table")
 	}
@@ -59,13 +59,13 @@ func GuardKeyAssign(sql, key, keyType string) (string, error) {
 		return "", errors.New("deparse of the key's value")
 	}
 	msg := "pgshard: this UPDATE would change the sharding key " + key + " of a row from "
-	guard := "SELECT CASE WHEN " + col + " IS NOT DISTINCT FROM (" + val + ") THEN " + col +
+	guard := "CASE WHEN " + col + " IS NOT DISTINCT FROM (" + val + ") THEN " + col +
 		" ELSE ((" + quoteLiteralSQL(msg) + " || coalesce(" + col + "::text, 'NULL') || " + quoteLiteralSQL(" (delete the row and insert it again)") + ")::int)::text::" + keyType + " END"
-	gt, err := pg.Parse(guard)
+	g, err := exprNodes([]string{guard})
 	if err != nil {
 		return "", err
 	}
-	rt.Val = gt.Stmts[0].Stmt.GetSelectStmt().GetTargetList()[0].GetResTarget().GetVal()
+	rt.Val = g[0]
 	return pg.Deparse(tree)
 }
 

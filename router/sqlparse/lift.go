@@ -37,12 +37,9 @@ type Sublink struct {
 // inside a lifted subquery stays in it). It returns no Sublink when there
 // is none to lift.
 func Lift(sql string, reads func(schema, name string) bool) (string, []Sublink, error) {
-	tree, err := pg.Parse(sql)
+	tree, err := parseOne(sql)
 	if err != nil {
 		return "", nil, err
-	}
-	if len(tree.Stmts) != 1 {
-		return "", nil, errors.New("not one statement")
 	}
 	root := tree.Stmts[0].Stmt
 	next := maxParam(root.ProtoReflect())
@@ -213,13 +210,9 @@ func FillUnnest(sql string, param int, exprs, cols []string) (string, error) {
 	if err != nil {
 		return "", err
 	}
-	vals, err := pg.Parse("SELECT " + strings.Join(exprs, ", "))
+	args, err := exprNodes(exprs)
 	if err != nil {
 		return "", err
-	}
-	var args []*pg.Node
-	for _, t := range vals.Stmts[0].Stmt.GetSelectStmt().GetTargetList() {
-		args = append(args, t.GetResTarget().GetVal())
 	}
 	found := false
 	var walk func(m protoreflect.Message)
