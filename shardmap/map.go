@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"sort"
+	"strings"
 )
 
 // Shard is one Postgres server of the cluster.
@@ -253,4 +254,14 @@ func KeyTypeForOID(oid uint32) (KeyType, bool) {
 		return KeyUUID, true
 	}
 	return 0, false
+}
+
+// RegclassText is the name of a table of the rules as regclass (and
+// to_regclass) reads it: a name that is not all lower case (declared in
+// double quotes, '"Customers"') quoted; a schema-qualified one as it is.
+func RegclassText(name string) string {
+	if strings.Contains(name, ".") || name == strings.ToLower(name) {
+		return name
+	}
+	return `"` + strings.ReplaceAll(name, `"`, `""`) + `"`
 }

@@ -209,7 +209,7 @@ func keyPosition(ctx context.Context, dsn, table, column string) (int, error) {
 	var pos int
 	err = c.QueryRow(ctx, `SELECT count(*) FROM pg_attribute a, pg_attribute k
  WHERE a.attrelid = $1::text::regclass AND k.attrelid = $1::text::regclass AND k.attname = $2
-   AND a.attnum > 0 AND NOT a.attisdropped AND a.attnum <= k.attnum`, regclassText(table), column).Scan(&pos)
+   AND a.attnum > 0 AND NOT a.attisdropped AND a.attnum <= k.attnum`, shardmap.RegclassText(table), column).Scan(&pos)
 	if err != nil {
 		return 0, fmt.Errorf("key column %s of table %s: %w", column, table, err)
 	}
@@ -388,13 +388,4 @@ func errorLine(sql string, pos int) (line string, col, n int, ok bool) {
 		return line, utf8.RuneCountInString(line), n, true
 	}
 	return "", 0, 0, false
-}
-
-// regclassText is a table name of the rules as regclass reads it: one that
-// is not all lower case (declared in double quotes) quoted.
-func regclassText(name string) string {
-	if strings.Contains(name, ".") || name == strings.ToLower(name) {
-		return name
-	}
-	return `"` + strings.ReplaceAll(name, `"`, `""`) + `"`
 }

@@ -9,6 +9,7 @@ import (
 
 	"github.com/pgshard/pgshard/router/plan"
 	"github.com/pgshard/pgshard/router/sqlparse"
+	"github.com/pgshard/pgshard/shardmap"
 	"github.com/pgshard/pgshard/wire"
 	"github.com/pgshard/pgshard/wire/pgcode"
 )
@@ -80,7 +81,7 @@ func (s *Server) nextKeys(table, column string, n int) (vals []string, always bo
 		return nil, false, err
 	}
 	defer p.Release(sc)
-	t, c := quoteLiteral(relText(table)), quoteLiteral(column)
+	t, c := quoteLiteral(shardmap.RegclassText(table)), quoteLiteral(column)
 	k := table + "." + column
 	var kd keyDefault
 	if v, ok := s.keyDefaults.Load(k); ok {

@@ -14,6 +14,7 @@ import (
 
 	"github.com/jackc/pgx/v5/pgproto3"
 
+	"github.com/pgshard/pgshard/shardmap"
 	"github.com/pgshard/pgshard/wire"
 	"github.com/pgshard/pgshard/wire/pgcode"
 )
@@ -324,7 +325,7 @@ func (m *merge) checkOutputKeys() *wire.Error {
 			has, ok := m.s.srv.inputCols.Load(ck)
 			if !ok {
 				rows, err := queryRows(sc, fmt.Sprintf(`SELECT count(*) FROM pg_attribute WHERE attrelid = to_regclass(%s) AND attname = %s AND NOT attisdropped`,
-					quoteLiteral(relText(t)), quoteLiteral(k.Name)))
+					quoteLiteral(shardmap.RegclassText(t)), quoteLiteral(k.Name)))
 				if err != nil {
 					return asWireErr(err)
 				}

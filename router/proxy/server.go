@@ -729,7 +729,7 @@ func (s *Server) KeyPosition(table, column string) (int, error) {
 	defer p.Release(sc)
 	q := fmt.Sprintf(`SELECT count(*) FROM pg_attribute a, pg_attribute k
  WHERE a.attrelid = %[1]s::regclass AND k.attrelid = %[1]s::regclass AND k.attname = %[2]s
-   AND a.attnum > 0 AND NOT a.attisdropped AND a.attnum <= k.attnum`, quoteLiteral(relText(table)), quoteLiteral(column))
+   AND a.attnum > 0 AND NOT a.attisdropped AND a.attnum <= k.attnum`, quoteLiteral(shardmap.RegclassText(table)), quoteLiteral(column))
 	pos, err := queryInt(sc, q)
 	if err != nil {
 		return 0, fmt.Errorf("key column %s of table %s: %w", column, table, err)
@@ -808,14 +808,4 @@ func (s *Server) isStale(name string) bool {
 // result columns changed since it was prepared.
 func isStalePlan(m *pgproto3.ErrorResponse) bool {
 	return m.Code == pgcode.FeatureNotSupported && strings.Contains(m.Message, "must not change result type")
-}
-
-// relText is a table name of the rules as regclass reads it: a name that
-// is not all lower case (a quoted one in the config, '"Customers"') in
-// double quotes; a schema-qualified one as it is.
-func relText(name string) string {
-	if strings.Contains(name, ".") || name == strings.ToLower(name) {
-		return name
-	}
-	return quoteIdent(name)
 }
