@@ -49,10 +49,16 @@ type analysis struct {
 	keyAssigned []KeySource
 }
 
-// keyUpdateRefusal refuses an UPDATE that may change t's sharding key.
+// KeyUpdateRefusal refuses an UPDATE that may change the sharding key key
+// of table (the planner's refusal, and the proxy's when the value assigned
+// is in another bucket: Plan.KeyAssigned).
+func KeyUpdateRefusal(table, key string) *Refusal {
+	return &Refusal{Code: CodeFeatureNotSupported, Message: fmt.Sprintf("updating the sharding key column %s of table %s is not supported", key, table),
+		Hint: fmt.Sprintf("delete the row and insert it again with the new key; to assign %s the value it has, also put %s = <that value> in the WHERE clause", key, key)}
+}
+
 func keyUpdateRefusal(t shardmap.Table) Plan {
-	return refuse(fmt.Sprintf("updating the sharding key column %s of table %s is not supported", t.Key, t.Name),
-		fmt.Sprintf("delete the row and insert it again with the new key; to assign %s the value it has, also put %s = <that value> in the WHERE clause", t.Key, t.Key))
+	return Plan{Kind: Refuse, Refuse: KeyUpdateRefusal(t.Name, t.Key)}
 }
 
 type pinning struct {
@@ -461,8 +467,9 @@ func (a *analysis) dmlPlan() Plan {
 		if sc.Insert != nil {
 			ins := sc.Insert
 			if index(ins.ConflictSet, t.Key) >= 0 && (index(ins.ConflictKeep, t.Key) < 0 || index(ins.ConflictOn, t.Key) < 0) {
-				return refuse(fmt.Sprintf("updating the sharding key column %s of table %s is not supported", t.Key, t.Name),
-					fmt.Sprintf("leave %s out of DO UPDATE SET, or assign it EXCLUDED.%s with ON CONFLICT on a unique index that includes it", t.Key, t.Key))
+				r := KeyUpdateRefusal(t.Name, t.Key)
+				r.Hint = fmt.Sprintf("leave %s out of DO UPDATE SET, or assign it EXCLUDED.%s with ON CONFLICT on a unique index that includes it", t.Key, t.Key)
+				return Plan{Kind: Refuse, Refuse: r}
 			}
 		}
 		if up := sc.Update; up != nil {

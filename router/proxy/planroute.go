@@ -359,8 +359,7 @@ func keyTypeSQL(t string) string {
 // errKeyUpdate refuses an UPDATE that assigns its sharding key a value
 // that may be in another bucket than its rows' (plan.KeyAssigned).
 func errKeyUpdate(p *plan.Plan) *wire.Error {
-	return wire.Errorf(pgcode.FeatureNotSupported, "updating the sharding key column %s of table %s is not supported", p.KeyColumn, p.Table).
-		WithHint(fmt.Sprintf("Delete the row and insert it again with the new key; to assign %s the value it has, also put %s = <that value> in the WHERE clause.", p.KeyColumn, p.KeyColumn))
+	return refusal(plan.KeyUpdateRefusal(p.Table, p.KeyColumn))
 }
 
 func txCmd(op string) TxCmd {
