@@ -4,7 +4,9 @@
 // COPY ... TO STDOUT | COPY ... FROM STDIN of the same rows between the same
 // two instances. It prints the move's time, rows/s and MB/s, the plain
 // copy's, their ratio, and the latency of writes to the moving buckets and
-// to the others during the move.
+// to the others during the move. With -rounds N (default 3) the same
+// buckets move back and forth N times, each move between two plain COPYs in
+// its direction, and the summary gives the median ratio and its range.
 //
 // It starts everything it needs (two local Postgres instances, pgshard) in a
 // temporary directory and removes it at the end. Numbers, not pass/fail.
@@ -12,7 +14,6 @@ package main
 
 import (
 	"bufio"
-	"cmp"
 	"context"
 	"errors"
 	"flag"
@@ -25,7 +26,6 @@ import (
 	"path/filepath"
 	"runtime/pprof"
 	"slices"
-	"sort"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -39,9 +39,6 @@ import (
 )
 
 const buckets = 1024
-
-// plainRuns is how many times the plain COPY runs under the load.
-const plainRuns = 3
 
 func main() {
 	if err := run(); err != nil {
@@ -59,6 +56,7 @@ func run() error {
 	rate := flag.Int("rate", 500, "pgbench write rate (transactions/s, all clients; 0: as fast as possible)")
 	port := flag.Int("pg-port", 25832, "first Postgres port")
 	cpuProfile := flag.String("cpuprofile", "", "write a CPU profile of shardctl's side of the move (the Mover runs in this process) to this file")
+	nRounds := flag.Int("rounds", 3, "moves: s0 -> s1, then the same buckets back, and so on, each between two plain COPYs of the same rows")
 	streams := flag.Int("copy-streams", 0, "COPY streams per table (rebalance.copy_streams; 0: the default, 1)")
 	flag.Parse()
 	log := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelDebug}))
@@ -134,8 +132,12 @@ func run() error {
 	if err := c0.QueryRow(ctx, `SELECT count(*), sum(pg_column_size(t.*))::bigint FROM items t WHERE `+filter).Scan(&moveRows, &moveBytes); err != nil {
 		return err
 	}
-	plainCopy := func() (time.Duration, error) {
-		if _, err := c1.Exec(ctx, strings.Replace(ddl, "items", "items_copy", 1)); err != nil {
+	conns := []*pgx.Conn{c0, c1}
+	// plainCopy copies the rows of the moving buckets from shard from to a
+	// new table on shard to, and drops that table.
+	plainCopy := func(from, to int) (time.Duration, error) {
+		src, dst := conns[from], conns[to]
+		if _, err := dst.Exec(ctx, strings.Replace(ddl, "items", "items_copy", 1)); err != nil {
 			return 0, err
 		}
 		t0 := time.Now()
@@ -147,24 +149,24 @@ func run() error {
 			// 1.3-1.9 s, this 1.4-1.8 s; handing each row's message on
 			// unbuffered (this baseline before 0c6fcde) 3.1-4.3 s.
 			bw := bufio.NewWriterSize(pw, 64<<10)
-			_, err := c0.PgConn().CopyTo(ctx, bw, `COPY (SELECT * FROM items WHERE `+filter+`) TO STDOUT`)
+			_, err := src.PgConn().CopyTo(ctx, bw, `COPY (SELECT * FROM items WHERE `+filter+`) TO STDOUT`)
 			if err == nil {
 				err = bw.Flush()
 			}
 			pw.CloseWithError(err)
 			errc <- err
 		}()
-		if _, err := c1.PgConn().CopyFrom(ctx, pr, `COPY items_copy FROM STDIN`); err != nil {
+		if _, err := dst.PgConn().CopyFrom(ctx, pr, `COPY items_copy FROM STDIN`); err != nil {
 			return 0, err
 		}
 		if err := <-errc; err != nil {
 			return 0, err
 		}
 		took := time.Since(t0)
-		_, err := c1.Exec(ctx, `DROP TABLE items_copy`)
+		_, err := dst.Exec(ctx, `DROP TABLE items_copy`)
 		return took, err
 	}
-	copyTook, err := plainCopy()
+	copyTook, err := plainCopy(0, 1)
 	if err != nil {
 		return err
 	}
@@ -231,12 +233,6 @@ func run() error {
 	}
 
 	// A probe writer: latency of single-row writes, by bucket class.
-	type sample struct {
-		at     time.Time
-		took   time.Duration
-		moving bool
-		err    bool
-	}
 	var mu sync.Mutex
 	var samples []sample
 	var probeStop atomic.Bool
@@ -265,48 +261,42 @@ func run() error {
 		}()
 	}
 	time.Sleep(2 * time.Second)
-	// The plain COPY under the load, three times: the ratio uses the
-	// median (one run's time varied by a third on the noisy 2-core
-	// machine), the CPU table the median run.
-	var copies []cpuWindow // in the order they ran
-	for i := 0; i < plainRuns; i++ {
-		cpu0 := meter.snapshot()
-		took, err := plainCopy()
-		if err != nil {
-			return err
-		}
-		copies = append(copies, cpuWindow{name: "plain COPY under the load", took: took, cpu: diffCPU(cpu0, meter.snapshot())})
-		log.Info("plain COPY under the load", "rows", moveRows, "took", took.Round(time.Millisecond))
-	}
-	byTime := slices.Clone(copies)
-	slices.SortFunc(byTime, func(a, b cpuWindow) int { return cmp.Compare(a.took, b.took) })
-	cpuCopy := byTime[len(byTime)/2]
-	loadedCopyTook := cpuCopy.took
 	beforeFrom := time.Now()
 	cpuLoad0 := meter.snapshot()
 	time.Sleep(2 * time.Second)
 	cpuLoad := cpuWindow{name: "the load alone", took: time.Since(beforeFrom), cpu: diffCPU(cpuLoad0, meter.snapshot())}
 
-	var cutStart, cutEnd time.Time
-	type stepEnd struct {
-		step string
-		at   time.Time
-	}
-	var steps []stepEnd // when each step ended, in order
-	var stepCPU []map[string]float64
+	// The rounds: a plain COPY of the rows under the load, then the move of
+	// the same rows in the same direction, then a plain COPY of them back
+	// (from where they are now), which is the next round's direction, and
+	// so on; each move is compared with the mean of the plain COPYs just
+	// before and just after it. Round
+	// 1 moves s0 -> s1, round 2 moves the same buckets back, ... One run's
+	// time varied by a third or more on the noisy 2-core machine, so the
+	// summary gives the median round and the range.
+	var rounds []*round
+	var cur *round
 	mv := &rebalance.Mover{Cat: cat, Log: log, CopyStreams: *streams, AfterStep: func(_ int64, step string) bool {
-		steps = append(steps, stepEnd{step, time.Now()})
-		stepCPU = append(stepCPU, meter.snapshot())
+		cur.steps = append(cur.steps, stepEnd{step, time.Now()})
+		cur.stepCPU = append(cur.stepCPU, meter.snapshot())
 		switch step {
 		case rebalance.StepChecked: // the freeze comes next
-			cutStart = time.Now()
+			cur.cutStart = time.Now()
 		case rebalance.StepSwitched:
-			cutEnd = time.Now()
+			cur.cutEnd = time.Now()
 		}
 		return false
 	}}
-	if _, err := mv.Create(ctx, m, []rebalance.Move{{From: s0.Name, To: s1.Name, Buckets: half}}); err != nil {
-		return err
+	var copies []cpuWindow // the plain COPYs under the load, in order
+	plain := func(from, to int) error {
+		cpu0 := meter.snapshot()
+		took, err := plainCopy(from, to)
+		if err != nil {
+			return err
+		}
+		copies = append(copies, cpuWindow{name: "plain COPY under the load", took: took, cpu: diffCPU(cpu0, meter.snapshot())})
+		log.Info("plain COPY under the load", "from", cl.Instances[from].Name, "to", cl.Instances[to].Name, "rows", moveRows, "took", took.Round(time.Millisecond))
+		return nil
 	}
 	if *cpuProfile != "" {
 		f, err := os.Create(*cpuProfile)
@@ -317,19 +307,53 @@ func run() error {
 		if err := pprof.StartCPUProfile(f); err != nil {
 			return err
 		}
+		defer pprof.StopCPUProfile()
 	}
-	cpuMove0 := meter.snapshot()
-	t0 = time.Now()
-	err = mv.Resume(ctx)
-	moveTook := time.Since(t0)
-	cpuMove := cpuWindow{name: "online move", took: moveTook, cpu: diffCPU(cpuMove0, meter.snapshot())}
-	if *cpuProfile != "" {
-		pprof.StopCPUProfile()
+	for r := 0; r < *nRounds; r++ {
+		from, to := r%2, 1-r%2
+		// As after the load: the previous round's cleanup left the
+		// moved rows dead on this round's target, and a COPY into a
+		// table with dead duplicates of its keys is slower.
+		for _, c := range conns {
+			if _, err := c.Exec(ctx, `VACUUM items`); err != nil {
+				return err
+			}
+		}
+		if r == 0 {
+			if err := plain(from, to); err != nil {
+				return err
+			}
+		}
+		cur = &round{from: from, to: to, before: copies[len(copies)-1]}
+		rounds = append(rounds, cur)
+		if m, err = cat.Current(ctx); err != nil {
+			return err
+		}
+		if _, err := mv.Create(ctx, m, []rebalance.Move{{From: cl.Instances[from].Name, To: cl.Instances[to].Name, Buckets: half}}); err != nil {
+			return err
+		}
+		cpuMove0 := meter.snapshot()
+		cur.t0 = time.Now()
+		err := mv.Resume(ctx)
+		cur.took = time.Since(cur.t0)
+		cur.cpuMove0 = cpuMove0
+		cur.cpuMove = cpuWindow{name: "online move", took: cur.took, cpu: diffCPU(cpuMove0, meter.snapshot())}
+		if err != nil {
+			return err
+		}
+		infos, err := cat.Moves(ctx, 1)
+		if err != nil || len(infos) == 0 {
+			return errors.Join(err, errors.New("no move recorded"))
+		}
+		cur.pauseMS = infos[0].PauseMS
+		// The rows are on the target now: the plain COPY after the move
+		// copies them back, which is the next round's direction.
+		if err := plain(to, from); err != nil {
+			return err
+		}
+		cur.after = copies[len(copies)-1]
 	}
-	if err != nil {
-		return err
-	}
-	time.Sleep(2 * time.Second)
+	time.Sleep(time.Second)
 	probeStop.Store(true)
 	wg.Wait()
 	bstop()
@@ -337,77 +361,75 @@ func run() error {
 		_ = pb.Wait()
 	}
 
-	infos, err := cat.Moves(ctx, 1)
-	if err != nil || len(infos) == 0 {
-		return errors.Join(err, errors.New("no move recorded"))
-	}
-	mi := infos[0]
-	fmt.Printf("\nbench-move: %d of %d rows (%d buckets of %d, %.0f MB in pg_column_size terms; table %d MB)\n",
-		moveRows, *rows, len(half), buckets, float64(moveBytes)/(1<<20), size>>20)
-	fmt.Printf("%-44s %10s %12s %8s\n", "", "seconds", "rows/s", "MB/s")
+	fmt.Printf("\nbench-move: %d of %d rows (%d buckets of %d, %.0f MB in pg_column_size terms; table %d MB), %d round(s)\n",
+		moveRows, *rows, len(half), buckets, float64(moveBytes)/(1<<20), size>>20, len(rounds))
+	fmt.Printf("%-48s %10s %12s %8s\n", "", "seconds", "rows/s", "MB/s")
 	line := func(name string, d time.Duration) {
-		fmt.Printf("%-44s %10.2f %12.0f %8.1f\n", name, d.Seconds(), float64(moveRows)/d.Seconds(), float64(moveBytes)/(1<<20)/d.Seconds())
+		fmt.Printf("%-48s %10.2f %12.0f %8.1f\n", name, d.Seconds(), float64(moveRows)/d.Seconds(), float64(moveBytes)/(1<<20)/d.Seconds())
 	}
 	load := fmt.Sprintf("pgbench -R %d writing", *rate)
 	line("plain COPY s0 -> s1 (no load)", copyTook)
-	var runs []string
-	for _, w := range copies {
-		runs = append(runs, fmt.Sprintf("%.2f", w.took.Seconds()))
+	var before []time.Duration
+	for _, s := range samples {
+		if !s.err && !s.at.Before(beforeFrom) && s.at.Before(beforeFrom.Add(cpuLoad.took)) {
+			before = append(before, s.took)
+		}
 	}
-	line("plain COPY s0 -> s1 ("+load+"), median", loadedCopyTook)
-	fmt.Printf("%-44s %s s\n", "  its "+fmt.Sprint(plainRuns)+" runs, in order", strings.Join(runs, ", "))
-	line("online move ("+load+")", moveTook)
-	fmt.Printf("move rate / plain COPY rate: %.2f under the same load, %.2f against the COPY without load\n",
-		loadedCopyTook.Seconds()/moveTook.Seconds(), copyTook.Seconds()/moveTook.Seconds())
-	if !cutEnd.IsZero() {
-		// For comparison only: the rows serve from the new shard at the
-		// switch; the cleanup (deleting them from the source) comes after
-		// and is part of the move time above.
-		toSwitch := cutEnd.Sub(t0)
-		fmt.Printf("of which until switched: %.2f s (rate / plain COPY rate: %.2f under the same load, %.2f without); cleanup %.2f s\n",
-			toSwitch.Seconds(), loadedCopyTook.Seconds()/toSwitch.Seconds(), copyTook.Seconds()/toSwitch.Seconds(), (moveTook - toSwitch).Seconds())
-	}
-	fmt.Printf("write pause recorded by the move (frozen -> switched): %.1f ms\n", mi.PauseMS)
-	var mov, other, cutMov, before []time.Duration
+	var whole, switched []float64
+	var cutAll, otherAll []time.Duration
 	errs := 0
 	for _, s := range samples {
 		if s.err {
 			errs++
-			continue
-		}
-		if s.at.Before(t0) {
-			if !s.at.Before(beforeFrom) { // not during the loaded COPY
-				before = append(before, s.took)
-			}
-			continue
-		}
-		if s.at.After(t0.Add(moveTook)) {
-			continue // after the move
-		}
-		if s.moving {
-			mov = append(mov, s.took)
-			if !cutStart.IsZero() && s.at.After(cutStart) && s.at.Before(cutEnd) {
-				cutMov = append(cutMov, s.took)
-			}
-		} else {
-			other = append(other, s.took)
 		}
 	}
-	pct := func(name string, ds []time.Duration) {
-		if len(ds) == 0 {
-			fmt.Printf("%-44s no samples\n", name)
-			return
+	for i, rd := range rounds {
+		dir := fmt.Sprintf("%s -> %s", cl.Instances[rd.from].Name, cl.Instances[rd.to].Name)
+		fmt.Printf("round %d, %s:\n", i+1, dir)
+		ref := (rd.before.took + rd.after.took) / 2
+		line("  plain COPY ("+load+"), before the move", rd.before.took)
+		line("  online move ("+load+")", rd.took)
+		line("  plain COPY back ("+load+"), after the move", rd.after.took)
+		w := ref.Seconds() / rd.took.Seconds()
+		whole = append(whole, w)
+		fmt.Printf("  move rate / plain COPY rate (mean of the two): %.2f", w)
+		if !rd.cutEnd.IsZero() {
+			// For comparison only: the rows serve from the new shard at
+			// the switch; the cleanup (deleting them from the source)
+			// comes after and is part of the move time above.
+			ts := rd.cutEnd.Sub(rd.t0)
+			switched = append(switched, ref.Seconds()/ts.Seconds())
+			fmt.Printf("; until switched (%.2f s): %.2f; cleanup %.2f s", ts.Seconds(), ref.Seconds()/ts.Seconds(), (rd.took - ts).Seconds())
 		}
-		sort.Slice(ds, func(i, j int) bool { return ds[i] < ds[j] })
-		q := func(p float64) time.Duration { return ds[int(p*float64(len(ds)-1))] }
-		fmt.Printf("%-44s n=%-6d p50 %-10s p99 %-10s max %s\n", name, len(ds), q(0.5).Round(time.Microsecond), q(0.99).Round(time.Microsecond), ds[len(ds)-1].Round(time.Microsecond))
+		fmt.Println()
+		mov, cut, other := rd.probes(samples)
+		cutAll, otherAll = append(cutAll, cut...), append(otherAll, other...)
+		fmt.Printf("  write pause recorded by the move (frozen -> switched): %.1f ms\n", rd.pauseMS)
+		pct("  probe writes, moving buckets, during cutover", cut)
+		pct("  probe writes, moving buckets, whole move", mov)
+		pct("  probe writes, other buckets, whole move", other)
 	}
-	pct("probe writes, all buckets, 2 s before the move", before)
-	// Writes to other buckets are never held; what slows them is the
-	// work of each step on the same cores.
+	fmt.Printf("\nsummary over %d round(s): move rate / plain COPY rate, whole move: median %.2f (%s); until switched: median %.2f (%s)\n",
+		len(rounds), median(whole), spread(whole), median(switched), spread(switched))
+	pct("probe writes, all buckets, 2 s before the moves", before)
+	pct("probe writes, moving buckets, during cutover, all rounds", cutAll)
+	pct("probe writes, other buckets, during the moves, all rounds", otherAll)
+	fmt.Printf("probe write errors: %d\n", errs)
+
+	// The round with the median whole-move ratio, step by step: the
+	// latency of writes to other buckets and where the CPU went.
+	mid := rounds[0]
+	for _, rd := range rounds {
+		if (rd.before.took+rd.after.took).Seconds()/2/rd.took.Seconds() == median(whole) {
+			mid = rd
+		}
+	}
+	fmt.Printf("\nthe median round (%s -> %s), step by step:\n", cl.Instances[mid.from].Name, cl.Instances[mid.to].Name)
+	// Writes to other buckets are never held; what slows them is the work
+	// of each step on the same cores.
 	fmt.Println("probe writes, other buckets, by the step running:")
-	from := t0
-	for _, st := range steps {
+	from := mid.t0
+	for _, st := range mid.steps {
 		var ds []time.Duration
 		for _, s := range samples {
 			if !s.err && !s.moving && !s.at.Before(from) && s.at.Before(st.at) {
@@ -417,17 +439,13 @@ func run() error {
 		pct("  "+st.step+fmt.Sprintf(" (%.1f s)", st.at.Sub(from).Seconds()), ds)
 		from = st.at
 	}
-	pct("probe writes, moving buckets, during cutover", cutMov)
-	pct("probe writes, moving buckets, whole move", mov)
-	pct("probe writes, other buckets, whole move", other)
-	fmt.Printf("probe write errors: %d\n", errs)
 	// Where the CPU went: the move's steps one by one, then the move and
-	// the plain COPY under the same load, each less the load's own rate.
-	ws := []cpuWindow{cpuCopy, cpuMove}
-	prev, from := cpuMove0, t0
-	for i, st := range steps {
-		ws = append(ws, cpuWindow{name: "  " + st.step, took: st.at.Sub(from), cpu: diffCPU(prev, stepCPU[i])})
-		prev, from = stepCPU[i], st.at
+	// the plain COPY before it, each less the load's own rate.
+	ws := []cpuWindow{mid.before, mid.cpuMove}
+	prev, from := mid.cpuMove0, mid.t0
+	for i, st := range mid.steps {
+		ws = append(ws, cpuWindow{name: "  " + st.step, took: st.at.Sub(from), cpu: diffCPU(prev, mid.stepCPU[i])})
+		prev, from = mid.stepCPU[i], st.at
 	}
 	printCPU(cpuColumns(servers), cpuLoad, ws)
 	for _, l := range strings.Split(pbOut.String(), "\n") {
@@ -436,4 +454,80 @@ func run() error {
 		}
 	}
 	return nil
+}
+
+type sample struct {
+	at     time.Time
+	took   time.Duration
+	moving bool
+	err    bool
+}
+
+type stepEnd struct {
+	step string
+	at   time.Time // when it ended
+}
+
+// round is one move and the plain COPYs around it.
+type round struct {
+	from, to         int // instance indexes
+	before, after    cpuWindow
+	t0               time.Time
+	took             time.Duration
+	cutStart, cutEnd time.Time
+	steps            []stepEnd
+	stepCPU          []map[string]float64
+	cpuMove0         map[string]float64
+	cpuMove          cpuWindow
+	pauseMS          float64
+}
+
+// probes sorts the samples taken during the move: writes to the moving
+// buckets, those of them during the cutover, and writes to other buckets.
+func (rd *round) probes(samples []sample) (mov, cut, other []time.Duration) {
+	end := rd.t0.Add(rd.took)
+	for _, s := range samples {
+		if s.err || s.at.Before(rd.t0) || s.at.After(end) {
+			continue
+		}
+		if !s.moving {
+			other = append(other, s.took)
+			continue
+		}
+		mov = append(mov, s.took)
+		if !rd.cutStart.IsZero() && s.at.After(rd.cutStart) && s.at.Before(rd.cutEnd) {
+			cut = append(cut, s.took)
+		}
+	}
+	return mov, cut, other
+}
+
+func pct(name string, ds []time.Duration) {
+	if len(ds) == 0 {
+		fmt.Printf("%-48s no samples\n", name)
+		return
+	}
+	ds = slices.Clone(ds)
+	slices.Sort(ds)
+	q := func(p float64) time.Duration { return ds[int(p*float64(len(ds)-1))] }
+	fmt.Printf("%-48s n=%-6d p50 %-10s p99 %-10s max %s\n", name, len(ds), q(0.5).Round(time.Microsecond), q(0.99).Round(time.Microsecond), ds[len(ds)-1].Round(time.Microsecond))
+}
+
+// median is the middle value (the lower of the two middle ones).
+func median(xs []float64) float64 {
+	if len(xs) == 0 {
+		return 0
+	}
+	s := slices.Clone(xs)
+	slices.Sort(s)
+	return s[(len(s)-1)/2]
+}
+
+// spread lists xs in order and gives their range.
+func spread(xs []float64) string {
+	var parts []string
+	for _, x := range xs {
+		parts = append(parts, fmt.Sprintf("%.2f", x))
+	}
+	return fmt.Sprintf("rounds: %s; range %.2f-%.2f", strings.Join(parts, ", "), slices.Min(xs), slices.Max(xs))
 }
