@@ -13,32 +13,46 @@ import (
 )
 
 // The fence is what makes a stale writer fail (DESIGN.md §4.3): on every
-// shard that takes part in a move, each sharded table has a BEFORE ROW
-// trigger that rejects an insert, update or delete of a row whose bucket the
-// shard does not own. The set of fenced buckets lives in pgshard.fence on
-// the shard, and is compiled into an IMMUTABLE SQL function,
-// pgshard.fence_bits(), that returns it as a constant bitmap (get_bit(mask,
-// bucket) = 1: fenced), so that a change is seen through the catalog
-// (pg_proc), not through a table snapshot: even a REPEATABLE READ
-// transaction that began before the fence cannot write behind it. The
-// trigger functions call it and never change: the planner folds the mask
-// into the one expression that reads it, and replacing the mask invalidates
-// that expression's cached plan in every session (a replan of one
-// expression), where replacing the trigger function would make every
-// session compile it again at its next write (measured: 20-30 ms per
-// session on a busy shard, just when the writes a cutover held are
-// released).
+// shard that takes part in a move, each sharded table has a row trigger
+// that rejects an insert, update or delete of a row whose bucket the shard
+// does not own. The set of fenced buckets lives in pgshard.fence on the shard,
+// and is compiled into an IMMUTABLE SQL function, pgshard.fence_bits(),
+// that returns it as a constant bitmap (get_bit(mask, bucket) = 1: fenced),
+// so that a change is seen through the catalog (pg_proc), not through a
+// table snapshot: even a REPEATABLE READ transaction that began before the
+// fence cannot write behind it. The trigger functions call it and never
+// change: the planner folds the mask into the one expression that reads it,
+// and replacing the mask invalidates that expression's cached plan in every
+// session (a replan of one expression), where replacing the trigger
+// function would make every session compile it again at its next write
+// (measured: 20-30 ms per session on a busy shard, just when the writes a
+// cutover held are released).
 //
-// Why a BEFORE ROW trigger in PL/pgSQL. Measured on an idle shard, per
-// single-row UPDATE by key (50,000 of them, µs each): 21-22 without a
-// trigger, 22.5 with this one; an AFTER ROW trigger whose WHEN condition
-// tests the bucket, which keeps a COPY's batched inserts, cost 29 with the
-// simplest condition and 38-46 with the bucket as BucketSQL writes it or an
-// inlined function of the row (Postgres prepares a WHEN condition again for
-// every statement). Such statements are what shards run most. A COPY of
-// 500,000 rows into a fenced table took 1.43-1.73 s, against 0.84-0.90 s
-// with no trigger (a BEFORE ROW trigger makes COPY insert row by row) and
-// 2.54-2.66 s with the text mask read by substr of before 2026-11-30.
+// Why an AFTER ROW trigger in PL/pgSQL, with no WHEN condition. A BEFORE
+// ROW trigger costs where it does not fire, in the replica role of the
+// move's own bulk writes: before an UPDATE or DELETE it locks the row (a
+// second write of the tuple and a WAL record of its own), and on INSERT it
+// makes COPY insert row by row. An AFTER ROW trigger only fetches the old
+// row, and keeps COPY's batches. Measured on an idle shard (µs per row):
+//
+//	                                      none     AFTER    BEFORE
+//	DELETE of 250,000 rows, replica role   1.0-1.2  1.7      2.3-2.4
+//	COPY of 500,000 rows, replica role     2.5-2.9  2.2-3.0  3.3-4.4
+//	COPY of 500,000 rows, origin role      2.1-2.7  3.4-4.5  4.0-5.4
+//	50,000 single-row UPDATEs by key       15-17    16-20    18.5-20
+//
+// (the DELETE is a move's cleanup on its source, the replica COPY its
+// copy into the target: in make bench-move the cleanup took 1.2-1.8 s with
+// the BEFORE trigger). An AFTER ROW trigger with a WHEN condition testing
+// the bucket cost 29-46 µs per single-row UPDATE: Postgres prepares a WHEN
+// condition again for every statement. Before 2026-11-30 the mask was text
+// read by substr: a COPY into a fenced table took 2.54-2.66 s.
+//
+// The trigger raises at the end of the statement, which then fails whole:
+// a stale writer's insert, update or delete leaves nothing. An
+// application's COPY or UPDATE of n rows of a fenced table queues n
+// after-trigger events until its end (a few tens of bytes each), as a
+// foreign key's checks do.
 //
 // Logical replication's apply worker runs with session_replication_role =
 // replica, in which ordinary triggers do not fire, so the subscription that
@@ -62,8 +76,14 @@ func fenceFunc(t shardmap.Table) string {
 	return "pgshard." + quoteIdent("fence_"+t.Name)
 }
 
-// fenceTrigger is the name of a table's fence trigger.
-const fenceTrigger = "pgshard_fence"
+// fenceTrigger is a sharded table's fence trigger: AFTER INSERT OR UPDATE
+// OR DELETE, FOR EACH ROW (see the top of this file); fenceTriggerType is
+// its pg_trigger.tgtype (TRIGGER_TYPE_ROW 1, INSERT 4, DELETE 8, UPDATE
+// 16; BEFORE would add 2).
+const (
+	fenceTrigger     = "pgshard_fence"
+	fenceTriggerType = 1 | 4 | 8 | 16
+)
 
 // installFence creates the fence schema and the trigger of every sharded
 // table present on the shard, and compiles the current fence set into the
@@ -103,7 +123,7 @@ func setFence(ctx context.Context, c *pgx.Conn, m *shardmap.Map, move int64, buc
 	b.Queue(`SELECT (SELECT prosrc FROM pg_proc WHERE oid = to_regproc($1)),
        (SELECT count(*) FROM unnest($2::text[]) t
          WHERE to_regclass(t) IS NOT NULL
-           AND NOT EXISTS (SELECT 1 FROM pg_trigger WHERE tgrelid = to_regclass(t) AND tgname = $3))`, fenceMaskFunc, tables, fenceTrigger)
+           AND NOT EXISTS (SELECT 1 FROM pg_trigger WHERE tgrelid = to_regclass(t) AND tgname = $3 AND tgtype = $4))`, fenceMaskFunc, tables, fenceTrigger, fenceTriggerType)
 	began := false
 	defer func() {
 		if err != nil && began && !c.PgConn().IsClosed() {
@@ -276,13 +296,19 @@ END
 	if err := replaceFunction(ctx, tx, fenceFunc(t), "", `RETURNS trigger LANGUAGE plpgsql`, body); err != nil {
 		return fmt.Errorf("fence function of %s: %w", t.Name, err)
 	}
-	// The trigger only when missing: creating one locks the table against
-	// every writer (SHARE ROW EXCLUSIVE).
-	if has, err := hasTrigger(ctx, tx, t.Name, fenceTrigger); err != nil || has {
+	// The trigger only when missing or of another shape: creating one
+	// locks the table against every writer (SHARE ROW EXCLUSIVE). An older
+	// pgshard's BEFORE trigger is replaced in the same transaction: no
+	// write goes unfenced.
+	typ, ok, err := triggerType(ctx, tx, t.Name, fenceTrigger)
+	if err != nil || (ok && typ == fenceTriggerType) {
 		return err
 	}
-	if err := lockedDDL(ctx, tx, fmt.Sprintf(`CREATE TRIGGER %s BEFORE INSERT OR UPDATE OR DELETE ON %s FOR EACH ROW EXECUTE FUNCTION %s()`,
-		fenceTrigger, quoteIdent(t.Name), fenceFunc(t))); err != nil {
+	ddl := fmt.Sprintf(`CREATE TRIGGER %s AFTER INSERT OR UPDATE OR DELETE ON %s FOR EACH ROW EXECUTE FUNCTION %s()`, fenceTrigger, quoteIdent(t.Name), fenceFunc(t))
+	if ok {
+		ddl = fmt.Sprintf(`DROP TRIGGER %s ON %s; %s`, fenceTrigger, quoteIdent(t.Name), ddl)
+	}
+	if err := lockedDDL(ctx, tx, ddl); err != nil {
 		return fmt.Errorf("fence trigger of %s: %w", t.Name, err)
 	}
 	return nil
@@ -336,6 +362,17 @@ func ensureTrigger(ctx context.Context, tx execer, table, name, create string) e
 	}
 	_, err := tx.Exec(ctx, create)
 	return err
+}
+
+// triggerType returns pg_trigger.tgtype of table's trigger called name, and
+// whether there is one.
+func triggerType(ctx context.Context, q querier, table, name string) (int16, bool, error) {
+	var typ int16
+	err := q.QueryRow(ctx, `SELECT tgtype FROM pg_trigger WHERE tgrelid = to_regclass($1) AND tgname = $2`, quoteIdent(table), name).Scan(&typ)
+	if errors.Is(err, pgx.ErrNoRows) {
+		return 0, false, nil
+	}
+	return typ, err == nil, err
 }
 
 // hasTrigger reports whether table has a trigger called name.

@@ -6,6 +6,8 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/jackc/pgx/v5"
+
 	"github.com/pgshard/pgshard/rebalance"
 	"github.com/pgshard/pgshard/shardmap"
 )
@@ -77,6 +79,18 @@ CREATE TRIGGER pgshard_fence BEFORE INSERT OR UPDATE OR DELETE ON accounts FOR E
 	var body string
 	if err := s0.QueryRow(ctx, `SELECT prosrc FROM pg_proc WHERE oid = 'pgshard.fence_accounts'::regproc`).Scan(&body); err != nil || !strings.Contains(body, "fence_bits") {
 		t.Fatalf("fence function on s0 after the move: %q, %v", body, err)
+	}
+	// And its BEFORE trigger by an AFTER one (which leaves COPY its
+	// batches and the cleanup's DELETE its rows unlocked).
+	for _, c := range []*pgx.Conn{s0, s2admin} {
+		var triggers string
+		if err := c.QueryRow(ctx, `SELECT string_agg(pg_get_triggerdef(oid), '; ' ORDER BY tgname) FROM pg_trigger WHERE tgrelid = 'accounts'::regclass AND tgname LIKE 'pgshard_fence%'`).Scan(&triggers); err != nil {
+			t.Fatal(err)
+		}
+		want := "CREATE TRIGGER pgshard_fence AFTER INSERT OR DELETE OR UPDATE ON public.accounts FOR EACH ROW EXECUTE FUNCTION pgshard.fence_accounts()"
+		if triggers != want {
+			t.Errorf("fence triggers of accounts on port %d after the move:\n%s\nwant\n%s", c.Config().Port, triggers, want)
+		}
 	}
 	// On s0, the moved bucket is fenced and the others are not; a COPY
 	// with one row of the moved bucket stores none.
