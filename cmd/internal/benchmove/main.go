@@ -4,9 +4,9 @@
 // COPY ... TO STDOUT | COPY ... FROM STDIN of the same rows between the same
 // two instances. It prints the move's time, rows/s and MB/s, the plain
 // copy's, their ratio, and the latency of writes to the moving buckets and
-// to the others during the move. With -rounds N (default 3) the same
-// buckets move back and forth N times, each move between two plain COPYs in
-// its direction, and the summary gives the median ratio and its range.
+// to the others during the move. With -rounds N (default 3) the move is
+// measured N times, each between two plain COPYs (the buckets go back to
+// s0 in between), and the summary gives the median ratio and its range.
 //
 // It starts everything it needs (two local Postgres instances, pgshard) in a
 // temporary directory and removes it at the end. Numbers, not pass/fail.
@@ -56,7 +56,7 @@ func run() error {
 	rate := flag.Int("rate", 500, "pgbench write rate (transactions/s, all clients; 0: as fast as possible)")
 	port := flag.Int("pg-port", 25832, "first Postgres port")
 	cpuProfile := flag.String("cpuprofile", "", "write a CPU profile of shardctl's side of the move (the Mover runs in this process) to this file")
-	nRounds := flag.Int("rounds", 3, "moves: s0 -> s1, then the same buckets back, and so on, each between two plain COPYs of the same rows")
+	nRounds := flag.Int("rounds", 3, "measured moves s0 -> s1, each between two plain COPYs of the same rows (the buckets move back in between, not measured)")
 	streams := flag.Int("copy-streams", 0, "COPY streams per table (rebalance.copy_streams; 0: the default, 1)")
 	flag.Parse()
 	log := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelDebug}))
@@ -266,17 +266,18 @@ func run() error {
 	time.Sleep(2 * time.Second)
 	cpuLoad := cpuWindow{name: "the load alone", took: time.Since(beforeFrom), cpu: diffCPU(cpuLoad0, meter.snapshot())}
 
-	// The rounds: a plain COPY of the rows under the load, then the move of
-	// the same rows in the same direction, then a plain COPY of them back
-	// (from where they are now), which is the next round's direction, and
-	// so on; each move is compared with the mean of the plain COPYs just
-	// before and just after it. Round
-	// 1 moves s0 -> s1, round 2 moves the same buckets back, ... One run's
-	// time varied by a third or more on the noisy 2-core machine, so the
-	// summary gives the median round and the range.
+	// The rounds: each moves the buckets from s0 (which holds all the rows,
+	// as in the first) to s1, between two plain COPYs of the same rows from
+	// s0 to s1, and is compared with their mean; between the move and the
+	// next plain COPY, the buckets move back to s0 (not measured). One
+	// run's time varied by a third or more on the noisy 2-core machine, so
+	// the summary gives the median round and the range.
 	var rounds []*round
 	var cur *round
 	mv := &rebalance.Mover{Cat: cat, Log: log, CopyStreams: *streams, AfterStep: func(_ int64, step string) bool {
+		if cur == nil { // a move back
+			return false
+		}
 		cur.steps = append(cur.steps, stepEnd{step, time.Now()})
 		cur.stepCPU = append(cur.stepCPU, meter.snapshot())
 		switch step {
@@ -309,32 +310,36 @@ func run() error {
 		}
 		defer pprof.StopCPUProfile()
 	}
-	for r := 0; r < *nRounds; r++ {
-		from, to := r%2, 1-r%2
-		// As after the load: the previous round's cleanup left the
-		// moved rows dead on this round's target, and a COPY into a
+	vacuum := func() error {
+		// As after the load: a cleanup leaves the moved rows dead on the
+		// shard that the next move or copy fills again, and a COPY into a
 		// table with dead duplicates of its keys is slower.
 		for _, c := range conns {
 			if _, err := c.Exec(ctx, `VACUUM items`); err != nil {
 				return err
 			}
 		}
-		if r == 0 {
-			if err := plain(from, to); err != nil {
-				return err
-			}
-		}
-		cur = &round{from: from, to: to, before: copies[len(copies)-1]}
-		rounds = append(rounds, cur)
-		if m, err = cat.Current(ctx); err != nil {
+		return nil
+	}
+	move := func(from, to int) error {
+		m, err := cat.Current(ctx)
+		if err != nil {
 			return err
 		}
 		if _, err := mv.Create(ctx, m, []rebalance.Move{{From: cl.Instances[from].Name, To: cl.Instances[to].Name, Buckets: half}}); err != nil {
 			return err
 		}
+		return mv.Resume(ctx)
+	}
+	if err := plain(0, 1); err != nil {
+		return err
+	}
+	for r := 0; r < *nRounds; r++ {
+		cur = &round{from: 0, to: 1, before: copies[len(copies)-1]}
+		rounds = append(rounds, cur)
 		cpuMove0 := meter.snapshot()
 		cur.t0 = time.Now()
-		err := mv.Resume(ctx)
+		err := move(0, 1)
 		cur.took = time.Since(cur.t0)
 		cur.cpuMove0 = cpuMove0
 		cur.cpuMove = cpuWindow{name: "online move", took: cur.took, cpu: diffCPU(cpuMove0, meter.snapshot())}
@@ -346,12 +351,20 @@ func run() error {
 			return errors.Join(err, errors.New("no move recorded"))
 		}
 		cur.pauseMS = infos[0].PauseMS
-		// The rows are on the target now: the plain COPY after the move
-		// copies them back, which is the next round's direction.
-		if err := plain(to, from); err != nil {
+		// The buckets go back, not measured, so that the next move (and
+		// the plain COPY after this one) starts as this one did: s0 holds
+		// every row.
+		cur = nil
+		if err := move(1, 0); err != nil {
 			return err
 		}
-		cur.after = copies[len(copies)-1]
+		if err := vacuum(); err != nil {
+			return err
+		}
+		if err := plain(0, 1); err != nil {
+			return err
+		}
+		rounds[len(rounds)-1].after = copies[len(copies)-1]
 	}
 	time.Sleep(time.Second)
 	probeStop.Store(true)
@@ -389,7 +402,7 @@ func run() error {
 		ref := (rd.before.took + rd.after.took) / 2
 		line("  plain COPY ("+load+"), before the move", rd.before.took)
 		line("  online move ("+load+")", rd.took)
-		line("  plain COPY back ("+load+"), after the move", rd.after.took)
+		line("  plain COPY ("+load+"), after the move", rd.after.took)
 		w := ref.Seconds() / rd.took.Seconds()
 		whole = append(whole, w)
 		fmt.Printf("  move rate / plain COPY rate (mean of the two): %.2f", w)
