@@ -3,6 +3,7 @@ package plan
 import (
 	"errors"
 	"fmt"
+	"slices"
 	"strings"
 
 	"github.com/pgshard/pgshard/router/sqlparse"
@@ -219,7 +220,35 @@ func (a *analysis) singleKeys() ([]KeySource, int, bool) {
 func (a *analysis) simple(s int) bool {
 	sc := a.st.Scopes[s]
 	f := sc.Flags
-	return sc.Kind == "select" && !f.Aggregates && !f.GroupBy && !f.Having && !f.Distinct && !f.Window && !f.Limit && !f.Offset
+	return sc.Kind == "select" && !f.Aggregates && !f.GroupBy && !f.Having && !f.Distinct && (!f.Window || a.windowsPerShard(s)) && !f.Limit && !f.Offset
+}
+
+// windowsPerShard reports whether every window function of select scope s
+// partitions its rows by the sharding key of a sharded table of s's own
+// FROM list: each partition's rows then sit on one shard (the tables a
+// scattered query joins are co-located), so each shard computes the
+// windows of its rows exactly as one Postgres would, as Citus does. Not
+// with aggregates or grouping in the same block, whose windows run over
+// groups that a merge builds.
+func (a *analysis) windowsPerShard(s int) bool {
+	sc := a.st.Scopes[s]
+	f := sc.Flags
+	if sc.Kind != "select" || !f.Window || len(sc.Windows) == 0 || f.Aggregates || f.GroupBy || f.Having {
+		return false
+	}
+	for _, parts := range sc.Windows {
+		ok := false
+		for _, c := range parts {
+			if r := a.keyRel(c); r >= 0 && a.st.Rels[r].Scope == s {
+				ok = true
+				break
+			}
+		}
+		if !ok {
+			return false
+		}
+	}
+	return true
 }
 
 // arms returns the top-level query blocks of the scope tree rooted at s:
@@ -367,7 +396,7 @@ func (a *analysis) merge(s int) *Merge {
 		m.GroupBy = m.GroupBy || f.GroupBy
 		m.Having = m.Having || f.Having
 		m.Distinct = m.Distinct || f.Distinct
-		m.Window = m.Window || f.Window
+		m.Window = m.Window || f.Window && !a.windowsPerShard(i)
 		m.OrderBy = m.OrderBy || f.OrderBy
 		m.Limit = m.Limit || f.Limit
 		m.Offset = m.Offset || f.Offset
@@ -524,18 +553,26 @@ func (a *analysis) dmlPlan() Plan {
 	}
 	p := Plan{Kind: Scatter, Lock: lock, Merge: a.merge(0)}
 	if !write {
-		p.Funcs = st.Funcs
+		// Not those called only with OVER: a window function's
+		// partitions do not span shards when it runs per shard.
+		for _, f := range st.Funcs {
+			if !slices.Contains(st.WindowFuncs, f) {
+				p.Funcs = append(p.Funcs, f)
+			}
+		}
 	}
 	if keys, ok := a.multiKeys(cores); ok {
 		p.Kind, p.Keys = Multi, keys
 	}
 	if !p.Merge.Concatenates() && !write && a.sql != "" && st.Kind == sqlparse.KindSelect {
-		spec, err := sqlparse.AnalyzeMerge(a.sql)
+		opts := sqlparse.MergeOptions{WindowsPerShard: a.windowsPerShard(0)}
+		spec, err := sqlparse.AnalyzeMergeWith(a.sql, opts)
 		var mr *sqlparse.MergeRefusal
 		if errors.As(err, &mr) {
 			// count(DISTINCT expr) is refused there; counted by the proxy
 			// here (any other refusal stays).
-			if s2, err2 := sqlparse.AnalyzeMergeDistinct(a.sql); err2 == nil {
+			opts.Distinct = true
+			if s2, err2 := sqlparse.AnalyzeMergeWith(a.sql, opts); err2 == nil {
 				spec, err = s2, nil
 			}
 		}
@@ -552,7 +589,8 @@ func (a *analysis) dmlPlan() Plan {
 				if a.keyRel(c) < 0 {
 					// Not a sharding key: the shards group by it too and
 					// the proxy counts the distinct values.
-					spec, err = sqlparse.AnalyzeMergeDistinct(a.sql)
+					opts.Distinct = true
+					spec, err = sqlparse.AnalyzeMergeWith(a.sql, opts)
 					if errors.As(err, &mr) {
 						if p.Kind == Multi {
 							spec = nil

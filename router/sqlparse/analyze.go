@@ -3,6 +3,7 @@ package sqlparse
 import (
 	"errors"
 	"fmt"
+	"slices"
 	"strconv"
 	"strings"
 	"unicode/utf8"
@@ -395,6 +396,9 @@ func (w *walker) selectStmt(s *pg.SelectStmt, parent int, link string) int {
 	if len(s.SortClause) > 0 {
 		w.scope(sc).Flags.OrderBy = true
 		w.exprs(s.SortClause, sc)
+	}
+	if kind == "select" {
+		w.windowPartitions(s, sc)
 	}
 	if s.LimitCount != nil && !isNullConst(s.LimitCount) {
 		w.scope(sc).Flags.Limit = true
@@ -962,9 +966,62 @@ func (w *walker) expr(n *pg.Node, sc int) {
 	w.walkFields(n, sc)
 }
 
+// windowPartitions records Scope.Windows for select block s (scope sc).
+func (w *walker) windowPartitions(s *pg.SelectStmt, sc int) {
+	named := map[string]*pg.WindowDef{}
+	for _, n := range s.WindowClause {
+		if d := n.GetWindowDef(); d != nil && d.Name != "" {
+			named[d.Name] = d
+		}
+	}
+	var calls []*pg.WindowDef
+	visit := func(x *pg.Node) bool {
+		if f := x.GetFuncCall(); f != nil && f.Over != nil {
+			calls = append(calls, f.Over)
+		}
+		return true
+	}
+	for _, n := range s.TargetList {
+		walkExpr(n, visit)
+	}
+	for _, n := range s.SortClause {
+		walkExpr(n, visit)
+	}
+	for _, d := range calls {
+		// OVER w is the WINDOW clause's w; OVER (w ORDER BY ...) and
+		// WINDOW v AS (w ...) take w's PARTITION BY (Postgres refuses a
+		// PARTITION BY of their own).
+		for hops := 0; d != nil && hops <= len(named); hops++ {
+			if d.Name != "" && len(d.PartitionClause) == 0 && d.Refname == "" && named[d.Name] != nil && named[d.Name] != d {
+				d = named[d.Name]
+			} else if d.Refname != "" {
+				d = named[d.Refname]
+			} else {
+				break
+			}
+		}
+		refs := []ColRef{}
+		if d != nil {
+			for _, n := range d.PartitionClause {
+				if cr := n.GetColumnRef(); cr != nil {
+					refs = append(refs, w.resolve(cr, sc))
+				}
+			}
+		}
+		w.scope(sc).Windows = append(w.scope(sc).Windows, refs)
+	}
+}
+
 func (w *walker) funcCall(f *pg.FuncCall, sc int) {
 	name := lastName(f.Funcname)
+	known := slices.Contains(w.st.Funcs, name)
 	w.addFunc(name)
+	switch i := slices.Index(w.st.WindowFuncs, name); {
+	case f.Over != nil && !known:
+		w.st.WindowFuncs = append(w.st.WindowFuncs, name)
+	case f.Over == nil && i >= 0:
+		w.st.WindowFuncs = slices.Delete(w.st.WindowFuncs, i, i+1)
+	}
 	if sc < 0 {
 		return
 	}

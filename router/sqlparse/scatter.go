@@ -152,21 +152,33 @@ func mrefuse(hint, format string, args ...any) *MergeRefusal {
 	return &MergeRefusal{Message: fmt.Sprintf(format, args...), Hint: hint}
 }
 
+// MergeOptions are what the planner knows of a statement and its tables
+// that the merge cannot tell from the text alone.
+type MergeOptions struct {
+	// Distinct: count(DISTINCT x) counts something other than a sharding
+	// key; the shards group by x as well and send each distinct x of a
+	// group, and the proxy counts them.
+	Distinct bool
+	// WindowsPerShard: every window function of the top block partitions
+	// its rows by a sharding key, so each shard computes them exactly; the
+	// merge treats their values as any other column's.
+	WindowsPerShard bool
+}
+
 // AnalyzeMerge builds the merge of the one SELECT statement in sql (the
 // text analysed by Analyze; a single statement). It returns a
 // *MergeRefusal when the merged answer could differ from one Postgres's.
 func AnalyzeMerge(sql string) (*MergeSpec, error) {
-	return analyzeMerge(sql, false)
+	return AnalyzeMergeWith(sql, MergeOptions{})
 }
 
-// AnalyzeMergeDistinct is AnalyzeMerge for a statement whose count(DISTINCT
-// x) counts something other than a sharding key: the shards group by x as
-// well and send each distinct x of a group, and the proxy counts them.
+// AnalyzeMergeDistinct is AnalyzeMerge with MergeOptions.Distinct.
 func AnalyzeMergeDistinct(sql string) (*MergeSpec, error) {
-	return analyzeMerge(sql, true)
+	return AnalyzeMergeWith(sql, MergeOptions{Distinct: true})
 }
 
-func analyzeMerge(sql string, anyDistinct bool) (*MergeSpec, error) {
+// AnalyzeMergeWith is AnalyzeMerge with what the planner knows.
+func AnalyzeMergeWith(sql string, o MergeOptions) (*MergeSpec, error) {
 	tree, err := pg.Parse(sql)
 	if err != nil {
 		return nil, err
@@ -182,7 +194,7 @@ func analyzeMerge(sql string, anyDistinct bool) (*MergeSpec, error) {
 	}
 	w := &walker{st: &Stmt{}, text: sql}
 	w.stmt(raw.Stmt)
-	b := &mergeBuilder{w: w, sel: proto.Clone(sel).(*pg.SelectStmt), version: tree.Version, anyDistinct: anyDistinct}
+	b := &mergeBuilder{w: w, sel: proto.Clone(sel).(*pg.SelectStmt), version: tree.Version, anyDistinct: o.Distinct, windows: o.WindowsPerShard}
 	b.spec.ParamBase = maxParam(sel.ProtoReflect())
 	return b.build()
 }
@@ -202,6 +214,9 @@ type mergeBuilder struct {
 	// those hidden columns by expression text.
 	anyDistinct  bool
 	distinctRefs map[string]int
+	// windows: the top block's window functions run per shard
+	// (MergeOptions.WindowsPerShard).
+	windows bool
 }
 
 func (b *mergeBuilder) ref(hidden int) int { return len(b.spec.Cols) + hidden }
@@ -223,8 +238,9 @@ func (b *mergeBuilder) build() (*MergeSpec, error) {
 	if len(s.LockingClause) > 0 {
 		return nil, mrefuse("lock rows by their sharding key, or drop FOR UPDATE/SHARE", "FOR UPDATE/SHARE with ORDER BY, LIMIT, DISTINCT or aggregates across shards is not supported")
 	}
-	if len(s.WindowClause) > 0 || hasWindow(s.TargetList) || hasWindowSorts(s.SortClause) {
-		return nil, mrefuse(orderHint+", or compute the window in the application", "window functions across shards are not supported")
+	if !b.windows && (len(s.WindowClause) > 0 || hasWindow(s.TargetList) || hasWindowSorts(s.SortClause)) {
+		return nil, mrefuse("partition every window by the sharding key (PARTITION BY the key column), "+orderHint+", or compute the window in the application",
+			"window functions across shards are supported only when every window is partitioned by the sharding key, in a query block without GROUP BY or aggregates")
 	}
 	if len(s.DistinctClause) > 0 {
 		if len(s.DistinctClause) > 1 || s.DistinctClause[0].GetNode() != nil {

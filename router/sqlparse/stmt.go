@@ -48,6 +48,9 @@ type Stmt struct {
 	Equis []Equi `json:"equis,omitempty"`
 	// Funcs are the distinct functions called anywhere (last name part).
 	Funcs []string `json:"funcs,omitempty"`
+	// WindowFuncs are those of Funcs called only as window functions
+	// (with OVER).
+	WindowFuncs []string `json:"window_funcs,omitempty"`
 	// Write is set when the statement modifies table data: INSERT, UPDATE,
 	// DELETE, MERGE (also inside CTEs), COPY FROM, TRUNCATE, SELECT INTO,
 	// and DDL.
@@ -151,6 +154,11 @@ type Scope struct {
 	RefScope int `json:"ref_scope"`
 	// Recursive marks the body of a WITH RECURSIVE CTE.
 	Recursive bool `json:"recursive,omitempty"`
+	// Windows lists, for each window function call of a "select" scope
+	// (in its select list or ORDER BY), the column references of its
+	// window's PARTITION BY (other expressions left out; empty for a
+	// window over all rows, or one whose named window is not found).
+	Windows [][]ColRef `json:"windows,omitempty"`
 
 	Flags  Flags   `json:"flags"`
 	Insert *Insert `json:"insert,omitempty"`

@@ -250,6 +250,22 @@ select array_agg(id) from accounts -- refuse
 select sum(balance) + 1 from accounts
 select coalesce(sum(balance), 0) from accounts
 select region, rank() over (order by region) from accounts -- refuse
+select account_id, id, row_number() over (partition by account_id order by id) from orders
+select account_id, id, amount, sum(amount) over (partition by account_id order by id) from orders
+select * from (select account_id, id, amount, row_number() over (partition by account_id order by amount desc, id) rn from orders) x where rn = 1
+select account_id, id, rank() over w, lag(amount) over w, first_value(id) over (w rows between unbounded preceding and unbounded following) from orders window w as (partition by account_id order by id)
+select account_id, id, count(*) over (partition by account_id) from orders order by account_id, id limit 20 -- ordered
+select id, name, row_number() over (partition by id) from accounts order by id desc limit 5 -- ordered
+select o.account_id, o.id, sum(o.amount) over (partition by a.id, o.status) from accounts a join orders o on o.account_id = a.id
+select account_id, id from orders order by row_number() over (partition by account_id order by id), account_id, id limit 10 -- ordered
+select distinct account_id, count(*) over (partition by account_id) from orders
+select count(*), sum(amount) from (select account_id, amount, row_number() over (partition by account_id order by id) rn from orders) x where rn <= 2
+select rn, count(*) from (select row_number() over (partition by account_id order by id desc) rn from orders) x group by rn order by rn -- ordered
+select a.id, (select max(x.rn) from (select row_number() over (partition by account_id) rn from orders o where o.account_id = a.id) x) from accounts a
+select account_id, sum(amount), rank() over (partition by account_id order by sum(amount)) from orders group by account_id -- refuse
+select account_id, id, row_number() over (partition by status order by id) from orders -- refuse
+select account_id, id, row_number() over (partition by account_id + 0 order by id) from orders -- refuse
+select o.id, row_number() over (partition by o.qty) from accounts a join orders o on o.account_id = a.id -- refuse
 select stddev(balance) from accounts -- refuse
 select region, count(*) from accounts group by rollup(region) -- refuse
 select id from accounts union select account_id from orders order by 1 -- refuse
