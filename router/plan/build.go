@@ -628,11 +628,14 @@ func sourceFor(v sqlparse.Value, t shardmap.Table, array bool) (KeySource, bool)
 // lifted out (Plan.Lift): when the statement left, and each subquery
 // alone, can run.
 func liftPlan(sql string, refusal *Refusal, rules shardmap.Rules) (Plan, bool) {
-	reads := func(schema, name string) bool {
-		cl, _ := classify(sqlparse.Rel{Schema: schema, Name: name}, rules)
-		return cl == sharded
+	key := func(schema, name string) (string, bool) {
+		cl, t := classify(sqlparse.Rel{Schema: schema, Name: name}, rules)
+		if cl != sharded {
+			return "", false
+		}
+		return t.Key, true
 	}
-	outer, subs, err := sqlparse.Lift(sql, reads)
+	outer, subs, err := sqlparse.Lift(sql, key)
 	if err != nil || len(subs) == 0 {
 		return Plan{}, false
 	}

@@ -259,9 +259,14 @@ func (s *session) routeQuery(m *pgproto3.Query) (done bool, err error) {
 	case RouteCopyMerge:
 		return true, s.runCopyMerge(r)
 	case RouteLifted:
+		if r.Lift.hasSplit() {
+			// Each shard runs its own statement: a read as in the
+			// extended protocol (runLifted refuses a write).
+			return true, s.runLifted(r, m.String, nil)
+		}
 		// The subqueries run, their answers go into the statement, which
 		// then runs as if the client had sent it so.
-		q, _, werr := s.liftedSQL(r.Lift, nil, nil, 0)
+		q, _, _, werr := s.liftedSQL(r.Lift, nil, nil, 0)
 		if werr != nil {
 			return true, s.refuseQuery(werr)
 		}

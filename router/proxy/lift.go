@@ -1,12 +1,14 @@
 package proxy
 
 import (
+	"fmt"
 	"strings"
 
 	"github.com/jackc/pgx/v5/pgproto3"
 
 	"github.com/pgshard/pgshard/router/plan"
 	"github.com/pgshard/pgshard/router/sqlparse"
+	"github.com/pgshard/pgshard/shardmap"
 	"github.com/pgshard/pgshard/wire"
 	"github.com/pgshard/pgshard/wire/pgcode"
 )
@@ -69,11 +71,15 @@ const maxLiftDepth = 4
 // It also returns the client's parameter types with those Postgres
 // inferred in the subqueries filled in: a parameter only a subquery used
 // is not in the statement any more, and Postgres could not infer it there.
-func (s *session) liftedSQL(lr *LiftRoute, oids []uint32, bind *pgproto3.Bind, depth int) (string, []uint32, *wire.Error) {
+//
+// perShard, when a lifted subquery's rows are shared out by a sharding key
+// (sqlparse.Split), is the statement for each shard (by index) with only
+// its share of them; nil otherwise.
+func (s *session) liftedSQL(lr *LiftRoute, oids []uint32, bind *pgproto3.Bind, depth int) (out string, types []uint32, perShard map[int]string, werr *wire.Error) {
 	if depth > maxLiftDepth {
-		return "", nil, wire.Errorf(pgcode.FeatureNotSupported, "subqueries on sharded tables nested more than %d deep are not supported", maxLiftDepth)
+		return "", nil, nil, wire.Errorf(pgcode.FeatureNotSupported, "subqueries on sharded tables nested more than %d deep are not supported", maxLiftDepth)
 	}
-	var types []uint32
+	var am *AppliedMap
 	if bind != nil {
 		types = make([]uint32, max(len(oids), len(bind.Parameters)))
 		copy(types, oids)
@@ -86,7 +92,7 @@ func (s *session) liftedSQL(lr *LiftRoute, oids []uint32, bind *pgproto3.Bind, d
 	for _, sub := range lr.Subs {
 		q, ok := sqlparse.ReplaceParams(sub.SQL, lr.Lits)
 		if !ok {
-			return "", nil, wire.Errorf(pgcode.InternalError, "lift: cannot put the literals back in a subquery")
+			return "", nil, nil, wire.Errorf(pgcode.InternalError, "lift: cannot put the literals back in a subquery")
 		}
 		var subOIDs []uint32
 		var subBind *pgproto3.Bind
@@ -94,7 +100,7 @@ func (s *session) liftedSQL(lr *LiftRoute, oids []uint32, bind *pgproto3.Bind, d
 		if bind != nil {
 			rq, o, err := sqlparse.RenumberParams(q)
 			if err != nil {
-				return "", nil, asWireErr(err)
+				return "", nil, nil, asWireErr(err)
 			}
 			q, olds = rq, o
 			subOIDs = subsetOIDs(oids, olds)
@@ -104,9 +110,9 @@ func (s *session) liftedSQL(lr *LiftRoute, oids []uint32, bind *pgproto3.Bind, d
 		fields, rows, inferred, werr := s.capture(q, subOIDs, subBind, depth+1)
 		if werr != nil {
 			if (werr.Code == pgcode.UndefinedColumn || werr.Code == pgcode.UndefinedTable) && lr.Refusal != nil {
-				return "", nil, refusal(lr.Refusal) // correlated
+				return "", nil, nil, refusal(lr.Refusal) // correlated
 			}
-			return "", nil, werr
+			return "", nil, nil, werr
 		}
 		for j, old := range olds {
 			if old-1 < len(types) && types[old-1] == 0 && j < len(inferred) {
@@ -116,36 +122,175 @@ func (s *session) liftedSQL(lr *LiftRoute, oids []uint32, bind *pgproto3.Bind, d
 		if sub.Kind == "table" {
 			exprs, cols, werr := liftTable(sub, fields, rows)
 			if werr != nil {
-				return "", nil, werr
+				return "", nil, nil, werr
 			}
-			tables = append(tables, liftedTable{sub.Param, exprs, cols})
+			t := liftedTable{param: sub.Param, exprs: exprs, cols: cols}
+			if sub.Split != nil {
+				if am == nil {
+					am = s.useMap()
+				}
+				if t.shares, werr = shareOut(sub, am.Map, fields, rows); werr != nil {
+					return "", nil, nil, werr
+				}
+			}
+			tables = append(tables, t)
 			continue
 		}
 		v, werr := liftValue(sub, fields, rows)
 		if werr != nil {
-			return "", nil, werr
+			return "", nil, nil, werr
 		}
 		vals[sub.Param] = v
 	}
-	out, ok := sqlparse.ReplaceParams(lr.Outer, vals)
+	outer, ok := sqlparse.ReplaceParams(lr.Outer, vals)
 	if !ok {
-		return "", nil, wire.Errorf(pgcode.InternalError, "lift: cannot put the subqueries' answers in the statement")
+		return "", nil, nil, wire.Errorf(pgcode.InternalError, "lift: cannot put the subqueries' answers in the statement")
 	}
-	for _, t := range tables {
-		var err error
-		if out, err = sqlparse.FillUnnest(out, t.param, t.exprs, t.cols); err != nil {
-			return "", nil, wire.Errorf(pgcode.InternalError, "lift: %v", err)
+	// fill puts the tables' rows in: shard's share of the shared-out ones
+	// (shard >= 0), or all of them.
+	fill := func(shard int) (string, *wire.Error) {
+		q := outer
+		for _, t := range tables {
+			exprs := t.exprs
+			if shard >= 0 && t.shares != nil {
+				exprs = t.shares[shard]
+			}
+			var err error
+			if q, err = sqlparse.FillUnnest(q, t.param, exprs, t.cols); err != nil {
+				return "", wire.Errorf(pgcode.InternalError, "lift: %v", err)
+			}
+		}
+		return q, nil
+	}
+	if out, werr = fill(-1); werr != nil {
+		return "", nil, nil, werr
+	}
+	if am != nil {
+		perShard = make(map[int]string, len(am.Shards))
+		for i := range am.Shards {
+			if perShard[i], werr = fill(i); werr != nil {
+				return "", nil, nil, werr
+			}
 		}
 	}
-	return out, types, nil
+	return out, types, perShard, nil
 }
 
 // liftedTable is a subquery in FROM that ran first: its rows as an array
-// per column, and their names.
+// per column, and their names; shares, for one shared out by a sharding
+// key, are each shard's rows (by shard index) the same way.
 type liftedTable struct {
-	param int
-	exprs []string
-	cols  []string
+	param  int
+	exprs  []string
+	cols   []string
+	shares map[int][]string
+}
+
+// shareOut deals a lifted subquery's rows out to the shards of map m by
+// the bucket of its Split column read as the sharding key of Split.Table:
+// each shard gets the rows of the buckets it owns (in the move's hidden
+// set or not: the owner is who serves them). A NULL goes to the default
+// shard: it matches no key, and must come back once.
+func shareOut(sub sqlparse.Sublink, m *shardmap.Map, fields []pgproto3.FieldDescription, rows [][][]byte) (map[int][]string, *wire.Error) {
+	sp := sub.Split
+	t, ok := m.Rules.Tables[sp.Table]
+	if !ok {
+		return nil, wire.Errorf(pgcode.FeatureNotSupported, "a subquery in FROM kept by an outer join with sharded table %s, which is no longer sharded, is not supported", sp.Table)
+	}
+	col := -1
+	for i, f := range fields {
+		name := string(f.Name)
+		if i < len(sub.Cols) {
+			name = sub.Cols[i]
+		}
+		if name == sp.Column {
+			col = i
+			break
+		}
+	}
+	if col < 0 {
+		return nil, wire.Errorf(pgcode.UndefinedColumn, "column %s of a subquery in FROM does not exist", sp.Column)
+	}
+	if !splitTypes[t.Type][fields[col].DataTypeOID] {
+		return nil, wire.Errorf(pgcode.FeatureNotSupported, "a subquery in FROM kept by an outer join on %s.%s = %s.%s, whose column has type %d, is not supported", sp.Table, t.Key, "subquery", sp.Column, fields[col].DataTypeOID).
+			WithHint(fmt.Sprintf("Give the subquery's column the type of %s.%s (%s).", sp.Table, t.Key, t.Type))
+	}
+	by := make(map[int][][][]byte, len(m.Shards))
+	for _, r := range rows {
+		shard := m.Default
+		if v := r[col]; v != nil {
+			b, err := shardmap.BucketFromText(t.Type, string(v), m.Rules.Buckets)
+			if err != nil {
+				return nil, wire.Errorf(pgcode.InternalError, "lift: bucket of %q: %v", v, err)
+			}
+			shard = m.Owner[b]
+		}
+		by[shard] = append(by[shard], r)
+	}
+	out := make(map[int][]string, len(m.Shards))
+	for i := range m.Shards {
+		exprs, _, werr := liftTable(sub, fields, by[i])
+		if werr != nil {
+			return nil, werr
+		}
+		out[i] = exprs
+	}
+	return out, nil
+}
+
+// splitTypes are the column types a lifted subquery's rows can be shared
+// out by, per key type: those whose text a key of that type reads as the
+// same value (integers of any width hash alike).
+var splitTypes = map[shardmap.KeyType]map[uint32]bool{
+	shardmap.KeySmallint: {20: true, 21: true, 23: true},
+	shardmap.KeyInteger:  {20: true, 21: true, 23: true},
+	shardmap.KeyBigint:   {20: true, 21: true, 23: true},
+	shardmap.KeyText:     {25: true, 1043: true},
+	shardmap.KeyUUID:     {2950: true},
+}
+
+// shareRoute makes a read over several shards of a statement whose lifted
+// rows are shared out (liftedSQL's perShard) send each shard its own
+// statement: each variant is routed as the statement was, for the shard
+// statement the route makes of it (merge columns, a move's hidden rows).
+func (s *session) shareRoute(mr *MergeRoute, perShard map[int]string, oids []uint32, bind *pgproto3.Bind) (*MergeRoute, *wire.Error) {
+	if perShard == nil || len(mr.Shards) <= 1 {
+		return mr, nil // one shard: all the rows
+	}
+	cp := *mr
+	cp.ShardSQL = make(map[int]string, len(mr.Shards))
+	for _, sh := range mr.Shards {
+		v, ok := perShard[sh]
+		if !ok {
+			return nil, wire.Errorf(pgcode.InternalError, "lift: no statement for shard %d", sh)
+		}
+		var r Route
+		if bind != nil {
+			r = s.srv.router.RouteBound(v, oids, bind.ParameterFormatCodes, bind.Parameters, s.useMap(), s.srv)
+		} else {
+			r = s.srv.router.RouteSimple(v, s.useMap(), s.srv)
+		}
+		sub, werr := s.readRoute(r, v, bind)
+		if werr != nil {
+			return nil, werr
+		}
+		q := sub.SQL
+		if x, ok := sub.ShardSQL[sh]; ok {
+			q = x
+		}
+		cp.ShardSQL[sh] = q
+	}
+	return &cp, nil
+}
+
+// hasSplit reports whether a lifted subquery's rows are shared out.
+func (lr *LiftRoute) hasSplit() bool {
+	for _, sub := range lr.Subs {
+		if sub.Split != nil {
+			return true
+		}
+	}
+	return false
 }
 
 // liftTable is a FROM subquery's answer: an array per column of its rows
@@ -245,16 +390,20 @@ func (s *session) capture(sql string, oids []uint32, bind *pgproto3.Bind, depth 
 	}
 	r := s.srv.router.RouteBound(sql, oids, formats, params, s.useMap(), s.srv)
 	var types []uint32
+	var perShard map[int]string
 	if r.Kind == RouteLifted {
-		q, t, werr := s.liftedSQL(r.Lift, oids, bind, depth)
+		q, t, ps, werr := s.liftedSQL(r.Lift, oids, bind, depth)
 		if werr != nil {
 			return nil, nil, nil, werr
 		}
-		sql, types = q, t
+		sql, types, perShard = q, t, ps
 		r = s.srv.router.RouteBound(sql, oids, formats, params, s.useMap(), s.srv)
 	}
 	mr, werr := s.readRoute(r, sql, bind)
 	if werr != nil {
+		return nil, nil, nil, werr
+	}
+	if mr, werr = s.shareRoute(mr, perShard, oids, bind); werr != nil {
 		return nil, nil, nil, werr
 	}
 	if types != nil {
@@ -386,7 +535,7 @@ func (s *session) runLifted(r Route, sql string, batch []pgproto3.FrontendMessag
 		}
 		bind = b
 	}
-	q, types, werr := s.liftedSQL(r.Lift, oids, bind, 0)
+	q, types, perShard, werr := s.liftedSQL(r.Lift, oids, bind, 0)
 	if werr != nil {
 		return fail(werr)
 	}
@@ -401,6 +550,9 @@ func (s *session) runLifted(r Route, sql string, batch []pgproto3.FrontendMessag
 	}
 	mr, werr := s.readRoute(or, q, bind)
 	if werr != nil {
+		return fail(werr)
+	}
+	if mr, werr = s.shareRoute(mr, perShard, oids, bind); werr != nil {
 		return fail(werr)
 	}
 	if types != nil {

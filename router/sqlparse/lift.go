@@ -28,15 +28,34 @@ type Sublink struct {
 	// with its alias: FillUnnest puts its rows in), are the column names
 	// its alias gives, if any.
 	Cols []string `json:"cols,omitempty"`
+	// Split, for a "table" subquery kept by an outer join with sharded
+	// tables (LEFT JOIN's left side), is how its rows are shared out: each
+	// shard gets only the rows whose Split.Column its buckets own, so that
+	// a row that matches nothing comes back once, not once per shard.
+	Split *Split `json:"split,omitempty"`
+}
+
+// Split names the column of a lifted subquery (by its alias's or its own
+// output name) that every outer join keeping the subquery's rows equates,
+// in its ON condition, with the sharding key of a sharded table of the
+// other side (Schema.Table; Schema empty when unqualified).
+type Split struct {
+	Column string `json:"column"`
+	Schema string `json:"schema,omitempty"`
+	Table  string `json:"table"`
 }
 
 // Lift replaces each subquery (scalar, EXISTS, IN/ANY/ALL) of the one
-// statement in sql that reads a relation for which reads(schema, name)
-// is true, with a parameter numbered after the statement's own, and
-// returns the statement left and the subqueries, outermost first (one
-// inside a lifted subquery stays in it). It returns no Sublink when there
-// is none to lift.
-func Lift(sql string, reads func(schema, name string) bool) (string, []Sublink, error) {
+// statement in sql that reads a sharded relation, one for which
+// key(schema, name) returns its sharding key column and true, with a
+// parameter numbered after the statement's own, and returns the statement
+// left and the subqueries, outermost first (one inside a lifted subquery
+// stays in it). It returns no Sublink when there is none to lift.
+func Lift(sql string, key func(schema, name string) (string, bool)) (string, []Sublink, error) {
+	reads := func(schema, name string) bool {
+		_, ok := key(schema, name)
+		return ok
+	}
 	tree, err := parseOne(sql)
 	if err != nil {
 		return "", nil, err
@@ -47,8 +66,10 @@ func Lift(sql string, reads func(schema, name string) bool) (string, []Sublink, 
 	var ferr error
 	// Subqueries in FROM on the side of an outer join whose rows are kept
 	// without a match: lifted, their rows would be on every shard the
-	// statement runs on, and so would the rows that match nothing.
+	// statement runs on, and so would the rows that match nothing; unless
+	// the joins equate one of their columns with a sharding key (Split).
 	preserved := preservedSubqueries(root)
+	joins := outerJoinsOf(root)
 	liftedPreserved := false
 	var walk func(m protoreflect.Message)
 	walk = func(m protoreflect.Message) {
@@ -76,12 +97,15 @@ func Lift(sql string, reads func(schema, name string) bool) (string, []Sublink, 
 					return
 				}
 				rf.Alias = rs.Alias
+				var split *Split
 				if preserved[rs] {
-					liftedPreserved = true
+					if split = splitOf(rs, joins[rs], key); split == nil {
+						liftedPreserved = true
+					}
 				}
 				n.Node = &pg.Node_RangeFunction{RangeFunction: rf}
 				next++
-				subs = append(subs, Sublink{SQL: sub, Kind: "table", Param: next, Cols: names(rs.Alias.Colnames)})
+				subs = append(subs, Sublink{SQL: sub, Kind: "table", Param: next, Cols: names(rs.Alias.Colnames), Split: split})
 				return
 			}
 			if sl := n.GetSubLink(); sl != nil && readsAny(sl.Subselect, reads) {
@@ -283,4 +307,117 @@ func preservedSubqueries(root *pg.Node) map[*pg.RangeSubselect]bool {
 	}
 	walk(root.ProtoReflect())
 	return out
+}
+
+// outerJoin is an outer join that keeps a subquery's rows, and its other
+// side.
+type outerJoin struct {
+	j     *pg.JoinExpr
+	other *pg.Node
+}
+
+// outerJoinsOf returns, per subquery in FROM, the outer joins that keep
+// its rows without a match (as preservedSubqueries finds them).
+func outerJoinsOf(root *pg.Node) map[*pg.RangeSubselect][]outerJoin {
+	out := map[*pg.RangeSubselect][]outerJoin{}
+	var within func(n *pg.Node, j *pg.JoinExpr, other *pg.Node)
+	within = func(n *pg.Node, j *pg.JoinExpr, other *pg.Node) {
+		switch {
+		case n == nil:
+		case n.GetJoinExpr() != nil:
+			within(n.GetJoinExpr().Larg, j, other)
+			within(n.GetJoinExpr().Rarg, j, other)
+		case n.GetRangeSubselect() != nil:
+			rs := n.GetRangeSubselect()
+			out[rs] = append(out[rs], outerJoin{j, other})
+		}
+	}
+	var walk func(m protoreflect.Message)
+	walk = func(m protoreflect.Message) {
+		if j, ok := m.Interface().(*pg.JoinExpr); ok {
+			switch j.Jointype {
+			case pg.JoinType_JOIN_LEFT:
+				within(j.Larg, j, j.Rarg)
+			case pg.JoinType_JOIN_RIGHT:
+				within(j.Rarg, j, j.Larg)
+			case pg.JoinType_JOIN_FULL:
+				within(j.Larg, j, j.Rarg)
+				within(j.Rarg, j, j.Larg)
+			}
+		}
+		rangeMessages(m, walk)
+	}
+	walk(root.ProtoReflect())
+	return out
+}
+
+// splitOf returns how subquery rs's lifted rows can be shared out among
+// the shards (Sublink.Split): every outer join keeping its rows whose
+// other side reads a sharded table has, among the AND-ed terms of its ON
+// condition, alias.column = t.key with t a sharded table of that side and
+// key its sharding key, the same column each time. Nil otherwise.
+func splitOf(rs *pg.RangeSubselect, joins []outerJoin, key func(schema, name string) (string, bool)) *Split {
+	if rs.Alias == nil {
+		return nil
+	}
+	reads := func(schema, name string) bool {
+		_, ok := key(schema, name)
+		return ok
+	}
+	var split *Split
+	for _, oj := range joins {
+		if !readsAny(oj.other, reads) {
+			continue
+		}
+		// The sharded tables the other side names, by the name a column
+		// reference qualifies them with.
+		tables := map[string]*pg.RangeVar{}
+		var find func(n *pg.Node)
+		find = func(n *pg.Node) {
+			switch {
+			case n == nil:
+			case n.GetJoinExpr() != nil:
+				find(n.GetJoinExpr().Larg)
+				find(n.GetJoinExpr().Rarg)
+			case n.GetRangeVar() != nil:
+				rv := n.GetRangeVar()
+				name := rv.Relname
+				if rv.Alias != nil {
+					name = rv.Alias.Aliasname
+				}
+				tables[name] = rv
+			}
+		}
+		find(oj.other)
+		var found *Split
+		for _, c := range conjuncts(oj.j.Quals, nil) {
+			e := c.GetAExpr()
+			if e == nil || e.Kind != pg.A_Expr_Kind_AEXPR_OP || len(e.Name) != 1 || e.Name[0].GetString_().GetSval() != "=" {
+				continue
+			}
+			for _, pair := range [][2]*pg.Node{{e.Lexpr, e.Rexpr}, {e.Rexpr, e.Lexpr}} {
+				mine, theirs := names(pair[0].GetColumnRef().GetFields()), names(pair[1].GetColumnRef().GetFields())
+				if len(mine) != 2 || mine[0] != rs.Alias.Aliasname || len(theirs) < 2 || len(theirs) > 3 {
+					continue
+				}
+				rv := tables[theirs[len(theirs)-2]]
+				if rv == nil || rv.Alias == nil && len(theirs) == 3 && theirs[0] != rv.Schemaname {
+					continue
+				}
+				if k, ok := key(rv.Schemaname, rv.Relname); ok && k == theirs[len(theirs)-1] {
+					found = &Split{Column: mine[1], Schema: rv.Schemaname, Table: rv.Relname}
+				}
+			}
+			if found != nil {
+				break
+			}
+		}
+		if found == nil || split != nil && split.Column != found.Column {
+			return nil
+		}
+		if split == nil {
+			split = found
+		}
+	}
+	return split
 }
