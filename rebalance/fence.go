@@ -308,17 +308,18 @@ END
 	if ok {
 		ddl = fmt.Sprintf(`DROP TRIGGER %s ON %s; %s`, fenceTrigger, quoteIdent(t.Name), ddl)
 	}
-	if err := lockedDDL(ctx, tx, ddl); err != nil {
+	if err := lockedDDL(ctx, tx, quoteIdent(t.Name), ddl); err != nil {
 		return fmt.Errorf("fence trigger of %s: %w", t.Name, err)
 	}
 	return nil
 }
 
-// lockedDDL runs ddl, which locks a table the application uses, with a
-// short lock_timeout (tryLockedDDL), tried again for up to ddlLockWait: a
-// lock request waiting behind a long query would hold up every writer
-// queued behind it.
-func lockedDDL(ctx context.Context, tx execer, ddl string) error {
+// lockedDDL runs ddl, which locks table (quoted), one the application
+// uses, with a short lock_timeout (tryLockedDDL), tried again for up to
+// ddlLockWait: a lock request waiting behind a long query would hold up
+// every writer queued behind it. An autovacuum worker in the way is
+// cancelled (cancelAutovacuum).
+func lockedDDL(ctx context.Context, tx execer, table, ddl string) error {
 	deadline := time.Now().Add(ddlLockWait)
 	for {
 		done, err := tryLockedDDL(ctx, tx, ddl, "100ms")
@@ -328,6 +329,9 @@ func lockedDDL(ctx context.Context, tx execer, ddl string) error {
 		if time.Now().After(deadline) {
 			return fmt.Errorf("the table's lock did not come within %s (a long transaction holds it); try again", ddlLockWait)
 		}
+		if _, err := cancelAutovacuum(ctx, tx, []string{table}); err != nil {
+			return err
+		}
 		select {
 		case <-ctx.Done():
 			return ctx.Err()
@@ -336,16 +340,41 @@ func lockedDDL(ctx context.Context, tx execer, ddl string) error {
 	}
 }
 
+// cancelAutovacuum cancels the autovacuum workers (not those preventing
+// wraparound) that hold a lock on one of tables (quoted names), and
+// returns how many. Postgres cancels an autovacuum worker that blocks
+// another session only once that one has waited deadlock_timeout (1 s by
+// default); the move's lock requests give up after 100 ms so as not to
+// queue the application's writers behind them, so it never would, and a
+// throttled autovacuum can hold a table for many seconds (a soak run's
+// cutover failed five times in a row on one). The worker comes back later.
+func cancelAutovacuum(ctx context.Context, q querier, tables []string) (int, error) {
+	var n int
+	err := q.QueryRow(ctx, `SELECT count(*) FILTER (WHERE pg_cancel_backend(a.pid))::int FROM pg_stat_activity a
+ WHERE a.backend_type = 'autovacuum worker' AND a.query NOT LIKE '%to prevent wraparound%'
+   AND EXISTS (SELECT 1 FROM pg_locks l WHERE l.pid = a.pid AND l.granted AND l.locktype = 'relation'
+                AND l.relation IN (SELECT to_regclass(t) FROM unnest($1::text[]) t))`, tables).Scan(&n)
+	if err != nil {
+		return 0, fmt.Errorf("cancel autovacuum: %w", err)
+	}
+	return n, nil
+}
+
 // tryLockedDDL runs ddl in a savepoint of tx with lock_timeout timeout; on
 // lock_timeout (55P03) it rolls the savepoint back and reports done false.
 func tryLockedDDL(ctx context.Context, tx execer, ddl, timeout string) (done bool, err error) {
 	_, err = tx.Exec(ctx, `SAVEPOINT pgshard_ddl; SET LOCAL lock_timeout = '`+timeout+`'; `+ddl+`; RELEASE SAVEPOINT pgshard_ddl; SET LOCAL lock_timeout TO DEFAULT`)
-	var pe *pgconn.PgError
-	if errors.As(err, &pe) && pe.Code == "55P03" {
+	if isLockTimeout(err) {
 		_, err = tx.Exec(ctx, `ROLLBACK TO SAVEPOINT pgshard_ddl; RELEASE SAVEPOINT pgshard_ddl`)
 		return false, err
 	}
 	return err == nil, err
+}
+
+// isLockTimeout reports whether err is Postgres's lock_timeout (55P03).
+func isLockTimeout(err error) bool {
+	var pe *pgconn.PgError
+	return errors.As(err, &pe) && pe.Code == "55P03"
 }
 
 // ddlLockWait bounds lockedDDL's tries.

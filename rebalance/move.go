@@ -816,6 +816,19 @@ func (j *job) report(ctx context.Context, cols map[string]any) {
 }
 
 func (j *job) freeze(ctx context.Context) error {
+	// An autovacuum worker on a moving table would hold up the fence's
+	// lock with writes held (it comes back after autovacuum_naptime, 1 min
+	// by default): cancelled now, before the pause. The fence cancels one
+	// that started since.
+	var names []string
+	for _, t := range j.tables() {
+		names = append(names, quoteIdent(t.Name))
+	}
+	if n, err := cancelAutovacuum(ctx, j.src, names); err != nil {
+		return err
+	} else if n > 0 {
+		j.mv.Log.Info("cancelled autovacuum holding a moving table", "move", j.info.ID, "shard", j.srcShard.Name, "workers", n)
+	}
 	t0 := time.Now()
 	m, err := j.mv.publish(ctx, fmt.Sprintf("move %d: freeze %d buckets", j.info.ID, len(j.info.Buckets)), func(n *shardmap.Map) bool {
 		changed := false
@@ -916,6 +929,13 @@ func (j *job) fence(ctx context.Context) error {
 		}
 		if time.Now().After(deadline) {
 			return fmt.Errorf("lock the moving tables on %s: %w", j.srcShard.Name, err)
+		}
+		if isLockTimeout(err) {
+			if n, cerr := cancelAutovacuum(ctx, j.src, names); cerr != nil {
+				return cerr
+			} else if n > 0 {
+				j.mv.Log.Info("cancelled autovacuum holding a moving table", "move", j.info.ID, "shard", j.srcShard.Name, "workers", n)
+			}
 		}
 	}
 	tLock := time.Since(t0)
