@@ -162,6 +162,30 @@ func (a *analysis) collect() {
 		}
 		a.edge(x, y, e.OneWay)
 	}
+	// Sharding keys equal to the same column of a FROM item that is not a
+	// relation (c LEFT JOIN o ON o.account_id = c.id LEFT JOIN a ON a.id =
+	// c.id) are equal to each other wherever that row joins them: the
+	// rows each joins are in the same bucket.
+	type itemCol struct {
+		scope        int
+		item, column string
+	}
+	first := map[itemCol]int{}
+	for _, v := range a.st.Vias {
+		x := a.keyRel(v.Col)
+		if x < 0 {
+			continue
+		}
+		k := itemCol{v.Scope, v.Item, v.Column}
+		y, ok := first[k]
+		if !ok {
+			first[k] = x
+			continue
+		}
+		if x != y && keyFamily(a.tab[x].Type) == keyFamily(a.tab[y].Type) {
+			a.edge(x, y, false)
+		}
+	}
 }
 
 func dedupe(ks []KeySource) []KeySource {

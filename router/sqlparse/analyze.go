@@ -582,6 +582,7 @@ func (w *walker) joinQuals(j *pg.JoinExpr, sc int, l, r []int) {
 				if a.Rel >= 0 && b.Rel >= 0 && (contains(l, a.Rel) && contains(r, b.Rel) || contains(r, a.Rel) && contains(l, b.Rel)) {
 					w.st.Equis = append(w.st.Equis, Equi{A: a, B: b})
 				}
+				w.via(lc, rc, sc)
 			}
 		}
 		w.expr(c, sc)
@@ -658,6 +659,7 @@ func (w *walker) conjunct(c *pg.Node, sc int) {
 			switch {
 			case lc != nil && rc != nil:
 				w.equi(w.resolve(lc, sc), w.resolve(rc, sc), sc)
+				w.via(lc, rc, sc)
 			case lc != nil:
 				w.cond(w.resolve(lc, sc), []Value{w.value(e.Rexpr, sc)}, false, sc)
 			case rc != nil:
@@ -733,6 +735,33 @@ func (w *walker) equi(a, b ColRef, sc int) {
 		w.st.Equis = append(w.st.Equis, Equi{A: b, B: a, OneWay: true})
 	case b.Scope == sc && w.isAncestor(a.Scope, sc):
 		w.st.Equis = append(w.st.Equis, Equi{A: a, B: b, OneWay: true})
+	}
+}
+
+// via records a Via when one of a = b is a column of a relation of scope
+// sc and the other alias.column of a FROM item of sc that is not one.
+func (w *walker) via(a, b *pg.ColumnRef, sc int) {
+	item := func(cr *pg.ColumnRef) (string, string, bool) {
+		f := names(cr.Fields)
+		if len(f) != 2 || f[0] == "" || f[1] == "" {
+			return "", "", false
+		}
+		for _, e := range w.ns[sc] {
+			if e.name == f[0] {
+				return f[0], f[1], e.rel < 0
+			}
+		}
+		return "", "", false
+	}
+	for _, p := range [][2]*pg.ColumnRef{{a, b}, {b, a}} {
+		name, col, ok := item(p[0])
+		if !ok {
+			continue
+		}
+		if r := w.resolve(p[1], sc); r.Rel >= 0 && r.Scope == sc {
+			w.st.Vias = append(w.st.Vias, Via{Scope: sc, Item: name, Column: col, Col: r})
+		}
+		return
 	}
 }
 

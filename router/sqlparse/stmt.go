@@ -46,6 +46,12 @@ type Stmt struct {
 	// sides, USING, correlated subquery conditions, and col IN (SELECT
 	// col ...) conjuncts), for co-location checks.
 	Equis []Equi `json:"equis,omitempty"`
+	// Vias are equalities, found where Equis are, between a relation's
+	// column and a column of a FROM item of the same scope that is not a
+	// relation (a subquery, a function call such as a lifted subquery's
+	// unnest, VALUES): relation columns equal to the same item column
+	// are equal to each other where the item's row joins them both.
+	Vias []Via `json:"vias,omitempty"`
 	// Funcs are the distinct functions called anywhere (last name part).
 	Funcs []string `json:"funcs,omitempty"`
 	// WindowFuncs are those of Funcs called only as window functions
@@ -213,6 +219,15 @@ type ColRef struct {
 // knowing either side's value pins the other. With OneWay, A belongs to
 // an enclosing scope of B (a correlated subquery): pinning A pins B, not
 // the reverse.
+// Via is a relation column Col equal to column Column of the FROM item
+// Item (its alias) of scope Scope.
+type Via struct {
+	Scope  int    `json:"scope"`
+	Item   string `json:"item"`
+	Column string `json:"column"`
+	Col    ColRef `json:"col"`
+}
+
 type Equi struct {
 	A      ColRef `json:"a"`
 	B      ColRef `json:"b"`

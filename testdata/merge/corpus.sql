@@ -262,6 +262,7 @@ select distinct account_id, count(*) over (partition by account_id) from orders
 select count(*), sum(amount) from (select account_id, amount, row_number() over (partition by account_id order by id) rn from orders) x where rn <= 2
 select rn, count(*) from (select row_number() over (partition by account_id order by id desc) rn from orders) x group by rn order by rn -- ordered
 select a.id, (select max(x.rn) from (select row_number() over (partition by account_id) rn from orders o where o.account_id = a.id) x) from accounts a
+select v.k, a.name, o.id from (values (-976243), (-960405), (-936648), (7)) v(k) join accounts a on a.id = v.k join orders o on o.account_id = v.k
 select account_id, sum(amount), rank() over (partition by account_id order by sum(amount)) from orders group by account_id -- refuse
 select account_id, id, row_number() over (partition by status order by id) from orders -- refuse
 select account_id, id, row_number() over (partition by account_id + 0 order by id) from orders -- refuse

@@ -980,6 +980,7 @@ func TestLiftedSubqueries(t *testing.T) {
 		"SELECT c.x, o.id FROM (SELECT NULLIF(id, 3) AS x FROM accounts ORDER BY id LIMIT 5) c LEFT JOIN orders o ON o.account_id = c.x ORDER BY 1 NULLS FIRST, 2",
 		"SELECT s.k, o.id FROM (SELECT id FROM accounts ORDER BY id LIMIT 4) AS s(k) LEFT JOIN orders o ON s.k = o.account_id ORDER BY 1, 2",
 		"SELECT c.id FROM (SELECT id FROM accounts ORDER BY id LIMIT 7) c LEFT JOIN orders o ON o.account_id = c.id WHERE o.id IS NULL ORDER BY 1",
+		"SELECT c.id, o.id, a.name FROM (SELECT id FROM accounts ORDER BY id LIMIT 7) c LEFT JOIN orders o ON o.account_id = c.id LEFT JOIN accounts a ON a.id = c.id ORDER BY 1, 2",
 	} {
 		pp.same(t, q, 1, &pgproto3.Query{String: q})
 	}
