@@ -529,15 +529,17 @@ func (j *job) recheck(ctx context.Context) (int, error) {
 		if serr := <-done; serr != nil {
 			return fmt.Errorf("source %s: %w", j.srcShard.Name, serr)
 		}
-		return err
+		if err != nil {
+			return err
+		}
+		if cerr := compareSums(src, dst); cerr != nil {
+			j.logDiff(ctx, stx, tx, keys, src, dst)
+			return cerr
+		}
+		return nil
 	})
 	if err != nil {
 		return 0, err
-	}
-	if n > 0 {
-		if err := compareSums(src, dst); err != nil {
-			return 0, err
-		}
 	}
 	j.fromGen = gen
 	j.mv.Log.Debug("recheck", "move", j.info.ID, "generation", gen, "keys", n, "snapshot", tSnap.Round(time.Millisecond).String(), "marker", tMarker.Round(time.Millisecond).String(), "took", time.Since(t0).Round(time.Millisecond).String())
@@ -580,7 +582,83 @@ func (j *job) verify(ctx context.Context) error {
 	if berr != nil {
 		return fmt.Errorf("target %s: %w", j.dstShard.Name, berr)
 	}
-	return compareSums(a, b)
+	if err := compareSums(a, b); err != nil {
+		j.logDiff(ctx, j.src, j.dst, keys, a, b)
+		return err
+	}
+	return nil
+}
+
+// logDiff logs, for each bucket whose sums differ, the rows of keys that
+// one side has and the other has not (at most 20 a side), each with its
+// xmin, and on the target the dirty set's generation of their keys: what
+// it takes to tell how a difference came about.
+func (j *job) logDiff(ctx context.Context, src, dst querier, keys map[string][]string, a, b map[string]sums) {
+	for _, t := range j.tables() {
+		ks := keys[t.Name]
+		if len(ks) == 0 {
+			continue
+		}
+		var differ []int
+		for k, v := range a {
+			var bucket int
+			if _, err := fmt.Sscanf(k, t.Name+" bucket %d", &bucket); err == nil && b[k] != v {
+				differ = append(differ, bucket)
+			}
+		}
+		for k, w := range b {
+			var bucket int
+			if _, ok := a[k]; !ok && w != (sums{}) {
+				if _, err := fmt.Sscanf(k, t.Name+" bucket %d", &bucket); err == nil {
+					differ = append(differ, bucket)
+				}
+			}
+		}
+		if len(differ) == 0 {
+			continue
+		}
+		q := fmt.Sprintf(`SELECT row_to_json(t)::text, t.xmin::text FROM %s t WHERE %s = ANY ($1::text[]::%s[]) AND %s = ANY ($2::int[])`,
+			quoteIdent(t.Name), quoteIdent(t.Key), t.Type, j.bucketExpr(t))
+		read := func(c querier) (map[string]string, error) {
+			rows, err := c.Query(ctx, q, ks, differ)
+			if err != nil {
+				return nil, err
+			}
+			defer rows.Close()
+			out := map[string]string{}
+			for rows.Next() {
+				var row, xmin string
+				if err := rows.Scan(&row, &xmin); err != nil {
+					return nil, err
+				}
+				out[row] = xmin
+			}
+			return out, rows.Err()
+		}
+		onSrc, err1 := read(src)
+		onDst, err2 := read(dst)
+		if err := errors.Join(err1, err2); err != nil {
+			j.mv.Log.Warn("difference: cannot read the rows", "move", j.info.ID, "table", t.Name, "err", err)
+			continue
+		}
+		only := func(x, y map[string]string) []string {
+			var out []string
+			for row, xmin := range x {
+				if _, ok := y[row]; !ok && len(out) < 20 {
+					out = append(out, row+" xmin "+xmin)
+				}
+			}
+			slices.Sort(out)
+			return out
+		}
+		var gens []string
+		keyBucket, _ := shardmap.BucketSQL("key::"+t.Type.String(), t.Type, j.m.Rules.Buckets)
+		if rows, err := dst.Query(ctx, `SELECT key || ' gen ' || gen FROM pgshard.dirty WHERE move = $1 AND tbl = $2 AND key = ANY ($3) AND `+keyBucket+` = ANY ($4::int[]) LIMIT 50`, j.info.ID, t.Name, ks, differ); err == nil {
+			gens, _ = pgx.CollectRows(rows, pgx.RowTo[string])
+		}
+		j.mv.Log.Warn("difference", "move", j.info.ID, "table", t.Name, "buckets", differ,
+			"only_on_source", only(onSrc, onDst), "only_on_target", only(onDst, onSrc), "dirty_generations", gens, "compared_from_generation", j.fromGen)
+	}
 }
 
 func compareSums(src, dst map[string]sums) error {
