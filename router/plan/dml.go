@@ -247,6 +247,44 @@ func (a *analysis) simple(s int) bool {
 	return sc.Kind == "select" && !f.Aggregates && !f.GroupBy && !f.Having && !f.Distinct && (!f.Window || a.windowsPerShard(s)) && !f.Limit && !f.Offset
 }
 
+// keptOnEveryShard returns why a statement that runs on several shards
+// cannot: an outer join keeps rows of reference or unsharded tables only
+// (every shard has them) without a match in a sharded table of its other
+// side, so each shard would return them; "" when none does. Not when a
+// WHERE condition pins that sharded table to keys (a row without a match
+// fails it), nor when the kept side also reads a sharded table (its rows
+// are then each on one shard).
+func (a *analysis) keptOnEveryShard() string {
+	for _, oj := range a.st.OuterJoins {
+		kept, other := -1, -1
+		for _, r := range oj.Kept {
+			if a.cls[r] == sharded {
+				kept = -2
+				break
+			}
+			if kept == -1 {
+				kept = r
+			}
+		}
+		for _, r := range oj.Other {
+			if a.cls[r] == sharded {
+				if a.pin[r] != nil {
+					other = -2
+					break
+				}
+				if other == -1 {
+					other = r
+				}
+			}
+		}
+		if kept >= 0 && other >= 0 {
+			return fmt.Sprintf("rows of %s kept by an outer join with sharded table %s would come back once per shard",
+				a.st.Rels[kept].QualifiedName(), a.st.Rels[other].QualifiedName())
+		}
+	}
+	return ""
+}
+
 // windowsPerShard reports whether every window function of select scope s
 // partitions its rows by the sharding key of a sharded table of s's own
 // FROM list: each partition's rows then sit on one shard (the tables a
@@ -574,6 +612,9 @@ func (a *analysis) dmlPlan() Plan {
 	if why != "" {
 		return refuse(why,
 			"join sharded tables on their sharding keys (a.id = b.account_id), or add a condition on the sharding key (WHERE id = $1) so the query runs on one shard")
+	}
+	if why := a.keptOnEveryShard(); why != "" {
+		return refuse(why, "add a condition on the sharding key of the sharded table (WHERE o.account_id = $1) so the query runs on one shard, or read the rows without a match in a query of their own")
 	}
 	p := Plan{Kind: Scatter, Lock: lock, Merge: a.merge(0)}
 	if !write {

@@ -503,6 +503,14 @@ func (w *walker) fromItem(n *pg.Node, sc int, later *[]func()) []int {
 		if j.Jointype != pg.JoinType_JOIN_INNER {
 			w.scope(sc).Flags.OuterJoins = true
 		}
+		switch j.Jointype {
+		case pg.JoinType_JOIN_LEFT:
+			w.st.OuterJoins = append(w.st.OuterJoins, OuterJoin{Scope: sc, Kept: l, Other: r})
+		case pg.JoinType_JOIN_RIGHT:
+			w.st.OuterJoins = append(w.st.OuterJoins, OuterJoin{Scope: sc, Kept: r, Other: l})
+		case pg.JoinType_JOIN_FULL:
+			w.st.OuterJoins = append(w.st.OuterJoins, OuterJoin{Scope: sc, Kept: l, Other: r}, OuterJoin{Scope: sc, Kept: r, Other: l})
+		}
 		if j.Alias != nil {
 			w.bindOpaque(sc, j.Alias.Aliasname)
 			w.scope(sc).Opaque--

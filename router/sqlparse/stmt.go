@@ -46,6 +46,10 @@ type Stmt struct {
 	// sides, USING, correlated subquery conditions, and col IN (SELECT
 	// col ...) conjuncts), for co-location checks.
 	Equis []Equi `json:"equis,omitempty"`
+	// OuterJoins are the outer joins of FROM lists: for each side whose
+	// rows are kept without a match (both for FULL), the relation
+	// occurrences of that side (Kept) and of the other (Other).
+	OuterJoins []OuterJoin `json:"outer_joins,omitempty"`
 	// Vias are equalities, found where Equis are, between a relation's
 	// column and a column of a FROM item of the same scope that is not a
 	// relation (a subquery, a function call such as a lifted subquery's
@@ -219,6 +223,13 @@ type ColRef struct {
 // knowing either side's value pins the other. With OneWay, A belongs to
 // an enclosing scope of B (a correlated subquery): pinning A pins B, not
 // the reverse.
+// OuterJoin is one kept side of an outer join of scope Scope.
+type OuterJoin struct {
+	Scope int   `json:"scope"`
+	Kept  []int `json:"kept,omitempty"`
+	Other []int `json:"other,omitempty"`
+}
+
 // Via is a relation column Col equal to column Column of the FROM item
 // Item (its alias) of scope Scope.
 type Via struct {

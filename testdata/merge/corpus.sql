@@ -262,6 +262,10 @@ select distinct account_id, count(*) over (partition by account_id) from orders
 select count(*), sum(amount) from (select account_id, amount, row_number() over (partition by account_id order by id) rn from orders) x where rn <= 2
 select rn, count(*) from (select row_number() over (partition by account_id order by id desc) rn from orders) x group by rn order by rn -- ordered
 select a.id, (select max(x.rn) from (select row_number() over (partition by account_id) rn from orders o where o.account_id = a.id) x) from accounts a
+select c.code, o.id from countries c left join orders o on o.status = c.code -- refuse
+select c.code, count(o.id) from orders o right join countries c on c.code = o.status group by c.code -- refuse
+select c.code, a.id from countries c left join accounts a on a.region = c.code where a.id in (-992081, -984162)
+select a.id, c.name from accounts a left join countries c on c.code = a.region
 select v.k, a.name, o.id from (values (-976243), (-960405), (-936648), (7)) v(k) join accounts a on a.id = v.k join orders o on o.account_id = v.k
 select account_id, sum(amount), rank() over (partition by account_id order by sum(amount)) from orders group by account_id -- refuse
 select account_id, id, row_number() over (partition by status order by id) from orders -- refuse
