@@ -928,6 +928,7 @@ func (j *job) fence(ctx context.Context) error {
 			break
 		}
 		if time.Now().After(deadline) {
+			j.logLockHolders(ctx, names)
 			return fmt.Errorf("lock the moving tables on %s: %w", j.srcShard.Name, err)
 		}
 		if isLockTimeout(err) {
@@ -946,6 +947,31 @@ func (j *job) fence(ctx context.Context) error {
 	// not touch the buckets; the marker tells when the target has applied
 	// them all.
 	return j.marker(ctx)
+}
+
+// logLockHolders logs who holds a lock on the moving tables (quoted
+// names) that the fence's SHARE lock waits for, prepared transactions
+// included (no pid): what it takes to tell why a cutover could not lock
+// them (a make soak run failed five cutovers so, with no autovacuum in
+// the way).
+func (j *job) logLockHolders(ctx context.Context, names []string) {
+	rows, err := j.src.Query(ctx, `SELECT l.relation::regclass::text || ' ' || l.mode || ' vxid ' || l.virtualtransaction
+       || coalesce(' pid ' || l.pid::text || ' ' || a.backend_type || ' ' || a.state || ' xact ' || (now() - a.xact_start)::text
+                   || ' wait ' || coalesce(a.wait_event_type || ':' || a.wait_event, '-') || ' ' || left(a.query, 200), ' (a prepared transaction)')
+  FROM pg_locks l LEFT JOIN pg_stat_activity a ON a.pid = l.pid
+ WHERE l.granted AND l.locktype = 'relation' AND l.mode IN ('RowExclusiveLock', 'ShareUpdateExclusiveLock', 'ShareRowExclusiveLock', 'ExclusiveLock', 'AccessExclusiveLock')
+   AND l.relation IN (SELECT to_regclass(t) FROM unnest($1::text[]) t)
+ LIMIT 20`, names)
+	if err != nil {
+		j.mv.Log.Warn("fence: cannot list the lock holders", "move", j.info.ID, "err", err)
+		return
+	}
+	holders, err := pgx.CollectRows(rows, pgx.RowTo[string])
+	var prepared []string
+	if rows, perr := j.src.Query(ctx, `SELECT gid || ' xid ' || transaction || ' at ' || prepared FROM pg_prepared_xacts WHERE database = current_database() LIMIT 20`); perr == nil {
+		prepared, _ = pgx.CollectRows(rows, pgx.RowTo[string])
+	}
+	j.mv.Log.Warn("fence: the moving tables' lock holders", "move", j.info.ID, "shard", j.srcShard.Name, "holders", holders, "prepared_transactions", prepared, "err", err)
 }
 
 // marker commits a marker row on the source and waits until the target
