@@ -28,31 +28,20 @@ import (
 // (measured: 20-30 ms per session on a busy shard, just when the writes a
 // cutover held are released).
 //
-// Why an AFTER ROW trigger in PL/pgSQL, with no WHEN condition. A BEFORE
-// ROW trigger costs where it does not fire, in the replica role of the
-// move's own bulk writes: before an UPDATE or DELETE it locks the row (a
-// second write of the tuple and a WAL record of its own), and on INSERT it
-// makes COPY insert row by row. An AFTER ROW trigger only fetches the old
-// row, and keeps COPY's batches. Measured on an idle shard (µs per row):
-//
-//	                                      none     AFTER    BEFORE
-//	DELETE of 250,000 rows, replica role   1.0-1.2  1.7      2.3-2.4
-//	COPY of 500,000 rows, replica role     2.5-2.9  2.2-3.0  3.3-4.4
-//	COPY of 500,000 rows, origin role      2.1-2.7  3.4-4.5  4.0-5.4
-//	50,000 single-row UPDATEs by key       15-17    16-20    18.5-20
-//
-// (the DELETE is a move's cleanup on its source, the replica COPY its
-// copy into the target: in make bench-move the cleanup took 1.2-1.8 s with
-// the BEFORE trigger). An AFTER ROW trigger with a WHEN condition testing
-// the bucket cost 29-46 µs per single-row UPDATE: Postgres prepares a WHEN
-// condition again for every statement. Before 2026-11-30 the mask was text
-// read by substr: a COPY into a fenced table took 2.54-2.66 s.
-//
-// The trigger raises at the end of the statement, which then fails whole:
-// a stale writer's insert, update or delete leaves nothing. An
-// application's COPY or UPDATE of n rows of a fenced table queues n
-// after-trigger events until its end (a few tens of bytes each), as a
-// foreign key's checks do.
+// Why a BEFORE ROW trigger in PL/pgSQL, although it costs the move's own
+// bulk writes where it does not fire (the replica role): Postgres locks
+// each row before a BEFORE trigger's UPDATE or DELETE, and a BEFORE INSERT
+// trigger makes COPY insert row by row. Measured on an idle shard (µs per
+// row; none / AFTER / BEFORE): DELETE of 250,000 rows in the replica role
+// 1.0-1.2 / 1.7 / 2.3-2.4; COPY of 500,000 rows in the replica role
+// 2.5-2.9 / 2.2-3.0 / 3.3-4.4; 50,000 single-row UPDATEs 15-17 / 16-20 /
+// 18.5-20. An AFTER trigger (3842fe0) made make bench-move's median rate
+// 0.55 of a plain COPY against 0.44, but in longer make soak runs a row
+// inserted through a pgshard twice turned up on a shard after it had given
+// its bucket away (the next move's check caught it), in about 400 moves,
+// and never with this trigger: reverted until that is understood. An AFTER
+// trigger with a WHEN condition cost 29-46 µs per single-row UPDATE
+// (Postgres prepares a WHEN condition again for every statement).
 //
 // Logical replication's apply worker runs with session_replication_role =
 // replica, in which ordinary triggers do not fire, so the subscription that
@@ -76,13 +65,14 @@ func fenceFunc(t shardmap.Table) string {
 	return "pgshard." + quoteIdent("fence_"+t.Name)
 }
 
-// fenceTrigger is a sharded table's fence trigger: AFTER INSERT OR UPDATE
+// fenceTrigger is a sharded table's fence trigger: BEFORE INSERT OR UPDATE
 // OR DELETE, FOR EACH ROW (see the top of this file); fenceTriggerType is
-// its pg_trigger.tgtype (TRIGGER_TYPE_ROW 1, INSERT 4, DELETE 8, UPDATE
-// 16; BEFORE would add 2).
+// its pg_trigger.tgtype (TRIGGER_TYPE_ROW 1, BEFORE 2, INSERT 4, DELETE 8,
+// UPDATE 16). A shard fenced by the AFTER trigger of 3842fe0 gets this one
+// back at its next move.
 const (
 	fenceTrigger     = "pgshard_fence"
-	fenceTriggerType = 1 | 4 | 8 | 16
+	fenceTriggerType = 1 | 2 | 4 | 8 | 16
 )
 
 // installFence creates the fence schema and the trigger of every sharded
@@ -304,7 +294,7 @@ END
 	if err != nil || (ok && typ == fenceTriggerType) {
 		return err
 	}
-	ddl := fmt.Sprintf(`CREATE TRIGGER %s AFTER INSERT OR UPDATE OR DELETE ON %s FOR EACH ROW EXECUTE FUNCTION %s()`, fenceTrigger, quoteIdent(t.Name), fenceFunc(t))
+	ddl := fmt.Sprintf(`CREATE TRIGGER %s BEFORE INSERT OR UPDATE OR DELETE ON %s FOR EACH ROW EXECUTE FUNCTION %s()`, fenceTrigger, quoteIdent(t.Name), fenceFunc(t))
 	if ok {
 		ddl = fmt.Sprintf(`DROP TRIGGER %s ON %s; %s`, fenceTrigger, quoteIdent(t.Name), ddl)
 	}
