@@ -287,9 +287,9 @@ END
 		return fmt.Errorf("fence function of %s: %w", t.Name, err)
 	}
 	// The trigger only when missing or of another shape: creating one
-	// locks the table against every writer (SHARE ROW EXCLUSIVE). An older
-	// pgshard's BEFORE trigger is replaced in the same transaction: no
-	// write goes unfenced.
+	// locks the table against every writer (SHARE ROW EXCLUSIVE). One of
+	// another shape (3842fe0's AFTER trigger) is replaced in the same
+	// transaction: no write goes unfenced.
 	typ, ok, err := triggerType(ctx, tx, t.Name, fenceTrigger)
 	if err != nil || (ok && typ == fenceTriggerType) {
 		return err
@@ -396,8 +396,7 @@ func triggerType(ctx context.Context, q querier, table, name string) (int16, boo
 
 // hasTrigger reports whether table has a trigger called name.
 func hasTrigger(ctx context.Context, q querier, table, name string) (bool, error) {
-	var has bool
-	err := q.QueryRow(ctx, `SELECT EXISTS (SELECT 1 FROM pg_trigger WHERE tgrelid = to_regclass($1) AND tgname = $2)`, quoteIdent(table), name).Scan(&has)
+	_, has, err := triggerType(ctx, q, table, name)
 	return has, err
 }
 

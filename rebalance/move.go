@@ -820,14 +820,8 @@ func (j *job) freeze(ctx context.Context) error {
 	// lock with writes held (it comes back after autovacuum_naptime, 1 min
 	// by default): cancelled now, before the pause. The fence cancels one
 	// that started since.
-	var names []string
-	for _, t := range j.tables() {
-		names = append(names, quoteIdent(t.Name))
-	}
-	if n, err := cancelAutovacuum(ctx, j.src, names); err != nil {
+	if err := j.cancelSourceAutovacuum(ctx, j.quotedTables()); err != nil {
 		return err
-	} else if n > 0 {
-		j.mv.Log.Info("cancelled autovacuum holding a moving table", "move", j.info.ID, "shard", j.srcShard.Name, "workers", n)
 	}
 	t0 := time.Now()
 	m, err := j.mv.publish(ctx, fmt.Sprintf("move %d: freeze %d buckets", j.info.ID, len(j.info.Buckets)), func(n *shardmap.Map) bool {
@@ -912,10 +906,7 @@ func (j *job) fence(ctx context.Context) error {
 	// A brief SHARE lock also waits for a writer that holds the table but
 	// had no xid yet. lock_timeout keeps it from queueing other writers for
 	// long; it is retried.
-	var names []string
-	for _, t := range j.tables() {
-		names = append(names, quoteIdent(t.Name))
-	}
+	names := j.quotedTables()
 	for try := 0; ; try++ {
 		err := pgx.BeginFunc(ctx, j.src, func(tx pgx.Tx) error {
 			if _, err := tx.Exec(ctx, `SET LOCAL lock_timeout = '100ms'`); err != nil {
@@ -932,10 +923,8 @@ func (j *job) fence(ctx context.Context) error {
 			return fmt.Errorf("lock the moving tables on %s: %w", j.srcShard.Name, err)
 		}
 		if isLockTimeout(err) {
-			if n, cerr := cancelAutovacuum(ctx, j.src, names); cerr != nil {
-				return cerr
-			} else if n > 0 {
-				j.mv.Log.Info("cancelled autovacuum holding a moving table", "move", j.info.ID, "shard", j.srcShard.Name, "workers", n)
+			if err := j.cancelSourceAutovacuum(ctx, names); err != nil {
+				return err
 			}
 		}
 	}
@@ -947,6 +936,25 @@ func (j *job) fence(ctx context.Context) error {
 	// not touch the buckets; the marker tells when the target has applied
 	// them all.
 	return j.marker(ctx)
+}
+
+// quotedTables are the sharded tables' names, quoted for SQL.
+func (j *job) quotedTables() []string {
+	var names []string
+	for _, t := range j.tables() {
+		names = append(names, quoteIdent(t.Name))
+	}
+	return names
+}
+
+// cancelSourceAutovacuum cancels the autovacuum workers holding one of
+// tables (quoted) on the source, and logs how many it cancelled.
+func (j *job) cancelSourceAutovacuum(ctx context.Context, tables []string) error {
+	n, err := cancelAutovacuum(ctx, j.src, tables)
+	if n > 0 {
+		j.mv.Log.Info("cancelled autovacuum holding a moving table", "move", j.info.ID, "shard", j.srcShard.Name, "workers", n)
+	}
+	return err
 }
 
 // logLockHolders logs who holds a lock on the moving tables (quoted

@@ -264,13 +264,7 @@ func (s *session) shareRoute(mr *MergeRoute, perShard map[int]string, oids []uin
 		if !ok {
 			return nil, wire.Errorf(pgcode.InternalError, "lift: no statement for shard %d", sh)
 		}
-		var r Route
-		if bind != nil {
-			r = s.srv.router.RouteBound(v, oids, bind.ParameterFormatCodes, bind.Parameters, s.useMap(), s.srv)
-		} else {
-			r = s.srv.router.RouteSimple(v, s.useMap(), s.srv)
-		}
-		sub, werr := s.readRoute(r, v, bind)
+		sub, werr := s.readRoute(s.routeFilled(v, oids, bind), v, bind)
 		if werr != nil {
 			return nil, werr
 		}
@@ -281,6 +275,15 @@ func (s *session) shareRoute(mr *MergeRoute, perShard map[int]string, oids []uin
 		cp.ShardSQL[sh] = q
 	}
 	return &cp, nil
+}
+
+// routeFilled routes a lifted statement with its subqueries' answers put
+// in: with the client's parameters (bind), or as a simple query.
+func (s *session) routeFilled(q string, oids []uint32, bind *pgproto3.Bind) Route {
+	if bind != nil {
+		return s.srv.router.RouteBound(q, oids, bind.ParameterFormatCodes, bind.Parameters, s.useMap(), s.srv)
+	}
+	return s.srv.router.RouteSimple(q, s.useMap(), s.srv)
 }
 
 // hasSplit reports whether a lifted subquery's rows are shared out.
@@ -539,12 +542,7 @@ func (s *session) runLifted(r Route, sql string, batch []pgproto3.FrontendMessag
 	if werr != nil {
 		return fail(werr)
 	}
-	var or Route
-	if bind != nil {
-		or = s.srv.router.RouteBound(q, oids, bind.ParameterFormatCodes, bind.Parameters, s.useMap(), s.srv)
-	} else {
-		or = s.srv.router.RouteSimple(q, s.useMap(), s.srv)
-	}
+	or := s.routeFilled(q, oids, bind)
 	if or.Kind == RouteLifted {
 		return fail(wire.Errorf(pgcode.InternalError, "lift: the statement still has subqueries to lift: %s", q))
 	}

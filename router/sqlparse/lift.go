@@ -99,7 +99,7 @@ func Lift(sql string, key func(schema, name string) (string, bool)) (string, []S
 				rf.Alias = rs.Alias
 				var split *Split
 				if preserved[rs] {
-					if split = splitOf(rs, joins[rs], key); split == nil {
+					if split = splitOf(rs, joins[rs], key, reads); split == nil {
 						liftedPreserved = true
 					}
 				}
@@ -355,14 +355,11 @@ func outerJoinsOf(root *pg.Node) map[*pg.RangeSubselect][]outerJoin {
 // the shards (Sublink.Split): every outer join keeping its rows whose
 // other side reads a sharded table has, among the AND-ed terms of its ON
 // condition, alias.column = t.key with t a sharded table of that side and
-// key its sharding key, the same column each time. Nil otherwise.
-func splitOf(rs *pg.RangeSubselect, joins []outerJoin, key func(schema, name string) (string, bool)) *Split {
+// key its sharding key, the same column each time. Nil otherwise. reads
+// is key's yes or no.
+func splitOf(rs *pg.RangeSubselect, joins []outerJoin, key func(schema, name string) (string, bool), reads func(schema, name string) bool) *Split {
 	if rs.Alias == nil {
 		return nil
-	}
-	reads := func(schema, name string) bool {
-		_, ok := key(schema, name)
-		return ok
 	}
 	var split *Split
 	for _, oj := range joins {
