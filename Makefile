@@ -6,7 +6,7 @@ DIR        ?= .pgshard
 GOTESTFLAGS ?=
 export GOTOOLCHAIN := local
 
-.PHONY: build run test test-race bench bench-move compat fuzz soak randdiff lint fmt-check clean down
+.PHONY: build run test test-race bench bench-move compat fuzz soak fence-stress randdiff lint fmt-check clean down
 
 build: ## build bin/pgshard and bin/shardctl
 	@echo "==> building $(BIN)/pgshard and $(BIN)/shardctl"
@@ -71,6 +71,17 @@ soak: ## mixed workload through two pgshards while shards are added, drained and
 	@echo "==> soak: mixed workload, moves and kills for $(DURATION) (whole log: bench/results/soak.log)"
 	@mkdir -p bench/results
 	@set -o pipefail; PGSHARD_SOAK=$(DURATION) $(GO) test ./cmd/internal/e2e -run '^TestSoakMixed$$' -count=1 -v -timeout 24h 2>&1 | tee bench/results/soak.log | grep -E '^(---|ok|FAIL|PASS|panic)|soak_test.go|move_test.go' | grep -vE '(move_test.go:[0-9]+: writer [0-9]|soak_test.go:[0-9]+: worker [0-9])'
+
+FENCEFOR ?= 60s
+fence-stress: build ## the fence raised and lowered under concurrent writes on one local Postgres, with each trigger timing (FENCEFOR=60s each)
+	@echo "==> fence stress: $(FENCEFOR) with the BEFORE trigger, then with the AFTER one"
+	@set -euo pipefail; dir=$$(mktemp -d /tmp/pgshard-fence.XXXXXX); chmod 755 "$$dir"; \
+	trap '$(BIN)/shardctl cluster down --dir '"$$dir"' --purge >/dev/null 2>&1 || true' EXIT; \
+	$(BIN)/shardctl cluster up --dir "$$dir" --shards 1 --pg-port 26590 --listen 127.0.0.1:26599 >/dev/null; \
+	for timing in BEFORE AFTER; do \
+		PGSHARD_FENCE_DSN="postgres://postgres@127.0.0.1:26590/app?sslmode=disable" PGSHARD_FENCE_FOR=$(FENCEFOR) PGSHARD_FENCE_TIMING=$$timing \
+			$(GO) test ./rebalance -run '^TestFenceStress$$' -count=1 -v | grep -E 'fencestress_test|^(---|ok|FAIL)'; \
+	done
 
 TXNS ?= 5000
 SEEDS ?= 1 2 3 4 5

@@ -28,20 +28,36 @@ import (
 // (measured: 20-30 ms per session on a busy shard, just when the writes a
 // cutover held are released).
 //
-// Why a BEFORE ROW trigger in PL/pgSQL, although it costs the move's own
-// bulk writes where it does not fire (the replica role): Postgres locks
-// each row before a BEFORE trigger's UPDATE or DELETE, and a BEFORE INSERT
-// trigger makes COPY insert row by row. Measured on an idle shard (µs per
-// row; none / AFTER / BEFORE): DELETE of 250,000 rows in the replica role
-// 1.0-1.2 / 1.7 / 2.3-2.4; COPY of 500,000 rows in the replica role
-// 2.5-2.9 / 2.2-3.0 / 3.3-4.4; 50,000 single-row UPDATEs 15-17 / 16-20 /
-// 18.5-20. An AFTER trigger (3842fe0) made make bench-move's median rate
-// 0.55 of a plain COPY against 0.44, but in longer make soak runs a row
-// inserted through a pgshard twice turned up on a shard after it had given
-// its bucket away (the next move's check caught it), in about 400 moves,
-// and never with this trigger: reverted until that is understood. An AFTER
-// trigger with a WHEN condition cost 29-46 µs per single-row UPDATE
-// (Postgres prepares a WHEN condition again for every statement).
+// Why an AFTER ROW trigger in PL/pgSQL, with no WHEN condition. A BEFORE
+// ROW trigger costs where it does not fire, in the replica role of the
+// move's own bulk writes: before an UPDATE or DELETE Postgres locks the
+// row (a second write of the tuple and a WAL record of its own), and a
+// BEFORE INSERT trigger makes COPY insert row by row. An AFTER ROW trigger
+// only fetches the old row, and keeps COPY's batches. Measured on an idle
+// shard (µs per row):
+//
+//	                                      none     AFTER    BEFORE
+//	DELETE of 250,000 rows, replica role   1.0-1.2  1.7      2.3-2.4
+//	COPY of 500,000 rows, replica role     2.5-2.9  2.2-3.0  3.3-4.4
+//	COPY of 500,000 rows, origin role      2.1-2.7  3.4-4.5  4.0-5.4
+//	50,000 single-row UPDATEs by key       15-17    16-20    18.5-20
+//
+// (the DELETE is a move's cleanup on its source, the replica COPY its copy
+// into the target). An AFTER ROW trigger with a WHEN condition testing the
+// bucket cost 29-46 µs per single-row UPDATE: Postgres prepares a WHEN
+// condition again for every statement.
+//
+// The trigger raises at the end of the statement, which then fails whole:
+// a stale writer's insert, update or delete leaves nothing. An
+// application's COPY or UPDATE of n rows of a fenced table queues n
+// after-trigger events until its end (a few tens of bytes each), as a
+// foreign key's checks do. (It was a BEFORE trigger again for a few hours
+// from c97ff1d: two make soak failures had been blamed on the AFTER one,
+// but the BEFORE trigger failed the same way; the cause was the recheck's
+// snapshot, see recheckAgain. TestFenceStress raises and lowers the
+// fence under concurrent inserts, updates, transactions and COPY with
+// either trigger: no row of a fenced bucket commits after the fence's
+// waits.)
 //
 // Logical replication's apply worker runs with session_replication_role =
 // replica, in which ordinary triggers do not fire, so the subscription that
@@ -65,14 +81,15 @@ func fenceFunc(t shardmap.Table) string {
 	return "pgshard." + quoteIdent("fence_"+t.Name)
 }
 
-// fenceTrigger is a sharded table's fence trigger: BEFORE INSERT OR UPDATE
+// fenceTrigger is a sharded table's fence trigger: AFTER INSERT OR UPDATE
 // OR DELETE, FOR EACH ROW (see the top of this file); fenceTriggerType is
-// its pg_trigger.tgtype (TRIGGER_TYPE_ROW 1, BEFORE 2, INSERT 4, DELETE 8,
-// UPDATE 16). A shard fenced by the AFTER trigger of 3842fe0 gets this one
-// back at its next move.
+// its pg_trigger.tgtype (TRIGGER_TYPE_ROW 1, INSERT 4, DELETE 8, UPDATE
+// 16; BEFORE would add 2). A shard fenced by an older pgshard's BEFORE
+// trigger gets this one at its next move.
 const (
 	fenceTrigger     = "pgshard_fence"
-	fenceTriggerType = 1 | 2 | 4 | 8 | 16
+	fenceTriggerType = 1 | 4 | 8 | 16
+	fenceTiming      = "AFTER"
 )
 
 // installFence creates the fence schema and the trigger of every sharded
@@ -288,13 +305,13 @@ END
 	}
 	// The trigger only when missing or of another shape: creating one
 	// locks the table against every writer (SHARE ROW EXCLUSIVE). One of
-	// another shape (3842fe0's AFTER trigger) is replaced in the same
-	// transaction: no write goes unfenced.
+	// another shape (an older pgshard's BEFORE trigger) is replaced in the
+	// same transaction: no write goes unfenced.
 	typ, ok, err := triggerType(ctx, tx, t.Name, fenceTrigger)
 	if err != nil || (ok && typ == fenceTriggerType) {
 		return err
 	}
-	ddl := fmt.Sprintf(`CREATE TRIGGER %s BEFORE INSERT OR UPDATE OR DELETE ON %s FOR EACH ROW EXECUTE FUNCTION %s()`, fenceTrigger, quoteIdent(t.Name), fenceFunc(t))
+	ddl := fenceTriggerDDL(t, fenceTiming)
 	if ok {
 		ddl = fmt.Sprintf(`DROP TRIGGER %s ON %s; %s`, fenceTrigger, quoteIdent(t.Name), ddl)
 	}
@@ -302,6 +319,11 @@ END
 		return fmt.Errorf("fence trigger of %s: %w", t.Name, err)
 	}
 	return nil
+}
+
+// fenceTriggerDDL creates t's fence trigger, timing BEFORE or AFTER.
+func fenceTriggerDDL(t shardmap.Table, timing string) string {
+	return fmt.Sprintf(`CREATE TRIGGER %s %s INSERT OR UPDATE OR DELETE ON %s FOR EACH ROW EXECUTE FUNCTION %s()`, fenceTrigger, timing, quoteIdent(t.Name), fenceFunc(t))
 }
 
 // lockedDDL runs ddl, which locks table (quoted), one the application

@@ -25,7 +25,7 @@ func TestFenceTriggers(t *testing.T) {
 	// that lets every row through.
 	if _, err := s0.Exec(ctx, `CREATE SCHEMA IF NOT EXISTS pgshard;
 CREATE FUNCTION pgshard.fence_accounts() RETURNS trigger LANGUAGE plpgsql AS $$BEGIN RETURN NEW; END$$;
-CREATE TRIGGER pgshard_fence AFTER INSERT OR UPDATE OR DELETE ON accounts FOR EACH ROW EXECUTE FUNCTION pgshard.fence_accounts()`); err != nil {
+CREATE TRIGGER pgshard_fence BEFORE INSERT OR UPDATE OR DELETE ON accounts FOR EACH ROW EXECUTE FUNCTION pgshard.fence_accounts()`); err != nil {
 		t.Fatal(err)
 	}
 	m := mc.addS2(t)
@@ -80,14 +80,14 @@ CREATE TRIGGER pgshard_fence AFTER INSERT OR UPDATE OR DELETE ON accounts FOR EA
 	if err := s0.QueryRow(ctx, `SELECT prosrc FROM pg_proc WHERE oid = 'pgshard.fence_accounts'::regproc`).Scan(&body); err != nil || !strings.Contains(body, "fence_bits") {
 		t.Fatalf("fence function on s0 after the move: %q, %v", body, err)
 	}
-	// Its trigger is the BEFORE INSERT OR UPDATE OR DELETE one (an older
-	// shape, such as 3842fe0's AFTER trigger, is replaced).
+	// Its trigger is the AFTER INSERT OR UPDATE OR DELETE one (an older
+	// pgshard's BEFORE trigger is replaced).
 	for _, c := range []*pgx.Conn{s0, s2admin} {
 		var triggers string
 		if err := c.QueryRow(ctx, `SELECT string_agg(pg_get_triggerdef(oid), '; ' ORDER BY tgname) FROM pg_trigger WHERE tgrelid = 'accounts'::regclass AND tgname LIKE 'pgshard_fence%'`).Scan(&triggers); err != nil {
 			t.Fatal(err)
 		}
-		want := "CREATE TRIGGER pgshard_fence BEFORE INSERT OR DELETE OR UPDATE ON public.accounts FOR EACH ROW EXECUTE FUNCTION pgshard.fence_accounts()"
+		want := "CREATE TRIGGER pgshard_fence AFTER INSERT OR DELETE OR UPDATE ON public.accounts FOR EACH ROW EXECUTE FUNCTION pgshard.fence_accounts()"
 		if triggers != want {
 			t.Errorf("fence triggers of accounts on port %d after the move:\n%s\nwant\n%s", c.Config().Port, triggers, want)
 		}
