@@ -297,6 +297,14 @@ func TestSoakMixed(t *testing.T) {
 			stops++
 		}
 		if err := mv.Resume(ctx); err != nil {
+			if strings.Contains(err.Error(), "lock the moving tables") {
+				// A session holding the table on the source: the
+				// pgshards' goroutines (SIGQUIT) tell where it is.
+				for _, p := range procs {
+					_ = p.cmd.Process.Signal(syscall.SIGQUIT)
+				}
+				time.Sleep(2 * time.Second)
+			}
 			t.Fatal(err)
 		}
 		moves += len(plan)
