@@ -34,8 +34,19 @@ type Conn struct {
 	// EAGAIN. Data arriving after that read raises a new edge-triggered
 	// event, which the loop counts when it takes it.
 	drained uint64
-	eagain  atomic.Int64 // reads that found the socket empty (tests)
-	polls   atomic.Int64 // waits off the loop (tests)
+	// ended is set by the loop, before it counts the event, when an event
+	// says the peer closed or reset the connection or the socket has an
+	// error (EPOLLRDHUP, EPOLLHUP, EPOLLERR). A short read does not leave
+	// such a socket empty: the read after it returns the end of stream or
+	// the error, and no further event will announce it. So once ended,
+	// Read and Pending always ask the socket. (Before this, a shard's
+	// last answer and its connection's end arriving together left the
+	// session that read the answer waiting forever for the next one:
+	// TestCopyShardKilled, and make soak's COPY that held a table for
+	// 40 s.)
+	ended  atomic.Bool
+	eagain atomic.Int64 // reads that found the socket empty (tests)
+	polls  atomic.Int64 // waits off the loop (tests)
 
 	mu     sync.Mutex
 	pokes  uint64      // pokes so far (guarded by mu)
@@ -167,7 +178,7 @@ func (c *Conn) Read(b []byte) (int, error) {
 			return 0, os.ErrDeadlineExceeded
 		}
 		edges := c.r.edges.Load()
-		if first && edges == c.drained {
+		if first && edges == c.drained && !c.ended.Load() {
 			first = false
 			if c.closed.Load() {
 				return 0, net.ErrClosed
@@ -209,7 +220,7 @@ func (c *Conn) Read(b []byte) (int, error) {
 // without a system call; an event the loop has yet to take reads as
 // nothing pending.
 func (c *Conn) Pending() bool {
-	if c.r.edges.Load() == c.drained {
+	if c.r.edges.Load() == c.drained && !c.ended.Load() {
 		return false
 	}
 	return peekPending(c.fd)

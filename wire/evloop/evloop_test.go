@@ -281,6 +281,56 @@ func TestPeerCloseIsEOF(t *testing.T) {
 	}
 }
 
+// The peer's last bytes and its close arrive together, and the loop takes
+// their one event before the coroutine reads: the read returns the bytes
+// (a short read), and the next Read must return io.EOF, although no event
+// will come for it (before the loop recorded EPOLLRDHUP, that Read waited
+// forever: a session read a shard's last answer and then waited for the
+// next one from a shard that had been killed).
+func TestShortReadThenEOF(t *testing.T) {
+	g := group(t, 1)
+	c, cli := pair(t, g)
+	gate := make(chan struct{})
+	done := make(chan error, 1)
+	got := make(chan string, 1)
+	g.Spawn(func(co *Co) {
+		c.Bind(co)
+		<-gate // holds the loop: any event waits for the next epoll_wait
+		co.Detach()
+		<-gate
+		co.Attach()
+		buf := make([]byte, 64)
+		n, err := c.Read(buf)
+		got <- string(buf[:n])
+		if err == nil {
+			_, err = c.Read(buf)
+		}
+		done <- err
+	})
+	if _, err := cli.Write([]byte("last answer")); err != nil {
+		t.Fatal(err)
+	}
+	_ = cli.Close()
+	gate <- struct{}{} // detached: the loop runs and takes the event
+	deadline := time.Now().Add(2 * time.Second)
+	for c.r.edges.Load() == 0 && time.Now().Before(deadline) {
+		time.Sleep(time.Millisecond)
+	}
+	if c.r.edges.Load() == 0 {
+		t.Fatal("the loop took no event for the peer's data and close")
+	}
+	close(gate)
+	select {
+	case s := <-got:
+		if s != "last answer" {
+			t.Fatalf("read %q", s)
+		}
+	case <-time.After(2 * time.Second):
+		t.Fatal("the first read did not return")
+	}
+	awaitErr(t, done, io.EOF, 2*time.Second, "the read after the last bytes waits for an event that will not come")
+}
+
 // A detached coroutine may block on a channel while the others keep being
 // served, and its Conn (polled meanwhile) serves any goroutine.
 func TestDetachAttach(t *testing.T) {

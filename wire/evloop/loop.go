@@ -354,6 +354,9 @@ func (l *Loop) run() {
 			}
 			c := v.(*Conn)
 			if ev.Events&(unix.EPOLLIN|unix.EPOLLHUP|unix.EPOLLERR|unix.EPOLLRDHUP) != 0 {
+				if ev.Events&(unix.EPOLLHUP|unix.EPOLLERR|unix.EPOLLRDHUP) != 0 {
+					c.ended.Store(true) // before the count (Conn.ended)
+				}
 				c.r.edges.Add(1)
 				l.wake(&c.r)
 			}
