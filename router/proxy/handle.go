@@ -1072,6 +1072,7 @@ func (s *session) drive() error {
 			s.copyIn = true
 			s.copyStart = time.Now()
 			s.copyBytes = 0
+			s.armCopyWatch()
 			return s.flush()
 		case *pgproto3.CopyOutResponse, *pgproto3.CopyData, *pgproto3.CopyDone:
 			s.send(m)
@@ -1358,6 +1359,12 @@ func (s *session) handleCopy(msg pgproto3.FrontendMessage) error {
 		}
 		return nil
 	case *pgproto3.CopyDone, *pgproto3.CopyFail:
+		defer s.endCopyWatch()
+		if _, done := m.(*pgproto3.CopyDone); s.copyTimedOut(s.sc) && done {
+			// Past query_timeout: the watchdog cancelled the COPY on the
+			// shard, which answers with its error.
+			m = &pgproto3.CopyFail{Message: fmt.Sprintf("pgshard: query_timeout (%v) exceeded", s.cfg.QueryTimeout)}
+		}
 		s.sc.FE.Send(m)
 		s.copyIn = false
 		if err := s.flushServer(); err != nil {

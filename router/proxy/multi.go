@@ -274,6 +274,7 @@ func (s *session) startCopy(r Route, sql string) error {
 	s.send(cs.inResp)
 	s.copyIn = true
 	s.copyStart = time.Now()
+	s.armCopyWatch()
 	return s.flush()
 }
 
@@ -512,6 +513,21 @@ func (s *session) endCopy(fail *pgproto3.CopyFail) error {
 	cs := s.copy
 	s.copy = nil
 	s.copyIn = false
+	defer s.endCopyWatch() // after the shards' answers: query_timeout bounds those too
+	conns := make([]*pool.Conn, len(cs.order))
+	for i, c := range cs.order {
+		conns[i] = c.sc
+	}
+	// Past query_timeout the watchdog has cancelled the COPY on the shards
+	// (which then answer "canceling statement due to user request"): the
+	// client hears why.
+	var timedOut *wire.Error
+	if s.copyTimedOut(conns...) {
+		timedOut = wire.Errorf(pgcode.QueryCanceled, "canceling statement due to query_timeout (%v): COPY from stdin", s.cfg.QueryTimeout)
+		if fail == nil {
+			fail = &pgproto3.CopyFail{Message: fmt.Sprintf("pgshard: query_timeout (%v) exceeded", s.cfg.QueryTimeout)}
+		}
+	}
 	if cs.r.Broadcast {
 		// The client's data went on as it came: the shards see its end.
 	} else if cs.r.Format == "binary" && fail == nil && cs.err == nil {
@@ -575,6 +591,8 @@ func (s *session) endCopy(fail *pgproto3.CopyFail) error {
 	if cs.inTx {
 		var werr *wire.Error
 		switch {
+		case timedOut != nil:
+			werr = timedOut
 		case cs.err != nil:
 			werr = asWireErr(cs.err)
 		case firstErr != nil:
@@ -626,6 +644,8 @@ func (s *session) endCopy(fail *pgproto3.CopyFail) error {
 	if err := s.finish(cs.order, ok); err != nil && ok {
 		s.sendErr(wire.Errorf(pgcode.StatementCompletionUnknown, "COPY commit failed on a shard: %v", err).
 			WithHint("Some shards may have committed their rows; enable two-phase commit for atomic multi-shard writes."))
+	} else if timedOut != nil {
+		s.sendErr(timedOut)
 	} else if cs.err != nil {
 		s.sendErr(asWireErr(cs.err))
 	} else if firstErr != nil {

@@ -80,6 +80,8 @@ type session struct {
 	copyIn        bool
 	copyBytes     int
 	copyStart     time.Time // when the current COPY FROM STDIN began (query_timeout)
+	copyWatch     func()    // stops the COPY's query_timeout watchdog (armCopyWatch)
+	copyDeadline  bool      // the client's read deadline is the COPY's query_timeout
 	dropCopy      bool      // a COPY pgshard ended: drop the client's COPY messages, as Postgres does
 	awaitSync     bool      // extended messages were sent since the last Sync
 	syncDirty     bool      // among them a Bind or Execute: the server's implicit transaction holds its work
@@ -326,15 +328,20 @@ func (s *session) run() {
 		// Messages held for a Sync or Flush that has not come: see
 		// implicitFlushAfter.
 		held := len(s.batch) > 0 && !s.clientSkipping && !s.heldForSync
+		// A COPY FROM STDIN's data may not stall past query_timeout
+		// (copyTimeout).
+		copyDL := s.copyIn && s.cfg.QueryTimeout > 0
 		switch t := s.cfg.IdleClientTimeout; {
+		case copyDL:
+			_ = s.conn.SetReadDeadline(s.copyStart.Add(s.cfg.QueryTimeout))
 		case held:
 			_ = s.conn.SetReadDeadline(time.Now().Add(implicitFlushAfter))
 		case t > 0 && idle:
 			_ = s.conn.SetReadDeadline(time.Now().Add(t))
-		case t > 0 || s.heldDeadline:
+		case t > 0 || s.heldDeadline || s.copyDeadline:
 			_ = s.conn.SetReadDeadline(time.Time{})
 		}
-		s.heldDeadline = held
+		s.heldDeadline, s.copyDeadline = held, copyDL
 		var stopWatch func()
 		if s.listening && s.sc != nil && !s.hasReal() {
 			stopWatch = s.watchServer()
@@ -354,6 +361,13 @@ func (s *session) run() {
 			err = s.handle(&pgproto3.Flush{})
 			s.implicitFlush = false
 			if err != nil {
+				s.log.Debug("session ended", "err", err)
+				return
+			}
+			continue
+		}
+		if copyDL && errors.As(err, &ne) && ne.Timeout() && !s.srv.isClosing() {
+			if err := s.copyTimeout(); err != nil {
 				s.log.Debug("session ended", "err", err)
 				return
 			}
@@ -834,6 +848,7 @@ func quoteLiteral(s string) string {
 // gone: a connection inside a transaction or with answers pending is closed.
 func (s *session) detach(force bool) {
 	if force {
+		s.endCopyWatch()
 		if s.copy != nil {
 			if !s.copy.inTx { // (else the transaction's own, closed below)
 				_ = s.finish(s.copy.order, false)

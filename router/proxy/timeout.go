@@ -3,9 +3,12 @@ package proxy
 import (
 	"context"
 	"errors"
+	"fmt"
 	"os"
 	"sync"
 	"time"
+
+	"github.com/jackc/pgx/v5/pgproto3"
 
 	"github.com/pgshard/pgshard/router/pool"
 	"github.com/pgshard/pgshard/wire"
@@ -93,6 +96,60 @@ func (s *session) watchdog() (stop func()) {
 		s.mu.Unlock()
 		_ = s.conn.SetWriteDeadline(time.Time{})
 	}
+}
+
+// armCopyWatch arms query_timeout for a COPY FROM STDIN that just began,
+// until endCopyWatch: the whole COPY, across the client's messages, as
+// statement_timeout covers it on Postgres. Without it a COPY whose client
+// stopped sending, or whose session waited on a shard that did not
+// answer, kept its server connections in COPY, and their locks (ROW
+// EXCLUSIVE, which a move's fence waits for: make soak once found one
+// open for 40 s on a live shard after another shard was killed). When it
+// fires, the shards get cancel requests and end their COPY with 57014.
+func (s *session) armCopyWatch() {
+	s.endCopyWatch()
+	if s.cfg.QueryTimeout > 0 {
+		s.copyWatch = s.watchdog()
+	}
+}
+
+// copyTimeout ends a COPY FROM STDIN whose client sent nothing more before
+// query_timeout passed: the shards get CopyFail (a cancel request does
+// not reach a Postgres backend that waits for COPY data: it acts on it
+// when data comes), the client gets 57014 and ReadyForQuery at once, and
+// the rest of its COPY messages are dropped, as Postgres does after a COPY
+// fails.
+func (s *session) copyTimeout() error {
+	s.dropCopy = true
+	fail := &pgproto3.CopyFail{Message: fmt.Sprintf("pgshard: query_timeout (%v) exceeded", s.cfg.QueryTimeout)}
+	if s.copy != nil {
+		return s.endCopy(fail)
+	}
+	return s.handleCopy(fail)
+}
+
+// endCopyWatch disarms armCopyWatch's watchdog, if armed (and clears the
+// read deadlines it set, if it fired).
+func (s *session) endCopyWatch() {
+	if w := s.copyWatch; w != nil {
+		s.copyWatch = nil
+		w()
+	}
+}
+
+// copyTimedOut reports whether the current COPY ran past query_timeout; if
+// it did, its server connections (the watchdog's deadlines passed) get
+// cancelGrace again to answer what ends it.
+func (s *session) copyTimedOut(conns ...*pool.Conn) bool {
+	qt := s.cfg.QueryTimeout
+	if qt <= 0 || time.Since(s.copyStart) <= qt {
+		return false
+	}
+	dl := time.Now().Add(cancelGrace)
+	for _, c := range conns {
+		_ = c.Net.SetReadDeadline(dl)
+	}
+	return true
 }
 
 // abortServerReads makes the session's reads from its server connections
