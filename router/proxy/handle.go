@@ -1313,12 +1313,7 @@ func (s *session) handleCopy(msg pgproto3.FrontendMessage) error {
 			// query_timeout covers COPY FROM STDIN as statement_timeout
 			// does: end it (the shards answer CopyFail with 57014) and
 			// drop the rest of the client's data.
-			s.dropCopy = true
-			fail := &pgproto3.CopyFail{Message: fmt.Sprintf("pgshard: query_timeout (%v) exceeded", qt)}
-			if s.copy != nil {
-				return s.endCopy(fail)
-			}
-			msg = fail
+			return s.copyTimeout()
 		}
 	}
 	if s.copy != nil {
@@ -1363,7 +1358,7 @@ func (s *session) handleCopy(msg pgproto3.FrontendMessage) error {
 		if _, done := m.(*pgproto3.CopyDone); s.copyTimedOut(s.sc) && done {
 			// Past query_timeout: the watchdog cancelled the COPY on the
 			// shard, which answers with its error.
-			m = &pgproto3.CopyFail{Message: fmt.Sprintf("pgshard: query_timeout (%v) exceeded", s.cfg.QueryTimeout)}
+			m = s.copyTimeoutFail()
 		}
 		s.sc.FE.Send(m)
 		s.copyIn = false

@@ -525,7 +525,7 @@ func (s *session) endCopy(fail *pgproto3.CopyFail) error {
 	if s.copyTimedOut(conns...) {
 		timedOut = wire.Errorf(pgcode.QueryCanceled, "canceling statement due to query_timeout (%v): COPY from stdin", s.cfg.QueryTimeout)
 		if fail == nil {
-			fail = &pgproto3.CopyFail{Message: fmt.Sprintf("pgshard: query_timeout (%v) exceeded", s.cfg.QueryTimeout)}
+			fail = s.copyTimeoutFail()
 		}
 	}
 	if cs.r.Broadcast {
@@ -621,10 +621,6 @@ func (s *session) endCopy(fail *pgproto3.CopyFail) error {
 	if ok && cs.r.Broadcast && len(cs.order) > 1 && s.cfg.TwoPhaseCommit && s.cfg.Decisions != nil {
 		// A reference table's copies stay the same everywhere: its rows
 		// commit on every shard or on none, as its INSERTs do.
-		conns := make([]*pool.Conn, len(cs.order))
-		for i, c := range cs.order {
-			conns[i] = c.sc
-		}
 		_, werr := s.twoPhaseCommit(conns)
 		for _, c := range cs.order {
 			s.unlend(c.sc)

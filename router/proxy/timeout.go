@@ -100,12 +100,12 @@ func (s *session) watchdog() (stop func()) {
 
 // armCopyWatch arms query_timeout for a COPY FROM STDIN that just began,
 // until endCopyWatch: the whole COPY, across the client's messages, as
-// statement_timeout covers it on Postgres. Without it a COPY whose client
-// stopped sending, or whose session waited on a shard that did not
-// answer, kept its server connections in COPY, and their locks (ROW
-// EXCLUSIVE, which a move's fence waits for: make soak once found one
-// open for 40 s on a live shard after another shard was killed). When it
-// fires, the shards get cancel requests and end their COPY with 57014.
+// statement_timeout covers it on Postgres. When it fires, the shards get
+// cancel requests (a shard busy with the COPY's rows ends it with 57014)
+// and reads from them get cancelGrace: a session waiting on a shard that
+// does not answer no longer keeps the COPY open on the others, with their
+// locks (ROW EXCLUSIVE, which a move's fence waits for). A shard waiting
+// for COPY data does not act on a cancel: copyTimeout ends that case.
 func (s *session) armCopyWatch() {
 	s.endCopyWatch()
 	if s.cfg.QueryTimeout > 0 {
@@ -121,11 +121,15 @@ func (s *session) armCopyWatch() {
 // fails.
 func (s *session) copyTimeout() error {
 	s.dropCopy = true
-	fail := &pgproto3.CopyFail{Message: fmt.Sprintf("pgshard: query_timeout (%v) exceeded", s.cfg.QueryTimeout)}
 	if s.copy != nil {
-		return s.endCopy(fail)
+		return s.endCopy(s.copyTimeoutFail())
 	}
-	return s.handleCopy(fail)
+	return s.handleCopy(s.copyTimeoutFail())
+}
+
+// copyTimeoutFail is the CopyFail that ends a COPY past query_timeout.
+func (s *session) copyTimeoutFail() *pgproto3.CopyFail {
+	return &pgproto3.CopyFail{Message: fmt.Sprintf("pgshard: query_timeout (%v) exceeded", s.cfg.QueryTimeout)}
 }
 
 // endCopyWatch disarms armCopyWatch's watchdog, if armed (and clears the

@@ -100,7 +100,7 @@ func TestCopyShardKilled(t *testing.T) {
 		defer close(watchDone)
 		var admins []*pgx.Conn
 		for _, in := range cluster.Instances[:2] {
-			admins = append(admins, connect(t, strings.Replace(in.AdminDSN, "/postgres?", "/"+db+"?", 1)))
+			admins = append(admins, connect(t, adminURL(in.AdminDSN, db)))
 		}
 		for !stop.Load() {
 			for i, a := range admins {
@@ -185,7 +185,7 @@ func TestCopyStalledClient(t *testing.T) {
 	}
 	var admins []*pgx.Conn
 	for _, in := range cluster.Instances[:2] {
-		admins = append(admins, connect(t, strings.Replace(in.AdminDSN, "/postgres?", "/"+db+"?", 1)))
+		admins = append(admins, connect(t, adminURL(in.AdminDSN, db)))
 	}
 	for _, tc := range []struct{ table, rows string }{
 		{"orders (account_id, id, amount)", "1\t1\t1\n2\t2\t2\n3\t3\t3\n4\t4\t4\n"}, // split over the shards
